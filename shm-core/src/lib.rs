@@ -1,0 +1,136 @@
+//! Multi-timeframe OHLC candles in a named shared-memory segment: one writer process, any
+//! number of reader processes, no locks and no system calls on the read path.
+//!
+//! The writer ([`Writer`]) owns a file in `/dev/shm` holding one fixed-size ring of candle
+//! records per (symbol, timeframe), each guarded by a seqlock. Readers ([`Reader`]) map it
+//! read-only and copy consistent snapshots through atomic loads in a few hundred nanoseconds;
+//! a torn candle is never returned. The byte layout is documented in `docs/LAYOUT.md` so that
+//! readers can be written in other languages.
+//!
+//! ```
+//! use shm_core::{Candle, Layout, Liveness, Reader, SegmentPath, Timeframe, Writer, WriterOptions};
+//!
+//! # let dir = std::env::temp_dir().join(format!("shm-core-doc-lib-{}", std::process::id()));
+//! let path = SegmentPath::at(&dir); // or SegmentPath::named("mtf-candles") for /dev/shm
+//! let mut layout = Layout::new();
+//! layout.add_ring("XAUUSDc", Timeframe::M1, 1440)?;
+//!
+//! let mut writer = Writer::create(&path, &layout, &WriterOptions::default())?;
+//! let m1 = writer.ring("XAUUSDc", Timeframe::M1).unwrap();
+//! writer.push_closed(m1, &Candle::flat(0, 4000.0));
+//! writer.update_forming(m1, &Candle::flat(60, 4001.5));
+//! writer.set_running();
+//!
+//! // In another process:
+//! let reader = Reader::open(&path)?;
+//! let latest = reader.ring("XAUUSDc", Timeframe::M1).unwrap().latest()?.unwrap();
+//! assert_eq!((latest.close, latest.forming), (4001.5, true));
+//! assert_eq!(reader.status().liveness, Liveness::Alive);
+//!
+//! drop(writer); // marks the segment stopped; the file and its candles stay
+//! assert_eq!(reader.status().liveness, Liveness::Stopped);
+//! # std::fs::remove_file(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+mod candle;
+mod layout;
+mod lock;
+mod mem;
+mod reader;
+mod ring;
+mod status;
+mod timeframe;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use candle::Candle;
+pub use layout::{
+    validate_symbol, Layout, LayoutError, RingSpec, SymbolError, HEADER_SIZE, LAYOUT_VERSION,
+    MAGIC, MAX_CAPACITY, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
+};
+pub use reader::{
+    OpenError, ReadError, Reader, RingReader, RingStats, TickInfo, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_STALL_AFTER,
+};
+pub use status::{Counter, Counters, FeedState, Liveness, Status, WriterState};
+pub use timeframe::{civil_from_days, days_from_civil, Timeframe, UnknownTimeframe};
+pub use writer::{CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
+
+/// The segment name used when none is given.
+pub const DEFAULT_SEGMENT_NAME: &str = "mtf-candles";
+
+/// Where a segment lives: a name in `/dev/shm`, or any path (for tests and systems without
+/// `/dev/shm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPath {
+    path: PathBuf,
+}
+
+/// A segment name that is not a plain file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentNameError(pub String);
+
+impl fmt::Display for SegmentNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid segment name {:?}: expected 1 to 200 characters of A-Z a-z 0-9 . _ - \
+             (use a path to put the segment elsewhere)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for SegmentNameError {}
+
+impl SegmentPath {
+    /// The segment `name` in `/dev/shm` (or the temporary directory where there is none).
+    pub fn named(name: &str) -> Result<SegmentPath, SegmentNameError> {
+        let ok = (1..=200).contains(&name.len())
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(SegmentNameError(name.to_owned()));
+        }
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_owned()
+        } else {
+            std::env::temp_dir()
+        };
+        Ok(SegmentPath {
+            path: dir.join(name),
+        })
+    }
+
+    /// A segment at an explicit path.
+    pub fn at(path: impl Into<PathBuf>) -> SegmentPath {
+        SegmentPath { path: path.into() }
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Display for SegmentPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.path.display().fmt(f)
+    }
+}
+
+/// Wall-clock time in unix nanoseconds (0 before 1970).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

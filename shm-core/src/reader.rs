@@ -1,0 +1,627 @@
+//! Readers: attaching to a segment, validating it, and taking snapshots of its rings.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::candle::Candle;
+use crate::layout::{
+    self, dir, hdr, sym, Layout, RingSpec, COUNTER_SLOTS, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
+    MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS,
+};
+use crate::lock::{self, Probe};
+use crate::mem::Mem;
+use crate::ring::{Busy, RingRef};
+use crate::status::{Counters, FeedState, Liveness, Status, WriterState};
+use crate::{now_ns, SegmentPath, Timeframe};
+
+/// Default number of tries before a read gives up with [`ReadError::Busy`].
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10_000;
+/// Default heartbeat age after which a writer holding the lock counts as stalled.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(1);
+
+/// Why [`Reader::open`] refused a segment. Every variant says what was found and expected.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No file at the path: the writer has not started yet.
+    NotFound {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// The file could not be opened, inspected or mapped.
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The file is shorter than its header says (or than a header).
+    Truncated {
+        /// The segment file.
+        path: PathBuf,
+        /// Its length in bytes.
+        found: u64,
+        /// The length it must have.
+        expected: u64,
+    },
+    /// The first 8 bytes are not `MTFCANDL`: not a candle segment.
+    BadMagic {
+        /// The segment file.
+        path: PathBuf,
+        /// The first 8 bytes, as a little-endian word.
+        found: u64,
+    },
+    /// The version word is 0: a writer is still initialising the segment.
+    Initializing {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// A layout version this reader does not understand.
+    VersionMismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this reader reads.
+        expected: u64,
+    },
+    /// The stored layout hash differs from the one computed from the directory and this
+    /// reader's record sizes: the writer was built with another layout definition.
+    LayoutHashMismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// The hash in the file.
+        found: u64,
+        /// The hash this reader computes.
+        expected: u64,
+    },
+    /// A header, symbol or directory field holds an impossible value.
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Which field, and what it holds.
+        what: String,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NotFound { path } => {
+                write!(
+                    f,
+                    "no segment at {} (is the streamer running?)",
+                    path.display()
+                )
+            }
+            OpenError::Io { path, .. } => write!(f, "could not open segment {}", path.display()),
+            OpenError::Truncated {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "segment {} is truncated: {found} bytes, expected at least {expected}",
+                path.display()
+            ),
+            OpenError::BadMagic { path, found } => write!(
+                f,
+                "{} is not a candle segment: magic {:?}, expected \"MTFCANDL\"",
+                path.display(),
+                String::from_utf8_lossy(&found.to_le_bytes())
+            ),
+            OpenError::Initializing { path } => {
+                write!(f, "segment {} is still being initialised", path.display())
+            }
+            OpenError::VersionMismatch {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "segment {} has layout version {found}, this reader reads version {expected}",
+                path.display()
+            ),
+            OpenError::LayoutHashMismatch {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "segment {} has layout hash {found:#018x}, this reader computes {expected:#018x} \
+                 (writer and reader were built with different layouts)",
+                path.display()
+            ),
+            OpenError::Corrupt { path, what } => {
+                write!(f, "segment {} is corrupt: {what}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why a ring read returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// The ring stayed mid-write for `attempts` tries. Either the writer is extremely busy or it
+    /// died inside a write; [`Reader::status`] tells which.
+    Busy {
+        /// Tries made.
+        attempts: u32,
+    },
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Busy { attempts } => write!(
+                f,
+                "ring stayed mid-write for {attempts} attempts (writer overloaded or killed mid-write)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<Busy> for ReadError {
+    fn from(b: Busy) -> Self {
+        ReadError::Busy {
+            attempts: b.attempts,
+        }
+    }
+}
+
+/// A process's view of a segment: read-only, lock-free, syscall-free on the read path.
+///
+/// Reads never re-attach by themselves. The mapping stays valid across a warm restart of the
+/// writer (same file, generation + 1), so nothing needs doing then. If the writer restarts
+/// with another layout, it replaces the file and marks the old one
+/// [`Liveness::Replaced`]; call [`refresh`](Self::refresh) (one `stat`) to follow it.
+///
+/// ```no_run
+/// use shm_core::{Reader, SegmentPath, Timeframe};
+///
+/// let reader = Reader::open(&SegmentPath::named("mtf-candles")?)?;
+/// let mut candles = Vec::new();
+/// if let Some(m1) = reader.ring("BTCUSDc", Timeframe::M1) {
+///     m1.read_last(50, &mut candles)?;
+/// }
+/// println!("{} candles, writer {}", candles.len(), reader.status().liveness);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Reader {
+    /// Word access to `map`; see the invariants of [`Mem`]. Read-only: only loads are issued.
+    mem: Mem,
+    _map: MmapRaw,
+    /// Kept open for the lock probe and for comparing inodes in `refresh`.
+    file: File,
+    path: PathBuf,
+    layout: Layout,
+    /// Validated against the mapping's length in `open`.
+    rings: Vec<RingRef>,
+    symbols_offset: usize,
+    max_attempts: u32,
+    stall_after: Duration,
+}
+
+impl Reader {
+    /// Maps the segment at `path` read-only and checks its magic, version, size, layout hash
+    /// and directory.
+    pub fn open(path: &SegmentPath) -> Result<Reader, OpenError> {
+        let path = path.path();
+        let file = File::open(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => OpenError::NotFound {
+                path: path.to_owned(),
+            },
+            _ => OpenError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        let io = |source| OpenError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        // Check the length before mapping: touching a page past the end of the file is SIGBUS.
+        let len = file.metadata().map_err(io)?.len();
+        let truncated = |expected: u64| OpenError::Truncated {
+            path: path.to_owned(),
+            found: len,
+            expected,
+        };
+        if len < HEADER_SIZE as u64 {
+            return Err(truncated(HEADER_SIZE as u64));
+        }
+        let len = usize::try_from(len).map_err(|_| truncated(len))?;
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw_read_only(&file)
+            .map_err(io)?;
+        // SAFETY: a shared read-only mapping of `len` bytes (page-aligned), stored in the same
+        // struct as `mem`; only loads are issued through it, and every process accesses the
+        // segment only with atomic word operations.
+        let mem = unsafe { Mem::new(map.as_ptr() as *mut u8, map.len(), false) };
+
+        // Acquire (read side of the version publication; write side is the Release store of
+        // the version in `writer::build`): if we see version 1, we see the whole initialised
+        // header and directory.
+        let version = mem.load(hdr::VERSION, Ordering::Acquire);
+        let word = |off| mem.load(off, Ordering::Relaxed);
+        let magic = word(hdr::MAGIC);
+        if magic != MAGIC {
+            return Err(OpenError::BadMagic {
+                path: path.to_owned(),
+                found: magic,
+            });
+        }
+        if version == 0 {
+            return Err(OpenError::Initializing {
+                path: path.to_owned(),
+            });
+        }
+        if version != LAYOUT_VERSION {
+            return Err(OpenError::VersionMismatch {
+                path: path.to_owned(),
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let corrupt = |what: String| OpenError::Corrupt {
+            path: path.to_owned(),
+            what,
+        };
+        let total = word(hdr::TOTAL_SIZE);
+        if (len as u64) < total {
+            return Err(truncated(total));
+        }
+        if word(hdr::HEADER_SIZE) != HEADER_SIZE as u64 {
+            return Err(corrupt(format!(
+                "header_size is {}, expected {HEADER_SIZE}",
+                word(hdr::HEADER_SIZE)
+            )));
+        }
+        let symbol_count = word(hdr::SYMBOL_COUNT);
+        let ring_count = word(hdr::RING_COUNT);
+        if symbol_count > MAX_SYMBOLS as u64 || ring_count == 0 || ring_count > MAX_RINGS as u64 {
+            return Err(corrupt(format!(
+                "{symbol_count} symbols and {ring_count} rings"
+            )));
+        }
+        let (symbol_count, ring_count) = (symbol_count as usize, ring_count as usize);
+        // Everything read below lies inside the header, symbol table and directory, whose
+        // extent is checked against the file length first.
+        let symbols_offset = HEADER_SIZE;
+        let directory_offset = symbols_offset + symbol_count * layout::SYMBOL_ENTRY_SIZE;
+        let directory_end = directory_offset + ring_count * layout::DIR_ENTRY_SIZE;
+        if word(hdr::SYMBOLS_OFFSET) != symbols_offset as u64
+            || word(hdr::DIRECTORY_OFFSET) != directory_offset as u64
+        {
+            return Err(corrupt("symbol table or directory offset".into()));
+        }
+        if directory_end as u64 > total {
+            return Err(corrupt(format!(
+                "directory ends at {directory_end}, segment at {total}"
+            )));
+        }
+
+        let mut symbols = Vec::with_capacity(symbol_count);
+        for i in 0..symbol_count {
+            let at = symbols_offset + i * layout::SYMBOL_ENTRY_SIZE + sym::NAME;
+            let words = std::array::from_fn(|k| word(at + 8 * k));
+            let name = layout::name_from_words(words)
+                .ok_or_else(|| corrupt(format!("symbol {i} has an invalid name")))?;
+            symbols.push(name);
+        }
+        let mut specs = Vec::with_capacity(ring_count);
+        let mut stored_offsets = Vec::with_capacity(ring_count);
+        for i in 0..ring_count {
+            let at = directory_offset + i * layout::DIR_ENTRY_SIZE;
+            let symbol_index = word(at + dir::SYMBOL_INDEX);
+            let tf = word(at + dir::TIMEFRAME);
+            let capacity = word(at + dir::CAPACITY);
+            if symbol_index >= symbol_count as u64 {
+                return Err(corrupt(format!("ring {i} names symbol {symbol_index}")));
+            }
+            let timeframe = u32::try_from(tf)
+                .ok()
+                .and_then(Timeframe::from_mt5_code)
+                .ok_or_else(|| corrupt(format!("ring {i} has timeframe code {tf}")))?;
+            if !(1..=u64::from(MAX_CAPACITY)).contains(&capacity) {
+                return Err(corrupt(format!("ring {i} has capacity {capacity}")));
+            }
+            specs.push(RingSpec {
+                symbol_index: symbol_index as u32,
+                timeframe,
+                capacity: capacity as u32,
+            });
+            stored_offsets.push(word(at + dir::RING_OFFSET));
+        }
+        let layout = Layout::from_parts(symbols, specs);
+        let placement = layout.placement();
+        let stored_hash = word(hdr::LAYOUT_HASH);
+        if stored_hash != placement.hash {
+            return Err(OpenError::LayoutHashMismatch {
+                path: path.to_owned(),
+                found: stored_hash,
+                expected: placement.hash,
+            });
+        }
+        // Ring offsets are not trusted from the file: they must equal the computed placement,
+        // which lies inside `total`, which lies inside the mapping.
+        if placement.total_size as u64 != total
+            || stored_offsets
+                .iter()
+                .zip(&placement.ring_offsets)
+                .any(|(&s, &c)| s != c as u64)
+        {
+            return Err(corrupt("ring offsets differ from the layout".into()));
+        }
+        let rings = layout
+            .rings()
+            .iter()
+            .zip(&placement.ring_offsets)
+            .map(|(r, &base)| RingRef {
+                base,
+                capacity: u64::from(r.capacity),
+            })
+            .collect();
+        Ok(Reader {
+            mem,
+            _map: map,
+            file,
+            path: path.to_owned(),
+            layout,
+            rings,
+            symbols_offset,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            stall_after: DEFAULT_STALL_AFTER,
+        })
+    }
+
+    /// Re-opens the segment if its file was replaced (by a writer with another layout, or
+    /// deleted and recreated). Returns `Ok(true)` if it re-attached. On error the reader keeps
+    /// its current mapping.
+    pub fn refresh(&mut self) -> Result<bool, OpenError> {
+        let replaced = self.writer_state() == Some(WriterState::Replaced);
+        let moved = match (std::fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(now), Ok(ours)) => now.dev() != ours.dev() || now.ino() != ours.ino(),
+            _ => true,
+        };
+        if !replaced && !moved {
+            return Ok(false);
+        }
+        let mut fresh = Reader::open(&SegmentPath::at(&self.path))?;
+        fresh.max_attempts = self.max_attempts;
+        fresh.stall_after = self.stall_after;
+        *self = fresh;
+        Ok(true)
+    }
+
+    /// Sets how many tries a read makes before returning [`ReadError::Busy`] (at least 1).
+    pub fn set_max_attempts(&mut self, attempts: u32) {
+        self.max_attempts = attempts.max(1);
+    }
+
+    /// Sets the heartbeat age after which a locked writer counts as [`Liveness::Stalled`].
+    pub fn set_stall_after(&mut self, age: Duration) {
+        self.stall_after = age;
+    }
+
+    /// The segment file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The segment's symbols and rings.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Every ring, in directory order.
+    pub fn rings(&self) -> impl ExactSizeIterator<Item = RingReader<'_>> {
+        (0..self.rings.len()).map(move |index| RingReader {
+            reader: self,
+            index,
+        })
+    }
+
+    /// The ring of `symbol` (matched exactly) at `timeframe`.
+    pub fn ring(&self, symbol: &str, timeframe: Timeframe) -> Option<RingReader<'_>> {
+        self.rings()
+            .find(|r| r.symbol() == symbol && r.timeframe() == timeframe)
+    }
+
+    /// The latest tick the writer recorded for `symbol`.
+    pub fn last_tick(&self, symbol: &str) -> Option<TickInfo> {
+        let i = self.layout.symbols().position(|s| s == symbol)?;
+        let at = self.symbols_offset + i * layout::SYMBOL_ENTRY_SIZE;
+        // Relaxed: independent words (see `Writer::record_tick`).
+        let word = |off| self.mem.load(at + off, Ordering::Relaxed);
+        let wall = word(sym::LAST_TICK_WALL_NS);
+        (wall != 0).then(|| TickInfo {
+            server_time_ms: word(sym::LAST_TICK_MS) as i64,
+            received_ns: wall,
+            bid: f64::from_bits(word(sym::LAST_BID)),
+            ask: f64::from_bits(word(sym::LAST_ASK)),
+        })
+    }
+
+    fn writer_state(&self) -> Option<WriterState> {
+        WriterState::from_word(self.mem.load(hdr::WRITER_STATE, Ordering::Acquire))
+    }
+
+    /// Reads the header: liveness, generation, heartbeat, counters. Costs one `fcntl` (the lock
+    /// probe) on Linux; the candle reads cost none.
+    pub fn status(&self) -> Status {
+        let word = |off| self.mem.load(off, Ordering::Relaxed);
+        // Acquire on the state (read side of the writer's Release store of `stopped` in
+        // `Writer::drop`): a reader that sees `stopped` sees the final heartbeat too.
+        let writer_state = self.writer_state();
+        let heartbeat_ns = word(hdr::HEARTBEAT_NS);
+        let heartbeat_age = Duration::from_nanos(now_ns().saturating_sub(heartbeat_ns));
+        let liveness = match writer_state {
+            Some(WriterState::Replaced) => Liveness::Replaced,
+            Some(WriterState::Stopped) => Liveness::Stopped,
+            _ => match lock::probe(&self.file).unwrap_or(Probe::Unknown) {
+                Probe::Free => Liveness::Gone,
+                Probe::Held | Probe::Unknown if heartbeat_age > self.stall_after => {
+                    Liveness::Stalled
+                }
+                Probe::Held | Probe::Unknown => Liveness::Alive,
+            },
+        };
+        let mut counters = [0; COUNTER_SLOTS];
+        for (i, c) in counters.iter_mut().enumerate() {
+            *c = word(hdr::COUNTERS + 8 * i);
+        }
+        Status {
+            liveness,
+            writer_state,
+            // Acquire on the generation (read side of `Writer::begin_generation`'s Release):
+            // the pid and start time read after it belong to that generation or a later one.
+            generation: self.mem.load(hdr::GENERATION, Ordering::Acquire),
+            writer_pid: word(hdr::WRITER_PID) as u32,
+            writer_start_ns: word(hdr::WRITER_START_NS),
+            heartbeat_ns,
+            heartbeat_age,
+            last_update_ns: word(hdr::LAST_UPDATE_NS),
+            created_ns: word(hdr::CREATED_NS),
+            server_time_offset_s: word(hdr::SERVER_TIME_OFFSET) as i64,
+            feed_state: FeedState::from_word(word(hdr::FEED_STATE)),
+            counters: Counters(counters),
+        }
+    }
+}
+
+/// The last tick of a symbol, as recorded by the writer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickInfo {
+    /// The tick's time, epoch ms, server time.
+    pub server_time_ms: i64,
+    /// When the writer processed it (unix ns, writer clock at its last heartbeat).
+    pub received_ns: u64,
+    /// Bid price.
+    pub bid: f64,
+    /// Ask price.
+    pub ask: f64,
+}
+
+/// Counts and times of one ring.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RingStats {
+    /// Closed candles ever pushed into the ring.
+    pub closed_total: u64,
+    /// Candles held now: closed ones (at most the capacity) plus the forming one.
+    pub buffered: u64,
+    /// When the ring last changed (unix ns); 0 if never.
+    pub last_change_ns: u64,
+    /// Open time of the newest candle (forming if any), server time.
+    pub newest_time: Option<i64>,
+}
+
+/// One ring of a [`Reader`].
+#[derive(Debug, Clone, Copy)]
+pub struct RingReader<'a> {
+    reader: &'a Reader,
+    /// Index into `reader.rings` and `reader.layout.rings()`; in bounds by construction.
+    index: usize,
+}
+
+impl RingReader<'_> {
+    fn spec(&self) -> &RingSpec {
+        &self.reader.layout.rings()[self.index]
+    }
+
+    fn raw(&self) -> &RingRef {
+        &self.reader.rings[self.index]
+    }
+
+    /// The ring's symbol.
+    pub fn symbol(&self) -> &str {
+        self.reader.layout.symbol(self.spec().symbol_index)
+    }
+
+    /// The ring's timeframe.
+    pub fn timeframe(&self) -> Timeframe {
+        self.spec().timeframe
+    }
+
+    /// How many closed candles the ring keeps.
+    pub fn capacity(&self) -> u32 {
+        self.spec().capacity
+    }
+
+    /// Fills `out` with the newest `n` candles, oldest first. The newest is the forming candle
+    /// (`forming == true`) when there is one. Fewer than `n` if the ring holds fewer.
+    pub fn read_last(&self, n: usize, out: &mut Vec<Candle>) -> Result<(), ReadError> {
+        if n == 0 {
+            out.clear();
+            return Ok(());
+        }
+        let r = self.raw();
+        let control = r.snapshot(&self.reader.mem, n, true, out, self.reader.max_attempts)?;
+        out.extend(control.forming);
+        Ok(())
+    }
+
+    /// Fills `out` with the newest `closed` closed candles, oldest first, and returns the
+    /// forming candle of the same snapshot.
+    pub fn snapshot(
+        &self,
+        closed: usize,
+        out: &mut Vec<Candle>,
+    ) -> Result<Option<Candle>, ReadError> {
+        let r = self.raw();
+        Ok(r.snapshot(
+            &self.reader.mem,
+            closed,
+            false,
+            out,
+            self.reader.max_attempts,
+        )?
+        .forming)
+    }
+
+    /// The newest candle: the forming one if any, else the newest closed one.
+    pub fn latest(&self) -> Result<Option<Candle>, ReadError> {
+        let mut one = Vec::with_capacity(2);
+        self.read_last(1, &mut one)?;
+        Ok(one.pop())
+    }
+
+    /// Counts and times.
+    pub fn stats(&self) -> Result<RingStats, ReadError> {
+        let r = self.raw();
+        let mem = &self.reader.mem;
+        let control = r.read_control(mem, self.reader.max_attempts)?;
+        let newest_time = match control.forming {
+            Some(f) => Some(f.time),
+            None if control.head > 0 => r
+                .read_slot(mem, control.head - 1, self.reader.max_attempts)?
+                .map(|c| c.time),
+            None => None,
+        };
+        Ok(RingStats {
+            closed_total: control.head,
+            buffered: control.head.min(r.capacity) + u64::from(control.forming.is_some()),
+            last_change_ns: control.last_change_ns,
+            newest_time,
+        })
+    }
+}

@@ -1,0 +1,625 @@
+//! The single writer: creating, warm-restarting or replacing a segment, and publishing to it.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::candle::Candle;
+use crate::layout::{self, hdr, sym, Layout, Placement, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use crate::lock;
+use crate::mem::Mem;
+use crate::ring::RingRef;
+use crate::status::{Counter, FeedState, WriterState};
+use crate::{now_ns, SegmentPath, Timeframe};
+
+/// Options for [`Writer::create`].
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Permission bits of a newly created segment file, e.g. `0o640` to let a group read.
+    /// Applied at creation, whatever the umask. Default `0o600`.
+    pub mode: u32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { mode: 0o600 }
+    }
+}
+
+/// How [`Writer::create`] found the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// There was no segment; a new one was created.
+    Fresh,
+    /// A segment with the same layout was reused with its candles (generation + 1).
+    /// `repaired` counts write sections a killed writer had left open.
+    Warm {
+        /// Open write sections found and closed.
+        repaired: u32,
+    },
+    /// A segment with another layout (or an unreadable file) was replaced by a new file.
+    Replaced,
+}
+
+/// Why [`Writer::create`] failed.
+#[derive(Debug)]
+pub enum CreateError {
+    /// Another live writer holds the segment.
+    AlreadyRunning {
+        /// The segment file.
+        path: PathBuf,
+        /// The holder's pid, as written in the header (if it could be read).
+        pid: Option<u32>,
+    },
+    /// The layout has no rings.
+    EmptyLayout,
+    /// A file operation failed.
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file it was done to.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::AlreadyRunning {
+                path,
+                pid: Some(pid),
+            } => write!(
+                f,
+                "segment {} is already being written by pid {pid}; stop that writer first",
+                path.display()
+            ),
+            CreateError::AlreadyRunning { path, pid: None } => {
+                write!(f, "segment {} is locked by another writer", path.display())
+            }
+            CreateError::EmptyLayout => f.write_str("the segment layout has no rings"),
+            CreateError::Io { action, path, .. } => {
+                write!(f, "could not {action} {}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CreateError + 'p {
+    move |source| CreateError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A ring of the writer's segment. Ids are only meaningful to the writer that made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RingId(u32);
+
+/// A symbol of the writer's segment. Ids are only meaningful to the writer that made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SymbolId(u32);
+
+/// The one process that publishes candles into a segment.
+///
+/// It holds the segment's exclusive lock until it is dropped; dropping it marks the segment
+/// `stopped` and leaves the file in place, so readers keep the last data.
+///
+/// Timestamps it writes (ring changes, tick receipt, last update) come from a clock refreshed
+/// by [`heartbeat`](Self::heartbeat), which keeps clock reads off the per-tick path. Call it at
+/// least every 250 ms, from the loop that publishes, so that a stuck loop shows as stalled.
+///
+/// ```
+/// use shm_core::{Candle, Layout, Reader, SegmentPath, Timeframe, Writer, WriterOptions};
+///
+/// # let dir = std::env::temp_dir().join(format!("shm-core-doc-writer-{}", std::process::id()));
+/// let path = SegmentPath::at(&dir);
+/// let mut layout = Layout::new();
+/// layout.add_ring("EURUSD", Timeframe::M1, 100)?;
+/// let mut writer = Writer::create(&path, &layout, &WriterOptions::default())?;
+/// let m1 = writer.ring("EURUSD", Timeframe::M1).unwrap();
+/// writer.update_forming(m1, &Candle::flat(60, 1.1));
+/// writer.roll(m1, &Candle::flat(60, 1.1), Some(&Candle::flat(120, 1.2)));
+/// writer.set_running();
+///
+/// let reader = Reader::open(&path)?;
+/// let mut candles = Vec::new();
+/// reader.ring("EURUSD", Timeframe::M1).unwrap().read_last(10, &mut candles)?;
+/// assert_eq!(candles.len(), 2);
+/// assert!(!candles[0].forming && candles[1].forming);
+/// # drop(writer); std::fs::remove_file(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Writer {
+    /// Word access to `map`. Declared before `map` so it is dropped first; it holds no
+    /// reference, but the order documents that it must not outlive the mapping.
+    mem: Mem,
+    _map: MmapRaw,
+    /// Holds the exclusive lock for the writer's whole life.
+    _file: File,
+    path: PathBuf,
+    layout: Layout,
+    /// One entry per directory entry, validated against the mapping's length at creation.
+    rings: Vec<RingRef>,
+    symbols_offset: usize,
+    generation: u64,
+    start: Start,
+    /// The clock of the last `heartbeat()`, in unix ns.
+    now_ns: u64,
+}
+
+impl Writer {
+    /// Creates the segment at `path`, or takes over an existing one.
+    ///
+    /// - No file: a new segment is built in a temporary file and linked into place, so readers
+    ///   never see it half-initialised.
+    /// - A segment with the same layout: it is reused with its candles (warm restart).
+    /// - Anything else: a new segment is built and renamed over the old file, which is marked
+    ///   `replaced` so that attached readers know to re-open it.
+    ///
+    /// The writer starts in state `initializing`; call [`set_running`](Self::set_running) once
+    /// the rings hold what they should.
+    pub fn create(
+        path: &SegmentPath,
+        layout: &Layout,
+        options: &WriterOptions,
+    ) -> Result<Writer, CreateError> {
+        if layout.rings().is_empty() {
+            return Err(CreateError::EmptyLayout);
+        }
+        let path = path.path();
+        let placement = layout.placement();
+        // Each pass either finishes or observed another process changing the file between two
+        // steps; a handful of passes is plenty unless something is badly wrong.
+        for _ in 0..16 {
+            let file = match OpenOptions::new().read(true).write(true).open(path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let (file, map) = build(path, layout, &placement, options, 1)?;
+                    // link(2) fails if the name exists: of two writers creating the segment at
+                    // once, exactly one wins, and the other goes round again and finds it.
+                    let tmp = tmp_path(path);
+                    let linked = fs::hard_link(&tmp, path);
+                    let _ = fs::remove_file(&tmp);
+                    match linked {
+                        Ok(()) => {
+                            return Ok(Writer::new(
+                                file,
+                                map,
+                                path,
+                                layout,
+                                &placement,
+                                Start::Fresh,
+                            ))
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(io_err("link the new segment to", path)(e)),
+                    }
+                }
+                Err(e) => return Err(io_err("open", path)(e)),
+            };
+            if !lock::try_lock_exclusive(&file).map_err(io_err("lock", path))? {
+                return Err(CreateError::AlreadyRunning {
+                    path: path.to_owned(),
+                    pid: peek(&file, hdr::WRITER_PID).map(|p| p as u32),
+                });
+            }
+            // The file may have been replaced between open and lock: then we locked an
+            // unlinked inode and must start again with the new one.
+            let ours = file.metadata().map_err(io_err("stat", path))?;
+            match fs::metadata(path) {
+                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("stat", path)(e)),
+            }
+
+            let same_layout = ours.len() == placement.total_size as u64
+                && peek(&file, hdr::MAGIC) == Some(MAGIC)
+                && peek(&file, hdr::VERSION) == Some(LAYOUT_VERSION)
+                && peek(&file, hdr::LAYOUT_HASH) == Some(placement.hash)
+                && peek(&file, hdr::TOTAL_SIZE) == Some(placement.total_size as u64);
+            let old_generation = if peek(&file, hdr::MAGIC) == Some(MAGIC) {
+                peek(&file, hdr::GENERATION).unwrap_or(0)
+            } else {
+                0
+            };
+
+            if same_layout {
+                let map = map_rw(&file, placement.total_size).map_err(io_err("map", path))?;
+                let mut w = Writer::new(file, map, path, layout, &placement, Start::Fresh);
+                let repaired = w.rings.iter().map(|r| r.repair(&w.mem)).sum();
+                w.start = Start::Warm { repaired };
+                w.begin_generation(old_generation + 1);
+                return Ok(w);
+            }
+
+            let (new_file, map) = build(path, layout, &placement, options, old_generation + 1)?;
+            // Tell readers still mapping the old file to re-open by name. Done before the
+            // rename so that no reader can miss it; a pwrite of one word, no mapping needed.
+            if old_generation > 0 {
+                let state = (WriterState::Replaced as u64).to_le_bytes();
+                let _ = file.write_at(&state, hdr::WRITER_STATE as u64);
+            }
+            let tmp = tmp_path(path);
+            if let Err(e) = fs::rename(&tmp, path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err("rename the new segment over", path)(e));
+            }
+            return Ok(Writer::new(
+                new_file,
+                map,
+                path,
+                layout,
+                &placement,
+                Start::Replaced,
+            ));
+        }
+        Err(io_err("take over", path)(io::Error::other(
+            "the segment file kept changing under us; is another program replacing it?",
+        )))
+    }
+
+    fn new(
+        file: File,
+        map: MmapRaw,
+        path: &Path,
+        layout: &Layout,
+        p: &Placement,
+        start: Start,
+    ) -> Writer {
+        // SAFETY: `map` is a shared read-write mapping of `p.total_size` bytes (checked by
+        // `map_rw`), page-aligned and so 8-aligned, and it lives in the same struct as `mem`.
+        // Every process accesses the segment only through atomic word operations.
+        let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len(), true) };
+        debug_assert!(mem.len() >= p.total_size);
+        let rings = layout
+            .rings()
+            .iter()
+            .zip(&p.ring_offsets)
+            .map(|(r, &base)| RingRef {
+                base,
+                capacity: u64::from(r.capacity),
+            })
+            .collect();
+        // Relaxed: this process wrote it, or holds the lock of the process that did.
+        let generation = mem.load(hdr::GENERATION, Ordering::Relaxed);
+        Writer {
+            mem,
+            _map: map,
+            _file: file,
+            path: path.to_owned(),
+            layout: layout.clone(),
+            rings,
+            symbols_offset: p.symbols_offset,
+            generation,
+            start,
+            now_ns: now_ns(),
+        }
+    }
+
+    /// Stamps this process into the header of a reused segment.
+    fn begin_generation(&mut self, generation: u64) {
+        let h = |off, v| self.mem.store(off, v, Ordering::Relaxed);
+        h(hdr::WRITER_STATE, WriterState::Initializing as u64);
+        h(hdr::WRITER_PID, u64::from(std::process::id()));
+        h(hdr::WRITER_START_NS, self.now_ns);
+        h(hdr::HEARTBEAT_NS, self.now_ns);
+        h(hdr::FEED_STATE, FeedState::Starting as u64);
+        // Release: a reader that sees the new generation sees the pid and start time above.
+        self.mem
+            .store(hdr::GENERATION, generation, Ordering::Release);
+        self.generation = generation;
+    }
+
+    /// How the segment was found at creation.
+    pub fn start(&self) -> Start {
+        self.start
+    }
+
+    /// This writer's generation (1 for a fresh segment, +1 at every restart).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The segment file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The layout being written.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The ring of `symbol` at `timeframe`, if the layout has it.
+    pub fn ring(&self, symbol: &str, timeframe: Timeframe) -> Option<RingId> {
+        let s = self.layout.symbols().position(|s| s == symbol)? as u32;
+        let i = self
+            .layout
+            .rings()
+            .iter()
+            .position(|r| r.symbol_index == s && r.timeframe == timeframe)?;
+        Some(RingId(i as u32))
+    }
+
+    /// The symbol named `symbol`, if the layout has it.
+    pub fn symbol(&self, symbol: &str) -> Option<SymbolId> {
+        Some(SymbolId(
+            self.layout.symbols().position(|s| s == symbol)? as u32
+        ))
+    }
+
+    fn r(&self, id: RingId) -> &RingRef {
+        // Panics only for an id of another writer with more rings: a programming error.
+        &self.rings[id.0 as usize]
+    }
+
+    fn touched(&self) {
+        // Relaxed: an independent timestamp word.
+        self.mem
+            .store(hdr::LAST_UPDATE_NS, self.now_ns, Ordering::Relaxed);
+    }
+
+    /// Sets (or replaces) the forming candle of a ring. The candle is stored flagged forming.
+    #[inline]
+    pub fn update_forming(&mut self, ring: RingId, candle: &Candle) {
+        self.r(ring)
+            .set_forming(&self.mem, Some(candle), self.now_ns);
+        self.touched();
+    }
+
+    /// Removes the forming candle of a ring.
+    pub fn clear_forming(&mut self, ring: RingId) {
+        self.r(ring).set_forming(&self.mem, None, self.now_ns);
+        self.touched();
+    }
+
+    /// Appends a closed candle, leaving the forming candle as it is (for backfill).
+    pub fn push_closed(&mut self, ring: RingId, candle: &Candle) {
+        let forming = self.forming(ring);
+        self.r(ring)
+            .push(&self.mem, candle, forming.as_ref(), self.now_ns);
+        self.touched();
+    }
+
+    /// Closes the forming candle as `closed` and makes `next` the forming candle, as one step:
+    /// a reader sees either the old forming candle or the closed one plus `next`, never both
+    /// or neither.
+    #[inline]
+    pub fn roll(&mut self, ring: RingId, closed: &Candle, next: Option<&Candle>) {
+        self.r(ring).push(&self.mem, closed, next, self.now_ns);
+        self.touched();
+    }
+
+    /// Replaces the newest closed candle, e.g. with the source's authoritative bar. Returns
+    /// `false` (and changes nothing) if the ring has no closed candle.
+    pub fn amend_last_closed(&mut self, ring: RingId, candle: &Candle) -> bool {
+        let done = self.r(ring).amend_last(&self.mem, candle, self.now_ns);
+        if done {
+            self.touched();
+        }
+        done
+    }
+
+    /// The forming candle of a ring, as stored.
+    pub fn forming(&self, ring: RingId) -> Option<Candle> {
+        // The single writer reads its own, quiescent ring: one attempt always succeeds.
+        self.r(ring)
+            .read_control(&self.mem, 1)
+            .ok()
+            .and_then(|c| c.forming)
+    }
+
+    /// The newest closed candle of a ring, as stored.
+    pub fn last_closed(&self, ring: RingId) -> Option<Candle> {
+        let r = self.r(ring);
+        let head = r.read_control(&self.mem, 1).ok()?.head;
+        r.read_slot(&self.mem, head.checked_sub(1)?, 1)
+            .ok()
+            .flatten()
+    }
+
+    /// Closed candles ever pushed into a ring (not capped by its capacity).
+    pub fn closed_total(&self, ring: RingId) -> u64 {
+        self.r(ring)
+            .read_control(&self.mem, 1)
+            .map_or(0, |c| c.head)
+    }
+
+    /// Records the latest tick of a symbol: its server time in ms and its prices.
+    #[inline]
+    pub fn record_tick(&mut self, symbol: SymbolId, server_time_ms: i64, bid: f64, ask: f64) {
+        let at = self.symbols_offset + symbol.0 as usize * layout::SYMBOL_ENTRY_SIZE;
+        // Relaxed: independent words; readers need no consistency between them.
+        self.mem.store(
+            at + sym::LAST_TICK_MS,
+            server_time_ms as u64,
+            Ordering::Relaxed,
+        );
+        self.mem
+            .store(at + sym::LAST_TICK_WALL_NS, self.now_ns, Ordering::Relaxed);
+        self.mem
+            .store(at + sym::LAST_BID, bid.to_bits(), Ordering::Relaxed);
+        self.mem
+            .store(at + sym::LAST_ASK, ask.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(&mut self, counter: Counter, n: u64) {
+        let off = hdr::COUNTERS + counter as usize * 8;
+        // Load + store rather than fetch_add: only this writer changes counters, so no
+        // read-modify-write (and no lock prefix) is needed. Relaxed: independent statistics.
+        let v = self.mem.load(off, Ordering::Relaxed);
+        self.mem.store(off, v.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// The current value of a counter.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.mem
+            .load(hdr::COUNTERS + counter as usize * 8, Ordering::Relaxed)
+    }
+
+    /// Publishes the state of the data source.
+    pub fn set_feed_state(&mut self, state: FeedState) {
+        self.mem
+            .store(hdr::FEED_STATE, state as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes the broker's server-time offset (server time minus UTC, seconds).
+    pub fn set_server_time_offset(&mut self, seconds: i64) {
+        self.mem
+            .store(hdr::SERVER_TIME_OFFSET, seconds as u64, Ordering::Relaxed);
+    }
+
+    /// Marks the writer `running`: the rings now hold what they should.
+    pub fn set_running(&mut self) {
+        self.heartbeat();
+        self.mem.store(
+            hdr::WRITER_STATE,
+            WriterState::Running as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Refreshes the writer's clock and stores it as the heartbeat.
+    pub fn heartbeat(&mut self) {
+        self.now_ns = now_ns();
+        // Relaxed: readers only compare it with their own clock.
+        self.mem
+            .store(hdr::HEARTBEAT_NS, self.now_ns, Ordering::Relaxed);
+    }
+
+    /// The writer clock as of the last [`heartbeat`](Self::heartbeat) (unix ns).
+    pub fn clock_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Marks the segment stopped and releases the lock (the same as dropping the writer).
+    pub fn stop(self) {}
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.heartbeat();
+        self.mem.store(
+            hdr::WRITER_STATE,
+            WriterState::Stopped as u64,
+            Ordering::Release,
+        );
+        // The lock goes with `_file`, after this.
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Reads one header word with a plain file read (no mapping), if the file is long enough.
+fn peek(file: &File, off: usize) -> Option<u64> {
+    let mut buf = [0u8; 8];
+    file.read_exact_at(&mut buf, off as u64).ok()?;
+    Some(u64::from_le_bytes(buf))
+}
+
+fn map_rw(file: &File, len: usize) -> io::Result<MmapRaw> {
+    let map = MmapOptions::new().len(len).map_raw(file)?;
+    if map.len() < len {
+        return Err(io::Error::other("mapping shorter than the segment"));
+    }
+    Ok(map)
+}
+
+/// Builds a complete segment in the temporary file beside `path`, locked, with the version word
+/// stored last.
+fn build(
+    path: &Path,
+    layout: &Layout,
+    p: &Placement,
+    options: &WriterOptions,
+    generation: u64,
+) -> Result<(File, MmapRaw), CreateError> {
+    let tmp = tmp_path(path);
+    let _ = fs::remove_file(&tmp); // a leftover of a crashed start of this same pid
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(options.mode)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
+    let fail = |e: CreateError| {
+        let _ = fs::remove_file(&tmp);
+        e
+    };
+    // The umask may have cleared bits of `mode`; set them exactly, before any data is written.
+    file.set_permissions(fs::Permissions::from_mode(options.mode))
+        .map_err(|e| fail(io_err("set the mode of", &tmp)(e)))?;
+    if !lock::try_lock_exclusive(&file).map_err(|e| fail(io_err("lock", &tmp)(e)))? {
+        return Err(fail(io_err("lock", &tmp)(io::Error::other("lock held"))));
+    }
+    file.set_len(p.total_size as u64)
+        .map_err(|e| fail(io_err("size", &tmp)(e)))?;
+    let map = map_rw(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
+    // SAFETY: as in `Writer::new`: a read-write mapping of `total_size` bytes, kept alive with
+    // this `Mem` (it is returned together with it), accessed only atomically.
+    let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len(), true) };
+    let now = now_ns();
+    let h = |off, v| mem.store(off, v, Ordering::Relaxed);
+    h(hdr::MAGIC, MAGIC);
+    h(hdr::LAYOUT_HASH, p.hash);
+    h(hdr::TOTAL_SIZE, p.total_size as u64);
+    h(hdr::HEADER_SIZE, HEADER_SIZE as u64);
+    h(hdr::SYMBOL_COUNT, layout.symbols().len() as u64);
+    h(hdr::RING_COUNT, layout.rings().len() as u64);
+    h(hdr::SYMBOLS_OFFSET, p.symbols_offset as u64);
+    h(hdr::DIRECTORY_OFFSET, p.directory_offset as u64);
+    h(hdr::CREATED_NS, now);
+    h(hdr::GENERATION, generation);
+    h(hdr::WRITER_PID, u64::from(std::process::id()));
+    h(hdr::WRITER_START_NS, now);
+    h(hdr::HEARTBEAT_NS, now);
+    h(hdr::WRITER_STATE, WriterState::Initializing as u64);
+    h(hdr::FEED_STATE, FeedState::Starting as u64);
+    for (i, name) in layout.symbols().enumerate() {
+        let at = p.symbols_offset + i * layout::SYMBOL_ENTRY_SIZE;
+        for (k, w) in layout::name_words(name).into_iter().enumerate() {
+            h(at + sym::NAME + 8 * k, w);
+        }
+    }
+    for (i, (r, &off)) in layout.rings().iter().zip(&p.ring_offsets).enumerate() {
+        let at = p.directory_offset + i * layout::DIR_ENTRY_SIZE;
+        h(at + layout::dir::SYMBOL_INDEX, u64::from(r.symbol_index));
+        h(
+            at + layout::dir::TIMEFRAME,
+            u64::from(r.timeframe.mt5_code()),
+        );
+        h(at + layout::dir::CAPACITY, u64::from(r.capacity));
+        h(at + layout::dir::RING_OFFSET, off as u64);
+    }
+    // Version last, Release (write side; read side is the Acquire load in `Reader::open`):
+    // whoever sees version 1 sees every word above. The file only gets its public name after
+    // this, so in practice no reader ever finds version 0.
+    mem.store(hdr::VERSION, LAYOUT_VERSION, Ordering::Release);
+    Ok((file, map))
+}
