@@ -51,9 +51,9 @@ impl Candle {
     }
 
     /// The record words, in layout order (see `docs/LAYOUT.md`).
-    pub(crate) fn to_words(&self) -> [u64; RECORD_WORDS] {
+    pub(crate) fn to_words(self) -> [u64; RECORD_WORDS] {
         let flags =
-            u32::from(self.forming) * FLAG_FORMING | u32::from(self.repaired) * FLAG_REPAIRED;
+            (u32::from(self.forming) * FLAG_FORMING) | (u32::from(self.repaired) * FLAG_REPAIRED);
         [
             self.time as u64,
             self.open.to_bits(),

@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(hdr::VERSION, 8);
         assert_eq!(hdr::MAGIC, 0);
         assert_eq!(hdr::COUNTERS + COUNTER_SLOTS * 8, HEADER_SIZE);
-        assert!(hdr::FEED_STATE < hdr::COUNTERS);
+        const { assert!(hdr::FEED_STATE < hdr::COUNTERS) };
         assert_eq!(&MAGIC.to_le_bytes(), b"MTFCANDL");
     }
 

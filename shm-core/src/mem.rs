@@ -54,7 +54,7 @@ impl Mem {
     #[inline(always)]
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(
-            off % 8 == 0 && off + 8 <= self.len,
+            off.is_multiple_of(8) && off + 8 <= self.len,
             "word {off} outside {}",
             self.len
         );

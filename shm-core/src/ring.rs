@@ -81,7 +81,7 @@ impl RingRef {
         // Relaxed: the single writer is the only one that stores to the sequence, so it reads
         // back its own last value.
         let s = mem.load(seq_off, Ordering::Relaxed);
-        debug_assert!(s % 2 == 0, "write section opened twice");
+        debug_assert!(s.is_multiple_of(2), "write section opened twice");
         // Relaxed store + Release fence (write side of the fence pair): the fence orders the
         // odd value before every payload store that follows, for any reader whose
         // `fence(Acquire)` comes after loading one of those payload values.

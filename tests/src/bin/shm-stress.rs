@@ -1,0 +1,98 @@
+//! Helper process for the cross-process tests.
+//!
+//! - `shm-stress writer PATH SECONDS`: publishes derived candles as fast as it can.
+//! - `shm-stress forever PATH`: the same until killed.
+//! - `shm-stress reader PATH SECONDS`: reads continuously and checks every snapshot; exits 1
+//!   on the first inconsistent one. Prints `checked N busy M`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mtf_tests::{check_snapshot, derived};
+use shm_core::{Layout, Liveness, Reader, SegmentPath, Timeframe, Writer};
+
+const SYMBOL: &str = "STRESS";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let secs =
+        |i: usize| Duration::from_secs_f64(args.get(i).and_then(|s| s.parse().ok()).unwrap_or(1.0));
+    let result = match (args.get(1).map(String::as_str), args.get(2)) {
+        (Some("writer"), Some(path)) => write(path, Some(secs(3))),
+        (Some("forever"), Some(path)) => write(path, None),
+        (Some("reader"), Some(path)) => read(path, secs(3)),
+        _ => Err("usage: shm-stress writer|forever|reader PATH [SECONDS]".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shm-stress: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write(path: &str, run_for: Option<Duration>) -> Result<(), String> {
+    let mut layout = Layout::new();
+    // A small ring, so readers of 64 candles are lapped often.
+    layout
+        .add_ring(SYMBOL, Timeframe::M1, 100)
+        .map_err(|e| e.to_string())?;
+    let mut w = Writer::create(&SegmentPath::at(path), &layout, &Default::default())
+        .map_err(|e| e.to_string())?;
+    let ring = w.ring(SYMBOL, Timeframe::M1).ok_or("no ring")?;
+    // Continue where a killed predecessor stopped, so the sequence of k stays contiguous.
+    let mut k = w.last_closed(ring).map_or(1, |c| c.time as u64 / 60 + 1);
+    w.update_forming(ring, &derived(k));
+    w.set_running();
+    let start = Instant::now();
+    let mut writes = 0u64;
+    loop {
+        for _ in 0..4 {
+            w.update_forming(ring, &derived(k));
+        }
+        w.roll(ring, &derived(k), Some(&derived(k + 1)));
+        k += 1;
+        writes += 5;
+        if k % 1024 == 0 {
+            w.heartbeat();
+            if run_for.is_some_and(|d| start.elapsed() >= d) {
+                break;
+            }
+        }
+    }
+    println!("writes {writes} closed {k}");
+    Ok(())
+}
+
+fn read(path: &str, run_for: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    let reader = loop {
+        match Reader::open(&SegmentPath::at(path)) {
+            Ok(r) => break r,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let ring = reader.ring(SYMBOL, Timeframe::M1).ok_or("no ring")?;
+    let mut out = Vec::new();
+    let (mut checked, mut busy) = (0u64, 0u64);
+    let sizes = [1, 2, 16, 64, 101];
+    while start.elapsed() < run_for {
+        for &n in &sizes {
+            match ring.read_last(n, &mut out) {
+                Ok(()) => {
+                    check_snapshot(&out)
+                        .map_err(|e| format!("after {checked} good snapshots: {e}"))?;
+                    checked += 1;
+                }
+                Err(_) => busy += 1,
+            }
+        }
+        if reader.status().liveness == Liveness::Stopped {
+            break;
+        }
+    }
+    println!("checked {checked} busy {busy}");
+    Ok(())
+}
