@@ -1,0 +1,89 @@
+//! Segment read and write costs: the latest 1, 50 and 500 M1 candles, and one tick's forming
+//! update across 7 timeframes.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use shm_core::{Candle, Counter, Layout, Reader, SegmentPath, Timeframe, Writer};
+
+const TIMEFRAMES: [(Timeframe, u32); 7] = [
+    (Timeframe::M1, 1440),
+    (Timeframe::M5, 300),
+    (Timeframe::M15, 150),
+    (Timeframe::M30, 100),
+    (Timeframe::H1, 100),
+    (Timeframe::H4, 50),
+    (Timeframe::D1, 30),
+];
+
+struct Seg(SegmentPath);
+impl Drop for Seg {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.path());
+    }
+}
+
+fn full_segment(tag: &str) -> (Seg, Writer) {
+    let seg = Seg(SegmentPath::named(&format!("mtf-bench-{tag}-{}", std::process::id())).unwrap());
+    let mut layout = Layout::new();
+    for (tf, cap) in TIMEFRAMES {
+        layout.add_ring("BTCUSDc", tf, cap).unwrap();
+    }
+    let mut w = Writer::create(&seg.0, &layout, &Default::default()).unwrap();
+    for (tf, cap) in TIMEFRAMES {
+        let ring = w.ring("BTCUSDc", tf).unwrap();
+        for i in 0..i64::from(cap) {
+            w.push_closed(ring, &Candle::flat(i * 60, 90_000.0 + i as f64));
+        }
+        w.update_forming(ring, &Candle::flat(i64::from(cap) * 60, 90_000.0));
+    }
+    w.set_running();
+    (seg, w)
+}
+
+fn read_latest(c: &mut Criterion) {
+    let (seg, _writer) = full_segment("read");
+    let reader = Reader::open(&seg.0).unwrap();
+    let ring = reader.ring("BTCUSDc", Timeframe::M1).unwrap();
+    let mut group = c.benchmark_group("read_latest_m1");
+    for n in [1usize, 50, 500] {
+        let mut out = Vec::with_capacity(n);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                ring.read_last(black_box(n), &mut out).unwrap();
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn tick_update(c: &mut Criterion) {
+    let (_seg, mut w) = full_segment("write");
+    let rings: Vec<_> = TIMEFRAMES
+        .iter()
+        .map(|(tf, _)| w.ring("BTCUSDc", *tf).unwrap())
+        .collect();
+    let sym = w.symbol("BTCUSDc").unwrap();
+    let mut forming: Vec<Candle> = rings.iter().map(|&r| w.forming(r).unwrap()).collect();
+    let mut price = 90_000.0;
+    c.bench_function("tick_update_7_timeframes", |b| {
+        b.iter(|| {
+            price += 0.5;
+            // What the streamer does per tick, minus bar-boundary arithmetic: fold the price
+            // into each forming candle and publish it, then record the tick.
+            for (ring, f) in rings.iter().zip(forming.iter_mut()) {
+                f.high = f.high.max(price);
+                f.low = f.low.min(price);
+                f.close = price;
+                f.tick_volume += 1;
+                w.update_forming(*ring, f);
+            }
+            w.record_tick(sym, 0, price, price + 1.0);
+            w.add(Counter::TicksProcessed, 1);
+        })
+    });
+}
+
+criterion_group!(benches, read_latest, tick_update);
+criterion_main!(benches);
