@@ -175,6 +175,26 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Formats unix milliseconds as ISO 8601 UTC with millisecond precision:
+/// `2026-11-21T16:05:00.123Z`.
+///
+/// ```
+/// assert_eq!(shm_core::iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+/// assert_eq!(shm_core::iso8601_ms(1_483_315_200_500), "2017-01-02T00:00:00.500Z");
+/// ```
+pub fn iso8601_ms(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        unix_ms.rem_euclid(1000)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,362 @@
+//! Ticks and bars into candles of every timeframe, published the moment they change.
+//!
+//! Feed hygiene rules (each has a counter in the segment header):
+//!
+//! | input | rule | counter |
+//! |---|---|---|
+//! | a price that is NaN, infinite, zero or negative; a bar with `high < max(open, close)` or `low > min(open, close)` | dropped | `rejected_bad_price` |
+//! | a tick older than the symbol's newest tick, or older than a forming candle | dropped | `rejected_out_of_order` |
+//! | a bar with the time of the newest closed bar | dropped, or with `amend` (authoritative sources) replaces it when it differs | `rejected_duplicate_bar` / `corrections` |
+//! | a bar older than the newest closed bar | dropped | `rejected_backwards_bar` |
+//! | a bar more than one period after the previous one, on the feed's own timeframe | kept; no filler candles are invented (MT5 makes none either) | `gaps_detected` |
+//!
+//! A closed bar that arrives between the newest closed bar and the forming one (a gap being
+//! backfilled after a disconnect) is inserted in order.
+
+use shm_core::{Candle, Counter, RingId, SymbolId, Timeframe, Writer};
+
+/// One price update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
+    /// Index of the symbol in the streamer's symbol list.
+    pub symbol: usize,
+    /// Server time, epoch milliseconds.
+    pub time_ms: i64,
+    /// Bid price; candles are built from bids, as MT5's are.
+    pub bid: f64,
+    /// Ask price, for the spread.
+    pub ask: f64,
+    /// Exchange volume of the tick (0 where there is none); summed into `real_volume`.
+    pub volume: u64,
+}
+
+/// A bar from a source that delivers bars (CSV exports, the MT5 gateway).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar {
+    /// Index of the symbol in the streamer's symbol list.
+    pub symbol: usize,
+    /// The bar's timeframe.
+    pub timeframe: Timeframe,
+    /// The bar; `candle.forming` tells a bar still forming from a closed one.
+    pub candle: Candle,
+    /// Also build the longer timeframes from this bar (CSV replay). Without it only the bar's
+    /// own ring is written (the MT5 gateway delivers every timeframe itself).
+    pub fold_up: bool,
+    /// The source is authoritative: a bar with the time of the newest closed bar replaces it.
+    pub amend: bool,
+}
+
+/// Per-timeframe state of one symbol.
+#[derive(Debug, Clone)]
+struct Frame {
+    tf: Timeframe,
+    ring: RingId,
+    /// The forming candle as published.
+    forming: Option<Candle>,
+    /// Start of the bar after `forming`: a tick before it (and not before `forming.time`)
+    /// belongs to `forming`, without any calendar arithmetic.
+    forming_end: i64,
+    /// Open time of the newest closed candle.
+    last_closed: Option<i64>,
+    /// For timeframes built from bars: the closed source bars of the current period merged.
+    base: Option<Candle>,
+}
+
+#[derive(Debug)]
+struct SymbolState {
+    id: SymbolId,
+    /// Price of one point, for spreads in points.
+    point: f64,
+    last_tick_ms: Option<i64>,
+    /// Ascending by timeframe.
+    frames: Vec<Frame>,
+}
+
+/// Builds candles for every (symbol, timeframe) ring of a writer.
+#[derive(Debug)]
+pub struct Aggregator {
+    symbols: Vec<SymbolState>,
+}
+
+/// How far a symbol's rings already go (after a warm restart).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resume {
+    /// Open time of the newest candle of the shortest timeframe.
+    pub time: i64,
+    /// Its close.
+    pub close: f64,
+}
+
+impl Aggregator {
+    /// An aggregator for `symbols` (name, point size) on those of `timeframes` the writer has
+    /// rings for, continuing from whatever the rings hold.
+    ///
+    /// # Panics
+    /// If a symbol is not in the writer's layout.
+    pub fn new(writer: &Writer, symbols: &[(String, f64)], timeframes: &[Timeframe]) -> Aggregator {
+        let mut tfs = timeframes.to_vec();
+        tfs.sort();
+        tfs.dedup();
+        let symbols = symbols
+            .iter()
+            .map(|(name, point)| SymbolState {
+                id: writer
+                    .symbol(name)
+                    .expect("layout built from the same symbols"),
+                point: *point,
+                last_tick_ms: None,
+                // A symbol fed by bars has no rings below the bars' timeframe.
+                frames: tfs
+                    .iter()
+                    .filter_map(|&tf| Some((tf, writer.ring(name, tf)?)))
+                    .map(|(tf, ring)| {
+                        let forming = writer.forming(ring).map(|c| Candle {
+                            forming: false,
+                            ..c
+                        });
+                        Frame {
+                            tf,
+                            ring,
+                            forming_end: forming.map_or(i64::MIN, |c| tf.next_bar_start(c.time)),
+                            forming,
+                            last_closed: writer.last_closed(ring).map(|c| c.time),
+                            base: forming,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Aggregator { symbols }
+    }
+
+    /// Where each symbol's shortest ring stands, for sources that continue a warm segment.
+    pub fn resume_points(&self, writer: &Writer) -> Vec<Option<Resume>> {
+        self.symbols
+            .iter()
+            .map(|s| {
+                let f = s.frames.first()?;
+                let c = f.forming.or_else(|| writer.last_closed(f.ring))?;
+                Some(Resume {
+                    time: c.time,
+                    close: c.close,
+                })
+            })
+            .collect()
+    }
+
+    /// Folds one tick into the forming candle of every timeframe of its symbol.
+    #[inline]
+    pub fn on_tick(&mut self, w: &mut Writer, t: &Tick) {
+        let Some(s) = self.symbols.get_mut(t.symbol) else {
+            return;
+        };
+        if !(good_price(t.bid) && good_price(t.ask)) {
+            w.add(Counter::RejectedBadPrice, 1);
+            return;
+        }
+        let sec = t.time_ms.div_euclid(1000);
+        let behind = s.last_tick_ms.is_some_and(|last| t.time_ms < last)
+            || s.frames.iter().any(|f| {
+                f.forming.is_some_and(|c| sec < c.time) || f.last_closed.is_some_and(|c| sec < c)
+            });
+        if behind {
+            w.add(Counter::RejectedOutOfOrder, 1);
+            return;
+        }
+        s.last_tick_ms = Some(t.time_ms);
+        let spread = ((t.ask - t.bid) / s.point)
+            .round()
+            .clamp(0.0, i32::MAX as f64) as i32;
+        let mut closed = 0;
+        for (i, f) in s.frames.iter_mut().enumerate() {
+            match &mut f.forming {
+                Some(c) if sec < f.forming_end => {
+                    c.high = c.high.max(t.bid);
+                    c.low = c.low.min(t.bid);
+                    c.close = t.bid;
+                    c.tick_volume += 1;
+                    c.real_volume += t.volume;
+                    c.spread = c.spread.min(spread);
+                    w.update_forming(f.ring, c);
+                }
+                prev => {
+                    let start = f.tf.bar_start(sec);
+                    let next = Candle {
+                        tick_volume: 1,
+                        real_volume: t.volume,
+                        spread,
+                        ..Candle::flat(start, t.bid)
+                    };
+                    match prev.take() {
+                        Some(old) => {
+                            if i == 0 && start > f.forming_end {
+                                w.add(Counter::GapsDetected, 1);
+                            }
+                            w.roll(f.ring, &old, Some(&next));
+                            f.last_closed = Some(old.time);
+                            closed += 1;
+                        }
+                        None => w.update_forming(f.ring, &next),
+                    }
+                    f.forming = Some(next);
+                    f.forming_end = f.tf.next_bar_start(start);
+                    f.base = None;
+                }
+            }
+        }
+        if closed > 0 {
+            w.add(Counter::BarsClosed, closed);
+        }
+        w.record_tick(s.id, t.time_ms, t.bid, t.ask);
+        w.add(Counter::TicksProcessed, 1);
+    }
+
+    /// Applies a bar to its own ring and, with `fold_up`, to every longer timeframe.
+    pub fn on_bar(&mut self, w: &mut Writer, b: &Bar) {
+        let Some(s) = self.symbols.get_mut(b.symbol) else {
+            return;
+        };
+        let c = Candle {
+            forming: false,
+            repaired: false,
+            ..b.candle
+        };
+        if ![c.open, c.high, c.low, c.close].into_iter().all(good_price)
+            || c.high < c.open.max(c.close)
+            || c.low > c.open.min(c.close)
+        {
+            w.add(Counter::RejectedBadPrice, 1);
+            return;
+        }
+        let Some(i) = s.frames.iter().position(|f| f.tf == b.timeframe) else {
+            return;
+        };
+        let f = &mut s.frames[i];
+        if let Some(lc) = f.last_closed {
+            if c.time < lc {
+                w.add(Counter::RejectedBackwardsBar, 1);
+                return;
+            }
+            if c.time == lc {
+                if !b.amend {
+                    w.add(Counter::RejectedDuplicateBar, 1);
+                } else if !b.candle.forming && w.last_closed(f.ring) != Some(c) {
+                    w.amend_last_closed(f.ring, &c);
+                    w.add(Counter::Corrections, 1);
+                }
+                return;
+            }
+        }
+        let previous = f.forming.map(|p| p.time).or(f.last_closed);
+        if previous.is_some_and(|p| c.time > f.tf.next_bar_start(p)) {
+            w.add(Counter::GapsDetected, 1);
+        }
+        match f.forming {
+            Some(old) if old.time == c.time => {
+                if b.candle.forming {
+                    if b.amend && old != c {
+                        w.add(Counter::Corrections, 1);
+                    }
+                    w.update_forming(f.ring, &c);
+                    f.forming = Some(c);
+                } else {
+                    w.roll(f.ring, &c, None);
+                    w.add(Counter::BarsClosed, 1);
+                    f.forming = None;
+                    f.last_closed = Some(c.time);
+                }
+            }
+            Some(old) if old.time > c.time => {
+                // Older than the forming bar but newer than the last closed one: a missed bar
+                // (backfill after a gap). Closed ones slot in before the forming bar.
+                if b.candle.forming {
+                    w.add(Counter::RejectedBackwardsBar, 1);
+                    return;
+                }
+                w.push_closed(f.ring, &c);
+                w.add(Counter::BarsBackfilled, 1);
+                f.last_closed = Some(c.time);
+                return; // Longer timeframes already cover this period.
+            }
+            Some(old) => {
+                // The source moved on: the forming bar closes as it stands.
+                let next = b.candle.forming.then_some(c);
+                w.roll(f.ring, &old, next.as_ref());
+                w.add(Counter::BarsClosed, 1);
+                f.last_closed = Some(old.time);
+                f.forming = next;
+                if !b.candle.forming {
+                    w.push_closed(f.ring, &c);
+                    w.add(Counter::BarsClosed, 1);
+                    f.last_closed = Some(c.time);
+                }
+            }
+            None if b.candle.forming => {
+                w.update_forming(f.ring, &c);
+                f.forming = Some(c);
+            }
+            None => {
+                w.push_closed(f.ring, &c);
+                w.add(Counter::BarsClosed, 1);
+                f.last_closed = Some(c.time);
+            }
+        }
+        f.forming_end = f.forming.map_or(i64::MIN, |c| f.tf.next_bar_start(c.time));
+        if b.fold_up {
+            for f in &mut s.frames[i + 1..] {
+                fold(w, f, &c, b.candle.forming);
+            }
+        }
+    }
+}
+
+/// Merges source bar `c` into the forming candle of the longer timeframe `f`.
+fn fold(w: &mut Writer, f: &mut Frame, c: &Candle, source_forming: bool) {
+    let start = f.tf.bar_start(c.time);
+    match f.forming {
+        Some(old) if old.time > start => return, // a backfilled bar of an already closed period
+        Some(old) if old.time < start => {
+            w.roll(f.ring, &old, None);
+            w.add(Counter::BarsClosed, 1);
+            f.last_closed = Some(old.time);
+            f.forming = None;
+            f.base = None;
+        }
+        _ => {}
+    }
+    let base = f.base.filter(|b| b.time == start);
+    let forming = merge(base, start, c);
+    if !source_forming {
+        f.base = Some(forming);
+    }
+    f.forming = Some(forming);
+    f.forming_end = f.tf.next_bar_start(start);
+    w.update_forming(f.ring, &forming);
+}
+
+/// `base` (the merged bars so far in the period starting at `start`) extended by `c`.
+fn merge(base: Option<Candle>, start: i64, c: &Candle) -> Candle {
+    match base {
+        None => Candle {
+            time: start,
+            forming: false,
+            ..*c
+        },
+        Some(b) => Candle {
+            time: start,
+            open: b.open,
+            high: b.high.max(c.high),
+            low: b.low.min(c.low),
+            close: c.close,
+            tick_volume: b.tick_volume + c.tick_volume,
+            spread: b.spread.min(c.spread),
+            real_volume: b.real_volume + c.real_volume,
+            forming: false,
+            repaired: false,
+        },
+    }
+}
+
+fn good_price(p: f64) -> bool {
+    p.is_finite() && p > 0.0
+}

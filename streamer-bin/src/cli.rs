@@ -1,0 +1,293 @@
+//! The command line of `mtf-streamer`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use shm_core::{SegmentPath, Timeframe};
+
+use crate::config::{self, Config, ConfigError, SourceKind};
+
+/// Multi-timeframe candles from a feed into shared memory, for every process on the host.
+///
+/// With no arguments: a synthetic feed for BTCUSDc and XAUUSDc on M1..D1, published to the
+/// segment /dev/shm/mtf-candles, with the HTTP API on 127.0.0.1:8000.
+#[derive(Debug, Parser)]
+#[command(name = "mtf-streamer", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the segment: writer liveness, generation, feed, counters, and every ring.
+    Inspect {
+        #[command(flatten)]
+        segment: SegmentArgs,
+    },
+    /// Print the candles of one ring as they change, until Ctrl-C.
+    Tail {
+        /// Symbol, matched exactly (e.g. BTCUSDc).
+        symbol: String,
+        /// Timeframe (M1, M5, M15, M30, H1, H4, D1, W1, MN1; any case).
+        timeframe: Timeframe,
+        #[command(flatten)]
+        segment: SegmentArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SegmentArgs {
+    /// Segment name in /dev/shm.
+    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
+    segment: String,
+    /// Segment file path (overrides --segment).
+    #[arg(long, value_name = "PATH")]
+    segment_path: Option<PathBuf>,
+}
+
+impl SegmentArgs {
+    fn path(&self) -> Result<SegmentPath, ConfigError> {
+        match &self.segment_path {
+            Some(p) => Ok(SegmentPath::at(p)),
+            None => SegmentPath::named(&self.segment).map_err(|e| ConfigError {
+                field: "--segment".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// JSON config file; the original multi_tf_streamer_config.json is accepted as it is.
+    /// Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Feed: synthetic (seeded random walk), csv (MT5 export replay), mt5 (MT5 gateway).
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<SourceKind>,
+    /// Symbols, comma-separated (default BTCUSDc,XAUUSDc; for csv, taken from the file names).
+    #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
+    symbols: Option<Vec<String>>,
+    /// Timeframes to publish, comma-separated (default M1,M5,M15,M30,H1,H4,D1).
+    #[arg(long, value_delimiter = ',', value_name = "TFS")]
+    timeframes: Option<Vec<String>>,
+    /// Ring size of one timeframe, e.g. --buffer M1=2880 (repeatable). Defaults: M1 1440,
+    /// M5 300, M15 150, M30 100, H1 100, H4 50, D1 30, W1 52, MN1 12.
+    #[arg(long, value_name = "TF=N")]
+    buffer: Vec<String>,
+    /// Seed of the synthetic feed (same seed, same price path).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Synthetic ticks per second per symbol (default 10).
+    #[arg(long, value_name = "N")]
+    tick_rate: Option<f64>,
+    /// MT5 export files to replay (bars or ticks); implies --source csv.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    csv: Vec<PathBuf>,
+    /// Symbol of the CSV files, when their names do not follow MT5's SYMBOL_TF_FROM_TO.csv.
+    #[arg(long, value_name = "SYMBOL")]
+    csv_symbol: Option<String>,
+    /// Timeframe of the CSV bar files, when their names do not say it.
+    #[arg(long, value_name = "TF")]
+    csv_timeframe: Option<Timeframe>,
+    /// CSV replay speed: N for N x real time, or max (default).
+    #[arg(long, value_name = "N|max")]
+    speed: Option<String>,
+    /// MT5 gateway address for --source mt5.
+    #[arg(long, value_name = "HOST:PORT")]
+    gateway: Option<String>,
+    /// Segment name in /dev/shm (default mtf-candles).
+    #[arg(long, value_name = "NAME")]
+    segment: Option<String>,
+    /// Segment file path, instead of a name in /dev/shm.
+    #[arg(long, value_name = "PATH")]
+    segment_path: Option<PathBuf>,
+    /// Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).
+    #[arg(long, value_name = "OCTAL")]
+    segment_mode: Option<String>,
+    /// Address of the HTTP API (default 127.0.0.1:8000).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Do not start the HTTP API.
+    #[arg(long, conflicts_with = "http")]
+    no_http: bool,
+    /// Broker server time minus UTC, as +HH:MM or seconds (default +00:00). MT5 bar times are
+    /// server time; this lets every reader compute true ages.
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    server_offset: Option<String>,
+}
+
+fn flag<T>(field: &str, r: Result<T, String>) -> Result<T, ConfigError> {
+    r.map_err(|message| ConfigError {
+        field: field.into(),
+        message,
+    })
+}
+
+impl RunArgs {
+    /// Defaults, then the config file, then these flags. Returns the warnings to print.
+    fn config(&self) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut c = Config::default();
+        let warnings = match &self.config {
+            Some(path) => c.apply_file(path)?,
+            None => Vec::new(),
+        };
+        if let Some(s) = self.source {
+            c.source = s;
+        }
+        if let Some(s) = &self.symbols {
+            c.symbols = flag("--symbols", config::parse_symbols(s))?;
+            c.symbols_given = true;
+        }
+        if let Some(t) = &self.timeframes {
+            c.timeframes = flag("--timeframes", config::parse_timeframes(t))?;
+        }
+        c.apply_buffer_flags(&self.buffer)?;
+        if let Some(s) = self.seed {
+            c.seed = s;
+        }
+        if let Some(r) = self.tick_rate {
+            if !(r > 0.0 && r <= 100_000.0) {
+                return Err(ConfigError {
+                    field: "--tick-rate".into(),
+                    message: format!("{r} is not in (0, 100000]"),
+                });
+            }
+            c.tick_rate = r;
+        }
+        if !self.csv.is_empty() {
+            c.csv_files = self.csv.clone();
+            if self.source.is_none() {
+                c.source = SourceKind::Csv;
+            }
+        }
+        if let Some(s) = &self.csv_symbol {
+            flag(
+                "--csv-symbol",
+                shm_core::validate_symbol(s).map_err(|e| e.to_string()),
+            )?;
+            c.csv_symbol = Some(s.clone());
+        }
+        if let Some(t) = self.csv_timeframe {
+            c.csv_timeframe = Some(t);
+        }
+        if let Some(s) = &self.speed {
+            c.speed = flag("--speed", config::parse_speed(s))?;
+        }
+        if let Some(g) = &self.gateway {
+            c.gateway = g.clone();
+        }
+        if let Some(n) = &self.segment {
+            c.segment = flag(
+                "--segment",
+                SegmentPath::named(n).map_err(|e| e.to_string()),
+            )?;
+        }
+        if let Some(p) = &self.segment_path {
+            c.segment = SegmentPath::at(p);
+        }
+        if let Some(m) = &self.segment_mode {
+            c.segment_mode = flag("--segment-mode", config::parse_mode(m))?;
+        }
+        if let Some(h) = &self.http {
+            c.http = Some(flag(
+                "--http",
+                h.parse()
+                    .map_err(|_| format!("expected an address like 127.0.0.1:8000, found {h:?}")),
+            )?);
+        }
+        if self.no_http {
+            c.http = None;
+        }
+        if let Some(o) = &self.server_offset {
+            c.server_time_offset_s = flag("--server-offset", config::parse_offset(o))?;
+        }
+        Ok((c, warnings))
+    }
+}
+
+/// Prints `error` and its causes on one line each.
+fn report(error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("mtf-streamer: error: {error}");
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        eprintln!("  caused by: {e}");
+        cause = e.source();
+    }
+    ExitCode::FAILURE
+}
+
+/// A flag that SIGINT and SIGTERM set.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    stop
+}
+
+/// The whole program: parse arguments, run, and turn the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Inspect { segment }) => {
+            let path = match segment.path() {
+                Ok(p) => p,
+                Err(e) => return report(&e),
+            };
+            match crate::ops::inspect(&path) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(&e),
+            }
+        }
+        Some(Command::Tail {
+            symbol,
+            timeframe,
+            segment,
+        }) => {
+            let path = match segment.path() {
+                Ok(p) => p,
+                Err(e) => return report(&e),
+            };
+            let stop = stop_flag();
+            match crate::ops::tail(&path, &symbol, timeframe, &stop, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(&e),
+            }
+        }
+        None => {
+            let (config, warnings) = match cli.run.config() {
+                Ok(c) => c,
+                Err(e) => return report(&e),
+            };
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            let stop = stop_flag();
+            let mut stdout = std::io::stdout();
+            match crate::run(&config, &stop, &mut stdout) {
+                Ok(summary) => {
+                    let _ = writeln!(
+                        stdout,
+                        "stopped: {} ticks, {} candles closed, {} rejected; segment left readable",
+                        summary.ticks, summary.bars_closed, summary.rejected
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(&e),
+            }
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! Configuration: defaults, then an optional JSON file, then command-line flags.
+//!
+//! The file accepts the original system's `multi_tf_streamer_config.json` unchanged. Its fields
+//! that do not apply here each produce one warning line; our own fields sit beside them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use shm_core::{validate_symbol, SegmentPath, Timeframe, MAX_CAPACITY};
+
+use crate::source::csv::Speed;
+
+/// Where candles come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Seeded random walk (the default).
+    Synthetic,
+    /// MT5 CSV exports.
+    Csv,
+    /// The MT5 gateway.
+    Mt5,
+}
+
+impl std::str::FromStr for SourceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "synthetic" => Ok(SourceKind::Synthetic),
+            "csv" => Ok(SourceKind::Csv),
+            "mt5" => Ok(SourceKind::Mt5),
+            other => Err(format!(
+                "unknown source {other:?} (expected synthetic, csv or mt5)"
+            )),
+        }
+    }
+}
+
+/// Everything the streamer needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Symbols, in order. For a CSV source left unset, they come from the files.
+    pub symbols: Vec<String>,
+    /// Whether `symbols` was set by the file or a flag (rather than defaulted).
+    pub symbols_given: bool,
+    /// Timeframes, shortest first.
+    pub timeframes: Vec<Timeframe>,
+    /// Ring capacity per timeframe.
+    pub buffer_sizes: BTreeMap<Timeframe, u32>,
+    /// The source.
+    pub source: SourceKind,
+    /// Seed of the synthetic feed.
+    pub seed: u64,
+    /// Ticks per second per symbol of the synthetic feed.
+    pub tick_rate: f64,
+    /// CSV files to replay.
+    pub csv_files: Vec<PathBuf>,
+    /// Symbol of the CSV files, overriding their names.
+    pub csv_symbol: Option<String>,
+    /// Timeframe of the CSV bar files, overriding their names.
+    pub csv_timeframe: Option<Timeframe>,
+    /// CSV replay speed.
+    pub speed: Speed,
+    /// MT5 gateway address.
+    pub gateway: String,
+    /// The segment.
+    pub segment: SegmentPath,
+    /// Mode of a newly created segment file.
+    pub segment_mode: u32,
+    /// HTTP shim address; `None` turns it off.
+    pub http: Option<SocketAddr>,
+    /// Broker server time minus UTC, seconds.
+    pub server_time_offset_s: i64,
+    /// Refuse a layout larger than this many MiB (`max_memory_mb` of the original config).
+    pub max_memory_mb: Option<u64>,
+}
+
+/// The buffer sizes of the original system, plus D1, W1 and MN1.
+pub const DEFAULT_BUFFER_SIZES: [(Timeframe, u32); 9] = [
+    (Timeframe::M1, 1440),
+    (Timeframe::M5, 300),
+    (Timeframe::M15, 150),
+    (Timeframe::M30, 100),
+    (Timeframe::H1, 100),
+    (Timeframe::H4, 50),
+    (Timeframe::D1, 30),
+    (Timeframe::W1, 52),
+    (Timeframe::MN1, 12),
+];
+
+/// The timeframes published by default: M1 to D1. W1 and MN1 are available with
+/// `--timeframes` (they make the synthetic backfill a year long).
+pub const DEFAULT_TIMEFRAMES: [Timeframe; 7] = [
+    Timeframe::M1,
+    Timeframe::M5,
+    Timeframe::M15,
+    Timeframe::M30,
+    Timeframe::H1,
+    Timeframe::H4,
+    Timeframe::D1,
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            symbols: vec!["BTCUSDc".into(), "XAUUSDc".into()],
+            symbols_given: false,
+            timeframes: DEFAULT_TIMEFRAMES.to_vec(),
+            buffer_sizes: DEFAULT_BUFFER_SIZES.into_iter().collect(),
+            source: SourceKind::Synthetic,
+            seed: 42,
+            tick_rate: 10.0,
+            csv_files: Vec::new(),
+            csv_symbol: None,
+            csv_timeframe: None,
+            speed: Speed::Max,
+            gateway: "127.0.0.1:18812".into(),
+            segment: SegmentPath::named(shm_core::DEFAULT_SEGMENT_NAME)
+                .expect("valid default name"),
+            segment_mode: 0o600,
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            server_time_offset_s: 0,
+            max_memory_mb: None,
+        }
+    }
+}
+
+/// A configuration value that cannot be used, with the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field (`buffer_sizes.M1`, `--tick-rate`, ...).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config field `{}`: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Fields of the original config that have no meaning here, and why.
+const IGNORED: [(&str, &str); 6] = [
+    (
+        "refresh_intervals",
+        "candles are pushed as ticks arrive, not polled on a timer",
+    ),
+    (
+        "enable_database",
+        "there is no database; the shared-memory segment holds the buffers",
+    ),
+    (
+        "db_path",
+        "there is no database; the shared-memory segment holds the buffers",
+    ),
+    (
+        "retention_days",
+        "there is no database; each ring keeps its buffer size",
+    ),
+    ("max_db_size_mb", "there is no database"),
+    ("batch_write_size", "every change is published at once"),
+];
+
+/// Parses `±HH:MM`, `±HH` (a sign means hours) or unsigned whole seconds.
+pub fn parse_offset(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let signed = s.starts_with(['+', '-']);
+    if let (false, Ok(secs)) = (signed, s.parse::<i64>()) {
+        if secs.abs() <= 14 * 3600 {
+            return Ok(secs);
+        }
+        return Err(format!("{secs} s is more than 14 hours"));
+    }
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    match (h.parse::<i64>(), m.parse::<i64>()) {
+        (Ok(h), Ok(m)) if (0..=14).contains(&h) && (0..60).contains(&m) => {
+            Ok(sign * (h * 3600 + m * 60))
+        }
+        _ => Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
+    }
+}
+
+/// Parses an octal file mode such as `0640` or `640`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && m & 0o400 != 0 => Ok(m),
+        Ok(_) => Err(format!(
+            "mode {s} must be at most 0777 and let the owner read"
+        )),
+        Err(_) => Err(format!("bad mode {s:?} (expected octal, e.g. 0640)")),
+    }
+}
+
+/// Parses `max` or a positive number.
+pub fn parse_speed(s: &str) -> Result<Speed, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Speed::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(Speed::Times(n)),
+        _ => Err(format!(
+            "bad speed {s:?} (expected a positive number or max)"
+        )),
+    }
+}
+
+/// Parses a list of timeframe names.
+pub fn parse_timeframes(items: &[String]) -> Result<Vec<Timeframe>, String> {
+    let mut tfs = items
+        .iter()
+        .map(|s| s.trim().parse::<Timeframe>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if tfs.is_empty() {
+        return Err("at least one timeframe is needed".into());
+    }
+    tfs.sort();
+    tfs.dedup();
+    Ok(tfs)
+}
+
+/// Validates a list of symbols.
+pub fn parse_symbols(items: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in items {
+        let s = s.trim();
+        validate_symbol(s).map_err(|e| e.to_string())?;
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_owned());
+        }
+    }
+    if out.is_empty() {
+        return Err("at least one symbol is needed".into());
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Applies a JSON config file. Returns the warnings to print, one line each.
+    pub fn apply_file(&mut self, path: &Path) -> Result<Vec<String>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+        self.apply_json(&text)
+    }
+
+    /// Applies the text of a JSON config file. Returns the warnings to print.
+    pub fn apply_json(&mut self, text: &str) -> Result<Vec<String>, ConfigError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| err("(file)", format!("not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(err("(file)", "expected a JSON object at the top level"));
+        };
+        let mut warnings = Vec::new();
+        for (key, value) in &map {
+            if let Some((_, why)) = IGNORED.iter().find(|(k, _)| k == key) {
+                warnings.push(format!("config field `{key}` is ignored: {why}"));
+                continue;
+            }
+            self.apply_field(key, value, &mut warnings)?;
+        }
+        Ok(warnings)
+    }
+
+    fn apply_field(
+        &mut self,
+        key: &str,
+        v: &Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let string = |v: &Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| err(key, format!("expected a string, found {v}")))
+        };
+        let strings = |v: &Value| -> Result<Vec<String>, ConfigError> {
+            let Value::Array(items) = v else {
+                return Err(err(key, format!("expected a list of strings, found {v}")));
+            };
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| err(key, format!("expected strings, found {i}")))
+                })
+                .collect()
+        };
+        match key {
+            "symbols" => {
+                self.symbols = parse_symbols(&strings(v)?).map_err(|m| err(key, m))?;
+                self.symbols_given = true;
+            }
+            "buffer_sizes" => {
+                let Value::Object(sizes) = v else {
+                    return Err(err(
+                        key,
+                        format!("expected an object like {{\"M1\": 1440}}, found {v}"),
+                    ));
+                };
+                self.apply_buffer_sizes(sizes)?;
+            }
+            "timeframes" => {
+                self.timeframes = parse_timeframes(&strings(v)?).map_err(|m| err(key, m))?
+            }
+            "source" => self.source = string(v)?.parse().map_err(|m: String| err(key, m))?,
+            "seed" => {
+                self.seed = v.as_u64().ok_or_else(|| {
+                    err(key, format!("expected a non-negative integer, found {v}"))
+                })?
+            }
+            "tick_rate" => {
+                self.tick_rate = match v.as_f64() {
+                    Some(r) if r > 0.0 && r <= 100_000.0 => r,
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!(
+                                "expected a number of ticks per second in (0, 100000], found {v}"
+                            ),
+                        ))
+                    }
+                }
+            }
+            "csv" => self.csv_files = strings(v)?.into_iter().map(PathBuf::from).collect(),
+            "csv_symbol" => {
+                let s = string(v)?;
+                validate_symbol(&s).map_err(|e| err(key, e.to_string()))?;
+                self.csv_symbol = Some(s);
+            }
+            "csv_timeframe" => {
+                self.csv_timeframe = Some(
+                    string(v)?
+                        .parse()
+                        .map_err(|e: shm_core::UnknownTimeframe| err(key, e.to_string()))?,
+                )
+            }
+            "speed" => {
+                let s = match v {
+                    Value::Number(n) => n.to_string(),
+                    other => string(other)?,
+                };
+                self.speed = parse_speed(&s).map_err(|m| err(key, m))?;
+            }
+            "gateway" => self.gateway = string(v)?,
+            "segment" => {
+                self.segment =
+                    SegmentPath::named(&string(v)?).map_err(|e| err(key, e.to_string()))?
+            }
+            "segment_path" => self.segment = SegmentPath::at(string(v)?),
+            "segment_mode" => {
+                let s = match v {
+                    Value::Number(n) => format!("{n}"),
+                    other => string(other)?,
+                };
+                self.segment_mode = parse_mode(&s).map_err(|m| err(key, m))?;
+            }
+            "http" => {
+                self.http = match v {
+                    Value::Null | Value::Bool(false) => None,
+                    other => Some(string(other)?.parse().map_err(|_| {
+                        err(
+                            key,
+                            format!("expected an address like 127.0.0.1:8000, found {other}"),
+                        )
+                    })?),
+                }
+            }
+            "server_time_offset" => {
+                self.server_time_offset_s = match v {
+                    // A JSON number is seconds, whatever its sign.
+                    Value::Number(n) => {
+                        n.as_i64().filter(|s| s.abs() <= 14 * 3600).ok_or_else(|| {
+                            err(key, format!("expected seconds within 14 hours, found {n}"))
+                        })?
+                    }
+                    other => parse_offset(&string(other)?).map_err(|m| err(key, m))?,
+                };
+            }
+            "max_memory_mb" => {
+                self.max_memory_mb =
+                    Some(v.as_u64().filter(|&m| m > 0).ok_or_else(|| {
+                        err(key, format!("expected a positive integer, found {v}"))
+                    })?)
+            }
+            other => warnings.push(format!("config field `{other}` is unknown and ignored")),
+        }
+        Ok(())
+    }
+
+    fn apply_buffer_sizes(&mut self, sizes: &Map<String, Value>) -> Result<(), ConfigError> {
+        for (tf, n) in sizes {
+            let field = format!("buffer_sizes.{tf}");
+            let tf: Timeframe = tf
+                .parse()
+                .map_err(|e: shm_core::UnknownTimeframe| err(&field, e.to_string()))?;
+            let n = n
+                .as_u64()
+                .filter(|&n| (1..=u64::from(MAX_CAPACITY)).contains(&n))
+                .ok_or_else(|| {
+                    err(
+                        &field,
+                        format!("expected an integer from 1 to {MAX_CAPACITY}, found {n}"),
+                    )
+                })?;
+            self.buffer_sizes.insert(tf, n as u32);
+        }
+        Ok(())
+    }
+
+    /// Applies `TF=N` buffer-size overrides from the command line.
+    pub fn apply_buffer_flags(&mut self, items: &[String]) -> Result<(), ConfigError> {
+        for item in items {
+            let (tf, n) = item
+                .split_once('=')
+                .ok_or_else(|| err("--buffer", format!("expected TF=N, found {item:?}")))?;
+            let mut map = Map::new();
+            map.insert(
+                tf.to_owned(),
+                n.parse::<u64>()
+                    .map(Value::from)
+                    .unwrap_or(Value::String(n.to_owned())),
+            );
+            self.apply_buffer_sizes(&map)
+                .map_err(|e| err("--buffer", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The original system's config file, as users have it.
+    const ORIGINAL: &str = r#"{
+        "symbols": ["BTCUSDc", "XAUUSDc", "EURUSDc"],
+        "buffer_sizes": {"M1": 1440, "M5": 300, "M15": 150, "M30": 100, "H1": 100, "H4": 50},
+        "refresh_intervals": {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14400},
+        "enable_database": true,
+        "db_path": "data/multi_tf_candles.db",
+        "retention_days": 30,
+        "max_memory_mb": 512,
+        "max_db_size_mb": 1024,
+        "batch_write_size": 100
+    }"#;
+
+    #[test]
+    fn the_original_config_is_accepted_as_it_is() {
+        let mut c = Config::default();
+        let warnings = c.apply_json(ORIGINAL).unwrap();
+        assert_eq!(c.symbols, ["BTCUSDc", "XAUUSDc", "EURUSDc"]);
+        assert_eq!(c.buffer_sizes[&Timeframe::M1], 1440);
+        assert_eq!(
+            c.buffer_sizes[&Timeframe::D1],
+            30,
+            "defaults fill what the file leaves out"
+        );
+        assert_eq!(c.max_memory_mb, Some(512));
+        // One warning per field that does not apply, naming it.
+        assert_eq!(warnings.len(), 6, "{warnings:#?}");
+        for key in [
+            "refresh_intervals",
+            "enable_database",
+            "db_path",
+            "retention_days",
+            "max_db_size_mb",
+            "batch_write_size",
+        ] {
+            assert_eq!(
+                warnings
+                    .iter()
+                    .filter(|w| w.contains(&format!("`{key}`")))
+                    .count(),
+                1,
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn our_fields_sit_beside_the_original_ones() {
+        let mut c = Config::default();
+        let w = c
+            .apply_json(
+                r#"{"symbols": ["EURUSD"], "source": "csv", "csv": ["a.csv"], "speed": 10,
+                    "segment": "desk-1", "segment_mode": "0640", "http": "127.0.0.1:9000",
+                    "server_time_offset": "+02:00", "timeframes": ["h1", "M1"], "seed": 7, "tick_rate": 2.5}"#,
+            )
+            .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.source, SourceKind::Csv);
+        assert_eq!(c.speed, Speed::Times(10.0));
+        assert_eq!(c.segment.path().file_name().unwrap(), "desk-1");
+        assert_eq!(c.segment_mode, 0o640);
+        assert_eq!(c.http, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.server_time_offset_s, 7200);
+        assert_eq!(c.timeframes, [Timeframe::M1, Timeframe::H1]);
+        assert_eq!((c.seed, c.tick_rate), (7, 2.5));
+        let mut c = Config::default();
+        c.apply_json(r#"{"http": null}"#).unwrap();
+        assert_eq!(c.http, None);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (r#"{"symbols": ["BTC/USD"]}"#, "symbols"),
+            (r#"{"symbols": "BTCUSD"}"#, "symbols"),
+            (r#"{"buffer_sizes": {"M1": 0}}"#, "buffer_sizes.M1"),
+            (r#"{"buffer_sizes": {"M2": 10}}"#, "buffer_sizes.M2"),
+            (r#"{"buffer_sizes": {"H1": -5}}"#, "buffer_sizes.H1"),
+            (r#"{"source": "mt4"}"#, "source"),
+            (r#"{"tick_rate": 0}"#, "tick_rate"),
+            (r#"{"segment_mode": "999"}"#, "segment_mode"),
+            (r#"{"segment": "../x"}"#, "segment"),
+            (r#"{"http": "localhost"}"#, "http"),
+            (r#"{"server_time_offset": "+25:00"}"#, "server_time_offset"),
+            (r#"{"speed": "fast"}"#, "speed"),
+            ("[1, 2]", "(file)"),
+            ("{", "(file)"),
+        ];
+        for (json, field) in cases {
+            let e = Config::default().apply_json(json).unwrap_err();
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_warn_but_do_not_fail() {
+        let w = Config::default()
+            .apply_json(r#"{"colour": "blue"}"#)
+            .unwrap();
+        assert_eq!(w, ["config field `colour` is unknown and ignored"]);
+    }
+
+    #[test]
+    fn offsets_modes_and_speeds_parse() {
+        assert_eq!(parse_offset("+03:00"), Ok(10_800));
+        assert_eq!(parse_offset("-05:30"), Ok(-19_800));
+        assert_eq!(parse_offset("+2"), Ok(7200));
+        assert_eq!(parse_offset("3600"), Ok(3600));
+        assert!(parse_offset("+2:75").is_err());
+        assert_eq!(parse_mode("0640"), Ok(0o640));
+        assert!(
+            parse_mode("0200").is_err(),
+            "the owner must be able to read"
+        );
+        assert_eq!(parse_speed("MAX"), Ok(Speed::Max));
+        assert!(parse_speed("-1").is_err());
+        let mut c = Config::default();
+        c.apply_buffer_flags(&["M1=2000".into()]).unwrap();
+        assert_eq!(c.buffer_sizes[&Timeframe::M1], 2000);
+        assert_eq!(
+            c.apply_buffer_flags(&["M1".into()]).unwrap_err().field,
+            "--buffer"
+        );
+    }
+}

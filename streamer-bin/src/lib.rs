@@ -1,0 +1,396 @@
+//! The MultiTimeframeStreamer: turns a feed into M1…MN1 candles and publishes them, as the single
+//! writer, into a shared-memory segment that any process on the host can read.
+//!
+//! A feed ([`source::Source`]: synthetic, MT5 CSV replay or the MT5 gateway) produces ticks and
+//! bars; the [`aggregate::Aggregator`] folds each into the forming candle of every timeframe and
+//! publishes every change at once. [`run`] ties them together until asked to stop.
+//!
+//! ```
+//! use std::sync::{atomic::AtomicBool, Arc};
+//! use streamer_bin::{config::Config, run};
+//!
+//! # let dir = std::env::temp_dir().join(format!("streamer-doc-{}", std::process::id()));
+//! let mut config = Config::default();
+//! config.segment = shm_core::SegmentPath::at(&dir);
+//! config.http = None;
+//! let stop = Arc::new(AtomicBool::new(true)); // already asked to stop: one pass, then exit
+//! let summary = run(&config, &stop, &mut std::io::sink())?;
+//! assert!(summary.bars_closed > 0, "the backfill closed bars");
+//! # std::fs::remove_file(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod aggregate;
+pub mod cli;
+pub mod config;
+pub mod ops;
+pub mod source;
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shm_core::{
+    Counter, CreateError, FeedState, Layout, LayoutError, Timeframe, Writer, WriterOptions,
+};
+
+use aggregate::Aggregator;
+use config::{Config, ConfigError, SourceKind};
+use source::csv::{CsvError, CsvFile, CsvReplay, Kind};
+use source::synthetic::{profile, Synthetic};
+use source::{Event, Source, SourceError};
+
+/// Why the streamer stopped with an error.
+#[derive(Debug)]
+pub enum StreamerError {
+    /// A configuration value is unusable.
+    Config(ConfigError),
+    /// The symbols and buffer sizes do not make a valid segment layout.
+    Layout(LayoutError),
+    /// The segment could not be created or taken over.
+    Segment(CreateError),
+    /// A CSV file could not be used at all.
+    Csv(CsvError),
+    /// The source failed for good.
+    Source(SourceError),
+    /// The embedded HTTP shim could not start.
+    Http(String),
+}
+
+impl fmt::Display for StreamerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamerError::Config(e) => e.fmt(f),
+            StreamerError::Layout(e) => write!(f, "bad segment layout: {e}"),
+            StreamerError::Segment(e) => e.fmt(f),
+            StreamerError::Csv(e) => e.fmt(f),
+            StreamerError::Source(e) => write!(f, "source failed: {e}"),
+            StreamerError::Http(e) => write!(f, "HTTP shim: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StreamerError::Segment(e) => e.source(),
+            StreamerError::Csv(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+/// What a run did, for the exit message and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Ticks accepted.
+    pub ticks: u64,
+    /// Candles closed.
+    pub bars_closed: u64,
+    /// Rows and values rejected, over all reasons.
+    pub rejected: u64,
+}
+
+/// The symbols and per-symbol timeframes to publish, and the CSV files if that is the source.
+fn plan(
+    config: &Config,
+) -> Result<(Vec<String>, Vec<Vec<Timeframe>>, Vec<CsvFile>), StreamerError> {
+    if config.source != SourceKind::Csv {
+        let tfs = vec![config.timeframes.clone(); config.symbols.len()];
+        return Ok((config.symbols.clone(), tfs, Vec::new()));
+    }
+    if config.csv_files.is_empty() {
+        return Err(StreamerError::Config(ConfigError {
+            field: "--csv".into(),
+            message: "the csv source needs at least one file".into(),
+        }));
+    }
+    // Without an explicit symbol list, the files name the symbols.
+    let symbols = if config.symbols_given {
+        config.symbols.clone()
+    } else {
+        let mut names: Vec<String> = Vec::new();
+        for path in &config.csv_files {
+            let name = config
+                .csv_symbol
+                .clone()
+                .or(source::csv::parse_file_name(path).0);
+            if let Some(n) =
+                name.filter(|n| shm_core::validate_symbol(n).is_ok() && !names.contains(n))
+            {
+                names.push(n);
+            }
+        }
+        names
+    };
+    let files = config
+        .csv_files
+        .iter()
+        .map(|p| {
+            CsvFile::open(
+                p,
+                &symbols,
+                config.csv_symbol.as_deref(),
+                config.csv_timeframe,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StreamerError::Csv)?;
+    // A bar source builds only its own timeframe and longer ones.
+    let tfs = (0..symbols.len())
+        .map(|i| {
+            let shortest = files
+                .iter()
+                .filter(|f| f.what().0 == i)
+                .map(|f| match f.what().1 {
+                    Kind::Ticks => Timeframe::M1,
+                    Kind::Bars(tf) => tf,
+                })
+                .min()
+                .unwrap_or(Timeframe::M1);
+            let mut own: Vec<_> = config
+                .timeframes
+                .iter()
+                .copied()
+                .filter(|&tf| tf >= shortest)
+                .collect();
+            if own.is_empty() {
+                own.push(shortest);
+            }
+            own
+        })
+        .collect();
+    Ok((symbols, tfs, files))
+}
+
+/// The segment layout for `symbols` with their timeframes.
+pub fn layout(
+    config: &Config,
+    symbols: &[String],
+    tfs: &[Vec<Timeframe>],
+) -> Result<Layout, StreamerError> {
+    let mut layout = Layout::new();
+    for (symbol, tfs) in symbols.iter().zip(tfs) {
+        for &tf in tfs {
+            let capacity = config.buffer_sizes.get(&tf).copied().unwrap_or(100);
+            layout
+                .add_ring(symbol, tf, capacity)
+                .map_err(StreamerError::Layout)?;
+        }
+    }
+    Ok(layout)
+}
+
+/// How often the writer heartbeats, at the least (the segment promises 250 ms).
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// Runs the streamer until `stop` is set: creates the segment, backfills, then publishes the
+/// feed. The banner goes to `banner`, warnings and bad rows to stderr.
+pub fn run(
+    config: &Config,
+    stop: &AtomicBool,
+    banner: &mut dyn Write,
+) -> Result<Summary, StreamerError> {
+    let started = Instant::now();
+    let (symbols, tfs, files) = plan(config)?;
+    let layout = layout(config, &symbols, &tfs)?;
+    let mut writer = Writer::create(
+        &config.segment,
+        &layout,
+        &WriterOptions {
+            mode: config.segment_mode,
+        },
+    )
+    .map_err(StreamerError::Segment)?;
+    writer.set_server_time_offset(config.server_time_offset_s);
+    let points: Vec<(String, f64)> = symbols.iter().map(|s| (s.clone(), profile(s).1)).collect();
+    let mut agg = Aggregator::new(&writer, &points, &config.timeframes);
+    let mut source: Box<dyn Source> = match config.source {
+        SourceKind::Synthetic => {
+            // Enough M1 history to fill the longest-reaching ring.
+            let span = tfs[0]
+                .iter()
+                .map(|tf| {
+                    tf.nominal_seconds()
+                        * i64::from(config.buffer_sizes.get(tf).copied().unwrap_or(100))
+                })
+                .max()
+                .unwrap_or(86_400);
+            Box::new(Synthetic::new(
+                &symbols,
+                config.seed,
+                config.tick_rate,
+                config.server_time_offset_s,
+                Duration::from_secs(span as u64 + 60),
+                agg.resume_points(&writer),
+            ))
+        }
+        SourceKind::Csv => Box::new(CsvReplay::new(files, config.speed)),
+        SourceKind::Mt5 => return Err(StreamerError::Config(ConfigError {
+            field: "--source".into(),
+            message:
+                "the mt5 source needs the MT5 gateway client, which this build does not include yet"
+                    .into(),
+        })),
+    };
+
+    print_banner(banner, config, &writer, &symbols, &tfs, source.as_ref());
+
+    let mut events = Vec::with_capacity(8192);
+    let mut last_beat = Instant::now();
+    let mut bad_rows_reported = 0u32;
+    let mut running = false;
+    loop {
+        source
+            .poll(&mut events, HEARTBEAT)
+            .map_err(StreamerError::Source)?;
+        for (i, ev) in events.drain(..).enumerate() {
+            match ev {
+                Event::Tick(t) => agg.on_tick(&mut writer, &t),
+                Event::Bar(b) => agg.on_bar(&mut writer, &b),
+                Event::Feed(state) => {
+                    writer.set_feed_state(state);
+                    if state != FeedState::Backfilling && !running {
+                        writer.set_running();
+                        running = true;
+                        let _ =
+                            writeln!(banner, "running after {} ms", started.elapsed().as_millis());
+                    }
+                }
+                Event::BadRow { file, line, reason } => {
+                    writer.add(Counter::BadRows, 1);
+                    if bad_rows_reported < 20 {
+                        eprintln!("warning: {file}:{line}: skipped: {reason}");
+                    } else if bad_rows_reported == 20 {
+                        eprintln!(
+                            "warning: more bad rows; see `mtf-streamer inspect` for the count"
+                        );
+                    }
+                    bad_rows_reported += 1;
+                }
+            }
+            // Keep the clock (and so candle change times) fresh during long batches.
+            if i % 1024 == 1023 {
+                writer.heartbeat();
+            }
+        }
+        if last_beat.elapsed() >= HEARTBEAT / 2 {
+            writer.heartbeat();
+            last_beat = Instant::now();
+        }
+        // Checked after a full pass, so `stop` set before `run` still publishes the backfill.
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    let summary = Summary {
+        ticks: writer.counter(Counter::TicksProcessed),
+        bars_closed: writer.counter(Counter::BarsClosed),
+        rejected: [
+            Counter::RejectedBadPrice,
+            Counter::RejectedOutOfOrder,
+            Counter::RejectedDuplicateBar,
+            Counter::RejectedBackwardsBar,
+            Counter::BadRows,
+        ]
+        .iter()
+        .map(|&c| writer.counter(c))
+        .sum(),
+    };
+    writer.stop();
+    Ok(summary)
+}
+
+fn print_banner(
+    out: &mut dyn Write,
+    config: &Config,
+    writer: &Writer,
+    symbols: &[String],
+    tfs: &[Vec<Timeframe>],
+    source: &dyn Source,
+) {
+    let start = match writer.start() {
+        shm_core::Start::Fresh => "new".to_owned(),
+        shm_core::Start::Warm { repaired: 0 } => "warm restart, candles kept".to_owned(),
+        shm_core::Start::Warm { repaired } => {
+            format!("warm restart, {repaired} torn write(s) repaired")
+        }
+        shm_core::Start::Replaced => "replaced (layout changed)".to_owned(),
+    };
+    let rings: Vec<String> = tfs
+        .first()
+        .map(|t| {
+            t.iter()
+                .map(|tf| {
+                    format!(
+                        "{tf} {}",
+                        config.buffer_sizes.get(tf).copied().unwrap_or(100)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let offset = config.server_time_offset_s;
+    let sign = if offset < 0 { '-' } else { '+' };
+    let _ = writeln!(
+        out,
+        "mtf-streamer {}: multi-timeframe candles in shared memory",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "  segment   {} (mode {:04o}, generation {}, {start})",
+        writer.path().display(),
+        config.segment_mode,
+        writer.generation()
+    );
+    let _ = writeln!(out, "  source    {}", source.describe());
+    let _ = writeln!(out, "  symbols   {}", symbols.join(", "));
+    let _ = writeln!(out, "  rings     {}", rings.join(", "));
+    let _ = writeln!(
+        out,
+        "  server    UTC{sign}{:02}:{:02}",
+        offset.abs() / 3600,
+        offset.abs() % 3600 / 60
+    );
+    match config.http {
+        Some(addr) => {
+            let _ = writeln!(out, "  http      http://{addr}/streamer/status");
+        }
+        None => {
+            let _ = writeln!(out, "  http      off");
+        }
+    }
+    let seg = segment_flag(config);
+    let first = symbols.first().map_or("SYMBOL", String::as_str);
+    let tf = tfs
+        .first()
+        .and_then(|t| t.first())
+        .copied()
+        .unwrap_or(Timeframe::M1);
+    let _ = writeln!(
+        out,
+        "  watch     mtf-streamer inspect{seg}   |   mtf-streamer tail {first} {tf}{seg}"
+    );
+    let _ = writeln!(
+        out,
+        "Ctrl-C stops; the segment stays readable, marked stopped."
+    );
+}
+
+/// The `--segment`/`--segment-path` flag that names a non-default segment, for hints.
+fn segment_flag(config: &Config) -> String {
+    let path = config.segment.path();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if config.segment == Config::default().segment {
+        String::new()
+    } else if shm_core::SegmentPath::named(name).is_ok_and(|named| named == config.segment) {
+        format!(" --segment {name}")
+    } else {
+        format!(" --segment-path {}", path.display())
+    }
+}

@@ -1,0 +1,220 @@
+//! Operator commands: `inspect` (one screen of segment state) and `tail` (candles as they
+//! change). Both are ordinary readers.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shm_core::{iso8601_ms, now_ns, Candle, Counter, OpenError, Reader, SegmentPath, Timeframe};
+
+fn ago(ns: u64) -> String {
+    if ns == 0 {
+        return "never".into();
+    }
+    let d = now_ns().saturating_sub(ns);
+    match d {
+        d if d < 1_000_000_000 => format!("{} ms ago", d / 1_000_000),
+        d if d < 120_000_000_000 => format!("{:.1} s ago", d as f64 / 1e9),
+        d => format!("{} min ago", d / 60_000_000_000),
+    }
+}
+
+fn server_time(secs: i64) -> String {
+    let iso = iso8601_ms(secs * 1000);
+    // Server time is not UTC: drop the `Z` and the milliseconds.
+    format!("{} {}", &iso[..10], &iso[11..19])
+}
+
+/// The `inspect` report of the segment at `path`.
+pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
+    let reader = Reader::open(path)?;
+    let st = reader.status();
+    let mut out = String::new();
+    let offset = st.server_time_offset_s;
+    let _ = writeln!(out, "segment    {}", reader.path().display());
+    let _ = writeln!(
+        out,
+        "writer     {} (pid {}, generation {}, state {}, heartbeat {})",
+        st.liveness,
+        st.writer_pid,
+        st.generation,
+        st.writer_state.map_or("unknown", |s| s.as_str()),
+        ago(st.heartbeat_ns)
+    );
+    let _ = writeln!(
+        out,
+        "started    {}   segment created {}",
+        iso8601_ms((st.writer_start_ns / 1_000_000) as i64),
+        iso8601_ms((st.created_ns / 1_000_000) as i64)
+    );
+    let _ = writeln!(
+        out,
+        "feed       {}   server time UTC{}{:02}:{:02}   last change {}",
+        st.feed_state.map_or("unknown", |s| s.as_str()),
+        if offset < 0 { '-' } else { '+' },
+        offset.abs() / 3600,
+        offset.abs() % 3600 / 60,
+        ago(st.last_update_ns)
+    );
+    let counters: Vec<String> = Counter::ALL
+        .iter()
+        .map(|&c| (c, st.counters.get(c)))
+        .filter(|&(c, v)| v > 0 || matches!(c, Counter::TicksProcessed | Counter::BarsClosed))
+        .map(|(c, v)| format!("{c} {v}"))
+        .collect();
+    let _ = writeln!(out, "counters   {}", counters.join("  "));
+    let _ = writeln!(
+        out,
+        "\n{:<14} {:>24} {:>14} {:>14} {:>12}",
+        "symbol", "last tick (server)", "bid", "ask", "processed"
+    );
+    for symbol in reader.layout().symbols() {
+        match reader.last_tick(symbol) {
+            Some(t) => {
+                let _ = writeln!(
+                    out,
+                    "{symbol:<14} {:>24} {:>14} {:>14} {:>12}",
+                    &iso8601_ms(t.server_time_ms)[..23].replace('T', " "),
+                    t.bid,
+                    t.ask,
+                    ago(t.received_ns)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{symbol:<14} {:>24}", "no tick yet");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>11} {:>10} {:>20} {:>14}",
+        "ring", "held/cap", "closed", "newest bar (server)", "changed"
+    );
+    for ring in reader.rings() {
+        let name = format!("{} {}", ring.symbol(), ring.timeframe());
+        match ring.stats() {
+            Ok(s) => {
+                let _ = writeln!(
+                    out,
+                    "{name:<20} {:>11} {:>10} {:>20} {:>14}",
+                    format!("{}/{}", s.buffered, ring.capacity()),
+                    s.closed_total,
+                    s.newest_time.map_or("-".into(), server_time),
+                    ago(s.last_change_ns)
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{name:<20} {e}");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One line for `tail`.
+pub fn candle_line(c: &Candle) -> String {
+    format!(
+        "{}  O {}  H {}  L {}  C {}  V {}  S {}  {}",
+        server_time(c.time),
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.tick_volume,
+        c.spread,
+        if c.forming { "forming" } else { "closed" }
+    )
+}
+
+/// Why `tail` stopped.
+#[derive(Debug)]
+pub enum TailError {
+    /// The segment could not be opened.
+    Open(OpenError),
+    /// The segment has no such ring.
+    NoRing {
+        /// The symbol asked for.
+        symbol: String,
+        /// The timeframe asked for.
+        timeframe: Timeframe,
+        /// What it has.
+        available: String,
+    },
+}
+
+impl std::fmt::Display for TailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TailError::Open(e) => e.fmt(f),
+            TailError::NoRing {
+                symbol,
+                timeframe,
+                available,
+            } => {
+                write!(
+                    f,
+                    "the segment has no {symbol} {timeframe} ring; it has: {available}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for TailError {}
+
+/// Prints the candles of one ring as they change until `stop` is set.
+pub fn tail(
+    path: &SegmentPath,
+    symbol: &str,
+    tf: Timeframe,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+) -> Result<(), TailError> {
+    let mut reader = Reader::open(path).map_err(TailError::Open)?;
+    if reader.ring(symbol, tf).is_none() {
+        let available: Vec<String> = reader
+            .rings()
+            .map(|r| format!("{} {}", r.symbol(), r.timeframe()))
+            .collect();
+        return Err(TailError::NoRing {
+            symbol: symbol.into(),
+            timeframe: tf,
+            available: available.join(", "),
+        });
+    }
+    let mut closed = Vec::new();
+    let mut last_closed: Option<Candle> = None;
+    let mut last_forming: Option<Candle> = None;
+    let mut last_liveness = None;
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        let _ = reader.refresh();
+        let liveness = reader.status().liveness;
+        if last_liveness != Some(liveness) {
+            let _ = writeln!(out, "# writer {liveness}");
+            last_liveness = Some(liveness);
+        }
+        if let Some(ring) = reader.ring(symbol, tf) {
+            // The first screen shows a little history; then only changes.
+            let want = if first { 5 } else { 3 };
+            if let Ok(forming) = ring.snapshot(want, &mut closed) {
+                for c in &closed {
+                    if last_closed.is_none_or(|l| c.time > l.time || (c.time == l.time && *c != l))
+                    {
+                        let _ = writeln!(out, "{}", candle_line(c));
+                        last_closed = Some(*c);
+                    }
+                }
+                if let Some(f) = forming.filter(|_| forming != last_forming) {
+                    let _ = writeln!(out, "{}", candle_line(&f));
+                }
+                last_forming = forming;
+                first = false;
+            }
+        }
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}

@@ -1,0 +1,665 @@
+//! MetaTrader 5 CSV exports: "Export bars" and tick exports, replayed at N× real time or as
+//! fast as possible.
+//!
+//! - Bars: `<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>`; D1
+//!   and longer have no `<TIME>`.
+//! - Ticks: `<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>`, times `HH:MM:SS.mmm`. An
+//!   empty BID or ASK means "unchanged" (MT5 writes only what the tick changed).
+//! - UTF-8 with or without BOM, UTF-16LE/BE with BOM; CRLF or LF. Columns are found by their
+//!   header names, so their order does not matter.
+//! - Symbol and timeframe come from MT5's file names (`EURUSD_H1_201701012200_201712292100.csv`,
+//!   ticks `EURUSD_202401020000_202401022359.csv`) unless given explicitly.
+//! - A row that cannot be used is skipped and reported with its line number; it never stops
+//!   the replay.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shm_core::{days_from_civil, Candle, FeedState, Timeframe};
+
+use super::{Event, Source, SourceError};
+use crate::aggregate::{Bar, Tick};
+
+/// What a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bars of one timeframe.
+    Bars(Timeframe),
+    /// Ticks.
+    Ticks,
+}
+
+/// Why a CSV file could not be used at all.
+#[derive(Debug)]
+pub enum CsvError {
+    /// The file could not be read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The first line is not an MT5 export header.
+    NoHeader {
+        /// The file.
+        path: PathBuf,
+        /// What the first line holds.
+        found: String,
+    },
+    /// The symbol or timeframe is neither in the file name nor given.
+    Unnamed {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// The file's symbol is not one the streamer publishes.
+    UnknownSymbol {
+        /// The file.
+        path: PathBuf,
+        /// Its symbol.
+        symbol: String,
+    },
+}
+
+impl fmt::Display for CsvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CsvError::Io { path, .. } => write!(f, "could not read {}", path.display()),
+            CsvError::NoHeader { path, found } => write!(
+                f,
+                "{}: the first line is not an MT5 export header (expected <DATE> <TIME> <OPEN> ... or <DATE> <TIME> <BID> <ASK> ...), found {found:?}",
+                path.display()
+            ),
+            CsvError::Unnamed { path, what } => write!(
+                f,
+                "{}: no {what} in the file name (MT5 names files SYMBOL_TF_FROM_TO.csv); give it with --csv-{what}",
+                path.display()
+            ),
+            CsvError::UnknownSymbol { path, symbol } => write!(
+                f,
+                "{}: symbol {symbol:?} is not in the streamer's symbol list",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CsvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CsvError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a file's bytes: UTF-8 (BOM optional), or UTF-16 with a BOM.
+pub fn decode(bytes: &[u8]) -> String {
+    let utf16 = |rest: &[u8], le: bool| {
+        let units = rest.chunks_exact(2).map(|c| {
+            if le {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect()
+    };
+    match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// Symbol and kind from an MT5 export file name; either may be missing.
+pub fn parse_file_name(path: &Path) -> (Option<String>, Option<Kind>) {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let parts: Vec<&str> = stem.split('_').collect();
+    let is_stamp = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit());
+    let n = parts.len();
+    // Strip the FROM_TO stamps if present.
+    let core = if n >= 3 && is_stamp(parts[n - 1]) && is_stamp(parts[n - 2]) {
+        &parts[..n - 2]
+    } else {
+        &parts[..]
+    };
+    match core {
+        [] => (None, None),
+        [symbol] => (
+            Some((*symbol).to_owned()).filter(|s| !s.is_empty()),
+            (core.len() < n).then_some(Kind::Ticks),
+        ),
+        [symbol @ .., last] => match last.parse::<Timeframe>() {
+            Ok(tf) => (Some(symbol.join("_")), Some(Kind::Bars(tf))),
+            Err(_) => (
+                Some(core.join("_")),
+                (core.len() < n).then_some(Kind::Ticks),
+            ),
+        },
+    }
+}
+
+/// Column positions found in the header.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    date: usize,
+    time: Option<usize>,
+    open: usize,
+    high: usize,
+    low: usize,
+    close: usize,
+    tickvol: Option<usize>,
+    vol: Option<usize>,
+    spread: Option<usize>,
+    bid: usize,
+    ask: usize,
+    volume: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Bars,
+    Ticks,
+}
+
+fn header(line: &str) -> Option<(Layout, char, Columns)> {
+    let sep = if line.contains('\t') {
+        '\t'
+    } else if line.contains(';') {
+        ';'
+    } else {
+        ','
+    };
+    let names: Vec<String> = line
+        .split(sep)
+        .map(|s| s.trim().to_ascii_uppercase())
+        .collect();
+    let find = |n: &str| names.iter().position(|x| x == n);
+    let date = find("<DATE>")?;
+    let mut c = Columns {
+        date,
+        time: find("<TIME>"),
+        open: 0,
+        high: 0,
+        low: 0,
+        close: 0,
+        tickvol: find("<TICKVOL>"),
+        vol: find("<VOL>"),
+        spread: find("<SPREAD>"),
+        bid: 0,
+        ask: 0,
+        volume: find("<VOLUME>"),
+    };
+    if let (Some(o), Some(h), Some(l), Some(cl)) = (
+        find("<OPEN>"),
+        find("<HIGH>"),
+        find("<LOW>"),
+        find("<CLOSE>"),
+    ) {
+        (c.open, c.high, c.low, c.close) = (o, h, l, cl);
+        return Some((Layout::Bars, sep, c));
+    }
+    if let (Some(b), Some(a), Some(_)) = (find("<BID>"), find("<ASK>"), c.time) {
+        (c.bid, c.ask) = (b, a);
+        return Some((Layout::Ticks, sep, c));
+    }
+    None
+}
+
+/// `YYYY.MM.DD` (or `YYYY-MM-DD`) to days since the epoch.
+fn parse_date(s: &str) -> Result<i64, String> {
+    let mut it = s.split(['.', '-']);
+    let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(format!("bad date {s:?}"));
+    };
+    let (y, m, d) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>());
+    match (y, m, d) {
+        (Ok(y), Ok(m), Ok(d))
+            if (1970..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) =>
+        {
+            let days = days_from_civil(y, m, d);
+            // Reject 2017.02.30 and the like: they do not round-trip.
+            if shm_core::civil_from_days(days) != (y, m, d) {
+                return Err(format!("no such date {s:?}"));
+            }
+            Ok(days)
+        }
+        _ => Err(format!("bad date {s:?}")),
+    }
+}
+
+/// `HH:MM[:SS[.mmm]]` to milliseconds of the day.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let bad = || format!("bad time {s:?}");
+    let (hms, ms) = match s.split_once('.') {
+        Some((hms, frac))
+            if !frac.is_empty() && frac.len() <= 3 && frac.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (
+                hms,
+                frac.parse::<i64>().map_err(|_| bad())? * 10i64.pow(3 - frac.len() as u32),
+            )
+        }
+        Some(_) => return Err(bad()),
+        None => (s, 0),
+    };
+    let parts: Vec<&str> = hms.split(':').collect();
+    let nums: Vec<i64> = parts
+        .iter()
+        .map(|p| p.parse::<i64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let (h, m, sec) = match nums[..] {
+        [h, m] => (h, m, 0),
+        [h, m, sec] => (h, m, sec),
+        _ => return Err(bad()),
+    };
+    if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0..60).contains(&sec) {
+        return Err(bad());
+    }
+    Ok(((h * 60 + m) * 60 + sec) * 1000 + ms)
+}
+
+fn field<'a>(fields: &[&'a str], i: usize, name: &str) -> Result<&'a str, String> {
+    fields
+        .get(i)
+        .map(|s| s.trim())
+        .ok_or_else(|| format!("missing {name} column"))
+}
+
+fn price(fields: &[&str], i: usize, name: &str) -> Result<f64, String> {
+    let s = field(fields, i, name)?;
+    s.parse::<f64>().map_err(|_| format!("bad {name} {s:?}"))
+}
+
+fn optional_u64(fields: &[&str], i: Option<usize>, name: &str) -> Result<u64, String> {
+    match i.map(|i| fields.get(i).map_or("", |s| s.trim())) {
+        None | Some("") => Ok(0),
+        Some(s) => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v.round() as u64),
+            _ => Err(format!("bad {name} {s:?}")),
+        },
+    }
+}
+
+/// The latest bid and ask of a tick file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Quote {
+    bid: Option<f64>,
+    ask: Option<f64>,
+}
+
+/// One parsed, replayable file.
+#[derive(Debug)]
+pub struct CsvFile {
+    name: String,
+    symbol: usize,
+    kind: Kind,
+    sep: char,
+    columns: Columns,
+    /// Decoded text and the byte offset of the next unread line.
+    text: String,
+    pos: usize,
+    line: u64,
+    quote: Quote,
+    /// The next usable event, read ahead so files can be merged by time.
+    pending: Option<(i64, Event)>,
+}
+
+impl CsvFile {
+    /// Opens `path`. `symbols` is the streamer's symbol list; `symbol` and `timeframe` override
+    /// the file name.
+    pub fn open(
+        path: &Path,
+        symbols: &[String],
+        symbol: Option<&str>,
+        timeframe: Option<Timeframe>,
+    ) -> Result<CsvFile, CsvError> {
+        let bytes = std::fs::read(path).map_err(|source| CsvError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = decode(&bytes);
+        let first_end = text.find('\n').unwrap_or(text.len());
+        let first = text[..first_end].trim_end_matches('\r');
+        let (layout, sep, columns) = header(first).ok_or_else(|| CsvError::NoHeader {
+            path: path.to_owned(),
+            found: first.chars().take(80).collect(),
+        })?;
+        let (name_symbol, name_kind) = parse_file_name(path);
+        let symbol_name = symbol
+            .map(str::to_owned)
+            .or(name_symbol)
+            .ok_or(CsvError::Unnamed {
+                path: path.to_owned(),
+                what: "symbol",
+            })?;
+        let kind = match layout {
+            Layout::Ticks => Kind::Ticks,
+            Layout::Bars => match timeframe.or(match name_kind {
+                Some(Kind::Bars(tf)) => Some(tf),
+                _ => None,
+            }) {
+                Some(tf) => Kind::Bars(tf),
+                // No <TIME> column: MT5 writes D1 (and longer) that way.
+                None if columns.time.is_none() => Kind::Bars(Timeframe::D1),
+                None => {
+                    return Err(CsvError::Unnamed {
+                        path: path.to_owned(),
+                        what: "timeframe",
+                    })
+                }
+            },
+        };
+        let index = symbols
+            .iter()
+            .position(|s| *s == symbol_name)
+            .ok_or_else(|| CsvError::UnknownSymbol {
+                path: path.to_owned(),
+                symbol: symbol_name.clone(),
+            })?;
+        let file = CsvFile {
+            name: path.display().to_string(),
+            symbol: index,
+            kind,
+            sep,
+            columns,
+            pos: (first_end + 1).min(text.len()),
+            text,
+            line: 1,
+            quote: Quote::default(),
+            pending: None,
+        };
+        Ok(file)
+    }
+
+    /// The file's symbol index and kind.
+    pub fn what(&self) -> (usize, Kind) {
+        (self.symbol, self.kind)
+    }
+
+    /// The next event with its time in server ms: a bar, a tick, or a bad row (with the time of
+    /// the last good one, so it sorts in place). `None` at the end of the file.
+    fn read_next(&mut self) -> Option<(i64, Event)> {
+        loop {
+            if self.pos >= self.text.len() {
+                return None;
+            }
+            let end = self.text[self.pos..]
+                .find('\n')
+                .map_or(self.text.len(), |i| self.pos + i);
+            let raw = &self.text[self.pos..end];
+            self.pos = end + 1;
+            self.line += 1;
+            let row = raw.trim_end_matches('\r');
+            if row.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = row.split(self.sep).collect();
+            match parse_row(
+                self.kind,
+                &self.columns,
+                self.symbol,
+                &mut self.quote,
+                &fields,
+            ) {
+                Ok(ev) => return Some(ev),
+                Err(reason) => {
+                    return Some((
+                        i64::MIN,
+                        Event::BadRow {
+                            file: self.name.clone(),
+                            line: self.line,
+                            reason,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    fn peek(&mut self) -> Option<&(i64, Event)> {
+        if self.pending.is_none() {
+            self.pending = self.read_next();
+        }
+        self.pending.as_ref()
+    }
+}
+
+/// Parses one data row. `quote` carries bid and ask forward over the empty cells of tick rows.
+fn parse_row(
+    kind: Kind,
+    c: &Columns,
+    symbol: usize,
+    quote: &mut Quote,
+    f: &[&str],
+) -> Result<(i64, Event), String> {
+    let day = parse_date(field(f, c.date, "date")?)?;
+    let tod = match c.time {
+        Some(i) => parse_time(field(f, i, "time")?)?,
+        None => 0,
+    };
+    let time_ms = day * 86_400_000 + tod;
+    match kind {
+        Kind::Bars(tf) => {
+            let candle = Candle {
+                time: time_ms.div_euclid(1000),
+                open: price(f, c.open, "open")?,
+                high: price(f, c.high, "high")?,
+                low: price(f, c.low, "low")?,
+                close: price(f, c.close, "close")?,
+                tick_volume: optional_u64(f, c.tickvol, "tick volume")?,
+                real_volume: optional_u64(f, c.vol, "volume")?,
+                spread: optional_u64(f, c.spread, "spread")?.min(i32::MAX as u64) as i32,
+                ..Candle::default()
+            };
+            if tf.bar_start(candle.time) != candle.time {
+                return Err(format!("bar time is not on a {tf} boundary"));
+            }
+            Ok((
+                time_ms,
+                Event::Bar(Bar {
+                    symbol,
+                    timeframe: tf,
+                    candle,
+                    fold_up: true,
+                    amend: false,
+                }),
+            ))
+        }
+        Kind::Ticks => {
+            let cell = |i: usize| f.get(i).map_or("", |s| s.trim());
+            let parse =
+                |s: &str, name: &str| s.parse::<f64>().map_err(|_| format!("bad {name} {s:?}"));
+            if !cell(c.bid).is_empty() {
+                quote.bid = Some(parse(cell(c.bid), "bid")?);
+            }
+            if !cell(c.ask).is_empty() {
+                quote.ask = Some(parse(cell(c.ask), "ask")?);
+            }
+            let (Some(bid), Some(ask)) = (quote.bid, quote.ask) else {
+                return Err("no bid and ask yet (a tick export must start with both)".into());
+            };
+            let volume = optional_u64(f, c.volume, "volume")?;
+            Ok((
+                time_ms,
+                Event::Tick(Tick {
+                    symbol,
+                    time_ms,
+                    bid,
+                    ask,
+                    volume,
+                }),
+            ))
+        }
+    }
+}
+
+/// Replay speed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the streamer can take it.
+    Max,
+    /// N times real time.
+    Times(f64),
+}
+
+/// Replays one or more files, merged by time.
+#[derive(Debug)]
+pub struct CsvReplay {
+    files: Vec<CsvFile>,
+    speed: Speed,
+    /// Server time of the first event and the instant it was replayed.
+    anchor: Option<(i64, Instant)>,
+    finished: bool,
+}
+
+/// Events handed out per poll at `--speed max`, so the caller heartbeats in between.
+const BATCH: usize = 4096;
+
+impl CsvReplay {
+    /// A replay of `files` at `speed`.
+    pub fn new(files: Vec<CsvFile>, speed: Speed) -> CsvReplay {
+        CsvReplay {
+            files,
+            speed,
+            anchor: None,
+            finished: false,
+        }
+    }
+
+    /// The file whose next event is earliest (bad rows first, so they are reported in place).
+    fn earliest(&mut self) -> Option<usize> {
+        let mut best: Option<(i64, usize)> = None;
+        for i in 0..self.files.len() {
+            if let Some(&(t, _)) = self.files[i].peek() {
+                if best.is_none_or(|(bt, _)| t < bt) {
+                    best = Some((t, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}
+
+impl Source for CsvReplay {
+    fn poll(&mut self, out: &mut Vec<Event>, wait: Duration) -> Result<(), SourceError> {
+        if self.finished {
+            std::thread::sleep(wait);
+            return Ok(());
+        }
+        if self.anchor.is_none() {
+            out.push(Event::Feed(FeedState::Live));
+        }
+        let deadline = Instant::now() + wait;
+        while out.len() < BATCH {
+            let Some(i) = self.earliest() else {
+                self.finished = true;
+                out.push(Event::Feed(FeedState::Finished));
+                return Ok(());
+            };
+            let t = self.files[i].pending.as_ref().map_or(0, |p| p.0);
+            if let (Speed::Times(n), true) = (self.speed, t != i64::MIN) {
+                let &mut (t0, w0) = self.anchor.get_or_insert((t, Instant::now()));
+                let due = w0 + Duration::from_secs_f64(((t - t0).max(0) as f64 / 1000.0) / n);
+                let now = Instant::now();
+                if due > now {
+                    if !out.is_empty() || due > deadline {
+                        // Hand over what we have, or wait out the caller's budget.
+                        if out.is_empty() {
+                            std::thread::sleep(deadline.saturating_duration_since(now));
+                        }
+                        return Ok(());
+                    }
+                    std::thread::sleep(due - now);
+                }
+            } else if self.anchor.is_none() && t != i64::MIN {
+                self.anchor = Some((t, Instant::now()));
+            }
+            let (_, ev) = self.files[i].pending.take().expect("peeked");
+            out.push(ev);
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let speed = match self.speed {
+            Speed::Max => "as fast as possible".to_owned(),
+            Speed::Times(n) => format!("{n}x real time"),
+        };
+        let names: Vec<_> = self.files.iter().map(|f| f.name.as_str()).collect();
+        format!("csv replay of {} ({speed})", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_mt5() {
+        let p = |s: &str| parse_file_name(Path::new(s));
+        assert_eq!(
+            p("EURUSD_H1_201701012200_201712292100.csv"),
+            (Some("EURUSD".into()), Some(Kind::Bars(Timeframe::H1)))
+        );
+        assert_eq!(
+            p("/x/US_TECH100_M5_202401010000_202401020000.csv"),
+            (Some("US_TECH100".into()), Some(Kind::Bars(Timeframe::M5)))
+        );
+        assert_eq!(
+            p("EURUSD_202401020000_202401022359.csv"),
+            (Some("EURUSD".into()), Some(Kind::Ticks))
+        );
+        assert_eq!(
+            p("XAUUSDc_D1.csv"),
+            (Some("XAUUSDc".into()), Some(Kind::Bars(Timeframe::D1)))
+        );
+        assert_eq!(p("prices.csv"), (Some("prices".into()), None));
+    }
+
+    #[test]
+    fn dates_and_times_parse_strictly() {
+        assert_eq!(parse_date("1970.01.02"), Ok(1));
+        assert_eq!(parse_date("2017-01-01"), Ok(17_167));
+        assert!(parse_date("2017.02.30").is_err());
+        assert!(parse_date("2017.13.01").is_err());
+        assert!(parse_date("17.01.01").is_err());
+        assert_eq!(parse_time("00:00:01"), Ok(1000));
+        assert_eq!(parse_time("23:59"), Ok((23 * 60 + 59) * 60_000));
+        assert_eq!(parse_time("10:00:00.5"), Ok(36_000_500));
+        assert_eq!(parse_time("10:00:00.123"), Ok(36_000_123));
+        for bad in [
+            "24:00:00",
+            "10:60",
+            "1:2:3:4",
+            "10:00:00.",
+            "10:00:00.1234",
+            "ab:cd",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_encoding_decodes_to_the_same_text() {
+        let text = "<DATE>\t<TIME>\r\n2017.01.01\t00:00\r\n";
+        let mut bom8 = vec![0xEF, 0xBB, 0xBF];
+        bom8.extend_from_slice(text.as_bytes());
+        let mut le = vec![0xFF, 0xFE];
+        le.extend(text.encode_utf16().flat_map(|u| u.to_le_bytes()));
+        let mut be = vec![0xFE, 0xFF];
+        be.extend(text.encode_utf16().flat_map(|u| u.to_be_bytes()));
+        for bytes in [text.as_bytes().to_vec(), bom8, le, be] {
+            assert_eq!(decode(&bytes), text);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Feeds behind one trait: `synthetic` (the default), `csv` (MT5 export replay), and `mt5`
+//! (the MT5 gateway).
+
+use std::fmt;
+use std::time::Duration;
+
+use shm_core::FeedState;
+
+use crate::aggregate::{Bar, Tick};
+
+pub mod csv;
+pub mod synthetic;
+
+/// What a source delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A price update.
+    Tick(Tick),
+    /// A bar (closed or forming).
+    Bar(Bar),
+    /// The feed changed state (backfilling, live, finished, disconnected).
+    Feed(FeedState),
+    /// An input row that could not be used; counted and reported, never fatal.
+    BadRow {
+        /// The file.
+        file: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A source failed in a way it cannot recover from.
+#[derive(Debug)]
+pub struct SourceError(pub String);
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// A feed of ticks and bars.
+pub trait Source: Send {
+    /// Appends the events that are due to `out`, waiting at most `wait` for the first one.
+    /// Returning with nothing is fine; the caller heartbeats and calls again.
+    fn poll(&mut self, out: &mut Vec<Event>, wait: Duration) -> Result<(), SourceError>;
+
+    /// One line for the banner.
+    fn describe(&self) -> String;
+}
