@@ -92,10 +92,10 @@ pub struct Summary {
     pub rejected: u64,
 }
 
-/// The symbols and per-symbol timeframes to publish, and the CSV files if that is the source.
-fn plan(
-    config: &Config,
-) -> Result<(Vec<String>, Vec<Vec<Timeframe>>, Vec<CsvFile>), StreamerError> {
+/// What to publish: symbols, the timeframes of each, and the CSV files if that is the source.
+type Plan = (Vec<String>, Vec<Vec<Timeframe>>, Vec<CsvFile>);
+
+fn plan(config: &Config) -> Result<Plan, StreamerError> {
     if config.source != SourceKind::Csv {
         let tfs = vec![config.timeframes.clone(); config.symbols.len()];
         return Ok((config.symbols.clone(), tfs, Vec::new()));
