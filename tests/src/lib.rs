@@ -7,7 +7,9 @@
 //! ```
 
 use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use shm_core::{Candle, SegmentPath};
 
@@ -86,4 +88,57 @@ pub fn check_snapshot(candles: &[Candle]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A child process that is killed and reaped if the test ends before it does.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    /// Spawns `program` with `args`, stdout and stderr captured.
+    pub fn spawn(program: &str, args: &[&str]) -> ChildGuard {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        ChildGuard(Some(child))
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let child = self.0.as_ref().expect("running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(child),
+            rustix::process::Signal::TERM,
+        )
+        .expect("send SIGTERM");
+    }
+
+    /// Waits up to `limit` for the exit; `None` (and the child killed) if it did not exit.
+    pub fn wait_for(mut self, limit: Duration) -> Option<(ExitStatus, String, String)> {
+        let mut child = self.0.take().expect("running");
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if child.try_wait().ok().flatten().is_some() {
+                let out = child.wait_with_output().expect("collect output");
+                let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+                return Some((out.status, text(out.stdout), text(out.stderr)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

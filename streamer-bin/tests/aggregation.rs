@@ -1,0 +1,431 @@
+//! Aggregation checked against an independent computation, boundary cases, and feed hygiene.
+
+use mtf_tests::TempSegment;
+use shm_core::{days_from_civil, Candle, Counter, Layout, Reader, Timeframe, Writer};
+use streamer_bin::aggregate::{Aggregator, Bar, Tick};
+
+const TFS: [Timeframe; 8] = [
+    Timeframe::M1,
+    Timeframe::M5,
+    Timeframe::M15,
+    Timeframe::H1,
+    Timeframe::H4,
+    Timeframe::D1,
+    Timeframe::W1,
+    Timeframe::MN1,
+];
+
+fn setup(tag: &str, capacity: u32) -> (TempSegment, Writer, Aggregator) {
+    let seg = TempSegment::new(tag);
+    let mut layout = Layout::new();
+    for tf in TFS {
+        layout.add_ring("EURUSD", tf, capacity).unwrap();
+    }
+    let w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let agg = Aggregator::new(&w, &[("EURUSD".into(), 0.00001)], &TFS);
+    (seg, w, agg)
+}
+
+fn ring(seg: &TempSegment, tf: Timeframe) -> Vec<Candle> {
+    let r = Reader::open(&seg.path).unwrap();
+    let mut out = Vec::new();
+    r.ring("EURUSD", tf)
+        .unwrap()
+        .read_last(100_000, &mut out)
+        .unwrap();
+    out
+}
+
+/// A deterministic, valid M1 bar stream over `minutes` minutes from `start`, with a hole.
+fn m1_bars(start: i64, minutes: i64) -> Vec<Candle> {
+    let mut x: u64 = 12345;
+    let mut price = 1.1;
+    let mut out = Vec::new();
+    for i in 0..minutes {
+        if (600..660).contains(&(i % 5000)) {
+            continue; // an hour without bars, several times
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let step = ((x % 2001) as f64 - 1000.0) * 1e-7;
+        let open = price;
+        let close = (price + step).max(0.5);
+        out.push(Candle {
+            time: start + i * 60,
+            open,
+            high: open.max(close) + (x % 7) as f64 * 1e-5,
+            low: open.min(close) - (x % 5) as f64 * 1e-5,
+            close,
+            tick_volume: 1 + x % 100,
+            spread: (x % 20) as i32,
+            real_volume: x % 3,
+            ..Candle::default()
+        });
+        price = close;
+    }
+    out
+}
+
+/// The independent computation: group by `bar_start`, in a plain loop.
+fn group(bars: &[Candle], tf: Timeframe) -> Vec<Candle> {
+    let mut out: Vec<Candle> = Vec::new();
+    for b in bars {
+        let t = tf.bar_start(b.time);
+        match out.last_mut() {
+            Some(g) if g.time == t => {
+                g.high = g.high.max(b.high);
+                g.low = g.low.min(b.low);
+                g.close = b.close;
+                g.tick_volume += b.tick_volume;
+                g.real_volume += b.real_volume;
+                g.spread = g.spread.min(b.spread);
+            }
+            _ => out.push(Candle { time: t, ..*b }),
+        }
+    }
+    out
+}
+
+/// `got` must be the newest `got.len()` of `want`, and not empty; reports the first difference.
+fn assert_suffix(got: &[Candle], want: &[Candle], what: impl std::fmt::Display) {
+    assert!(
+        !got.is_empty() && got.len() <= want.len(),
+        "{what}: {} candles, expected at most {}",
+        got.len(),
+        want.len()
+    );
+    let want = &want[want.len() - got.len()..];
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        panic!(
+            "{what}: candle {i} of {} differs:\n got  {:?}\n want {:?}",
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+fn strip(cs: &[Candle]) -> Vec<Candle> {
+    cs.iter()
+        .map(|c| Candle {
+            forming: false,
+            ..*c
+        })
+        .collect()
+}
+
+#[test]
+fn bars_fold_into_longer_timeframes_exactly_as_an_independent_grouping() {
+    let (seg, mut w, mut agg) = setup("fold", 20_000);
+    // 2017-01-01 is a Sunday; 20,000 minutes cross weeks and a month end.
+    let start = days_from_civil(2017, 1, 1) * 86_400;
+    let bars = m1_bars(start, 20_000 + 43_200);
+    for b in &bars {
+        agg.on_bar(
+            &mut w,
+            &Bar {
+                symbol: 0,
+                timeframe: Timeframe::M1,
+                candle: *b,
+                fold_up: true,
+                amend: false,
+            },
+        );
+    }
+    for tf in TFS {
+        let got = ring(&seg, tf);
+        let want = if tf == Timeframe::M1 {
+            bars.clone()
+        } else {
+            group(&bars, tf)
+        };
+        assert_suffix(&strip(&got), &want, tf);
+        assert_eq!(
+            got.len(),
+            want.len().min(20_000),
+            "{tf}: the ring holds all, or its capacity"
+        );
+        // Everything closed except the newest of each longer timeframe, which is still forming.
+        let forming = got.iter().filter(|c| c.forming).count();
+        assert_eq!(forming, usize::from(tf != Timeframe::M1), "{tf}");
+        assert!(got.last().unwrap().forming || tf == Timeframe::M1);
+    }
+    assert_eq!(
+        w.counter(Counter::GapsDetected),
+        13,
+        "the hour-long holes on M1"
+    );
+}
+
+#[test]
+fn ticks_build_every_timeframe_as_an_independent_grouping_of_the_ticks() {
+    let (seg, mut w, mut agg) = setup("ticks", 5000);
+    let start_ms = days_from_civil(2024, 2, 28) * 86_400_000;
+    let mut ticks = Vec::new();
+    let mut x: u64 = 99;
+    let mut t = start_ms;
+    for i in 0..50_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        t += (x >> 60) as i64 * 700; // 0 to 10.5 s apart, often several per second
+        let bid = 1.1 + ((x >> 20) % 1000) as f64 * 1e-5;
+        ticks.push(Tick {
+            symbol: 0,
+            time_ms: t,
+            bid,
+            ask: bid + 0.00012,
+            volume: i % 2,
+        });
+    }
+    for tick in &ticks {
+        agg.on_tick(&mut w, tick);
+    }
+    // Independent: each tick as a one-tick bar, grouped.
+    let as_bars: Vec<Candle> = ticks
+        .iter()
+        .map(|t| Candle {
+            time: t.time_ms.div_euclid(1000),
+            tick_volume: 1,
+            real_volume: t.volume,
+            spread: 12,
+            ..Candle::flat(0, t.bid)
+        })
+        .collect();
+    for tf in TFS {
+        let got = strip(&ring(&seg, tf));
+        let want = group(&as_bars, tf);
+        assert_suffix(&got, &want, tf);
+        assert_eq!(
+            got.len(),
+            want.len().min(5001),
+            "{tf}: capacity 5000 closed plus the forming one"
+        );
+    }
+    assert_eq!(w.counter(Counter::TicksProcessed), 50_000);
+}
+
+fn tick(ms: i64, bid: f64) -> Tick {
+    Tick {
+        symbol: 0,
+        time_ms: ms,
+        bid,
+        ask: bid + 0.0001,
+        volume: 0,
+    }
+}
+
+#[test]
+fn a_tick_exactly_on_a_boundary_opens_the_new_bar() {
+    let (seg, mut w, mut agg) = setup("boundary", 100);
+    let day = days_from_civil(2024, 3, 4) * 86_400_000; // a Monday
+    agg.on_tick(&mut w, &tick(day + 59_999, 1.0));
+    agg.on_tick(&mut w, &tick(day + 60_000, 2.0));
+    let m1 = ring(&seg, Timeframe::M1);
+    assert_eq!(m1.len(), 2);
+    assert_eq!(
+        (m1[0].time, m1[0].close, m1[0].forming),
+        (day / 1000, 1.0, false)
+    );
+    assert_eq!(
+        (m1[1].time, m1[1].open, m1[1].forming),
+        (day / 1000 + 60, 2.0, true)
+    );
+    let h1 = ring(&seg, Timeframe::H1);
+    assert_eq!(h1.len(), 1, "still the same hour");
+    assert_eq!((h1[0].open, h1[0].close, h1[0].tick_volume), (1.0, 2.0, 2));
+}
+
+#[test]
+fn a_gap_of_several_bars_closes_one_candle_and_invents_none() {
+    let (seg, mut w, mut agg) = setup("gap", 100);
+    let t0 = days_from_civil(2024, 3, 4) * 86_400_000;
+    agg.on_tick(&mut w, &tick(t0, 1.0));
+    agg.on_tick(&mut w, &tick(t0 + 7 * 60_000 + 5, 1.5));
+    let m1 = ring(&seg, Timeframe::M1);
+    assert_eq!(
+        m1.iter()
+            .map(|c| (c.time - t0 / 1000) / 60)
+            .collect::<Vec<_>>(),
+        [0, 7]
+    );
+    assert_eq!(w.counter(Counter::GapsDetected), 1);
+    let m5 = ring(&seg, Timeframe::M5);
+    assert_eq!(
+        m5.iter()
+            .map(|c| (c.time - t0 / 1000) / 60)
+            .collect::<Vec<_>>(),
+        [0, 5]
+    );
+}
+
+#[test]
+fn the_weekend_gap_closes_friday_and_the_week() {
+    let (seg, mut w, mut agg) = setup("weekend", 100);
+    let friday = days_from_civil(2024, 3, 8) * 86_400_000;
+    let monday = days_from_civil(2024, 3, 11) * 86_400_000;
+    agg.on_tick(&mut w, &tick(friday + 23 * 3_600_000 + 59 * 60_000, 1.0));
+    agg.on_tick(&mut w, &tick(monday + 1_000, 1.2));
+    let d1 = ring(&seg, Timeframe::D1);
+    assert_eq!(
+        d1.iter()
+            .map(|c| (c.time * 1000, c.forming))
+            .collect::<Vec<_>>(),
+        [(friday, false), (monday, true)]
+    );
+    let w1 = ring(&seg, Timeframe::W1);
+    let sunday_before = days_from_civil(2024, 3, 3) * 86_400;
+    assert_eq!(
+        w1.iter().map(|c| c.time).collect::<Vec<_>>(),
+        [sunday_before, sunday_before + 7 * 86_400]
+    );
+    let mn1 = ring(&seg, Timeframe::MN1);
+    assert_eq!(mn1.len(), 1, "same month");
+}
+
+#[test]
+fn bad_prices_and_out_of_order_ticks_are_counted_and_change_nothing() {
+    let (seg, mut w, mut agg) = setup("hygiene", 100);
+    let t0 = days_from_civil(2024, 3, 4) * 86_400_000;
+    agg.on_tick(&mut w, &tick(t0 + 5_000, 1.0));
+    let before = ring(&seg, Timeframe::M1);
+    for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
+        agg.on_tick(&mut w, &tick(t0 + 6_000, bad));
+        agg.on_tick(
+            &mut w,
+            &Tick {
+                ask: bad,
+                ..tick(t0 + 6_000, 1.0)
+            },
+        );
+    }
+    assert_eq!(w.counter(Counter::RejectedBadPrice), 8);
+    agg.on_tick(&mut w, &tick(t0 + 4_000, 1.3));
+    assert_eq!(w.counter(Counter::RejectedOutOfOrder), 1);
+    assert_eq!(
+        ring(&seg, Timeframe::M1),
+        before,
+        "rejected input changed nothing"
+    );
+    assert_eq!(w.counter(Counter::TicksProcessed), 1);
+    // Equal timestamps are fine (several ticks in one millisecond happen).
+    agg.on_tick(&mut w, &tick(t0 + 5_000, 1.1));
+    assert_eq!(w.counter(Counter::TicksProcessed), 2);
+}
+
+fn bar(t: i64, close: f64) -> Bar {
+    Bar {
+        symbol: 0,
+        timeframe: Timeframe::H1,
+        candle: Candle {
+            time: t,
+            open: 1.0,
+            high: 2.0,
+            low: 0.5,
+            close,
+            tick_volume: 10,
+            ..Candle::default()
+        },
+        fold_up: true,
+        amend: false,
+    }
+}
+
+#[test]
+fn duplicate_backwards_and_inconsistent_bars_are_counted() {
+    let (seg, mut w, mut agg) = setup("bars", 100);
+    let t0 = days_from_civil(2024, 3, 4) * 86_400;
+    agg.on_bar(&mut w, &bar(t0, 1.0));
+    agg.on_bar(&mut w, &bar(t0 + 3600, 1.1));
+    agg.on_bar(&mut w, &bar(t0 + 3600, 1.2));
+    assert_eq!(w.counter(Counter::RejectedDuplicateBar), 1);
+    agg.on_bar(&mut w, &bar(t0, 1.3));
+    assert_eq!(w.counter(Counter::RejectedBackwardsBar), 1);
+    let mut bad = bar(t0 + 7200, 1.0);
+    bad.candle.high = 0.9; // below the open
+    agg.on_bar(&mut w, &bad);
+    let mut nan = bar(t0 + 7200, f64::NAN);
+    nan.candle.close = f64::NAN;
+    agg.on_bar(&mut w, &nan);
+    assert_eq!(w.counter(Counter::RejectedBadPrice), 2);
+    let h1 = ring(&seg, Timeframe::H1);
+    assert_eq!(h1.iter().map(|c| c.close).collect::<Vec<_>>(), [1.0, 1.1]);
+    assert!(
+        ring(&seg, Timeframe::M1).is_empty(),
+        "bars never build shorter timeframes"
+    );
+}
+
+#[test]
+fn an_authoritative_source_corrects_the_forming_and_the_just_closed_bar() {
+    let (seg, mut w, mut agg) = setup("amend", 100);
+    let t0 = days_from_civil(2024, 3, 4) * 86_400;
+    let forming = |t, close| Bar {
+        candle: Candle {
+            forming: true,
+            ..bar(t, close).candle
+        },
+        fold_up: false,
+        amend: true,
+        ..bar(t, close)
+    };
+    agg.on_bar(&mut w, &forming(t0, 1.0));
+    agg.on_bar(&mut w, &forming(t0, 1.05)); // the forming bar moves
+    assert_eq!(
+        ring(&seg, Timeframe::H1)
+            .last()
+            .map(|c| (c.close, c.forming)),
+        Some((1.05, true))
+    );
+    // Ticks moved us into the next hour; then the terminal's final word on the closed hour.
+    agg.on_tick(
+        &mut w,
+        &Tick {
+            symbol: 0,
+            time_ms: (t0 + 3600) * 1000,
+            bid: 1.2,
+            ask: 1.2001,
+            volume: 0,
+        },
+    );
+    let closed_final = Bar {
+        amend: true,
+        fold_up: false,
+        ..bar(t0, 1.07)
+    };
+    agg.on_bar(&mut w, &closed_final);
+    let h1 = ring(&seg, Timeframe::H1);
+    assert_eq!(
+        h1.iter().map(|c| (c.close, c.forming)).collect::<Vec<_>>(),
+        [(1.07, false), (1.2, true)]
+    );
+    assert_eq!(w.counter(Counter::Corrections), 2);
+    // A closed bar missed during a disconnect slots in before the forming one.
+    let (seg2, mut w2, mut agg2) = setup("backfill", 100);
+    agg2.on_bar(
+        &mut w2,
+        &Bar {
+            amend: true,
+            fold_up: false,
+            ..bar(t0, 1.0)
+        },
+    );
+    agg2.on_bar(&mut w2, &forming(t0 + 7200, 1.2));
+    agg2.on_bar(
+        &mut w2,
+        &Bar {
+            amend: true,
+            fold_up: false,
+            ..bar(t0 + 3600, 1.1)
+        },
+    );
+    let h1 = ring(&seg2, Timeframe::H1);
+    assert_eq!(
+        h1.iter()
+            .map(|c| (c.time - t0, c.forming))
+            .collect::<Vec<_>>(),
+        [(0, false), (3600, false), (7200, true)]
+    );
+    assert_eq!(w2.counter(Counter::BarsBackfilled), 1);
+}

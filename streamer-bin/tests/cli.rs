@@ -1,0 +1,173 @@
+//! The `mtf-streamer` binary as an operator runs it.
+
+use std::time::{Duration, Instant};
+
+use mtf_tests::{ChildGuard, TempSegment};
+use shm_core::{Liveness, Reader, WriterState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
+
+fn wait_running(seg: &TempSegment) -> Reader {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = Reader::open(&seg.path) {
+            if r.status().writer_state == Some(WriterState::Running) {
+                return r;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "streamer did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_leaves_the_segment_readable() {
+    let seg = TempSegment::new("sigterm");
+    // The original system's config file, as it is.
+    let config = std::env::temp_dir().join(format!("mtf-test-config-{}.json", std::process::id()));
+    std::fs::write(
+        &config,
+        r#"{"symbols": ["BTCUSDc", "EURUSDc"], "buffer_sizes": {"M1": 1440, "M5": 300, "M15": 150, "M30": 100, "H1": 100, "H4": 50},
+            "refresh_intervals": {"M1": 60}, "enable_database": true, "db_path": "x.db", "retention_days": 30,
+            "max_memory_mb": 512, "max_db_size_mb": 1024, "batch_write_size": 100}"#,
+    )
+    .unwrap();
+    let file = seg.file();
+    let child = ChildGuard::spawn(
+        BIN,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--no-http",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--tick-rate",
+            "100",
+        ],
+    );
+    let reader = wait_running(&seg);
+    assert_eq!(
+        reader.layout().symbols().collect::<Vec<_>>(),
+        ["BTCUSDc", "EURUSDc"]
+    );
+    // Live ticks arrive.
+    let start = Instant::now();
+    while reader
+        .status()
+        .counters
+        .get(shm_core::Counter::TicksProcessed)
+        < 20
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no ticks");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.sigterm();
+    let (status, stdout, stderr) = child
+        .wait_for(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    let _ = std::fs::remove_file(&config);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stdout.contains("stopped:"), "{stdout}");
+    // One warning per original field that does not apply.
+    for key in [
+        "refresh_intervals",
+        "enable_database",
+        "db_path",
+        "retention_days",
+        "max_db_size_mb",
+        "batch_write_size",
+    ] {
+        assert_eq!(
+            stderr.matches(&format!("`{key}`")).count(),
+            1,
+            "{key}: {stderr}"
+        );
+    }
+    let st = reader.status();
+    assert_eq!(
+        (st.liveness, st.writer_state),
+        (Liveness::Stopped, Some(WriterState::Stopped))
+    );
+    assert!(file.exists(), "the segment stays");
+    let mut candles = Vec::new();
+    reader
+        .ring("BTCUSDc", shm_core::Timeframe::M1)
+        .unwrap()
+        .read_last(1440, &mut candles)
+        .unwrap();
+    assert!(
+        candles.len() >= 1440,
+        "the rings stay full: {}",
+        candles.len()
+    );
+}
+
+#[test]
+fn inspect_reports_liveness_and_every_ring() {
+    let seg = TempSegment::new("inspect");
+    let file = seg.file();
+    let _child = ChildGuard::spawn(
+        BIN,
+        &[
+            "--no-http",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--symbols",
+            "XAUUSDc",
+        ],
+    );
+    wait_running(&seg);
+    let out = std::process::Command::new(BIN)
+        .args(["inspect", "--segment-path", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("writer     alive"), "{text}");
+    for tf in ["M1", "M5", "M15", "M30", "H1", "H4", "D1"] {
+        assert!(text.contains(&format!("XAUUSDc {tf} ")), "{tf}: {text}");
+    }
+    assert!(text.contains("1441/1440"), "M1 full plus forming: {text}");
+}
+
+#[test]
+fn bad_configuration_fails_with_the_field_named() {
+    let seg = TempSegment::new("badcfg");
+    let file = seg.file();
+    for (args, field) in [
+        (vec!["--symbols", "BTC/USD"], "--symbols"),
+        (vec!["--buffer", "M1=0"], "--buffer"),
+        (vec!["--server-offset", "+99:00"], "--server-offset"),
+        (vec!["--segment-mode", "0999"], "--segment-mode"),
+    ] {
+        let mut all = vec!["--no-http", "--segment-path", file.to_str().unwrap()];
+        all.extend(args);
+        let out = std::process::Command::new(BIN).args(&all).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("`{field}`")), "{field}: {stderr}");
+        assert!(!file.exists(), "nothing was created");
+    }
+}
+
+#[test]
+fn a_second_streamer_on_the_same_segment_names_the_first_ones_pid() {
+    let seg = TempSegment::new("second");
+    let file = seg.file();
+    let first = ChildGuard::spawn(
+        BIN,
+        &["--no-http", "--segment-path", file.to_str().unwrap()],
+    );
+    wait_running(&seg);
+    let pid = first.0.as_ref().unwrap().id();
+    let out = std::process::Command::new(BIN)
+        .args(["--no-http", "--segment-path", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+}

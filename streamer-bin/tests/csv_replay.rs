@@ -1,0 +1,321 @@
+//! Every CSV variant MT5 produces, broken rows included, replayed into a real segment.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use mtf_tests::TempSegment;
+use shm_core::{Candle, Counter, FeedState, Reader, Timeframe};
+use streamer_bin::config::{Config, SourceKind};
+use streamer_bin::source::csv::{CsvFile, CsvReplay, Speed};
+use streamer_bin::source::{Event, Source};
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("mtf-csv-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const BARS_H1: &str =
+    "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n\
+2017.01.02\t00:00:00\t1.05000\t1.05100\t1.04900\t1.05050\t100\t0\t12\n\
+2017.01.02\t01:00:00\t1.05050\t1.05300\t1.05000\t1.05200\t150\t0\t10\n\
+2017.01.02\t02:00:00\t1.05200\t1.05250\t1.04800\t1.04850\t90\t5\t11\n\
+2017.01.02\t03:00:00\t1.04850\t1.04900\t1.04700\t1.04750\t80\t0\t14\n\
+2017.01.02\t04:00:00\t1.04750\t1.04800\t1.04600\t1.04650\t70\t0\t9\n";
+
+fn utf16le_bom(text: &str) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xFE];
+    b.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    b
+}
+
+/// Replays `files` to the end into a fresh segment and returns it with a reader.
+fn replay(
+    tag: &str,
+    files: Vec<PathBuf>,
+    tweak: impl FnOnce(&mut Config),
+) -> (TempSegment, Reader) {
+    let seg = TempSegment::new(tag);
+    let mut config = Config {
+        source: SourceKind::Csv,
+        csv_files: files,
+        http: None,
+        segment: seg.path.clone(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    // Set before the run: the run makes one full pass, which replays these small files whole.
+    let stop = AtomicBool::new(true);
+    streamer_bin::run(&config, &stop, &mut std::io::sink()).unwrap();
+    let reader = Reader::open(&seg.path).unwrap();
+    (seg, reader)
+}
+
+fn candles(r: &Reader, symbol: &str, tf: Timeframe) -> Vec<Candle> {
+    let mut out = Vec::new();
+    r.ring(symbol, tf)
+        .unwrap()
+        .read_last(1000, &mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn bar_exports_in_every_encoding_and_line_ending_give_the_same_candles() {
+    let dir = TempDir::new("enc");
+    let crlf = BARS_H1.replace('\n', "\r\n");
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend_from_slice(crlf.as_bytes());
+    let variants = [
+        ("lf", BARS_H1.as_bytes().to_vec()),
+        ("crlf", crlf.as_bytes().to_vec()),
+        ("bom", bom),
+        ("utf16", utf16le_bom(&crlf)),
+    ];
+    let mut results = Vec::new();
+    for (tag, bytes) in variants {
+        let f = dir.write(
+            &format!("EURUSD_H1_201701020000_201701020400.{tag}.csv"),
+            &bytes,
+        );
+        // The stem has an extra ".tag"; name the symbol explicitly for this one.
+        let (_seg, r) = replay(tag, vec![f], |c| {
+            c.csv_symbol = Some("EURUSD".into());
+            c.csv_timeframe = Some(Timeframe::H1);
+        });
+        assert_eq!(r.status().feed_state, Some(FeedState::Finished), "{tag}");
+        assert!(
+            r.ring("EURUSD", Timeframe::M1).is_none(),
+            "{tag}: no rings below the file's timeframe"
+        );
+        results.push((
+            candles(&r, "EURUSD", Timeframe::H1),
+            candles(&r, "EURUSD", Timeframe::H4),
+        ));
+    }
+    let (h1, h4) = &results[0];
+    assert_eq!(h1.len(), 5);
+    let day = shm_core::days_from_civil(2017, 1, 2) * 86_400;
+    assert_eq!(
+        h1[2],
+        Candle {
+            time: day + 7200,
+            open: 1.052,
+            high: 1.0525,
+            low: 1.048,
+            close: 1.0485,
+            tick_volume: 90,
+            spread: 11,
+            real_volume: 5,
+            ..Candle::default()
+        }
+    );
+    // H4: 00-03 closed, 04 forming.
+    assert_eq!(h4.len(), 2);
+    assert_eq!(
+        (
+            h4[0].open,
+            h4[0].high,
+            h4[0].low,
+            h4[0].close,
+            h4[0].tick_volume,
+            h4[0].forming
+        ),
+        (1.05, 1.053, 1.047, 1.0475, 420, false)
+    );
+    assert_eq!((h4[1].time, h4[1].forming), (day + 4 * 3600, true));
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r, &results[0], "variant {i} differs");
+    }
+}
+
+#[test]
+fn symbol_and_timeframe_come_from_mt5_file_names() {
+    let dir = TempDir::new("names");
+    let f = dir.write(
+        "XAUUSDc_H1_201701020000_201701020400.csv",
+        BARS_H1.as_bytes(),
+    );
+    let (_seg, r) = replay("names", vec![f], |_| {});
+    assert_eq!(r.layout().symbols().collect::<Vec<_>>(), ["XAUUSDc"]);
+    assert_eq!(candles(&r, "XAUUSDc", Timeframe::H1).len(), 5);
+}
+
+#[test]
+fn daily_exports_without_a_time_column_are_d1() {
+    let dir = TempDir::new("d1");
+    let text = "<DATE>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\r\n\
+2017.01.02\t1.0\t1.2\t0.9\t1.1\t1000\t0\t10\r\n\
+2017.01.03\t1.1\t1.3\t1.0\t1.2\t1100\t0\t10\r\n";
+    let f = dir.write("EURUSD_D1_201701020000_201701030000.csv", text.as_bytes());
+    let (_seg, r) = replay("d1", vec![f], |_| {});
+    let d1 = candles(&r, "EURUSD", Timeframe::D1);
+    assert_eq!(
+        d1.iter()
+            .map(|c| (c.time % 86_400, c.close))
+            .collect::<Vec<_>>(),
+        [(0, 1.1), (0, 1.2)]
+    );
+    assert_eq!(
+        r.rings().map(|r| r.timeframe()).collect::<Vec<_>>(),
+        [Timeframe::D1]
+    );
+}
+
+#[test]
+fn tick_exports_carry_unchanged_bid_and_ask_forward() {
+    let dir = TempDir::new("ticks");
+    let text = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\r\n\
+2024.01.02\t10:00:00.100\t1.10000\t1.10010\t\t\t6\r\n\
+2024.01.02\t10:00:00.350\t\t1.10012\t\t\t4\r\n\
+2024.01.02\t10:00:59.999\t1.10005\t\t\t\t2\r\n\
+2024.01.02\t10:01:00.000\t1.09990\t1.10000\t\t\t6\r\n";
+    let f = dir.write(
+        "EURUSD_202401021000_202401021001.csv",
+        utf16le_bom(text).as_slice(),
+    );
+    let (_seg, r) = replay("ticks", vec![f], |_| {});
+    let m1 = candles(&r, "EURUSD", Timeframe::M1);
+    assert_eq!(m1.len(), 2);
+    assert_eq!(
+        (
+            m1[0].open,
+            m1[0].high,
+            m1[0].low,
+            m1[0].close,
+            m1[0].tick_volume,
+            m1[0].forming
+        ),
+        (1.1, 1.10005, 1.1, 1.10005, 3, false)
+    );
+    assert_eq!((m1[1].open, m1[1].forming), (1.0999, true));
+    let tick = r.last_tick("EURUSD").unwrap();
+    assert_eq!((tick.bid, tick.ask), (1.0999, 1.1));
+    assert_eq!(r.status().counters.get(Counter::TicksProcessed), 4);
+}
+
+#[test]
+fn broken_rows_are_skipped_counted_and_reported_with_line_numbers() {
+    let dir = TempDir::new("broken");
+    let text = "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n\
+2017.01.02\t00:00:00\t1.05\t1.06\t1.04\t1.05\t100\t0\t12\n\
+2017.13.02\t01:00:00\t1.05\t1.06\t1.04\t1.05\t100\t0\t12\n\
+2017.01.02\t02:00:00\tabc\t1.06\t1.04\t1.05\t100\t0\t12\n\
+2017.01.02\t03:00:00\t1.05\n\
+\n\
+2017.01.02\t04:30:00\t1.05\t1.06\t1.04\t1.05\t100\t0\t12\n\
+2017.01.02\t05:00:00\t1.05\t1.00\t1.04\t1.05\t100\t0\t12\n\
+2017.01.02\t06:00:00\tNaN\tNaN\tNaN\tNaN\t100\t0\t12\n\
+2017.01.02\t07:00:00\t1.05\t1.06\t1.04\t1.055\t100\t0\t12\n\
+2017.01.02\t06:00:00\t1.05\t1.06\t1.04\t1.05\t100\t0\t12\n\
+2017.01.02\t08:00:00\t1.05\t1.06\t1.04\t1.06\t100\t0\t12\n\
+2017.01.02\t09:00:00\t1.05\t1.06\t1.04\t1.06\t100\t-3\t12\n";
+    let f = dir.write("EURUSD_H1_201701020000_201701020800.csv", text.as_bytes());
+
+    // The source reports each bad row with its line number.
+    let file = CsvFile::open(&f, &["EURUSD".into()], None, None).unwrap();
+    let mut src = CsvReplay::new(vec![file], Speed::Max);
+    let mut events = Vec::new();
+    src.poll(&mut events, Duration::ZERO).unwrap();
+    let bad: Vec<(u64, String)> = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::BadRow { line, reason, .. } = e {
+                Some((*line, reason.clone()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let lines: Vec<u64> = bad.iter().map(|b| b.0).collect();
+    assert_eq!(lines, [3, 4, 5, 7, 13], "{bad:#?}");
+    assert!(bad[0].1.contains("date"), "{bad:?}");
+    assert!(bad[1].1.contains("open"), "{bad:?}");
+    assert!(bad[3].1.contains("boundary"), "{bad:?}");
+    assert!(bad[4].1.contains("volume"), "{bad:?}");
+
+    // Through the streamer: parse errors count as bad rows; bad prices (high below close,
+    // NaN) and the backwards bar have their own counters; good rows all arrive.
+    let (_seg, r) = replay("broken", vec![f], |_| {});
+    let st = r.status();
+    assert_eq!(st.counters.get(Counter::BadRows), 5);
+    assert_eq!(st.counters.get(Counter::RejectedBadPrice), 2);
+    assert_eq!(st.counters.get(Counter::RejectedBackwardsBar), 1);
+    let h1 = candles(&r, "EURUSD", Timeframe::H1);
+    assert_eq!(
+        h1.iter()
+            .map(|c| c.time % 86_400 / 3600)
+            .collect::<Vec<_>>(),
+        [0, 7, 8]
+    );
+}
+
+#[test]
+fn a_file_that_is_not_an_export_is_refused_with_what_it_holds() {
+    let dir = TempDir::new("noheader");
+    let f = dir.write(
+        "EURUSD_H1_201701020000_201701020800.csv",
+        b"time,price\n1,2\n",
+    );
+    let config = Config {
+        source: SourceKind::Csv,
+        csv_files: vec![f],
+        http: None,
+        ..Config::default()
+    };
+    let err = streamer_bin::run(&config, &AtomicBool::new(true), &mut std::io::sink()).unwrap_err();
+    assert!(
+        err.to_string().contains("not an MT5 export header"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("time,price"), "{err}");
+    let missing = Config {
+        source: SourceKind::Csv,
+        csv_files: vec![Path::new("/nonexistent/x.csv").into()],
+        http: None,
+        ..Config::default()
+    };
+    let err =
+        streamer_bin::run(&missing, &AtomicBool::new(true), &mut std::io::sink()).unwrap_err();
+    assert!(err.to_string().contains("could not read"), "{err}");
+}
+
+#[test]
+fn replay_at_n_times_real_time_waits_between_bars() {
+    let dir = TempDir::new("speed");
+    let f = dir.write(
+        "EURUSD_H1_201701020000_201701020400.csv",
+        BARS_H1.as_bytes(),
+    );
+    let file = CsvFile::open(&f, &["EURUSD".into()], None, None).unwrap();
+    // One hour apart at 7200x real time: 0.5 s between bars.
+    let mut src = CsvReplay::new(vec![file], Speed::Times(7200.0));
+    let mut events = Vec::new();
+    src.poll(&mut events, Duration::ZERO).unwrap();
+    let bars = |ev: &[Event]| ev.iter().filter(|e| matches!(e, Event::Bar(_))).count();
+    assert_eq!(bars(&events), 1, "only the first bar is due at once");
+    events.clear();
+    src.poll(&mut events, Duration::ZERO).unwrap();
+    assert_eq!(bars(&events), 0, "the next bar is not due yet");
+    src.poll(&mut events, Duration::from_millis(1500)).unwrap();
+    assert_eq!(bars(&events), 1, "it comes within its wait");
+}
