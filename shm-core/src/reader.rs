@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -218,6 +218,8 @@ pub struct Reader {
     symbols_offset: usize,
     max_attempts: u32,
     stall_after: Duration,
+    /// Failed attempts of all reads so far (see [`Reader::retries`]).
+    retries: AtomicU64,
 }
 
 impl Reader {
@@ -391,6 +393,7 @@ impl Reader {
             symbols_offset,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             stall_after: DEFAULT_STALL_AFTER,
+            retries: AtomicU64::new(0),
         })
     }
 
@@ -409,8 +412,16 @@ impl Reader {
         let mut fresh = Reader::open(&SegmentPath::at(&self.path))?;
         fresh.max_attempts = self.max_attempts;
         fresh.stall_after = self.stall_after;
+        fresh.retries = AtomicU64::new(self.retries());
         *self = fresh;
         Ok(true)
+    }
+
+    /// Failed read attempts so far (a sequence was odd or changed during a copy, or the
+    /// writer lapped a slot), over all rings. Retries are normal under load; a steady climb
+    /// with no new data means a writer died mid-write.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// Sets how many tries a read makes before returning [`ReadError::Busy`] (at least 1).
@@ -575,7 +586,14 @@ impl RingReader<'_> {
             return Ok(());
         }
         let r = self.raw();
-        let control = r.snapshot(&self.reader.mem, n, true, out, self.reader.max_attempts)?;
+        let control = r.snapshot(
+            &self.reader.mem,
+            n,
+            true,
+            out,
+            self.reader.max_attempts,
+            &self.reader.retries,
+        )?;
         out.extend(control.forming);
         Ok(())
     }
@@ -594,6 +612,7 @@ impl RingReader<'_> {
             false,
             out,
             self.reader.max_attempts,
+            &self.reader.retries,
         )?
         .forming)
     }
@@ -609,11 +628,16 @@ impl RingReader<'_> {
     pub fn stats(&self) -> Result<RingStats, ReadError> {
         let r = self.raw();
         let mem = &self.reader.mem;
-        let control = r.read_control(mem, self.reader.max_attempts)?;
+        let control = r.read_control(mem, self.reader.max_attempts, &self.reader.retries)?;
         let newest_time = match control.forming {
             Some(f) => Some(f.time),
             None if control.head > 0 => r
-                .read_slot(mem, control.head - 1, self.reader.max_attempts)?
+                .read_slot(
+                    mem,
+                    control.head - 1,
+                    self.reader.max_attempts,
+                    &self.reader.retries,
+                )?
                 .map(|c| c.time),
             None => None,
         };

@@ -35,7 +35,7 @@
 //! one per nanosecond take 292 years), and an ABA on the sequence cannot let a torn read pass.
 
 use std::hint::spin_loop;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::candle::{Candle, FLAG_FORMING, RECORD_WORDS};
 use crate::layout::{ring as off, SLOT_SIZE};
@@ -223,12 +223,18 @@ impl RingRef {
 
     /// Copies the control block, retrying up to `max_attempts` times.
     #[inline]
-    pub(crate) fn read_control(&self, mem: &Mem, max_attempts: u32) -> Result<Control, Busy> {
+    pub(crate) fn read_control(
+        &self,
+        mem: &Mem,
+        max_attempts: u32,
+        retries: &AtomicU64,
+    ) -> Result<Control, Busy> {
         let seq = self.base + off::SEQ;
         for _ in 0..max_attempts {
             // Acquire (read side of the load pair): pairs with the writer's closing Release.
             let s1 = mem.load(seq, Ordering::Acquire);
             if s1 % 2 == 1 {
+                retried(retries);
                 spin_loop();
                 continue;
             }
@@ -250,6 +256,7 @@ impl RingRef {
                     forming: forming.forming.then_some(forming),
                 });
             }
+            retried(retries);
             spin_loop();
         }
         Err(Busy {
@@ -265,6 +272,7 @@ impl RingRef {
         mem: &Mem,
         position: u64,
         max_attempts: u32,
+        retries: &AtomicU64,
     ) -> Result<Option<Candle>, Busy> {
         // `slot()` takes the position modulo capacity, so even a position from a torn read could
         // not leave the ring; callers only pass positions below a validated head.
@@ -275,6 +283,7 @@ impl RingRef {
             // with the slot's own sequence.
             let s1 = mem.load(seq, Ordering::Acquire);
             if s1 % 2 == 1 {
+                retried(retries);
                 spin_loop();
                 continue;
             }
@@ -285,6 +294,7 @@ impl RingRef {
             if s1 == s2 {
                 return Ok((stored_position == position).then(|| Candle::from_words(&words)));
             }
+            retried(retries);
             spin_loop();
         }
         Err(Busy {
@@ -307,9 +317,10 @@ impl RingRef {
         forming_takes_a_place: bool,
         out: &mut Vec<Candle>,
         max_attempts: u32,
+        retries: &AtomicU64,
     ) -> Result<Control, Busy> {
         'restart: for _ in 0..max_attempts {
-            let control = self.read_control(mem, max_attempts)?;
+            let control = self.read_control(mem, max_attempts, retries)?;
             let closed = if forming_takes_a_place && control.forming.is_some() {
                 closed.saturating_sub(1)
             } else {
@@ -319,9 +330,10 @@ impl RingRef {
             out.clear();
             out.reserve(n as usize + 1);
             for position in control.head - n..control.head {
-                match self.read_slot(mem, position, max_attempts)? {
+                match self.read_slot(mem, position, max_attempts, retries)? {
                     Some(c) => out.push(c),
                     None => {
+                        retried(retries);
                         spin_loop();
                         continue 'restart;
                     }
@@ -333,6 +345,13 @@ impl RingRef {
             attempts: max_attempts,
         })
     }
+}
+
+/// Counts one failed attempt. Only the retry path pays for it.
+#[cold]
+fn retried(retries: &AtomicU64) {
+    // Relaxed: a statistic.
+    retries.fetch_add(1, Ordering::Relaxed);
 }
 
 #[inline(always)]
@@ -383,6 +402,8 @@ mod tests {
         }
     }
 
+    static RETRIES: AtomicU64 = AtomicU64::new(0);
+
     fn ring(capacity: u64) -> (HeapMem, RingRef) {
         let heap = HeapMem::new(ring_size(capacity as u32));
         (heap, RingRef { base: 0, capacity })
@@ -393,7 +414,7 @@ mod tests {
         let (heap, r) = ring(4);
         let mem = heap.mem();
         let mut out = Vec::new();
-        let c = r.snapshot(&mem, 10, false, &mut out, 10).unwrap();
+        let c = r.snapshot(&mem, 10, false, &mut out, 10, &RETRIES).unwrap();
         assert_eq!((c.head, c.forming, out.len()), (0, None, 0));
     }
 
@@ -405,7 +426,7 @@ mod tests {
             r.push(&mem, &derived(k), Some(&derived(k + 1)), k);
         }
         let mut out = Vec::new();
-        let c = r.snapshot(&mem, 10, false, &mut out, 10).unwrap();
+        let c = r.snapshot(&mem, 10, false, &mut out, 10, &RETRIES).unwrap();
         assert_eq!(c.head, 5);
         assert_eq!(
             out.iter().map(|c| c.time / 60).collect::<Vec<_>>(),
@@ -421,15 +442,15 @@ mod tests {
         );
         assert_eq!(c.last_change_ns, 5);
 
-        r.snapshot(&mem, 2, false, &mut out, 10).unwrap();
+        r.snapshot(&mem, 2, false, &mut out, 10, &RETRIES).unwrap();
         assert_eq!(out.iter().map(|c| c.time / 60).collect::<Vec<_>>(), [4, 5]);
 
         assert!(r.amend_last(&mem, &derived(50), 9));
-        r.snapshot(&mem, 1, false, &mut out, 10).unwrap();
+        r.snapshot(&mem, 1, false, &mut out, 10, &RETRIES).unwrap();
         assert_eq!(out, [derived(50)]);
 
         r.set_forming(&mem, None, 10);
-        assert_eq!(r.read_control(&mem, 10).unwrap().forming, None);
+        assert_eq!(r.read_control(&mem, 10, &RETRIES).unwrap().forming, None);
     }
 
     #[test]
@@ -439,8 +460,11 @@ mod tests {
         for k in 0..3 {
             r.push(&mem, &derived(k), None, 0);
         }
-        assert_eq!(r.read_slot(&mem, 0, 10).unwrap(), None);
-        assert_eq!(r.read_slot(&mem, 2, 10).unwrap(), Some(derived(2)));
+        assert_eq!(r.read_slot(&mem, 0, 10, &RETRIES).unwrap(), None);
+        assert_eq!(
+            r.read_slot(&mem, 2, 10, &RETRIES).unwrap(),
+            Some(derived(2))
+        );
     }
 
     #[test]
@@ -450,13 +474,16 @@ mod tests {
         r.push(&mem, &derived(1), None, 0);
         // A writer that died inside a section leaves the sequence odd.
         RingRef::write_begin(&mem, r.base + off::SEQ);
-        assert_eq!(r.read_control(&mem, 100), Err(Busy { attempts: 100 }));
+        assert_eq!(
+            r.read_control(&mem, 100, &RETRIES),
+            Err(Busy { attempts: 100 })
+        );
         let mut out = Vec::new();
-        assert!(r.snapshot(&mem, 5, false, &mut out, 100).is_err());
+        assert!(r.snapshot(&mem, 5, false, &mut out, 100, &RETRIES).is_err());
 
         // The next writer repairs it; the closed candle survives, the torn forming one does not.
         assert_eq!(r.repair(&mem), 1);
-        let c = r.snapshot(&mem, 5, false, &mut out, 100).unwrap();
+        let c = r.snapshot(&mem, 5, false, &mut out, 100, &RETRIES).unwrap();
         assert_eq!((c.head, c.forming), (1, None));
         assert_eq!(out, [derived(1)]);
     }
@@ -468,7 +495,7 @@ mod tests {
         r.push(&mem, &derived(1), None, 0);
         RingRef::write_begin(&mem, r.slot(0) + off::SLOT_SEQ);
         assert_eq!(r.repair(&mem), 1);
-        let got = r.read_slot(&mem, 0, 10).unwrap().unwrap();
+        let got = r.read_slot(&mem, 0, 10, &RETRIES).unwrap().unwrap();
         assert!(got.repaired);
         assert_eq!(
             Candle {
@@ -514,7 +541,7 @@ mod tests {
                     let (mut checked, mut busy) = (0u64, 0u64);
                     loop {
                         let finished = done.load(Ordering::Relaxed);
-                        match r.snapshot(&mem, 5, false, &mut out, 1000) {
+                        match r.snapshot(&mem, 5, false, &mut out, 1000, &RETRIES) {
                             Ok(c) => {
                                 assert!(out.iter().all(is_derived), "torn closed: {out:?}");
                                 for pair in out.windows(2) {

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -163,6 +163,8 @@ pub struct Writer {
     start: Start,
     /// The clock of the last `heartbeat()`, in unix ns.
     now_ns: u64,
+    /// Retries of the writer's reads of its own rings: always zero, as nothing races them.
+    own_retries: AtomicU64,
 }
 
 impl Writer {
@@ -312,6 +314,7 @@ impl Writer {
             generation,
             start,
             now_ns: now_ns(),
+            own_retries: AtomicU64::new(0),
         }
     }
 
@@ -423,7 +426,7 @@ impl Writer {
     pub fn forming(&self, ring: RingId) -> Option<Candle> {
         // The single writer reads its own, quiescent ring: one attempt always succeeds.
         self.r(ring)
-            .read_control(&self.mem, 1)
+            .read_control(&self.mem, 1, &self.own_retries)
             .ok()
             .and_then(|c| c.forming)
     }
@@ -431,8 +434,8 @@ impl Writer {
     /// The newest closed candle of a ring, as stored.
     pub fn last_closed(&self, ring: RingId) -> Option<Candle> {
         let r = self.r(ring);
-        let head = r.read_control(&self.mem, 1).ok()?.head;
-        r.read_slot(&self.mem, head.checked_sub(1)?, 1)
+        let head = r.read_control(&self.mem, 1, &self.own_retries).ok()?.head;
+        r.read_slot(&self.mem, head.checked_sub(1)?, 1, &self.own_retries)
             .ok()
             .flatten()
     }
@@ -440,7 +443,7 @@ impl Writer {
     /// Closed candles ever pushed into a ring (not capped by its capacity).
     pub fn closed_total(&self, ring: RingId) -> u64 {
         self.r(ring)
-            .read_control(&self.mem, 1)
+            .read_control(&self.mem, 1, &self.own_retries)
             .map_or(0, |c| c.head)
     }
 

@@ -119,6 +119,10 @@ struct RunArgs {
     /// Do not start the HTTP API.
     #[arg(long, conflicts_with = "http")]
     no_http: bool,
+    /// Allow --http on a non-loopback address; requests then need the bearer token from the
+    /// MTF_SHIM_TOKEN environment variable, if set.
+    #[arg(long)]
+    http_allow_remote: bool,
     /// Broker server time minus UTC, as +HH:MM or seconds (default +00:00). MT5 bar times are
     /// server time; this lets every reader compute true ages.
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
@@ -207,6 +211,7 @@ impl RunArgs {
         if self.no_http {
             c.http = None;
         }
+        c.http_allow_remote |= self.http_allow_remote;
         if let Some(o) = &self.server_offset {
             c.server_time_offset_s = flag("--server-offset", config::parse_offset(o))?;
         }

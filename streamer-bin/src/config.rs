@@ -71,6 +71,8 @@ pub struct Config {
     pub segment_mode: u32,
     /// HTTP shim address; `None` turns it off.
     pub http: Option<SocketAddr>,
+    /// Let the HTTP shim bind a non-loopback address (set `MTF_SHIM_TOKEN` too).
+    pub http_allow_remote: bool,
     /// Broker server time minus UTC, seconds.
     pub server_time_offset_s: i64,
     /// Refuse a layout larger than this many MiB (`max_memory_mb` of the original config).
@@ -121,6 +123,7 @@ impl Default for Config {
                 .expect("valid default name"),
             segment_mode: 0o600,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            http_allow_remote: false,
             server_time_offset_s: 0,
             max_memory_mb: None,
         }

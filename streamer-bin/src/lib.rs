@@ -204,6 +204,22 @@ pub fn run(
     )
     .map_err(StreamerError::Segment)?;
     writer.set_server_time_offset(config.server_time_offset_s);
+    // The shim is one more reader of the segment we just created; it stops when dropped.
+    let _shim = match config.http {
+        Some(bind) => Some(
+            http_shim::Shim::start(http_shim::ShimConfig {
+                segment: config.segment.clone(),
+                bind,
+                allow_remote: config.http_allow_remote,
+                token: std::env::var("MTF_SHIM_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+                ..http_shim::ShimConfig::default()
+            })
+            .map_err(|e| StreamerError::Http(error_chain(&e)))?,
+        ),
+        None => None,
+    };
     let points: Vec<(String, f64)> = symbols.iter().map(|s| (s.clone(), profile(s).1)).collect();
     let mut agg = Aggregator::new(&writer, &points, &config.timeframes);
     let mut source: Box<dyn Source> = match config.source {
@@ -300,6 +316,18 @@ pub fn run(
     };
     writer.stop();
     Ok(summary)
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn print_banner(

@@ -70,8 +70,11 @@ struct Walker {
 }
 
 impl Walker {
+    /// `p` on the point grid. Dividing by the inverse point (an integer such as 100) gives
+    /// the double nearest the decimal, so prices print as `80365.4`, not `80365.40000000001`.
     fn round(&self, p: f64) -> f64 {
-        (p / self.point).round() * self.point
+        let per_unit = (1.0 / self.point).round();
+        (p * per_unit).round() / per_unit
     }
 
     fn step(&mut self, sigma: f64) -> f64 {
@@ -331,6 +334,7 @@ mod tests {
         assert!((10..=45).contains(&ticks), "{ticks} ticks");
         let Event::Tick(t) = out[0] else { panic!() };
         assert!(t.ask > t.bid && t.bid > 3000.0);
+        assert_eq!(format!("{}", t.bid).split('.').nth(1).map_or(0, str::len) <= 2, true, "on the 0.01 grid: {}", t.bid);
         let utc_ms = (shm_core::now_ns() / 1_000_000) as i64;
         assert!(
             (t.time_ms - utc_ms - 3_600_000).abs() < 5_000,

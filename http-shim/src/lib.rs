@@ -1,0 +1,129 @@
+//! The `/streamer/*` JSON API and Prometheus metrics over HTTP, served from the candle segment
+//! as one more reader: for curl, health checks, existing Python clients and remote hosts.
+//!
+//! The shim holds no state of its own besides request counters: every answer comes from the
+//! segment. It re-attaches by itself when the streamer restarts with a new layout, and says
+//! `503 STREAMER_NOT_RUNNING` while there is no live writer.
+//!
+//! ```no_run
+//! use http_shim::{Shim, ShimConfig};
+//!
+//! let shim = Shim::start(ShimConfig::default())?; // 127.0.0.1:8000, segment mtf-candles
+//! println!("serving on http://{}/streamer/status", shim.local_addr());
+//! # Ok::<(), http_shim::StartError>(())
+//! ```
+
+pub mod api;
+pub mod metrics;
+pub mod server;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shm_core::SegmentPath;
+
+pub use api::{Api, ApiConfig};
+pub use server::Limits;
+
+/// Everything the shim needs.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    /// The segment to serve.
+    pub segment: SegmentPath,
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Allow a bind address other than loopback.
+    pub allow_remote: bool,
+    /// Require `Authorization: Bearer <token>` on every request.
+    pub token: Option<String>,
+    /// Largest `limit` accepted (default 500).
+    pub max_limit: usize,
+    /// Connection and time limits.
+    pub limits: Limits,
+}
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        ShimConfig {
+            segment: SegmentPath::named(shm_core::DEFAULT_SEGMENT_NAME)
+                .expect("valid default name"),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            allow_remote: false,
+            token: None,
+            max_limit: 500,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the shim did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A non-loopback address without `allow_remote`.
+    RemoteNotAllowed(SocketAddr),
+    /// An empty token.
+    EmptyToken,
+    /// `max_limit` of 0.
+    BadMaxLimit,
+    /// The address could not be bound.
+    Bind(SocketAddr, std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::RemoteNotAllowed(a) => write!(
+                f,
+                "{a} is not a loopback address; pass --allow-remote (and set a token with --token or MTF_SHIM_TOKEN) to serve other hosts"
+            ),
+            StartError::EmptyToken => f.write_str("the bearer token is empty"),
+            StartError::BadMaxLimit => f.write_str("max limit must be at least 1"),
+            StartError::Bind(a, _) => write!(f, "cannot listen on {a}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A running shim; dropping it stops the server.
+#[derive(Debug)]
+pub struct Shim {
+    server: server::Server,
+}
+
+impl Shim {
+    /// Validates the configuration and starts serving in background threads.
+    pub fn start(config: ShimConfig) -> Result<Shim, StartError> {
+        if !config.bind.ip().is_loopback() && !config.allow_remote {
+            return Err(StartError::RemoteNotAllowed(config.bind));
+        }
+        if config.token.as_deref() == Some("") {
+            return Err(StartError::EmptyToken);
+        }
+        if config.max_limit == 0 {
+            return Err(StartError::BadMaxLimit);
+        }
+        let api = Arc::new(Api::new(ApiConfig {
+            segment: config.segment,
+            max_limit: config.max_limit,
+            token: config.token,
+        }));
+        let handler: Arc<server::Handler> = Arc::new(move |req: &server::Request| api.handle(req));
+        let server = server::Server::start(config.bind, config.limits, handler)
+            .map_err(|e| StartError::Bind(config.bind, e))?;
+        Ok(Shim { server })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+}

@@ -1,0 +1,467 @@
+//! A small HTTP/1.1 server for GET and HEAD, bounded in every dimension.
+//!
+//! - One thread per connection, with a small stack, up to `max_connections`; beyond that a
+//!   connection gets `503` at once and is closed, so the accept loop never stalls.
+//! - A request head must arrive within `head_timeout` and fit `MAX_HEAD` bytes, with a request
+//!   line of at most `MAX_REQUEST_LINE` bytes and at most `MAX_HEADERS` headers.
+//! - An idle keep-alive connection is closed after `idle_timeout`; writes time out too.
+//! - Requests with a body are refused (`413`) and the connection closed: this API has none.
+//! - Accept errors (such as running out of file descriptors) are logged and retried after a
+//!   pause; they never stop the server.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Largest request head (request line and headers).
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Longest request line, and so URL.
+pub const MAX_REQUEST_LINE: usize = 4 * 1024;
+/// Most headers in a request.
+pub const MAX_HEADERS: usize = 64;
+
+/// Limits of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time allowed for a whole request head, from its first byte.
+    pub head_timeout: Duration,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Time allowed for writing one response.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, as sent.
+    pub method: String,
+    /// The request target (path and query), as sent.
+    pub target: String,
+    /// `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// A response to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Extra headers, complete lines without CRLF.
+    pub extra_headers: Vec<String>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.into_bytes(),
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
+/// What a handler is: called from connection threads, concurrently.
+pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// A running server; dropping it stops accepting and lets open connections finish.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `handler` from a background thread.
+    pub fn start(addr: SocketAddr, limits: Limits, handler: Arc<Handler>) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("mtf-shim-accept".into())
+                .spawn(move || accept_loop(listener, limits, handler, stop))?
+        };
+        Ok(Server {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    limits: Limits,
+    handler: Arc<Handler>,
+    stop: Arc<AtomicBool>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut logged_error = false;
+    while !stop.load(Ordering::Relaxed) {
+        let stream = match listener.accept() {
+            Ok((s, _)) => {
+                logged_error = false;
+                s
+            }
+            Err(e) => {
+                // EMFILE and friends: wait for connections to close rather than give up.
+                if !logged_error {
+                    eprintln!("mtf-shim: accept failed ({e}); retrying");
+                    logged_error = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let _ = stream.set_nodelay(true);
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let body = br#"{"success": false, "error": "too many connections", "error_code": "TOO_MANY_CONNECTIONS", "details": {}}"#;
+            let _ = write_response(
+                &stream,
+                &Response::json(503, String::from_utf8_lossy(body).into_owned()),
+                false,
+                false,
+            );
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let (handler, limits, open_in, stop) = (
+            Arc::clone(&handler),
+            limits.clone(),
+            Arc::clone(&open),
+            Arc::clone(&stop),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("mtf-shim-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                serve(stream, &limits, handler.as_ref(), &stop);
+                open_in.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why reading a request head stopped.
+enum HeadError {
+    /// The peer closed or went idle: close quietly.
+    Closed,
+    /// A protocol error to answer with this status, then close.
+    Reply(u16, &'static str),
+}
+
+/// Serves one connection until it closes, errs, or asks to close.
+fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler, stop: &AtomicBool) {
+    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let mut buf = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        let (request, keep_alive, consumed) = match read_head(&mut stream, &mut buf, limits) {
+            Ok(r) => r,
+            Err(HeadError::Closed) => break,
+            Err(HeadError::Reply(status, message)) => {
+                let body = serde_json::json!({"success": false, "error": message, "error_code": "BAD_REQUEST", "details": {}});
+                let _ = write_response(
+                    &stream,
+                    &Response::json(status, body.to_string()),
+                    false,
+                    false,
+                );
+                break;
+            }
+        };
+        buf.drain(..consumed);
+        let head_only = request.method == "HEAD";
+        let response = handler(&request);
+        if write_response(&stream, &response, keep_alive, head_only).is_err() || !keep_alive {
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Reads until `buf` holds a complete head; returns the request, whether to keep the
+/// connection, and the bytes the head took.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<(Request, bool, usize), HeadError> {
+    let mut started: Option<Instant> = if buf.is_empty() {
+        None
+    } else {
+        Some(Instant::now())
+    };
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find_head_end(buf) {
+            return parse_head(&buf[..end]).map(|(r, k)| (r, k, end));
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(
+                if buf.iter().take(MAX_REQUEST_LINE).all(|&b| b != b'\n')
+                    && buf.len() >= MAX_REQUEST_LINE
+                {
+                    HeadError::Reply(414, "request line too long")
+                } else {
+                    HeadError::Reply(431, "request head too large")
+                },
+            );
+        }
+        let timeout = match started {
+            None => limits.idle_timeout,
+            Some(t) => match limits.head_timeout.checked_sub(t.elapsed()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return Err(HeadError::Reply(408, "request head not received in time")),
+            },
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(HeadError::Closed),
+            Ok(n) => {
+                started.get_or_insert_with(Instant::now);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if started.is_some()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+            {
+                return Err(HeadError::Reply(408, "request head not received in time"));
+            }
+            Err(_) => return Err(HeadError::Closed),
+        }
+    }
+}
+
+/// End of the head (index after the blank line), accepting bare LF line ends too.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let scan = &buf[..buf.len().min(MAX_HEAD)];
+    scan.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .into_iter()
+        .chain(scan.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .min()
+}
+
+fn parse_head(head: &[u8]) -> Result<(Request, bool), HeadError> {
+    let text = std::str::from_utf8(head)
+        .map_err(|_| HeadError::Reply(400, "request head is not UTF-8"))?;
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    if request_line.len() > MAX_REQUEST_LINE {
+        return Err(HeadError::Reply(414, "request line too long"));
+    }
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::Reply(400, "malformed request line"));
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
+        return Err(HeadError::Reply(400, "malformed request line"));
+    }
+    let http10 = match version {
+        "HTTP/1.1" => false,
+        "HTTP/1.0" => true,
+        v if v.starts_with("HTTP/") => {
+            return Err(HeadError::Reply(
+                505,
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+            ))
+        }
+        _ => return Err(HeadError::Reply(400, "malformed request line")),
+    };
+    let mut keep_alive = !http10;
+    let mut authorization = None;
+    let mut count = 0;
+    for line in lines.filter(|l| !l.is_empty()) {
+        count += 1;
+        if count > MAX_HEADERS {
+            return Err(HeadError::Reply(431, "too many headers"));
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(HeadError::Reply(400, "malformed header"));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            if value.eq_ignore_ascii_case("close") {
+                keep_alive = false;
+            } else if value.eq_ignore_ascii_case("keep-alive") {
+                keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if value != "0" {
+                return Err(HeadError::Reply(413, "request bodies are not accepted"));
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HeadError::Reply(413, "request bodies are not accepted"));
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.to_owned());
+        }
+    }
+    Ok((
+        Request {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            authorization,
+        },
+        keep_alive,
+    ))
+}
+
+fn write_response(
+    mut stream: &TcpStream,
+    r: &Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(r.body.len() + 256);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\nCache-Control: no-store\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    for h in &r.extra_headers {
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&r.body);
+    }
+    stream.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<(Request, bool), u16> {
+        parse_head(s.as_bytes()).map_err(|e| match e {
+            HeadError::Reply(s, _) => s,
+            HeadError::Closed => 0,
+        })
+    }
+
+    #[test]
+    fn heads_parse_with_keep_alive_rules() {
+        let (r, k) = parse("GET /streamer/status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.target.as_str(), k),
+            ("GET", "/streamer/status", true)
+        );
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().1);
+        assert!(
+            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .1
+        );
+        assert!(
+            !parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .1
+        );
+        let (r, _) = parse("GET / HTTP/1.1\nAuthorization: Bearer abc\n\n").unwrap();
+        assert_eq!(r.authorization.as_deref(), Some("Bearer abc"));
+    }
+
+    #[test]
+    fn bad_heads_get_the_right_status() {
+        assert_eq!(parse("GET /\r\n\r\n"), Err(400));
+        assert_eq!(parse("get / HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(parse("GET / HTTP/2.0\r\n\r\n"), Err(505));
+        assert_eq!(parse("GET / HTTP/1.1\r\nbroken\r\n\r\n"), Err(400));
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Err(413)
+        );
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(413)
+        );
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(65));
+        assert_eq!(parse(&many), Err(431));
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(parse(&long), Err(414));
+    }
+
+    #[test]
+    fn head_end_is_found_with_either_line_ending() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+}
