@@ -117,10 +117,11 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Writes a finite f64 as a JSON number (`null` otherwise, which the streamer never stores).
+/// Writes a finite f64 as a JSON number that stays a float in every client (`2.0`, never
+/// `2`), shortest round-trip form; `null` otherwise, which the streamer never stores.
 fn num(out: &mut String, x: f64) {
     if x.is_finite() {
-        let _ = write!(out, "{x}");
+        let _ = write!(out, "{x:?}");
     } else {
         out.push_str("null");
     }

@@ -111,6 +111,7 @@ impl Shim {
         if config.max_limit == 0 {
             return Err(StartError::BadMaxLimit);
         }
+        raise_open_file_limit(config.limits.max_connections as u64 + 256);
         let api = Arc::new(Api::new(ApiConfig {
             segment: config.segment,
             max_limit: config.max_limit,
@@ -125,5 +126,17 @@ impl Shim {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+}
+
+/// Raises the soft limit on open files towards `wanted` (within the hard limit), so that the
+/// connection cap, not a default of 1024 descriptors, is what limits the shim.
+fn raise_open_file_limit(wanted: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let target = limit.maximum.map_or(wanted, |hard| wanted.min(hard));
+    if limit.current.is_some_and(|soft| soft < target) {
+        limit.current = Some(target);
+        let _ = setrlimit(Resource::Nofile, limit);
     }
 }

@@ -236,7 +236,12 @@ fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler, stop: &Atomi
         };
         buf.drain(..consumed);
         let head_only = request.method == "HEAD";
-        let response = handler(&request);
+        // A bug in a handler must cost one response, not the connection thread's silence.
+        let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|_| {
+            eprintln!("mtf-shim: handler panicked on {} {}", request.method, request.target.chars().take(200).collect::<String>());
+            let body = serde_json::json!({"success": false, "error": "internal error", "error_code": "INTERNAL", "details": {}});
+            Response::json(500, body.to_string())
+        });
         if write_response(&stream, &response, keep_alive, head_only).is_err() || !keep_alive {
             break;
         }

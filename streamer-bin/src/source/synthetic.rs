@@ -334,7 +334,11 @@ mod tests {
         assert!((10..=45).contains(&ticks), "{ticks} ticks");
         let Event::Tick(t) = out[0] else { panic!() };
         assert!(t.ask > t.bid && t.bid > 3000.0);
-        assert_eq!(format!("{}", t.bid).split('.').nth(1).map_or(0, str::len) <= 2, true, "on the 0.01 grid: {}", t.bid);
+        assert!(
+            format!("{}", t.bid).split('.').nth(1).map_or(0, str::len) <= 2,
+            "on the 0.01 grid: {}",
+            t.bid
+        );
         let utc_ms = (shm_core::now_ns() / 1_000_000) as i64;
         assert!(
             (t.time_ms - utc_ms - 3_600_000).abs() < 5_000,

@@ -1,0 +1,712 @@
+//! The HTTP API against a real segment, over loopback, with a real HTTP client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_shim::{Limits, Shim, ShimConfig, StartError};
+use mtf_tests::TempSegment;
+use serde_json::{json, Value};
+use shm_core::{Candle, Counter, Layout, Timeframe, Writer};
+
+/// A live writer with candles near the current time, heartbeating until dropped.
+struct Feed {
+    writer: Arc<Mutex<Option<Writer>>>,
+    stop: Arc<AtomicBool>,
+    beat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feed {
+    fn start(seg: &TempSegment) -> Feed {
+        let mut layout = Layout::new();
+        layout.add_ring("BTCUSDc", Timeframe::M1, 100).unwrap();
+        layout.add_ring("BTCUSDc", Timeframe::M5, 10).unwrap();
+        layout.add_ring("XAUUSDc", Timeframe::M1, 100).unwrap();
+        let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+        let now_min = Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64);
+        let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+        for k in (1..=30).rev() {
+            w.push_closed(m1, &candle(now_min - k * 60, 90_000.0 - k as f64));
+        }
+        w.update_forming(m1, &candle(now_min, 90_000.0));
+        let sym = w.symbol("BTCUSDc").unwrap();
+        w.heartbeat();
+        w.record_tick(sym, now_min * 1000, 90_000.0, 90_015.0);
+        w.add(Counter::TicksProcessed, 42);
+        w.set_running();
+        let writer = Arc::new(Mutex::new(Some(w)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let beat = {
+            let (writer, stop) = (Arc::clone(&writer), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(w) = writer.lock().unwrap().as_mut() {
+                        w.heartbeat();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        Feed {
+            writer,
+            stop,
+            beat: Some(beat),
+        }
+    }
+
+    /// Stops heartbeating (the writer stays, so it becomes stalled).
+    fn pause(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = self.beat.take() {
+            b.join().unwrap();
+        }
+    }
+
+    /// Drops the writer: a clean stop.
+    fn stop_writer(&mut self) {
+        self.pause();
+        self.writer.lock().unwrap().take();
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+fn candle(time: i64, close: f64) -> Candle {
+    Candle {
+        time,
+        open: close - 1.0,
+        high: close + 2.0,
+        low: close - 3.0,
+        close,
+        tick_volume: 10,
+        spread: 1500,
+        real_volume: 0,
+        ..Candle::default()
+    }
+}
+
+fn shim(seg: &TempSegment) -> Shim {
+    shim_with(seg, |_| {})
+}
+
+fn shim_with(seg: &TempSegment, tweak: impl FnOnce(&mut ShimConfig)) -> Shim {
+    let mut c = ShimConfig {
+        segment: seg.path.clone(),
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ShimConfig::default()
+    };
+    tweak(&mut c);
+    Shim::start(c).unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+/// GET `path`: status and JSON body.
+fn get(shim: &Shim, path: &str) -> (u16, Value) {
+    let mut resp = agent()
+        .get(&format!("http://{}{path}", shim.local_addr()))
+        .call()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")),
+    )
+}
+
+/// Sends raw bytes, returns everything the server sent until it closed.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn candles_come_newest_first_as_dicts_with_the_documented_envelope() {
+    let seg = TempSegment::new("shim-candles");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limit=5");
+    assert_eq!(status, 200);
+    assert_eq!(v["success"], true);
+    assert_eq!(v["symbol"], "BTCUSDc");
+    assert_eq!(v["timeframe"], "M1");
+    assert_eq!(v["count"], 5);
+    assert_eq!(v["source"], "streamer_buffer");
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(v.get("warning").is_none());
+    let candles = v["candles"].as_array().unwrap();
+    assert_eq!(candles.len(), 5);
+    let keys: Vec<&str> = candles[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "time",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "spread",
+        "real_volume",
+        "complete",
+    ];
+    expected.sort();
+    let mut keys_sorted = keys.clone();
+    keys_sorted.sort();
+    assert_eq!(keys_sorted, expected);
+    assert_eq!(
+        candles[0]["complete"], false,
+        "the forming candle comes first"
+    );
+    assert_eq!(candles[0]["close"], 90_000.0);
+    assert!(candles[0]["time"].is_i64(), "time is epoch seconds");
+    assert_eq!(candles[1]["complete"], true);
+    assert_eq!(
+        candles[0]["time"].as_i64().unwrap() - candles[1]["time"].as_i64().unwrap(),
+        60
+    );
+    assert_eq!(
+        candles[1],
+        json!({"time": candles[1]["time"], "open": 89_998.0, "high": 90_001.0, "low": 89_996.0, "close": 89_999.0, "volume": 10, "spread": 1500, "real_volume": 0, "complete": true})
+    );
+
+    // Timeframes match case-insensitively; order=asc gives oldest first.
+    let (_, asc) = get(&shim, "/streamer/candles/BTCUSDc/m1?limit=5&order=asc");
+    let asc = asc["candles"].as_array().unwrap().clone();
+    assert_eq!(asc.iter().rev().cloned().collect::<Vec<_>>(), *candles);
+
+    // Fewer than asked: 200 with the real count and a warning; the default limit is 50.
+    let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1");
+    assert_eq!((status, v["count"].as_u64()), (200, Some(31)));
+    assert!(v["warning"].as_str().unwrap().contains("31 of 50"));
+}
+
+#[test]
+fn raw_format_gives_arrays_in_field_order() {
+    let seg = TempSegment::new("shim-raw");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limit=2&format=raw");
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["fields"],
+        json!([
+            "time",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "spread",
+            "real_volume",
+            "complete"
+        ])
+    );
+    assert_eq!(v["candles"][0].as_array().unwrap().len(), 9);
+    assert_eq!(v["candles"][0][4], 90_000.0);
+    assert_eq!(v["candles"][0][8], false);
+}
+
+#[test]
+fn batch_returns_one_object_per_pair_with_errors_inline() {
+    let seg = TempSegment::new("shim-batch");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let (status, v) = get(
+        &shim,
+        "/streamer/candles?symbols=BTCUSDc,XAUUSDc,ETHUSDc&timeframes=M1,m5&limit=3",
+    );
+    assert_eq!(status, 200);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    assert_eq!(
+        (
+            results[0]["symbol"].as_str(),
+            results[0]["timeframe"].as_str(),
+            results[0]["count"].as_u64()
+        ),
+        (Some("BTCUSDc"), Some("M1"), Some(3))
+    );
+    assert_eq!(results[1]["count"], 0, "BTCUSDc M5 exists but is empty");
+    assert_eq!(results[3]["error_code"], "TIMEFRAME_NOT_AVAILABLE");
+    assert_eq!(results[4]["error_code"], "SYMBOL_NOT_FOUND");
+    assert_eq!(results[4]["success"], false);
+    let (status, v) = get(&shim, "/streamer/candles?symbols=BTCUSDc");
+    assert_eq!(
+        (status, v["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER"))
+    );
+}
+
+#[test]
+fn status_available_and_health_report_the_segment() {
+    let seg = TempSegment::new("shim-status");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let (status, v) = get(&shim, "/streamer/status");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (v["success"].as_bool(), v["running"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(v["symbols"], json!(["BTCUSDc", "XAUUSDc"]));
+    assert_eq!(v["timeframes"], json!(["M1", "M5"]));
+    let m = &v["metrics"];
+    assert_eq!(
+        m["total_candles_buffered"], 31,
+        "30 closed plus the forming one"
+    );
+    assert_eq!(m["ticks_processed"], 42);
+    assert_eq!(m["writer_pid"], std::process::id());
+    assert_eq!(m["generation"], 1);
+    assert_eq!(m["feed_state"], "starting");
+    assert!(m["last_update"].as_str().unwrap().ends_with('Z'));
+    assert!(m["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(m["heartbeat_age_ms"].as_u64().unwrap() < 1000);
+
+    let (status, v) = get(&shim, "/streamer/available");
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"success": true, "symbols": {"BTCUSDc": ["M1", "M5"], "XAUUSDc": ["M1"]}})
+    );
+
+    let (status, v) = get(&shim, "/streamer/health");
+    assert_eq!(status, 200);
+    // XAUUSDc has no candles, so its M1 is stale: degraded, still 200.
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["streamer_running"], true);
+    assert_eq!(v["buffer_status"]["BTCUSDc"]["M1"]["fresh"], true);
+    assert_eq!(v["buffer_status"]["BTCUSDc"]["M1"]["count"], 31);
+    assert!(v["last_tick_age_seconds"]["BTCUSDc"].as_f64().is_some());
+    assert!(v["last_check"].as_str().is_some());
+}
+
+#[test]
+fn every_error_code_has_its_status_and_shape() {
+    let seg = TempSegment::new("shim-errors");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let cases = [
+        ("/streamer/candles/BTCUSDc/M2", 400, "INVALID_TIMEFRAME"),
+        ("/streamer/candles/BTCUSDc/M1?limit=0", 400, "INVALID_LIMIT"),
+        (
+            "/streamer/candles/BTCUSDc/M1?limit=501",
+            400,
+            "INVALID_LIMIT",
+        ),
+        (
+            "/streamer/candles/BTCUSDc/M1?limit=abc",
+            400,
+            "INVALID_LIMIT",
+        ),
+        ("/streamer/candles/BTC%2FUSD/M1", 400, "INVALID_SYMBOL"),
+        (
+            "/streamer/candles/ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/M1",
+            400,
+            "INVALID_SYMBOL",
+        ),
+        (
+            "/streamer/candles/BTCUSDc/M1?format=xml",
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "/streamer/candles/BTCUSDc/M1?order=up",
+            400,
+            "INVALID_PARAMETER",
+        ),
+        ("/streamer/candles/ETHUSDc/M1", 404, "SYMBOL_NOT_FOUND"),
+        ("/streamer/candles/btcusdc/M1", 404, "SYMBOL_NOT_FOUND"),
+        (
+            "/streamer/candles/XAUUSDc/H1",
+            404,
+            "TIMEFRAME_NOT_AVAILABLE",
+        ),
+        ("/streamer/nothing", 404, "NOT_FOUND"),
+        ("/", 404, "NOT_FOUND"),
+    ];
+    for (path, status, code) in cases {
+        let (s, v) = get(&shim, path);
+        assert_eq!(
+            (s, v["error_code"].as_str()),
+            (status, Some(code)),
+            "{path}: {v}"
+        );
+        assert_eq!(v["success"], false);
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert!(v["details"].is_object());
+    }
+    let (_, v) = get(&shim, "/streamer/candles/BTCUSDc/M2");
+    assert_eq!(
+        (v["symbol"].as_str(), v["timeframe"].as_str()),
+        (Some("BTCUSDc"), Some("M2"))
+    );
+
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let r = raw(
+            shim.local_addr(),
+            format!("{method} /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status_of(&r), 405, "{method}: {r}");
+        assert!(r.contains("Allow: GET, HEAD"));
+        assert!(r.contains("METHOD_NOT_ALLOWED"));
+    }
+    // HEAD: the GET's headers, no body.
+    let r = raw(
+        shim.local_addr(),
+        b"HEAD /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200);
+    assert!(r.ends_with("\r\n\r\n"), "{r}");
+}
+
+#[test]
+fn no_live_writer_means_503_streamer_not_running_with_the_reason() {
+    let seg = TempSegment::new("shim-down");
+    let shim = shim(&seg);
+    let (s, v) = get(&shim, "/streamer/candles/BTCUSDc/M1");
+    assert_eq!(
+        (s, v["error_code"].as_str(), v["details"]["reason"].as_str()),
+        (503, Some("STREAMER_NOT_RUNNING"), Some("no_segment"))
+    );
+    let (s, v) = get(&shim, "/streamer/health");
+    assert_eq!((s, v["status"].as_str()), (503, Some("unhealthy")));
+
+    // The streamer appears: the shim attaches by itself.
+    let mut feed = Feed::start(&seg);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&shim, "/streamer/candles/BTCUSDc/M1").0, 200);
+
+    // Stalled: the lock is held but the heartbeat stops.
+    feed.pause();
+    std::thread::sleep(Duration::from_millis(1300));
+    let (s, v) = get(&shim, "/streamer/candles/BTCUSDc/M1");
+    assert_eq!(
+        (s, v["details"]["reason"].as_str()),
+        (503, Some("writer_stalled")),
+        "{v}"
+    );
+    assert_eq!(get(&shim, "/streamer/health").0, 503);
+
+    // Stopped cleanly: still 503, and status says not running.
+    feed.stop_writer();
+    let (s, v) = get(&shim, "/streamer/candles/BTCUSDc/M1");
+    assert_eq!(
+        (s, v["details"]["reason"].as_str()),
+        (503, Some("writer_stopped"))
+    );
+    let (s, v) = get(&shim, "/streamer/status");
+    assert_eq!((s, v["running"].as_bool()), (200, Some(false)));
+}
+
+#[test]
+fn metrics_are_prometheus_text_with_requests_latency_and_streamer_counters() {
+    let seg = TempSegment::new("shim-metrics");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    get(&shim, "/streamer/candles/BTCUSDc/M1");
+    get(&shim, "/streamer/candles/BTCUSDc/M9");
+    let mut resp = agent()
+        .get(&format!("http://{}/metrics", shim.local_addr()))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.body_mut().read_to_string().unwrap();
+    for needle in [
+        "mtf_shim_requests_total{endpoint=\"candles\",status=\"200\"} 1",
+        "mtf_shim_requests_total{endpoint=\"candles\",status=\"400\"} 1",
+        "mtf_shim_request_duration_seconds_bucket{le=\"+Inf\"} 2",
+        "mtf_shim_request_duration_seconds_count 2",
+        "mtf_shim_reader_retries_total 0",
+        "mtf_streamer_up 1",
+        "mtf_streamer_ticks_processed_total 42",
+        "mtf_streamer_candles_buffered{symbol=\"BTCUSDc\",timeframe=\"M1\"} 31",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_token_is_required_when_set_and_remote_binds_need_a_flag() {
+    let seg = TempSegment::new("shim-token");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| c.token = Some("s3cret".into()));
+    let url = format!("http://{}/streamer/status", shim.local_addr());
+    let r = agent().get(&url).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = agent()
+        .get(&url)
+        .header("Authorization", "Bearer wrong")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = agent()
+        .get(&url)
+        .header("Authorization", "Bearer s3cret")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let remote = ShimConfig {
+        segment: seg.path.clone(),
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..ShimConfig::default()
+    };
+    assert!(matches!(
+        Shim::start(remote),
+        Err(StartError::RemoteNotAllowed(_))
+    ));
+}
+
+#[test]
+fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
+    let seg = TempSegment::new("shim-limits");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| {
+        c.limits = Limits {
+            head_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        }
+    });
+    let a = shim.local_addr();
+    let long_url = format!(
+        "GET /streamer/candles/{} HTTP/1.1\r\n\r\n",
+        "x".repeat(5000)
+    );
+    assert_eq!(status_of(&raw(a, long_url.as_bytes())), 414);
+    let big_headers = format!(
+        "GET / HTTP/1.1\r\n{}\r\n",
+        "X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+            .repeat(200)
+    );
+    assert_eq!(status_of(&raw(a, big_headers.as_bytes())), 431);
+    assert_eq!(
+        status_of(&raw(
+            a,
+            b"POST /streamer/status HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"
+        )),
+        413
+    );
+    assert_eq!(status_of(&raw(a, b"GET / HTTP/2.0\r\n\r\n")), 505);
+    assert_eq!(status_of(&raw(a, b"garbage\r\n\r\n")), 400);
+    // Slowloris: half a head, then nothing: 408 after the head timeout.
+    assert_eq!(
+        status_of(&raw(a, b"GET /streamer/status HTTP/1.1\r\nX-Slow: ")),
+        408
+    );
+    // Still serving.
+    assert_eq!(get(&shim, "/streamer/status").0, 200);
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let seg = TempSegment::new("shim-pipe");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let r = raw(
+        shim.local_addr(),
+        b"GET /streamer/available HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /streamer/available HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<u16> = r
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| r[i + 9..i + 12].parse().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 404, 200], "{r}");
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_normal_requests() {
+    let seg = TempSegment::new("shim-idle");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
+        .collect();
+    // Some idle ones have sent half a request, some nothing at all.
+    for s in idle.iter().step_by(3) {
+        let mut s = s;
+        s.write_all(b"GET /streamer/status HTTP/1.1\r\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limit=50");
+    assert_eq!((status, v["count"].as_u64()), (200, Some(31)));
+    drop(idle);
+}
+
+#[test]
+fn connections_beyond_the_cap_get_503_at_once() {
+    let seg = TempSegment::new("shim-cap");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| {
+        c.limits = Limits {
+            max_connections: 20,
+            ..Limits::default()
+        }
+    });
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = raw(shim.local_addr(), b"GET /streamer/status HTTP/1.1\r\n\r\n");
+    assert_eq!(status_of(&r), 503, "{r}");
+    assert!(r.contains("TOO_MANY_CONNECTIONS"));
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        get(&shim, "/streamer/status").0,
+        200,
+        "served again once connections close"
+    );
+}
+
+/// A small deterministic generator for the randomized test.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.next() as usize % items.len()]
+    }
+}
+
+#[test]
+fn random_paths_queries_and_methods_never_get_a_500() {
+    let seg = TempSegment::new("shim-fuzz");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let mut rng = Lcg(7);
+    let methods = [
+        "GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "get", "G3T", "",
+    ];
+    let segments = [
+        "streamer",
+        "candles",
+        "status",
+        "health",
+        "available",
+        "metrics",
+        "BTCUSDc",
+        "XAUUSDc",
+        "M1",
+        "m5",
+        "H4",
+        "MN1",
+        "W1",
+        "%00",
+        "%ZZ",
+        "%F0%9F%92%A5",
+        "..",
+        ".",
+        "",
+        "A#B",
+        "%23",
+        "x".repeat(40).leak(),
+        "é",
+        "%2F",
+        "?",
+        "&",
+        "=",
+        ";",
+    ];
+    let keys = [
+        "limit",
+        "format",
+        "order",
+        "symbols",
+        "timeframes",
+        "x",
+        "",
+        "limit%00",
+        "%",
+    ];
+    let values = [
+        "0",
+        "1",
+        "50",
+        "500",
+        "501",
+        "-1",
+        "abc",
+        "raw",
+        "dict",
+        "asc",
+        "desc",
+        "BTCUSDc,XAUUSDc",
+        "M1,M5",
+        "%",
+        "%zz",
+        "",
+        "1e3",
+        "99999999999999999999",
+    ];
+    for i in 0..1500 {
+        let depth = 1 + rng.next() % 5;
+        let mut path = String::new();
+        if !rng.next().is_multiple_of(4) {
+            path.push_str("/streamer");
+        }
+        for _ in 0..depth {
+            path.push('/');
+            path.push_str(rng.pick(&segments));
+        }
+        let nq = rng.next() % 4;
+        for q in 0..nq {
+            path.push(if q == 0 { '?' } else { '&' });
+            path.push_str(rng.pick(&keys));
+            path.push('=');
+            path.push_str(rng.pick(&values));
+        }
+        // Raw bytes, so the client does not tidy anything up.
+        let method = rng.pick(&methods);
+        let request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let r = raw(shim.local_addr(), request.as_bytes());
+        let status = status_of(&r);
+        assert!(
+            (200..600).contains(&status),
+            "#{i} {request:?}: no status line: {r:?}"
+        );
+        assert_ne!(status, 500, "#{i} {request:?}: {r}");
+        if method != "HEAD" && status != 200 || path.starts_with("/streamer") && method == "GET" {
+            let body = r.split_once("\r\n\r\n").map_or("", |b| b.1);
+            assert!(
+                serde_json::from_str::<Value>(body).is_ok(),
+                "#{i} {request:?}: body is not JSON: {body:?}"
+            );
+        }
+    }
+    assert_eq!(get(&shim, "/streamer/status").0, 200, "still serving");
+}
