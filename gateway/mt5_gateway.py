@@ -1,0 +1,748 @@
+#!/usr/bin/env python3
+"""MT5 gateway: MetaTrader 5 rates and ticks over newline-delimited JSON on TCP.
+
+Runs beside the terminal and speaks protocol version 1 (docs/MT5_GATEWAY.md) to the Rust
+streamer and monitor. Backends:
+
+  metatrader5  MetaQuotes' MetaTrader5 package (Windows, or Python under Wine)
+  mt5linux     the same API through mt5linux's RPyC bridge (Linux host, terminal under Wine)
+  csv          a folder of MT5 export files served as a terminal would (offline, demos, tests)
+
+    python3 gateway/mt5_gateway.py --backend csv --data ./exports --bind 127.0.0.1:18812
+
+The core uses the standard library only (Python 3.9+); the terminal packages are imported
+only by their backends.
+"""
+
+import argparse
+import bisect
+import calendar
+import codecs
+import json
+import logging
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+
+PROTOCOL = 1
+GATEWAY = "mt5_gateway.py 1.0"
+MAX_LINE = 65536
+MAX_COUNT = 50000
+HEARTBEAT_SECONDS = 1.0
+
+TIMEFRAMES = {
+    "M1": 1, "M2": 2, "M3": 3, "M4": 4, "M5": 5, "M6": 6, "M10": 10, "M12": 12, "M15": 15,
+    "M20": 20, "M30": 30, "H1": 16385, "H2": 16386, "H3": 16387, "H4": 16388, "H6": 16390,
+    "H8": 16392, "H12": 16396, "D1": 16408, "W1": 32769, "MN1": 49153,
+}
+# Bar length in seconds; W1 and MN1 are aligned by calendar in bar_start().
+SECONDS = {
+    "M1": 60, "M2": 120, "M3": 180, "M4": 240, "M5": 300, "M6": 360, "M10": 600, "M12": 720,
+    "M15": 900, "M20": 1200, "M30": 1800, "H1": 3600, "H2": 7200, "H3": 10800, "H4": 14400,
+    "H6": 21600, "H8": 28800, "H12": 43200, "D1": 86400, "W1": 604800, "MN1": 2592000,
+}
+RATE_FIELDS = ("time", "open", "high", "low", "close", "tick_volume", "spread", "real_volume")
+TICK_FIELDS = ("time", "bid", "ask", "last", "volume", "time_msc", "flags", "volume_real")
+# MT5 TICK_FLAG_* bits.
+TICK_FLAG_BID, TICK_FLAG_ASK, TICK_FLAG_LAST, TICK_FLAG_VOLUME = 2, 4, 8, 16
+
+log = logging.getLogger("mt5_gateway")
+
+
+class GatewayError(Exception):
+    """An error answered to the client: our code, or MT5_ERROR with last_error()."""
+
+    def __init__(self, code, message, mt5_code=None, mt5_message=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.mt5_code = mt5_code
+        self.mt5_message = mt5_message
+
+    def to_json(self):
+        return {"code": self.code, "message": self.message,
+                "mt5_code": self.mt5_code, "mt5_message": self.mt5_message}
+
+
+def mt5_error(code, message):
+    return GatewayError("MT5_ERROR", "terminal call failed: %s (%d)" % (message, code), code, message)
+
+
+def bad_request(message):
+    return GatewayError("BAD_REQUEST", message)
+
+
+def bar_start(t, tf):
+    """Open time of the bar of timeframe `tf` containing epoch second `t` (server time)."""
+    if tf == "W1":
+        sunday = 3 * 86400  # 1970-01-04 was a Sunday; MT5 weeks start on Sunday
+        return sunday + (t - sunday) // 604800 * 604800
+    if tf == "MN1":
+        tm = time.gmtime(t)
+        return calendar.timegm((tm.tm_year, tm.tm_mon, 1, 0, 0, 0))
+    return t - t % SECONDS[tf]
+
+
+def plain(value):
+    """A numpy scalar (or anything with .item()) as a plain Python value, without numpy."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def record_to_dict(record, fields):
+    """One numpy structured record (or namedtuple, or dict) as a dict of plain values."""
+    out = {}
+    for f in fields:
+        if isinstance(record, dict):
+            v = record[f]
+        elif hasattr(record, "_asdict") or hasattr(record, f) and not hasattr(record, "dtype"):
+            v = getattr(record, f)
+        else:
+            v = record[f]
+        v = plain(v)
+        out[f] = float(v) if f in ("open", "high", "low", "close", "bid", "ask", "last", "volume_real") else int(v)
+    return out
+
+
+# --------------------------------------------------------------------------- live terminals
+
+class TerminalBackend:
+    """The MetaTrader5 API, from the official package or from mt5linux."""
+
+    def __init__(self, mt5, name, server_offset=None, init_kwargs=None):
+        self.mt5 = mt5
+        self.name = name
+        self.server_offset = server_offset
+        self.lock = threading.Lock()  # the MetaTrader5 package is not thread-safe
+        self.selected = set()
+        with self.lock:
+            if not mt5.initialize(**(init_kwargs or {})):
+                code, message = mt5.last_error()
+                raise mt5_error(code, message)
+
+    def _fail(self):
+        code, message = self.mt5.last_error()
+        return mt5_error(code, message)
+
+    def _select(self, symbol):
+        if symbol not in self.selected:
+            if not self.mt5.symbol_select(symbol, True):
+                raise self._fail()
+            self.selected.add(symbol)
+
+    def hello(self):
+        with self.lock:
+            term = self.mt5.terminal_info()
+            acc = self.mt5.account_info()
+        terminal = None if term is None else {
+            "name": getattr(term, "name", None), "company": getattr(term, "company", None),
+            "build": plain(getattr(term, "build", None)), "connected": bool(getattr(term, "connected", False))}
+        account = None if acc is None else {"server": getattr(acc, "server", None), "login": plain(getattr(acc, "login", None))}
+        offset, source = self.server_offset, "configured" if self.server_offset is not None else None
+        if offset is None:
+            offset = self._estimate_offset()
+            source = "estimated" if offset is not None else None
+        return {"terminal": terminal, "account": account, "server_time_offset_seconds": offset,
+                "server_time_offset_source": source, "symbols": sorted(self.selected)}
+
+    def _estimate_offset(self):
+        """Server minus UTC from a fresh tick: only when the difference is within a minute of a
+        whole quarter hour (so a stale weekend tick gives no answer, not a wrong one)."""
+        for symbol in sorted(self.selected):
+            with self.lock:
+                tick = self.mt5.symbol_info_tick(symbol)
+            if tick is None:
+                continue
+            diff = plain(tick.time) - time.time()
+            rounded = int(round(diff / 900.0)) * 900
+            if abs(diff - rounded) < 60:
+                return rounded
+        return None
+
+    def copy_rates_from_pos(self, symbol, tf, start_pos, count):
+        with self.lock:
+            self._select(symbol)
+            rates = self.mt5.copy_rates_from_pos(symbol, TIMEFRAMES[tf], start_pos, count)
+            if rates is None:
+                raise self._fail()
+        return [record_to_dict(r, RATE_FIELDS) for r in rates]
+
+    def copy_rates_range(self, symbol, tf, frm, to):
+        with self.lock:
+            self._select(symbol)
+            rates = self.mt5.copy_rates_range(symbol, TIMEFRAMES[tf], frm, to)
+            if rates is None:
+                raise self._fail()
+        if len(rates) > MAX_COUNT:
+            raise GatewayError("COUNT_TOO_LARGE", "the range holds %d bars, more than %d" % (len(rates), MAX_COUNT))
+        return [record_to_dict(r, RATE_FIELDS) for r in rates]
+
+    def symbol_info_tick(self, symbol):
+        with self.lock:
+            self._select(symbol)
+            tick = self.mt5.symbol_info_tick(symbol)
+            if tick is None:
+                raise self._fail()
+        return record_to_dict(tick, TICK_FIELDS)
+
+    def tick_stream(self, symbols):
+        return TerminalTicks(self, symbols)
+
+
+class TerminalTicks:
+    """Polls copy_ticks_from for every tick after the subscription began, each sent once.
+
+    Several ticks can share a millisecond, so the cursor is (last time_msc sent, how many ticks
+    with that time_msc were sent); a poll re-reads from that second and skips what was sent.
+    """
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, backend, symbols):
+        self.b = backend
+        # Start after the current tick: skip everything at its millisecond.
+        self.cursor = {s: (backend.symbol_info_tick(s)["time_msc"], float("inf")) for s in symbols}
+
+    def poll(self):
+        """New ticks as (symbol, tick) in time order (a live stream never ends)."""
+        out = []
+        mt5 = self.b.mt5
+        flags = getattr(mt5, "COPY_TICKS_ALL", -1)
+        for s, (last, sent_at_last) in list(self.cursor.items()):
+            with self.b.lock:
+                ticks = mt5.copy_ticks_from(s, last // 1000, 10000, flags)
+            if ticks is None:
+                continue
+            new_last, new_count, skipped = last, sent_at_last, 0
+            for t in ticks:
+                d = record_to_dict(t, TICK_FIELDS)
+                m = d["time_msc"]
+                if m < last:
+                    continue
+                if m == last and skipped < sent_at_last:
+                    skipped += 1
+                    continue
+                out.append((s, d))
+                if m == new_last:
+                    new_count += 1
+                else:
+                    new_last, new_count = m, 1
+            self.cursor[s] = (new_last, new_count)
+        if not out:
+            time.sleep(self.POLL_SECONDS)
+        out.sort(key=lambda st: st[1]["time_msc"])
+        return out
+
+
+# --------------------------------------------------------------------------- csv exports
+
+def decode(data):
+    """Text of an MT5 export: UTF-8 (BOM optional) or UTF-16 with BOM."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[3:].decode("utf-8", "replace")
+    if data.startswith(codecs.BOM_UTF16_LE):
+        return data[2:].decode("utf-16-le", "replace")
+    if data.startswith(codecs.BOM_UTF16_BE):
+        return data[2:].decode("utf-16-be", "replace")
+    return data.decode("utf-8", "replace")
+
+
+def parse_name(filename):
+    """(symbol, timeframe or None for ticks) from SYMBOL_TF_FROM_TO.csv / SYMBOL_FROM_TO.csv."""
+    stem = os.path.splitext(os.path.basename(filename))[0]
+    parts = stem.split("_")
+    stamp = lambda s: len(s) == 12 and s.isdigit()  # noqa: E731
+    if len(parts) >= 3 and stamp(parts[-1]) and stamp(parts[-2]):
+        parts = parts[:-2]
+    if len(parts) >= 2 and parts[-1].upper() in TIMEFRAMES:
+        return "_".join(parts[:-1]), parts[-1].upper()
+    return "_".join(parts), None
+
+
+def parse_date(s):
+    y, m, d = (int(x) for x in s.replace("-", ".").split("."))
+    if not (1970 <= y <= 9999 and 1 <= m <= 12 and 1 <= d <= 31):
+        raise ValueError("bad date %r" % s)
+    t = calendar.timegm((y, m, d, 0, 0, 0))
+    if time.gmtime(t)[:3] != (y, m, d):
+        raise ValueError("no such date %r" % s)
+    return t
+
+
+def parse_time_ms(s):
+    hms, _, frac = s.partition(".")
+    parts = [int(x) for x in hms.split(":")]
+    if len(parts) == 2:
+        parts.append(0)
+    h, m, sec = parts
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= sec < 60) or len(frac) > 3:
+        raise ValueError("bad time %r" % s)
+    ms = int(frac.ljust(3, "0")) if frac else 0
+    return ((h * 60 + m) * 60 + sec) * 1000 + ms
+
+
+def load_export(path, log_bad=log.warning):
+    """Parses one export: ("bars", tf, [rate...]) or ("ticks", None, [tick...]). Bad rows are
+    logged with their line number and skipped."""
+    with open(path, "rb") as f:
+        text = decode(f.read())
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError("%s is empty" % path)
+    head = lines[0]
+    sep = "\t" if "\t" in head else ";" if ";" in head else ","
+    cols = [c.strip().upper() for c in head.split(sep)]
+    col = {name: i for i, name in enumerate(cols)}
+    if "<DATE>" not in col:
+        raise ValueError("%s: the first line is not an MT5 export header" % path)
+    symbol, tf = parse_name(path)
+    is_bars = all(k in col for k in ("<OPEN>", "<HIGH>", "<LOW>", "<CLOSE>"))
+    if not is_bars and not all(k in col for k in ("<BID>", "<ASK>", "<TIME>")):
+        raise ValueError("%s: neither a bar nor a tick export" % path)
+    if is_bars and tf is None:
+        tf = "D1" if "<TIME>" not in col else None
+        if tf is None:
+            raise ValueError("%s: no timeframe in the file name" % path)
+    out, bid, ask = [], None, None
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        f = line.split(sep)
+        cell = lambda name: f[col[name]].strip() if name in col and col[name] < len(f) else ""  # noqa: E731
+        try:
+            t_ms = parse_date(cell("<DATE>")) * 1000 + (parse_time_ms(cell("<TIME>")) if "<TIME>" in col else 0)
+            if is_bars:
+                rate = {"time": t_ms // 1000}
+                for k in ("open", "high", "low", "close"):
+                    rate[k] = float(cell("<%s>" % k.upper()))
+                    if not rate[k] > 0 or rate[k] == float("inf"):
+                        raise ValueError("bad %s" % k)
+                if rate["high"] < max(rate["open"], rate["close"]) or rate["low"] > min(rate["open"], rate["close"]):
+                    raise ValueError("high/low inconsistent with open/close")
+                rate["tick_volume"] = int(float(cell("<TICKVOL>") or 0))
+                rate["spread"] = int(float(cell("<SPREAD>") or 0))
+                rate["real_volume"] = int(float(cell("<VOL>") or 0))
+                if bar_start(rate["time"], tf) != rate["time"]:
+                    raise ValueError("time not on a %s boundary" % tf)
+                if out and rate["time"] <= out[-1]["time"]:
+                    raise ValueError("not after the previous bar")
+                out.append(rate)
+            else:
+                flags = 0
+                if cell("<BID>"):
+                    bid, flags = float(cell("<BID>")), flags | TICK_FLAG_BID
+                if cell("<ASK>"):
+                    ask, flags = float(cell("<ASK>")), flags | TICK_FLAG_ASK
+                if bid is None or ask is None:
+                    raise ValueError("no bid and ask yet")
+                last = float(cell("<LAST>") or 0)
+                vol = float(cell("<VOLUME>") or 0)
+                if cell("<FLAGS>"):
+                    flags = int(cell("<FLAGS>"))
+                if out and t_ms < out[-1]["time_msc"]:
+                    raise ValueError("older than the previous tick")
+                out.append({"time": t_ms // 1000, "bid": bid, "ask": ask, "last": last, "volume": int(vol),
+                            "time_msc": t_ms, "flags": flags, "volume_real": vol})
+        except (ValueError, KeyError, IndexError) as e:
+            log_bad("%s:%d: skipped: %s" % (path, n, e))
+    return ("bars", tf, out) if is_bars else ("ticks", None, out)
+
+
+def aggregate(rates, tf):
+    """Bars of a longer timeframe built from shorter ones (oldest first)."""
+    out = []
+    for r in rates:
+        t = bar_start(r["time"], tf)
+        if out and out[-1]["time"] == t:
+            g = out[-1]
+            g["high"] = max(g["high"], r["high"])
+            g["low"] = min(g["low"], r["low"])
+            g["close"] = r["close"]
+            g["tick_volume"] += r["tick_volume"]
+            g["real_volume"] += r["real_volume"]
+            g["spread"] = min(g["spread"], r["spread"])
+        else:
+            g = dict(r)
+            g["time"] = t
+            out.append(g)
+    return out
+
+
+def ticks_to_m1(ticks):
+    """M1 bars from ticks, built from bids like MT5's; spread is the smallest in the bar, in
+    points of the tick prices' precision."""
+    bars = []
+    for t in ticks:
+        start = bar_start(t["time"], "M1")
+        if bars and bars[-1]["time"] == start:
+            b = bars[-1]
+            b["high"] = max(b["high"], t["bid"])
+            b["low"] = min(b["low"], t["bid"])
+            b["close"] = t["bid"]
+            b["tick_volume"] += 1
+            b["real_volume"] += t["volume"]
+        else:
+            bars.append({"time": start, "open": t["bid"], "high": t["bid"], "low": t["bid"], "close": t["bid"],
+                         "tick_volume": 1, "spread": 0, "real_volume": t["volume"]})
+    return bars
+
+
+class CsvBackend:
+    """A folder of MT5 exports, served as a terminal would serve that history."""
+
+    name = "csv"
+
+    def __init__(self, folder, speed=None, server_offset=None):
+        self.speed = speed  # None: as fast as possible
+        self.server_offset = server_offset
+        self.bars = {}  # symbol -> (tf, rates) of the shortest bar file
+        self.ticks = {}  # symbol -> [tick]
+        for name in sorted(os.listdir(folder)):
+            if not name.lower().endswith(".csv"):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                kind, tf, rows = load_export(path)
+            except (OSError, ValueError) as e:
+                log.warning("ignoring %s: %s", path, e)
+                continue
+            symbol, _ = parse_name(path)
+            if kind == "ticks":
+                self.ticks[symbol] = rows
+            elif symbol not in self.bars or SECONDS[tf] < SECONDS[self.bars[symbol][0]]:
+                self.bars[symbol] = (tf, rows)
+        self.cache = {}
+        if not self.bars and not self.ticks:
+            log.warning("no MT5 export files in %s", folder)
+
+    def symbols(self):
+        return sorted(set(self.bars) | set(self.ticks))
+
+    def hello(self):
+        return {"terminal": None, "account": None, "server_time_offset_seconds": self.server_offset,
+                "server_time_offset_source": "configured" if self.server_offset is not None else None,
+                "symbols": self.symbols()}
+
+    def rates(self, symbol, tf):
+        key = (symbol, tf)
+        if key not in self.cache:
+            if symbol in self.bars:
+                base_tf, base = self.bars[symbol]
+            elif symbol in self.ticks:
+                base_tf, base = "M1", ticks_to_m1(self.ticks[symbol])
+            else:
+                raise mt5_error(-4, "Terminal: Not found")
+            if SECONDS[tf] < SECONDS[base_tf] or (tf not in ("W1", "MN1") and SECONDS[tf] % SECONDS[base_tf]):
+                raise mt5_error(-4, "Terminal: Not found (no %s history for %s)" % (tf, symbol))
+            self.cache[key] = base if tf == base_tf else aggregate(base, tf)
+        return self.cache[key]
+
+    def copy_rates_from_pos(self, symbol, tf, start_pos, count):
+        rates = self.rates(symbol, tf)
+        end = len(rates) - start_pos
+        return [dict(r) for r in rates[max(0, end - count):max(0, end)]]
+
+    def copy_rates_range(self, symbol, tf, frm, to):
+        rates = self.rates(symbol, tf)
+        times = [r["time"] for r in rates]
+        lo, hi = bisect.bisect_left(times, frm), bisect.bisect_right(times, to)
+        if hi - lo > MAX_COUNT:
+            raise GatewayError("COUNT_TOO_LARGE", "the range holds %d bars, more than %d" % (hi - lo, MAX_COUNT))
+        return [dict(r) for r in rates[lo:hi]]
+
+    def symbol_info_tick(self, symbol):
+        ticks = self.ticks.get(symbol)
+        if not ticks:
+            raise mt5_error(-4, "Terminal: Not found")
+        return dict(ticks[-1])
+
+    def tick_stream(self, symbols):
+        for s in symbols:
+            if s not in self.symbols():
+                raise mt5_error(-4, "Terminal: Not found (%s)" % s)
+        return CsvTicks([(t["time_msc"], s, t) for s in symbols for t in self.ticks.get(s, [])], self.speed)
+
+
+class CsvTicks:
+    """Replays ticks merged by time at N x real time (or at once)."""
+
+    def __init__(self, ticks, speed):
+        self.ticks = sorted(ticks, key=lambda x: x[0])
+        self.i = 0
+        self.speed = speed
+        self.anchor = None  # (first tick ms, monotonic start)
+
+    def poll(self):
+        if self.i >= len(self.ticks):
+            return None
+        if self.speed is None:
+            batch = self.ticks[self.i:self.i + 1000]
+            self.i += len(batch)
+            return [(s, dict(t)) for _, s, t in batch]
+        t_ms = self.ticks[self.i][0]
+        if self.anchor is None:
+            self.anchor = (t_ms, time.monotonic())
+        due = self.anchor[1] + (t_ms - self.anchor[0]) / 1000.0 / self.speed
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 0.25))
+            if wait > 0.25:
+                return []
+        out = []
+        while self.i < len(self.ticks) and self.ticks[self.i][0] == t_ms:
+            _, s, t = self.ticks[self.i]
+            out.append((s, dict(t)))
+            self.i += 1
+        return out
+
+
+# --------------------------------------------------------------------------- protocol
+
+def require(req, name, kind):
+    v = req.get(name)
+    ok = isinstance(v, kind) and not isinstance(v, bool) if kind is int else isinstance(v, kind)
+    if not ok:
+        raise bad_request("%r is required and must be %s" % (name, {int: "an integer", str: "a string", list: "a list"}[kind]))
+    return v
+
+
+def timeframe(req):
+    tf = require(req, "timeframe", str).upper()
+    if tf not in TIMEFRAMES:
+        raise GatewayError("UNKNOWN_TIMEFRAME", "unknown timeframe %r; expected one of %s" % (req["timeframe"], ", ".join(TIMEFRAMES)))
+    return tf
+
+
+def symbol(req):
+    s = require(req, "symbol", str)
+    if not s or len(s) > 64:
+        raise bad_request("symbol must be 1 to 64 characters")
+    return s
+
+
+def handle_request(backend, req, limits):
+    """The result of one request (a dict), or raises GatewayError. subscribe_ticks is handled
+    by the connection."""
+    op = req.get("op")
+    if op == "hello":
+        proto = req.get("protocol", PROTOCOL)
+        if not isinstance(proto, int) or isinstance(proto, bool) or proto < 1:
+            raise GatewayError("PROTOCOL_VERSION", "this gateway speaks protocol %d" % PROTOCOL)
+        info = backend.hello()
+        info.update({"protocol": PROTOCOL, "gateway": GATEWAY, "backend": backend.name, "limits": limits})
+        return info
+    if op == "ping":
+        return {"pong": True, "time_ms": int(time.time() * 1000)}
+    if op == "copy_rates_from_pos":
+        s, tf = symbol(req), timeframe(req)
+        start, count = require(req, "start_pos", int), require(req, "count", int)
+        if start < 0:
+            raise bad_request("start_pos must be at least 0")
+        if not 1 <= count <= MAX_COUNT:
+            raise bad_request("count must be from 1 to %d" % MAX_COUNT)
+        return {"rates": backend.copy_rates_from_pos(s, tf, start, count)}
+    if op == "copy_rates_range":
+        s, tf = symbol(req), timeframe(req)
+        frm, to = require(req, "from", int), require(req, "to", int)
+        if frm > to:
+            raise bad_request("from must not be after to")
+        return {"rates": backend.copy_rates_range(s, tf, frm, to)}
+    if op == "symbol_info_tick":
+        return {"tick": backend.symbol_info_tick(symbol(req))}
+    raise GatewayError("UNKNOWN_OP", "unknown op %r" % (op,))
+
+
+class Handler(socketserver.StreamRequestHandler):
+    """One client connection."""
+
+    def setup(self):
+        super().setup()
+        self.peer = "%s:%d" % self.client_address[:2]
+
+    def send(self, obj):
+        self.wfile.write(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n")
+        self.wfile.flush()
+
+    def handle(self):
+        server = self.server
+        if not server.slots.acquire(blocking=False):
+            log.info("client %s refused: %d clients already", self.peer, server.max_clients)
+            self.send({"id": None, "ok": False, "error": GatewayError("BUSY", "too many clients").to_json()})
+            return
+        served = 0
+        try:
+            log.info("client %s connected", self.peer)
+            self.connection.settimeout(server.idle_timeout)
+            while True:
+                try:
+                    line = self.rfile.readline(MAX_LINE + 1)
+                except (socket.timeout, OSError):
+                    break
+                if not line:
+                    break
+                if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    self.send({"id": None, "ok": False, "error": GatewayError("LINE_TOO_LONG", "request lines are limited to %d bytes" % MAX_LINE).to_json()})
+                    break
+                if not line.strip():
+                    continue
+                served += 1
+                req_id = None
+                try:
+                    try:
+                        req = json.loads(line)
+                    except ValueError as e:
+                        raise GatewayError("BAD_JSON", "not JSON: %s" % e)
+                    if not isinstance(req, dict):
+                        raise GatewayError("BAD_JSON", "a request must be a JSON object")
+                    req_id = req.get("id")
+                    if req.get("op") == "subscribe_ticks":
+                        self.stream(req)
+                        return
+                    result = handle_request(server.backend, req, server.limits)
+                    self.send({"id": req_id, "ok": True, "result": result})
+                except GatewayError as e:
+                    self.send({"id": req_id, "ok": False, "error": e.to_json()})
+                except (BrokenPipeError, ConnectionError):
+                    break
+                except Exception as e:  # a bug: answer it, log it, keep serving
+                    log.exception("request from %s failed", self.peer)
+                    try:
+                        self.send({"id": req_id, "ok": False, "error": GatewayError("INTERNAL", "%s: %s" % (type(e).__name__, e)).to_json()})
+                    except OSError:
+                        break
+        finally:
+            server.slots.release()
+            log.info("client %s disconnected after %d request(s)", self.peer, served)
+
+    def stream(self, req):
+        symbols = require(req, "symbols", list)
+        if not symbols or not all(isinstance(s, str) and s for s in symbols):
+            raise bad_request("symbols must be a non-empty list of strings")
+        ticks = self.server.backend.tick_stream(symbols)
+        self.send({"id": req.get("id"), "ok": True, "result": {"subscribed": symbols}})
+        log.info("client %s subscribed to %s", self.peer, ", ".join(symbols))
+        last_sent = time.monotonic()
+        try:
+            while not self.server.stopping:
+                batch = ticks.poll()
+                if batch is None:
+                    self.send({"event": "end", "reason": "replay finished"})
+                    return
+                for s, t in batch:
+                    self.send({"event": "tick", "symbol": s, "tick": t})
+                if batch:
+                    last_sent = time.monotonic()
+                elif time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                    self.send({"event": "heartbeat", "time_ms": int(time.time() * 1000)})
+                    last_sent = time.monotonic()
+        except (BrokenPipeError, ConnectionError, socket.timeout, OSError):
+            return
+
+
+class Gateway(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, backend, max_clients=8, idle_timeout=300.0):
+        super().__init__(address, Handler)
+        self.backend = backend
+        self.max_clients = max_clients
+        self.slots = threading.BoundedSemaphore(max_clients)
+        self.idle_timeout = idle_timeout
+        self.stopping = False
+        self.limits = {"max_line_bytes": MAX_LINE, "max_count": MAX_COUNT, "max_clients": max_clients,
+                       "idle_timeout_seconds": idle_timeout, "heartbeat_seconds": HEARTBEAT_SECONDS}
+
+    def shutdown(self):
+        self.stopping = True
+        super().shutdown()
+
+
+def parse_bind(text):
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, got %r" % text)
+    return host.strip("[]"), int(port)
+
+
+def parse_offset(text):
+    t = text.strip()
+    if t[:1] in "+-" and ":" in t:
+        sign = -1 if t[0] == "-" else 1
+        h, m = t[1:].split(":")
+        return sign * (int(h) * 3600 + int(m) * 60)
+    return int(t)
+
+
+def parse_speed(text):
+    if text.lower() == "max":
+        return None
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError("speed must be positive or max")
+    return v
+
+
+def make_backend(args):
+    if args.backend == "csv":
+        if not args.data:
+            raise SystemExit("mt5_gateway: --data FOLDER is required with --backend csv")
+        return CsvBackend(args.data, speed=args.speed, server_offset=args.server_offset)
+    init = {}
+    for key in ("path", "login", "password", "server"):
+        v = getattr(args, "mt5_" + key)
+        if v is not None:
+            init[key] = v
+    if args.backend == "metatrader5":
+        try:
+            import MetaTrader5 as mt5  # Windows, or Python under Wine
+        except ImportError:
+            raise SystemExit("mt5_gateway: the MetaTrader5 package is not installed (pip install MetaTrader5; Windows or Wine only)")
+        return TerminalBackend(mt5, "metatrader5", args.server_offset, init)
+    try:
+        from mt5linux import MetaTrader5  # the RPyC client
+    except ImportError:
+        raise SystemExit("mt5_gateway: the mt5linux package is not installed (pip install mt5linux)")
+    return TerminalBackend(MetaTrader5(host=args.mt5linux_host, port=args.mt5linux_port), "mt5linux", args.server_offset, init)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="MT5 gateway: protocol v1 over NDJSON/TCP (docs/MT5_GATEWAY.md)")
+    p.add_argument("--backend", choices=("metatrader5", "mt5linux", "csv"), default="metatrader5")
+    p.add_argument("--bind", type=parse_bind, default=("127.0.0.1", 18812), help="HOST:PORT (port 0 picks a free one)")
+    p.add_argument("--data", help="folder of MT5 export files (csv backend)")
+    p.add_argument("--speed", type=parse_speed, default=None, help="tick replay speed: N x real time, or max (csv; default max)")
+    p.add_argument("--server-offset", type=parse_offset, default=None, help="broker server time minus UTC: +HH:MM or seconds")
+    p.add_argument("--max-clients", type=int, default=8)
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle request connection is closed")
+    p.add_argument("--mt5-path", help="terminal64.exe to start (metatrader5/mt5linux)")
+    p.add_argument("--mt5-login", type=int)
+    p.add_argument("--mt5-password")
+    p.add_argument("--mt5-server")
+    p.add_argument("--mt5linux-host", default="127.0.0.1")
+    p.add_argument("--mt5linux-port", type=int, default=18812, help="mt5linux RPyC port (default 18812: move --bind then)")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s mt5_gateway %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        backend = make_backend(args)
+    except GatewayError as e:
+        raise SystemExit("mt5_gateway: cannot start the %s backend: %s" % (args.backend, e.message))
+    server = Gateway(args.bind, backend, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+    host, port = server.server_address[:2]
+    # The first stdout line says where we listen (tests start us on port 0 and read it).
+    print("listening on %s:%d" % (host, port), flush=True)
+    log.info("%s backend, protocol %d, listening on %s:%d", backend.name, PROTOCOL, host, port)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Tests of the MT5 gateway: parsing, the csv backend, the terminal backend against a fake
+MetaTrader5 module, and protocol v1 over a real socket. Standard library only:
+
+    python3 -m unittest discover -s gateway/tests -v
+"""
+
+import calendar
+import codecs
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import mt5_gateway as gw  # noqa: E402
+
+BARS_H1 = (
+    "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\r\n"
+    "2017.01.02\t00:00:00\t1.05000\t1.05100\t1.04900\t1.05050\t100\t0\t12\r\n"
+    "2017.01.02\t01:00:00\t1.05050\t1.05300\t1.05000\t1.05200\t150\t0\t10\r\n"
+    "2017.01.02\t02:00:00\t1.05200\t1.05250\t1.04800\t1.04850\t90\t5\t11\r\n"
+    "2017.01.02\t03:00:00\t1.04850\t1.04900\t1.04700\t1.04750\t80\t0\t14\r\n"
+    "2017.01.02\t04:00:00\t1.04750\t1.04800\t1.04600\t1.04650\t70\t0\t9\r\n"
+)
+TICKS = (
+    "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\r\n"
+    "2017.01.02\t04:59:59.900\t1.04640\t1.04650\t\t\t6\r\n"
+    "2017.01.02\t05:00:00.100\t1.04660\t\t\t\t2\r\n"
+    "2017.01.02\t05:00:00.100\t\t1.04680\t\t\t4\r\n"
+    "2017.01.02\t05:00:01.250\t1.04670\t1.04679\t\t\t6\r\n"
+)
+T0 = calendar.timegm((2017, 1, 2, 0, 0, 0))
+
+
+def write(folder, name, text, encoding="utf-8"):
+    data = text.encode(encoding)
+    if encoding == "utf-16-le":
+        data = codecs.BOM_UTF16_LE + data
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(data)
+
+
+class Folder(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mt5gw-test-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+
+class ParsingTest(Folder):
+    def test_encodings_decode_alike(self):
+        text = "<DATE>\t<TIME>\r\n"
+        for data in (text.encode(), codecs.BOM_UTF8 + text.encode(), codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+                     codecs.BOM_UTF16_BE + text.encode("utf-16-be")):
+            self.assertEqual(gw.decode(data), text)
+
+    def test_file_names_follow_mt5(self):
+        self.assertEqual(gw.parse_name("EURUSD_H1_201701012200_201712292100.csv"), ("EURUSD", "H1"))
+        self.assertEqual(gw.parse_name("/x/US_TECH100_M5_202401010000_202401020000.csv"), ("US_TECH100", "M5"))
+        self.assertEqual(gw.parse_name("EURUSD_202401020000_202401022359.csv"), ("EURUSD", None))
+
+    def test_bar_start_aligns_weeks_on_sunday_and_months_on_the_first(self):
+        monday_noon = T0 + 12 * 3600
+        self.assertEqual(gw.bar_start(monday_noon, "H4"), T0 + 12 * 3600)
+        self.assertEqual(gw.bar_start(monday_noon, "D1"), T0)
+        self.assertEqual(gw.bar_start(monday_noon, "W1"), T0 - 86400)  # Sunday 2017-01-01
+        self.assertEqual(gw.bar_start(calendar.timegm((2017, 2, 15, 3, 0, 0)), "MN1"), calendar.timegm((2017, 2, 1, 0, 0, 0)))
+
+    def test_bad_rows_are_skipped_with_their_line_numbers(self):
+        text = BARS_H1 + "2017.13.02\t05:00:00\t1\t1\t1\t1\t1\t0\t1\r\n2017.01.02\t06:00:00\tabc\t1\t1\t1\t1\t0\t1\r\n2017.01.02\t07:00:00\t1.0\t0.9\t0.8\t1.0\t1\t0\t1\r\n"
+        write(self.dir, "EURUSD_H1_201701020000_201701020700.csv", text)
+        bad = []
+        kind, tf, rows = gw.load_export(os.path.join(self.dir, "EURUSD_H1_201701020000_201701020700.csv"), bad.append)
+        self.assertEqual((kind, tf, len(rows)), ("bars", "H1", 5))
+        self.assertEqual([int(b.split(":")[1]) for b in bad], [7, 8, 9])
+
+    def test_tick_exports_carry_bid_and_ask_forward(self):
+        write(self.dir, "EURUSD_201701020459_201701020500.csv", TICKS, "utf-16-le")
+        kind, _, ticks = gw.load_export(os.path.join(self.dir, "EURUSD_201701020459_201701020500.csv"))
+        self.assertEqual(kind, "ticks")
+        self.assertEqual([(t["bid"], t["ask"]) for t in ticks], [(1.0464, 1.0465), (1.0466, 1.0465), (1.0466, 1.0468), (1.0467, 1.04679)])
+        self.assertEqual(ticks[1]["time_msc"], (T0 + 5 * 3600) * 1000 + 100)
+        self.assertEqual(ticks[1]["time"], T0 + 5 * 3600)
+
+
+class CsvBackendTest(Folder):
+    def backend(self, speed=None):
+        write(self.dir, "EURUSD_H1_201701020000_201701020400.csv", BARS_H1)
+        write(self.dir, "EURUSD_201701020459_201701020500.csv", TICKS, "utf-16-le")
+        write(self.dir, "XAUUSD_201701020459_201701020500.csv", TICKS.replace("1.046", "1146."))
+        return gw.CsvBackend(self.dir, speed=speed)
+
+    def test_positions_count_back_from_the_forming_bar(self):
+        b = self.backend()
+        self.assertEqual(b.symbols(), ["EURUSD", "XAUUSD"])
+        rates = b.copy_rates_from_pos("EURUSD", "H1", 0, 2)
+        self.assertEqual([r["time"] - T0 for r in rates], [3 * 3600, 4 * 3600])
+        self.assertEqual(b.copy_rates_from_pos("EURUSD", "H1", 1, 1)[0]["time"], T0 + 3 * 3600)
+        self.assertEqual(len(b.copy_rates_from_pos("EURUSD", "H1", 0, 1000)), 5)
+        self.assertEqual(b.copy_rates_from_pos("EURUSD", "H1", 10, 5), [])
+        self.assertEqual(set(rates[0]), set(gw.RATE_FIELDS))
+
+    def test_longer_timeframes_are_built_and_shorter_ones_are_missing_history(self):
+        b = self.backend()
+        h4 = b.copy_rates_from_pos("EURUSD", "H4", 0, 10)
+        self.assertEqual(len(h4), 2)
+        self.assertEqual((h4[0]["open"], h4[0]["high"], h4[0]["low"], h4[0]["close"], h4[0]["tick_volume"]), (1.05, 1.053, 1.047, 1.0475, 420))
+        with self.assertRaises(gw.GatewayError) as e:
+            b.copy_rates_from_pos("EURUSD", "M30", 0, 1)
+        self.assertEqual((e.exception.code, e.exception.mt5_code), ("MT5_ERROR", -4))
+        # A symbol with only ticks gets M1 bars from them.
+        m1 = b.copy_rates_from_pos("XAUUSD", "M1", 0, 10)
+        self.assertEqual([r["tick_volume"] for r in m1], [1, 3])
+
+    def test_range_is_inclusive_at_both_ends(self):
+        b = self.backend()
+        rates = b.copy_rates_range("EURUSD", "H1", T0 + 3600, T0 + 3 * 3600)
+        self.assertEqual([r["time"] - T0 for r in rates], [3600, 7200, 10800])
+
+    def test_unknown_symbols_are_mt5_not_found(self):
+        b = self.backend()
+        for call in (lambda: b.copy_rates_from_pos("GBPUSD", "H1", 0, 1), lambda: b.symbol_info_tick("GBPUSD"),
+                     lambda: b.tick_stream(["GBPUSD"])):
+            with self.assertRaises(gw.GatewayError) as e:
+                call()
+            self.assertEqual(e.exception.mt5_code, -4)
+
+    def test_tick_replay_merges_symbols_by_time(self):
+        b = self.backend()
+        stream = b.tick_stream(["EURUSD", "XAUUSD"])
+        got = []
+        while True:
+            batch = stream.poll()
+            if batch is None:
+                break
+            got.extend(batch)
+        self.assertEqual(len(got), 8)
+        times = [t["time_msc"] for _, t in got]
+        self.assertEqual(times, sorted(times))
+        self.assertEqual(b.symbol_info_tick("EURUSD")["bid"], 1.0467)
+
+
+class FakeScalar:
+    """Stands in for a numpy scalar: only .item() gives the plain value."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def item(self):
+        return self.v
+
+
+class FakeRecord:
+    """Stands in for a numpy structured record: indexed by field name."""
+
+    dtype = "record"
+
+    def __init__(self, **fields):
+        self.fields = {k: FakeScalar(v) for k, v in fields.items()}
+
+    def __getitem__(self, k):
+        return self.fields[k]
+
+
+class FakeTick:
+    def __init__(self, **f):
+        self.__dict__.update(f)
+
+    def _asdict(self):
+        return dict(self.__dict__)
+
+
+class FakeMt5:
+    """The parts of the MetaTrader5 module the gateway uses."""
+
+    COPY_TICKS_ALL = -1
+
+    def __init__(self):
+        self.error = (1, "Success")
+        self.ticks = []
+        self.initialized = False
+
+    def initialize(self, **kw):
+        self.initialized = True
+        return True
+
+    def last_error(self):
+        return self.error
+
+    def symbol_select(self, s, enable):
+        if s == "NOPE":
+            self.error = (-1, "Terminal: Call failed")
+            return False
+        return True
+
+    def terminal_info(self):
+        return FakeTick(name="MetaTrader 5", company="Broker", build=4755, connected=True)
+
+    def account_info(self):
+        return FakeTick(server="Broker-Demo", login=123)
+
+    def copy_rates_from_pos(self, s, tf, start, count):
+        if tf == gw.TIMEFRAMES["MN1"]:
+            self.error = (-4, "Terminal: Not found")
+            return None
+        return [FakeRecord(time=T0 + i * 60, open=1.0, high=1.2, low=0.9, close=1.1, tick_volume=10, spread=2, real_volume=0) for i in range(count)]
+
+    def copy_rates_range(self, s, tf, frm, to):
+        return []
+
+    def symbol_info_tick(self, s):
+        last = self.ticks[-1] if self.ticks else dict(time=T0, bid=1.0, ask=1.1, last=0.0, volume=0, time_msc=T0 * 1000, flags=6, volume_real=0.0)
+        return FakeTick(**last)
+
+    def copy_ticks_from(self, s, frm, count, flags):
+        return [FakeRecord(**t) for t in self.ticks if t["time"] >= frm][:count]
+
+
+def tick(msc, bid):
+    return dict(time=msc // 1000, bid=bid, ask=bid + 0.1, last=0.0, volume=0, time_msc=msc, flags=6, volume_real=0.0)
+
+
+class TerminalBackendTest(unittest.TestCase):
+    def test_records_become_plain_json_values(self):
+        b = gw.TerminalBackend(FakeMt5(), "metatrader5")
+        rates = b.copy_rates_from_pos("EURUSD", "M1", 0, 3)
+        self.assertEqual(rates[0], {"time": T0, "open": 1.0, "high": 1.2, "low": 0.9, "close": 1.1, "tick_volume": 10, "spread": 2, "real_volume": 0})
+        json.dumps(rates)  # plain types only
+        hello = b.hello()
+        self.assertEqual(hello["terminal"]["build"], 4755)
+        self.assertEqual(hello["account"], {"server": "Broker-Demo", "login": 123})
+
+    def test_failures_carry_last_error(self):
+        b = gw.TerminalBackend(FakeMt5(), "metatrader5")
+        with self.assertRaises(gw.GatewayError) as e:
+            b.copy_rates_from_pos("EURUSD", "MN1", 0, 1)
+        self.assertEqual((e.exception.code, e.exception.mt5_code, e.exception.mt5_message), ("MT5_ERROR", -4, "Terminal: Not found"))
+        with self.assertRaises(gw.GatewayError) as e:
+            b.symbol_info_tick("NOPE")
+        self.assertEqual(e.exception.mt5_code, -1)
+
+    def test_a_failed_initialize_is_an_error(self):
+        m = FakeMt5()
+        m.initialize = lambda **kw: False
+        m.error = (-6, "Terminal: Authorization failed")
+        with self.assertRaises(gw.GatewayError) as e:
+            gw.TerminalBackend(m, "metatrader5")
+        self.assertEqual(e.exception.mt5_code, -6)
+
+    def test_polling_sends_each_new_tick_once_even_within_one_millisecond(self):
+        m = FakeMt5()
+        base = (T0 + 10) * 1000
+        m.ticks = [tick(base, 1.0)]
+        b = gw.TerminalBackend(m, "metatrader5")
+        stream = b.tick_stream(["EURUSD"])
+        gw.TerminalTicks.POLL_SECONDS = 0.001
+        self.assertEqual(stream.poll(), [], "nothing before the subscription")
+        m.ticks += [tick(base, 1.01), tick(base + 5, 1.02), tick(base + 5, 1.03)]
+        got = [t["bid"] for _, t in stream.poll()]
+        self.assertEqual(got, [1.02, 1.03], "ticks at the subscription's own millisecond are not resent")
+        m.ticks += [tick(base + 5, 1.04), tick(base + 900, 1.05)]
+        self.assertEqual([t["bid"] for _, t in stream.poll()], [1.04, 1.05])
+        self.assertEqual(stream.poll(), [])
+
+
+class ProtocolTest(Folder):
+    def setUp(self):
+        super().setUp()
+        write(self.dir, "EURUSD_H1_201701020000_201701020400.csv", BARS_H1)
+        write(self.dir, "EURUSD_201701020459_201701020500.csv", TICKS)
+        self.start(gw.CsvBackend(self.dir))
+
+    def start(self, backend, **kw):
+        self.server = gw.Gateway(("127.0.0.1", 0), backend, **kw)
+        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+
+    def connect(self):
+        s = socket.create_connection(self.server.server_address[:2], timeout=5)
+        self.addCleanup(s.close)
+        return s, s.makefile("rb")
+
+    def call(self, req, conn=None):
+        s, f = conn or self.connect()
+        s.sendall((json.dumps(req) if isinstance(req, dict) else req).encode() + b"\n")
+        return json.loads(f.readline())
+
+    def error(self, req, conn=None):
+        r = self.call(req, conn)
+        self.assertFalse(r["ok"], r)
+        self.assertEqual(set(r["error"]), {"code", "message", "mt5_code", "mt5_message"})
+        return r["error"]["code"]
+
+    def test_hello_reports_protocol_backend_and_limits(self):
+        r = self.call({"id": 1, "op": "hello", "protocol": 1, "client": "test"})
+        self.assertEqual((r["id"], r["ok"]), (1, True))
+        res = r["result"]
+        self.assertEqual((res["protocol"], res["backend"], res["symbols"]), (1, "csv", ["EURUSD"]))
+        self.assertEqual(res["limits"]["max_count"], 50000)
+        self.assertIsNone(res["terminal"])
+        self.assertEqual(self.error({"id": 2, "op": "hello", "protocol": 0}), "PROTOCOL_VERSION")
+
+    def test_every_operation_answers_with_its_id_in_order(self):
+        conn = self.connect()
+        r = self.call({"id": "a", "op": "ping"}, conn)
+        self.assertTrue(r["result"]["pong"])
+        r = self.call({"id": 2, "op": "copy_rates_from_pos", "symbol": "EURUSD", "timeframe": "h1", "start_pos": 0, "count": 3}, conn)
+        self.assertEqual(r["id"], 2)
+        self.assertEqual([x["time"] - T0 for x in r["result"]["rates"]], [7200, 10800, 14400])
+        r = self.call({"id": 3, "op": "copy_rates_range", "symbol": "EURUSD", "timeframe": "H1", "from": T0, "to": T0 + 3600}, conn)
+        self.assertEqual(len(r["result"]["rates"]), 2)
+        r = self.call({"id": 4, "op": "symbol_info_tick", "symbol": "EURUSD"}, conn)
+        self.assertEqual(set(r["result"]["tick"]), set(gw.TICK_FIELDS))
+
+    def test_every_error_code(self):
+        c = self.connect()  # one connection: errors do not close it
+        self.assertEqual(self.error("{not json", c), "BAD_JSON")
+        self.assertEqual(self.error("[1, 2]", c), "BAD_JSON")
+        self.assertEqual(self.error({"id": 1, "op": "order_send"}, c), "UNKNOWN_OP")
+        self.assertEqual(self.error({"id": 1, "op": "copy_rates_from_pos", "symbol": "EURUSD", "timeframe": "H7", "start_pos": 0, "count": 1}, c), "UNKNOWN_TIMEFRAME")
+        for bad in ({"start_pos": 0}, {"start_pos": 0, "count": 0}, {"start_pos": 0, "count": 50001}, {"start_pos": -1, "count": 1},
+                    {"start_pos": 0, "count": "5"}, {"start_pos": 0, "count": True}):
+            req = dict({"id": 1, "op": "copy_rates_from_pos", "symbol": "EURUSD", "timeframe": "H1"}, **bad)
+            self.assertEqual(self.error(req, c), "BAD_REQUEST", bad)
+        self.assertEqual(self.error({"id": 1, "op": "copy_rates_range", "symbol": "EURUSD", "timeframe": "H1", "from": 10, "to": 5}, c), "BAD_REQUEST")
+        self.assertEqual(self.error({"id": 1, "op": "symbol_info_tick"}, c), "BAD_REQUEST")
+        err = self.call({"id": 9, "op": "symbol_info_tick", "symbol": "GBPUSD"}, c)
+        self.assertEqual((err["id"], err["error"]["code"], err["error"]["mt5_code"]), (9, "MT5_ERROR", -4))
+        s, f = self.connect()
+        s.sendall(b"x" * (gw.MAX_LINE + 10) + b"\n")
+        self.assertEqual(json.loads(f.readline())["error"]["code"], "LINE_TOO_LONG")
+        self.assertEqual(f.readline(), b"", "the connection is closed after a too-long line")
+
+    def test_clients_beyond_the_limit_are_told_busy(self):
+        self.server.slots = threading.BoundedSemaphore(1)
+        first = self.connect()
+        self.call({"id": 1, "op": "ping"}, first)
+        s, f = self.connect()
+        self.assertEqual(json.loads(f.readline())["error"]["code"], "BUSY")
+
+    def test_subscribe_streams_every_tick_then_ends(self):
+        s, f = self.connect()
+        r = self.call({"id": 7, "op": "subscribe_ticks", "symbols": ["EURUSD"]}, (s, f))
+        self.assertEqual(r["result"], {"subscribed": ["EURUSD"]})
+        events = []
+        while True:
+            line = f.readline()
+            self.assertTrue(line, "stream closed without an end event")
+            e = json.loads(line)
+            events.append(e)
+            if e["event"] == "end":
+                break
+        ticks = [e["tick"] for e in events if e["event"] == "tick"]
+        self.assertEqual([t["bid"] for t in ticks], [1.0464, 1.0466, 1.0466, 1.0467])
+        self.assertEqual(f.readline(), b"")
+        self.assertEqual(self.error({"id": 1, "op": "subscribe_ticks", "symbols": []}), "BAD_REQUEST")
+
+    def test_a_slow_replay_sends_heartbeats(self):
+        self.server.backend = gw.CsvBackend(self.dir, speed=0.5)  # 1.35 s of ticks take 2.7 s
+        s, f = self.connect()
+        self.call({"id": 1, "op": "subscribe_ticks", "symbols": ["EURUSD"]}, (s, f))
+        kinds = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            e = json.loads(f.readline())
+            kinds.append(e["event"])
+            if e["event"] == "end":
+                break
+        self.assertIn("heartbeat", kinds)
+        self.assertEqual(kinds.count("tick"), 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
