@@ -243,12 +243,33 @@ pub fn run(
             ))
         }
         SourceKind::Csv => Box::new(CsvReplay::new(files, config.speed)),
-        SourceKind::Mt5 => return Err(StreamerError::Config(ConfigError {
-            field: "--source".into(),
-            message:
-                "the mt5 source needs the MT5 gateway client, which this build does not include yet"
-                    .into(),
-        })),
+        SourceKind::Mt5 => {
+            let plans = symbols
+                .iter()
+                .zip(&tfs)
+                .map(|(symbol, tfs)| {
+                    let mut known = std::collections::HashMap::new();
+                    let mut timeframes = Vec::new();
+                    for &tf in tfs {
+                        let capacity = config.buffer_sizes.get(&tf).copied().unwrap_or(100);
+                        timeframes.push((tf, capacity));
+                        if let Some(ring) = writer.ring(symbol, tf) {
+                            if let Some(c) =
+                                writer.forming(ring).or_else(|| writer.last_closed(ring))
+                            {
+                                known.insert(tf, c.time);
+                            }
+                        }
+                    }
+                    source::mt5::SymbolPlan {
+                        symbol: symbol.clone(),
+                        timeframes,
+                        known,
+                    }
+                })
+                .collect();
+            Box::new(source::mt5::Mt5Source::start(&config.gateway, plans))
+        }
     };
 
     print_banner(banner, config, &writer, &symbols, &tfs, source.as_ref());
@@ -272,6 +293,13 @@ pub fn run(
                         running = true;
                         let _ =
                             writeln!(banner, "running after {} ms", started.elapsed().as_millis());
+                    }
+                }
+                Event::Count(counter, n) => writer.add(counter, n),
+                Event::ServerTimeOffset(seconds) => {
+                    // The operator's setting wins; the gateway's only fills in a default.
+                    if config.server_time_offset_s == 0 && seconds != 0 {
+                        writer.set_server_time_offset(seconds);
                     }
                 }
                 Event::BadRow { file, line, reason } => {

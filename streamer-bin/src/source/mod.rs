@@ -4,11 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use shm_core::FeedState;
+use shm_core::{Counter, FeedState};
 
 use crate::aggregate::{Bar, Tick};
 
 pub mod csv;
+pub mod mt5;
 pub mod synthetic;
 
 /// What a source delivers.
@@ -20,6 +21,10 @@ pub enum Event {
     Bar(Bar),
     /// The feed changed state (backfilling, live, finished, disconnected).
     Feed(FeedState),
+    /// Something to count in the segment header (reconnects, backfilled bars).
+    Count(Counter, u64),
+    /// The source learned the broker's server-time offset (seconds).
+    ServerTimeOffset(i64),
     /// An input row that could not be used; counted and reported, never fatal.
     BadRow {
         /// The file.

@@ -1,0 +1,264 @@
+//! `--source mt5` against the real Python gateway (csv backend): a gateway that is down is
+//! not fatal, backfill fills every timeframe from the terminal's bars, live ticks follow, and a
+//! gateway restart is survived.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mtf_tests::{ChildGuard, TempSegment};
+use shm_core::{Candle, Counter, FeedState, Reader, Status, Timeframe};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
+
+fn python_available() -> bool {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 is not installed, so the mt5 source cannot be tested against the gateway");
+    }
+    ok
+}
+
+struct Exports(PathBuf);
+
+impl Drop for Exports {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// 300 M1 bars from 10:00 and 400 ticks from 15:00:00, as MT5 exports.
+fn exports(tag: &str) -> (Exports, Vec<Candle>) {
+    let dir = std::env::temp_dir().join(format!("mtf-mt5src-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let day = shm_core::days_from_civil(2024, 3, 4) * 86_400;
+    let mut text = String::from(
+        "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\r\n",
+    );
+    let mut bars = Vec::new();
+    for i in 0..300i64 {
+        let o = 1.05 + (i % 17) as f64 * 0.0001;
+        // The expected candle is what the file says: prices as their 5-decimal text.
+        let p = |x: f64| format!("{x:.5}").parse::<f64>().unwrap();
+        let c = Candle {
+            time: day + 10 * 3600 + i * 60,
+            open: p(o),
+            high: p(o + 0.0003),
+            low: p(o - 0.0002),
+            close: p(o + 0.0001),
+            tick_volume: 50 + i as u64,
+            spread: (i % 13) as i32,
+            ..Candle::default()
+        };
+        text.push_str(&format!(
+            "2024.03.04\t{:02}:{:02}:00\t{:.5}\t{:.5}\t{:.5}\t{:.5}\t{}\t0\t{}\r\n",
+            10 + i / 60,
+            i % 60,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.tick_volume,
+            c.spread
+        ));
+        bars.push(c);
+    }
+    std::fs::write(dir.join("EURUSD_M1_202403041000_202403041459.csv"), text).unwrap();
+    let mut text = String::from("<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\n");
+    for i in 0..400u32 {
+        let ms = i * 250;
+        let bid = 1.08 + f64::from(i % 23) * 0.00001;
+        text.push_str(&format!(
+            "2024.03.04\t15:{:02}:{:02}.{:03}\t{bid:.5}\t{:.5}\t\t\t6\n",
+            ms / 60_000,
+            ms / 1000 % 60,
+            ms % 1000,
+            bid + 0.00012
+        ));
+    }
+    std::fs::write(dir.join("EURUSD_202403041500_202403041502.csv"), text).unwrap();
+    (Exports(dir), bars)
+}
+
+fn start_gateway(data: &Path, port: u16, speed: &str) -> ChildGuard {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/mt5_gateway.py");
+    let bind = format!("127.0.0.1:{port}");
+    let mut gw = ChildGuard::spawn(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "--backend",
+            "csv",
+            "--data",
+            data.to_str().unwrap(),
+            "--bind",
+            &bind,
+            "--speed",
+            speed,
+        ],
+    );
+    let mut line = String::new();
+    BufReader::new(gw.0.as_mut().unwrap().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    gw
+}
+
+fn wait_for(
+    seg: &TempSegment,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&Status) -> bool,
+) -> Reader {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = Reader::open(&seg.path) {
+            if ok(&r.status()) {
+                return r;
+            }
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn candles(r: &Reader, tf: Timeframe) -> Vec<Candle> {
+    let mut out = Vec::new();
+    r.ring("EURUSD", tf)
+        .unwrap()
+        .read_last(2000, &mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn backfills_from_the_terminal_streams_ticks_and_survives_a_down_gateway() {
+    if !python_available() {
+        return;
+    }
+    let (data, bars) = exports("main");
+    let seg = TempSegment::new("mt5src");
+    let port = free_port();
+    let file = seg.file();
+    let gateway = format!("127.0.0.1:{port}");
+    let _streamer = ChildGuard::spawn(
+        BIN,
+        &[
+            "--source",
+            "mt5",
+            "--gateway",
+            &gateway,
+            "--no-http",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--symbols",
+            "EURUSD",
+            "--timeframes",
+            "M1,M5,H1",
+        ],
+    );
+    // Nobody listens yet: the streamer runs and says so.
+    wait_for(&seg, "feed disconnected", Duration::from_secs(20), |s| {
+        s.feed_state == Some(FeedState::Disconnected)
+    });
+
+    let _gw = start_gateway(&data.0, port, "max");
+    let reader = wait_for(&seg, "replay finished", Duration::from_secs(30), |s| {
+        s.feed_state == Some(FeedState::Finished)
+    });
+    let st = reader.status();
+    assert_eq!(st.counters.get(Counter::TicksProcessed), 400);
+    assert!(
+        st.counters.get(Counter::Reconnects) >= 1,
+        "the first attempt failed"
+    );
+    assert!(st.counters.get(Counter::BarsBackfilled) >= 300);
+
+    // M1: the terminal's 300 bars, field by field, then candles built from the ticks.
+    let m1 = candles(&reader, Timeframe::M1);
+    let from_file: Vec<Candle> = m1
+        .iter()
+        .take(300)
+        .map(|c| Candle {
+            forming: false,
+            ..*c
+        })
+        .collect();
+    assert_eq!(from_file, bars, "backfilled M1 equals the export");
+    let live: Vec<_> = m1[300..]
+        .iter()
+        .map(|c| (c.time - bars[0].time - 5 * 3600, c.forming))
+        .collect();
+    assert_eq!(
+        live,
+        [(0, false), (60, true)],
+        "15:00 closed, 15:01 forming, from ticks"
+    );
+    assert_eq!(
+        m1[300].tick_volume, 240,
+        "one minute of ticks at 4 per second"
+    );
+    // H1 came from the terminal's own H1 bars (built by the gateway), then the ticks' hour.
+    let h1 = candles(&reader, Timeframe::H1);
+    assert_eq!(h1.len(), 6);
+    assert_eq!(
+        h1[0].tick_volume,
+        bars[..60].iter().map(|b| b.tick_volume).sum::<u64>()
+    );
+    assert!(h1[5].forming);
+}
+
+#[test]
+fn a_gateway_restart_is_followed_by_a_reconnect() {
+    if !python_available() {
+        return;
+    }
+    let (data, _) = exports("restart");
+    let seg = TempSegment::new("mt5restart");
+    let port = free_port();
+    let gw = start_gateway(&data.0, port, "1");
+    let file = seg.file();
+    let gateway = format!("127.0.0.1:{port}");
+    let _streamer = ChildGuard::spawn(
+        BIN,
+        &[
+            "--source",
+            "mt5",
+            "--gateway",
+            &gateway,
+            "--no-http",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--symbols",
+            "EURUSD",
+        ],
+    );
+    wait_for(&seg, "live", Duration::from_secs(20), |s| {
+        s.feed_state == Some(FeedState::Live) && s.counters.get(Counter::TicksProcessed) > 0
+    });
+    drop(gw);
+    wait_for(&seg, "disconnected", Duration::from_secs(20), |s| {
+        s.feed_state == Some(FeedState::Disconnected)
+    });
+    let _gw = start_gateway(&data.0, port, "1");
+    let r = wait_for(&seg, "live again", Duration::from_secs(30), |s| {
+        s.feed_state == Some(FeedState::Live) && s.counters.get(Counter::Reconnects) >= 1
+    });
+    assert_eq!(r.status().liveness, shm_core::Liveness::Alive);
+}
