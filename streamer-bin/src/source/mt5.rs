@@ -297,9 +297,10 @@ impl Worker {
             // Only bars that are this minute's business; a replayed history (csv) may lag.
             for r in rates {
                 let forming = r.time == current;
-                if (forming || tf.next_bar_start(r.time) == current) && !self.send(bar(i, tf, &r, forming)) {
+                if (forming || tf.next_bar_start(r.time) == current)
+                    && !self.send(bar(i, tf, &r, forming))
+                {
                     return Err(Ended::Stop);
-                }
                 }
             }
         }
