@@ -118,47 +118,63 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Writes a finite f64 as a JSON number that stays a float in every client (`2.0`, never
-/// `2`), shortest round-trip form; `null` otherwise, which the streamer never stores.
+/// `2`), in shortest round-trip form; `null` otherwise, which the streamer never stores.
 fn num(out: &mut String, x: f64) {
     if x.is_finite() {
-        let _ = write!(out, "{x:?}");
+        out.push_str(ryu::Buffer::new().format_finite(x));
     } else {
         out.push_str("null");
     }
 }
 
+fn int(out: &mut String, x: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(x));
+}
+
 /// Appends candles as JSON, newest first unless `asc`, as dicts or raw arrays.
 pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool) {
+    // Field separators of the two formats: dict keys, or bare commas for raw arrays.
+    let sep: [&str; 9] = if raw {
+        ["[", ",", ",", ",", ",", ",", ",", ",", ","]
+    } else {
+        [
+            "{\"time\":",
+            ",\"open\":",
+            ",\"high\":",
+            ",\"low\":",
+            ",\"close\":",
+            ",\"volume\":",
+            ",\"spread\":",
+            ",\"real_volume\":",
+            ",\"complete\":",
+        ]
+    };
+    let close = if raw { "]" } else { "}" };
+    out.reserve(candles.len() * 170);
     out.push('[');
     let mut emit = |i: usize, c: &Candle| {
         if i > 0 {
             out.push(',');
         }
-        if raw {
-            let _ = write!(out, "[{},", c.time);
-        } else {
-            let _ = write!(out, "{{\"time\":{},\"open\":", c.time);
-        }
+        out.push_str(sep[0]);
+        int(out, c.time);
+        out.push_str(sep[1]);
         num(out, c.open);
-        out.push_str(if raw { "," } else { ",\"high\":" });
+        out.push_str(sep[2]);
         num(out, c.high);
-        out.push_str(if raw { "," } else { ",\"low\":" });
+        out.push_str(sep[3]);
         num(out, c.low);
-        out.push_str(if raw { "," } else { ",\"close\":" });
+        out.push_str(sep[4]);
         num(out, c.close);
-        if raw {
-            let _ = write!(
-                out,
-                ",{},{},{},{}]",
-                c.tick_volume, c.spread, c.real_volume, !c.forming
-            );
-        } else {
-            let _ = write!(
-                out,
-                ",\"volume\":{},\"spread\":{},\"real_volume\":{},\"complete\":{}}}",
-                c.tick_volume, c.spread, c.real_volume, !c.forming
-            );
-        }
+        out.push_str(sep[5]);
+        int(out, c.tick_volume);
+        out.push_str(sep[6]);
+        int(out, c.spread);
+        out.push_str(sep[7]);
+        int(out, c.real_volume);
+        out.push_str(sep[8]);
+        out.push_str(if c.forming { "false" } else { "true" });
+        out.push_str(close);
     };
     if asc {
         candles.iter().enumerate().for_each(|(i, c)| emit(i, c));

@@ -710,3 +710,39 @@ fn random_paths_queries_and_methods_never_get_a_500() {
     }
     assert_eq!(get(&shim, "/streamer/status").0, 200, "still serving");
 }
+
+#[test]
+fn the_shim_follows_a_streamer_restart_with_a_new_layout() {
+    let seg = TempSegment::new("shim-restart");
+    let mut feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    assert_eq!(
+        get(&shim, "/streamer/available").1["symbols"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+    feed.stop_writer();
+    // A new writer with other symbols replaces the file.
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::H1, 10).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    assert_eq!(w.start(), shm_core::Start::Replaced);
+    w.set_running();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, v) = get(&shim, "/streamer/available");
+    assert_eq!(
+        (status, v["symbols"].clone()),
+        (200, json!({"EURUSD": ["H1"]}))
+    );
+    let (status, v) = get(&shim, "/streamer/status");
+    assert_eq!(
+        (
+            status,
+            v["metrics"]["generation"].as_u64(),
+            v["running"].as_bool()
+        ),
+        (200, Some(2), Some(true))
+    );
+}

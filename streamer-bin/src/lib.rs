@@ -278,6 +278,7 @@ pub fn run(
     let mut last_beat = Instant::now();
     let mut bad_rows_reported = 0u32;
     let mut running = false;
+    let mut stop_asked: Option<Instant> = None;
     loop {
         source
             .poll(&mut events, HEARTBEAT)
@@ -323,9 +324,13 @@ pub fn run(
             writer.heartbeat();
             last_beat = Instant::now();
         }
-        // Checked after a full pass, so `stop` set before `run` still publishes the backfill.
+        // Once the source is past its backfill (or 2 s after the request, whichever is first),
+        // so a `stop` set before `run` still publishes the backfill: a one-shot run.
         if stop.load(Ordering::Relaxed) {
-            break;
+            let asked = *stop_asked.get_or_insert_with(Instant::now);
+            if running || asked.elapsed() > Duration::from_secs(2) {
+                break;
+            }
         }
     }
     let summary = Summary {

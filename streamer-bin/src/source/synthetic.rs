@@ -93,7 +93,10 @@ pub struct Synthetic {
     /// Minutes of M1 history to generate before going live.
     history_minutes: i64,
     resume: Vec<Option<Resume>>,
-    backfilled: bool,
+    /// Backfill progress: the next bar time of each walker, and the end (the current minute).
+    /// `None` before the backfill starts and after it ends.
+    backfill: Option<(Vec<i64>, i64)>,
+    live: bool,
     next_tick: Instant,
     interval: Duration,
 }
@@ -141,7 +144,8 @@ impl Synthetic {
             offset_s: server_time_offset_s,
             history_minutes: (history.as_secs() as i64 / 60).max(1),
             resume,
-            backfilled: false,
+            backfill: None,
+            live: false,
             next_tick: Instant::now(),
             interval: Duration::from_secs_f64(1.0 / tick_rate),
         }
@@ -151,19 +155,32 @@ impl Synthetic {
         (shm_core::now_ns() / 1_000_000) as i64 + self.offset_s * 1000
     }
 
-    /// Closed M1 bars from the history start (or the resume point) up to the current minute.
-    fn backfill(&mut self, out: &mut Vec<Event>) {
+    /// Where each walker's backfill starts: the history start, or just after the resume point.
+    fn backfill_plan(&self) -> (Vec<i64>, i64) {
         let now_minute = Timeframe::M1.bar_start(self.server_now_ms().div_euclid(1000));
-        let ticks_per_minute = self.tick_rate * 60.0;
-        for w in &mut self.walkers {
-            let earliest = now_minute - self.history_minutes * 60;
-            let from = match self.resume.get(w.index).copied().flatten() {
+        let earliest = now_minute - self.history_minutes * 60;
+        let starts = self
+            .walkers
+            .iter()
+            .map(|w| match self.resume.get(w.index).copied().flatten() {
                 Some(r) => (r.time + 60).max(earliest),
                 None => earliest,
-            };
+            })
+            .collect();
+        (starts, now_minute)
+    }
+
+    /// Appends up to `limit` closed M1 bars of history, walker by walker; `true` when done.
+    /// Done in batches so that a long history for many symbols never sits in memory at once.
+    fn backfill_some(&mut self, out: &mut Vec<Event>, limit: usize) -> bool {
+        let Some((next, end)) = self.backfill.as_mut() else {
+            return true;
+        };
+        let ticks_per_minute = self.tick_rate * 60.0;
+        let mut budget = limit;
+        for (w, t) in self.walkers.iter_mut().zip(next.iter_mut()) {
             let sigma_minute = w.sigma_tick * ticks_per_minute.sqrt();
-            let mut t = from;
-            while t < now_minute {
+            while *t < *end && budget > 0 {
                 let open = w.price;
                 let close = w.step(sigma_minute);
                 let wick = |rng: &mut Rng| (rng.normal().abs() * sigma_minute * 0.5).exp();
@@ -172,7 +189,7 @@ impl Synthetic {
                 let low = w.round(open.min(close) / down).max(w.point);
                 let volume = (ticks_per_minute * (0.5 + w.rng.unit())).round().max(1.0) as u64;
                 let candle = Candle {
-                    time: t,
+                    time: *t,
                     open,
                     high,
                     low,
@@ -188,20 +205,30 @@ impl Synthetic {
                     fold_up: true,
                     amend: false,
                 }));
-                t += 60;
+                *t += 60;
+                budget -= 1;
             }
         }
+        budget > 0
     }
 }
 
+/// Events per poll while backfilling, so the caller heartbeats in between and memory stays flat.
+const BACKFILL_BATCH: usize = 8192;
+
 impl Source for Synthetic {
     fn poll(&mut self, out: &mut Vec<Event>, wait: Duration) -> Result<(), SourceError> {
-        if !self.backfilled {
-            self.backfilled = true;
-            out.push(Event::Feed(FeedState::Backfilling));
-            self.backfill(out);
-            out.push(Event::Feed(FeedState::Live));
-            self.next_tick = Instant::now();
+        if !self.live {
+            if self.backfill.is_none() {
+                self.backfill = Some(self.backfill_plan());
+                out.push(Event::Feed(FeedState::Backfilling));
+            }
+            if self.backfill_some(out, BACKFILL_BATCH) {
+                self.backfill = None;
+                self.live = true;
+                out.push(Event::Feed(FeedState::Live));
+                self.next_tick = Instant::now();
+            }
             return Ok(());
         }
         let now = Instant::now();
@@ -262,7 +289,9 @@ mod tests {
             vec![None, None],
         );
         let mut out = Vec::new();
-        s.poll(&mut out, Duration::ZERO).unwrap();
+        while out.last() != Some(&Event::Feed(FeedState::Live)) {
+            s.poll(&mut out, Duration::ZERO).unwrap();
+        }
         out
     }
 
@@ -323,7 +352,9 @@ mod tests {
             vec![None],
         );
         let mut out = Vec::new();
-        s.poll(&mut out, Duration::ZERO).unwrap(); // backfill
+        while out.last() != Some(&Event::Feed(FeedState::Live)) {
+            s.poll(&mut out, Duration::ZERO).unwrap(); // backfill
+        }
         out.clear();
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(100) {

@@ -1,0 +1,354 @@
+//! Load harness: the figures criterion does not give. Prints markdown tables for
+//! docs/BENCHMARKS.md.
+//!
+//! 1. Per-call latency percentiles of reading 50 candles, with an idle and a busy writer.
+//! 2. HTTP: 64 keep-alive clients on `/streamer/candles/BTCUSDc/M1?limit=50`: requests/s and
+//!    latency percentiles.
+//! 3. HTTP with 1,000 idle connections held open: latency of a normal client.
+//! 4. `mtf-streamer` start-up to state `running`, synthetic backfill.
+//! 5. `mtf-streamer` memory with 20 symbols.
+//!
+//! Run: `cargo bench -p mtf-benches --bench load` (it builds the release streamer itself).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use http_shim::{Shim, ShimConfig};
+use mtf_tests::{ChildGuard, TempSegment};
+use shm_core::{Candle, Layout, Reader, Timeframe, Writer, WriterState};
+
+fn quantiles(h: &Histogram<u64>, unit: &str, div: f64) -> String {
+    let q = |p: f64| h.value_at_quantile(p) as f64 / div;
+    format!(
+        "p50 {:.2} {unit}, p90 {:.2} {unit}, p99 {:.2} {unit}, p99.9 {:.2} {unit}, max {:.2} {unit} ({} samples)",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max() as f64 / div,
+        h.len()
+    )
+}
+
+fn full_writer(seg: &TempSegment) -> Writer {
+    let mut layout = Layout::new();
+    for (tf, cap) in [
+        (Timeframe::M1, 1440),
+        (Timeframe::M5, 300),
+        (Timeframe::H1, 100),
+    ] {
+        layout.add_ring("BTCUSDc", tf, cap).unwrap();
+    }
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let now_min = Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64);
+    let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+    for k in (1..=1440).rev() {
+        w.push_closed(
+            m1,
+            &Candle {
+                tick_volume: 600,
+                spread: 1500,
+                ..Candle::flat(now_min - k * 60, 90_000.0 + k as f64 * 0.25)
+            },
+        );
+    }
+    w.update_forming(m1, &Candle::flat(now_min, 90_000.0));
+    w.set_running();
+    w
+}
+
+/// A thread that keeps the writer heartbeating, and optionally updates the forming candle as
+/// fast as it can.
+fn drive(mut w: Writer, busy: bool, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+        let mut c = w.forming(m1).unwrap();
+        let mut updates = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if busy {
+                for _ in 0..1000 {
+                    c.close += 0.01;
+                    c.tick_volume += 1;
+                    w.update_forming(m1, &c);
+                }
+                updates += 1000;
+            } else {
+                std::thread::sleep(Duration::from_millis(100)); // 10 ticks/s
+                c.close += 0.01;
+                w.update_forming(m1, &c);
+                updates += 1;
+            }
+            w.heartbeat();
+        }
+        updates
+    })
+}
+
+fn read_latency() {
+    println!("\n### 1. Reading the newest 50 M1 candles, per call (one reader thread, writer in another thread)\n");
+    // The cost of the clock itself, to read the figures against.
+    let mut clock = Histogram::<u64>::new(3).unwrap();
+    for _ in 0..200_000 {
+        let t = Instant::now();
+        let d = t.elapsed();
+        clock.record(d.as_nanos() as u64).unwrap();
+    }
+    println!(
+        "- clock overhead (Instant::now + elapsed): {}",
+        quantiles(&clock, "ns", 1.0)
+    );
+    for busy in [false, true] {
+        let seg = TempSegment::new("load-read");
+        let stop = Arc::new(AtomicBool::new(false));
+        let driver = drive(full_writer(&seg), busy, Arc::clone(&stop));
+        let reader = Reader::open(&seg.path).unwrap();
+        let ring = reader.ring("BTCUSDc", Timeframe::M1).unwrap();
+        let mut out = Vec::with_capacity(64);
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        let mut busy_errors = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            let t = Instant::now();
+            let r = ring.read_last(50, &mut out);
+            let d = t.elapsed().as_nanos() as u64;
+            match r {
+                Ok(()) => h.record(d).unwrap(),
+                Err(_) => busy_errors += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let updates = driver.join().unwrap();
+        let label = if busy {
+            format!(
+                "writer updating the forming candle flat out ({:.1} M updates/s)",
+                updates as f64 / 3e6
+            )
+        } else {
+            "writer at 10 ticks/s".to_owned()
+        };
+        println!(
+            "- {label}: {}; retries {}, busy errors {busy_errors}",
+            quantiles(&h, "ns", 1.0),
+            reader.retries()
+        );
+    }
+}
+
+const REQUEST: &[u8] = b"GET /streamer/candles/BTCUSDc/M1?limit=50 HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+/// Sends one request on a keep-alive connection and reads the whole response.
+fn request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> u16 {
+    stream.write_all(REQUEST).unwrap();
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "server closed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap();
+            if buf.len() >= end + 4 + len {
+                return head[9..12].parse().unwrap();
+            }
+        }
+    }
+}
+
+fn shim_for(seg: &TempSegment) -> Shim {
+    Shim::start(ShimConfig {
+        segment: seg.path.clone(),
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ShimConfig::default()
+    })
+    .unwrap()
+}
+
+fn http_load() {
+    println!("\n### 2. HTTP: 64 keep-alive clients, `GET /streamer/candles/BTCUSDc/M1?limit=50`, 10 s (clients and server share the 2 cores)\n");
+    let seg = TempSegment::new("load-http");
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = drive(full_writer(&seg), false, Arc::clone(&stop));
+    let shim = shim_for(&seg);
+    let addr = shim.local_addr();
+    let clients = 64;
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let run_for = Duration::from_secs(10);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut buf = Vec::with_capacity(16 * 1024);
+                let mut h = Histogram::<u64>::new(3).unwrap();
+                request(&mut s, &mut buf); // warm the connection
+                barrier.wait();
+                let start = Instant::now();
+                while start.elapsed() < run_for {
+                    let t = Instant::now();
+                    assert_eq!(request(&mut s, &mut buf), 200);
+                    h.record(t.elapsed().as_micros() as u64).unwrap();
+                }
+                h
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut total = Histogram::<u64>::new(3).unwrap();
+    for h in handles {
+        total.add(h.join().unwrap()).unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "- {:.0} requests/s; latency {}",
+        total.len() as f64 / secs,
+        quantiles(&total, "ms", 1000.0)
+    );
+    drop(shim);
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+}
+
+fn idle_connections() {
+    println!("\n### 3. HTTP with 1,000 idle connections held open: one client, 500 sequential requests\n");
+    let seg = TempSegment::new("load-idle");
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = drive(full_writer(&seg), false, Arc::clone(&stop));
+    let shim = shim_for(&seg);
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for _ in 0..500 {
+        // A new connection each time: the worst case, accept and thread start included.
+        let t = Instant::now();
+        let mut s = TcpStream::connect(shim.local_addr()).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(request(&mut s, &mut buf), 200);
+        h.record(t.elapsed().as_micros() as u64).unwrap();
+    }
+    println!(
+        "- new connection + request each time: {}",
+        quantiles(&h, "ms", 1000.0)
+    );
+    drop(idle);
+    drop(shim);
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+}
+
+fn streamer_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-q", "-p", "streamer-bin"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cargo build --release -p streamer-bin failed"
+    );
+    root.join("target/release/mtf-streamer")
+}
+
+fn wait_running(seg: &TempSegment, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = Reader::open(&seg.path) {
+            if r.status().writer_state == Some(WriterState::Running) {
+                return start.elapsed();
+            }
+        }
+        assert!(start.elapsed() < limit, "streamer did not reach running");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn startup_and_memory() {
+    let bin = streamer_binary();
+    println!("\n### 4. `mtf-streamer` start-up to state running (synthetic, 2 symbols, 30 days of M1 backfill, new segment each time)\n");
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for _ in 0..10 {
+        let seg = TempSegment::new("load-start");
+        let file = seg.file();
+        let t = Instant::now();
+        let child = ChildGuard::spawn(
+            bin.to_str().unwrap(),
+            &["--no-http", "--segment-path", file.to_str().unwrap()],
+        );
+        wait_running(&seg, Duration::from_secs(30));
+        h.record(t.elapsed().as_micros() as u64).unwrap();
+        child.sigterm();
+        child.wait_for(Duration::from_secs(10)).unwrap();
+    }
+    println!("- spawn to running: {}", quantiles(&h, "ms", 1000.0));
+
+    println!(
+        "\n### 5. `mtf-streamer` memory with 20 symbols, 7 timeframes (synthetic, HTTP shim on)\n"
+    );
+    let symbols: Vec<String> = (0..20).map(|i| format!("SYM{i:02}USD")).collect();
+    let seg = TempSegment::new("load-rss");
+    let file = seg.file();
+    let joined = symbols.join(",");
+    let child = ChildGuard::spawn(
+        bin.to_str().unwrap(),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--symbols",
+            &joined,
+        ],
+    );
+    wait_running(&seg, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = child.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map_or("?".into(), |l| l[name.len()..].trim().to_owned())
+    };
+    let seg_size = std::fs::metadata(&file).unwrap().len();
+    println!(
+        "- VmRSS {} (RssAnon {}, RssFile {}, RssShmem {}); VmHWM {}; segment file {:.1} MiB",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("RssShmem:"),
+        field("VmHWM:"),
+        seg_size as f64 / 1048576.0
+    );
+    child.sigterm();
+    child.wait_for(Duration::from_secs(10)).unwrap();
+}
+
+fn main() {
+    // `cargo bench` passes criterion-style flags; this harness takes none.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    println!(
+        "## Load harness ({})",
+        shm_core::iso8601_ms((shm_core::now_ns() / 1_000_000) as i64)
+    );
+    read_latency();
+    http_load();
+    idle_connections();
+    startup_and_memory();
+}
