@@ -7,28 +7,19 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mtf_tests::TempSegment;
-use shm_core::{Candle, Layout, Timeframe, Writer};
+use shm_core::{Candle, Timeframe, Writer};
 use streamer_bin::aggregate::{Aggregator, Bar, Tick};
 use streamer_bin::config::DEFAULT_TIMEFRAMES;
 use streamer_bin::source::csv::{CsvFile, CsvReplay, Speed};
 use streamer_bin::source::{Event, Source};
 
+/// A segment laid out exactly as the streamer lays out its defaults (M1 to D1).
 fn writer(tag: &str, symbols: &[&str]) -> (TempSegment, Writer) {
     let seg = TempSegment::new(tag);
-    let mut layout = Layout::new();
-    for s in symbols {
-        for (tf, cap) in [
-            (Timeframe::M1, 1440),
-            (Timeframe::M5, 300),
-            (Timeframe::M15, 150),
-            (Timeframe::M30, 100),
-            (Timeframe::H1, 100),
-            (Timeframe::H4, 50),
-            (Timeframe::D1, 30),
-        ] {
-            layout.add_ring(s, tf, cap).unwrap();
-        }
-    }
+    let config = streamer_bin::config::Config::default();
+    let symbols: Vec<String> = symbols.iter().map(|s| s.to_string()).collect();
+    let tfs = vec![DEFAULT_TIMEFRAMES.to_vec(); symbols.len()];
+    let layout = streamer_bin::layout(&config, &symbols, &tfs).unwrap();
     let w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
     (seg, w)
 }

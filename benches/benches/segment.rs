@@ -6,15 +6,12 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use shm_core::{Candle, Counter, Layout, Reader, SegmentPath, Timeframe, Writer};
 
-const TIMEFRAMES: [(Timeframe, u32); 7] = [
-    (Timeframe::M1, 1440),
-    (Timeframe::M5, 300),
-    (Timeframe::M15, 150),
-    (Timeframe::M30, 100),
-    (Timeframe::H1, 100),
-    (Timeframe::H4, 50),
-    (Timeframe::D1, 30),
-];
+/// The streamer's default rings, M1 to D1.
+fn timeframes() -> impl Iterator<Item = (Timeframe, u32)> {
+    streamer_bin::config::DEFAULT_BUFFER_SIZES
+        .into_iter()
+        .filter(|(tf, _)| *tf <= Timeframe::D1)
+}
 
 struct Seg(SegmentPath);
 impl Drop for Seg {
@@ -26,11 +23,11 @@ impl Drop for Seg {
 fn full_segment(tag: &str) -> (Seg, Writer) {
     let seg = Seg(SegmentPath::named(&format!("mtf-bench-{tag}-{}", std::process::id())).unwrap());
     let mut layout = Layout::new();
-    for (tf, cap) in TIMEFRAMES {
+    for (tf, cap) in timeframes() {
         layout.add_ring("BTCUSDc", tf, cap).unwrap();
     }
     let mut w = Writer::create(&seg.0, &layout, &Default::default()).unwrap();
-    for (tf, cap) in TIMEFRAMES {
+    for (tf, cap) in timeframes() {
         let ring = w.ring("BTCUSDc", tf).unwrap();
         for i in 0..i64::from(cap) {
             w.push_closed(ring, &Candle::flat(i * 60, 90_000.0 + i as f64));
@@ -60,9 +57,8 @@ fn read_latest(c: &mut Criterion) {
 
 fn tick_update(c: &mut Criterion) {
     let (_seg, mut w) = full_segment("write");
-    let rings: Vec<_> = TIMEFRAMES
-        .iter()
-        .map(|(tf, _)| w.ring("BTCUSDc", *tf).unwrap())
+    let rings: Vec<_> = timeframes()
+        .map(|(tf, _)| w.ring("BTCUSDc", tf).unwrap())
         .collect();
     let sym = w.symbol("BTCUSDc").unwrap();
     let mut forming: Vec<Candle> = rings.iter().map(|&r| w.forming(r).unwrap()).collect();

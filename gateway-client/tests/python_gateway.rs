@@ -1,30 +1,15 @@
 //! The client against the real Python gateway (csv backend) over loopback: rates and ticks
 //! checked field by field against the files the gateway serves.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mt5_gateway_client::{Client, Config, Error, Event};
-use mtf_tests::ChildGuard;
+use mtf_tests::{python3_available, spawn_csv_gateway, ChildGuard};
 use shm_core::{days_from_civil, Timeframe};
 
 fn python() -> Option<&'static str> {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: python3 is not installed, so the gateway tests cannot run");
-    }
-    ok.then_some("python3")
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/mt5_gateway.py")
+    python3_available("the gateway client tests").then_some("python3")
 }
 
 /// A temporary folder of MT5 exports, removed on drop.
@@ -94,29 +79,8 @@ fn exports(tag: &str) -> (Exports, Vec<Vec<String>>, Vec<Vec<String>>) {
 }
 
 /// Starts the gateway on `port` (0 for any) and returns it with its address.
-fn gateway(python: &str, data: &Path, port: u16, extra: &[&str]) -> (ChildGuard, String) {
-    let bind = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        script().to_str().unwrap().to_owned(),
-        "--backend".into(),
-        "csv".into(),
-        "--data".into(),
-        data.to_str().unwrap().into(),
-        "--bind".into(),
-        bind,
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = ChildGuard::spawn(python, &args);
-    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("gateway said {line:?}"))
-        .to_owned();
-    (child, addr)
+fn gateway(_python: &str, data: &Path, port: u16, extra: &[&str]) -> (ChildGuard, String) {
+    spawn_csv_gateway(data, port, extra)
 }
 
 fn epoch(date: &str, time: &str) -> i64 {

@@ -632,21 +632,15 @@ impl Api {
             .filter_map(|r| r.stats().ok())
             .map(|s| s.buffered)
             .sum();
-        let rejects: Map<String, Value> = [
-            Counter::RejectedBadPrice,
-            Counter::RejectedOutOfOrder,
-            Counter::RejectedDuplicateBar,
-            Counter::RejectedBackwardsBar,
-            Counter::BadRows,
-        ]
-        .iter()
-        .map(|&c| {
-            (
-                c.as_str().trim_start_matches("rejected_").to_owned(),
-                json!(st.counters.get(c)),
-            )
-        })
-        .collect();
+        let rejects: Map<String, Value> = Counter::REJECTS
+            .iter()
+            .map(|&c| {
+                (
+                    c.as_str().trim_start_matches("rejected_").to_owned(),
+                    json!(st.counters.get(c)),
+                )
+            })
+            .collect();
         let body = json!({
             "success": true,
             "running": st.liveness == Liveness::Alive,

@@ -111,6 +111,15 @@ impl Counter {
         Counter::Corrections,
         Counter::Reconnects,
     ];
+
+    /// The counters of refused input, whose sum is "rejected" in summaries.
+    pub const REJECTS: [Counter; 5] = [
+        Counter::RejectedBadPrice,
+        Counter::RejectedOutOfOrder,
+        Counter::RejectedDuplicateBar,
+        Counter::RejectedBackwardsBar,
+        Counter::BadRows,
+    ];
 }
 
 /// A copy of the header's counter words.

@@ -336,16 +336,7 @@ pub fn run(
     let summary = Summary {
         ticks: writer.counter(Counter::TicksProcessed),
         bars_closed: writer.counter(Counter::BarsClosed),
-        rejected: [
-            Counter::RejectedBadPrice,
-            Counter::RejectedOutOfOrder,
-            Counter::RejectedDuplicateBar,
-            Counter::RejectedBackwardsBar,
-            Counter::BadRows,
-        ]
-        .iter()
-        .map(|&c| writer.counter(c))
-        .sum(),
+        rejected: Counter::REJECTS.iter().map(|&c| writer.counter(c)).sum(),
     };
     writer.stop();
     Ok(summary)

@@ -8,19 +8,7 @@ use shm_core::{Liveness, Reader, WriterState};
 const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
 
 fn wait_running(seg: &TempSegment) -> Reader {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = Reader::open(&seg.path) {
-            if r.status().writer_state == Some(WriterState::Running) {
-                return r;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "streamer did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    mtf_tests::wait_for_running(&seg.path)
 }
 
 #[test]

@@ -2,27 +2,16 @@
 //! not fatal, backfill fills every timeframe from the terminal's bars, live ticks follow, and a
 //! gateway restart is survived.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mtf_tests::{ChildGuard, TempSegment};
+use mtf_tests::{python3_available, spawn_csv_gateway, wait_for_status, ChildGuard, TempSegment};
 use shm_core::{Candle, Counter, FeedState, Reader, Status, Timeframe};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
 
 fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: python3 is not installed, so the mt5 source cannot be tested against the gateway");
-    }
-    ok
+    python3_available("the mt5 source tests")
 }
 
 struct Exports(PathBuf);
@@ -88,28 +77,7 @@ fn exports(tag: &str) -> (Exports, Vec<Candle>) {
 }
 
 fn start_gateway(data: &Path, port: u16, speed: &str) -> ChildGuard {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/mt5_gateway.py");
-    let bind = format!("127.0.0.1:{port}");
-    let mut gw = ChildGuard::spawn(
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            "--backend",
-            "csv",
-            "--data",
-            data.to_str().unwrap(),
-            "--bind",
-            &bind,
-            "--speed",
-            speed,
-        ],
-    );
-    let mut line = String::new();
-    BufReader::new(gw.0.as_mut().unwrap().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on"), "{line}");
-    gw
+    spawn_csv_gateway(data, port, &["--speed", speed]).0
 }
 
 fn wait_for(
@@ -118,16 +86,7 @@ fn wait_for(
     limit: Duration,
     ok: impl Fn(&Status) -> bool,
 ) -> Reader {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = Reader::open(&seg.path) {
-            if ok(&r.status()) {
-                return r;
-            }
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_status(&seg.path, what, limit, ok)
 }
 
 fn free_port() -> u16 {

@@ -142,3 +142,84 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Waits until the segment at `path` opens and `ok` holds for its status; panics after `limit`
+/// naming `what`.
+pub fn wait_for_status(
+    path: &shm_core::SegmentPath,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&shm_core::Status) -> bool,
+) -> shm_core::Reader {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = shm_core::Reader::open(path) {
+            if ok(&r.status()) {
+                return r;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until a writer has marked the segment running.
+pub fn wait_for_running(path: &shm_core::SegmentPath) -> shm_core::Reader {
+    wait_for_status(path, "the writer to run", Duration::from_secs(20), |s| {
+        s.writer_state == Some(shm_core::WriterState::Running)
+    })
+}
+
+/// Whether `python3` runs here. If not, says plainly that `what` is skipped.
+pub fn python3_available(what: &str) -> bool {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 is not installed, so {what} cannot run");
+    }
+    ok
+}
+
+/// Starts `gateway/mt5_gateway.py --backend csv` on 127.0.0.1:`port` (0 for any) serving
+/// `data`, with `extra` arguments; returns it and the address it listens on.
+pub fn spawn_csv_gateway(
+    data: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> (ChildGuard, String) {
+    use std::io::BufRead;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/mt5_gateway.py");
+    let bind = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        script.to_str().expect("utf-8 path"),
+        "--backend",
+        "csv",
+        "--data",
+    ];
+    args.extend([data.to_str().expect("utf-8 path"), "--bind", &bind]);
+    args.extend(extra);
+    let mut gw = ChildGuard::spawn("python3", &args);
+    let stdout =
+        gw.0.as_mut()
+            .expect("running")
+            .stdout
+            .take()
+            .expect("piped");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("gateway output");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the gateway said {line:?}"))
+        .to_owned();
+    (gw, addr)
+}

@@ -1,62 +1,23 @@
 //! Cross-process proofs for the segment: no torn snapshot under a writer at full speed, and a
 //! SIGKILLed writer neither hangs readers nor loses its candles.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mtf_tests::{check_snapshot, derived, TempSegment};
-use shm_core::{Layout, Liveness, Reader, SegmentPath, Start, Timeframe, Writer};
+use mtf_tests::{check_snapshot, derived, wait_for_running, ChildGuard, TempSegment};
+use shm_core::{Layout, Liveness, Reader, Start, Timeframe, Writer};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_shm-stress");
 
-/// A child process that is killed if the test fails before waiting for it.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let child = Command::new(HELPER)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn helper");
-        Proc(Some(child))
-    }
-
-    fn finish(mut self) -> (bool, String) {
-        let out = self.0.take().unwrap().wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
+fn spawn(args: &[&str]) -> ChildGuard {
+    ChildGuard::spawn(HELPER, args)
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_for_running(path: &SegmentPath) -> Reader {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = Reader::open(path) {
-            if r.status().writer_state == Some(shm_core::WriterState::Running) {
-                return r;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "writer did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Waits for the child to exit (at most 60 s) and returns whether it succeeded, and its output.
+fn finish(child: ChildGuard) -> (bool, String) {
+    let (status, out, err) = child
+        .wait_for(Duration::from_secs(60))
+        .expect("helper exits");
+    (status.success(), format!("{out}{err}"))
 }
 
 #[test]
@@ -64,18 +25,16 @@ fn readers_in_other_processes_never_see_a_torn_snapshot() {
     let seg = TempSegment::new("stress");
     let file = seg.file();
     let path = file.to_str().unwrap();
-    let writer = Proc::spawn(&["writer", path, "3"]);
+    let writer = spawn(&["writer", path, "3"]);
     wait_for_running(&seg.path);
-    let readers: Vec<_> = (0..2)
-        .map(|_| Proc::spawn(&["reader", path, "3"]))
-        .collect();
+    let readers: Vec<_> = (0..2).map(|_| spawn(&["reader", path, "3"])).collect();
 
-    let (ok, text) = writer.finish();
+    let (ok, text) = finish(writer);
     assert!(ok, "writer failed: {text}");
     println!("writer: {}", text.trim());
     let mut total = 0;
     for r in readers {
-        let (ok, text) = r.finish();
+        let (ok, text) = finish(r);
         assert!(ok, "reader found an inconsistent snapshot: {text}");
         println!("reader: {}", text.trim());
         let checked: u64 = text
@@ -94,7 +53,7 @@ fn readers_in_other_processes_never_see_a_torn_snapshot() {
 fn sigkilled_writer_is_reported_gone_and_its_candles_survive() {
     let seg = TempSegment::new("sigkill");
     let file = seg.file();
-    let mut writer = Proc::spawn(&["forever", file.to_str().unwrap()]);
+    let mut writer = spawn(&["forever", file.to_str().unwrap()]);
     let reader = wait_for_running(&seg.path);
     let ring = reader.ring("STRESS", Timeframe::M1).unwrap();
     let mut out = Vec::new();
