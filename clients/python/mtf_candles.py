@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Read candles straight from the mtf-streamer shared-memory segment, in Python.
+
+Written from docs/LAYOUT.md alone (standard library only, Python 3.9+), as a check that the
+document is complete and for Python bots that want candles without HTTP:
+
+    from mtf_candles import Segment
+    seg = Segment.open("mtf-candles")            # /dev/shm/mtf-candles, read-only
+    for c in seg.read_last("BTCUSDc", "M1", 50):  # oldest first; the last may be forming
+        print(c["time"], c["close"], c["complete"])
+    print(seg.status()["liveness"])
+
+    python3 clients/python/mtf_candles.py BTCUSDc M1 5        # prints JSON
+
+Memory ordering: Python cannot issue fences. On x86-64 loads are not reordered with each
+other, so the seqlock check below is sound; on ARM use the Rust library or the HTTP API
+(`mtf-shim`) when every read must be guaranteed consistent.
+"""
+
+import argparse
+import json
+import mmap
+import os
+import struct
+import time
+
+MAGIC = int.from_bytes(b"MTFCANDL", "little")
+VERSION = 1
+HEADER_SIZE, SYMBOL_ENTRY, DIR_ENTRY, RING_CONTROL, RECORD, SLOT, COUNTERS = 512, 64, 32, 64, 64, 80, 32
+TIMEFRAMES = {1: "M1", 5: "M5", 15: "M15", 30: "M30", 16385: "H1", 16388: "H4", 16408: "D1", 32769: "W1", 49153: "MN1"}
+WRITER_STATES = {0: "initializing", 1: "running", 2: "stopped", 3: "replaced"}
+FEED_STATES = {0: "starting", 1: "backfilling", 2: "live", 3: "finished", 4: "disconnected"}
+COUNTER_NAMES = ["ticks_processed", "bars_closed", "rejected_bad_price", "rejected_out_of_order",
+                 "rejected_duplicate_bar", "rejected_backwards_bar", "gaps_detected", "bad_rows",
+                 "bars_backfilled", "corrections", "reconnects"]
+U64 = struct.Struct("<Q")
+MAX_ATTEMPTS = 10000
+
+
+class SegmentError(Exception):
+    """The file is not a segment this reader can read; the message says what and why."""
+
+
+class Busy(Exception):
+    """A ring stayed mid-write for every attempt (writer overloaded, or killed mid-write)."""
+
+
+def fnv1a(words):
+    h = 0xCBF29CE484222325
+    for w in words:
+        for b in U64.pack(w):
+            h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def align64(x):
+    return (x + 63) // 64 * 64
+
+
+class Segment:
+    """A read-only view of a segment. Reads take no locks and make no system calls."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = open(path, "rb")
+        size = os.fstat(self.file.fileno()).st_size
+        if size < HEADER_SIZE:
+            raise SegmentError("%s is truncated: %d bytes, expected at least %d" % (path, size, HEADER_SIZE))
+        self.mm = mmap.mmap(self.file.fileno(), size, access=mmap.ACCESS_READ)
+        w = self.word
+        version = w(8)  # read first: the writer stores it last
+        if w(0) != MAGIC:
+            raise SegmentError("%s is not a candle segment (magic %r)" % (path, self.mm[0:8]))
+        if version == 0:
+            raise SegmentError("%s is still being initialised" % path)
+        if version != VERSION:
+            raise SegmentError("%s has layout version %d, this reader reads %d" % (path, version, VERSION))
+        total = w(24)
+        if size < total:
+            raise SegmentError("%s is truncated: %d bytes, expected %d" % (path, size, total))
+        nsym, nring = w(40), w(48)
+        if w(32) != HEADER_SIZE or not (1 <= nring <= 16384) or nsym > 1024:
+            raise SegmentError("%s has an impossible header" % path)
+        sym_off, dir_off = HEADER_SIZE, HEADER_SIZE + SYMBOL_ENTRY * nsym
+        if w(56) != sym_off or w(64) != dir_off or dir_off + DIR_ENTRY * nring > total:
+            raise SegmentError("%s has a bad symbol table or directory offset" % path)
+        self.symbols = []
+        for i in range(nsym):
+            raw = self.mm[sym_off + i * SYMBOL_ENTRY: sym_off + i * SYMBOL_ENTRY + 32]
+            self.symbols.append(raw.split(b"\0", 1)[0].decode("utf-8"))
+        self.rings = []  # (symbol, tf name, capacity, offset)
+        hash_words = [VERSION, HEADER_SIZE, SYMBOL_ENTRY, DIR_ENTRY, RING_CONTROL, RECORD, SLOT, COUNTERS, nsym, nring, total]
+        for i in range(nsym):
+            at = sym_off + i * SYMBOL_ENTRY
+            hash_words += [w(at + 8 * k) for k in range(4)]
+        offset = align64(dir_off + DIR_ENTRY * nring)
+        for i in range(nring):
+            at = dir_off + i * DIR_ENTRY
+            s, tf, cap, stored = w(at), w(at + 8), w(at + 16), w(at + 24)
+            if s >= nsym or tf not in TIMEFRAMES or not 1 <= cap <= 1 << 20:
+                raise SegmentError("%s: directory entry %d is invalid" % (path, i))
+            if stored != offset:
+                raise SegmentError("%s: ring %d offset %d, layout says %d" % (path, i, stored, offset))
+            hash_words += [s, tf, cap, offset]
+            self.rings.append((self.symbols[s], TIMEFRAMES[tf], cap, offset))
+            offset += align64(128 + SLOT * cap)
+        if offset != total:
+            raise SegmentError("%s: rings end at %d, segment at %d" % (path, offset, total))
+        if fnv1a(hash_words) != w(16):
+            raise SegmentError("%s: layout hash %#x, computed %#x" % (path, w(16), fnv1a(hash_words)))
+
+    @classmethod
+    def open(cls, name="mtf-candles"):
+        """Opens a segment by name in /dev/shm, or by path if `name` contains a slash."""
+        return cls(name if "/" in name else os.path.join("/dev/shm", name))
+
+    def word(self, off):
+        return U64.unpack_from(self.mm, off)[0]
+
+    def _record(self, at, forming):
+        time_, o, h, l, c, tv, rv, last = struct.unpack_from("<qddddQQQ", self.mm, at)
+        spread = last & 0xFFFFFFFF
+        spread = spread - (1 << 32) if spread >= 1 << 31 else spread
+        flags = last >> 32
+        return {"time": time_, "open": o, "high": h, "low": l, "close": c, "volume": tv, "spread": spread,
+                "real_volume": rv, "complete": not forming, "repaired": bool(flags & 2)}, bool(flags & 1)
+
+    def _ring(self, symbol, tf):
+        for s, t, cap, off in self.rings:
+            if s == symbol and t == tf.upper():
+                return cap, off
+        raise KeyError("no ring %s %s" % (symbol, tf))
+
+    def read_last(self, symbol, tf, n):
+        """The newest `n` candles, oldest first; the last is the forming one when there is one."""
+        cap, base = self._ring(symbol, tf)
+        for _ in range(MAX_ATTEMPTS):
+            s1 = self.word(base)
+            if s1 & 1:
+                continue
+            head = self.word(base + 8)
+            forming, has_forming = self._record(base + 64, True)
+            if self.word(base) != s1:
+                continue  # only now is head trusted
+            k = min(n - 1 if has_forming else n, head, cap)
+            out = []
+            for p in range(head - k, head):
+                slot = base + 128 + (p % cap) * SLOT
+                for _ in range(MAX_ATTEMPTS):
+                    v1 = self.word(slot)
+                    if v1 & 1:
+                        continue
+                    pos = self.word(slot + 8)
+                    rec, _ = self._record(slot + 16, False)
+                    if self.word(slot) == v1:
+                        break
+                else:
+                    raise Busy("%s %s slot %d" % (symbol, tf, p % cap))
+                if pos != p:
+                    break  # lapped by the writer: start again
+                out.append(rec)
+            else:
+                if has_forming and n > 0:
+                    out.append(forming)
+                return out
+        raise Busy("%s %s stayed mid-write" % (symbol, tf))
+
+    def status(self):
+        w = self.word
+        heartbeat = w(104)
+        return {
+            "generation": w(80), "writer_pid": w(88), "writer_start_ns": w(96), "heartbeat_ns": heartbeat,
+            "heartbeat_age_s": max(0.0, time.time() - heartbeat / 1e9),
+            "writer_state": WRITER_STATES.get(w(112), "unknown"),
+            "server_time_offset_s": struct.unpack_from("<q", self.mm, 120)[0],
+            "last_update_ns": w(128), "feed_state": FEED_STATES.get(w(136), "unknown"),
+            "counters": {name: w(256 + 8 * i) for i, name in enumerate(COUNTER_NAMES)},
+        }
+
+    def close(self):
+        self.mm.close()
+        self.file.close()
+
+
+def main():
+    p = argparse.ArgumentParser(description="Print candles from an mtf-streamer segment as JSON.")
+    p.add_argument("symbol")
+    p.add_argument("timeframe")
+    p.add_argument("count", type=int)
+    p.add_argument("--segment", default="mtf-candles", help="name in /dev/shm, or a path")
+    args = p.parse_args()
+    try:
+        seg = Segment.open(args.segment)
+        print(json.dumps({"candles": seg.read_last(args.symbol, args.timeframe, args.count), "status": seg.status(),
+                          "rings": [[s, t, c] for s, t, c, _ in seg.rings]}))
+    except (OSError, SegmentError, KeyError, Busy) as e:
+        raise SystemExit("mtf_candles: %s" % e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+//! The Python reader in clients/python, written from docs/LAYOUT.md alone, agrees with the
+//! Rust reader on the same segment: proof that the document is enough to write a reader.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use mtf_tests::{derived, python3_available, TempSegment};
+use serde_json::Value;
+use shm_core::{Candle, Counter, FeedState, Layout, Reader, Timeframe, Writer};
+
+fn script() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../clients/python/mtf_candles.py")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn python(seg: &TempSegment, symbol: &str, tf: &str, n: usize) -> Result<Value, String> {
+    let out = Command::new("python3")
+        .args([
+            &script(),
+            symbol,
+            tf,
+            &n.to_string(),
+            "--segment",
+            seg.file().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn as_json(c: &Candle) -> Value {
+    serde_json::json!({
+        "time": c.time, "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.tick_volume,
+        "spread": c.spread, "real_volume": c.real_volume, "complete": !c.forming, "repaired": c.repaired,
+    })
+}
+
+#[test]
+fn the_python_reader_matches_the_rust_reader() {
+    if !python3_available("the Python reader test") {
+        return;
+    }
+    let seg = TempSegment::new("pyreader");
+    let mut layout = Layout::new();
+    layout.add_ring("BTCUSDc", Timeframe::M1, 10).unwrap();
+    layout.add_ring("BTCUSDc", Timeframe::H1, 5).unwrap();
+    layout.add_ring("XAUUSD.m#", Timeframe::D1, 3).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+    for k in 1..=15 {
+        // Negative spreads and odd values exercise the encoding.
+        w.push_closed(
+            m1,
+            &Candle {
+                spread: -(k as i32),
+                ..derived(k)
+            },
+        );
+    }
+    w.update_forming(m1, &derived(16));
+    let d1 = w.ring("XAUUSD.m#", Timeframe::D1).unwrap();
+    w.push_closed(d1, &Candle::flat(86_400, 4000.5));
+    w.add(Counter::TicksProcessed, 77);
+    w.set_feed_state(FeedState::Live);
+    w.set_server_time_offset(-3600);
+    w.set_running();
+
+    let reader = Reader::open(&seg.path).unwrap();
+    let mut rust = Vec::new();
+    for (symbol, tf, n) in [
+        ("BTCUSDc", Timeframe::M1, 1),
+        ("BTCUSDc", Timeframe::M1, 5),
+        ("BTCUSDc", Timeframe::M1, 11),
+        ("BTCUSDc", Timeframe::M1, 50),
+        ("BTCUSDc", Timeframe::H1, 5),
+        ("XAUUSD.m#", Timeframe::D1, 3),
+    ] {
+        reader
+            .ring(symbol, tf)
+            .unwrap()
+            .read_last(n, &mut rust)
+            .unwrap();
+        let py = python(&seg, symbol, tf.name(), n).unwrap();
+        let want: Vec<Value> = rust.iter().map(as_json).collect();
+        assert_eq!(
+            py["candles"].as_array().unwrap(),
+            &want,
+            "{symbol} {tf} {n}"
+        );
+    }
+    let py = python(&seg, "BTCUSDc", "M1", 1).unwrap();
+    let st = &py["status"];
+    assert_eq!(st["generation"], 1);
+    assert_eq!(st["writer_pid"], std::process::id());
+    assert_eq!(st["writer_state"], "running");
+    assert_eq!(st["feed_state"], "live");
+    assert_eq!(st["server_time_offset_s"], -3600);
+    assert_eq!(st["counters"]["ticks_processed"], 77);
+    assert_eq!(
+        py["rings"],
+        serde_json::json!([
+            ["BTCUSDc", "M1", 10],
+            ["BTCUSDc", "H1", 5],
+            ["XAUUSD.m#", "D1", 3]
+        ])
+    );
+}
+
+#[test]
+fn the_python_reader_refuses_a_corrupt_segment_with_the_reason() {
+    if !python3_available("the Python reader test") {
+        return;
+    }
+    let seg = TempSegment::new("pyreader-bad");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+    drop(Writer::create(&seg.path, &layout, &Default::default()).unwrap());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg.file())
+        .unwrap();
+    // Capacity 10 -> 11 in the directory: the computed hash (and offsets) no longer match.
+    f.write_at(&11u64.to_le_bytes(), 512 + 64 + 16).unwrap();
+    let err = python(&seg, "EURUSD", "M1", 1).unwrap_err();
+    assert!(
+        err.contains("layout hash") || err.contains("rings end"),
+        "{err}"
+    );
+    f.write_at(b"NOTCANDL", 0).unwrap();
+    let err = python(&seg, "EURUSD", "M1", 1).unwrap_err();
+    assert!(err.contains("not a candle segment"), "{err}");
+}
