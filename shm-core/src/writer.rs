@@ -194,10 +194,9 @@ impl Writer {
             let file = match OpenOptions::new().read(true).write(true).open(path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let (file, map) = build(path, layout, &placement, options, 1)?;
+                    let (file, map, tmp) = build(path, layout, &placement, options, 1)?;
                     // link(2) fails if the name exists: of two writers creating the segment at
                     // once, exactly one wins, and the other goes round again and finds it.
-                    let tmp = tmp_path(path);
                     let linked = fs::hard_link(&tmp, path);
                     let _ = fs::remove_file(&tmp);
                     match linked {
@@ -253,14 +252,14 @@ impl Writer {
                 return Ok(w);
             }
 
-            let (new_file, map) = build(path, layout, &placement, options, old_generation + 1)?;
+            let (new_file, map, tmp) =
+                build(path, layout, &placement, options, old_generation + 1)?;
             // Tell readers still mapping the old file to re-open by name. Done before the
             // rename so that no reader can miss it; a pwrite of one word, no mapping needed.
             if old_generation > 0 {
                 let state = (WriterState::Replaced as u64).to_le_bytes();
                 let _ = file.write_at(&state, hdr::WRITER_STATE as u64);
             }
-            let tmp = tmp_path(path);
             if let Err(e) = fs::rename(&tmp, path) {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_err("rename the new segment over", path)(e));
@@ -532,9 +531,13 @@ impl Drop for Writer {
     }
 }
 
+/// A temporary name beside `path`, unique to this process and call, so that concurrent
+/// creators (other processes, or threads of this one) never share one.
 fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
@@ -561,9 +564,9 @@ fn build(
     p: &Placement,
     options: &WriterOptions,
     generation: u64,
-) -> Result<(File, MmapRaw), CreateError> {
+) -> Result<(File, MmapRaw, PathBuf), CreateError> {
     let tmp = tmp_path(path);
-    let _ = fs::remove_file(&tmp); // a leftover of a crashed start of this same pid
+    let _ = fs::remove_file(&tmp); // a leftover of a crashed start of a process with our pid
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -624,5 +627,5 @@ fn build(
     // whoever sees version 1 sees every word above. The file only gets its public name after
     // this, so in practice no reader ever finds version 0.
     mem.store(hdr::VERSION, LAYOUT_VERSION, Ordering::Release);
-    Ok((file, map))
+    Ok((file, map, tmp))
 }

@@ -425,3 +425,44 @@ fn segment_names_are_plain_file_names() {
         assert!(SegmentPath::named(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn of_writers_racing_to_create_a_segment_exactly_one_wins() {
+    let seg = TempSegment::new("race");
+    let l = layout(&["EURUSD"], 5);
+    let barrier = std::sync::Barrier::new(8);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    Writer::create(&seg.path, &l, &Default::default())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(_) | Err(CreateError::AlreadyRunning { .. }))),
+        "{results:?}"
+    );
+    let dir = seg.file().parent().unwrap().to_owned();
+    let stem = seg
+        .file()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let leftovers = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&stem) && n != stem
+        });
+    assert_eq!(leftovers.count(), 0, "temporary files left behind");
+}
