@@ -159,3 +159,87 @@ fn a_second_streamer_on_the_same_segment_names_the_first_ones_pid() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
 }
+
+#[test]
+fn tail_prints_history_then_each_change_until_stopped() {
+    use shm_core::{Candle, Layout, Timeframe, Writer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let seg = TempSegment::new("tail");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 50).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    for k in 0..10 {
+        w.push_closed(m1, &Candle::flat(k * 60, 1.0 + k as f64 / 100.0));
+    }
+    w.update_forming(m1, &Candle::flat(600, 1.5));
+    w.set_running();
+
+    /// A `Write` whose bytes the test can look at while `tail` runs.
+    #[derive(Clone)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Shared(Arc::new(Mutex::new(Vec::new())));
+    let stop = Arc::new(AtomicBool::new(false));
+    let text = || String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let tail = {
+        let (path, stop, mut sink) = (seg.path.clone(), Arc::clone(&stop), out.clone());
+        std::thread::spawn(move || {
+            streamer_bin::ops::tail(&path, "EURUSD", Timeframe::M1, &stop, &mut sink)
+        })
+    };
+    let wait_for = |needle: &str| {
+        let start = Instant::now();
+        while !text().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no {needle:?} in:\n{}",
+                text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for("forming");
+    w.roll(m1, &Candle::flat(600, 1.5), Some(&Candle::flat(660, 1.75)));
+    wait_for("C 1.75");
+    stop.store(true, Ordering::Relaxed);
+    tail.join().unwrap().unwrap();
+    let lines: Vec<String> = text().lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "# writer alive");
+    // Five closed candles of history, then the forming one, then the roll: closed 00:10, forming 00:11.
+    assert!(
+        lines[1].starts_with("1970-01-01 00:05:00") && lines[1].ends_with("closed"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("1970-01-01 00:10:00  O 1.5") && l.ends_with("closed")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.last().unwrap().starts_with("1970-01-01 00:11:00")
+            && lines.last().unwrap().ends_with("forming"),
+        "{lines:#?}"
+    );
+    // An unknown ring is an error that lists what there is.
+    let err = streamer_bin::ops::tail(
+        &seg.path,
+        "EURUSD",
+        Timeframe::H1,
+        &stop,
+        &mut std::io::sink(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("has: EURUSD M1"), "{err}");
+}
