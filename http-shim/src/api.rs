@@ -262,6 +262,8 @@ impl Api {
     /// Re-attaches if the segment was replaced or appeared, at most every 250 ms.
     fn refresh(&self) {
         let now = now_ns();
+        // Relaxed: the timestamp only elects which request refreshes; the reader itself is
+        // handed over by the RwLock, whose lock and unlock order everything that matters.
         let last = self.last_refresh_ns.load(Ordering::Relaxed);
         if now.saturating_sub(last) < REFRESH_NS {
             return;

@@ -83,7 +83,9 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Appends the request metrics in Prometheus text format.
+    /// Appends the request metrics in Prometheus text format. The loads are Relaxed like the
+    /// increments: each counter is read on its own, and a scrape may see some of them a
+    /// request ahead of others, as Prometheus expects of counters.
     pub fn render(&self, out: &mut String) {
         out.push_str(
             "# HELP mtf_shim_requests_total HTTP requests answered, by endpoint and status.\n",

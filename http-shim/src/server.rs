@@ -139,6 +139,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Relaxed: a stop flag publishes no data; the threads only need to see it eventually,
+        // and the wake-up connection below makes the accept loop look at once.
         self.stop.store(true, Ordering::Relaxed);
         // Wake the blocking accept with a connection of our own.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
@@ -154,8 +156,12 @@ fn accept_loop(
     handler: Arc<Handler>,
     stop: Arc<AtomicBool>,
 ) {
+    // Connections being served. Relaxed throughout: it is a count compared with a limit, and
+    // no other memory is published through it; a momentarily stale value only lets the cap be
+    // off by the connections closing at that instant.
     let open = Arc::new(AtomicUsize::new(0));
     let mut logged_error = false;
+    // Relaxed: the stop flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         let stream = match listener.accept() {
             Ok((s, _)) => {
@@ -219,6 +225,7 @@ enum HeadError {
 fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler, stop: &AtomicBool) {
     let _ = stream.set_write_timeout(Some(limits.write_timeout));
     let mut buf = Vec::with_capacity(1024);
+    // Relaxed: the stop flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         let (request, keep_alive, consumed) = match read_head(&mut stream, &mut buf, limits) {
             Ok(r) => r,

@@ -70,6 +70,7 @@ pub(crate) struct Control {
 
 impl RingRef {
     fn slot(&self, position: u64) -> usize {
+        debug_assert!(self.capacity >= 1, "a ring has at least one slot");
         self.base + off::SLOTS + (position % self.capacity) as usize * SLOT_SIZE
     }
 

@@ -326,6 +326,7 @@ pub fn run(
         }
         // Once the source is past its backfill (or 2 s after the request, whichever is first),
         // so a `stop` set before `run` still publishes the backfill: a one-shot run.
+        // Relaxed: the signal handler's flag carries no data with it.
         if stop.load(Ordering::Relaxed) {
             let asked = *stop_asked.get_or_insert_with(Instant::now);
             if running || asked.elapsed() > Duration::from_secs(2) {

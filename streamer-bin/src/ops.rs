@@ -188,6 +188,7 @@ pub fn tail(
     let mut last_forming: Option<Candle> = None;
     let mut last_liveness = None;
     let mut first = true;
+    // Relaxed: the stop flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         let _ = reader.refresh();
         let liveness = reader.status().liveness;

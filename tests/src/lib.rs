@@ -26,6 +26,7 @@ impl TempSegment {
         let name = format!(
             "mtf-test-{tag}-{}-{}",
             std::process::id(),
+            // Relaxed: only uniqueness matters, which fetch_add gives at any ordering.
             N.fetch_add(1, Ordering::Relaxed)
         );
         TempSegment {

@@ -76,6 +76,7 @@ impl Mt5Source {
 
 impl Drop for Mt5Source {
     fn drop(&mut self) {
+        // Relaxed: a flag with no data behind it, checked by the worker between calls.
         self.stop.store(true, Ordering::Relaxed);
         // Unblock a worker waiting on a full channel, then wait for it (its reads time out
         // within a second: the gateway heartbeats).
