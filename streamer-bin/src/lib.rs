@@ -205,7 +205,7 @@ pub fn run(
     .map_err(StreamerError::Segment)?;
     writer.set_server_time_offset(config.server_time_offset_s);
     // The shim is one more reader of the segment we just created; it stops when dropped.
-    let _shim = match config.http {
+    let shim = match config.http {
         Some(bind) => Some(
             http_shim::Shim::start(http_shim::ShimConfig {
                 segment: config.segment.clone(),
@@ -272,7 +272,16 @@ pub fn run(
         }
     };
 
-    print_banner(banner, config, &writer, &symbols, &tfs, source.as_ref());
+    let http = shim.as_ref().map(http_shim::Shim::local_addr);
+    print_banner(
+        banner,
+        config,
+        http,
+        &writer,
+        &symbols,
+        &tfs,
+        source.as_ref(),
+    );
 
     let mut events = Vec::with_capacity(8192);
     let mut last_beat = Instant::now();
@@ -358,6 +367,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn print_banner(
     out: &mut dyn Write,
     config: &Config,
+    http: Option<std::net::SocketAddr>,
     writer: &Writer,
     symbols: &[String],
     tfs: &[Vec<Timeframe>],
@@ -407,7 +417,7 @@ fn print_banner(
         offset.abs() / 3600,
         offset.abs() % 3600 / 60
     );
-    match config.http {
+    match http {
         Some(addr) => {
             let _ = writeln!(out, "  http      http://{addr}/streamer/status");
         }
