@@ -191,7 +191,14 @@ impl Writer {
         // Each pass either finishes or observed another process changing the file between two
         // steps; a handful of passes is plenty unless something is badly wrong.
         for _ in 0..16 {
-            let file = match OpenOptions::new().read(true).write(true).open(path) {
+            // O_NOFOLLOW: /dev/shm is world-writable, so never write through a symlink someone
+            // planted under our name (it fails with ELOOP instead).
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path);
+            let file = match opened {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let (file, map, tmp) = build(path, layout, &placement, options, 1)?;
@@ -541,6 +548,21 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Allocates every block of the file's first `len` bytes.
+fn reserve(file: &File, len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("segment too large"))?;
+    // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`);
+    // posix_fallocate takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        // Filesystems without fallocate support: the pages will be allocated on first touch.
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Reads one header word with a plain file read (no mapping), if the file is long enough.
 fn peek(file: &File, off: usize) -> Option<u64> {
     let mut buf = [0u8; 8];
@@ -586,6 +608,10 @@ fn build(
     }
     file.set_len(p.total_size as u64)
         .map_err(|e| fail(io_err("size", &tmp)(e)))?;
+    // tmpfs allocates pages on first touch; a full /dev/shm (Docker's default is 64 MB) would
+    // then kill the writer with SIGBUS mid-run. Reserve them now and fail with a clear error.
+    reserve(&file, p.total_size)
+        .map_err(|e| fail(io_err("reserve space (is /dev/shm full?) for", &tmp)(e)))?;
     let map = map_rw(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
     // SAFETY: as in `Writer::new`: a read-write mapping of `total_size` bytes, kept alive with
     // this `Mem` (it is returned together with it), accessed only atomically.

@@ -466,3 +466,19 @@ fn of_writers_racing_to_create_a_segment_exactly_one_wins() {
         });
     assert_eq!(leftovers.count(), 0, "temporary files left behind");
 }
+
+#[test]
+fn a_symlink_planted_at_the_segment_name_is_not_written_through() {
+    let seg = TempSegment::new("symlink");
+    let victim = std::env::temp_dir().join(format!("shm-core-victim-{}", std::process::id()));
+    fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, seg.file()).unwrap();
+    let result = Writer::create(&seg.path, &layout(&["EURUSD"], 5), &Default::default());
+    let victim_after = fs::read(&victim).unwrap();
+    let _ = fs::remove_file(&victim);
+    assert!(
+        matches!(result, Err(CreateError::Io { action: "open", .. })),
+        "{result:?}"
+    );
+    assert_eq!(victim_after, b"precious");
+}
