@@ -14,6 +14,7 @@
 //! ```
 
 pub mod api;
+pub mod cli;
 pub mod metrics;
 pub mod server;
 

@@ -1,0 +1,93 @@
+//! The command line of `mtf-shim`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Shim, ShimConfig};
+use clap::Parser;
+use shm_core::SegmentPath;
+
+/// Serves the /streamer/* JSON API and /metrics from a candle segment, as a reader.
+#[derive(Debug, Parser)]
+#[command(name = "mtf-shim", version)]
+pub struct Cli {
+    /// Segment name in /dev/shm.
+    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
+    segment: String,
+    /// Segment file path (overrides --segment).
+    #[arg(long, value_name = "PATH")]
+    segment_path: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    bind: SocketAddr,
+    /// Allow a non-loopback --bind. Set a token too.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Require "Authorization: Bearer TOKEN" on every request.
+    #[arg(long, env = "MTF_SHIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest accepted `limit`.
+    #[arg(long, default_value_t = 500)]
+    max_limit: usize,
+    /// Most connections served at once; more get 503 at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+}
+
+/// The whole program: parse arguments, serve until SIGINT or SIGTERM, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let segment = match &cli.segment_path {
+        Some(p) => SegmentPath::at(p),
+        None => match SegmentPath::named(&cli.segment) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mtf-shim: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let mut config = ShimConfig {
+        segment: segment.clone(),
+        bind: cli.bind,
+        allow_remote: cli.allow_remote,
+        token: cli.token,
+        max_limit: cli.max_limit,
+        ..ShimConfig::default()
+    };
+    config.limits.max_connections = cli.max_connections.max(1);
+    if config.allow_remote && config.token.is_none() && !config.bind.ip().is_loopback() {
+        eprintln!(
+            "mtf-shim: warning: serving {} to other hosts without a token",
+            config.bind
+        );
+    }
+    let shim = match Shim::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mtf-shim: error: {e}");
+            if let Some(cause) = std::error::Error::source(&e) {
+                eprintln!("  caused by: {cause}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "mtf-shim: serving segment {segment} on http://{}/streamer/status",
+        shim.local_addr()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    // Relaxed: the signal handler's flag carries no data with it.
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(shim);
+    ExitCode::SUCCESS
+}
