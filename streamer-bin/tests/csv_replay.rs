@@ -319,3 +319,117 @@ fn replay_at_n_times_real_time_waits_between_bars() {
     src.poll(&mut events, Duration::from_millis(1500)).unwrap();
     assert_eq!(bars(&events), 1, "it comes within its wait");
 }
+
+/// A small deterministic generator for the randomized test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn random_damage_to_an_export_never_panics_and_loses_no_good_row() {
+    let dir = TempDir::new("random");
+    let mut rng = Lcg(42);
+    let damage = [
+        "",
+        "\t",
+        "abc",
+        "2017.02.30",
+        "25:00:00",
+        "-1",
+        "NaN",
+        "1e999",
+        "\u{feff}",
+        "é",
+        "\0",
+        "\r",
+        "9999999999999999999999",
+        ".",
+        ":",
+    ];
+    for round in 0..40 {
+        let mut text = String::from(
+            "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n",
+        );
+        let (mut good, mut blank) = (0, 0);
+        for i in 0..200u64 {
+            let mut fields = vec![
+                "2017.01.02".to_owned(),
+                format!("{:02}:{:02}:00", i / 60, i % 60),
+                "1.05".into(),
+                "1.06".into(),
+                "1.04".into(),
+                "1.055".into(),
+                "10".into(),
+                "0".into(),
+                "3".into(),
+            ];
+            if rng.next() % 4 == 0 {
+                // Damage the row: replace, drop or add fields, or splice junk into one.
+                match rng.next() % 4 {
+                    0 => {
+                        let k = rng.next() as usize % fields.len();
+                        fields[k] = damage[rng.next() as usize % damage.len()].to_owned();
+                    }
+                    1 => {
+                        fields.truncate(rng.next() as usize % fields.len());
+                    }
+                    2 => fields.push(damage[rng.next() as usize % damage.len()].to_owned()),
+                    _ => {
+                        let k = rng.next() as usize % fields.len();
+                        let junk = damage[rng.next() as usize % damage.len()];
+                        fields[k] = format!("{}{junk}", fields[k]);
+                    }
+                }
+            } else {
+                good += 1;
+            }
+            let row = fields.join("\t");
+            // A row damaged down to nothing is a blank line, which is skipped, not an error.
+            if row.trim().is_empty() {
+                blank += 1;
+            }
+            text.push_str(&row);
+            text.push('\n');
+        }
+        let path = dir.write(
+            &format!("EURUSD_M1_{round:012}_201701020400.csv"),
+            text.as_bytes(),
+        );
+        let file = CsvFile::open(
+            &path,
+            &["EURUSD".into()],
+            Some("EURUSD"),
+            Some(Timeframe::M1),
+        )
+        .unwrap();
+        let mut src = CsvReplay::new(vec![file], Speed::Max);
+        let mut events = Vec::new();
+        while !events.contains(&Event::Feed(FeedState::Finished)) {
+            src.poll(&mut events, Duration::ZERO).unwrap();
+        }
+        let bars = events.iter().filter(|e| matches!(e, Event::Bar(_))).count();
+        let bad = events
+            .iter()
+            .filter(|e| matches!(e, Event::BadRow { .. }))
+            .count();
+        assert_eq!(
+            bars + bad + blank,
+            200,
+            "round {round}: every row is a bar, a reported bad row or blank"
+        );
+        // Some damage leaves a row valid (an empty volume is 0, junk appended to an unused
+        // column is ignored), so at least the undamaged rows arrive.
+        assert!(
+            bars >= good,
+            "round {round}: {bars} bars, {good} undamaged rows"
+        );
+    }
+}
