@@ -371,7 +371,7 @@ fn random_damage_to_an_export_never_panics_and_loses_no_good_row() {
                 "0".into(),
                 "3".into(),
             ];
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 // Damage the row: replace, drop or add fields, or splice junk into one.
                 match rng.next() % 4 {
                     0 => {
