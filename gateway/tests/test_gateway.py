@@ -375,6 +375,20 @@ class ProtocolTest(Folder):
         self.assertIn("heartbeat", kinds)
         self.assertEqual(kinds.count("tick"), 4)
 
+    def test_random_lines_get_typed_errors_and_never_stop_the_gateway(self):
+        import random
+        rng = random.Random(7)
+        s, f = self.connect()
+        pieces = [b"{", b"}", b"[", b'"op"', b":", b'"copy_rates_from_pos"', b'"count"', b"-1", b"1e999", b"null",
+                  b"\xff\xfe", b"\x00", b'"symbol"', b'"EURUSD"', b",", b'"timeframe"', b'"M1"', b"true", b'"\\u0000"']
+        for i in range(300):
+            line = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+            s.sendall(line.replace(b"\n", b"") + b"\n")
+            r = json.loads(f.readline())
+            if not r["ok"]:
+                self.assertIn(r["error"]["code"], {"BAD_JSON", "BAD_REQUEST", "UNKNOWN_OP", "UNKNOWN_TIMEFRAME", "MT5_ERROR"}, (line, r))
+        self.assertTrue(self.call({"id": 1, "op": "ping"}, (s, f))["ok"])
+
 
 if __name__ == "__main__":
     unittest.main()
