@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_shim::{Limits, Shim, ShimConfig, StartError};
-use mtf_tests::TempSegment;
+use mtf_tests::{Lcg, TempSegment};
 use serde_json::{json, Value};
 use shm_core::{Candle, Counter, Layout, Timeframe, Writer};
 
@@ -586,21 +586,6 @@ fn connections_beyond_the_cap_get_503_at_once() {
         200,
         "served again once connections close"
     );
-}
-
-/// A small deterministic generator for the randomized test.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.next() as usize % items.len()]
-    }
 }
 
 #[test]

@@ -40,6 +40,18 @@ impl Drop for TempSegment {
     }
 }
 
+/// Files beside the segment whose names start with its name (temporary files of a build).
+fn leftovers(seg: &TempSegment) -> Vec<std::ffi::OsString> {
+    let stem = seg.file().file_name().unwrap().to_owned();
+    let dir = seg.file().parent().unwrap().to_owned();
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n != &stem && n.to_string_lossy().starts_with(&*stem.to_string_lossy()))
+        .collect()
+}
+
 fn layout(symbols: &[&str], m1_capacity: u32) -> Layout {
     let mut l = Layout::new();
     for s in symbols {
@@ -240,22 +252,7 @@ fn a_new_layout_replaces_the_file_and_readers_follow_on_refresh() {
     assert_eq!(r.status().liveness, Liveness::Alive);
     assert_eq!(closes(&r, "EURUSD", 5), [], "a new layout starts empty");
     // No temporary file is left beside the segment.
-    let dir = seg.file().parent().unwrap().to_owned();
-    let stem = seg
-        .file()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let leftovers: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(&stem) && n != stem
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(leftovers(&seg), Vec::<std::ffi::OsString>::new());
 }
 
 #[test]
@@ -450,21 +447,11 @@ fn of_writers_racing_to_create_a_segment_exactly_one_wins() {
             .all(|r| matches!(r, Ok(_) | Err(CreateError::AlreadyRunning { .. }))),
         "{results:?}"
     );
-    let dir = seg.file().parent().unwrap().to_owned();
-    let stem = seg
-        .file()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let leftovers = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(&stem) && n != stem
-        });
-    assert_eq!(leftovers.count(), 0, "temporary files left behind");
+    assert_eq!(
+        leftovers(&seg),
+        Vec::<std::ffi::OsString>::new(),
+        "temporary files left behind"
+    );
 }
 
 #[test]

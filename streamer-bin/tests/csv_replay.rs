@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use mtf_tests::TempSegment;
+use mtf_tests::{Lcg, TempSegment};
 use shm_core::{Candle, Counter, FeedState, Reader, Timeframe};
 use streamer_bin::config::{Config, SourceKind};
 use streamer_bin::source::csv::{CsvFile, CsvReplay, Speed};
@@ -318,19 +318,6 @@ fn replay_at_n_times_real_time_waits_between_bars() {
     assert_eq!(bars(&events), 0, "the next bar is not due yet");
     src.poll(&mut events, Duration::from_millis(1500)).unwrap();
     assert_eq!(bars(&events), 1, "it comes within its wait");
-}
-
-/// A small deterministic generator for the randomized test.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
 }
 
 #[test]

@@ -89,6 +89,23 @@ fn wait_for(
     wait_for_status(&seg.path, what, limit, ok)
 }
 
+/// `mtf-streamer --source mt5` for EURUSD into the segment file `file`, without HTTP.
+fn streamer(gateway: &str, file: &Path, extra: &[&str]) -> ChildGuard {
+    let mut args = vec![
+        "--source",
+        "mt5",
+        "--gateway",
+        gateway,
+        "--no-http",
+        "--segment-path",
+        file.to_str().unwrap(),
+        "--symbols",
+        "EURUSD",
+    ];
+    args.extend(extra);
+    ChildGuard::spawn(BIN, &args)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -116,22 +133,7 @@ fn backfills_from_the_terminal_streams_ticks_and_survives_a_down_gateway() {
     let port = free_port();
     let file = seg.file();
     let gateway = format!("127.0.0.1:{port}");
-    let _streamer = ChildGuard::spawn(
-        BIN,
-        &[
-            "--source",
-            "mt5",
-            "--gateway",
-            &gateway,
-            "--no-http",
-            "--segment-path",
-            file.to_str().unwrap(),
-            "--symbols",
-            "EURUSD",
-            "--timeframes",
-            "M1,M5,H1",
-        ],
-    );
+    let _streamer = streamer(&gateway, &file, &["--timeframes", "M1,M5,H1"]);
     // Nobody listens yet: the streamer runs and says so.
     wait_for(&seg, "feed disconnected", Duration::from_secs(20), |s| {
         s.feed_state == Some(FeedState::Disconnected)
@@ -194,20 +196,7 @@ fn a_gateway_restart_is_followed_by_a_reconnect() {
     let gw = start_gateway(&data.0, port, "1");
     let file = seg.file();
     let gateway = format!("127.0.0.1:{port}");
-    let _streamer = ChildGuard::spawn(
-        BIN,
-        &[
-            "--source",
-            "mt5",
-            "--gateway",
-            &gateway,
-            "--no-http",
-            "--segment-path",
-            file.to_str().unwrap(),
-            "--symbols",
-            "EURUSD",
-        ],
-    );
+    let _streamer = streamer(&gateway, &file, &[]);
     wait_for(&seg, "live", Duration::from_secs(20), |s| {
         s.feed_state == Some(FeedState::Live) && s.counters.get(Counter::TicksProcessed) > 0
     });

@@ -224,3 +224,24 @@ pub fn spawn_csv_gateway(
         .to_owned();
     (gw, addr)
 }
+
+/// A small deterministic generator for randomized tests (a 64-bit LCG; fixed, so a failure
+/// replays exactly).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next 31 random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    /// A random element of `items`.
+    pub fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
+        items[self.next() as usize % items.len()]
+    }
+}
