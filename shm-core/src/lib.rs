@@ -52,7 +52,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use candle::Candle;
 pub use layout::{
     validate_symbol, Layout, LayoutError, RingSpec, SymbolError, HEADER_SIZE, LAYOUT_VERSION,
-    MAGIC, MAX_CAPACITY, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
+    MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
 };
 pub use reader::{
     OpenError, ReadError, Reader, RingReader, RingStats, TickInfo, DEFAULT_MAX_ATTEMPTS,
