@@ -202,6 +202,7 @@ impl RunArgs {
             c.segment_mode = flag("--segment-mode", config::parse_mode(m))?;
         }
         if let Some(h) = &self.http {
+            c.http_given = true;
             c.http = Some(flag(
                 "--http",
                 h.parse()

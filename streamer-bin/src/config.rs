@@ -73,6 +73,9 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// Let the HTTP shim bind a non-loopback address (set `MTF_SHIM_TOKEN` too).
     pub http_allow_remote: bool,
+    /// Whether `http` was asked for (file or flag). If not, a busy default port turns the
+    /// API off with a warning instead of stopping the streamer.
+    pub http_given: bool,
     /// Broker server time minus UTC, seconds.
     pub server_time_offset_s: i64,
     /// Refuse a layout larger than this many MiB (`max_memory_mb` of the original config).
@@ -124,6 +127,7 @@ impl Default for Config {
             segment_mode: 0o600,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
             http_allow_remote: false,
+            http_given: false,
             server_time_offset_s: 0,
             max_memory_mb: None,
         }
@@ -375,6 +379,7 @@ impl Config {
                 self.segment_mode = parse_mode(&s).map_err(|m| err(key, m))?;
             }
             "http" => {
+                self.http_given = true;
                 self.http = match v {
                     Value::Null | Value::Bool(false) => None,
                     other => Some(string(other)?.parse().map_err(|_| {

@@ -206,8 +206,8 @@ pub fn run(
     writer.set_server_time_offset(config.server_time_offset_s);
     // The shim is one more reader of the segment we just created; it stops when dropped.
     let shim = match config.http {
-        Some(bind) => Some(
-            http_shim::Shim::start(http_shim::ShimConfig {
+        Some(bind) => {
+            let started = http_shim::Shim::start(http_shim::ShimConfig {
                 segment: config.segment.clone(),
                 bind,
                 allow_remote: config.http_allow_remote,
@@ -215,9 +215,21 @@ pub fn run(
                     .ok()
                     .filter(|t| !t.is_empty()),
                 ..http_shim::ShimConfig::default()
-            })
-            .map_err(|e| StreamerError::Http(error_chain(&e)))?,
-        ),
+            });
+            match started {
+                Ok(shim) => Some(shim),
+                // An address the operator asked for must work; the default one may be taken by
+                // something else on this host, which should not stop the candles.
+                Err(e) if !config.http_given => {
+                    eprintln!(
+                        "warning: HTTP API off: {}; choose another address with --http ADDR",
+                        error_chain(&e)
+                    );
+                    None
+                }
+                Err(e) => return Err(StreamerError::Http(error_chain(&e))),
+            }
+        }
         None => None,
     };
     let points: Vec<(String, f64)> = symbols.iter().map(|s| (s.clone(), profile(s).1)).collect();
