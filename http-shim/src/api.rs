@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 use shm_core::{
     iso8601_ms, now_ns, validate_symbol, Candle, Counter, FeedState, Liveness, OpenError,
-    ReadError, Reader, SegmentPath, Status, Timeframe,
+    ReadError, Reader, RingReader, SegmentPath, Status, Timeframe,
 };
 
 use crate::metrics::{Endpoint, Metrics};
@@ -227,6 +227,25 @@ fn open_error_reason(e: &OpenError) -> &'static str {
         OpenError::NotFound { .. } => "no_segment",
         OpenError::Initializing { .. } => "segment_initializing",
         _ => "segment_unreadable",
+    }
+}
+
+/// Why a (symbol, timeframe) pair has no ring: a 404 of the single endpoint, or an inline
+/// error of the batch one.
+struct Missing {
+    code: &'static str,
+    message: String,
+    /// The symbols, or the symbol's timeframes, that the segment does hold.
+    available: Vec<String>,
+}
+
+impl Missing {
+    fn response(&self, symbol: &str, timeframe: Timeframe) -> Response {
+        let mut extra = json!({"symbol": symbol, "details": {"available": self.available}});
+        if self.code == "TIMEFRAME_NOT_AVAILABLE" {
+            extra["timeframe"] = json!(timeframe.name());
+        }
+        error(404, self.code, self.message.clone(), extra)
     }
 }
 
@@ -460,14 +479,14 @@ impl Api {
                 .map_or("no_segment", |e| open_error_reason(&e));
             return not_running(reason, None);
         };
-        if let Some(r) = self.lookup(reader, &symbol, timeframe) {
-            return r;
-        }
+        let ring = match self.lookup(reader, &symbol, timeframe) {
+            Ok(ring) => ring,
+            Err(missing) => return missing.response(&symbol, timeframe),
+        };
         let status = reader.status();
         if let Some(reason) = not_running_reason(&status) {
             return not_running(reason, Some(&status));
         }
-        let ring = reader.ring(&symbol, timeframe).expect("looked up above");
         let mut candles = Vec::with_capacity(q.limit);
         if let Err(ReadError::Busy { .. }) = ring.read_last(q.limit, &mut candles) {
             return not_running("ring_busy", Some(&status));
@@ -497,31 +516,32 @@ impl Api {
         Response::json(200, body)
     }
 
-    /// 404 for a symbol or timeframe the segment does not hold; `None` if it holds the ring.
-    fn lookup(&self, reader: &Reader, symbol: &str, timeframe: Timeframe) -> Option<Response> {
-        if !reader.layout().symbols().any(|s| s == symbol) {
-            let available: Vec<&str> = reader.layout().symbols().collect();
-            return Some(error(
-                404,
-                "SYMBOL_NOT_FOUND",
-                format!("symbol {symbol} is not streamed"),
-                json!({"symbol": symbol, "details": {"available": available}}),
-            ));
+    /// The ring of `symbol` at `timeframe`, or why the segment does not hold it.
+    fn lookup<'r>(
+        &self,
+        reader: &'r Reader,
+        symbol: &str,
+        timeframe: Timeframe,
+    ) -> Result<RingReader<'r>, Missing> {
+        if let Some(ring) = reader.ring(symbol, timeframe) {
+            return Ok(ring);
         }
-        if reader.ring(symbol, timeframe).is_none() {
-            let available: Vec<&str> = reader
+        if !reader.layout().symbols().any(|s| s == symbol) {
+            return Err(Missing {
+                code: "SYMBOL_NOT_FOUND",
+                message: format!("symbol {symbol} is not streamed"),
+                available: reader.layout().symbols().map(str::to_owned).collect(),
+            });
+        }
+        Err(Missing {
+            code: "TIMEFRAME_NOT_AVAILABLE",
+            message: format!("timeframe {timeframe} is not streamed for {symbol}"),
+            available: reader
                 .rings()
                 .filter(|r| r.symbol() == symbol)
-                .map(|r| r.timeframe().name())
-                .collect();
-            return Some(error(
-                404,
-                "TIMEFRAME_NOT_AVAILABLE",
-                format!("timeframe {timeframe} is not streamed for {symbol}"),
-                json!({"symbol": symbol, "timeframe": timeframe.name(), "details": {"available": available}}),
-            ));
-        }
-        None
+                .map(|r| r.timeframe().name().to_owned())
+                .collect(),
+        })
     }
 
     fn candles_batch(&self, params: &[(String, String)]) -> Response {
@@ -592,16 +612,18 @@ impl Api {
                     body.push(',');
                 }
                 first = false;
-                if let Some(err) = self.lookup(reader, symbol, tf) {
-                    let v: Value = serde_json::from_slice(&err.body).unwrap_or(Value::Null);
-                    let _ = write!(
-                        body,
-                        "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":false,\"error\":{},\"error_code\":{}}}",
-                        v["error"], v["error_code"]
-                    );
-                    continue;
-                }
-                let ring = reader.ring(symbol, tf).expect("looked up");
+                let ring = match self.lookup(reader, symbol, tf) {
+                    Ok(ring) => ring,
+                    Err(missing) => {
+                        let _ = write!(
+                            body,
+                            "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":false,\"error\":{},\"error_code\":\"{}\"}}",
+                            Value::String(missing.message),
+                            missing.code
+                        );
+                        continue;
+                    }
+                };
                 if ring.read_last(q.limit, &mut candles).is_err() {
                     let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":false,\"error\":\"ring busy\",\"error_code\":\"STREAMER_NOT_RUNNING\"}}");
                     continue;

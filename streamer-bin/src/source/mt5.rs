@@ -153,7 +153,7 @@ impl Worker {
                     return;
                 }
                 Ended::Disconnected(why) => {
-                    if !warned || first {
+                    if !warned {
                         eprintln!(
                             "warning: MT5 gateway {}: {why}; retrying with backoff",
                             self.config.addr
