@@ -315,6 +315,8 @@ pub struct Client {
     backoff: Duration,
     /// No attempt before this instant (set after a failure).
     next_attempt: Option<Instant>,
+    /// Why the last attempt failed, repeated while the backoff holds.
+    last_failure: String,
 }
 
 #[derive(Deserialize)]
@@ -337,6 +339,7 @@ impl Client {
             next_id: 1,
             backoff,
             next_attempt: None,
+            last_failure: String::new(),
         }
     }
 
@@ -357,7 +360,7 @@ impl Client {
             if now < at {
                 return Err(Error::Unreachable {
                     addr: self.config.addr.clone(),
-                    reason: "the last attempt failed".into(),
+                    reason: format!("last attempt: {}", self.last_failure),
                     retry_in: Some(at - now),
                 });
             }
@@ -369,6 +372,7 @@ impl Client {
                 Ok(c)
             }
             Err(reason) => {
+                self.last_failure.clone_from(&reason);
                 let wait = self.backoff;
                 self.next_attempt = Some(Instant::now() + wait);
                 self.backoff = (self.backoff * 2).min(self.config.backoff_max);

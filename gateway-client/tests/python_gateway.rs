@@ -231,7 +231,9 @@ fn an_unreachable_gateway_is_reported_and_retried_with_backoff() {
     // Within the backoff the client does not even try.
     match client.ping() {
         Err(Error::Unreachable { reason, .. }) => {
-            assert!(reason.contains("last attempt"), "{reason}")
+            // ... and still says why the last attempt failed.
+            assert!(reason.starts_with("last attempt: "), "{reason}");
+            assert!(reason.contains("refused"), "{reason}");
         }
         other => panic!("{other:?}"),
     }

@@ -508,9 +508,12 @@ impl Api {
                 q.limit
             );
         }
+        // The offset travels with the candles, so that a client can turn their server-time
+        // stamps into true ages without a second request.
         let _ = write!(
             body,
-            ",\"timestamp\":\"{}\",\"source\":\"streamer_buffer\"}}",
+            ",\"server_time_offset_seconds\":{},\"timestamp\":\"{}\",\"source\":\"streamer_buffer\"}}",
+            status.server_time_offset_s,
             iso_now()
         );
         Response::json(200, body)

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use shm_core::{Candle, Counter, Layout, Timeframe, Writer};
 
 /// A live writer with candles near the current time, heartbeating until dropped.
+/// Broker server time minus UTC in the test segments.
+const SERVER_OFFSET: i64 = 7200;
+
 struct Feed {
     writer: Arc<Mutex<Option<Writer>>>,
     stop: Arc<AtomicBool>,
@@ -25,7 +28,9 @@ impl Feed {
         layout.add_ring("BTCUSDc", Timeframe::M5, 10).unwrap();
         layout.add_ring("XAUUSDc", Timeframe::M1, 100).unwrap();
         let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
-        let now_min = Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64);
+        // Candle times are broker server time, two hours ahead of UTC here.
+        let now_min =
+            Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64 + SERVER_OFFSET);
         let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
         for k in (1..=30).rev() {
             w.push_closed(m1, &candle(now_min - k * 60, 90_000.0 - k as f64));
@@ -35,6 +40,7 @@ impl Feed {
         w.heartbeat();
         w.record_tick(sym, now_min * 1000, 90_000.0, 90_015.0);
         w.add(Counter::TicksProcessed, 42);
+        w.set_server_time_offset(SERVER_OFFSET);
         w.set_running();
         let writer = Arc::new(Mutex::new(Some(w)));
         let stop = Arc::new(AtomicBool::new(false));
@@ -157,6 +163,7 @@ fn candles_come_newest_first_as_dicts_with_the_documented_envelope() {
     assert_eq!(v["timeframe"], "M1");
     assert_eq!(v["count"], 5);
     assert_eq!(v["source"], "streamer_buffer");
+    assert_eq!(v["server_time_offset_seconds"], SERVER_OFFSET);
     assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(v.get("warning").is_none());
     let candles = v["candles"].as_array().unwrap();

@@ -59,7 +59,9 @@ pub use reader::{
     DEFAULT_STALL_AFTER,
 };
 pub use status::{Counter, Counters, FeedState, Liveness, Status, WriterState};
-pub use timeframe::{civil_from_days, days_from_civil, iso8601_ms, Timeframe, UnknownTimeframe};
+pub use timeframe::{
+    civil_from_days, days_from_civil, iso8601_ms, parse_server_offset, Timeframe, UnknownTimeframe,
+};
 pub use writer::{CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
 
 /// The segment name used when none is given.

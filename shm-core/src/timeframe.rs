@@ -195,6 +195,38 @@ pub fn iso8601_ms(unix_ms: i64) -> String {
     )
 }
 
+/// Parses a broker server-time offset (server time minus UTC): `±HH:MM`, `±HH` (a sign means
+/// hours) or unsigned whole seconds, at most 14 hours.
+///
+/// ```
+/// assert_eq!(shm_core::parse_server_offset("+02:00"), Ok(7200));
+/// assert_eq!(shm_core::parse_server_offset("-3"), Ok(-10800));
+/// assert_eq!(shm_core::parse_server_offset("3600"), Ok(3600));
+/// assert!(shm_core::parse_server_offset("two").is_err());
+/// ```
+pub fn parse_server_offset(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let signed = s.starts_with(['+', '-']);
+    if let (false, Ok(secs)) = (signed, s.parse::<i64>()) {
+        if secs.abs() <= 14 * 3600 {
+            return Ok(secs);
+        }
+        return Err(format!("{secs} s is more than 14 hours"));
+    }
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    match (h.parse::<i64>(), m.parse::<i64>()) {
+        (Ok(h), Ok(m)) if (0..=14).contains(&h) && (0..60).contains(&m) => {
+            Ok(sign * (h * 3600 + m * 60))
+        }
+        _ => Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

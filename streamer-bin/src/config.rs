@@ -180,29 +180,7 @@ const IGNORED: [(&str, &str); 6] = [
     ("batch_write_size", "every change is published at once"),
 ];
 
-/// Parses `±HH:MM`, `±HH` (a sign means hours) or unsigned whole seconds.
-pub fn parse_offset(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let signed = s.starts_with(['+', '-']);
-    if let (false, Ok(secs)) = (signed, s.parse::<i64>()) {
-        if secs.abs() <= 14 * 3600 {
-            return Ok(secs);
-        }
-        return Err(format!("{secs} s is more than 14 hours"));
-    }
-    let (sign, rest) = match s.as_bytes().first() {
-        Some(b'+') => (1, &s[1..]),
-        Some(b'-') => (-1, &s[1..]),
-        _ => return Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    match (h.parse::<i64>(), m.parse::<i64>()) {
-        (Ok(h), Ok(m)) if (0..=14).contains(&h) && (0..60).contains(&m) => {
-            Ok(sign * (h * 3600 + m * 60))
-        }
-        _ => Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
-    }
-}
+pub use shm_core::parse_server_offset as parse_offset;
 
 /// Parses an octal file mode such as `0640` or `640`.
 pub fn parse_mode(s: &str) -> Result<u32, String> {

@@ -1,0 +1,271 @@
+//! The `mtf-monitor` command line and its loop.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::chain::Policy;
+use crate::source::SourceKind;
+use crate::{report, Config, ConfigError, Monitor};
+
+/// The micro-scalp monitor: each symbol's last M1 candles from shared memory, else the HTTP
+/// shim, else the MT5 gateway, with VWAP, σ distance, ATR compression, volume spike and spread.
+#[derive(Debug, Parser)]
+#[command(name = "mtf-monitor", version, about, long_about = None)]
+pub struct Cli {
+    /// Symbols, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "BTCUSDc,XAUUSDc")]
+    pub symbols: Vec<String>,
+    /// Seconds between cycles (1 to 300).
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
+    /// Segment name in /dev/shm.
+    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
+    pub segment: String,
+    /// Segment file path (overrides --segment).
+    #[arg(long, value_name = "PATH")]
+    pub segment_path: Option<std::path::PathBuf>,
+    /// The HTTP shim; "none" leaves it out.
+    #[arg(
+        long,
+        env = "STREAMER_API_URL",
+        default_value = "http://localhost:8000"
+    )]
+    pub api_url: String,
+    /// Bearer token for the shim.
+    #[arg(long, env = "MTF_SHIM_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// The MT5 gateway, HOST:PORT (the final fallback; left out if not given).
+    #[arg(long, env = "MT5_GATEWAY_ADDR")]
+    pub gateway: Option<String>,
+    /// Sources in the order tried, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "shm,http,mt5")]
+    pub sources: Vec<SourceKind>,
+    /// Seconds allowed for an HTTP answer and a gateway connection.
+    #[arg(long, default_value_t = 1.0)]
+    pub timeout: f64,
+    /// Candles asked of each source.
+    #[arg(long, default_value_t = 50)]
+    pub count: usize,
+    /// Fewer candles than this and the source is skipped.
+    #[arg(long, default_value_t = 10)]
+    pub min_candles: usize,
+    /// A newest M1 older than this many seconds (by true UTC) and the source is skipped.
+    #[arg(long, default_value_t = 90)]
+    pub max_age: i64,
+    /// Broker server time minus UTC (+HH:MM or seconds), replacing what the sources report.
+    #[arg(long, value_name = "OFFSET")]
+    pub server_offset: Option<String>,
+    /// Print NDJSON (one object per symbol and cycle, plus source changes and counters).
+    #[arg(long)]
+    pub json: bool,
+    /// Run one cycle and exit: status 1 if any symbol had no source.
+    #[arg(long)]
+    pub once: bool,
+    /// Print the per-source counters every N cycles (0: only at exit).
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    pub stats_every: u64,
+}
+
+impl Cli {
+    /// The configuration these flags ask for.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let segment = match &self.segment_path {
+            Some(p) => shm_core::SegmentPath::at(p),
+            None => shm_core::SegmentPath::named(&self.segment)
+                .map_err(|e| ConfigError::Policy(format!("--segment: {e}")))?,
+        };
+        let server_offset_s = self
+            .server_offset
+            .as_deref()
+            .map(shm_core::parse_server_offset)
+            .transpose()
+            .map_err(|e| ConfigError::Policy(format!("--server-offset: {e}")))?;
+        if !(self.timeout.is_finite() && (0.01..=60.0).contains(&self.timeout)) {
+            return Err(ConfigError::Policy(format!(
+                "--timeout {}: must be 0.01 to 60 seconds",
+                self.timeout
+            )));
+        }
+        let api_url = (!self.api_url.eq_ignore_ascii_case("none")).then(|| self.api_url.clone());
+        let gateway = self.gateway.clone().filter(|g| !g.is_empty());
+        Ok(Config {
+            symbols: self.symbols.iter().map(|s| s.trim().to_owned()).collect(),
+            segment,
+            api_url,
+            api_token: self.api_token.clone(),
+            gateway,
+            sources: self.sources.clone(),
+            timeout: Duration::from_secs_f64(self.timeout),
+            interval: Duration::from_secs(self.interval),
+            policy: Policy {
+                count: self.count,
+                min_bars: self.min_candles,
+                max_age_s: self.max_age,
+            },
+            server_offset_s,
+        })
+    }
+}
+
+/// How the loop prints and when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// NDJSON instead of text.
+    pub json: bool,
+    /// One cycle only.
+    pub once: bool,
+    /// Counters every N cycles (0: only at exit).
+    pub stats_every: u64,
+}
+
+/// Runs cycles until `stop` is set (or once). Data lines go to `out`; in text mode source
+/// changes and counters go to `log`, in JSON mode to `out` as typed lines. Returns whether
+/// every symbol of the last cycle was served.
+pub fn run(
+    monitor: &mut Monitor,
+    options: RunOptions,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> std::io::Result<bool> {
+    let interval = monitor.config().interval;
+    let start = Instant::now();
+    let mut all_served = true;
+    let mut next = 0u32;
+    // Relaxed: the signal handler's flag carries no data with it.
+    while !stop.load(Ordering::Relaxed) {
+        let outcomes = monitor.cycle();
+        let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
+        all_served = outcomes.iter().all(|o| o.served.is_some());
+        for o in &outcomes {
+            if let Some(t) = &o.transition {
+                if options.json {
+                    let v = serde_json::json!({"type": "source_change", "time": now_s, "symbol": o.symbol, "source": o.served.as_ref().map(|s| s.kind.name()), "message": t});
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(log, "{t}")?;
+                }
+            }
+            if options.json {
+                writeln!(out, "{}", report::json_line(o, now_s))?;
+            } else {
+                writeln!(out, "{}", report::text_line(o, now_s))?;
+            }
+        }
+        out.flush()?;
+        if options.once {
+            return Ok(all_served);
+        }
+        let cycles = monitor.cycles();
+        if options.stats_every > 0 && cycles.is_multiple_of(options.stats_every) {
+            print_stats(monitor, options, out, log)?;
+        }
+        // Cycles keep to a fixed schedule; one that overran skips the slots it missed rather
+        // than running late ones back to back.
+        let elapsed = start.elapsed();
+        next = next.max((elapsed.as_secs_f64() / interval.as_secs_f64()) as u32) + 1;
+        let due = start + interval * next;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+        }
+    }
+    print_stats(monitor, options, out, log)?;
+    Ok(all_served)
+}
+
+fn print_stats(
+    monitor: &Monitor,
+    options: RunOptions,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> std::io::Result<()> {
+    if options.json {
+        writeln!(
+            out,
+            "{}",
+            report::stats_json(monitor.chain(), monitor.cycles())
+        )?;
+        out.flush()
+    } else {
+        writeln!(
+            log,
+            "{}",
+            report::stats_text(monitor.chain(), monitor.cycles())
+        )
+    }
+}
+
+/// What the monitor will read, for the first line it prints.
+fn banner(config: &Config) -> String {
+    let place = |k: &SourceKind| match k {
+        SourceKind::Shm => format!("shm {}", config.segment),
+        SourceKind::Http => match &config.api_url {
+            Some(u) => format!("http {u}"),
+            None => "http (not configured)".into(),
+        },
+        SourceKind::Mt5 => match &config.gateway {
+            Some(g) => format!("mt5 {g}"),
+            None => "mt5 (not configured: --gateway or MT5_GATEWAY_ADDR)".into(),
+        },
+    };
+    let chain: Vec<String> = config.sources.iter().map(place).collect();
+    format!(
+        "mtf-monitor: {} every {} s from {}",
+        config.symbols.join(", "),
+        config.interval.as_secs(),
+        chain.join(" → ")
+    )
+}
+
+/// The whole program: parse, validate, loop until SIGINT or SIGTERM, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let monitor = cli.config().and_then(Monitor::new);
+    let mut monitor = match monitor {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("mtf-monitor: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = RunOptions {
+        json: cli.json,
+        once: cli.once,
+        stats_every: cli.stats_every,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    if !cli.json {
+        eprintln!("{}", banner(monitor.config()));
+    }
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    match run(
+        &mut monitor,
+        options,
+        &stop,
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    ) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) if !cli.once => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // A closed stdout (`mtf-monitor | head`) ends the program without a fuss.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mtf-monitor: error: writing output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What the monitor prints: one line per symbol per cycle (text or NDJSON), source changes,
+//! and the per-source counters.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use crate::chain::{Chain, Outcome};
+use crate::conditions::Conditions;
+
+/// A price with up to 5 decimals and no trailing zeros: `65012.5`, `1.08123`.
+pub fn price(x: f64) -> String {
+    let s = format!("{x:.5}");
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.').unwrap_or(s).to_owned()
+}
+
+fn opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+/// `HH:MM:SSZ` of a UTC epoch-second time.
+fn clock(now_s: i64) -> String {
+    let sod = now_s.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+/// The human line of one outcome.
+pub fn text_line(o: &Outcome, now_s: i64) -> String {
+    let mut line = format!("{} {:<10}", clock(now_s), o.symbol);
+    let Some(s) = &o.served else {
+        let why: Vec<String> = o.skipped.iter().map(|(k, s)| format!("{k} {s}")).collect();
+        let _ = write!(line, " NO SOURCE: {}", why.join("; "));
+        return line;
+    };
+    let last = s.bars.last().expect("a served source has bars");
+    let _ = write!(
+        line,
+        " {:<4} {:>6} µs {:>3} bars  close {}  age {:>3} s",
+        s.kind,
+        s.latency.as_micros(),
+        s.bars.len(),
+        price(last.close),
+        s.age_s
+    );
+    if let Some(c) = Conditions::compute(&s.bars) {
+        let distance = c
+            .distance_sigma
+            .map_or_else(|| "-".to_owned(), |d| format!("{d:+.2}σ"));
+        let _ = write!(
+            line,
+            " | VWAP {} σ {} dist {distance} | ATR1 {} ATR14 {} comp {} | vol {} ×{}{} | spread {}",
+            c.vwap.map_or_else(|| "-".to_owned(), price),
+            c.sigma.map_or_else(|| "-".to_owned(), price),
+            price(c.atr1),
+            price(c.atr14),
+            opt(c.compression, 2),
+            c.volume,
+            opt(c.volume_ratio, 2),
+            if c.volume_spike { " SPIKE" } else { "" },
+            c.spread
+        );
+    }
+    line
+}
+
+/// The NDJSON object of one outcome (`"type": "cycle"`).
+pub fn json_line(o: &Outcome, now_s: i64) -> Value {
+    let skipped: Map<String, Value> = o
+        .skipped
+        .iter()
+        .map(|(k, s)| {
+            (
+                k.name().to_owned(),
+                json!({"class": s.class(), "reason": s.to_string()}),
+            )
+        })
+        .collect();
+    let mut v = json!({
+        "type": "cycle",
+        "time": now_s,
+        "symbol": o.symbol,
+        "source": Value::Null,
+        "skipped": skipped,
+    });
+    if let Some(s) = &o.served {
+        let last = s.bars.last().expect("a served source has bars");
+        v["source"] = json!(s.kind.name());
+        v["fetch_us"] = json!(s.latency.as_micros() as u64);
+        v["count"] = json!(s.bars.len());
+        v["last_close"] = json!(last.close);
+        v["last_time"] = json!(last.time);
+        v["last_complete"] = json!(last.complete);
+        v["age_seconds"] = json!(s.age_s);
+        v["server_time_offset_seconds"] = json!(s.offset_s);
+        if let Some(g) = s.generation {
+            v["generation"] = json!(g);
+        }
+        if let Some(c) = Conditions::compute(&s.bars) {
+            v["conditions"] = json!({
+                "vwap": c.vwap,
+                "sigma": c.sigma,
+                "distance_sigma": c.distance_sigma,
+                "atr1": c.atr1,
+                "atr14": c.atr14,
+                "compression": c.compression,
+                "volume": c.volume,
+                "volume_mean": c.volume_mean,
+                "volume_ratio": c.volume_ratio,
+                "volume_spike": c.volume_spike,
+                "spread": c.spread,
+            });
+        }
+    }
+    v
+}
+
+/// The counters as text lines.
+pub fn stats_text(chain: &Chain, cycles: u64) -> String {
+    let mut out = format!("stats after {cycles} cycles:");
+    for (kind, c) in chain.counters() {
+        let _ = write!(out, "\n  {kind:<4} served {:>6}", c.served);
+        if let Some(mean) = c.latency_mean() {
+            let _ = write!(
+                out,
+                " (mean {} µs, max {} µs)",
+                mean.as_micros(),
+                c.latency_max.as_micros()
+            );
+        }
+        for (class, n) in &c.skipped {
+            let _ = write!(out, ", {} {n}", class.replace('_', " "));
+        }
+    }
+    let _ = write!(out, "\n  no source {}", chain.unserved());
+    out
+}
+
+/// The counters as one NDJSON object (`"type": "stats"`).
+pub fn stats_json(chain: &Chain, cycles: u64) -> Value {
+    let sources: Map<String, Value> = chain
+        .counters()
+        .map(|(kind, c)| {
+            let skipped: Map<String, Value> = c
+                .skipped
+                .iter()
+                .map(|(class, n)| ((*class).to_owned(), json!(n)))
+                .collect();
+            (
+                kind.name().to_owned(),
+                json!({
+                    "served": c.served,
+                    "skipped": skipped,
+                    "latency_mean_us": c.latency_mean().map(|d| d.as_micros() as u64),
+                    "latency_max_us": c.latency_max.as_micros() as u64,
+                }),
+            )
+        })
+        .collect();
+    json!({"type": "stats", "cycles": cycles, "sources": sources, "no_source": chain.unserved()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_drop_trailing_zeros_only() {
+        assert_eq!(price(65012.5), "65012.5");
+        assert_eq!(price(1.08123), "1.08123");
+        assert_eq!(price(100.0), "100");
+        assert_eq!(price(0.000001), "0");
+        assert_eq!(clock(86_400 + 3661), "01:01:01Z");
+    }
+}
