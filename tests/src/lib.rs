@@ -225,6 +225,42 @@ pub fn spawn_csv_gateway(
     (gw, addr)
 }
 
+/// The path of a workspace binary (`mtf-streamer`, `mtf-shim`, `mtf-monitor`), built first
+/// with the profile of the running test, so that a test of one package can spawn another's.
+/// Built once per test process.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    // The test executable is target/<profile>/deps/<test>; binaries sit in target/<profile>.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["build", "--quiet", "--bin", name]);
+    if release {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --bin {name} failed");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
 /// A small deterministic generator for randomized tests (a 64-bit LCG; fixed, so a failure
 /// replays exactly).
 pub struct Lcg(pub u64);
