@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use http_shim::{Shim, ShimConfig};
+use mtf_benches::{save_rows, Row};
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Candle, Layout, Reader, Timeframe, Writer, WriterState};
 
@@ -174,14 +175,18 @@ fn shim_for(seg: &TempSegment) -> Shim {
     .unwrap()
 }
 
-fn http_load() {
-    println!("\n### 2. HTTP: 64 keep-alive clients, `GET /streamer/candles/BTCUSDc/M1?limit=50`, 10 s (clients and server share the 2 cores)\n");
+fn http_load(rows: &mut Vec<Row>) {
+    let clients: usize = std::env::var("MTF_BENCH_CLIENTS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c| c > 0)
+        .unwrap_or(64);
+    println!("\n### 2. HTTP: {clients} keep-alive clients, `GET /streamer/candles/BTCUSDc/M1?limit=50`, 10 s (clients and server share the 2 cores)\n");
     let seg = TempSegment::new("load-http");
     let stop = Arc::new(AtomicBool::new(false));
     let driver = drive(full_writer(&seg), false, Arc::clone(&stop));
     let shim = shim_for(&seg);
     let addr = shim.local_addr();
-    let clients = 64;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let run_for = Duration::from_secs(10);
     let handles: Vec<_> = (0..clients)
@@ -211,11 +216,20 @@ fn http_load() {
         total.add(h.join().unwrap()).unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    let per_s = total.len() as f64 / secs;
     println!(
-        "- {:.0} requests/s; latency {}",
-        total.len() as f64 / secs,
+        "- {per_s:.0} requests/s; latency {}",
         quantiles(&total, "ms", 1000.0)
     );
+    let p99_ms = total.value_at_quantile(0.99) as f64 / 1000.0;
+    rows.push(Row {
+        measure: format!(
+            "HTTP throughput, {clients} keep-alive clients (built-in load generator), p99"
+        ),
+        result: format!("{per_s:.0} req/s, p99 {p99_ms:.2} ms"),
+        target: "≥ 30k req/s".into(),
+        met: Some(per_s >= 30_000.0),
+    });
     drop(shim);
     stop.store(true, Ordering::Relaxed);
     driver.join().unwrap();
@@ -277,7 +291,7 @@ fn wait_running(seg: &TempSegment, limit: Duration) -> Duration {
     }
 }
 
-fn startup_and_memory() {
+fn startup_and_memory(rows: &mut Vec<Row>) {
     let bin = streamer_binary();
     println!("\n### 4. `mtf-streamer` start-up to state running (synthetic, 2 symbols, 30 days of M1 backfill, new segment each time)\n");
     let mut h = Histogram::<u64>::new(3).unwrap();
@@ -295,6 +309,12 @@ fn startup_and_memory() {
         child.wait_for(Duration::from_secs(10)).unwrap();
     }
     println!("- spawn to running: {}", quantiles(&h, "ms", 1000.0));
+    rows.push(Row {
+        measure: "mtf-streamer spawn to running (30 days of synthetic backfill), p50".into(),
+        result: format!("{:.1} ms", h.value_at_quantile(0.5) as f64 / 1000.0),
+        target: String::new(),
+        met: None,
+    });
 
     println!(
         "\n### 5. `mtf-streamer` memory with 20 symbols, 7 timeframes (synthetic, HTTP shim on)\n"
@@ -334,6 +354,12 @@ fn startup_and_memory() {
         field("VmHWM:"),
         seg_size as f64 / 1048576.0
     );
+    rows.push(Row {
+        measure: "mtf-streamer memory, 20 symbols × 7 timeframes, HTTP on".into(),
+        result: format!("VmRSS {}", field("VmRSS:")),
+        target: String::new(),
+        met: None,
+    });
     child.sigterm();
     child.wait_for(Duration::from_secs(10)).unwrap();
 }
@@ -347,8 +373,10 @@ fn main() {
         "## Load harness ({})",
         shm_core::iso8601_ms((shm_core::now_ns() / 1_000_000) as i64)
     );
+    let mut rows = Vec::new();
     read_latency();
-    http_load();
+    http_load(&mut rows);
     idle_connections();
-    startup_and_memory();
+    startup_and_memory(&mut rows);
+    save_rows("load", &rows);
 }

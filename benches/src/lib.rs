@@ -1,2 +1,81 @@
-//! Benchmarks live in `benches/`; run them with `cargo bench -p mtf-benches`.
-//! Figures and the machine they were taken on are in `docs/BENCHMARKS.md`.
+//! Helpers of the benchmarks in `benches/` (run them all with `./scripts/bench`, which ends
+//! with one table): a monotonic clock that two processes share, CPU pinning, and the results
+//! file each harness adds its rows to. Figures and the machine they were taken on are in
+//! `docs/BENCHMARKS.md`.
+//!
+//! ```
+//! let a = mtf_benches::mono_ns();
+//! assert!(mtf_benches::mono_ns() >= a);
+//! ```
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the host, unlike
+/// `Instant`, whose values cannot leave the process.
+pub fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Pins the calling thread to `cpu`, if the machine has it; says so if it could not.
+pub fn pin_to_cpu(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("note: could not pin to CPU {cpu}: {e}");
+    }
+}
+
+/// `target/mtf-bench`, where harnesses leave their rows for the summary table.
+pub fn results_dir() -> PathBuf {
+    // Bench executables run from target/<profile>/deps.
+    let exe = std::env::current_exe().expect("own path");
+    let target = exe
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    target.join("mtf-bench")
+}
+
+/// One row of the summary table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was measured.
+    pub measure: String,
+    /// The figure, with its unit.
+    pub result: String,
+    /// The target it is held against, if any.
+    pub target: String,
+    /// Whether the target was met (`None` without one).
+    pub met: Option<bool>,
+}
+
+/// Writes `rows` as `target/mtf-bench/<name>.json` for `bench-table`.
+pub fn save_rows(name: &str, rows: &[Row]) {
+    let dir = results_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(
+            |r| json!({"measure": r.measure, "result": r.result, "target": r.target, "met": r.met}),
+        )
+        .collect();
+    let doc = json!({"when": shm_core::iso8601_ms((shm_core::now_ns() / 1_000_000) as i64), "rows": rows});
+    if let Err(e) = std::fs::write(dir.join(format!("{name}.json")), doc.to_string()) {
+        eprintln!("note: could not save the {name} results: {e}");
+    }
+}
+
+/// Formats nanoseconds with a unit that keeps three significant digits.
+pub fn human_ns(ns: f64) -> String {
+    if ns < 1_000.0 {
+        format!("{ns:.0} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
