@@ -337,9 +337,8 @@ impl Source for HttpSource {
         if status != 200 || v["success"] == Value::Bool(false) {
             let code = v["error_code"].as_str().unwrap_or("?");
             return Err(Skip::Unavailable(match v["details"]["reason"].as_str() {
-                Some(reason) if code == "STREAMER_NOT_RUNNING" => {
-                    format!("writer {}", reason.replace('_', " "))
-                }
+                // `writer_gone` reads as "writer gone", `no_segment` as "no segment".
+                Some(reason) if code == "STREAMER_NOT_RUNNING" => reason.replace('_', " "),
                 _ => format!(
                     "HTTP {status} {code}: {}",
                     v["error"].as_str().unwrap_or("no message")
