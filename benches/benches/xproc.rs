@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mtf_benches::{human_ns, mono_ns, pin_to_cpu, save_rows, Row};
+use mtf_benches::{human_ns, mono_ns, pin_to_cpu, preemptions, save_rows, Row};
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Reader, SegmentPath, Timeframe};
 
@@ -63,6 +63,7 @@ fn tick_latency(rows: &mut Vec<Row>) {
     let mut next = 0u64; // the first tick not yet seen
     let mut seen = 0u64;
     let mut busy = 0u64;
+    let preempted = preemptions();
     std::fs::write(format!("{file_s}.ready"), b"").unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds + 10);
     while next < total && Instant::now() < deadline {
@@ -90,8 +91,9 @@ fn tick_latency(rows: &mut Vec<Row>) {
         .wait_for(Duration::from_secs(10))
         .expect("the writer exits");
     let _ = std::fs::remove_file(format!("{file_s}.ready"));
+    let preempted = preemptions() - preempted;
     println!(
-        "- sent {total}, seen directly {seen} ({:.1} %), counted {} (writer: {})",
+        "- sent {total}, seen directly {seen} ({:.1} %), counted {} (writer: {}; reader preempted {preempted})",
         seen as f64 * 100.0 / total as f64,
         h.len(),
         out.trim()

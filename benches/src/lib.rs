@@ -28,6 +28,19 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// How often the scheduler took the CPU from this process (`nonvoluntary_ctxt_switches` of
+/// `/proc/self/status`, summed over its threads); 0 if unknown.
+pub fn preemptions() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// `target/mtf-bench`, where harnesses leave their rows for the summary table.
 pub fn results_dir() -> PathBuf {
     // Bench executables run from target/<profile>/deps.

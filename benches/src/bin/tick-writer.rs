@@ -7,12 +7,12 @@
 //! the forming candle: `tick_volume` = k, `real_volume` = the intended time on
 //! `CLOCK_MONOTONIC`. A tick that is late is published at once, and its lateness counts in
 //! the reader's figure, since the reader measures from the intended time.
-//! Prints `sent N late_max_ns L` at the end.
+//! Prints `sent N late_max_ns L preempted P` at the end (P: times the scheduler took its CPU).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mtf_benches::{mono_ns, pin_to_cpu};
+use mtf_benches::{mono_ns, pin_to_cpu, preemptions};
 use shm_core::{Candle, Layout, SegmentPath, Timeframe, Writer};
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
     let total = rate * seconds;
     let t0 = mono_ns() + 1_000_000;
     let mut late_max = 0;
+    let preempted = preemptions();
     let mut c = Candle::flat(0, 1.0);
     for k in 0..total {
         let due = t0 + k * period;
@@ -69,6 +70,9 @@ fn main() -> std::process::ExitCode {
         c.high = c.close;
         w.update_forming(ring, &c);
     }
-    println!("sent {total} late_max_ns {late_max}");
+    println!(
+        "sent {total} late_max_ns {late_max} preempted {}",
+        preemptions() - preempted
+    );
     std::process::ExitCode::SUCCESS
 }
