@@ -10,17 +10,14 @@
 //!
 //! Run: `cargo bench -p mtf-benches --bench load` (it builds the release streamer itself).
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use http_shim::{Shim, ShimConfig};
-use mtf_benches::{save_rows, Row};
+use mtf_benches::{keep_alive_request, release_streamer, save_rows, Row, CANDLES_REQUEST};
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Candle, Layout, Reader, Timeframe, Writer, WriterState};
 
@@ -141,29 +138,9 @@ fn read_latency() {
     }
 }
 
-const REQUEST: &[u8] = b"GET /streamer/candles/BTCUSDc/M1?limit=50 HTTP/1.1\r\nHost: bench\r\n\r\n";
-
-/// Sends one request on a keep-alive connection and reads the whole response.
+/// One keep-alive candles request; its status.
 fn request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> u16 {
-    stream.write_all(REQUEST).unwrap();
-    buf.clear();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "server closed");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).unwrap();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
-            if buf.len() >= end + 4 + len {
-                return head[9..12].parse().unwrap();
-            }
-        }
-    }
+    keep_alive_request(stream, CANDLES_REQUEST, buf).0
 }
 
 fn shim_for(seg: &TempSegment) -> Shim {
@@ -264,20 +241,6 @@ fn idle_connections() {
     driver.join().unwrap();
 }
 
-fn streamer_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "streamer-bin"])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cargo build --release -p streamer-bin failed"
-    );
-    root.join("target/release/mtf-streamer")
-}
-
 fn wait_running(seg: &TempSegment, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
@@ -292,7 +255,7 @@ fn wait_running(seg: &TempSegment, limit: Duration) -> Duration {
 }
 
 fn startup_and_memory(rows: &mut Vec<Row>) {
-    let bin = streamer_binary();
+    let bin = release_streamer();
     println!("\n### 4. `mtf-streamer` start-up to state running (synthetic, 2 symbols, 30 days of M1 backfill, new segment each time)\n");
     let mut h = Histogram::<u64>::new(3).unwrap();
     for _ in 0..10 {

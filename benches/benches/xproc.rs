@@ -11,14 +11,15 @@
 //!
 //! Run: `cargo bench -p mtf-benches --bench xproc` (it builds the release streamer itself).
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mtf_benches::{human_ns, mono_ns, pin_to_cpu, preemptions, save_rows, Row};
+use mtf_benches::{
+    human_ns, keep_alive_request, mono_ns, pin_to_cpu, preemptions, release_streamer, save_rows,
+    Row, CANDLES_REQUEST,
+};
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Reader, SegmentPath, Timeframe};
 
@@ -128,46 +129,6 @@ fn tick_latency(rows: &mut Vec<Row>) {
     });
 }
 
-fn streamer_binary() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "streamer-bin"])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --release -p streamer-bin");
-    root.join("target/release/mtf-streamer")
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-const REQUEST: &[u8] = b"GET /streamer/candles/BTCUSDc/M1?limit=50 HTTP/1.1\r\nHost: bench\r\n\r\n";
-
-/// One keep-alive request, the whole response read; returns the body length.
-fn request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
-    stream.write_all(REQUEST).unwrap();
-    buf.clear();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "server closed");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).unwrap();
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
-            if buf.len() >= end + 4 + len {
-                return len;
-            }
-        }
-    }
-}
-
 fn side_by_side(rows: &mut Vec<Row>) {
     let calls = 20_000;
     println!("\n### 2. The latest 50 M1 candles: shm read vs HTTP keep-alive to the shim, {calls} calls each, alternated (mtf-streamer running, synthetic feed)\n");
@@ -180,7 +141,7 @@ fn side_by_side(rows: &mut Vec<Row>) {
     let addr = format!("127.0.0.1:{port}");
     let file = seg.file();
     let _streamer = ChildGuard::spawn(
-        &streamer_binary(),
+        release_streamer(),
         &[
             "--segment-path",
             file.to_str().unwrap(),
@@ -212,7 +173,9 @@ fn side_by_side(rows: &mut Vec<Row>) {
         let d_shm = t.elapsed().as_nanos() as u64;
         assert_eq!(out.len(), 50);
         let t = Instant::now();
-        body = request(&mut stream, &mut buf);
+        let (status, len) = keep_alive_request(&mut stream, CANDLES_REQUEST, &mut buf);
+        assert_eq!(status, 200);
+        body = len;
         let d_http = t.elapsed().as_nanos() as u64;
         if i >= 1000 {
             // The first thousand of each warm caches and the connection.

@@ -8,6 +8,8 @@
 //! assert!(mtf_benches::mono_ns() >= a);
 //! ```
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
@@ -91,4 +93,56 @@ pub fn human_ns(ns: f64) -> String {
     } else {
         format!("{:.2} ms", ns / 1e6)
     }
+}
+
+/// The request both HTTP benchmarks send: the latest 50 M1 candles of BTCUSDc.
+pub const CANDLES_REQUEST: &[u8] =
+    b"GET /streamer/candles/BTCUSDc/M1?limit=50 HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+/// Sends `request` on a keep-alive connection and reads the whole response into `buf`;
+/// returns the status and the body length. Panics if the server closes the connection.
+pub fn keep_alive_request(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> (u16, usize) {
+    stream.write_all(request).expect("send the request");
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).expect("read the response");
+        assert!(n > 0, "server closed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).expect("ASCII head");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            if buf.len() >= end + 4 + len {
+                let status = head
+                    .get(9..12)
+                    .and_then(|c| c.parse().ok())
+                    .expect("a status");
+                return (status, len);
+            }
+        }
+    }
+}
+
+/// Builds the release `mtf-streamer` and returns its path.
+pub fn release_streamer() -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "streamer-bin"])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo build --release -p streamer-bin failed"
+    );
+    root.join("target/release/mtf-streamer")
 }

@@ -8,27 +8,14 @@ use std::time::{Duration, Instant};
 
 use monitor_bin::source::{HttpSource, Mt5Source, ShmSource, Source};
 use mtf_tests::{
-    python3_available, spawn_csv_gateway, wait_for_running, wait_for_status, workspace_bin,
-    ChildGuard, TempSegment,
+    free_port, python3_available, spawn_csv_gateway, spawn_shim, wait_for_running, wait_for_status,
+    workspace_bin, ChildGuard, TempSegment,
 };
 use serde_json::Value;
 
 const MONITOR: &str = env!("CARGO_BIN_EXE_mtf-monitor");
 /// Broker server time minus UTC used throughout: two hours, so a mix-up shows as 7200 s.
 const OFFSET: i64 = 7200;
-
-fn bin(name: &str) -> String {
-    workspace_bin(name).to_str().expect("utf-8 path").to_owned()
-}
-
-/// A port nothing listens on (bound, noted, closed).
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now_s() -> i64 {
     (shm_core::now_ns() / 1_000_000_000) as i64
@@ -38,32 +25,15 @@ fn now_s() -> i64 {
 fn streamer(seg: &TempSegment) -> ChildGuard {
     let file = seg.file();
     ChildGuard::spawn(
-        &bin("mtf-streamer"),
+        workspace_bin("mtf-streamer"),
         &["--segment-path", file.to_str().unwrap(), "--no-http"],
     )
 }
 
 /// `mtf-shim` for `seg` on a free port; returns it and its base URL.
 fn shim(seg: &TempSegment) -> (ChildGuard, String) {
-    let file = seg.file();
-    let mut shim = ChildGuard::spawn(
-        &bin("mtf-shim"),
-        &[
-            "--segment-path",
-            file.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-        ],
-    );
-    let stdout = shim.0.as_mut().unwrap().stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("the shim said {line:?}"));
-    (shim, format!("http://{url}"))
+    let (shim, addr) = spawn_shim(&seg.file());
+    (shim, format!("http://{addr}"))
 }
 
 /// A folder of MT5 exports, removed when dropped.
@@ -149,7 +119,7 @@ fn a_running_streamer_serves_from_shared_memory() {
     let _streamer = streamer(&seg);
     wait_for_running(&seg.path);
     let file = seg.file();
-    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let (code, cycles, stderr) =
         monitor_once(&["--segment-path", file.to_str().unwrap(), "--api-url", &dead]);
     assert_eq!(code, 0, "{stderr}");
@@ -205,7 +175,7 @@ fn a_killed_streamer_without_a_shim_falls_back_to_the_gateway() {
     let mut streamer = streamer(&seg);
     wait_for_running(&seg.path);
     let file = seg.file();
-    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let args = [
         "--segment-path",
         file.to_str().unwrap(),
@@ -358,7 +328,7 @@ fn all_three_sources_return_identical_bars() {
     let seg = TempSegment::new("mon-same");
     let file = seg.file();
     let _streamer = ChildGuard::spawn(
-        &bin("mtf-streamer"),
+        workspace_bin("mtf-streamer"),
         &[
             "--source",
             "mt5",

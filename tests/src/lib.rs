@@ -96,15 +96,33 @@ pub struct ChildGuard(pub Option<Child>);
 
 impl ChildGuard {
     /// Spawns `program` with `args`, stdout and stderr captured.
-    pub fn spawn(program: &str, args: &[&str]) -> ChildGuard {
+    pub fn spawn(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> ChildGuard {
+        let program = program.as_ref();
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.to_string_lossy()));
         ChildGuard(Some(child))
+    }
+
+    /// The first line the child prints on stdout (which is then no longer captured).
+    pub fn first_line(&mut self) -> String {
+        use std::io::BufRead;
+        let stdout = self
+            .0
+            .as_mut()
+            .expect("running")
+            .stdout
+            .take()
+            .expect("piped");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("child output");
+        line
     }
 
     /// Sends SIGTERM.
@@ -195,7 +213,6 @@ pub fn spawn_csv_gateway(
     port: u16,
     extra: &[&str],
 ) -> (ChildGuard, String) {
-    use std::io::BufRead;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/mt5_gateway.py");
     let bind = format!("127.0.0.1:{port}");
     let mut args = vec![
@@ -207,16 +224,7 @@ pub fn spawn_csv_gateway(
     args.extend([data.to_str().expect("utf-8 path"), "--bind", &bind]);
     args.extend(extra);
     let mut gw = ChildGuard::spawn("python3", &args);
-    let stdout =
-        gw.0.as_mut()
-            .expect("running")
-            .stdout
-            .take()
-            .expect("piped");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("gateway output");
+    let line = gw.first_line();
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -259,6 +267,33 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     built.insert(name.to_owned(), path.clone());
     path
+}
+
+/// A loopback port that was free a moment ago (bound, noted, closed): for a server a test
+/// starts, or as an address where nothing listens.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// Starts `mtf-shim` for the segment file `segment` on a free loopback port; returns it and
+/// the `HOST:PORT` it serves on (read from its first line).
+pub fn spawn_shim(segment: &std::path::Path) -> (ChildGuard, String) {
+    let file = segment.to_str().expect("utf-8 path");
+    let mut shim = ChildGuard::spawn(
+        workspace_bin("mtf-shim"),
+        &["--segment-path", file, "--bind", "127.0.0.1:0"],
+    );
+    let line = shim.first_line();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("the shim said {line:?}"))
+        .to_owned();
+    (shim, addr)
 }
 
 /// A small deterministic generator for randomized tests (a 64-bit LCG; fixed, so a failure

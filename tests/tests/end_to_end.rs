@@ -12,26 +12,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mtf_tests::{
-    python3_available, spawn_csv_gateway, wait_for_running, wait_for_status, workspace_bin,
-    ChildGuard, TempSegment,
+    free_port, python3_available, spawn_csv_gateway, spawn_shim, wait_for_running, wait_for_status,
+    workspace_bin, ChildGuard, TempSegment,
 };
 use serde_json::Value;
 use shm_core::{Liveness, Reader, Timeframe};
 
 /// Broker server time minus UTC in these tests.
 const OFFSET: i64 = 7200;
-
-fn bin(name: &str) -> String {
-    workspace_bin(name).to_str().expect("utf-8 path").to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now_s() -> i64 {
     (shm_core::now_ns() / 1_000_000_000) as i64
@@ -136,7 +124,7 @@ fn wait_listening(addr: &str) {
 fn monitor_once(args: &[&str]) -> (i32, Value) {
     let mut all = vec!["--once", "--json", "--symbols", "EURUSD"];
     all.extend(args);
-    let (status, stdout, stderr) = ChildGuard::spawn(&bin("mtf-monitor"), &all)
+    let (status, stdout, stderr) = ChildGuard::spawn(workspace_bin("mtf-monitor"), &all)
         .wait_for(Duration::from_secs(30))
         .expect("one cycle ends");
     let cycle = stdout
@@ -169,7 +157,7 @@ fn gateway_to_streamer_to_http_and_monitor_through_a_kill_and_a_restart() {
         "--segment-path",
         file.to_str().unwrap(),
     ];
-    let mut streamer = ChildGuard::spawn(&bin("mtf-streamer"), &streamer_args);
+    let mut streamer = ChildGuard::spawn(workspace_bin("mtf-streamer"), &streamer_args);
     let reader = wait_for_status(&seg.path, "the backfill", Duration::from_secs(30), |s| {
         s.writer_state == Some(shm_core::WriterState::Running)
             && s.counters.get(shm_core::Counter::BarsClosed) >= 299
@@ -220,34 +208,14 @@ fn gateway_to_streamer_to_http_and_monitor_through_a_kill_and_a_restart() {
         v["last_close"], last_close,
         "the same bar from the terminal"
     );
-    let mut shim = ChildGuard::spawn(
-        &bin("mtf-shim"),
-        &[
-            "--segment-path",
-            file.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-        ],
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(shim.0.as_mut().unwrap().stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let shim_addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let (_shim, shim_addr) = spawn_shim(&file);
     let (status, v) = get(&shim_addr, "/streamer/candles/EURUSD/M1?limit=5");
     assert_eq!(status, 503);
     assert_eq!(v["error_code"], "STREAMER_NOT_RUNNING");
     assert_eq!(v["details"]["reason"], "writer_gone");
 
     // Restart: candles kept, generation + 1, everyone back without being restarted.
-    let _streamer = ChildGuard::spawn(&bin("mtf-streamer"), &streamer_args);
+    let _streamer = ChildGuard::spawn(workspace_bin("mtf-streamer"), &streamer_args);
     wait_for_status(&seg.path, "the restart", Duration::from_secs(30), |s| {
         s.generation == generation + 1 && s.liveness == Liveness::Alive
     });
@@ -269,7 +237,7 @@ fn bad_http_requests_get_typed_answers_and_the_server_stays_up() {
     let addr = format!("127.0.0.1:{}", free_port());
     let file = seg.file();
     let _streamer = ChildGuard::spawn(
-        &bin("mtf-streamer"),
+        workspace_bin("mtf-streamer"),
         &["--segment-path", file.to_str().unwrap(), "--http", &addr],
     );
     wait_for_running(&seg.path);
@@ -341,7 +309,7 @@ fn bad_configuration_is_refused_with_the_field_named() {
         let path = dir.0.join(format!("bad{i}.json"));
         std::fs::write(&path, text).unwrap();
         let (status, _, stderr) = ChildGuard::spawn(
-            &bin("mtf-streamer"),
+            workspace_bin("mtf-streamer"),
             &[
                 "--config",
                 path.to_str().unwrap(),
@@ -361,7 +329,7 @@ fn bad_configuration_is_refused_with_the_field_named() {
         ("mtf-monitor", &["--interval", "0"][..]),
         ("mtf-shim", &["--bind", "not-an-address"][..]),
     ] {
-        let (status, stdout, stderr) = ChildGuard::spawn(&bin(program), args)
+        let (status, stdout, stderr) = ChildGuard::spawn(workspace_bin(program), args)
             .wait_for(Duration::from_secs(20))
             .expect("refused at once");
         assert_eq!(status.code(), Some(2), "{program}: {stderr}");
@@ -384,7 +352,7 @@ fn bad_csv_rows_are_reported_by_line_and_lose_no_good_row() {
     let csv = dir.0.join("EURUSD_M1_202403041000_202403041005.csv");
     std::fs::write(&csv, text).unwrap();
     let streamer = ChildGuard::spawn(
-        &bin("mtf-streamer"),
+        workspace_bin("mtf-streamer"),
         &[
             "--csv",
             csv.to_str().unwrap(),
@@ -439,27 +407,7 @@ fn a_segment_of_another_version_is_named_not_read() {
     assert_eq!(code, 1, "no source");
     let reason = v["skipped"]["shm"]["reason"].as_str().unwrap();
     assert!(reason.contains("version 99"), "{reason}");
-    let mut shim = ChildGuard::spawn(
-        &bin("mtf-shim"),
-        &[
-            "--segment-path",
-            file.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-        ],
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(shim.0.as_mut().unwrap().stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let (_shim, addr) = spawn_shim(&file);
     let (status, v) = get(&addr, "/streamer/candles/EURUSD/M1");
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["error_code"], "STREAMER_NOT_RUNNING");
