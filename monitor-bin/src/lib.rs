@@ -23,6 +23,9 @@
 //! # Ok::<(), monitor_bin::ConfigError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod bar;
 pub mod chain;
 pub mod cli;

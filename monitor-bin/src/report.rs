@@ -119,6 +119,11 @@ pub fn json_line(o: &Outcome, now_s: i64) -> Value {
 pub fn stats_text(chain: &Chain, cycles: u64) -> String {
     let mut out = format!("stats after {cycles} cycles:");
     for (kind, c) in chain.counters() {
+        if c.served == 0 && c.skipped.is_empty() {
+            // Never reached (an earlier source always served) or not configured.
+            let _ = write!(out, "\n  {kind:<4} not tried");
+            continue;
+        }
         let _ = write!(out, "\n  {kind:<4} served {:>6}", c.served);
         if let Some(mean) = c.latency_mean() {
             let _ = write!(
@@ -163,6 +168,29 @@ pub fn stats_json(chain: &Chain, cycles: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_name_each_source_and_what_happened() {
+        use crate::chain::{Chain, Policy};
+        use crate::source::{ShmSource, Source, SourceKind, Unconfigured};
+        let sources: Vec<Box<dyn Source>> = vec![
+            Box::new(ShmSource::new(
+                shm_core::SegmentPath::at("/nonexistent/mtf-segment"),
+                None,
+            )),
+            Box::new(Unconfigured(SourceKind::Http)),
+        ];
+        let mut chain = Chain::new(sources, Policy::default());
+        chain.poll("BTCUSDc", 0);
+        chain.poll("BTCUSDc", 0);
+        assert_eq!(
+            stats_text(&chain, 2),
+            "stats after 2 cycles:\n  shm  served      0, unavailable 2\n  http not tried\n  no source 2"
+        );
+        let v = stats_json(&chain, 2);
+        assert_eq!(v["sources"]["shm"]["skipped"]["unavailable"], 2);
+        assert_eq!(v["no_source"], 2);
+    }
 
     #[test]
     fn prices_drop_trailing_zeros_only() {

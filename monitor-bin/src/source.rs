@@ -37,7 +37,8 @@ impl SourceKind {
 
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        // `pad`, so that `{:<4}` lines the sources up in columns.
+        f.pad(self.name())
     }
 }
 
