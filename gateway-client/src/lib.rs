@@ -58,6 +58,24 @@ pub struct Rate {
     pub real_volume: u64,
 }
 
+impl Rate {
+    /// The bar as a segment candle (same server-time stamp), `forming` or closed.
+    pub fn to_candle(&self, forming: bool) -> shm_core::Candle {
+        shm_core::Candle {
+            time: self.time,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            tick_volume: self.tick_volume,
+            spread: self.spread,
+            real_volume: self.real_volume,
+            forming,
+            repaired: false,
+        }
+    }
+}
+
 /// One tick, with exactly MT5's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct Tick {

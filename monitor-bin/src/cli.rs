@@ -77,19 +77,16 @@ impl Cli {
         let segment = match &self.segment_path {
             Some(p) => shm_core::SegmentPath::at(p),
             None => shm_core::SegmentPath::named(&self.segment)
-                .map_err(|e| ConfigError::Policy(format!("--segment: {e}")))?,
+                .map_err(|e| ConfigError::Segment(e.to_string()))?,
         };
         let server_offset_s = self
             .server_offset
             .as_deref()
             .map(shm_core::parse_server_offset)
             .transpose()
-            .map_err(|e| ConfigError::Policy(format!("--server-offset: {e}")))?;
+            .map_err(ConfigError::ServerOffset)?;
         if !(self.timeout.is_finite() && (0.01..=60.0).contains(&self.timeout)) {
-            return Err(ConfigError::Policy(format!(
-                "--timeout {}: must be 0.01 to 60 seconds",
-                self.timeout
-            )));
+            return Err(ConfigError::Timeout(self.timeout));
         }
         let api_url = (!self.api_url.eq_ignore_ascii_case("none")).then(|| self.api_url.clone());
         let gateway = self.gateway.clone().filter(|g| !g.is_empty());

@@ -84,7 +84,7 @@ impl Default for Config {
 }
 
 /// A configuration value the monitor cannot use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConfigError {
     /// `--interval` outside 1..=300 seconds.
     Interval(u64),
@@ -98,6 +98,12 @@ pub enum ConfigError {
     Gateway(String),
     /// `--count`, `--min-candles` or `--max-age` out of range.
     Policy(String),
+    /// The segment name is not a valid name in /dev/shm.
+    Segment(String),
+    /// The server-time offset is not `+HH:MM` or seconds within 14 hours.
+    ServerOffset(String),
+    /// `--timeout` outside 0.01 to 60 seconds.
+    Timeout(f64),
     /// No sources, or one listed twice.
     Sources(String),
 }
@@ -116,6 +122,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Gateway(a) => write!(f, "--gateway {a:?}: expected HOST:PORT"),
             ConfigError::Policy(why) => f.write_str(why),
+            ConfigError::Segment(why) => write!(f, "--segment: {why}"),
+            ConfigError::ServerOffset(why) => write!(f, "--server-offset: {why}"),
+            ConfigError::Timeout(s) => write!(f, "--timeout {s}: must be 0.01 to 60 seconds"),
             ConfigError::Sources(why) => write!(f, "--sources: {why}"),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mt5_gateway_client as gateway;
 use serde_json::Value;
-use shm_core::{Liveness, OpenError, ReadError, Reader, SegmentPath, Timeframe};
+use shm_core::{Liveness, OpenError, ReadError, Reader, SegmentPath, Status, Timeframe};
 
 use crate::bar::{parse_iso8601, Bar};
 
@@ -175,27 +175,32 @@ impl ShmSource {
             scratch: Vec::new(),
         }
     }
+}
 
-    /// Attaches if not attached; re-attaches if the writer is not live and the file was
-    /// replaced (a restarted streamer with another layout, or a file deleted and created anew).
-    fn reader(&mut self) -> Result<&Reader, Skip> {
-        if let Some(r) = &mut self.reader {
-            if r.status().liveness != Liveness::Alive {
-                // A refresh error keeps the old mapping, whose status then says why.
-                let _ = r.refresh();
-            }
-        } else {
-            let r = Reader::open(&self.path).map_err(|e| {
-                Skip::Unavailable(match e {
-                    OpenError::NotFound { .. } => format!("no segment {}", self.path),
-                    OpenError::Initializing { .. } => "segment initialising".to_owned(),
-                    other => other.to_string(),
-                })
-            })?;
-            self.reader = Some(r);
-        }
-        Ok(self.reader.as_ref().expect("attached above"))
+/// The reader in `slot`, attached first if need be, and its status. When the writer is not
+/// live, the file may have been replaced (a restarted streamer with another layout, or a file
+/// deleted and created anew): re-attach then, and read the status again. One liveness probe
+/// per call while the writer is alive.
+fn attach<'a>(
+    slot: &'a mut Option<Reader>,
+    path: &SegmentPath,
+) -> Result<(&'a Reader, Status), Skip> {
+    let reader = match slot {
+        Some(r) => r,
+        None => slot.insert(Reader::open(path).map_err(|e| {
+            Skip::Unavailable(match e {
+                OpenError::NotFound { .. } => format!("no segment {path}"),
+                OpenError::Initializing { .. } => "segment initialising".to_owned(),
+                other => other.to_string(),
+            })
+        })?),
+    };
+    let mut status = reader.status();
+    // A refresh error keeps the old mapping, whose status then says why.
+    if status.liveness != Liveness::Alive && matches!(reader.refresh(), Ok(true)) {
+        status = reader.status();
     }
+    Ok((reader, status))
 }
 
 impl Source for ShmSource {
@@ -204,32 +209,26 @@ impl Source for ShmSource {
     }
 
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip> {
-        let override_s = self.offset_override;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = (|| {
-            let reader = self.reader()?;
-            let status = reader.status();
-            if status.liveness != Liveness::Alive {
-                return Err(Skip::Unavailable(format!("writer {}", status.liveness)));
-            }
-            let ring = reader.ring(symbol, Timeframe::M1).ok_or_else(|| {
-                Skip::Unavailable(format!("the segment has no M1 ring for {symbol}"))
-            })?;
-            ring.read_last(count, &mut scratch)
-                .map_err(|e: ReadError| Skip::Unavailable(e.to_string()))?;
-            let offset_s = override_s.unwrap_or(status.server_time_offset_s);
-            let bars = scratch
-                .iter()
-                .map(|c| Bar::from_segment(c, offset_s))
-                .collect();
-            Ok(Fetched {
-                bars: checked(bars)?,
-                offset_s,
-                generation: Some(status.generation),
-            })
-        })();
-        self.scratch = scratch;
-        result
+        let (reader, status) = attach(&mut self.reader, &self.path)?;
+        if status.liveness != Liveness::Alive {
+            return Err(Skip::Unavailable(format!("writer {}", status.liveness)));
+        }
+        let ring = reader
+            .ring(symbol, Timeframe::M1)
+            .ok_or_else(|| Skip::Unavailable(format!("the segment has no M1 ring for {symbol}")))?;
+        ring.read_last(count, &mut self.scratch)
+            .map_err(|e: ReadError| Skip::Unavailable(e.to_string()))?;
+        let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);
+        let bars = self
+            .scratch
+            .iter()
+            .map(|c| Bar::from_segment(c, offset_s))
+            .collect();
+        Ok(Fetched {
+            bars: checked(bars)?,
+            offset_s,
+            generation: Some(status.generation),
+        })
     }
 }
 
@@ -428,17 +427,7 @@ impl Source for Mt5Source {
         let bars = rates
             .iter()
             .enumerate()
-            .map(|(i, r)| Bar {
-                time: r.time - offset_s,
-                open: r.open,
-                high: r.high,
-                low: r.low,
-                close: r.close,
-                tick_volume: r.tick_volume,
-                spread: r.spread,
-                real_volume: r.real_volume,
-                complete: i != last,
-            })
+            .map(|(i, r)| Bar::from_segment(&r.to_candle(i == last), offset_s))
             .collect();
         Ok(Fetched {
             bars: checked(bars)?,

@@ -297,4 +297,13 @@ mod tests {
         // Times before the epoch floor downwards, not towards zero.
         assert_eq!(Timeframe::M1.bar_start(-1), -60);
     }
+
+    #[test]
+    fn server_offsets_parse_as_hours_and_minutes_or_seconds() {
+        assert_eq!(parse_server_offset("+03:00"), Ok(10_800));
+        assert_eq!(parse_server_offset("-05:30"), Ok(-19_800));
+        assert_eq!(parse_server_offset("+2"), Ok(7200));
+        assert_eq!(parse_server_offset("3600"), Ok(3600));
+        assert!(parse_server_offset("+2:75").is_err());
+    }
 }

@@ -180,8 +180,6 @@ const IGNORED: [(&str, &str); 6] = [
     ("batch_write_size", "every change is published at once"),
 ];
 
-pub use shm_core::parse_server_offset as parse_offset;
-
 /// Parses an octal file mode such as `0640` or `640`.
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let digits = s.trim().trim_start_matches("0o");
@@ -376,7 +374,9 @@ impl Config {
                             err(key, format!("expected seconds within 14 hours, found {n}"))
                         })?
                     }
-                    other => parse_offset(&string(other)?).map_err(|m| err(key, m))?,
+                    other => {
+                        shm_core::parse_server_offset(&string(other)?).map_err(|m| err(key, m))?
+                    }
                 };
             }
             "max_memory_mb" => {
@@ -538,12 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn offsets_modes_and_speeds_parse() {
-        assert_eq!(parse_offset("+03:00"), Ok(10_800));
-        assert_eq!(parse_offset("-05:30"), Ok(-19_800));
-        assert_eq!(parse_offset("+2"), Ok(7200));
-        assert_eq!(parse_offset("3600"), Ok(3600));
-        assert!(parse_offset("+2:75").is_err());
+    fn modes_speeds_and_buffer_flags_parse() {
         assert_eq!(parse_mode("0640"), Ok(0o640));
         assert!(
             parse_mode("0200").is_err(),

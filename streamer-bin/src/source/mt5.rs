@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mt5_gateway_client::{Client, Config, Event as GwEvent, Rate};
-use shm_core::{Candle, Counter, FeedState, Timeframe};
+use shm_core::{Counter, FeedState, Timeframe};
 
 use super::{Event, Source, SourceError};
 use crate::aggregate::{Bar, Tick};
@@ -313,18 +313,7 @@ fn bar(symbol: usize, timeframe: Timeframe, r: &Rate, forming: bool) -> Event {
     Event::Bar(Bar {
         symbol,
         timeframe,
-        candle: Candle {
-            time: r.time,
-            open: r.open,
-            high: r.high,
-            low: r.low,
-            close: r.close,
-            tick_volume: r.tick_volume,
-            spread: r.spread,
-            real_volume: r.real_volume,
-            forming,
-            repaired: false,
-        },
+        candle: r.to_candle(forming),
         fold_up: false,
         amend: true,
     })
