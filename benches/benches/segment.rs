@@ -16,7 +16,7 @@ fn timeframes() -> impl Iterator<Item = (Timeframe, u32)> {
 struct Seg(SegmentPath);
 impl Drop for Seg {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0.path());
+        let _ = shm_core::remove_segment(&self.0);
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) mod hdr {
     pub const SERVER_TIME_OFFSET: usize = 120;
     pub const LAST_UPDATE_NS: usize = 128;
     pub const FEED_STATE: usize = 136;
+    pub const WRITER_PIDNS: usize = 144;
+    pub const WRITER_START_TICKS: usize = 152;
     pub const COUNTERS: usize = 256;
 }
 

@@ -29,16 +29,18 @@
 //!
 //! drop(writer); // marks the segment stopped; the file and its candles stay
 //! assert_eq!(reader.status().liveness, Liveness::Stopped);
-//! # std::fs::remove_file(&dir)?;
+//! # shm_core::remove_segment(&shm_core::SegmentPath::at(&dir))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 mod candle;
+mod files;
 mod layout;
 mod lock;
 mod mem;
+mod process;
 mod reader;
 mod ring;
 mod status;
@@ -50,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use candle::Candle;
+pub use files::Untrusted;
 pub use layout::{
     validate_symbol, Layout, LayoutError, RingSpec, SymbolError, HEADER_SIZE, LAYOUT_VERSION,
     MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
@@ -62,7 +65,7 @@ pub use status::{Counter, Counters, FeedState, Liveness, Status, WriterState};
 pub use timeframe::{
     civil_from_days, days_from_civil, iso8601_ms, parse_server_offset, Timeframe, UnknownTimeframe,
 };
-pub use writer::{CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
+pub use writer::{remove_segment, CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
 
 /// The segment name used when none is given.
 pub const DEFAULT_SEGMENT_NAME: &str = "mtf-candles";

@@ -1,24 +1,128 @@
-//! The writer's exclusive lock, and a probe that tests it without taking it.
+//! The writer's exclusive lock, kept in a file of its own beside the segment, and a probe
+//! that tests it without taking it.
+//!
+//! The lock file is `NAME.lock`, mode `0600`, owned by the writer's user, whatever mode the
+//! segment has. That is the point of it: readers need read access to the segment, and on
+//! Linux any process that can open a file can take a read lock on it, which would block a
+//! writer's exclusive lock for as long as it likes. No reader in another account can open the
+//! lock file at all, so none can block or forge the lock; only the writer's own user can,
+//! and that user can stop the writer anyway.
 //!
 //! On Linux the writer takes an open-file-description (OFD) write lock with `F_OFD_SETLK`. The
-//! kernel drops it when the writer's last descriptor closes, including on SIGKILL. Readers ask
-//! `F_OFD_GETLK` whether a read lock *would* conflict: that tells "writer holds the segment"
-//! from "lock free" without acquiring anything, so a probing reader can never make a
-//! restarting writer fail its own lock attempt.
+//! kernel drops it when the writer's last descriptor closes, including on SIGKILL. Readers
+//! that may open the lock file ask `F_OFD_GETLK` whether a read lock *would* conflict, which
+//! tells "held" from "free" without acquiring anything. Readers that may not open it judge
+//! liveness from the pid, start time and heartbeat in the header (see `process.rs`).
 //!
 //! Elsewhere the writer falls back to `flock` (`File::try_lock`), which cannot be probed
-//! without being taken, so readers judge liveness from the heartbeat alone.
+//! without being taken, so readers judge liveness from the header alone.
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::files::{self, Untrusted};
 
 /// Whether another open file description holds the writer lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Probe {
     Held,
     Free,
-    /// This platform cannot test the lock without taking it.
+    /// This process cannot test the lock (no access to the lock file, or a platform that
+    /// cannot test a lock without taking it).
     Unknown,
+}
+
+/// The lock file of the segment at `segment`: the same path with `.lock` appended.
+pub(crate) fn lock_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug)]
+pub(crate) enum LockError {
+    /// Another open description holds it.
+    Held,
+    /// The object at the lock file's name is not ours to use.
+    Untrusted(Untrusted),
+    /// A file operation failed.
+    Io(&'static str, io::Error),
+}
+
+/// The writer's lock, held until dropped.
+#[derive(Debug)]
+pub(crate) struct WriterLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl WriterLock {
+    /// Creates (or opens) the lock file of `segment` and takes its exclusive lock.
+    pub(crate) fn acquire(segment: &Path) -> Result<WriterLock, LockError> {
+        let path = lock_path(segment);
+        // A few passes: the file may be removed (by `remove_segment`) between our open and
+        // our lock, and then the lock we took guards nothing.
+        for _ in 0..8 {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| LockError::Io("open the lock file", e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| LockError::Io("stat the lock file", e))?;
+            files::regular(&meta).map_err(LockError::Untrusted)?;
+            files::owned_by_us(&meta).map_err(LockError::Untrusted)?;
+            if meta.mode() & 0o077 != 0 {
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| LockError::Io("set the mode of the lock file", e))?;
+            }
+            if !imp::try_lock_exclusive(&file).map_err(|e| LockError::Io("lock", e))? {
+                return Err(LockError::Held);
+            }
+            match std::fs::symlink_metadata(&path) {
+                Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => {
+                    return Ok(WriterLock { _file: file, path })
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(LockError::Io("stat the lock file", e)),
+            }
+        }
+        Err(LockError::Io(
+            "lock",
+            io::Error::other("the lock file kept changing under us"),
+        ))
+    }
+
+    /// The lock file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A reader's handle for testing the writer lock of the segment at `segment`, whose file has
+/// owner `owner`. `None` when this process may not open the lock file (another account), or
+/// when what sits there is not a regular file of the segment's owner (so it proves nothing).
+pub(crate) fn open_probe(segment: &Path, owner: u32) -> Option<File> {
+    let file = files::open(&lock_path(segment), false).ok()?;
+    let meta = file.metadata().ok()?;
+    (files::regular(&meta).is_ok() && meta.uid() == owner).then_some(file)
+}
+
+/// Tests the lock through `file` (from [`open_probe`]) without taking it.
+pub(crate) fn probe(file: Option<&File>) -> Probe {
+    match file {
+        Some(f) => imp::probe(f).unwrap_or(Probe::Unknown),
+        None => Probe::Unknown,
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -38,7 +142,7 @@ mod imp {
     }
 
     /// Takes the exclusive lock; `Ok(false)` if another description holds it.
-    pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    pub(super) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         let mut fl = whole_file(libc::F_WRLCK as libc::c_short);
         // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`),
         // and `fl` is a valid, initialised `flock` that outlives the call.
@@ -53,7 +157,7 @@ mod imp {
         }
     }
 
-    pub(crate) fn probe(file: &File) -> io::Result<Probe> {
+    pub(super) fn probe(file: &File) -> io::Result<Probe> {
         let mut fl = whole_file(libc::F_RDLCK as libc::c_short);
         // SAFETY: as in `try_lock_exclusive`; F_OFD_GETLK only writes into `fl`.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
@@ -72,7 +176,7 @@ mod imp {
 mod imp {
     use super::*;
 
-    pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    pub(super) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         match file.try_lock() {
             Ok(()) => Ok(true),
             Err(std::fs::TryLockError::WouldBlock) => Ok(false),
@@ -80,39 +184,37 @@ mod imp {
         }
     }
 
-    pub(crate) fn probe(_file: &File) -> io::Result<Probe> {
+    pub(super) fn probe(_file: &File) -> io::Result<Probe> {
         Ok(Probe::Unknown)
     }
 }
-
-pub(crate) use imp::{probe, try_lock_exclusive};
 
 #[cfg(all(test, target_os = "linux", not(miri)))]
 mod tests {
     use super::*;
 
     #[test]
-    fn probe_sees_the_lock_without_taking_it() {
-        let dir = std::env::temp_dir().join(format!("shm-core-lock-{}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
-        let a = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&dir)
-            .unwrap();
-        let reader = File::open(&dir).unwrap();
-        assert_eq!(probe(&reader).unwrap(), Probe::Free);
-        assert!(try_lock_exclusive(&a).unwrap());
-        assert_eq!(probe(&reader).unwrap(), Probe::Held);
+    fn probe_sees_the_lock_without_taking_it_and_only_the_owner_may_open_it() {
+        let seg = std::env::temp_dir().join(format!("shm-core-lock-{}", std::process::id()));
+        let _ = std::fs::remove_file(lock_path(&seg));
+        let probe_file = || open_probe(&seg, files::euid());
+        assert!(probe_file().is_none(), "no lock file yet");
+        let a = WriterLock::acquire(&seg).unwrap();
+        assert_eq!(a.path(), lock_path(&seg));
+        let meta = std::fs::metadata(a.path()).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let reader = probe_file().unwrap();
+        assert_eq!(probe(Some(&reader)), Probe::Held);
         // A second description in the same process conflicts too: OFD locks are per
         // description, not per process.
-        let b = File::options().read(true).write(true).open(&dir).unwrap();
-        assert!(!try_lock_exclusive(&b).unwrap());
+        assert!(matches!(WriterLock::acquire(&seg), Err(LockError::Held)));
         drop(a);
-        assert_eq!(probe(&reader).unwrap(), Probe::Free);
-        assert!(try_lock_exclusive(&b).unwrap());
-        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(probe(Some(&reader)), Probe::Free);
+        let b = WriterLock::acquire(&seg).unwrap();
+        assert_eq!(probe(Some(&reader)), Probe::Held);
+        // A lock file of another owner proves nothing to a reader.
+        assert!(open_probe(&seg, files::euid() + 1).is_none());
+        drop(b);
+        std::fs::remove_file(lock_path(&seg)).unwrap();
     }
 }

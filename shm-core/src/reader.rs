@@ -11,12 +11,14 @@ use std::time::Duration;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::candle::Candle;
+use crate::files::{self, Untrusted};
 use crate::layout::{
     self, dir, hdr, sym, Layout, RingSpec, COUNTER_SLOTS, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
     MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS,
 };
 use crate::lock::{self, Probe};
 use crate::mem::Mem;
+use crate::process::{self, PidState};
 use crate::ring::{Busy, RingRef};
 use crate::status::{Counters, FeedState, Liveness, Status, WriterState};
 use crate::{now_ns, SegmentPath, Timeframe};
@@ -81,6 +83,14 @@ pub enum OpenError {
         /// The hash this reader computes.
         expected: u64,
     },
+    /// The file at the segment's name is not one a reader may trust: not a regular file (a
+    /// FIFO would hang every reader), or writable by others than its owner.
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: Untrusted,
+    },
     /// A header, symbol or directory field holds an impossible value.
     Corrupt {
         /// The segment file.
@@ -138,6 +148,9 @@ impl fmt::Display for OpenError {
                  (writer and reader were built with different layouts)",
                 path.display()
             ),
+            OpenError::Untrusted { path, why } => {
+                write!(f, "refusing to read segment {}: {why}", path.display())
+            }
             OpenError::Corrupt { path, what } => {
                 write!(f, "segment {} is corrupt: {what}", path.display())
             }
@@ -209,8 +222,10 @@ pub struct Reader {
     /// Word access to `map`; see the invariants of [`Mem`]. Read-only: only loads are issued.
     mem: Mem,
     _map: MmapRaw,
-    /// Kept open for the lock probe and for comparing inodes in `refresh`.
+    /// Kept open for comparing inodes in `refresh`.
     file: File,
+    /// The writer's lock file, where this process may open it (see `lock.rs`).
+    lock_probe: Option<File>,
     path: PathBuf,
     layout: Layout,
     /// Validated against the mapping's length in `open`.
@@ -227,7 +242,9 @@ impl Reader {
     /// and directory.
     pub fn open(path: &SegmentPath) -> Result<Reader, OpenError> {
         let path = path.path();
-        let file = File::open(path).map_err(|source| match source.kind() {
+        // O_NONBLOCK: a FIFO planted at the name must not hang the reader; O_NOFOLLOW: nor
+        // may a symlink point it elsewhere.
+        let file = files::open(path, false).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => OpenError::NotFound {
                 path: path.to_owned(),
             },
@@ -240,8 +257,18 @@ impl Reader {
             path: path.to_owned(),
             source,
         };
+        let meta = file.metadata().map_err(io)?;
+        // Only a regular file can be mapped safely, and only one that nobody but its owner can
+        // write: anyone else who can write it can forge candles or truncate it (SIGBUS).
+        files::regular(&meta)
+            .and_then(|()| files::owner_only_writes(&meta))
+            .map_err(|why| OpenError::Untrusted {
+                path: path.to_owned(),
+                why,
+            })?;
+        let lock_probe = lock::open_probe(path, meta.uid());
         // Check the length before mapping: touching a page past the end of the file is SIGBUS.
-        let len = file.metadata().map_err(io)?.len();
+        let len = meta.len();
         let truncated = |expected: u64| OpenError::Truncated {
             path: path.to_owned(),
             found: len,
@@ -387,6 +414,7 @@ impl Reader {
             mem,
             _map: map,
             file,
+            lock_probe,
             path: path.to_owned(),
             layout,
             rings,
@@ -473,12 +501,27 @@ impl Reader {
         })
     }
 
+    /// What `/proc` says of the writer the header names.
+    fn writer_process(&self) -> PidState {
+        // Acquire on the generation first, as in `status`: the words after it belong to that
+        // generation or a later one.
+        let _ = self.mem.load(hdr::GENERATION, Ordering::Acquire);
+        let word = |off| self.mem.load(off, Ordering::Relaxed);
+        let who = process::Identity {
+            pidns: word(hdr::WRITER_PIDNS),
+            start_ticks: word(hdr::WRITER_START_TICKS),
+        };
+        process::check(word(hdr::WRITER_PID) as u32, who)
+    }
+
     fn writer_state(&self) -> Option<WriterState> {
         WriterState::from_word(self.mem.load(hdr::WRITER_STATE, Ordering::Acquire))
     }
 
     /// Reads the header: liveness, generation, heartbeat, counters. Costs one `fcntl` (the lock
-    /// probe) on Linux; the candle reads cost none.
+    /// probe) on Linux while the writer is alive; a read of `/proc/PID/stat` more when the
+    /// lock cannot be probed (a reader in another account) or the heartbeat is stale. The
+    /// candle reads cost none.
     pub fn status(&self) -> Status {
         let word = |off| self.mem.load(off, Ordering::Relaxed);
         // Acquire on the state (read side of the writer's Release store of `stopped` in
@@ -486,15 +529,22 @@ impl Reader {
         let writer_state = self.writer_state();
         let heartbeat_ns = word(hdr::HEARTBEAT_NS);
         let heartbeat_age = Duration::from_nanos(now_ns().saturating_sub(heartbeat_ns));
+        let stale = heartbeat_age > self.stall_after;
         let liveness = match writer_state {
             Some(WriterState::Replaced) => Liveness::Replaced,
             Some(WriterState::Stopped) => Liveness::Stopped,
-            _ => match lock::probe(&self.file).unwrap_or(Probe::Unknown) {
+            _ => match lock::probe(self.lock_probe.as_ref()) {
                 Probe::Free => Liveness::Gone,
-                Probe::Held | Probe::Unknown if heartbeat_age > self.stall_after => {
-                    Liveness::Stalled
-                }
-                Probe::Held | Probe::Unknown => Liveness::Alive,
+                // Held with a fresh heartbeat: the writer (one fcntl, the common case).
+                Probe::Held if !stale => Liveness::Alive,
+                // The lock cannot be seen (another account), or it is held but the heartbeat
+                // stopped: ask /proc whether the recorded process still runs. A lock held by
+                // something else than a live writer never makes a dead writer look alive.
+                _ => match self.writer_process() {
+                    PidState::Dead => Liveness::Gone,
+                    PidState::Running | PidState::Unknown if stale => Liveness::Stalled,
+                    PidState::Running | PidState::Unknown => Liveness::Alive,
+                },
             },
         };
         let mut counters = [0; COUNTER_SLOTS];

@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::candle::Candle;
+use crate::files::{self, Untrusted};
 use crate::layout::{self, hdr, sym, Layout, Placement, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
-use crate::lock;
+use crate::lock::{self, LockError, WriterLock};
 use crate::mem::Mem;
+use crate::process::{self, PidState};
 use crate::ring::RingRef;
 use crate::status::{Counter, FeedState, WriterState};
 use crate::{now_ns, SegmentPath, Timeframe};
@@ -56,6 +58,37 @@ pub enum CreateError {
         /// The holder's pid, as written in the header (if it could be read).
         pid: Option<u32>,
     },
+    /// The writer lock is held, but not by a live writer: the process named in the header is
+    /// gone, so something else (a reader of the same account, most likely) holds the lock file.
+    LockHeld {
+        /// The segment file.
+        path: PathBuf,
+        /// The lock file.
+        lock_path: PathBuf,
+        /// The pid of the last writer, as written in the header.
+        last_pid: u32,
+    },
+    /// The file at the segment's (or lock file's) name is not ours to use.
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: Untrusted,
+    },
+    /// The permission bits asked for would let others write the segment, or deny its owner.
+    InsecureMode {
+        /// The bits asked for.
+        mode: u32,
+    },
+    /// The filesystem holding the segment has no room for it.
+    NoSpace {
+        /// The segment file.
+        path: PathBuf,
+        /// Bytes needed.
+        bytes: u64,
+        /// The error of the reservation.
+        source: io::Error,
+    },
     /// The layout has no rings.
     EmptyLayout,
     /// A file operation failed.
@@ -83,6 +116,38 @@ impl fmt::Display for CreateError {
             CreateError::AlreadyRunning { path, pid: None } => {
                 write!(f, "segment {} is locked by another writer", path.display())
             }
+            CreateError::LockHeld {
+                path,
+                lock_path,
+                last_pid,
+            } => write!(
+                f,
+                "segment {} is locked by a process that is not its writer: the last writer, pid \
+                 {last_pid}, is gone, yet {} is still locked. Find the holder with `fuser -v {}` \
+                 and stop it",
+                path.display(),
+                lock_path.display(),
+                lock_path.display()
+            ),
+            CreateError::Untrusted { path, why } => write!(
+                f,
+                "refusing to use {}: {why}; remove it (as its owner or root) or choose another \
+                 segment name",
+                path.display()
+            ),
+            CreateError::InsecureMode { mode } => write!(
+                f,
+                "segment mode {mode:04o} is refused: only the owner may write a segment, and the \
+                 owner must read and write it (use 0600, or 0640 to let a group read)"
+            ),
+            CreateError::NoSpace { path, bytes, .. } => write!(
+                f,
+                "could not reserve {bytes} bytes for segment {}: is {} full? (Docker gives \
+                 /dev/shm 64 MB by default; see --shm-size)",
+                path.display(),
+                path.parent()
+                    .map_or_else(|| ".".into(), |d| d.display().to_string())
+            ),
             CreateError::EmptyLayout => f.write_str("the segment layout has no rings"),
             CreateError::Io { action, path, .. } => {
                 write!(f, "could not {action} {}", path.display())
@@ -94,7 +159,7 @@ impl fmt::Display for CreateError {
 impl std::error::Error for CreateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CreateError::Io { source, .. } => Some(source),
+            CreateError::Io { source, .. } | CreateError::NoSpace { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -143,7 +208,7 @@ pub struct SymbolId(u32);
 /// reader.ring("EURUSD", Timeframe::M1).unwrap().read_last(10, &mut candles)?;
 /// assert_eq!(candles.len(), 2);
 /// assert!(!candles[0].forming && candles[1].forming);
-/// # drop(writer); std::fs::remove_file(&dir)?;
+/// # drop(writer); shm_core::remove_segment(&path)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -152,8 +217,10 @@ pub struct Writer {
     /// reference, but the order documents that it must not outlive the mapping.
     mem: Mem,
     _map: MmapRaw,
-    /// Holds the exclusive lock for the writer's whole life.
+    /// The segment file.
     _file: File,
+    /// The exclusive writer lock, held for the writer's whole life.
+    _lock: WriterLock,
     path: PathBuf,
     layout: Layout,
     /// One entry per directory entry, validated against the mapping's length at creation.
@@ -170,11 +237,17 @@ pub struct Writer {
 impl Writer {
     /// Creates the segment at `path`, or takes over an existing one.
     ///
+    /// First the writer lock is taken, in the lock file beside the segment (`NAME.lock`,
+    /// mode 0600, whatever the segment's mode): no reader can open it, so none can block or
+    /// forge it. Then:
     /// - No file: a new segment is built in a temporary file and linked into place, so readers
     ///   never see it half-initialised.
-    /// - A segment with the same layout: it is reused with its candles (warm restart).
-    /// - Anything else: a new segment is built and renamed over the old file, which is marked
-    ///   `replaced` so that attached readers know to re-open it.
+    /// - A segment of ours with the same layout: it is reused with its candles (warm restart).
+    /// - A file owned by another account: refused ([`CreateError::Untrusted`]); it may hold
+    ///   anything, and in a sticky `/dev/shm` it cannot be removed by us anyway.
+    /// - Anything else of ours (another layout, not a segment, writable by others, a FIFO): a
+    ///   new segment is built and renamed over it; an old segment is marked `replaced` first
+    ///   so that attached readers know to re-open it.
     ///
     /// The writer starts in state `initializing`; call [`set_running`](Self::set_running) once
     /// the rings hold what they should.
@@ -186,30 +259,48 @@ impl Writer {
         if layout.rings().is_empty() {
             return Err(CreateError::EmptyLayout);
         }
+        if options.mode & 0o7022 != 0 || options.mode & 0o600 != 0o600 {
+            return Err(CreateError::InsecureMode { mode: options.mode });
+        }
         let path = path.path();
+        let lock = match WriterLock::acquire(path) {
+            Ok(lock) => lock,
+            Err(LockError::Held) => return Err(held(path)),
+            Err(LockError::Untrusted(why)) => {
+                return Err(CreateError::Untrusted {
+                    path: lock::lock_path(path),
+                    why,
+                })
+            }
+            Err(LockError::Io(action, source)) => {
+                return Err(CreateError::Io {
+                    action,
+                    path: lock::lock_path(path),
+                    source,
+                })
+            }
+        };
+        // Under the lock no other writer builds here, so every temporary file of this
+        // segment is a leftover of a writer killed while building one.
+        remove_leftovers(path);
         let placement = layout.placement();
         // Each pass either finishes or observed another process changing the file between two
         // steps; a handful of passes is plenty unless something is badly wrong.
         for _ in 0..16 {
-            // O_NOFOLLOW: /dev/shm is world-writable, so never write through a symlink someone
-            // planted under our name (it fails with ELOOP instead).
-            let opened = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path);
-            let file = match opened {
+            // Never through a symlink (ELOOP), never waiting on a FIFO (O_NONBLOCK).
+            let file = match files::open(path, true) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let (file, map, tmp) = build(path, layout, &placement, options, 1)?;
-                    // link(2) fails if the name exists: of two writers creating the segment at
-                    // once, exactly one wins, and the other goes round again and finds it.
+                    // link(2) fails if the name exists: if someone else put a file there
+                    // meanwhile, go round again and judge it.
                     let linked = fs::hard_link(&tmp, path);
                     let _ = fs::remove_file(&tmp);
                     match linked {
                         Ok(()) => {
                             return Ok(Writer::new(
                                 file,
+                                lock,
                                 map,
                                 path,
                                 layout,
@@ -221,38 +312,52 @@ impl Writer {
                         Err(e) => return Err(io_err("link the new segment to", path)(e)),
                     }
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                    return Err(CreateError::Untrusted {
+                        path: path.to_owned(),
+                        why: Untrusted::NotRegular {
+                            kind: "a directory",
+                        },
+                    })
+                }
                 Err(e) => return Err(io_err("open", path)(e)),
             };
-            if !lock::try_lock_exclusive(&file).map_err(io_err("lock", path))? {
-                return Err(CreateError::AlreadyRunning {
-                    path: path.to_owned(),
-                    pid: peek(&file, hdr::WRITER_PID).map(|p| p as u32),
-                });
-            }
-            // The file may have been replaced between open and lock: then we locked an
-            // unlinked inode and must start again with the new one.
             let ours = file.metadata().map_err(io_err("stat", path))?;
-            match fs::metadata(path) {
-                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("stat", path)(e)),
-            }
-
-            let same_layout = ours.len() == placement.total_size as u64
+            // Decided on the object opened, not on the name: another account's file is never
+            // ours to write or replace.
+            files::owned_by_us(&ours).map_err(|why| CreateError::Untrusted {
+                path: path.to_owned(),
+                why,
+            })?;
+            // Warm restart only into a regular file that nobody else could have written.
+            let trusted = files::regular(&ours).is_ok() && files::owner_only_writes(&ours).is_ok();
+            let same_layout = trusted
+                && ours.len() == placement.total_size as u64
                 && peek(&file, hdr::MAGIC) == Some(MAGIC)
                 && peek(&file, hdr::VERSION) == Some(LAYOUT_VERSION)
                 && peek(&file, hdr::LAYOUT_HASH) == Some(placement.hash)
                 && peek(&file, hdr::TOTAL_SIZE) == Some(placement.total_size as u64);
-            let old_generation = if peek(&file, hdr::MAGIC) == Some(MAGIC) {
+            let is_segment = trusted && peek(&file, hdr::MAGIC) == Some(MAGIC);
+            let old_generation = if is_segment {
                 peek(&file, hdr::GENERATION).unwrap_or(0)
             } else {
                 0
             };
 
             if same_layout {
+                if let Some(pid) = live_writer(&file) {
+                    // The lock file was removed by hand while that writer runs: two writers
+                    // would corrupt each other's rings.
+                    return Err(CreateError::AlreadyRunning {
+                        path: path.to_owned(),
+                        pid: Some(pid),
+                    });
+                }
+                // The mode asked for now, not the one of the run that created the file.
+                file.set_permissions(fs::Permissions::from_mode(options.mode))
+                    .map_err(io_err("set the mode of", path))?;
                 let map = map_rw(&file, placement.total_size).map_err(io_err("map", path))?;
-                let mut w = Writer::new(file, map, path, layout, &placement, Start::Fresh);
+                let mut w = Writer::new(file, lock, map, path, layout, &placement, Start::Fresh);
                 let repaired = w.rings.iter().map(|r| r.repair(&w.mem)).sum();
                 w.start = Start::Warm { repaired };
                 w.begin_generation(old_generation + 1);
@@ -263,7 +368,7 @@ impl Writer {
                 build(path, layout, &placement, options, old_generation + 1)?;
             // Tell readers still mapping the old file to re-open by name. Done before the
             // rename so that no reader can miss it; a pwrite of one word, no mapping needed.
-            if old_generation > 0 {
+            if is_segment && old_generation > 0 {
                 let state = (WriterState::Replaced as u64).to_le_bytes();
                 let _ = file.write_at(&state, hdr::WRITER_STATE as u64);
             }
@@ -273,6 +378,7 @@ impl Writer {
             }
             return Ok(Writer::new(
                 new_file,
+                lock,
                 map,
                 path,
                 layout,
@@ -287,6 +393,7 @@ impl Writer {
 
     fn new(
         file: File,
+        lock: WriterLock,
         map: MmapRaw,
         path: &Path,
         layout: &Layout,
@@ -313,6 +420,7 @@ impl Writer {
             mem,
             _map: map,
             _file: file,
+            _lock: lock,
             path: path.to_owned(),
             layout: layout.clone(),
             rings,
@@ -332,6 +440,9 @@ impl Writer {
         h(hdr::WRITER_START_NS, self.now_ns);
         h(hdr::HEARTBEAT_NS, self.now_ns);
         h(hdr::FEED_STATE, FeedState::Starting as u64);
+        let me = process::this_process();
+        h(hdr::WRITER_PIDNS, me.pidns);
+        h(hdr::WRITER_START_TICKS, me.start_ticks);
         // Release: a reader that sees the new generation sees the pid and start time above.
         self.mem
             .store(hdr::GENERATION, generation, Ordering::Release);
@@ -538,6 +649,131 @@ impl Drop for Writer {
     }
 }
 
+/// The writer recorded in the header of `file`, if its process still runs.
+fn live_writer(file: &File) -> Option<u32> {
+    let state = WriterState::from_word(peek(file, hdr::WRITER_STATE)?);
+    if !matches!(
+        state,
+        Some(WriterState::Initializing | WriterState::Running)
+    ) {
+        return None;
+    }
+    let pid = peek(file, hdr::WRITER_PID)? as u32;
+    let who = process::Identity {
+        pidns: peek(file, hdr::WRITER_PIDNS)?,
+        start_ticks: peek(file, hdr::WRITER_START_TICKS)?,
+    };
+    (process::check(pid, who) == PidState::Running).then_some(pid)
+}
+
+/// The error for a writer lock held by another description: a live writer, or a squatter.
+fn held(path: &Path) -> CreateError {
+    let recorded = || {
+        let file = files::open(path, false).ok()?;
+        let pid = peek(&file, hdr::WRITER_PID)? as u32;
+        let who = process::Identity {
+            pidns: peek(&file, hdr::WRITER_PIDNS)?,
+            start_ticks: peek(&file, hdr::WRITER_START_TICKS)?,
+        };
+        Some((pid, process::check(pid, who)))
+    };
+    let mut seen = recorded();
+    if matches!(seen, Some((_, PidState::Dead))) {
+        // A writer that has just taken the lock stamps its pid a moment later: look again
+        // before blaming anyone.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        seen = recorded();
+    }
+    match seen {
+        Some((last_pid, PidState::Dead)) => CreateError::LockHeld {
+            path: path.to_owned(),
+            lock_path: lock::lock_path(path),
+            last_pid,
+        },
+        Some((pid, _)) => CreateError::AlreadyRunning {
+            path: path.to_owned(),
+            pid: Some(pid),
+        },
+        None => CreateError::AlreadyRunning {
+            path: path.to_owned(),
+            pid: None,
+        },
+    }
+}
+
+/// Removes the temporary files of earlier builds of the segment at `path` (a writer killed
+/// while building one leaves a file the size of the segment). Called under the writer lock.
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name();
+        let n = n.to_string_lossy();
+        let Some(rest) = n.strip_prefix(&prefix) else {
+            continue;
+        };
+        // `NAME.PID-N.tmp`, as made by `tmp_path`, and owned by us.
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.uid() == files::euid());
+        let shaped = rest.strip_suffix(".tmp").is_some_and(|mid| {
+            mid.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            })
+        });
+        if ours && shaped {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Removes the segment at `path` and its lock file, unless a writer holds it.
+///
+/// Removing the files by hand while a writer runs would let a second writer start beside it;
+/// this takes the writer lock first, so it cannot happen. Readers that still map the segment
+/// keep their view until they re-open. A missing segment is not an error.
+pub fn remove_segment(path: &SegmentPath) -> Result<(), CreateError> {
+    let path = path.path();
+    let lock = match WriterLock::acquire(path) {
+        Ok(lock) => lock,
+        Err(LockError::Held) => return Err(held(path)),
+        Err(LockError::Untrusted(why)) => {
+            return Err(CreateError::Untrusted {
+                path: lock::lock_path(path),
+                why,
+            })
+        }
+        Err(LockError::Io(action, source)) => {
+            return Err(CreateError::Io {
+                action,
+                path: lock::lock_path(path),
+                source,
+            })
+        }
+    };
+    remove_leftovers(path);
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", path)(e)),
+    }
+    // Unlinked while held, so that no writer can lock it between our check and the removal.
+    fs::remove_file(lock.path()).map_err(io_err("remove", lock.path()))?;
+    Ok(())
+}
+
 /// A temporary name beside `path`, unique to this process and call, so that concurrent
 /// creators (other processes, or threads of this one) never share one.
 fn tmp_path(path: &Path) -> PathBuf {
@@ -603,15 +839,17 @@ fn build(
     // The umask may have cleared bits of `mode`; set them exactly, before any data is written.
     file.set_permissions(fs::Permissions::from_mode(options.mode))
         .map_err(|e| fail(io_err("set the mode of", &tmp)(e)))?;
-    if !lock::try_lock_exclusive(&file).map_err(|e| fail(io_err("lock", &tmp)(e)))? {
-        return Err(fail(io_err("lock", &tmp)(io::Error::other("lock held"))));
-    }
     file.set_len(p.total_size as u64)
         .map_err(|e| fail(io_err("size", &tmp)(e)))?;
     // tmpfs allocates pages on first touch; a full /dev/shm (Docker's default is 64 MB) would
     // then kill the writer with SIGBUS mid-run. Reserve them now and fail with a clear error.
-    reserve(&file, p.total_size)
-        .map_err(|e| fail(io_err("reserve space (is /dev/shm full?) for", &tmp)(e)))?;
+    reserve(&file, p.total_size).map_err(|source| {
+        fail(CreateError::NoSpace {
+            path: path.to_owned(),
+            bytes: p.total_size as u64,
+            source,
+        })
+    })?;
     let map = map_rw(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
     // SAFETY: as in `Writer::new`: a read-write mapping of `total_size` bytes, kept alive with
     // this `Mem` (it is returned together with it), accessed only atomically.
@@ -631,6 +869,9 @@ fn build(
     h(hdr::WRITER_PID, u64::from(std::process::id()));
     h(hdr::WRITER_START_NS, now);
     h(hdr::HEARTBEAT_NS, now);
+    let me = process::this_process();
+    h(hdr::WRITER_PIDNS, me.pidns);
+    h(hdr::WRITER_START_TICKS, me.start_ticks);
     h(hdr::WRITER_STATE, WriterState::Initializing as u64);
     h(hdr::FEED_STATE, FeedState::Starting as u64);
     for (i, name) in layout.symbols().enumerate() {

@@ -36,19 +36,29 @@ impl TempSegment {
 
 impl Drop for TempSegment {
     fn drop(&mut self) {
-        let _ = fs::remove_file(self.path.path());
+        // The segment and its writer lock file (`NAME.lock`).
+        let _ = std::fs::remove_file(self.path.path());
+        let mut lock = self.path.path().as_os_str().to_owned();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
     }
 }
 
-/// Files beside the segment whose names start with its name (temporary files of a build).
+/// Files beside the segment whose names start with its name (temporary files of a build),
+/// other than its lock file.
 fn leftovers(seg: &TempSegment) -> Vec<std::ffi::OsString> {
     let stem = seg.file().file_name().unwrap().to_owned();
+    let lock = format!("{}.lock", stem.to_string_lossy());
     let dir = seg.file().parent().unwrap().to_owned();
     fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
-        .filter(|n| n != &stem && n.to_string_lossy().starts_with(&*stem.to_string_lossy()))
+        .filter(|n| {
+            n != &stem
+                && n.to_string_lossy() != lock
+                && n.to_string_lossy().starts_with(&*stem.to_string_lossy())
+        })
         .collect()
 }
 
@@ -268,13 +278,24 @@ fn mode_is_set_at_creation_whatever_the_umask() {
     let _w = Writer::create(
         &seg.path,
         &layout(&["EURUSD"], 5),
-        &WriterOptions { mode: 0o660 },
+        &WriterOptions { mode: 0o640 },
     )
     .unwrap();
     assert_eq!(
         fs::metadata(seg.file()).unwrap().permissions().mode() & 0o777,
-        0o660
+        0o640
     );
+    // A mode that lets others write is refused before anything is created.
+    let seg = TempSegment::new("mode-insecure");
+    assert!(matches!(
+        Writer::create(
+            &seg.path,
+            &layout(&["EURUSD"], 5),
+            &WriterOptions { mode: 0o660 }
+        ),
+        Err(CreateError::InsecureMode { mode: 0o660 })
+    ));
+    assert!(!seg.file().exists());
 }
 
 /// Access modes (`O_ACCMODE` bits of `flags` in /proc/self/fdinfo) of this process's open
@@ -468,4 +489,189 @@ fn a_symlink_planted_at_the_segment_name_is_not_written_through() {
         "{result:?}"
     );
     assert_eq!(victim_after, b"precious");
+}
+
+/// Stamps a header as a writer killed while running would leave it: state running, the pid of
+/// a process that has exited, a stale heartbeat.
+fn as_if_killed(seg: &TempSegment) -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let f = fs::OpenOptions::new().write(true).open(seg.file()).unwrap();
+    f.write_at(&1u64.to_le_bytes(), 112).unwrap(); // writer_state: running
+    f.write_at(&u64::from(dead).to_le_bytes(), 88).unwrap(); // writer_pid
+    f.write_at(&1u64.to_le_bytes(), 104).unwrap(); // heartbeat_ns: long ago
+    dead
+}
+
+#[test]
+fn a_read_lock_on_the_segment_blocks_no_restart_and_fakes_no_writer() {
+    let seg = TempSegment::new("squat-seg");
+    let l = layout(&["EURUSD"], 5);
+    drop(Writer::create(&seg.path, &l, &Default::default()).unwrap());
+    as_if_killed(&seg);
+    // Any reader may take a read lock on the segment file (here through flock and OFD locks
+    // alike); neither is the writer lock any more.
+    let squatter = fs::File::open(seg.file()).unwrap();
+    squatter.try_lock_shared().unwrap();
+    let r = Reader::open(&seg.path).unwrap();
+    assert_eq!(r.status().liveness, Liveness::Gone);
+    let w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    assert_eq!(w.start(), Start::Warm { repaired: 0 });
+    assert_eq!(r.status().liveness, Liveness::Alive);
+}
+
+#[test]
+fn a_squatter_on_the_lock_file_is_named_and_never_makes_a_dead_writer_look_alive() {
+    let seg = TempSegment::new("squat-lock");
+    let l = layout(&["EURUSD"], 5);
+    drop(Writer::create(&seg.path, &l, &Default::default()).unwrap());
+    // Only the owner's account can open the lock file, so the squatter is a process of that
+    // account: here a writer of this process holds the lock, and the header is then made to
+    // name a writer that has died, as if the lock holder were something else.
+    let holder = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    let dead = as_if_killed(&seg);
+    let r = Reader::open(&seg.path).unwrap();
+    assert_eq!(
+        r.status().liveness,
+        Liveness::Gone,
+        "lock held, but the recorded writer is dead"
+    );
+    match Writer::create(&seg.path, &l, &Default::default()) {
+        Err(e @ CreateError::LockHeld { last_pid, .. }) => {
+            assert_eq!(last_pid, dead);
+            let text = e.to_string();
+            assert!(
+                text.contains("not its writer") && text.contains("fuser"),
+                "{text}"
+            );
+            assert!(!text.contains("being written by"), "{text}");
+        }
+        other => panic!("expected LockHeld, got {other:?}"),
+    }
+    drop(holder);
+}
+
+#[test]
+fn a_fifo_at_the_segment_name_hangs_nobody() {
+    let seg = TempSegment::new("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(seg.file())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Opening a FIFO without O_NONBLOCK would wait here for ever.
+    match Reader::open(&seg.path) {
+        Err(e @ OpenError::Untrusted { .. }) => {
+            assert!(e.to_string().contains("a FIFO"), "{e}")
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    // The writer owns it, so it replaces it with a real segment.
+    let w = Writer::create(&seg.path, &layout(&["EURUSD"], 5), &Default::default()).unwrap();
+    assert_eq!(w.start(), Start::Replaced);
+    assert!(fs::metadata(seg.file()).unwrap().is_file());
+    assert_eq!(
+        Reader::open(&seg.path).unwrap().status().liveness,
+        Liveness::Alive
+    );
+}
+
+#[test]
+fn a_segment_writable_by_others_is_refused_by_readers_and_replaced_by_the_writer() {
+    let seg = TempSegment::new("worldwritable");
+    let l = layout(&["EURUSD"], 5);
+    let mut w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    w.push_closed(m1, &candle(1));
+    drop(w);
+    fs::set_permissions(seg.file(), fs::Permissions::from_mode(0o666)).unwrap();
+    match Reader::open(&seg.path) {
+        Err(e @ OpenError::Untrusted { .. }) => {
+            assert!(e.to_string().contains("mode 0666"), "{e}")
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    // Anyone could have written candles into it: start clean rather than warm.
+    let w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    assert_eq!(w.start(), Start::Replaced);
+    assert_eq!(
+        fs::metadata(seg.file()).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let r = Reader::open(&seg.path).unwrap();
+    assert_eq!(closes(&r, "EURUSD", 5), []);
+}
+
+#[test]
+fn a_file_planted_by_another_account_is_refused_and_left_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let seg = TempSegment::new("planted");
+    let l = layout(&["EURUSD"], 5);
+    drop(Writer::create(&seg.path, &l, &Default::default()).unwrap());
+    let me = fs::metadata(seg.file()).unwrap().uid();
+    if me != 0 {
+        println!(
+            "SKIPPED a_file_planted_by_another_account_is_refused_and_left_alone: giving a file \
+             to another account needs root, and this test runs as uid {me}"
+        );
+        return;
+    }
+    // uid 65534 is `nobody` on Debian.
+    std::os::unix::fs::chown(seg.file(), Some(65534), Some(65534)).unwrap();
+    let before = fs::read(seg.file()).unwrap();
+    match Writer::create(&seg.path, &l, &Default::default()) {
+        Err(e @ CreateError::Untrusted { .. }) => {
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}")
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    assert_eq!(fs::read(seg.file()).unwrap(), before, "left as it was");
+    // The same for a lock file planted under the segment's lock name.
+    let seg2 = TempSegment::new("planted-lock");
+    let mut lock_path = seg2.file().into_os_string();
+    lock_path.push(".lock");
+    fs::write(&lock_path, b"").unwrap();
+    std::os::unix::fs::chown(&lock_path, Some(65534), Some(65534)).unwrap();
+    assert!(matches!(
+        Writer::create(&seg2.path, &l, &Default::default()),
+        Err(CreateError::Untrusted { .. })
+    ));
+}
+
+#[test]
+fn a_restart_removes_the_temporary_files_of_a_killed_build() {
+    let seg = TempSegment::new("leftover");
+    let l = layout(&["EURUSD"], 5);
+    drop(Writer::create(&seg.path, &l, &Default::default()).unwrap());
+    let mut tmp = seg.file().into_os_string();
+    tmp.push(".4242-0.tmp");
+    fs::write(&tmp, vec![0u8; 4096]).unwrap();
+    let mut unrelated = seg.file().into_os_string();
+    unrelated.push(".notes.tmp");
+    fs::write(&unrelated, b"keep").unwrap();
+    let _w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    assert!(!std::path::Path::new(&tmp).exists(), "leftover removed");
+    assert!(
+        std::path::Path::new(&unrelated).exists(),
+        "other files kept"
+    );
+    fs::remove_file(&unrelated).unwrap();
+}
+
+#[test]
+fn remove_segment_refuses_a_running_writer_and_removes_both_files_after() {
+    let seg = TempSegment::new("remove");
+    let w = Writer::create(&seg.path, &layout(&["EURUSD"], 5), &Default::default()).unwrap();
+    assert!(matches!(
+        shm_core::remove_segment(&seg.path),
+        Err(CreateError::AlreadyRunning { .. })
+    ));
+    assert!(seg.file().exists());
+    drop(w);
+    shm_core::remove_segment(&seg.path).unwrap();
+    let mut lock_path = seg.file().into_os_string();
+    lock_path.push(".lock");
+    assert!(!seg.file().exists() && !std::path::Path::new(&lock_path).exists());
+    shm_core::remove_segment(&seg.path).unwrap(); // nothing there: fine
 }

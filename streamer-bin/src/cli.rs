@@ -31,6 +31,11 @@ enum Command {
         #[command(flatten)]
         segment: SegmentArgs,
     },
+    /// Delete a segment and its lock file. Refused while a writer runs on it.
+    Remove {
+        #[command(flatten)]
+        segment: SegmentArgs,
+    },
     /// Print the candles of one ring as they change, until Ctrl-C.
     Tail {
         /// Symbol, matched exactly (e.g. BTCUSDc).
@@ -253,6 +258,19 @@ pub fn main() -> ExitCode {
             match crate::ops::inspect(&path) {
                 Ok(text) => {
                     print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(&e),
+            }
+        }
+        Some(Command::Remove { segment }) => {
+            let path = match segment.path() {
+                Ok(p) => p,
+                Err(e) => return report(&e),
+            };
+            match shm_core::remove_segment(&path) {
+                Ok(()) => {
+                    println!("removed {path} and its lock file");
                     ExitCode::SUCCESS
                 }
                 Err(e) => report(&e),

@@ -16,7 +16,7 @@
 //! let stop = Arc::new(AtomicBool::new(true)); // already asked to stop: one pass, then exit
 //! let summary = run(&config, &stop, &mut std::io::sink())?;
 //! assert!(summary.bars_closed > 0, "the backfill closed bars");
-//! # std::fs::remove_file(&dir)?;
+//! # shm_core::remove_segment(&shm_core::SegmentPath::at(&dir))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

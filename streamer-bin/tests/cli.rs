@@ -268,3 +268,144 @@ fn a_busy_default_http_port_turns_the_api_off_but_a_requested_one_is_an_error() 
         "{err}"
     );
 }
+
+/// Python that takes an OFD read lock (`F_OFD_SETLK`, 37) on the whole file named by argv[1],
+/// reports whether it may open the writer's lock file beside it, then holds on.
+const SQUATTER: &str = r#"
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.fcntl(fd, 37, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0))
+try:
+    os.close(os.open(sys.argv[1] + ".lock", os.O_RDONLY))
+    print("locked; lock file readable", flush=True)
+except PermissionError:
+    print("locked; lock file denied", flush=True)
+time.sleep(60)
+"#;
+
+/// Kills a streamer on `file`, has `squatter` read-lock the segment, then starts a second
+/// streamer on it: it must start, and readers must have said `gone` in between.
+fn restart_past_a_squatter(
+    seg: &TempSegment,
+    squatter: &mut std::process::Command,
+    once_running: impl FnOnce(&std::path::Path),
+) -> String {
+    let file = seg.file();
+    let path = file.to_str().unwrap();
+    let first = ChildGuard::spawn(
+        BIN,
+        &[
+            "--no-http",
+            "--segment-path",
+            path,
+            "--segment-mode",
+            "0640",
+        ],
+    );
+    let reader = wait_running(seg);
+    once_running(&file);
+    let mut child = first;
+    let mut killed = child.0.take().unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    let mut squat = ChildGuard(Some(
+        squatter
+            .arg(path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the squatter"),
+    ));
+    let said = squat.first_line();
+    assert!(said.starts_with("locked"), "squatter: {said:?}");
+    assert_eq!(
+        reader.status().liveness,
+        Liveness::Gone,
+        "a read lock must not make the dead writer look alive"
+    );
+
+    let second = ChildGuard::spawn(BIN, &["--no-http", "--segment-path", path]);
+    let start = Instant::now();
+    loop {
+        let st = reader.status();
+        if st.liveness == Liveness::Alive && st.writer_pid == second.0.as_ref().unwrap().id() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let (_, out, err) = second.wait_for(Duration::from_secs(1)).unwrap_or_default();
+            panic!("the second streamer did not start past the squatter: {out}{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(second);
+    said
+}
+
+#[test]
+fn a_reader_holding_a_read_lock_cannot_keep_the_streamer_from_restarting() {
+    if !mtf_tests::python3_available("the read-lock squatter of this test") {
+        return;
+    }
+    let seg = TempSegment::new("squat");
+    let said = restart_past_a_squatter(
+        &seg,
+        std::process::Command::new("python3").args(["-c", SQUATTER]),
+        |_| {},
+    );
+    assert!(said.contains("lock file readable"), "same account: {said}");
+}
+
+#[test]
+fn a_read_lock_squatter_in_another_account_cannot_block_a_restart_nor_open_the_lock_file() {
+    if !mtf_tests::running_as_root() {
+        println!(
+            "SKIPPED a_read_lock_squatter_in_another_account_...: running a process as another \
+             account (nobody) needs root"
+        );
+        return;
+    }
+    // /usr/bin/python3, not a shim under root's home that `nobody` cannot reach.
+    let python = std::path::Path::new("/usr/bin/python3");
+    if !python.exists() {
+        println!(
+            "SKIPPED a_read_lock_squatter_in_another_account_...: /usr/bin/python3 is missing"
+        );
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let seg = TempSegment::new("squat-other");
+    // The reader's account reads the segment through its group: the README's 0640 set-up.
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-c", SQUATTER]).uid(65534).gid(65534);
+    // The segment's group is nobody's, so that account reads it as the README's 0640 set-up
+    // intends; the lock file stays 0600 and root's.
+    let said = restart_past_a_squatter(&seg, &mut cmd, |file| {
+        std::os::unix::fs::chown(file, None, Some(65534)).unwrap()
+    });
+    assert_eq!(said.trim(), "locked; lock file denied");
+}
+
+#[test]
+fn remove_refuses_a_running_writer_and_deletes_the_segment_after_it_stops() {
+    let seg = TempSegment::new("remove");
+    let file = seg.file();
+    let path = file.to_str().unwrap();
+    let writer = ChildGuard::spawn(BIN, &["--no-http", "--segment-path", path]);
+    wait_running(&seg);
+    let refused = std::process::Command::new(BIN)
+        .args(["remove", "--segment-path", path])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(file.exists());
+    writer.sigterm();
+    writer.wait_for(Duration::from_secs(10)).expect("stops");
+    let removed = std::process::Command::new(BIN)
+        .args(["remove", "--segment-path", path])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(!file.exists());
+    assert!(!std::path::Path::new(&format!("{path}.lock")).exists());
+}

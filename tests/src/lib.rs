@@ -42,7 +42,11 @@ impl TempSegment {
 
 impl Drop for TempSegment {
     fn drop(&mut self) {
+        // The segment and its writer lock file (`NAME.lock`).
         let _ = std::fs::remove_file(self.path.path());
+        let mut lock = self.path.path().as_os_str().to_owned();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
     }
 }
 
@@ -89,6 +93,11 @@ pub fn check_snapshot(candles: &[Candle]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether this process runs as root (and so may run helpers as another account).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// A child process that is killed and reaped if the test ends before it does.
