@@ -23,7 +23,7 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,11 @@ use shm_core::Timeframe;
 
 /// The protocol version this client speaks.
 pub const PROTOCOL: u32 = 1;
-/// The longest response line accepted (50,000 bars at about 200 bytes, with room to spare).
-pub const MAX_RESPONSE_LINE: u64 = 64 * 1024 * 1024;
+/// The longest response line accepted for rates: the protocol's 50,000 bars at about 200
+/// bytes each is 10 MB; this leaves room for longer symbol names and number forms.
+pub const MAX_RATES_LINE: usize = 16 * 1024 * 1024;
+/// The longest line accepted for any other answer (hello, ping, a tick, a stream event).
+pub const MAX_LINE: usize = 64 * 1024;
 
 /// One bar, with exactly MT5's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -213,6 +216,9 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Time allowed to send a request.
     pub write_timeout: Duration,
+    /// Time allowed for a whole answer line to arrive, however the bytes trickle in. On a
+    /// stream, each event must arrive within `read_timeout` instead.
+    pub request_deadline: Duration,
     /// First wait after a failed connection attempt; doubled after each further failure.
     pub backoff_initial: Duration,
     /// Longest wait between attempts.
@@ -222,13 +228,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for `addr`: connect 3 s, read 10 s, write 10 s, backoff 250 ms to 10 s.
+    /// Defaults for `addr`: connect 3 s, read 10 s, write 10 s, a whole answer 30 s, backoff
+    /// 250 ms to 10 s.
     pub fn new(addr: impl Into<String>) -> Config {
         Config {
             addr: addr.into(),
             connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             client_name: format!("mt5-gateway-client/{}", env!("CARGO_PKG_VERSION")),
@@ -241,30 +249,50 @@ impl Config {
 struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    read_timeout: Duration,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+enum ConnectError {
+    Resolve(io::Error),
+    NoAddress,
+    Io(io::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve(e) => write!(f, "cannot resolve: {e}"),
+            ConnectError::NoAddress => f.write_str("the name resolved to no address"),
+            ConnectError::Io(e) => e.fmt(f),
+        }
+    }
 }
 
 impl Conn {
-    fn open(config: &Config) -> Result<Conn, String> {
+    fn open(config: &Config) -> Result<Conn, ConnectError> {
         let addrs = config
             .addr
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve: {e}"))?;
-        let mut last = String::from("no address");
+            .map_err(ConnectError::Resolve)?;
+        let mut last = ConnectError::NoAddress;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, config.connect_timeout) {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     s.set_read_timeout(Some(config.read_timeout))
-                        .map_err(|e| e.to_string())?;
+                        .map_err(ConnectError::Io)?;
                     s.set_write_timeout(Some(config.write_timeout))
-                        .map_err(|e| e.to_string())?;
-                    let writer = s.try_clone().map_err(|e| e.to_string())?;
+                        .map_err(ConnectError::Io)?;
+                    let writer = s.try_clone().map_err(ConnectError::Io)?;
                     return Ok(Conn {
                         reader: BufReader::new(s),
                         writer,
+                        read_timeout: config.read_timeout,
                     });
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = ConnectError::Io(e),
             }
         }
         Err(last)
@@ -277,26 +305,46 @@ impl Conn {
         self.writer.write_all(&bytes).map_err(|e| io_error(op, e))
     }
 
-    /// Reads one line, parsed as JSON.
-    fn receive(&mut self, op: &str) -> Result<Value, Error> {
+    /// Reads one line of at most `limit` bytes, which must be complete within `within`
+    /// however slowly its bytes arrive (each read also waits at most the read timeout).
+    fn receive_line(&mut self, op: &str, limit: usize, within: Duration) -> Result<Vec<u8>, Error> {
+        let deadline = Instant::now() + within;
         let mut line = Vec::new();
-        let n = (&mut self.reader)
-            .take(MAX_RESPONSE_LINE)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| io_error(op, e))?;
-        if n == 0 {
-            return Err(Error::Disconnected {
-                op: op.into(),
-                source: io::ErrorKind::UnexpectedEof.into(),
-            });
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout { op: op.into() });
+            }
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left.min(self.read_timeout)))
+                .map_err(|e| io_error(op, e))?;
+            let buf = match self.reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(op, e)),
+            };
+            if buf.is_empty() {
+                return Err(Error::Disconnected {
+                    op: op.into(),
+                    source: io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if line.len() + take > limit {
+                return Err(Error::Protocol(format!(
+                    "{op}: answer line longer than the protocol's {limit} bytes"
+                )));
+            }
+            line.extend_from_slice(&buf[..take]);
+            self.reader.consume(take);
+            if done {
+                return Ok(line);
+            }
         }
-        if line.last() != Some(&b'\n') {
-            return Err(Error::Protocol(format!(
-                "{op}: response line over {MAX_RESPONSE_LINE} bytes or cut short"
-            )));
-        }
-        serde_json::from_slice(&line)
-            .map_err(|e| Error::Protocol(format!("{op}: response is not JSON: {e}")))
     }
 }
 
@@ -310,16 +358,98 @@ fn io_error(op: &str, e: io::Error) -> Error {
     }
 }
 
-/// Turns an `ok: false` error object into an [`Error`].
-fn error_from(v: &Value) -> Error {
-    let code = v["code"].as_str().unwrap_or("UNKNOWN").to_owned();
-    let message = v["message"].as_str().unwrap_or_default().to_owned();
-    match (code.as_str(), v["mt5_code"].as_i64()) {
-        ("MT5_ERROR", Some(mt5)) => Error::Mt5 {
-            code: mt5,
-            message: v["mt5_message"].as_str().unwrap_or(&message).to_owned(),
-        },
-        _ => Error::Gateway { code, message },
+/// The `error` object of an `ok: false` answer.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    mt5_code: Option<i64>,
+    #[serde(default)]
+    mt5_message: Option<String>,
+}
+
+impl ErrorBody {
+    fn into_error(self) -> Error {
+        let code = self.code.unwrap_or_else(|| "UNKNOWN".into());
+        let message = self.message.unwrap_or_default();
+        match (code.as_str(), self.mt5_code) {
+            ("MT5_ERROR", Some(mt5)) => Error::Mt5 {
+                code: mt5,
+                message: self.mt5_message.unwrap_or(message),
+            },
+            _ => Error::Gateway { code, message },
+        }
+    }
+}
+
+/// Every answer line: the request's id, and a result or an error.
+#[derive(Debug, Deserialize)]
+struct Envelope<T> {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    ok: Option<bool>,
+    #[serde(default = "none")]
+    result: Option<T>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// Exponential backoff with jitter: every failure doubles the step up to a cap, and the wait
+/// is half the step plus a random part of the other half, so that many clients of one gateway
+/// do not retry in lockstep. A success resets it.
+///
+/// ```
+/// use std::time::Duration;
+/// use mt5_gateway_client::Backoff;
+///
+/// let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+/// let first = b.fail();
+/// assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+/// for _ in 0..10 { b.fail(); }
+/// assert!(b.fail() <= Duration::from_secs(1));
+/// b.reset();
+/// assert!(b.fail() <= Duration::from_millis(100));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial` and never waits more than `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            step: initial,
+        }
+    }
+
+    /// The wait before the next attempt, after a failure; the step then doubles.
+    pub fn fail(&mut self) -> Duration {
+        use std::hash::{BuildHasher, RandomState};
+        let step = self.step.min(self.max);
+        self.step = (self.step * 2).min(self.max);
+        let half = step / 2;
+        // RandomState is seeded from the OS per instance: a random number without a crate.
+        let r = RandomState::new().hash_one(Instant::now());
+        let jitter = half.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64);
+        half + jitter
+    }
+
+    /// Back to the first step, after a success.
+    pub fn reset(&mut self) {
+        self.step = self.initial;
     }
 }
 
@@ -329,8 +459,7 @@ pub struct Client {
     config: Config,
     conn: Option<Conn>,
     next_id: u64,
-    /// Wait after the next failed attempt.
-    backoff: Duration,
+    backoff: Backoff,
     /// No attempt before this instant (set after a failure).
     next_attempt: Option<Instant>,
     /// Why the last attempt failed, repeated while the backoff holds.
@@ -350,7 +479,7 @@ struct TickResult {
 impl Client {
     /// A client that connects on first use.
     pub fn new(config: Config) -> Client {
-        let backoff = config.backoff_initial;
+        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
         Client {
             config,
             conn: None,
@@ -384,16 +513,10 @@ impl Client {
             }
         }
         match Conn::open(&self.config) {
-            Ok(c) => {
-                self.backoff = self.config.backoff_initial;
-                self.next_attempt = None;
-                Ok(c)
-            }
+            Ok(c) => Ok(c),
             Err(reason) => {
-                self.last_failure.clone_from(&reason);
-                let wait = self.backoff;
-                self.next_attempt = Some(Instant::now() + wait);
-                self.backoff = (self.backoff * 2).min(self.config.backoff_max);
+                let reason = reason.to_string();
+                let wait = self.failed(&reason);
                 Err(Error::Unreachable {
                     addr: self.config.addr.clone(),
                     reason,
@@ -403,8 +526,23 @@ impl Client {
         }
     }
 
-    /// Sends one request and returns its result. Any transport failure drops the connection.
-    fn call<T: DeserializeOwned>(&mut self, op: &str, mut params: Value) -> Result<T, Error> {
+    /// Records a failure: no attempt before the backoff has passed. Returns the wait.
+    fn failed(&mut self, why: &str) -> Duration {
+        self.last_failure = why.to_owned();
+        let wait = self.backoff.fail();
+        self.next_attempt = Some(Instant::now() + wait);
+        wait
+    }
+
+    /// Sends one request and returns its result. Any transport or protocol failure drops the
+    /// connection and backs off before the next attempt; an answer that follows the protocol
+    /// (a result, or an error from MT5 or the gateway) resets the backoff.
+    fn call<T: DeserializeOwned>(
+        &mut self,
+        op: &str,
+        mut params: Value,
+        limit: usize,
+    ) -> Result<T, Error> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => self.connect()?,
@@ -413,28 +551,52 @@ impl Client {
         self.next_id += 1;
         params["id"] = json!(id);
         params["op"] = json!(op);
-        conn.send(&params.to_string(), op)?;
-        let v = conn.receive(op)?;
-        // The connection is healthy from here on, whatever the answer says.
-        let result = match (v["ok"].as_bool(), v["id"].as_u64()) {
-            (_, Some(got)) if got != id => Err(Error::Protocol(format!(
-                "{op}: answer for request {got}, expected {id}"
-            ))),
-            (Some(true), _) => serde_json::from_value(v["result"].clone())
-                .map_err(|e| Error::Protocol(format!("{op}: unexpected result: {e}"))),
-            (Some(false), _) => Err(error_from(&v["error"])),
-            _ => Err(Error::Protocol(format!("{op}: answer without ok"))),
-        };
-        if !matches!(result, Err(Error::Protocol(_))) {
-            self.conn = Some(conn);
+        let answer = conn.send(&params.to_string(), op).and_then(|()| {
+            let line = conn.receive_line(op, limit, self.config.request_deadline)?;
+            // Typed straight from the bytes: no JSON tree of a 10 MB answer is ever built.
+            let envelope: Envelope<T> = serde_json::from_slice(&line).map_err(|e| {
+                Error::Protocol(format!("{op}: answer is not what the protocol says: {e}"))
+            })?;
+            match envelope.id {
+                Some(got) if got == id => {}
+                Some(got) => {
+                    return Err(Error::Protocol(format!(
+                        "{op}: answer for request {got}, expected {id}"
+                    )))
+                }
+                None => return Err(Error::Protocol(format!("{op}: answer without an id"))),
+            }
+            match (envelope.ok, envelope.result, envelope.error) {
+                (Some(true), Some(result), _) => Ok(Ok(result)),
+                (Some(true), None, _) => {
+                    Err(Error::Protocol(format!("{op}: answer without a result")))
+                }
+                (Some(false), _, Some(error)) => Ok(Err(error.into_error())),
+                _ => Err(Error::Protocol(format!("{op}: answer without ok"))),
+            }
+        });
+        match answer {
+            Ok(result) => {
+                // A well-formed answer: the connection and the gateway are healthy.
+                self.conn = Some(conn);
+                self.backoff.reset();
+                result
+            }
+            Err(e) => {
+                self.failed(&e.to_string());
+                Err(e)
+            }
         }
-        result
     }
 
     /// `hello`: protocol, backend, terminal, server-time offset.
     pub fn hello(&mut self) -> Result<Hello, Error> {
         let client = self.config.client_name.clone();
-        let h: Hello = self.call("hello", json!({"protocol": PROTOCOL, "client": client}))?;
+        let h: Hello = self.call(
+            "hello",
+            json!({"protocol": PROTOCOL, "client": client}),
+            MAX_LINE,
+        )?;
         if h.protocol != PROTOCOL {
             return Err(Error::Protocol(format!(
                 "gateway speaks protocol {}, this client {PROTOCOL}",
@@ -446,7 +608,7 @@ impl Client {
 
     /// `ping`; returns the gateway's clock (UTC ms).
     pub fn ping(&mut self) -> Result<i64, Error> {
-        let v: Value = self.call("ping", json!({}))?;
+        let v: Value = self.call("ping", json!({}), MAX_LINE)?;
         v["time_ms"]
             .as_i64()
             .ok_or_else(|| Error::Protocol("ping without time_ms".into()))
@@ -462,7 +624,9 @@ impl Client {
         count: u32,
     ) -> Result<Vec<Rate>, Error> {
         let params = json!({"symbol": symbol, "timeframe": tf.name(), "start_pos": start_pos, "count": count});
-        Ok(self.call::<Rates>("copy_rates_from_pos", params)?.rates)
+        Ok(self
+            .call::<Rates>("copy_rates_from_pos", params, MAX_RATES_LINE)?
+            .rates)
     }
 
     /// Bars with open times from `from` to `to` (server epoch seconds, both inclusive).
@@ -474,13 +638,15 @@ impl Client {
         to: i64,
     ) -> Result<Vec<Rate>, Error> {
         let params = json!({"symbol": symbol, "timeframe": tf.name(), "from": from, "to": to});
-        Ok(self.call::<Rates>("copy_rates_range", params)?.rates)
+        Ok(self
+            .call::<Rates>("copy_rates_range", params, MAX_RATES_LINE)?
+            .rates)
     }
 
     /// The latest tick of `symbol`.
     pub fn symbol_info_tick(&mut self, symbol: &str) -> Result<Tick, Error> {
         Ok(self
-            .call::<TickResult>("symbol_info_tick", json!({"symbol": symbol}))?
+            .call::<TickResult>("symbol_info_tick", json!({"symbol": symbol}), MAX_LINE)?
             .tick)
     }
 
@@ -488,15 +654,43 @@ impl Client {
     pub fn subscribe_ticks(&mut self, symbols: &[&str]) -> Result<TickStream, Error> {
         let mut conn = self.connect()?;
         let op = "subscribe_ticks";
-        conn.send(
-            &json!({"id": 0, "op": op, "symbols": symbols}).to_string(),
-            op,
-        )?;
-        let v = conn.receive(op)?;
-        match v["ok"].as_bool() {
-            Some(true) => Ok(TickStream { conn, ended: false }),
-            Some(false) => Err(error_from(&v["error"])),
-            None => Err(Error::Protocol("subscribe_ticks: answer without ok".into())),
+        let id = self.next_id;
+        self.next_id += 1;
+        let answer = conn
+            .send(
+                &json!({"id": id, "op": op, "symbols": symbols}).to_string(),
+                op,
+            )
+            .and_then(|()| {
+                let line = conn.receive_line(op, MAX_LINE, self.config.request_deadline)?;
+                let envelope: Envelope<Value> = serde_json::from_slice(&line).map_err(|e| {
+                    Error::Protocol(format!("{op}: answer is not what the protocol says: {e}"))
+                })?;
+                if envelope.id != Some(id) {
+                    return Err(Error::Protocol(format!(
+                        "{op}: answer for request {:?}, expected {id}",
+                        envelope.id
+                    )));
+                }
+                match (envelope.ok, envelope.error) {
+                    (Some(true), _) => Ok(Ok(())),
+                    (Some(false), Some(error)) => Ok(Err(error.into_error())),
+                    _ => Err(Error::Protocol(format!("{op}: answer without ok"))),
+                }
+            });
+        match answer {
+            Ok(Ok(())) => {
+                self.backoff.reset();
+                Ok(TickStream { conn, ended: false })
+            }
+            Ok(Err(e)) => {
+                self.backoff.reset();
+                Err(e)
+            }
+            Err(e) => {
+                self.failed(&e.to_string());
+                Err(e)
+            }
         }
     }
 }
@@ -520,6 +714,19 @@ pub enum Event {
     },
 }
 
+/// One line of a tick stream.
+#[derive(Debug, Deserialize)]
+struct StreamLine {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    tick: Option<Tick>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
 /// A subscribed connection.
 #[derive(Debug)]
 pub struct TickStream {
@@ -538,27 +745,27 @@ impl TickStream {
                 source: io::ErrorKind::UnexpectedEof.into(),
             });
         }
-        let v = self.conn.receive(op)?;
-        match v["event"].as_str() {
-            Some("tick") => {
-                let symbol = v["symbol"]
-                    .as_str()
-                    .ok_or_else(|| Error::Protocol("tick without symbol".into()))?
-                    .to_owned();
-                let tick = serde_json::from_value(v["tick"].clone())
-                    .map_err(|e| Error::Protocol(format!("bad tick: {e}")))?;
-                Ok(Event::Tick { symbol, tick })
-            }
+        // An event must arrive within the read timeout as a whole (the gateway heartbeats
+        // every second), however its bytes trickle in.
+        let within = self.conn.read_timeout;
+        let line = self.conn.receive_line(op, MAX_LINE, within)?;
+        let ev: StreamLine = serde_json::from_slice(&line)
+            .map_err(|e| Error::Protocol(format!("bad stream line: {e}")))?;
+        match ev.event.as_deref() {
+            Some("tick") => match (ev.symbol, ev.tick) {
+                (Some(symbol), Some(tick)) => Ok(Event::Tick { symbol, tick }),
+                _ => Err(Error::Protocol("tick without symbol or tick".into())),
+            },
             Some("heartbeat") => Ok(Event::Heartbeat),
             Some("end") => {
                 self.ended = true;
                 Ok(Event::End {
-                    reason: v["reason"].as_str().unwrap_or_default().to_owned(),
+                    reason: ev.reason.unwrap_or_default(),
                 })
             }
-            _ => Err(Error::Protocol(format!(
-                "unexpected stream line: {}",
-                v.to_string().chars().take(200).collect::<String>()
+            other => Err(Error::Protocol(format!(
+                "unexpected stream event {:?}",
+                other.map(|o| o.chars().take(40).collect::<String>())
             ))),
         }
     }
