@@ -371,12 +371,26 @@ def aggregate(rates, tf):
     return out
 
 
+def price_digits(ticks):
+    """MT5's `digits` of a symbol: the most decimal places any bid or ask shows (at most 8)."""
+    digits = 0
+    for t in ticks:
+        for p in (t["bid"], t["ask"]):
+            text = repr(float(p))
+            if "e" not in text and "." in text:
+                digits = max(digits, len(text.split(".")[1].rstrip("0")))
+    return min(digits, 8)
+
+
 def ticks_to_m1(ticks):
-    """M1 bars from ticks, built from bids like MT5's; spread is the smallest in the bar, in
-    points of the tick prices' precision."""
+    """M1 bars from ticks, built from bids like MT5's. The bar's spread follows MT5's rule for
+    history bars: the smallest spread of the bar's ticks, in points (10^-digits, digits from
+    the tick prices' precision)."""
+    scale = 10 ** price_digits(ticks)
     bars = []
     for t in ticks:
         start = bar_start(t["time"], "M1")
+        spread = max(0, int(round((t["ask"] - t["bid"]) * scale)))
         if bars and bars[-1]["time"] == start:
             b = bars[-1]
             b["high"] = max(b["high"], t["bid"])
@@ -384,9 +398,10 @@ def ticks_to_m1(ticks):
             b["close"] = t["bid"]
             b["tick_volume"] += 1
             b["real_volume"] += t["volume"]
+            b["spread"] = min(b["spread"], spread)
         else:
             bars.append({"time": start, "open": t["bid"], "high": t["bid"], "low": t["bid"], "close": t["bid"],
-                         "tick_volume": 1, "spread": 0, "real_volume": t["volume"]})
+                         "tick_volume": 1, "spread": spread, "real_volume": t["volume"]})
     return bars
 
 

@@ -87,6 +87,19 @@ class ParsingTest(Folder):
         self.assertEqual(ticks[1]["time"], T0 + 5 * 3600)
 
 
+class SpreadTest(unittest.TestCase):
+    def test_bars_from_ticks_carry_the_smallest_spread_in_points(self):
+        ticks = [
+            {"time": T0, "time_msc": T0 * 1000, "bid": 1.08000, "ask": 1.08010, "volume": 0},
+            {"time": T0 + 1, "time_msc": T0 * 1000 + 1000, "bid": 1.08001, "ask": 1.08013, "volume": 0},
+            {"time": T0 + 61, "time_msc": T0 * 1000 + 61000, "bid": 1.08002, "ask": 1.08022, "volume": 0},
+        ]
+        self.assertEqual(gw.price_digits(ticks), 5)
+        bars = gw.ticks_to_m1(ticks)
+        # 10 points (0.00010 at 5 digits) is the smaller of 10 and 12; then 20.
+        self.assertEqual([b["spread"] for b in bars], [10, 20])
+
+
 class CsvBackendTest(Folder):
     def backend(self, speed=None):
         write(self.dir, "EURUSD_H1_201701020000_201701020400.csv", BARS_H1)

@@ -101,7 +101,7 @@ pub enum ConfigError {
     /// The segment name is not a valid name in /dev/shm.
     Segment(String),
     /// The server-time offset is not `+HH:MM` or seconds within 14 hours.
-    ServerOffset(String),
+    ServerOffset(shm_core::OffsetError),
     /// `--timeout` outside 0.01 to 60 seconds.
     Timeout(f64),
     /// No sources, or one listed twice.

@@ -382,6 +382,9 @@ impl Mt5Source {
         config.connect_timeout = timeout;
         config.read_timeout = timeout * 2;
         config.write_timeout = timeout;
+        // A whole answer within the same bound, however slowly its bytes arrive, so that one
+        // cycle (and a SIGTERM during it) never waits on a trickling gateway.
+        config.request_deadline = timeout * 2;
         config.client_name = concat!("mtf-monitor/", env!("CARGO_PKG_VERSION")).into();
         Mt5Source {
             client: gateway::Client::new(config),

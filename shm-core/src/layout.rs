@@ -61,6 +61,7 @@ pub(crate) mod hdr {
     pub const FEED_STATE: usize = 136;
     pub const WRITER_PIDNS: usize = 144;
     pub const WRITER_START_TICKS: usize = 152;
+    pub const FEED_KIND: usize = 160;
     pub const COUNTERS: usize = 256;
 }
 
@@ -86,6 +87,7 @@ pub(crate) mod ring {
     pub const SEQ: usize = 0;
     pub const HEAD: usize = 8;
     pub const LAST_CHANGE_NS: usize = 16;
+    pub const SOURCE_FLAGS: usize = 24;
     pub const FORMING: usize = super::RING_CONTROL_SIZE;
     pub const SLOTS: usize = FORMING + super::RECORD_SIZE;
     pub const SLOT_SEQ: usize = 0;

@@ -61,9 +61,10 @@ pub use reader::{
     OpenError, ReadError, Reader, RingReader, RingStats, TickInfo, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_STALL_AFTER,
 };
-pub use status::{Counter, Counters, FeedState, Liveness, Status, WriterState};
+pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 pub use timeframe::{
-    civil_from_days, days_from_civil, iso8601_ms, parse_server_offset, Timeframe, UnknownTimeframe,
+    civil_from_days, days_from_civil, iso8601_ms, parse_server_offset, OffsetError, Timeframe,
+    UnknownTimeframe, SERVER_OFFSET_RANGE,
 };
 pub use writer::{remove_segment, CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
 

@@ -84,7 +84,7 @@ impl WriterLock {
                 file.set_permissions(std::fs::Permissions::from_mode(0o600))
                     .map_err(|e| LockError::Io("set the mode of the lock file", e))?;
             }
-            if !imp::try_lock_exclusive(&file).map_err(|e| LockError::Io("lock", e))? {
+            if !try_lock_briefly(&file)? {
                 return Err(LockError::Held);
             }
             match std::fs::symlink_metadata(&path) {
@@ -105,6 +105,23 @@ impl WriterLock {
     /// The lock file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Takes the lock, trying again for up to 100 ms. A process that forks (to run any program)
+/// copies every descriptor into the child until the child's `exec` closes it, and an OFD lock
+/// lives as long as any descriptor of its open file description: a writer stopped a moment
+/// ago by such a process can look like one still holding the lock for that long.
+fn try_lock_briefly(file: &File) -> Result<bool, LockError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(100);
+    loop {
+        if imp::try_lock_exclusive(file).map_err(|e| LockError::Io("lock", e))? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 

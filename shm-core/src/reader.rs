@@ -20,7 +20,7 @@ use crate::lock::{self, Probe};
 use crate::mem::Mem;
 use crate::process::{self, PidState};
 use crate::ring::{Busy, RingRef};
-use crate::status::{Counters, FeedState, Liveness, Status, WriterState};
+use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 use crate::{now_ns, SegmentPath, Timeframe};
 
 /// Default number of tries before a read gives up with [`ReadError::Busy`].
@@ -565,6 +565,7 @@ impl Reader {
             created_ns: word(hdr::CREATED_NS),
             server_time_offset_s: word(hdr::SERVER_TIME_OFFSET) as i64,
             feed_state: FeedState::from_word(word(hdr::FEED_STATE)),
+            feed_kind: FeedKind::from_word(word(hdr::FEED_KIND)),
             counters: Counters(counters),
         }
     }
@@ -621,6 +622,17 @@ impl RingReader<'_> {
     /// The ring's timeframe.
     pub fn timeframe(&self) -> Timeframe {
         self.spec().timeframe
+    }
+
+    /// Whether the writer's source said it does not know this ring's symbol (a misspelt symbol
+    /// or broker suffix, say). The ring then only holds what it held before, if anything.
+    pub fn unknown_to_source(&self) -> bool {
+        // Relaxed: an independent flag word (see `Writer::set_unknown_to_source`).
+        self.reader.mem.load(
+            self.raw().base + layout::ring::SOURCE_FLAGS,
+            Ordering::Relaxed,
+        ) & 1
+            != 0
     }
 
     /// How many closed candles the ring keeps.

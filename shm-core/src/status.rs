@@ -65,6 +65,23 @@ word_enum! {
         Finished = 3, "finished";
         /// The source is unreachable; the writer keeps retrying.
         Disconnected = 4, "disconnected";
+        /// The writer exited cleanly; nothing more will arrive until a writer starts again.
+        Stopped = 5, "stopped";
+    }
+}
+
+word_enum! {
+    /// What kind of feed wrote the candles (header word `feed_kind`), so that a restart with
+    /// another kind never mixes, say, demo prices into a real broker's symbols.
+    FeedKind {
+        /// Not recorded (a segment written before the word existed).
+        Unrecorded = 0, "unrecorded";
+        /// Generated prices for demos and tests.
+        Synthetic = 1, "synthetic";
+        /// A replay of MT5 export files.
+        Csv = 2, "csv";
+        /// A live MetaTrader 5 terminal, through the gateway.
+        Mt5 = 3, "mt5";
     }
 }
 
@@ -93,12 +110,15 @@ word_enum! {
         Corrections = 9, "corrections";
         /// Reconnections to the source.
         Reconnects = 10, "reconnects";
+        /// Ticks or bars dated further ahead of the clock than any broker's server time can
+        /// be (more than UTC+14 h plus 5 min; see the streamer's feed hygiene rules).
+        RejectedFutureTime = 11, "rejected_future_time";
     }
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::TicksProcessed,
         Counter::BarsClosed,
         Counter::RejectedBadPrice,
@@ -110,15 +130,17 @@ impl Counter {
         Counter::BarsBackfilled,
         Counter::Corrections,
         Counter::Reconnects,
+        Counter::RejectedFutureTime,
     ];
 
     /// The counters of refused input, whose sum is "rejected" in summaries.
-    pub const REJECTS: [Counter; 5] = [
+    pub const REJECTS: [Counter; 6] = [
         Counter::RejectedBadPrice,
         Counter::RejectedOutOfOrder,
         Counter::RejectedDuplicateBar,
         Counter::RejectedBackwardsBar,
         Counter::BadRows,
+        Counter::RejectedFutureTime,
     ];
 }
 
@@ -195,6 +217,8 @@ pub struct Status {
     pub server_time_offset_s: i64,
     /// The source's state; `None` for an unknown value.
     pub feed_state: Option<FeedState>,
+    /// What kind of feed wrote the candles; `None` for an unknown value.
+    pub feed_kind: Option<FeedKind>,
     /// The counters.
     pub counters: Counters,
 }

@@ -195,35 +195,85 @@ pub fn iso8601_ms(unix_ms: i64) -> String {
     )
 }
 
-/// Parses a broker server-time offset (server time minus UTC): `±HH:MM`, `±HH` (a sign means
-/// hours) or unsigned whole seconds, at most 14 hours.
+/// The broker server-time offsets that exist: UTC-12 to UTC+14, in seconds.
+pub const SERVER_OFFSET_RANGE: std::ops::RangeInclusive<i64> = -12 * 3600..=14 * 3600;
+
+/// Why a server-time offset was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetError {
+    /// A bare number small enough to be meant as hours (`2`): say `+2` or `2s`.
+    Ambiguous(i64),
+    /// Outside UTC-12 to UTC+14.
+    OutOfRange(i64),
+    /// Not an offset at all.
+    Malformed(String),
+}
+
+impl fmt::Display for OffsetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OffsetError::Ambiguous(n) => write!(
+                f,
+                "{n:?} is ambiguous: write +{n} (or +{n:02}:00) for hours, or {n}s for seconds"
+            ),
+            OffsetError::OutOfRange(s) => write!(
+                f,
+                "{s} s is outside UTC-12:00 to UTC+14:00, where every broker's clock is"
+            ),
+            OffsetError::Malformed(t) => write!(
+                f,
+                "bad offset {t:?} (expected +HH:MM, +H, or seconds such as 7200s)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OffsetError {}
+
+/// Parses a broker server-time offset (server time minus UTC): `±HH:MM` or `±H` (a sign means
+/// hours), or seconds: `7200s`, or a bare number of at least 15 (so `3600` is an hour). A
+/// bare number from 1 to 14 is refused as ambiguous: `2` is far more likely meant as hours.
 ///
 /// ```
-/// assert_eq!(shm_core::parse_server_offset("+02:00"), Ok(7200));
-/// assert_eq!(shm_core::parse_server_offset("-3"), Ok(-10800));
-/// assert_eq!(shm_core::parse_server_offset("3600"), Ok(3600));
-/// assert!(shm_core::parse_server_offset("two").is_err());
+/// use shm_core::{parse_server_offset, OffsetError};
+/// assert_eq!(parse_server_offset("+02:00"), Ok(7200));
+/// assert_eq!(parse_server_offset("-3"), Ok(-10800));
+/// assert_eq!(parse_server_offset("7200s"), Ok(7200));
+/// assert_eq!(parse_server_offset("3600"), Ok(3600));
+/// assert_eq!(parse_server_offset("2"), Err(OffsetError::Ambiguous(2)));
+/// assert!(parse_server_offset("two").is_err());
 /// ```
-pub fn parse_server_offset(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let signed = s.starts_with(['+', '-']);
-    if let (false, Ok(secs)) = (signed, s.parse::<i64>()) {
-        if secs.abs() <= 14 * 3600 {
-            return Ok(secs);
+pub fn parse_server_offset(text: &str) -> Result<i64, OffsetError> {
+    let s = text.trim();
+    let malformed = || OffsetError::Malformed(s.to_owned());
+    let in_range = |secs: i64| {
+        if SERVER_OFFSET_RANGE.contains(&secs) {
+            Ok(secs)
+        } else {
+            Err(OffsetError::OutOfRange(secs))
         }
-        return Err(format!("{secs} s is more than 14 hours"));
+    };
+    if let Some(secs) = s.strip_suffix('s') {
+        return in_range(secs.parse::<i64>().map_err(|_| malformed())?);
     }
     let (sign, rest) = match s.as_bytes().first() {
         Some(b'+') => (1, &s[1..]),
         Some(b'-') => (-1, &s[1..]),
-        _ => return Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
+        _ => {
+            let n = s.parse::<i64>().map_err(|_| malformed())?;
+            return match n {
+                0 => Ok(0),
+                1..=14 => Err(OffsetError::Ambiguous(n)),
+                _ => in_range(n),
+            };
+        }
     };
     let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
     match (h.parse::<i64>(), m.parse::<i64>()) {
-        (Ok(h), Ok(m)) if (0..=14).contains(&h) && (0..60).contains(&m) => {
-            Ok(sign * (h * 3600 + m * 60))
+        (Ok(h), Ok(m)) if (0..100).contains(&h) && (0..60).contains(&m) => {
+            in_range(sign * (h * 3600 + m * 60))
         }
-        _ => Err(format!("bad offset {s:?} (expected +HH:MM or seconds)")),
+        _ => Err(malformed()),
     }
 }
 
@@ -304,6 +354,18 @@ mod tests {
         assert_eq!(parse_server_offset("-05:30"), Ok(-19_800));
         assert_eq!(parse_server_offset("+2"), Ok(7200));
         assert_eq!(parse_server_offset("3600"), Ok(3600));
+        assert_eq!(parse_server_offset("7200s"), Ok(7200));
+        assert_eq!(parse_server_offset("0"), Ok(0));
+        assert_eq!(parse_server_offset("2"), Err(OffsetError::Ambiguous(2)));
+        assert_eq!(
+            parse_server_offset("+15"),
+            Err(OffsetError::OutOfRange(54_000))
+        );
+        assert_eq!(
+            parse_server_offset("-13:00"),
+            Err(OffsetError::OutOfRange(-46_800))
+        );
         assert!(parse_server_offset("+2:75").is_err());
+        assert!(parse_server_offset("+").is_err());
     }
 }

@@ -16,20 +16,28 @@ use crate::lock::{self, LockError, WriterLock};
 use crate::mem::Mem;
 use crate::process::{self, PidState};
 use crate::ring::RingRef;
-use crate::status::{Counter, FeedState, WriterState};
+use crate::status::{Counter, FeedKind, FeedState, WriterState};
 use crate::{now_ns, SegmentPath, Timeframe};
 
 /// Options for [`Writer::create`].
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Permission bits of a newly created segment file, e.g. `0o640` to let a group read.
-    /// Applied at creation, whatever the umask. Default `0o600`.
+    /// Applied at creation, whatever the umask. Default `0o600`. Bits that let the group or
+    /// others write are refused ([`CreateError::InsecureMode`]).
     pub mode: u32,
+    /// Build a new, empty segment even if one with the same layout exists (which is then
+    /// replaced, and its readers told so), instead of a warm restart that keeps its candles.
+    /// Default `false`.
+    pub start_clean: bool,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { mode: 0o600 }
+        WriterOptions {
+            mode: 0o600,
+            start_clean: false,
+        }
     }
 }
 
@@ -344,7 +352,15 @@ impl Writer {
                 0
             };
 
-            if same_layout {
+            if same_layout && options.start_clean {
+                if let Some(pid) = live_writer(&file) {
+                    return Err(CreateError::AlreadyRunning {
+                        path: path.to_owned(),
+                        pid: Some(pid),
+                    });
+                }
+            }
+            if same_layout && !options.start_clean {
                 if let Some(pid) = live_writer(&file) {
                     // The lock file was removed by hand while that writer runs: two writers
                     // would corrupt each other's rings.
@@ -564,6 +580,23 @@ impl Writer {
             .map_or(0, |c| c.head)
     }
 
+    /// Marks every ring of `symbol` as unknown to the source (the broker or gateway has no such
+    /// symbol), or known again. Readers see it through
+    /// [`RingReader::unknown_to_source`](crate::RingReader::unknown_to_source); the candles
+    /// already held stay readable.
+    pub fn set_unknown_to_source(&mut self, symbol: SymbolId, unknown: bool) {
+        for (spec, r) in self.layout.rings().iter().zip(&self.rings) {
+            if spec.symbol_index == symbol.0 {
+                // Relaxed: an independent flag word outside the seqlock; readers load it once.
+                self.mem.store(
+                    r.base + layout::ring::SOURCE_FLAGS,
+                    u64::from(unknown),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
     /// Records the latest tick of a symbol: its server time in ms and its prices.
     #[inline]
     pub fn record_tick(&mut self, symbol: SymbolId, server_time_ms: i64, bid: f64, ask: f64) {
@@ -604,6 +637,13 @@ impl Writer {
             .store(hdr::FEED_STATE, state as u64, Ordering::Relaxed);
     }
 
+    /// Records what kind of feed writes the candles (see [`FeedKind`]).
+    pub fn set_feed_kind(&mut self, kind: FeedKind) {
+        // Relaxed: an independent header word.
+        self.mem
+            .store(hdr::FEED_KIND, kind as u64, Ordering::Relaxed);
+    }
+
     /// Publishes the broker's server-time offset (server time minus UTC, seconds).
     pub fn set_server_time_offset(&mut self, seconds: i64) {
         self.mem
@@ -640,12 +680,22 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.heartbeat();
+        // A feed that had finished (a replay that reached its end) stays `finished`: its data
+        // is complete. Any other becomes `stopped`, never a `live` that nobody feeds.
+        // Relaxed: published by the Release store of the state just below.
+        if self.mem.load(hdr::FEED_STATE, Ordering::Relaxed) != FeedState::Finished as u64 {
+            self.mem.store(
+                hdr::FEED_STATE,
+                FeedState::Stopped as u64,
+                Ordering::Relaxed,
+            );
+        }
         self.mem.store(
             hdr::WRITER_STATE,
             WriterState::Stopped as u64,
             Ordering::Release,
         );
-        // The lock goes with `_file`, after this.
+        // The lock goes with `_lock`, after this.
     }
 }
 

@@ -278,7 +278,10 @@ fn mode_is_set_at_creation_whatever_the_umask() {
     let _w = Writer::create(
         &seg.path,
         &layout(&["EURUSD"], 5),
-        &WriterOptions { mode: 0o640 },
+        &WriterOptions {
+            mode: 0o640,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(
@@ -291,7 +294,10 @@ fn mode_is_set_at_creation_whatever_the_umask() {
         Writer::create(
             &seg.path,
             &layout(&["EURUSD"], 5),
-            &WriterOptions { mode: 0o660 }
+            &WriterOptions {
+                mode: 0o660,
+                ..Default::default()
+            }
         ),
         Err(CreateError::InsecureMode { mode: 0o660 })
     ));
@@ -674,4 +680,32 @@ fn remove_segment_refuses_a_running_writer_and_removes_both_files_after() {
     lock_path.push(".lock");
     assert!(!seg.file().exists() && !std::path::Path::new(&lock_path).exists());
     shm_core::remove_segment(&seg.path).unwrap(); // nothing there: fine
+}
+
+#[test]
+fn a_symbol_unknown_to_the_source_is_flagged_on_each_of_its_rings() {
+    let seg = TempSegment::new("unknown");
+    let mut w = Writer::create(
+        &seg.path,
+        &layout(&["EURUSD", "XAUUSDm"], 5),
+        &Default::default(),
+    )
+    .unwrap();
+    let r = Reader::open(&seg.path).unwrap();
+    assert!(r.rings().all(|ring| !ring.unknown_to_source()));
+    w.set_unknown_to_source(w.symbol("XAUUSDm").unwrap(), true);
+    let flagged: Vec<_> = r
+        .rings()
+        .filter(|ring| ring.unknown_to_source())
+        .map(|ring| (ring.symbol().to_owned(), ring.timeframe()))
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            ("XAUUSDm".to_owned(), Timeframe::M1),
+            ("XAUUSDm".to_owned(), Timeframe::H1)
+        ]
+    );
+    w.set_unknown_to_source(w.symbol("XAUUSDm").unwrap(), false);
+    assert!(r.rings().all(|ring| !ring.unknown_to_source()));
 }

@@ -9,11 +9,23 @@
 //! | a bar with the time of the newest closed bar | dropped, or with `amend` (authoritative sources) replaces it when it differs | `rejected_duplicate_bar` / `corrections` |
 //! | a bar older than the newest closed bar | dropped | `rejected_backwards_bar` |
 //! | a bar more than one period after the previous one, on the feed's own timeframe | kept; no filler candles are invented (MT5 makes none either) | `gaps_detected` |
+//! | a tick or bar dated after UTC+14 h + 5 min by the writer's clock, later than any broker's server time can be | dropped, so one bad stamp never freezes a symbol | `rejected_future_time` |
 //!
 //! A closed bar that arrives between the newest closed bar and the forming one (a gap being
 //! backfilled after a disconnect) is inserted in order.
 
 use shm_core::{Candle, Counter, RingId, SymbolId, Timeframe, Writer};
+
+/// How far ahead of the writer's UTC clock a server time may be: the largest offset there is
+/// (UTC+14) plus 5 minutes for clock drift between the broker and this host. The bound does
+/// not depend on the configured offset, so a wrong `--server-offset` cannot reject good data.
+pub const FUTURE_TOLERANCE_S: i64 = 14 * 3600 + 300;
+
+/// The latest server time (epoch seconds) a tick or bar may carry when the writer's clock says
+/// `now_ns`.
+pub fn latest_plausible_server_time(now_ns: u64) -> i64 {
+    (now_ns / 1_000_000_000) as i64 + FUTURE_TOLERANCE_S
+}
 
 /// One price update.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,6 +167,10 @@ impl Aggregator {
             return;
         }
         let sec = t.time_ms.div_euclid(1000);
+        if sec > latest_plausible_server_time(w.clock_ns()) {
+            w.add(Counter::RejectedFutureTime, 1);
+            return;
+        }
         let behind = s.last_tick_ms.is_some_and(|last| t.time_ms < last)
             || s.frames.iter().any(|f| {
                 f.forming.is_some_and(|c| sec < c.time) || f.last_closed.is_some_and(|c| sec < c)
@@ -226,6 +242,10 @@ impl Aggregator {
             || c.low > c.open.min(c.close)
         {
             w.add(Counter::RejectedBadPrice, 1);
+            return;
+        }
+        if c.time > latest_plausible_server_time(w.clock_ns()) {
+            w.add(Counter::RejectedFutureTime, 1);
             return;
         }
         let Some(i) = s.frames.iter().position(|f| f.tf == b.timeframe) else {

@@ -219,7 +219,10 @@ impl RunArgs {
         }
         c.http_allow_remote |= self.http_allow_remote;
         if let Some(o) = &self.server_offset {
-            c.server_time_offset_s = flag("--server-offset", shm_core::parse_server_offset(o))?;
+            c.server_time_offset_s = flag(
+                "--server-offset",
+                shm_core::parse_server_offset(o).map_err(|e| e.to_string()),
+            )?;
         }
         Ok((c, warnings))
     }

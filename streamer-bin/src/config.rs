@@ -374,9 +374,8 @@ impl Config {
                             err(key, format!("expected seconds within 14 hours, found {n}"))
                         })?
                     }
-                    other => {
-                        shm_core::parse_server_offset(&string(other)?).map_err(|m| err(key, m))?
-                    }
+                    other => shm_core::parse_server_offset(&string(other)?)
+                        .map_err(|e| err(key, e.to_string()))?,
                 };
             }
             "max_memory_mb" => {

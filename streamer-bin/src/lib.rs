@@ -32,7 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shm_core::{
-    Counter, CreateError, FeedState, Layout, LayoutError, Timeframe, Writer, WriterOptions,
+    Counter, CreateError, FeedKind, FeedState, Layout, LayoutError, Reader, Timeframe, Writer,
+    WriterOptions,
 };
 
 use aggregate::Aggregator;
@@ -182,6 +183,53 @@ pub fn layout(
     Ok(layout)
 }
 
+/// The segment's record of this run's feed.
+fn feed_kind(source: SourceKind) -> FeedKind {
+    match source {
+        SourceKind::Synthetic => FeedKind::Synthetic,
+        SourceKind::Csv => FeedKind::Csv,
+        SourceKind::Mt5 => FeedKind::Mt5,
+    }
+}
+
+/// Why the candles of the segment already at `path` must not be continued by a feed of
+/// `kind`, if they must not; `None` for a warm restart (or no usable segment).
+///
+/// - Another kind of feed wrote them (or a version that did not record it, unless this run
+///   is synthetic too): the default symbols are real broker names, so demo prices must never
+///   mix with a terminal's.
+/// - This run replays CSV files: a replay publishes everything from the files again, so the
+///   rings start empty rather than refusing every bar as already seen.
+/// - A ring holds a candle dated beyond what any broker's clock can show (a bad tick of an
+///   earlier run): continuing would refuse every later tick as out of order.
+pub fn start_clean_reason(path: &shm_core::SegmentPath, kind: FeedKind) -> Option<String> {
+    let reader = Reader::open(path).ok()?;
+    let st = reader.status();
+    let before = st.feed_kind.unwrap_or(FeedKind::Unrecorded);
+    if kind == FeedKind::Csv {
+        return Some("a CSV replay always starts from empty rings".into());
+    }
+    if before != kind && !(before == FeedKind::Unrecorded && kind == FeedKind::Synthetic) {
+        return Some(format!(
+            "the segment holds {before} candles and this run's feed is {kind}; they never mix"
+        ));
+    }
+    let limit = aggregate::latest_plausible_server_time(shm_core::now_ns());
+    for ring in reader.rings() {
+        if let Ok(stats) = ring.stats() {
+            if let Some(t) = stats.newest_time.filter(|&t| t > limit) {
+                return Some(format!(
+                    "{} {} holds a candle dated {} (server time), beyond any broker's clock",
+                    ring.symbol(),
+                    ring.timeframe(),
+                    shm_core::iso8601_ms(t.saturating_mul(1000))
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// How often the writer heartbeats, at the least (the segment promises 250 ms).
 const HEARTBEAT: Duration = Duration::from_millis(100);
 
@@ -195,14 +243,21 @@ pub fn run(
     let started = Instant::now();
     let (symbols, tfs, files) = plan(config)?;
     let layout = layout(config, &symbols, &tfs)?;
+    let kind = feed_kind(config.source);
+    let clean = start_clean_reason(&config.segment, kind);
+    if let Some(why) = &clean {
+        let _ = writeln!(banner, "starting clean: {why}");
+    }
     let mut writer = Writer::create(
         &config.segment,
         &layout,
         &WriterOptions {
             mode: config.segment_mode,
+            start_clean: clean.is_some(),
         },
     )
     .map_err(StreamerError::Segment)?;
+    writer.set_feed_kind(kind);
     writer.set_server_time_offset(config.server_time_offset_s);
     // The shim is one more reader of the segment we just created; it stops when dropped.
     let shim = match config.http {
@@ -298,6 +353,7 @@ pub fn run(
     let mut events = Vec::with_capacity(8192);
     let mut last_beat = Instant::now();
     let mut bad_rows_reported = 0u32;
+    let mut offset_warned = false;
     let mut running = false;
     let mut stop_asked: Option<Instant> = None;
     loop {
@@ -319,9 +375,23 @@ pub fn run(
                 }
                 Event::Count(counter, n) => writer.add(counter, n),
                 Event::ServerTimeOffset(seconds) => {
-                    // The operator's setting wins; the gateway's only fills in a default.
-                    if config.server_time_offset_s == 0 && seconds != 0 {
+                    // The operator's setting wins; the gateway's only fills in a default, and
+                    // only within the offsets that exist (UTC-12 to UTC+14).
+                    if !shm_core::SERVER_OFFSET_RANGE.contains(&seconds) {
+                        if !offset_warned {
+                            eprintln!(
+                                "warning: the source reported a server-time offset of {seconds} s, \
+                                 outside UTC-12..UTC+14; ignored (set --server-offset)"
+                            );
+                            offset_warned = true;
+                        }
+                    } else if config.server_time_offset_s == 0 && seconds != 0 {
                         writer.set_server_time_offset(seconds);
+                    }
+                }
+                Event::SymbolUnknown { symbol, unknown } => {
+                    if let Some(id) = symbols.get(symbol).and_then(|s| writer.symbol(s)) {
+                        writer.set_unknown_to_source(id, unknown);
                     }
                 }
                 Event::BadRow { file, line, reason } => {

@@ -429,3 +429,83 @@ fn an_authoritative_source_corrects_the_forming_and_the_just_closed_bar() {
     );
     assert_eq!(w2.counter(Counter::BarsBackfilled), 1);
 }
+
+#[test]
+fn a_tick_or_bar_dated_far_in_the_future_is_refused_and_freezes_nothing() {
+    let (seg, mut w, mut agg) = setup("future", 50);
+    w.heartbeat();
+    let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
+    let tick = |s: i64, bid: f64| Tick {
+        symbol: 0,
+        time_ms: s * 1000,
+        bid,
+        ask: bid + 0.0001,
+        volume: 0,
+    };
+    agg.on_tick(&mut w, &tick(now_s - 120, 1.1));
+    // 50 years ahead: once it was accepted, every later tick was "out of order".
+    agg.on_tick(&mut w, &tick(now_s + 50 * 365 * 86_400, 9.9));
+    agg.on_bar(
+        &mut w,
+        &Bar {
+            symbol: 0,
+            timeframe: Timeframe::M1,
+            candle: Candle::flat(Timeframe::M1.bar_start(now_s + 86_400), 9.9),
+            fold_up: false,
+            amend: true,
+        },
+    );
+    agg.on_tick(&mut w, &tick(now_s - 60, 1.2));
+    assert_eq!(w.counter(Counter::RejectedFutureTime), 2);
+    assert_eq!(w.counter(Counter::RejectedOutOfOrder), 0);
+    assert_eq!(w.counter(Counter::TicksProcessed), 2);
+    let m1 = ring(&seg, Timeframe::M1);
+    assert_eq!(m1.last().map(|c| (c.close, c.forming)), Some((1.2, true)));
+    // A broker at UTC+14 is still accepted.
+    agg.on_tick(&mut w, &tick(now_s + 14 * 3600, 1.3));
+    assert_eq!(w.counter(Counter::TicksProcessed), 3);
+}
+
+#[test]
+fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
+    use shm_core::FeedKind;
+    use streamer_bin::start_clean_reason;
+    let seg = TempSegment::new("future-restart");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_feed_kind(FeedKind::Mt5);
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
+    w.push_closed(m1, &Candle::flat(Timeframe::M1.bar_start(now_s - 60), 1.1));
+    drop(w);
+    assert_eq!(start_clean_reason(&seg.path, FeedKind::Mt5), None, "warm");
+    let why = start_clean_reason(&seg.path, FeedKind::Synthetic).expect("another feed");
+    assert!(
+        why.contains("mt5 candles") && why.contains("synthetic"),
+        "{why}"
+    );
+    assert!(start_clean_reason(&seg.path, FeedKind::Csv).is_some());
+
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    // As an earlier version, without the bound, could have stored it.
+    w.update_forming(
+        m1,
+        &Candle::flat(Timeframe::M1.bar_start(now_s + 50 * 365 * 86_400), 9.9),
+    );
+    drop(w);
+    let why = start_clean_reason(&seg.path, FeedKind::Mt5).expect("a future candle");
+    assert!(why.contains("beyond any broker's clock"), "{why}");
+    let w = Writer::create(
+        &seg.path,
+        &layout,
+        &shm_core::WriterOptions {
+            start_clean: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(w.start(), shm_core::Start::Replaced);
+    assert_eq!(w.forming(m1), None);
+}

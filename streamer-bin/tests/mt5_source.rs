@@ -210,3 +210,119 @@ fn a_gateway_restart_is_followed_by_a_reconnect() {
     });
     assert_eq!(r.status().liveness, shm_core::Liveness::Alive);
 }
+
+/// A tick export for EURUSD covering the 3 minutes that end now (server time = UTC), 2 ticks a
+/// second, written into a folder of its own.
+fn ticks_ending_now(tag: &str) -> Exports {
+    let dir = std::env::temp_dir().join(format!("mtf-mt5now-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let now_ms = (shm_core::now_ns() / 1_000_000) as i64;
+    let first = now_ms - 180_000;
+    let mut text = String::from("<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\n");
+    let mut t = first - first.rem_euclid(500);
+    let mut k = 0u32;
+    while t < now_ms - 500 {
+        let (day, ms) = (t.div_euclid(86_400_000), t.rem_euclid(86_400_000));
+        let (y, m, d) = shm_core::civil_from_days(day);
+        let bid = 1.08 + f64::from(k % 31) * 0.00001;
+        text.push_str(&format!(
+            "{y:04}.{m:02}.{d:02}\t{:02}:{:02}:{:02}.{:03}\t{bid:.5}\t{:.5}\t\t\t6\n",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000,
+            bid + 0.0001
+        ));
+        t += 500;
+        k += 1;
+    }
+    std::fs::write(dir.join("EURUSD_202401010000_202401010000.csv"), text).unwrap();
+    Exports(dir)
+}
+
+#[test]
+fn every_candle_equals_the_terminals_with_no_tick_counted_twice_at_the_backfill_seam() {
+    if !python_available() {
+        return;
+    }
+    let data = ticks_ending_now("seam");
+    let (_gw, addr) = spawn_csv_gateway(&data.0, 0, &["--speed", "max"]);
+    let seg = TempSegment::new("mt5seam");
+    let _streamer = streamer(&addr, &seg.file(), &["--timeframes", "M1,M5"]);
+    let reader = wait_for(&seg, "replay finished", Duration::from_secs(30), |s| {
+        s.feed_state == Some(FeedState::Finished)
+    });
+    let mut client = mt5_gateway_client::Client::new(mt5_gateway_client::Config::new(&addr));
+    for tf in [Timeframe::M1, Timeframe::M5] {
+        // Oldest first; the last (MT5's position 0) is the bar still forming.
+        let rates = client.copy_rates_from_pos("EURUSD", tf, 0, 100).unwrap();
+        let terminal: Vec<Candle> = rates
+            .iter()
+            .enumerate()
+            .map(|(k, r)| r.to_candle(k + 1 == rates.len()))
+            .collect();
+        let ours = candles(&reader, tf);
+        assert_eq!(
+            ours, terminal,
+            "{tf}: the streamer's candles and the terminal's"
+        );
+    }
+    assert_eq!(reader.status().counters.get(Counter::Corrections), 0);
+}
+
+#[test]
+fn a_symbol_the_gateway_does_not_know_stops_no_other_symbol() {
+    if !python_available() {
+        return;
+    }
+    let (data, _) = exports("unknown");
+    let (_gw, addr) = spawn_csv_gateway(&data.0, 0, &["--speed", "max"]);
+    let seg = TempSegment::new("mt5unknown");
+    let file = seg.file();
+    let streamer = ChildGuard::spawn(
+        BIN,
+        &[
+            "--source",
+            "mt5",
+            "--gateway",
+            &addr,
+            "--no-http",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--symbols",
+            "EURUSD,EURUSDm",
+        ],
+    );
+    let reader = wait_for(
+        &seg,
+        "EURUSD replay finished",
+        Duration::from_secs(30),
+        |s| s.feed_state == Some(FeedState::Finished),
+    );
+    let st = reader.status();
+    assert_eq!(
+        st.counters.get(Counter::TicksProcessed),
+        400,
+        "EURUSD streamed"
+    );
+    assert_eq!(st.counters.get(Counter::Reconnects), 0, "no reconnect loop");
+    for ring in reader.rings() {
+        assert_eq!(
+            ring.unknown_to_source(),
+            ring.symbol() == "EURUSDm",
+            "{} {}",
+            ring.symbol(),
+            ring.timeframe()
+        );
+    }
+    streamer.sigterm();
+    let (_, _, stderr) = streamer.wait_for(Duration::from_secs(10)).expect("stops");
+    let reports: Vec<&str> = stderr.lines().filter(|l| l.contains("EURUSDm")).collect();
+    assert_eq!(reports.len(), 1, "reported once: {stderr}");
+    assert!(
+        reports[0].contains("MT5 error -4") && reports[0].contains("did you mean EURUSD?"),
+        "{}",
+        reports[0]
+    );
+}

@@ -25,6 +25,14 @@ pub enum Event {
     Count(Counter, u64),
     /// The source learned the broker's server-time offset (seconds).
     ServerTimeOffset(i64),
+    /// The source does not know a symbol (or knows it again): MT5's -4 for a misspelt name or
+    /// broker suffix. Its rings are flagged for readers; the other symbols are unaffected.
+    SymbolUnknown {
+        /// Index of the symbol in the streamer's symbol list.
+        symbol: usize,
+        /// Unknown (true) or known again (false).
+        unknown: bool,
+    },
     /// An input row that could not be used; counted and reported, never fatal.
     BadRow {
         /// The file.

@@ -1,23 +1,40 @@
 //! MetaTrader 5 through the MT5 gateway: backfill every timeframe with `copy_rates_from_pos`,
-//! then live ticks from `subscribe_ticks`; the terminal's own bars correct the forming and the
-//! just-closed candle at every new minute; after a disconnect the gap is backfilled.
+//! then live ticks from `subscribe_ticks`; the terminal's own closed bars correct the bar that
+//! closes at every new minute; after a disconnect only the gap is backfilled.
 //!
 //! A worker thread does the talking, so a slow or dead gateway never stalls the publishing
 //! loop (which must keep heartbeating); a gateway that is down shows as feed state
-//! `disconnected` and is retried with backoff, never fatal.
+//! `disconnected` and is retried with backoff (exponential, capped, with jitter), never fatal.
+//!
+//! Rules that keep the candles identical to the terminal's:
+//! - **Symbols the gateway does not know** (MT5 error -4, usually a broker suffix typo) are
+//!   reported once, flagged in the segment, and left out of the subscription, so every other
+//!   symbol streams. They are asked about again every [`UNKNOWN_RETRY`].
+//! - **The backfill seam.** The forming M1 bar of the backfill already counts the ticks of its
+//!   minute up to the terminal's latest tick. Stream ticks of that minute at or before that
+//!   tick are skipped, so no tick is counted twice (a replay gateway sends them again).
+//! - **Corrections** at a new minute replace only *closed* bars. The forming bars stay built
+//!   from the ticks: replacing them with the terminal's view would count again every tick the
+//!   stream delivers after the terminal's answer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mt5_gateway_client::{Client, Config, Event as GwEvent, Rate};
+use mt5_gateway_client::{Backoff, Client, Config, Error as GwError, Event as GwEvent, Rate};
 use shm_core::{Counter, FeedState, Timeframe};
 
 use super::{Event, Source, SourceError};
 use crate::aggregate::{Bar, Tick};
+
+/// How often symbols the gateway did not know are asked about again.
+pub const UNKNOWN_RETRY: Duration = Duration::from_secs(60);
+
+/// MT5's `last_error` code for "not found".
+const MT5_NOT_FOUND: i64 = -4;
 
 /// What to fetch for one symbol: its timeframes with their ring capacities, and where its
 /// rings already stand (after a warm restart).
@@ -47,10 +64,17 @@ const CHANNEL: usize = 65_536;
 impl Mt5Source {
     /// Starts the worker for `plans` against the gateway at `addr`.
     pub fn start(addr: &str, plans: Vec<SymbolPlan>) -> Mt5Source {
+        Mt5Source::with_config(Config::new(addr), plans)
+    }
+
+    /// Starts the worker with a client configuration of the caller's (timeouts, backoff).
+    pub fn with_config(config: Config, plans: Vec<SymbolPlan>) -> Mt5Source {
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
         let stop = Arc::new(AtomicBool::new(false));
+        let addr = config.addr.clone();
         let worker = {
-            let (stop, config) = (Arc::clone(&stop), Config::new(addr));
+            let stop = Arc::clone(&stop);
+            let n = plans.len();
             std::thread::Builder::new()
                 .name("mt5-source".into())
                 .spawn(move || {
@@ -60,6 +84,8 @@ impl Mt5Source {
                         config,
                         plans,
                         latest_minute: HashMap::new(),
+                        unknown: vec![false; n],
+                        included: vec![None; n],
                     }
                     .run()
                 })
@@ -69,7 +95,7 @@ impl Mt5Source {
             rx,
             stop,
             worker,
-            addr: addr.to_owned(),
+            addr,
         }
     }
 }
@@ -78,10 +104,18 @@ impl Drop for Mt5Source {
     fn drop(&mut self) {
         // Relaxed: a flag with no data behind it, checked by the worker between calls.
         self.stop.store(true, Ordering::Relaxed);
-        // Unblock a worker waiting on a full channel, then wait for it (its reads time out
-        // within a second: the gateway heartbeats).
-        while self.rx.try_recv().is_ok() {}
-        if let Some(w) = self.worker.take() {
+        // Unblock a worker waiting on a full channel, then give it a moment to finish. A
+        // worker stuck in a call to a gateway that trickles bytes is left behind (it ends at
+        // the client's deadline, or with the process): shutdown never waits on the gateway.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            while self.rx.try_recv().is_ok() {}
+            if self.worker.as_ref().is_none_or(|w| w.is_finished()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(w) = self.worker.take().filter(|w| w.is_finished()) {
             let _ = w.join();
         }
     }
@@ -117,6 +151,11 @@ struct Worker {
     plans: Vec<SymbolPlan>,
     /// Per symbol, the M1 bar of the newest tick seen (to correct bars at each new minute).
     latest_minute: HashMap<usize, i64>,
+    /// Per symbol: the gateway said it does not know it.
+    unknown: Vec<bool>,
+    /// Per symbol: the minute of the backfilled forming M1 bar and the time (ms) of the
+    /// terminal's latest tick, which that bar already counts.
+    included: Vec<Option<(i64, i64)>>,
 }
 
 /// Why a session with the gateway ended.
@@ -124,6 +163,8 @@ enum Ended {
     Stop,
     Disconnected(String),
     Finished,
+    /// A symbol the gateway did not know is known now: subscribe again, at once.
+    Resubscribe,
 }
 
 impl Worker {
@@ -135,44 +176,76 @@ impl Worker {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Sleeps `d` in short steps, returning early (false) when asked to stop.
+    fn wait(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
+        !self.stopped()
+    }
+
     fn run(mut self) {
         let mut client = Client::new(self.config.clone());
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut first = true;
-        let mut warned = false;
+        let mut last_warning: Option<Instant> = None;
         while !self.stopped() {
             if !first {
                 self.send(Event::Count(Counter::Reconnects, 1));
             }
-            match self.session(&mut client) {
+            first = false;
+            match self.session(&mut client, &mut backoff) {
                 Ended::Stop => return,
                 Ended::Finished => {
                     self.send(Event::Feed(FeedState::Finished));
-                    while !self.stopped() {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+                    while self.wait(Duration::from_millis(100)) {}
                     return;
                 }
+                Ended::Resubscribe => {}
                 Ended::Disconnected(why) => {
-                    if !warned {
-                        eprintln!(
-                            "warning: MT5 gateway {}: {why}; retrying with backoff",
-                            self.config.addr
-                        );
-                        warned = true;
-                    }
                     if !self.send(Event::Feed(FeedState::Disconnected)) {
                         return;
                     }
-                    // The client enforces the backoff; poll it gently meanwhile.
-                    std::thread::sleep(Duration::from_millis(100));
+                    let pause = backoff.fail();
+                    // Once at the first failure, then at most once a minute while it lasts.
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        eprintln!(
+                            "warning: MT5 gateway {}: {why}; next attempt in {} ms (backing off \
+                             up to 30 s)",
+                            self.config.addr,
+                            pause.as_millis()
+                        );
+                        last_warning = Some(Instant::now());
+                    }
+                    if !self.wait(pause) {
+                        return;
+                    }
                 }
             }
-            first = false;
         }
     }
 
-    /// One connected session: hello, (gap) backfill, then the tick stream until it breaks.
-    fn session(&mut self, client: &mut Client) -> Ended {
+    /// Asks the gateway whether it knows `symbol`: `Ok(false)` for MT5's "not found".
+    fn knows(client: &mut Client, symbol: &str, listed: &[String]) -> Result<bool, Ended> {
+        if listed.iter().any(|s| s == symbol) {
+            return Ok(true);
+        }
+        match client.symbol_info_tick(symbol) {
+            Ok(_) => Ok(true),
+            Err(GwError::Mt5 { code, .. }) if code == MT5_NOT_FOUND => Ok(false),
+            // Another MT5 failure (no tick yet, say) is not "unknown".
+            Err(GwError::Mt5 { .. }) => Ok(true),
+            Err(e) => Err(Ended::Disconnected(e.to_string())),
+        }
+    }
+
+    /// One connected session: hello, which symbols exist, (gap) backfill, then the tick stream
+    /// of the known symbols until it breaks.
+    fn session(&mut self, client: &mut Client, backoff: &mut Backoff) -> Ended {
         let hello = match client.hello() {
             Ok(h) => h,
             Err(e) => return Ended::Disconnected(e.to_string()),
@@ -180,13 +253,49 @@ impl Worker {
         if let Some(offset) = hello.server_time_offset_seconds {
             self.send(Event::ServerTimeOffset(offset));
         }
-        self.send(Event::Feed(FeedState::Backfilling));
         for i in 0..self.plans.len() {
+            let symbol = self.plans[i].symbol.clone();
+            let known = match Self::knows(client, &symbol, &hello.symbols) {
+                Ok(k) => k,
+                Err(e) => return e,
+            };
+            if known == self.unknown[i] {
+                // Changed: report it once.
+                if known {
+                    eprintln!("MT5 gateway {}: {symbol} is known now", self.config.addr);
+                } else {
+                    eprintln!(
+                        "warning: MT5 gateway {}: {symbol}: not found (MT5 error {MT5_NOT_FOUND}); \
+                         {}; the other symbols stream, and {symbol} is asked about again every \
+                         {} s",
+                        self.config.addr,
+                        suggest(&symbol, &hello.symbols),
+                        UNKNOWN_RETRY.as_secs()
+                    );
+                }
+                self.unknown[i] = !known;
+                self.send(Event::SymbolUnknown {
+                    symbol: i,
+                    unknown: !known,
+                });
+            }
+        }
+        let live: Vec<usize> = (0..self.plans.len())
+            .filter(|&i| !self.unknown[i])
+            .collect();
+        if live.is_empty() {
+            return Ended::Disconnected("the gateway knows none of the symbols".into());
+        }
+        self.send(Event::Feed(FeedState::Backfilling));
+        for &i in &live {
             if let Err(e) = self.backfill(client, i) {
                 return e;
             }
         }
-        let symbols: Vec<&str> = self.plans.iter().map(|p| p.symbol.as_str()).collect();
+        let symbols: Vec<&str> = live
+            .iter()
+            .map(|&i| self.plans[i].symbol.as_str())
+            .collect();
         let mut stream = match client.subscribe_ticks(&symbols) {
             Ok(s) => s,
             Err(e) => return Ended::Disconnected(e.to_string()),
@@ -198,15 +307,27 @@ impl Worker {
             symbols.join(", ")
         );
         self.send(Event::Feed(FeedState::Live));
-        let index: HashMap<String, usize> = self
-            .plans
+        backoff.reset();
+        let index: HashMap<String, usize> = live
             .iter()
-            .enumerate()
-            .map(|(i, p)| (p.symbol.clone(), i))
+            .map(|&i| (self.plans[i].symbol.clone(), i))
             .collect();
+        let mut next_unknown_check = Instant::now() + UNKNOWN_RETRY;
         loop {
             if self.stopped() {
                 return Ended::Stop;
+            }
+            if Instant::now() >= next_unknown_check {
+                next_unknown_check = Instant::now() + UNKNOWN_RETRY;
+                for i in 0..self.plans.len() {
+                    if self.unknown[i] {
+                        match Self::knows(client, &self.plans[i].symbol.clone(), &[]) {
+                            Ok(true) => return Ended::Resubscribe,
+                            Ok(false) => {}
+                            Err(e) => return e,
+                        }
+                    }
+                }
             }
             match stream.next_event() {
                 Ok(GwEvent::Tick { symbol, tick }) => {
@@ -214,6 +335,12 @@ impl Worker {
                         continue;
                     };
                     let minute = Timeframe::M1.bar_start(tick.time_msc.div_euclid(1000));
+                    match self.included[i] {
+                        // Already counted by the backfilled forming bar.
+                        Some((bar, upto)) if minute == bar && tick.time_msc <= upto => continue,
+                        Some((bar, _)) if minute > bar => self.included[i] = None,
+                        _ => {}
+                    }
                     let t = Tick {
                         symbol: i,
                         time_ms: tick.time_msc,
@@ -242,6 +369,7 @@ impl Worker {
     /// the newest known bar after a restart or reconnect.
     fn backfill(&mut self, client: &mut Client, i: usize) -> Result<(), Ended> {
         let plan = self.plans[i].clone();
+        let mut forming_m1 = None;
         for &(tf, capacity) in &plan.timeframes {
             if self.stopped() {
                 return Err(Ended::Stop);
@@ -262,27 +390,42 @@ impl Worker {
             let rates = match client.copy_rates_from_pos(&plan.symbol, tf, 0, count) {
                 Ok(r) => r,
                 // MT5 has no history for this one (-4): leave the ring to the ticks.
-                Err(mt5_gateway_client::Error::Mt5 { .. }) => continue,
+                Err(GwError::Mt5 { .. }) => continue,
                 Err(e) => return Err(Ended::Disconnected(e.to_string())),
             };
             let n = rates.len();
+            let mut sent = 0;
             for (k, r) in rates.into_iter().enumerate() {
                 if known.is_some_and(|t| r.time < t) {
                     continue; // already in the ring
                 }
                 // Position 0, the newest, is the bar still forming.
-                if !self.send(bar(i, tf, &r, k + 1 == n)) {
+                let forming = k + 1 == n;
+                if forming && tf == Timeframe::M1 {
+                    forming_m1 = Some(r.time);
+                }
+                if !self.send(bar(i, tf, &r, forming)) {
                     return Err(Ended::Stop);
                 }
+                sent += 1;
                 self.plans[i].known.insert(tf, r.time);
             }
-            self.send(Event::Count(Counter::BarsBackfilled, n as u64));
+            self.send(Event::Count(Counter::BarsBackfilled, sent));
         }
+        // The terminal's latest tick, which the forming M1 bar above already counts.
+        self.included[i] = match forming_m1 {
+            Some(minute) => match client.symbol_info_tick(&plan.symbol) {
+                Ok(t) => Some((minute, t.time_msc)),
+                Err(GwError::Mt5 { .. }) => None,
+                Err(e) => return Err(Ended::Disconnected(e.to_string())),
+            },
+            None => None,
+        };
         Ok(())
     }
 
-    /// At a new minute: MT5's final word on the bar just closed and its view of the new one,
-    /// for every timeframe whose bars these are.
+    /// At a new minute: MT5's final word on the bars that just closed, for every timeframe
+    /// whose bar changed hands. Only closed bars: see the module documentation.
     fn correct(&mut self, client: &mut Client, i: usize, minute: i64) -> Result<(), Ended> {
         let plan = self.plans[i].clone();
         for &(tf, _) in &plan.timeframes {
@@ -292,21 +435,49 @@ impl Worker {
             }
             let rates = match client.copy_rates_from_pos(&plan.symbol, tf, 0, 2) {
                 Ok(r) => r,
-                Err(mt5_gateway_client::Error::Mt5 { .. }) => continue,
+                Err(GwError::Mt5 { .. }) => continue,
                 Err(e) => return Err(Ended::Disconnected(e.to_string())),
             };
             // Only bars that are this minute's business; a replayed history (csv) may lag.
             for r in rates {
-                let forming = r.time == current;
-                if (forming || tf.next_bar_start(r.time) == current)
-                    && !self.send(bar(i, tf, &r, forming))
-                {
+                if tf.next_bar_start(r.time) == current && !self.send(bar(i, tf, &r, false)) {
                     return Err(Ended::Stop);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A hint for a symbol the gateway does not know: the known names closest to it (a shared
+/// prefix of at least 3 characters, as with broker suffixes), else a few of the known names.
+fn suggest(symbol: &str, known: &[String]) -> String {
+    let shared = |k: &str| {
+        symbol
+            .bytes()
+            .zip(k.bytes())
+            .take_while(|(a, b)| a.eq_ignore_ascii_case(b))
+            .count()
+    };
+    let best = known.iter().map(|k| shared(k)).max().unwrap_or(0);
+    if best >= 3 {
+        let close: Vec<&str> = known
+            .iter()
+            .filter(|k| shared(k) == best)
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        return format!("did you mean {}?", close.join(" or "));
+    }
+    if known.is_empty() {
+        return "check the name and the broker's suffix in the terminal's Market Watch".into();
+    }
+    let some: Vec<&str> = known.iter().take(10).map(String::as_str).collect();
+    format!(
+        "the gateway knows {}{}",
+        some.join(", "),
+        if known.len() > 10 { ", ..." } else { "" }
+    )
 }
 
 fn bar(symbol: usize, timeframe: Timeframe, r: &Rate, forming: bool) -> Event {
@@ -317,4 +488,24 @@ fn bar(symbol: usize, timeframe: Timeframe, r: &Rate, forming: bool) -> Event {
         fold_up: false,
         amend: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+
+    #[test]
+    fn suggestions_name_the_symbols_with_the_same_stem() {
+        let known = [
+            "EURUSD".to_owned(),
+            "XAUUSD".to_owned(),
+            "XAGUSD".to_owned(),
+        ];
+        assert_eq!(suggest("XAUUSDm", &known), "did you mean XAUUSD?");
+        assert_eq!(
+            suggest("BTCUSD", &known),
+            "the gateway knows EURUSD, XAUUSD, XAGUSD"
+        );
+        assert!(suggest("BTCUSD", &[]).contains("Market Watch"));
+    }
 }
