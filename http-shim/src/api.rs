@@ -37,6 +37,19 @@ pub struct Api {
     started: Instant,
 }
 
+/// `limit` when none is given.
+const DEFAULT_LIMIT: usize = 50;
+
+/// Most bytes one candles answer may take, estimated before it is built (about 170 bytes a
+/// candle): a batch of many rings at a high limit is refused rather than built.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Bytes of JSON per candle, at the most, for the estimate above.
+const CANDLE_BYTES: usize = 170;
+
+/// Most (symbol, timeframe) pairs in one batch request, after duplicates are dropped.
+pub const MAX_BATCH_PAIRS: usize = 100;
+
 /// How often a request may trigger a check for a replaced or new segment.
 const REFRESH_NS: u64 = 250_000_000;
 
@@ -77,8 +90,12 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Exactly two hex digits: from_str_radix alone would take "+1" as 1.
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 3;
             }
             b'+' if plus_is_space => {
@@ -186,6 +203,17 @@ pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool)
             .for_each(|(i, c)| emit(i, c));
     }
     out.push(']');
+}
+
+/// Symbols whose rings the writer flagged as unknown to its source.
+fn unknown_symbols(reader: &Reader) -> Vec<String> {
+    let mut out: Vec<String> = reader
+        .rings()
+        .filter(|r| r.unknown_to_source())
+        .map(|r| r.symbol().to_owned())
+        .collect();
+    out.dedup();
+    out
 }
 
 /// Why the streamer is not serving, for `STREAMER_NOT_RUNNING`.
@@ -312,11 +340,13 @@ impl Api {
         let Some(token) = &self.config.token else {
             return true;
         };
+        // The scheme is case-insensitive (RFC 9110 11.1); the token is compared exactly.
         let given = req
             .authorization
             .as_deref()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
 
@@ -331,16 +361,6 @@ impl Api {
             "/metrics" => Endpoint::Metrics,
             _ => Endpoint::Other,
         };
-        if req.method != "GET" && req.method != "HEAD" {
-            let mut r = error(
-                405,
-                "METHOD_NOT_ALLOWED",
-                format!("method {} is not allowed; use GET or HEAD", req.method),
-                json!({}),
-            );
-            r.extra_headers.push("Allow: GET, HEAD".into());
-            return (endpoint, r);
-        }
         if !self.authorized(req) {
             let mut r = error(
                 401,
@@ -349,6 +369,16 @@ impl Api {
                 json!({}),
             );
             r.extra_headers.push("WWW-Authenticate: Bearer".into());
+            return (endpoint, r);
+        }
+        if req.method != "GET" && req.method != "HEAD" {
+            let mut r = error(
+                405,
+                "METHOD_NOT_ALLOWED",
+                format!("method {} is not allowed; use GET or HEAD", req.method),
+                json!({}),
+            );
+            r.extra_headers.push("Allow: GET, HEAD".into());
             return (endpoint, r);
         }
         let params = match query_params(query) {
@@ -365,6 +395,28 @@ impl Api {
                 )
             }
         };
+        let known: &[&str] = match endpoint {
+            Endpoint::Candles => &["limit", "format", "order"],
+            Endpoint::CandlesBatch => &["symbols", "timeframes", "limit", "format", "order"],
+            _ => &[],
+        };
+        if let Some((bad, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            let shown: String = bad.chars().take(50).collect();
+            let hint = if known.is_empty() {
+                "this endpoint takes no parameters".to_owned()
+            } else {
+                format!("known parameters: {}", known.join(", "))
+            };
+            return (
+                endpoint,
+                error(
+                    400,
+                    "INVALID_PARAMETER",
+                    format!("unknown query parameter {shown:?}; {hint}"),
+                    json!({"details": {"parameter": shown, "known": known}}),
+                ),
+            );
+        }
         self.refresh();
         let response = match endpoint {
             Endpoint::Candles => self.candles(&path["/streamer/candles/".len()..], &params),
@@ -383,21 +435,38 @@ impl Api {
         (endpoint, response)
     }
 
+    /// The largest `limit`: what the largest ring can hold (its capacity and the forming
+    /// candle), at most the configured `max_limit`.
+    fn max_limit(&self) -> usize {
+        let guard = self.reader.read().unwrap_or_else(|p| p.into_inner());
+        let largest = guard
+            .as_ref()
+            .and_then(|r| r.rings().map(|ring| ring.capacity() as usize + 1).max());
+        largest.map_or(self.config.max_limit, |l| l.min(self.config.max_limit))
+    }
+
     fn candle_query(&self, params: &[(String, String)]) -> Result<CandleQuery, Response> {
+        let max = self.max_limit();
         let limit = match param(params, "limit") {
-            None => 50,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) if (1..=self.config.max_limit).contains(&n) => n,
+            None => DEFAULT_LIMIT.min(max),
+            // Digits only: `usize::from_str` would also take "+5".
+            Some(s) => match s
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| s.parse::<usize>().ok())
+                .flatten()
+            {
+                Some(n) if (1..=max).contains(&n) => n,
                 _ => {
                     return Err(error(
                         400,
                         "INVALID_LIMIT",
                         format!(
-                            "limit must be an integer from 1 to {}, got {:?}",
-                            self.config.max_limit,
+                            "limit must be an integer from 1 to {max} (the largest ring's \
+                             capacity plus the forming candle, at most --max-limit), got {:?}",
                             s.chars().take(50).collect::<String>()
                         ),
-                        json!({"details": {"min": 1, "max": self.config.max_limit}}),
+                        json!({"details": {"min": 1, "max": max}}),
                     ))
                 }
             },
@@ -558,15 +627,21 @@ impl Api {
                 })
                 .unwrap_or_default()
         };
-        let (symbols, tfs) = (list("symbols"), list("timeframes"));
+        // Duplicates are dropped (first one kept): `symbols=A,A,A...` must not multiply the work.
+        let dedup = |mut v: Vec<String>| {
+            let mut seen = std::collections::HashSet::new();
+            v.retain(|s| seen.insert(s.clone()));
+            v
+        };
+        let (symbols, tfs) = (dedup(list("symbols")), dedup(list("timeframes")));
         if symbols.is_empty() || tfs.is_empty() {
             return error(400, "INVALID_PARAMETER", "symbols and timeframes are required, e.g. ?symbols=BTCUSDc,XAUUSDc&timeframes=M1,M5", json!({}));
         }
-        if symbols.len() * tfs.len() > 100 {
+        if symbols.len() * tfs.len() > MAX_BATCH_PAIRS {
             return error(
                 400,
                 "INVALID_PARAMETER",
-                "at most 100 symbol and timeframe pairs per request",
+                format!("at most {MAX_BATCH_PAIRS} symbol and timeframe pairs per request"),
                 json!({}),
             );
         }
@@ -598,6 +673,20 @@ impl Api {
             Ok(q) => q,
             Err(r) => return r,
         };
+        let pairs = symbols.len() * timeframes.len();
+        if pairs.saturating_mul(q.limit).saturating_mul(CANDLE_BYTES) > MAX_RESPONSE_BYTES {
+            return error(
+                400,
+                "RESPONSE_TOO_LARGE",
+                format!(
+                    "{pairs} rings of {} candles would exceed {} MiB; ask for fewer rings or a \
+                     lower limit",
+                    q.limit,
+                    MAX_RESPONSE_BYTES >> 20
+                ),
+                json!({"details": {"max_bytes": MAX_RESPONSE_BYTES}}),
+            );
+        }
         let guard = self.reader.read().unwrap_or_else(|p| p.into_inner());
         let Some(reader) = guard.as_ref() else {
             return not_running("no_segment", None);
@@ -672,6 +761,8 @@ impl Api {
             "success": true,
             "running": st.liveness == Liveness::Alive,
             "symbols": reader.layout().symbols().collect::<Vec<_>>(),
+            "unknown_to_source": unknown_symbols(reader),
+            "feed_kind": st.feed_kind.map_or("unknown", |k| k.as_str()),
             "timeframes": timeframes.iter().map(|t| t.name()).collect::<Vec<_>>(),
             "metrics": {
                 "total_candles_buffered": buffered,
@@ -698,6 +789,7 @@ impl Api {
     fn available(&self) -> Response {
         let guard = self.reader.read().unwrap_or_else(|p| p.into_inner());
         let mut symbols = Map::new();
+        let mut unknown = Vec::new();
         if let Some(reader) = guard.as_ref() {
             for s in reader.layout().symbols() {
                 let tfs: Vec<&str> = reader
@@ -707,10 +799,13 @@ impl Api {
                     .collect();
                 symbols.insert(s.to_owned(), json!(tfs));
             }
+            unknown = unknown_symbols(reader);
         }
+        // `unknown_to_source`: symbols the writer's source (the MT5 terminal) does not know;
+        // their rings exist but receive nothing.
         Response::json(
             200,
-            json!({"success": true, "symbols": symbols}).to_string(),
+            json!({"success": true, "symbols": symbols, "unknown_to_source": unknown}).to_string(),
         )
     }
 
@@ -735,16 +830,30 @@ impl Api {
         }
         let mut buffers = Map::new();
         let mut tick_ages = Map::new();
+        let (mut m1_rings, mut m1_stale) = (0, 0);
         for s in reader.layout().symbols() {
             let mut per_tf = Map::new();
             for ring in reader.rings().filter(|r| r.symbol() == s) {
                 let Ok(stats) = ring.stats() else { continue };
                 let tf = ring.timeframe();
-                // Fresh while the newest bar is at most one bar plus 30 s old (M1 1.5 min, M5 5.5 min, ...).
+                // Fresh while the newest bar is at most one bar plus 30 s old (M1 1.5 min, M5
+                // 5.5 min, ...). A bar that opens in the future (beyond a minute of clock
+                // drift) is an error: a wrong server offset, or a bad stamp.
                 let age = stats.newest_time.map(|t| now_server - t);
-                let fresh = age.is_some_and(|a| a <= tf.nominal_seconds() + 30);
-                if tf == Timeframe::M1 && !fresh {
+                let future = age.is_some_and(|a| a < -60);
+                let fresh = age.is_some_and(|a| (-60..=tf.nominal_seconds() + 30).contains(&a));
+                if future {
+                    reasons.push(format!(
+                        "{s} {tf} opens {} s in the future: the server-time offset or a stamp is wrong",
+                        -age.unwrap_or(0)
+                    ));
+                    unhealthy = true;
+                } else if tf == Timeframe::M1 && !fresh {
                     reasons.push(format!("{s} M1 is stale"));
+                    m1_stale += 1;
+                }
+                if tf == Timeframe::M1 {
+                    m1_rings += 1;
                 }
                 per_tf.insert(
                     tf.name().to_owned(),
@@ -756,6 +865,11 @@ impl Api {
                 .last_tick(s)
                 .map(|t| now_ns().saturating_sub(t.received_ns) as f64 / 1e9);
             tick_ages.insert(s.to_owned(), json!(age));
+        }
+        if m1_rings > 0 && m1_stale == m1_rings {
+            // Nothing fresh at all: a reader polling this gets no usable data.
+            reasons.push("no fresh data: every M1 ring is stale".into());
+            unhealthy = true;
         }
         let state = if unhealthy {
             "unhealthy"

@@ -24,14 +24,18 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     bind: SocketAddr,
-    /// Allow a non-loopback --bind. Set a token too.
+    /// Allow a non-loopback --bind. Set a token too (refused without one).
     #[arg(long)]
     allow_remote: bool,
+    /// Serve a non-loopback --bind without a token, on a network you trust.
+    #[arg(long, requires = "allow_remote")]
+    allow_remote_without_token: bool,
     /// Require "Authorization: Bearer TOKEN" on every request.
     #[arg(long, env = "MTF_SHIM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Largest accepted `limit`.
-    #[arg(long, default_value_t = 500)]
+    /// Largest accepted `limit`; each ring caps it further at its capacity plus the forming
+    /// candle.
+    #[arg(long, default_value_t = 10_000)]
     max_limit: usize,
     /// Most connections served at once; more get 503 at once.
     #[arg(long, default_value_t = 4096)]
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
         allow_remote: cli.allow_remote,
         token: cli.token,
         max_limit: cli.max_limit,
+        allow_remote_without_token: cli.allow_remote_without_token,
         ..ShimConfig::default()
     };
     config.limits.max_connections = cli.max_connections.max(1);

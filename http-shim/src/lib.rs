@@ -38,7 +38,10 @@ pub struct ShimConfig {
     pub allow_remote: bool,
     /// Require `Authorization: Bearer <token>` on every request.
     pub token: Option<String>,
-    /// Largest `limit` accepted (default 500).
+    /// Serve a non-loopback address without a token (refused otherwise).
+    pub allow_remote_without_token: bool,
+    /// Largest `limit` accepted (default 10,000); each ring caps it further at its capacity
+    /// plus the forming candle.
     pub max_limit: usize,
     /// Connection and time limits.
     pub limits: Limits,
@@ -52,7 +55,8 @@ impl Default for ShimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             allow_remote: false,
             token: None,
-            max_limit: 500,
+            allow_remote_without_token: false,
+            max_limit: 10_000,
             limits: Limits::default(),
         }
     }
@@ -63,6 +67,8 @@ impl Default for ShimConfig {
 pub enum StartError {
     /// A non-loopback address without `allow_remote`.
     RemoteNotAllowed(SocketAddr),
+    /// A non-loopback address without a token (and without `allow_remote_without_token`).
+    RemoteWithoutToken(SocketAddr),
     /// An empty token.
     EmptyToken,
     /// `max_limit` of 0.
@@ -76,7 +82,15 @@ impl fmt::Display for StartError {
         match self {
             StartError::RemoteNotAllowed(a) => write!(
                 f,
-                "{a} is not a loopback address; pass --allow-remote (and set a token with --token or MTF_SHIM_TOKEN) to serve other hosts"
+                "{a} is not a loopback address; to serve other hosts, allow it (mtf-shim \
+                 --allow-remote, mtf-streamer --http-allow-remote) and set a token \
+                 (MTF_SHIM_TOKEN)"
+            ),
+            StartError::RemoteWithoutToken(a) => write!(
+                f,
+                "{a} is reachable from other hosts, and no token is set: anyone there could \
+                 read the API. Set MTF_SHIM_TOKEN, or, on a network you trust, say so (mtf-shim \
+                 --allow-remote-without-token, mtf-streamer --http-allow-remote-without-token)"
             ),
             StartError::EmptyToken => f.write_str("the bearer token is empty"),
             StartError::BadMaxLimit => f.write_str("max limit must be at least 1"),
@@ -108,6 +122,12 @@ impl Shim {
         }
         if config.token.as_deref() == Some("") {
             return Err(StartError::EmptyToken);
+        }
+        if !config.bind.ip().is_loopback()
+            && config.token.is_none()
+            && !config.allow_remote_without_token
+        {
+            return Err(StartError::RemoteWithoutToken(config.bind));
         }
         if config.max_limit == 0 {
             return Err(StartError::BadMaxLimit);

@@ -5,7 +5,17 @@
 //! - A request head must arrive within `head_timeout` and fit `MAX_HEAD` bytes, with a request
 //!   line of at most `MAX_REQUEST_LINE` bytes and at most `MAX_HEADERS` headers.
 //! - An idle keep-alive connection is closed after `idle_timeout`; writes time out too.
-//! - Requests with a body are refused (`413`) and the connection closed: this API has none.
+//! - Request bodies of up to `MAX_BODY` bytes are read and discarded (the API has no use for
+//!   one; the handler then answers, typically `405`). A larger or chunked body gets `413`,
+//!   after which the connection is drained for a moment before it closes, so that the client
+//!   reads the answer instead of a reset.
+//! - Header lines are strict (RFC 9112): whitespace before the colon, or a folded line, is a
+//!   `400`, so that no proxy in front can be made to read the head differently from us.
+//! - Near the connection cap (three quarters of it), idle keep-alive connections are closed
+//!   after 1 s instead of `idle_timeout`, so that idle sockets cannot lock other clients out.
+//! - The bytes of responses being written, over all connections, are bounded: beyond
+//!   `MAX_INFLIGHT_BYTES` a request gets a small `503` at once, so that clients that send
+//!   requests and never read the answers cannot make the process hold unbounded memory.
 //! - Accept errors (such as running out of file descriptors) are logged and retried after a
 //!   pause; they never stop the server.
 
@@ -22,6 +32,12 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const MAX_REQUEST_LINE: usize = 4 * 1024;
 /// Most headers in a request.
 pub const MAX_HEADERS: usize = 64;
+/// Largest request body read (and discarded); a larger one gets `413`.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Most bytes of responses being written at once, over all connections.
+pub const MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// Idle keep-alive timeout when the server is near its connection cap.
+const BUSY_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Limits of the server.
 #[derive(Debug, Clone)]
@@ -94,6 +110,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -160,6 +177,8 @@ fn accept_loop(
     // no other memory is published through it; a momentarily stale value only lets the cap be
     // off by the connections closing at that instant.
     let open = Arc::new(AtomicUsize::new(0));
+    // Bytes of responses being written (see MAX_INFLIGHT_BYTES). Relaxed: a budget, like `open`.
+    let inflight = Arc::new(AtomicUsize::new(0));
     let mut logged_error = false;
     // Relaxed: the stop flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
@@ -194,21 +213,45 @@ fn accept_loop(
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
-        let (handler, limits, open_in, stop) = (
-            Arc::clone(&handler),
-            limits.clone(),
-            Arc::clone(&open),
-            Arc::clone(&stop),
-        );
+        let conn = Shared {
+            handler: Arc::clone(&handler),
+            limits: limits.clone(),
+            open: Arc::clone(&open),
+            inflight: Arc::clone(&inflight),
+            stop: Arc::clone(&stop),
+        };
         let spawned = std::thread::Builder::new()
             .name("mtf-shim-conn".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                serve(stream, &limits, handler.as_ref(), &stop);
-                open_in.fetch_sub(1, Ordering::Relaxed);
+                serve(stream, &conn);
+                conn.open.fetch_sub(1, Ordering::Relaxed);
             });
         if spawned.is_err() {
             open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What every connection thread shares.
+struct Shared {
+    handler: Arc<Handler>,
+    limits: Limits,
+    /// Connections being served.
+    open: Arc<AtomicUsize>,
+    /// Bytes of responses being written.
+    inflight: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// The idle timeout now: short when the server is near its connection cap.
+    fn idle_timeout(&self) -> Duration {
+        // Relaxed: see `accept_loop`.
+        if self.open.load(Ordering::Relaxed) * 4 >= self.limits.max_connections * 3 {
+            BUSY_IDLE_TIMEOUT.min(self.limits.idle_timeout)
+        } else {
+            self.limits.idle_timeout
         }
     }
 }
@@ -219,41 +262,127 @@ enum HeadError {
     Closed,
     /// A protocol error to answer with this status, then close.
     Reply(u16, &'static str),
+    /// A body too large to read: answer 413, then drain the connection before closing it.
+    TooLarge(&'static str),
+}
+
+/// What the head says of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    None,
+    /// `Content-Length` bytes, at most `MAX_BODY`.
+    Length(usize),
 }
 
 /// Serves one connection until it closes, errs, or asks to close.
-fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler, stop: &AtomicBool) {
+fn serve(mut stream: TcpStream, shared: &Shared) {
+    let limits = &shared.limits;
     let _ = stream.set_write_timeout(Some(limits.write_timeout));
     let mut buf = Vec::with_capacity(1024);
     // Relaxed: the stop flag carries no data with it.
-    while !stop.load(Ordering::Relaxed) {
-        let (request, keep_alive, consumed) = match read_head(&mut stream, &mut buf, limits) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (request, keep_alive, consumed, body) = match read_head(&mut stream, &mut buf, shared) {
             Ok(r) => r,
             Err(HeadError::Closed) => break,
             Err(HeadError::Reply(status, message)) => {
-                let body = serde_json::json!({"success": false, "error": message, "error_code": "BAD_REQUEST", "details": {}});
-                let _ = write_response(
-                    &stream,
-                    &Response::json(status, body.to_string()),
-                    false,
-                    false,
-                );
+                let _ = write_response(&stream, &bad_request(status, message), false, false);
+                break;
+            }
+            Err(HeadError::TooLarge(message)) => {
+                let _ = write_response(&stream, &bad_request(413, message), false, false);
+                linger(&mut stream);
                 break;
             }
         };
         buf.drain(..consumed);
+        if let Body::Length(n) = body {
+            if discard_body(&mut stream, &mut buf, n, limits.head_timeout).is_err() {
+                break;
+            }
+        }
         let head_only = request.method == "HEAD";
         // A bug in a handler must cost one response, not the connection thread's silence.
-        let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|_| {
+        let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler)(&request))).unwrap_or_else(|_| {
             eprintln!("mtf-shim: handler panicked on {} {}", request.method, request.target.chars().take(200).collect::<String>());
             let body = serde_json::json!({"success": false, "error": "internal error", "error_code": "INTERNAL", "details": {}});
             Response::json(500, body.to_string())
         });
-        if write_response(&stream, &response, keep_alive, head_only).is_err() || !keep_alive {
+        // Reserve the response's bytes in the budget of all connections; past it, a small
+        // 503 goes out instead and the large body is dropped at once.
+        let size = response.body.len();
+        // Relaxed: a budget (see `accept_loop`).
+        let before = shared.inflight.fetch_add(size, Ordering::Relaxed);
+        let written = if before + size > MAX_INFLIGHT_BYTES && size > 4096 {
+            shared.inflight.fetch_sub(size, Ordering::Relaxed);
+            drop(response);
+            let mut busy = Response::json(
+                503,
+                serde_json::json!({"success": false, "error": "the server is busy writing other answers; retry shortly", "error_code": "SERVER_BUSY", "details": {}}).to_string(),
+            );
+            busy.extra_headers.push("Retry-After: 1".into());
+            write_response(&stream, &busy, keep_alive, head_only)
+        } else {
+            let r = write_response(&stream, &response, keep_alive, head_only);
+            shared.inflight.fetch_sub(size, Ordering::Relaxed);
+            r
+        };
+        if written.is_err() || !keep_alive {
             break;
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn bad_request(status: u16, message: &str) -> Response {
+    let body = serde_json::json!({"success": false, "error": message, "error_code": if status == 413 { "BODY_TOO_LARGE" } else { "BAD_REQUEST" }, "details": {}});
+    Response::json(status, body.to_string())
+}
+
+/// After an early answer to a request whose body we do not read: stop sending, and read and
+/// drop what the client still sends for a moment (at most 1 s and 4 MiB), so that closing the
+/// socket with unread data does not reset the connection before the client reads the answer.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 16 * 1024];
+    let mut total = 0usize;
+    while total < 4 << 20 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// Reads and drops a body of `len` bytes, part of which may already be in `buf`.
+fn discard_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    len: usize,
+    within: Duration,
+) -> Result<(), ()> {
+    let have = buf.len().min(len);
+    buf.drain(..have);
+    let mut left = len - have;
+    let until = Instant::now() + within;
+    let mut sink = [0u8; 4096];
+    while left > 0 {
+        let time = until.saturating_duration_since(Instant::now());
+        if time.is_zero() {
+            return Err(());
+        }
+        let _ = stream.set_read_timeout(Some(time));
+        match stream.read(&mut sink[..left.min(4096)]) {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(n) => left -= n,
+        }
+    }
+    Ok(())
 }
 
 /// Reads until `buf` holds a complete head; returns the request, whether to keep the
@@ -261,8 +390,10 @@ fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler, stop: &Atomi
 fn read_head(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    limits: &Limits,
-) -> Result<(Request, bool, usize), HeadError> {
+    shared: &Shared,
+) -> Result<(Request, bool, usize, Body), HeadError> {
+    let limits = &shared.limits;
+    let idle_since = Instant::now();
     let mut started: Option<Instant> = if buf.is_empty() {
         None
     } else {
@@ -271,7 +402,7 @@ fn read_head(
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = find_head_end(buf) {
-            return parse_head(&buf[..end]).map(|(r, k)| (r, k, end));
+            return parse_head(&buf[..end]).map(|(r, k, b)| (r, k, end, b));
         }
         if buf.len() >= MAX_HEAD {
             return Err(
@@ -285,7 +416,12 @@ fn read_head(
             );
         }
         let timeout = match started {
-            None => limits.idle_timeout,
+            // Waited in slices of at most 1 s, so that an idle connection notices when the
+            // server comes near its cap and its idle time shrinks.
+            None => match shared.idle_timeout().checked_sub(idle_since.elapsed()) {
+                Some(left) if !left.is_zero() => left.min(BUSY_IDLE_TIMEOUT),
+                _ => return Err(HeadError::Closed),
+            },
             Some(t) => match limits.head_timeout.checked_sub(t.elapsed()) {
                 Some(left) if !left.is_zero() => left,
                 _ => return Err(HeadError::Reply(408, "request head not received in time")),
@@ -299,6 +435,12 @@ fn read_head(
                 buf.extend_from_slice(&chunk[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if started.is_none()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
             Err(e)
                 if started.is_some()
                     && matches!(
@@ -324,7 +466,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
         .min()
 }
 
-fn parse_head(head: &[u8]) -> Result<(Request, bool), HeadError> {
+fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
     let text = std::str::from_utf8(head)
         .map_err(|_| HeadError::Reply(400, "request head is not UTF-8"))?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
@@ -354,16 +496,28 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool), HeadError> {
     };
     let mut keep_alive = !http10;
     let mut authorization = None;
+    let mut body = Body::None;
+    let mut length: Option<&str> = None;
+    let mut chunked = false;
     let mut count = 0;
     for line in lines.filter(|l| !l.is_empty()) {
         count += 1;
         if count > MAX_HEADERS {
             return Err(HeadError::Reply(431, "too many headers"));
         }
+        // RFC 9112 5.2: obsolete line folding is refused outright.
+        if line.starts_with([' ', '\t']) {
+            return Err(HeadError::Reply(400, "folded header line"));
+        }
         let Some((name, value)) = line.split_once(':') else {
             return Err(HeadError::Reply(400, "malformed header"));
         };
-        let value = value.trim();
+        // RFC 9112 5.1: no whitespace between the field name and the colon, and a name is a
+        // token. A lenient parser here could be desynchronised from a proxy in front.
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(HeadError::Reply(400, "malformed header name"));
+        }
+        let value = value.trim_matches([' ', '\t']);
         if name.eq_ignore_ascii_case("connection") {
             if value.eq_ignore_ascii_case("close") {
                 keep_alive = false;
@@ -371,13 +525,34 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool), HeadError> {
                 keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            if value != "0" {
-                return Err(HeadError::Reply(413, "request bodies are not accepted"));
+            if length.is_some_and(|l| l != value) {
+                return Err(HeadError::Reply(400, "conflicting Content-Length headers"));
             }
+            length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HeadError::Reply(413, "request bodies are not accepted"));
+            chunked = true;
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_owned());
+        }
+    }
+    if chunked {
+        if length.is_some() {
+            // Both: the classic request-smuggling shape (RFC 9112 6.1).
+            return Err(HeadError::Reply(
+                400,
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        return Err(HeadError::TooLarge("request bodies are not accepted"));
+    }
+    if let Some(l) = length {
+        if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HeadError::Reply(400, "malformed Content-Length"));
+        }
+        match l.parse::<usize>() {
+            Ok(0) => {}
+            Ok(n) if n <= MAX_BODY => body = Body::Length(n),
+            _ => return Err(HeadError::TooLarge("request bodies are not accepted")),
         }
     }
     Ok((
@@ -387,7 +562,13 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool), HeadError> {
             authorization,
         },
         keep_alive,
+        body,
     ))
+}
+
+/// A `tchar` of RFC 9110 5.6.2: what a header name may be made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn write_response(
@@ -422,10 +603,13 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<(Request, bool), u16> {
-        parse_head(s.as_bytes()).map_err(|e| match e {
-            HeadError::Reply(s, _) => s,
-            HeadError::Closed => 0,
-        })
+        parse_head(s.as_bytes())
+            .map(|(r, k, _)| (r, k))
+            .map_err(|e| match e {
+                HeadError::Reply(s, _) => s,
+                HeadError::TooLarge(_) => 413,
+                HeadError::Closed => 0,
+            })
     }
 
     #[test]
@@ -456,9 +640,29 @@ mod tests {
         assert_eq!(parse("get / HTTP/1.1\r\n\r\n"), Err(400));
         assert_eq!(parse("GET / HTTP/2.0\r\n\r\n"), Err(505));
         assert_eq!(parse("GET / HTTP/1.1\r\nbroken\r\n\r\n"), Err(400));
+        // A small body is read and dropped; the handler answers (405 for a POST).
+        assert!(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_ok());
         assert_eq!(
-            parse("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            parse("POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"),
             Err(413)
+        );
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(400)
+        );
+        // Whitespace before the colon, a tab in the name, and folded lines (RFC 9112 5.1, 5.2).
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(parse("GET / HTTP/1.1\r\nX\tY: 1\r\n\r\n"), Err(400));
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n"),
+            Err(400)
         );
         assert_eq!(
             parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),

@@ -303,7 +303,7 @@ fn status_available_and_health_report_the_segment() {
     assert_eq!(status, 200);
     assert_eq!(
         v,
-        json!({"success": true, "symbols": {"BTCUSDc": ["M1", "M5"], "XAUUSDc": ["M1"]}})
+        json!({"success": true, "symbols": {"BTCUSDc": ["M1", "M5"], "XAUUSDc": ["M1"]}, "unknown_to_source": []})
     );
 
     let (status, v) = get(&shim, "/streamer/health");
@@ -516,13 +516,17 @@ fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
             .repeat(200)
     );
     assert_eq!(status_of(&raw(a, big_headers.as_bytes())), 431);
-    assert_eq!(
-        status_of(&raw(
-            a,
-            b"POST /streamer/status HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"
-        )),
-        413
+    // A method other than GET or HEAD is 405 with Allow, body or not.
+    let r = raw(
+        a,
+        b"POST /streamer/status HTTP/1.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
     );
+    assert_eq!(status_of(&r), 405, "{r}");
+    assert!(r.contains("Allow: GET, HEAD"), "{r}");
+    // A 1 MB body: 413 arrives, not a connection reset.
+    let mut big = b"POST /streamer/status HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 1 << 20));
+    assert_eq!(status_of(&raw(a, &big)), 413);
     assert_eq!(status_of(&raw(a, b"GET / HTTP/2.0\r\n\r\n")), 505);
     assert_eq!(status_of(&raw(a, b"garbage\r\n\r\n")), 400);
     // Slowloris: half a head, then nothing: 408 after the head timeout.
@@ -737,4 +741,214 @@ fn the_shim_follows_a_streamer_restart_with_a_new_layout() {
         ),
         (200, Some(2), Some(true))
     );
+}
+
+#[test]
+fn header_lines_are_strict_so_no_proxy_in_front_can_be_desynchronised() {
+    let seg = TempSegment::new("shim-headers");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let a = shim.local_addr();
+    for head in [
+        "GET /streamer/status HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nX-A\t: 1\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+    ] {
+        // Exactly one answer, a 400, and nothing parsed from what followed the bad line.
+        let r = raw(a, head.as_bytes());
+        assert_eq!(status_of(&r), 400, "{head:?}: {r}");
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "{head:?}: {r}");
+    }
+}
+
+#[test]
+fn the_token_scheme_is_case_insensitive_and_auth_comes_before_the_method() {
+    let seg = TempSegment::new("shim-auth");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| c.token = Some("s3cret".into()));
+    let a = shim.local_addr();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = raw(
+            a,
+            format!("GET /streamer/status HTTP/1.1\r\nAuthorization: {scheme} s3cret\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status_of(&r), 200, "{scheme}: {r}");
+    }
+    // Without the token, a POST learns nothing about which methods exist.
+    let r = raw(
+        a,
+        b"POST /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 401, "{r}");
+}
+
+#[test]
+fn a_remote_bind_without_a_token_is_refused_unless_said_so() {
+    let seg = TempSegment::new("shim-remote");
+    let remote = |tweak: fn(&mut ShimConfig)| {
+        let mut c = ShimConfig {
+            segment: seg.path.clone(),
+            bind: "0.0.0.0:0".parse().unwrap(),
+            allow_remote: true,
+            ..ShimConfig::default()
+        };
+        tweak(&mut c);
+        Shim::start(c)
+    };
+    match remote(|_| {}) {
+        Err(e @ StartError::RemoteWithoutToken(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("MTF_SHIM_TOKEN"), "{text}");
+            assert!(text.contains("--http-allow-remote-without-token"), "{text}");
+        }
+        other => panic!("expected RemoteWithoutToken, got {other:?}"),
+    }
+    assert!(remote(|c| c.token = Some("t".into())).is_ok());
+    assert!(remote(|c| c.allow_remote_without_token = true).is_ok());
+}
+
+#[test]
+fn queries_are_strict_percent_escapes_limits_and_parameter_names() {
+    let seg = TempSegment::new("shim-strict");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    for (path, code) in [
+        ("/streamer/candles/BTCUSDc/M1?limit=%2B5", "INVALID_LIMIT"),
+        ("/streamer/candles/BTCUSDc/M1?limit=+5", "INVALID_LIMIT"),
+        (
+            "/streamer/candles/BTCUSDc/M1?limit=%+1",
+            "INVALID_PARAMETER",
+        ),
+        ("/streamer/candles/BTCUSDc/M1?limt=5", "INVALID_PARAMETER"),
+        ("/streamer/status?verbose=1", "INVALID_PARAMETER"),
+    ] {
+        let (status, v) = get(&shim, path);
+        assert_eq!(
+            (status, v["error_code"].as_str()),
+            (400, Some(code)),
+            "{path}: {v}"
+        );
+    }
+    let (_, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limt=5");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit, format, order"),
+        "{v}"
+    );
+    // The cap follows the largest ring: 100 closed candles plus the forming one.
+    assert_eq!(get(&shim, "/streamer/candles/BTCUSDc/M1?limit=101").0, 200);
+    let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limit=102");
+    assert_eq!(
+        (status, v["details"]["max"].as_u64()),
+        (400, Some(101)),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_small_batch_request_cannot_ask_for_a_huge_answer() {
+    let seg = TempSegment::new("shim-amplify");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| c.max_limit = 100_000);
+    // 100 copies of one symbol are one pair, not a hundred.
+    let many = vec!["BTCUSDc"; 100].join(",");
+    let (status, v) = get(
+        &shim,
+        &format!("/streamer/candles?symbols={many}&timeframes=M1,M1,M1&limit=50"),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 1, "deduplicated");
+    // Pairs times limit beyond the byte budget is refused before anything is built.
+    let symbols: Vec<String> = (0..100).map(|i| format!("S{i}")).collect();
+    let (status, v) = get(
+        &shim,
+        &format!(
+            "/streamer/candles?symbols={}&timeframes=M1&limit=101",
+            symbols.join(",")
+        ),
+    );
+    assert_eq!(status, 200, "100 rings of 101 fit: {v}");
+    let (status, v) = get(
+        &shim,
+        &format!(
+            "/streamer/candles?symbols={},BTCUSDc&timeframes=M1&limit=101",
+            symbols.join(",")
+        ),
+    );
+    assert_eq!(
+        (status, v["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER")),
+        "101 pairs: {v}"
+    );
+}
+
+#[test]
+fn an_answer_over_the_byte_budget_is_refused_before_it_is_built() {
+    let seg = TempSegment::new("shim-budget");
+    let mut layout = Layout::new();
+    layout.add_ring("BIG", Timeframe::M1, 20_000).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_running();
+    let shim = shim(&seg);
+    let symbols: Vec<String> = (0..10).map(|i| format!("S{i}")).collect();
+    // 10 rings of 10,000 candles at about 170 bytes each: 17 MB, over the 8 MiB budget.
+    let (status, v) = get(
+        &shim,
+        &format!(
+            "/streamer/candles?symbols=BIG,{}&timeframes=M1&limit=10000",
+            symbols.join(",")
+        ),
+    );
+    assert_eq!(
+        (status, v["error_code"].as_str()),
+        (400, Some("RESPONSE_TOO_LARGE")),
+        "{v}"
+    );
+    // One such ring is fine.
+    let (status, _) = get(&shim, "/streamer/candles/BIG/M1?limit=10000");
+    assert_eq!(status, 200);
+    drop(w);
+}
+
+#[test]
+fn health_is_unhealthy_when_nothing_is_fresh_or_a_bar_is_dated_in_the_future() {
+    let now = (shm_core::now_ns() / 1_000_000_000) as i64;
+    for (tag, bar_time, reason) in [
+        // A finished replay of 2017: every ring is stale.
+        ("old", 1_483_315_200, "no fresh data"),
+        // An hour ahead of the clock (offset 0 here): a negative age is an error.
+        (
+            "future",
+            Timeframe::M1.bar_start(now + 3600),
+            "in the future",
+        ),
+    ] {
+        let seg = TempSegment::new(&format!("shim-health-{tag}"));
+        let mut layout = Layout::new();
+        layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+        let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+        let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+        w.update_forming(m1, &candle(bar_time, 1.1));
+        w.set_running();
+        let shim = shim(&seg);
+        let (status, v) = get(&shim, "/streamer/health");
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (503, Some("unhealthy")),
+            "{tag}: {v}"
+        );
+        assert!(
+            v["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().contains(reason)),
+            "{tag}: {v}"
+        );
+        assert_eq!(v["buffer_status"]["EURUSD"]["M1"]["fresh"], false, "{tag}");
+        drop(w);
+    }
 }

@@ -56,3 +56,71 @@ fn a_remote_bind_needs_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--allow-remote"), "{stderr}");
 }
+
+/// Resident memory of a process, from /proc (kB).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn clients_that_pipeline_large_requests_and_never_read_cannot_grow_memory_without_bound() {
+    use shm_core::{Candle, Layout, Timeframe, Writer};
+    use std::io::Write;
+    let seg = TempSegment::new("shim-amplify-rss");
+    let mut layout = Layout::new();
+    for s in 0..10 {
+        layout
+            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
+            .unwrap();
+    }
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    for s in 0..10 {
+        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
+        for k in 0..1440 {
+            w.push_closed(ring, &Candle::flat(k * 60, 1000.0 + k as f64));
+        }
+    }
+    w.set_running();
+    let (shim, addr) = mtf_tests::spawn_shim(&seg.file());
+    let pid = shim.0.as_ref().unwrap().id();
+    let before = rss_kb(pid);
+    // Each request names 10 rings ten times over, at 1,441 candles: 24 MB of JSON if the
+    // repeats were served, about 2.4 MB once they are dropped.
+    let symbols: Vec<String> = (0..100).map(|s| format!("S{}", s % 10)).collect();
+    let request = format!(
+        "GET /streamer/candles?symbols={}&timeframes=M1&limit=1441 HTTP/1.1\r\nHost: x\r\n\r\n",
+        symbols.join(",")
+    );
+    let pipelined = request.repeat(50);
+    let sockets: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(pipelined.as_bytes());
+            s
+        })
+        .collect();
+    // Let the server produce all it will while nobody reads.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = rss_kb(pid);
+    // The answers are real ones (200 or, past the budget, 503), not refusals of the request.
+    let mut first = String::new();
+    BufReader::new(&sockets[0]).read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with("HTTP/1.1 200") || first.starts_with("HTTP/1.1 503"),
+        "{first}"
+    );
+    drop(sockets);
+    println!("shim RSS: {before} kB before, {during} kB with 60 non-reading pipeliners");
+    // Without a bound this reached 1 GB; the in-flight budget is 64 MiB.
+    assert!(
+        during < before + 150 * 1024,
+        "RSS grew from {before} kB to {during} kB"
+    );
+    drop(w);
+}

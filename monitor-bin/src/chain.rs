@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use crate::bar::Bar;
 use crate::source::{Skip, Source, SourceKind};
 
+/// How far in the future a bar's open time may be, for clock drift between hosts.
+const FUTURE_SLACK_S: i64 = 60;
+
 /// When a source's answer is good enough.
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     /// Bars asked for.
@@ -143,6 +147,12 @@ impl Chain {
                         got: f.bars.len(),
                         need: self.policy.min_bars,
                     })
+                } else if age_s < -FUTURE_SLACK_S {
+                    // A negative age is never fresh: a wrong offset or a bad stamp.
+                    Err(Skip::BadData(format!(
+                        "newest M1 opens {} s in the future (wrong server-time offset?)",
+                        -age_s
+                    )))
                 } else if age_s > self.policy.max_age_s {
                     Err(Skip::Stale {
                         age_s,
@@ -353,5 +363,23 @@ mod tests {
         let o = chain.poll("XAUUSDc", 1101);
         assert_eq!(o.served.unwrap().age_s, 1);
         assert!(o.transition.unwrap().ends_with("→ http"));
+    }
+
+    #[test]
+    fn a_newest_bar_in_the_future_is_bad_data_never_fresh() {
+        let (mut chain, shm, http) = chain();
+        // The newest bar opens 3 h after "now": a wrong offset, or a poisoned stamp.
+        *shm.borrow_mut() = Ok(bars(50, 1000 + 3 * 3600));
+        *http.borrow_mut() = Ok(bars(50, 1000));
+        let o = chain.poll("XAUUSDc", 1010);
+        assert_eq!(o.served.unwrap().kind, SourceKind::Http);
+        assert_eq!(o.skipped[0].1.class(), "bad_data");
+        assert!(o.skipped[0].1.to_string().contains("in the future"));
+        // Within a minute of drift is still fine.
+        *shm.borrow_mut() = Ok(bars(50, 1050));
+        assert_eq!(
+            chain.poll("XAUUSDc", 1010).served.unwrap().kind,
+            SourceKind::Shm
+        );
     }
 }

@@ -216,6 +216,11 @@ impl Source for ShmSource {
         let ring = reader
             .ring(symbol, Timeframe::M1)
             .ok_or_else(|| Skip::Unavailable(format!("the segment has no M1 ring for {symbol}")))?;
+        if ring.unknown_to_source() {
+            return Err(Skip::Unavailable(format!(
+                "the streamer's source does not know {symbol}"
+            )));
+        }
         ring.read_last(count, &mut self.scratch)
             .map_err(|e: ReadError| Skip::Unavailable(e.to_string()))?;
         let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);

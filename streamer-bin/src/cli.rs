@@ -128,6 +128,9 @@ struct RunArgs {
     /// MTF_SHIM_TOKEN environment variable, if set.
     #[arg(long)]
     http_allow_remote: bool,
+    /// Serve a non-loopback --http without MTF_SHIM_TOKEN, on a network you trust.
+    #[arg(long, requires = "http_allow_remote")]
+    http_allow_remote_without_token: bool,
     /// Broker server time minus UTC, as +HH:MM or seconds (default +00:00). MT5 bar times are
     /// server time; this lets every reader compute true ages.
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
@@ -218,6 +221,7 @@ impl RunArgs {
             c.http = None;
         }
         c.http_allow_remote |= self.http_allow_remote;
+        c.http_allow_remote_without_token |= self.http_allow_remote_without_token;
         if let Some(o) = &self.server_offset {
             c.server_time_offset_s = flag(
                 "--server-offset",

@@ -73,6 +73,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// Let the HTTP shim bind a non-loopback address (set `MTF_SHIM_TOKEN` too).
     pub http_allow_remote: bool,
+    /// Serve a non-loopback `http` address without a token.
+    pub http_allow_remote_without_token: bool,
     /// Whether `http` was asked for (file or flag). If not, a busy default port turns the
     /// API off with a warning instead of stopping the streamer.
     pub http_given: bool,
@@ -127,6 +129,7 @@ impl Default for Config {
             segment_mode: 0o600,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
             http_allow_remote: false,
+            http_allow_remote_without_token: false,
             http_given: false,
             server_time_offset_s: 0,
             max_memory_mb: None,

@@ -266,6 +266,7 @@ pub fn run(
                 segment: config.segment.clone(),
                 bind,
                 allow_remote: config.http_allow_remote,
+                allow_remote_without_token: config.http_allow_remote_without_token,
                 token: std::env::var("MTF_SHIM_TOKEN")
                     .ok()
                     .filter(|t| !t.is_empty()),
