@@ -258,7 +258,14 @@ pub fn run(
     )
     .map_err(StreamerError::Segment)?;
     writer.set_feed_kind(kind);
-    writer.set_server_time_offset(config.server_time_offset_s);
+    // On a warm restart of the mt5 feed with no offset configured, the gateway's offset of the
+    // last run stays until the gateway is asked again: readers never see a wrong 0 meanwhile.
+    let keep_offset = config.source == SourceKind::Mt5
+        && config.server_time_offset_s == 0
+        && matches!(writer.start(), shm_core::Start::Warm { .. });
+    if !keep_offset {
+        writer.set_server_time_offset(config.server_time_offset_s);
+    }
     // The shim is one more reader of the segment we just created; it stops when dropped.
     let shim = match config.http {
         Some(bind) => {

@@ -272,9 +272,9 @@ fn bad_http_requests_get_typed_answers_and_the_server_stays_up() {
         (b"garbage\r\n\r\n", 400, None),
         (b"GET / HTTP/9.9\r\n\r\n", 505, None),
         (
-            b"POST /streamer/status HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            413,
-            None,
+            b"POST /streamer/status HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            405,
+            Some("METHOD_NOT_ALLOWED"),
         ),
         (long_header.as_bytes(), 431, None),
         (b"\xff\xfe\r\n\r\n", 400, None),
