@@ -16,6 +16,8 @@ only by their backends.
 
 import argparse
 import bisect
+import hmac
+import ipaddress
 import calendar
 import codecs
 import json
@@ -32,6 +34,8 @@ GATEWAY = "mt5_gateway.py 1.0"
 MAX_LINE = 65536
 MAX_COUNT = 50000
 HEARTBEAT_SECONDS = 1.0
+LINE_SECONDS = 10.0  # a request line must be complete this long after its first byte
+EVICT_IDLE_SECONDS = 2.0  # when every slot is taken, a connection idle this long gives way
 
 TIMEFRAMES = {
     "M1": 1, "M2": 2, "M3": 3, "M4": 4, "M5": 5, "M6": 6, "M10": 10, "M12": 12, "M15": 15,
@@ -570,36 +574,73 @@ def handle_request(backend, req, limits):
     raise GatewayError("UNKNOWN_OP", "unknown op %r" % (op,))
 
 
+def reject_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
 class Handler(socketserver.StreamRequestHandler):
     """One client connection."""
 
     def setup(self):
         super().setup()
         self.peer = "%s:%d" % self.client_address[:2]
+        self.pending = b""
+        self.authenticated = self.server.token is None
+        self.streaming = False
 
     def send(self, obj):
         self.wfile.write(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n")
         self.wfile.flush()
 
+    def read_line(self):
+        """One request line, or b"" at the end. Waits up to the idle timeout for its first byte,
+        then LINE_SECONDS for the whole line, however slowly its bytes come; raises
+        socket.timeout past either, and ValueError for a line over MAX_LINE bytes."""
+        deadline = None
+        while b"\n" not in self.pending:
+            if len(self.pending) > MAX_LINE:
+                raise ValueError("line too long")
+            if deadline is None:
+                timeout = self.server.idle_timeout
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise socket.timeout("request line not complete in time")
+            self.connection.settimeout(timeout)
+            chunk = self.connection.recv(65536)
+            if not chunk:
+                return b""
+            if not self.pending.strip():
+                deadline = time.monotonic() + LINE_SECONDS
+            self.pending += chunk
+            self.server.touch(self)
+        line, _, self.pending = self.pending.partition(b"\n")
+        if len(line) > MAX_LINE:
+            raise ValueError("line too long")
+        return line + b"\n"
+
     def handle(self):
         server = self.server
         if not server.slots.acquire(blocking=False):
-            log.info("client %s refused: %d clients already", self.peer, server.max_clients)
-            self.send({"id": None, "ok": False, "error": GatewayError("BUSY", "too many clients").to_json()})
-            return
+            # Every slot is taken: the connection idle the longest gives way, so that idle
+            # sockets cannot lock everyone out.
+            if not (server.evict_idlest() and server.slots.acquire(timeout=2)):
+                log.info("client %s refused: %d clients already", self.peer, server.max_clients)
+                self.send({"id": None, "ok": False, "error": GatewayError("BUSY", "too many clients").to_json()})
+                return
+        server.touch(self)
         served = 0
         try:
             log.info("client %s connected", self.peer)
-            self.connection.settimeout(server.idle_timeout)
             while True:
                 try:
-                    line = self.rfile.readline(MAX_LINE + 1)
+                    line = self.read_line()
+                except ValueError:
+                    self.send({"id": None, "ok": False, "error": GatewayError("LINE_TOO_LONG", "request lines are limited to %d bytes" % MAX_LINE).to_json()})
+                    break
                 except (socket.timeout, OSError):
                     break
                 if not line:
-                    break
-                if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                    self.send({"id": None, "ok": False, "error": GatewayError("LINE_TOO_LONG", "request lines are limited to %d bytes" % MAX_LINE).to_json()})
                     break
                 if not line.strip():
                     continue
@@ -607,13 +648,25 @@ class Handler(socketserver.StreamRequestHandler):
                 req_id = None
                 try:
                     try:
-                        req = json.loads(line)
+                        # NaN and Infinity are not JSON (Python's parser takes them by default).
+                        req = json.loads(line, parse_constant=reject_constant)
                     except ValueError as e:
                         raise GatewayError("BAD_JSON", "not JSON: %s" % e)
                     if not isinstance(req, dict):
                         raise GatewayError("BAD_JSON", "a request must be a JSON object")
-                    req_id = req.get("id")
+                    rid = req.get("id")
+                    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (int, str))):
+                        raise bad_request("id must be an integer or a string")
+                    req_id = rid
+                    if not self.authenticated:
+                        given = req.get("token")
+                        if not (isinstance(given, str) and hmac.compare_digest(given.encode(), server.token.encode())):
+                            self.send({"id": req_id, "ok": False, "error": GatewayError("UNAUTHORIZED", "this gateway needs its token (--token) in the request").to_json()})
+                            log.warning("client %s refused: no valid token", self.peer)
+                            break
+                        self.authenticated = True
                     if req.get("op") == "subscribe_ticks":
+                        self.streaming = True
                         self.stream(req)
                         return
                     result = handle_request(server.backend, req, server.limits)
@@ -626,9 +679,10 @@ class Handler(socketserver.StreamRequestHandler):
                     log.exception("request from %s failed", self.peer)
                     try:
                         self.send({"id": req_id, "ok": False, "error": GatewayError("INTERNAL", "%s: %s" % (type(e).__name__, e)).to_json()})
-                    except OSError:
+                    except (OSError, ValueError):
                         break
         finally:
+            server.forget(self)
             server.slots.release()
             log.info("client %s disconnected after %d request(s)", self.peer, served)
 
@@ -661,19 +715,57 @@ class Gateway(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, backend, max_clients=8, idle_timeout=300.0):
+    def __init__(self, address, backend, max_clients=8, idle_timeout=60.0, token=None):
         super().__init__(address, Handler)
         self.backend = backend
         self.max_clients = max_clients
         self.slots = threading.BoundedSemaphore(max_clients)
         self.idle_timeout = idle_timeout
+        self.token = token
         self.stopping = False
+        self.active = {}  # handler -> monotonic time of its last byte received
+        self.active_lock = threading.Lock()
         self.limits = {"max_line_bytes": MAX_LINE, "max_count": MAX_COUNT, "max_clients": max_clients,
-                       "idle_timeout_seconds": idle_timeout, "heartbeat_seconds": HEARTBEAT_SECONDS}
+                       "idle_timeout_seconds": idle_timeout, "line_timeout_seconds": LINE_SECONDS,
+                       "heartbeat_seconds": HEARTBEAT_SECONDS}
+
+    def touch(self, handler):
+        with self.active_lock:
+            self.active[handler] = time.monotonic()
+
+    def forget(self, handler):
+        with self.active_lock:
+            self.active.pop(handler, None)
+
+    def evict_idlest(self):
+        """Closes the request connection idle the longest, if idle for EVICT_IDLE_SECONDS;
+        returns whether one was closed. Streams are never evicted: they are busy."""
+        now = time.monotonic()
+        with self.active_lock:
+            idle = [(t, h) for h, t in self.active.items() if not h.streaming and now - t >= EVICT_IDLE_SECONDS]
+            if not idle:
+                return False
+            _, victim = min(idle, key=lambda th: th[0])
+            self.active.pop(victim, None)
+        log.info("client %s closed: idle while another client waited", victim.peer)
+        try:
+            victim.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
 
     def shutdown(self):
         self.stopping = True
         super().shutdown()
+
+
+def is_loopback(host):
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_bind(text):
@@ -705,7 +797,12 @@ def make_backend(args):
     if args.backend == "csv":
         if not args.data:
             raise SystemExit("mt5_gateway: --data FOLDER is required with --backend csv")
-        return CsvBackend(args.data, speed=args.speed, server_offset=args.server_offset)
+        if not os.path.isdir(args.data):
+            raise SystemExit("mt5_gateway: --data %s: %s" % (args.data, "not a folder" if os.path.exists(args.data) else "no such folder"))
+        backend = CsvBackend(args.data, speed=args.speed, server_offset=args.server_offset)
+        if not backend.symbols():
+            log.warning("--data %s holds no MT5 export (SYMBOL_TF_FROM_TO.csv bars or SYMBOL_FROM_TO.csv ticks): serving no symbol", args.data)
+        return backend
     init = {}
     for key in ("path", "login", "password", "server"):
         v = getattr(args, "mt5_" + key)
@@ -726,27 +823,45 @@ def make_backend(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="MT5 gateway: protocol v1 over NDJSON/TCP (docs/MT5_GATEWAY.md)")
-    p.add_argument("--backend", choices=("metatrader5", "mt5linux", "csv"), default="metatrader5")
-    p.add_argument("--bind", type=parse_bind, default=("127.0.0.1", 18812), help="HOST:PORT (port 0 picks a free one)")
-    p.add_argument("--data", help="folder of MT5 export files (csv backend)")
-    p.add_argument("--speed", type=parse_speed, default=None, help="tick replay speed: N x real time, or max (csv; default max)")
-    p.add_argument("--server-offset", type=parse_offset, default=None, help="broker server time minus UTC: +HH:MM or seconds")
-    p.add_argument("--max-clients", type=int, default=8)
-    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle request connection is closed")
-    p.add_argument("--mt5-path", help="terminal64.exe to start (metatrader5/mt5linux)")
-    p.add_argument("--mt5-login", type=int)
-    p.add_argument("--mt5-password")
-    p.add_argument("--mt5-server")
-    p.add_argument("--mt5linux-host", default="127.0.0.1")
-    p.add_argument("--mt5linux-port", type=int, default=18812, help="mt5linux RPyC port (default 18812: move --bind then)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--backend", choices=("metatrader5", "mt5linux", "csv"), default="metatrader5",
+                   help="where the data comes from (default: metatrader5)")
+    p.add_argument("--bind", type=parse_bind, default="127.0.0.1:18812",
+                   help="HOST:PORT to listen on; port 0 picks a free one (default: 127.0.0.1:18812)")
+    p.add_argument("--data", help="folder of MT5 export files (csv backend; required there)")
+    p.add_argument("--speed", type=parse_speed, default=None,
+                   help="csv tick replay speed: N x real time, or max (default: max)")
+    p.add_argument("--server-offset", type=parse_offset, default=None,
+                   help="broker server time minus UTC, +HH:MM or seconds (default: estimated from a live tick; none for csv)")
+    p.add_argument("--max-clients", type=int, default=8, help="clients served at once (default: 8)")
+    p.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="seconds before an idle request connection is closed (default: 60)")
+    p.add_argument("--token", default=None,
+                   help="shared secret clients must send (or env MT5_GATEWAY_TOKEN); required for a non-loopback --bind (default: none)")
+    p.add_argument("--allow-remote-without-token", action="store_true",
+                   help="serve a non-loopback --bind without a token, on a network you trust")
+    p.add_argument("--mt5-path", help="terminal64.exe to start (metatrader5/mt5linux; default: the running terminal)")
+    p.add_argument("--mt5-login", type=int, help="account to log in (default: the terminal's)")
+    p.add_argument("--mt5-password", help="its password")
+    p.add_argument("--mt5-server", help="its trade server")
+    p.add_argument("--mt5linux-host", default="127.0.0.1", help="mt5linux RPyC host (default: 127.0.0.1)")
+    p.add_argument("--mt5linux-port", type=int, default=18812,
+                   help="mt5linux RPyC port (default: 18812, so move --bind then)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s mt5_gateway %(levelname)s %(message)s", stream=sys.stderr)
+    if args.token is None:
+        args.token = os.environ.get("MT5_GATEWAY_TOKEN")
+    if args.token == "":
+        args.token = None
+    if not is_loopback(args.bind[0]) and args.token is None and not args.allow_remote_without_token:
+        raise SystemExit("mt5_gateway: --bind %s is reachable from other hosts and no token is set: anyone there could "
+                         "use your terminal. Set --token (or MT5_GATEWAY_TOKEN) and give the same to the streamer and "
+                         "monitor, or pass --allow-remote-without-token on a network you trust" % args.bind[0])
     try:
         backend = make_backend(args)
     except GatewayError as e:
         raise SystemExit("mt5_gateway: cannot start the %s backend: %s" % (args.backend, e.message))
-    server = Gateway(args.bind, backend, max_clients=args.max_clients, idle_timeout=args.idle_timeout)
+    server = Gateway(args.bind, backend, max_clients=args.max_clients, idle_timeout=args.idle_timeout, token=args.token)
     host, port = server.server_address[:2]
     # The first stdout line says where we listen (tests start us on port 0 and read it).
     print("listening on %s:%d" % (host, port), flush=True)

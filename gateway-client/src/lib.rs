@@ -225,6 +225,8 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Sent in `hello` as the client's name.
     pub client_name: String,
+    /// The gateway's shared secret (its `--token`), sent with every request when set.
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -240,6 +242,7 @@ impl Config {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             client_name: format!("mt5-gateway-client/{}", env!("CARGO_PKG_VERSION")),
+            token: None,
         }
     }
 }
@@ -551,6 +554,9 @@ impl Client {
         self.next_id += 1;
         params["id"] = json!(id);
         params["op"] = json!(op);
+        if let Some(t) = &self.config.token {
+            params["token"] = json!(t);
+        }
         let answer = conn.send(&params.to_string(), op).and_then(|()| {
             let line = conn.receive_line(op, limit, self.config.request_deadline)?;
             // Typed straight from the bytes: no JSON tree of a 10 MB answer is ever built.
@@ -658,7 +664,8 @@ impl Client {
         self.next_id += 1;
         let answer = conn
             .send(
-                &json!({"id": id, "op": op, "symbols": symbols}).to_string(),
+                &json!({"id": id, "op": op, "symbols": symbols, "token": self.config.token})
+                    .to_string(),
                 op,
             )
             .and_then(|()| {

@@ -293,3 +293,21 @@ fn the_client_reconnects_after_the_gateway_restarts() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_gateway_with_a_token_serves_only_clients_that_send_it() {
+    let Some(py) = python() else { return };
+    let (data, _, _) = exports("token");
+    let (_gw, addr) = gateway(py, &data.0, 0, &["--token", "s3cret"]);
+    let mut without = Client::new(Config::new(addr.clone()));
+    match without.ping() {
+        Err(Error::Gateway { code, .. }) => assert_eq!(code, "UNAUTHORIZED"),
+        other => panic!("expected UNAUTHORIZED, got {other:?}"),
+    }
+    let mut config = Config::new(addr);
+    config.token = Some("s3cret".into());
+    let mut with = Client::new(config);
+    assert!(with.ping().is_ok());
+    let stream = with.subscribe_ticks(&["EURUSD"]);
+    assert!(stream.is_ok(), "streams too: {:?}", stream.err());
+}

@@ -350,6 +350,46 @@ class ProtocolTest(Folder):
         self.assertEqual(json.loads(f.readline())["error"]["code"], "LINE_TOO_LONG")
         self.assertEqual(f.readline(), b"", "the connection is closed after a too-long line")
 
+    def test_nan_ids_and_odd_ids_get_an_answer_not_a_traceback(self):
+        c = self.connect()
+        self.assertEqual(self.error('{"id": NaN, "op": "ping"}', c), "BAD_JSON")
+        self.assertEqual(self.error({"id": [1], "op": "ping"}, c), "BAD_REQUEST")
+        self.assertEqual(self.call({"id": "a", "op": "ping"}, c)["id"], "a", "still serving")
+
+    def test_a_client_dripping_bytes_is_cut_off_at_the_line_deadline(self):
+        old = gw.LINE_SECONDS
+        gw.LINE_SECONDS = 0.5
+        self.addCleanup(setattr, gw, "LINE_SECONDS", old)
+        s, f = self.connect()
+        start = time.monotonic()
+        try:
+            for _ in range(20):
+                s.sendall(b" ")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        self.assertEqual(f.read(), b"", "closed without an answer")
+        self.assertLess(time.monotonic() - start, 2.5)
+
+    def test_idle_clients_give_way_when_every_slot_is_taken(self):
+        self.server.slots = threading.BoundedSemaphore(2)
+        old = gw.EVICT_IDLE_SECONDS
+        gw.EVICT_IDLE_SECONDS = 0.2
+        self.addCleanup(setattr, gw, "EVICT_IDLE_SECONDS", old)
+        idle = [self.connect(), self.connect()]
+        for c in idle:
+            self.call({"id": 1, "op": "ping"}, c)
+        time.sleep(0.4)
+        newcomer = self.connect()
+        self.assertTrue(self.call({"id": 2, "op": "ping"}, newcomer)["ok"])
+        def closed(sock):
+            sock.settimeout(0.3)
+            try:
+                return sock.recv(1) == b""
+            except socket.timeout:
+                return False
+        self.assertEqual(sum(1 for s, _ in idle if closed(s)), 1, "exactly one idle client closed")
+
     def test_clients_beyond_the_limit_are_told_busy(self):
         self.server.slots = threading.BoundedSemaphore(1)
         first = self.connect()
@@ -405,3 +445,59 @@ class ProtocolTest(Folder):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TokenTest(Folder):
+    def setUp(self):
+        super().setUp()
+        write(self.dir, "EURUSD_H1_201701020000_201701020400.csv", BARS_H1)
+        self.server = gw.Gateway(("127.0.0.1", 0), gw.CsvBackend(self.dir), token="s3cret")
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+
+    def ask(self, req):
+        s = socket.create_connection(self.server.server_address[:2], timeout=5)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        s.sendall(json.dumps(req).encode() + b"\n")
+        return json.loads(f.readline()), f
+
+    def test_a_request_without_the_token_is_refused_and_the_connection_closed(self):
+        r, f = self.ask({"id": 1, "op": "ping"})
+        self.assertEqual(r["error"]["code"], "UNAUTHORIZED")
+        self.assertEqual(f.read(), b"")
+        r, _ = self.ask({"id": 1, "op": "ping", "token": "wrong"})
+        self.assertEqual(r["error"]["code"], "UNAUTHORIZED")
+        r, _ = self.ask({"id": 1, "op": "ping", "token": "s3cret"})
+        self.assertTrue(r["ok"])
+
+
+class CommandLineTest(Folder):
+    def run_main(self, *argv):
+        try:
+            gw.main(list(argv))
+        except SystemExit as e:
+            return str(e.code)
+        return None
+
+    def test_a_remote_bind_needs_a_token(self):
+        said = self.run_main("--backend", "csv", "--data", self.dir, "--bind", "0.0.0.0:0")
+        self.assertIn("no token is set", said)
+
+    def test_a_missing_or_odd_data_folder_is_one_clear_line(self):
+        self.assertIn("no such folder", self.run_main("--backend", "csv", "--data", os.path.join(self.dir, "nope")))
+        path = os.path.join(self.dir, "file.csv")
+        write(self.dir, "file.csv", "x")
+        self.assertIn("not a folder", self.run_main("--backend", "csv", "--data", path))
+
+    def test_help_shows_the_defaults(self):
+        import contextlib
+        import io
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.run_main("--help")
+        text = " ".join(out.getvalue().split())
+        self.assertIn("(default: 127.0.0.1:18812)", text)
+        self.assertIn("(default: 60)", text)
+        self.assertIn("(default: max)", text)

@@ -205,6 +205,21 @@ pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool)
     out.push(']');
 }
 
+/// A `500 INVALID_STORED_DATA` if a candle breaks a rule the writer guarantees (a damaged or
+/// forged segment): such data is never served as `success: true`.
+fn refuse_damaged(candles: &[Candle], symbol: &str, timeframe: Timeframe) -> Option<Response> {
+    let (c, defect) = candles.iter().find_map(|c| c.defect().map(|d| (c, d)))?;
+    Some(error(
+        500,
+        "INVALID_STORED_DATA",
+        format!(
+            "the segment holds a damaged {symbol} {timeframe} candle (time {}): {defect}",
+            c.time
+        ),
+        json!({"symbol": symbol, "timeframe": timeframe.name()}),
+    ))
+}
+
 /// Symbols whose rings the writer flagged as unknown to its source.
 fn unknown_symbols(reader: &Reader) -> Vec<String> {
     let mut out: Vec<String> = reader
@@ -560,6 +575,9 @@ impl Api {
         if let Err(ReadError::Busy { .. }) = ring.read_last(q.limit, &mut candles) {
             return not_running("ring_busy", Some(&status));
         }
+        if let Some(r) = refuse_damaged(&candles, &symbol, timeframe) {
+            return r;
+        }
         let mut body = String::with_capacity(200 + candles.len() * 160);
         let _ = write!(body, "{{\"success\":true,\"symbol\":\"{symbol}\",\"timeframe\":\"{timeframe}\",\"count\":{},", candles.len());
         if q.raw {
@@ -720,6 +738,11 @@ impl Api {
                     let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":false,\"error\":\"ring busy\",\"error_code\":\"STREAMER_NOT_RUNNING\"}}");
                     continue;
                 }
+                if let Some((c, defect)) = candles.iter().find_map(|c| c.defect().map(|d| (c, d))) {
+                    let message = format!("damaged candle (time {}): {defect}", c.time);
+                    let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":false,\"error\":{},\"error_code\":\"INVALID_STORED_DATA\"}}", Value::String(message));
+                    continue;
+                }
                 let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":true,\"count\":{},\"candles\":", candles.len());
                 write_candles(&mut body, &candles, q.asc, q.raw);
                 body.push('}');
@@ -727,7 +750,8 @@ impl Api {
         }
         let _ = write!(
             body,
-            "],\"timestamp\":\"{}\",\"source\":\"streamer_buffer\"}}",
+            "],\"server_time_offset_seconds\":{},\"timestamp\":\"{}\",\"source\":\"streamer_buffer\"}}",
+            status.server_time_offset_s,
             iso_now()
         );
         Response::json(200, body)

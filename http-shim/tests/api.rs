@@ -952,3 +952,38 @@ fn health_is_unhealthy_when_nothing_is_fresh_or_a_bar_is_dated_in_the_future() {
         drop(w);
     }
 }
+
+#[test]
+fn damaged_stored_candles_are_refused_not_served_as_success() {
+    let seg = TempSegment::new("shim-damaged");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    let now = Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64);
+    // Written straight through the writer API, past the aggregator's checks, as a damaged or
+    // forged file would hold them.
+    w.push_closed(m1, &candle(now - 60, f64::NAN));
+    w.update_forming(m1, &Candle::flat(now, 1.1));
+    w.set_running();
+    let shim = shim(&seg);
+    let (status, v) = get(&shim, "/streamer/candles/EURUSD/M1?limit=5");
+    assert_eq!(
+        (status, v["error_code"].as_str()),
+        (500, Some("INVALID_STORED_DATA")),
+        "{v}"
+    );
+    let (status, v) = get(
+        &shim,
+        "/streamer/candles?symbols=EURUSD&timeframes=M1&limit=5",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["results"][0]["error_code"], "INVALID_STORED_DATA", "{v}");
+    assert_eq!(
+        v["server_time_offset_seconds"], 0,
+        "the batch carries the offset too"
+    );
+    // The newest candle alone is sound, and is served.
+    assert_eq!(get(&shim, "/streamer/candles/EURUSD/M1?limit=1").0, 200);
+    drop(w);
+}

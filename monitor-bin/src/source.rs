@@ -391,6 +391,9 @@ impl Mt5Source {
         // cycle (and a SIGTERM during it) never waits on a trickling gateway.
         config.request_deadline = timeout * 2;
         config.client_name = concat!("mtf-monitor/", env!("CARGO_PKG_VERSION")).into();
+        config.token = std::env::var("MT5_GATEWAY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         Mt5Source {
             client: gateway::Client::new(config),
             offset: None,

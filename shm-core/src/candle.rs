@@ -37,6 +37,30 @@ pub struct Candle {
     pub repaired: bool,
 }
 
+/// The latest candle time a reader accepts: 2100-01-01T00:00:00, epoch seconds.
+pub const LATEST_TIME: i64 = 4_102_444_800;
+
+/// A rule of [`Candle::defect`] that a stored record breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandleDefect {
+    /// A price that is NaN, infinite, zero or negative.
+    BadPrice,
+    /// `high` below the open or close, or `low` above them.
+    HighLow,
+    /// A time before 1970 or after 2100.
+    Time,
+}
+
+impl std::fmt::Display for CandleDefect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CandleDefect::BadPrice => "a price that is not finite and positive",
+            CandleDefect::HighLow => "high or low outside open and close",
+            CandleDefect::Time => "a time outside 1970 to 2100",
+        })
+    }
+}
+
 impl Candle {
     /// A candle whose four prices are all `price`, as a new bar opened by one tick.
     pub fn flat(time: i64, price: f64) -> Candle {
@@ -48,6 +72,31 @@ impl Candle {
             close: price,
             ..Candle::default()
         }
+    }
+
+    /// What is wrong with this candle, if it breaks a rule the writer guarantees for every
+    /// record it stores: prices finite and positive, `low ≤ min(open, close)`, `high ≥
+    /// max(open, close)`, and a time from 1970 to 2100. A reader that finds one is reading a
+    /// damaged (or forged) segment, and should refuse the record rather than serve it.
+    ///
+    /// ```
+    /// use shm_core::Candle;
+    /// assert_eq!(Candle::flat(60, 1.5).defect(), None);
+    /// assert!(Candle { high: 1.0, ..Candle::flat(60, 1.5) }.defect().is_some());
+    /// assert!(Candle::flat(i64::MAX, 1.5).defect().is_some());
+    /// ```
+    pub fn defect(&self) -> Option<CandleDefect> {
+        let prices = [self.open, self.high, self.low, self.close];
+        if prices.iter().any(|p| !p.is_finite() || *p <= 0.0) {
+            return Some(CandleDefect::BadPrice);
+        }
+        if self.high < self.open.max(self.close) || self.low > self.open.min(self.close) {
+            return Some(CandleDefect::HighLow);
+        }
+        if !(0..=LATEST_TIME).contains(&self.time) {
+            return Some(CandleDefect::Time);
+        }
+        None
     }
 
     /// The record words, in layout order (see `docs/LAYOUT.md`).

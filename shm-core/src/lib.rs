@@ -51,7 +51,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use candle::Candle;
+pub use candle::{Candle, CandleDefect, LATEST_TIME};
 pub use files::Untrusted;
 pub use layout::{
     validate_symbol, Layout, LayoutError, RingSpec, SymbolError, HEADER_SIZE, LAYOUT_VERSION,

@@ -343,7 +343,13 @@ pub fn run(
                     }
                 })
                 .collect();
-            Box::new(source::mt5::Mt5Source::start(&config.gateway, plans))
+            let mut gateway = mt5_gateway_client::Config::new(&config.gateway);
+            gateway.client_name = concat!("mtf-streamer/", env!("CARGO_PKG_VERSION")).into();
+            // The gateway's shared secret, from the environment so that it stays out of `ps`.
+            gateway.token = std::env::var("MT5_GATEWAY_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            Box::new(source::mt5::Mt5Source::with_config(gateway, plans))
         }
     };
 
