@@ -8,7 +8,7 @@ document is complete and for Python bots that want candles without HTTP:
     seg = Segment.open("mtf-candles")            # /dev/shm/mtf-candles, read-only
     for c in seg.read_last("BTCUSDc", "M1", 50):  # oldest first; the last may be forming
         print(c["time"], c["close"], c["complete"])
-    print(seg.status()["liveness"])
+    print(seg.status()["liveness"])              # alive, stalled, stopped, gone or replaced
 
     python3 clients/python/mtf_candles.py BTCUSDc M1 5        # prints JSON
 
@@ -18,9 +18,12 @@ other, so the seqlock check below is sound; on ARM use the Rust library or the H
 """
 
 import argparse
+import fcntl
 import json
+import math
 import mmap
 import os
+import stat
 import struct
 import time
 
@@ -29,16 +32,24 @@ VERSION = 1
 HEADER_SIZE, SYMBOL_ENTRY, DIR_ENTRY, RING_CONTROL, RECORD, SLOT, COUNTERS = 512, 64, 32, 64, 64, 80, 32
 TIMEFRAMES = {1: "M1", 5: "M5", 15: "M15", 30: "M30", 16385: "H1", 16388: "H4", 16408: "D1", 32769: "W1", 49153: "MN1"}
 WRITER_STATES = {0: "initializing", 1: "running", 2: "stopped", 3: "replaced"}
-FEED_STATES = {0: "starting", 1: "backfilling", 2: "live", 3: "finished", 4: "disconnected"}
+FEED_STATES = {0: "starting", 1: "backfilling", 2: "live", 3: "finished", 4: "disconnected", 5: "stopped"}
+FEED_KINDS = {0: "unrecorded", 1: "synthetic", 2: "csv", 3: "mt5"}
 COUNTER_NAMES = ["ticks_processed", "bars_closed", "rejected_bad_price", "rejected_out_of_order",
                  "rejected_duplicate_bar", "rejected_backwards_bar", "gaps_detected", "bad_rows",
-                 "bars_backfilled", "corrections", "reconnects"]
+                 "bars_backfilled", "corrections", "reconnects", "rejected_future_time"]
+STALL_AFTER_S = 1.0  # heartbeat age after which a writer counts as stalled
+LATEST_TIME = 4102444800  # 2100-01-01: a later candle time is a damaged record
+F_OFD_GETLK = 36  # Linux; fcntl has no name for it before Python 3.12 on every platform
 U64 = struct.Struct("<Q")
 MAX_ATTEMPTS = 10000
 
 
 class SegmentError(Exception):
     """The file is not a segment this reader can read; the message says what and why."""
+
+
+class DamagedRecord(SegmentError):
+    """A stored candle breaks a rule the writer guarantees (a damaged or forged segment)."""
 
 
 class Busy(Exception):
@@ -62,8 +73,19 @@ class Segment:
 
     def __init__(self, path):
         self.path = path
-        self.file = open(path, "rb")
-        size = os.fstat(self.file.fileno()).st_size
+        # O_NONBLOCK: a FIFO at the name must not hang us; O_NOFOLLOW: nor a symlink lead us
+        # elsewhere. Then judge what was opened (LAYOUT.md, "Attaching").
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.file = os.fdopen(fd, "rb")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            self.file.close()
+            raise SegmentError("refusing to read %s: it is not a regular file" % path)
+        if st.st_mode & 0o022:
+            self.file.close()
+            raise SegmentError("refusing to read %s: it is writable by its group or by others (mode %04o)" % (path, st.st_mode & 0o7777))
+        self.owner = st.st_uid
+        size = st.st_size
         if size < HEADER_SIZE:
             raise SegmentError("%s is truncated: %d bytes, expected at least %d" % (path, size, HEADER_SIZE))
         self.mm = mmap.mmap(self.file.fileno(), size, access=mmap.ACCESS_READ)
@@ -87,7 +109,14 @@ class Segment:
         self.symbols = []
         for i in range(nsym):
             raw = self.mm[sym_off + i * SYMBOL_ENTRY: sym_off + i * SYMBOL_ENTRY + 32]
-            self.symbols.append(raw.split(b"\0", 1)[0].decode("utf-8"))
+            name = raw.split(b"\0", 1)[0]
+            try:
+                text = name.decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""
+            if not text or len(name) > 31 or b"\0" not in raw or not all(ch.isalnum() and ch.isascii() or ch in "._#-" for ch in text):
+                raise SegmentError("%s: symbol %d has an invalid name %r" % (path, i, name[:32]))
+            self.symbols.append(text)
         self.rings = []  # (symbol, tf name, capacity, offset)
         hash_words = [VERSION, HEADER_SIZE, SYMBOL_ENTRY, DIR_ENTRY, RING_CONTROL, RECORD, SLOT, COUNTERS, nsym, nring, total]
         for i in range(nsym):
@@ -124,6 +153,18 @@ class Segment:
         flags = last >> 32
         return {"time": time_, "open": o, "high": h, "low": l, "close": c, "volume": tv, "spread": spread,
                 "real_volume": rv, "complete": not forming, "repaired": bool(flags & 2)}, bool(flags & 1)
+
+    @staticmethod
+    def _defect(r):
+        """What is wrong with a record, if it breaks a rule the writer guarantees."""
+        prices = (r["open"], r["high"], r["low"], r["close"])
+        if not all(math.isfinite(p) and p > 0 for p in prices):
+            return "a price that is not finite and positive"
+        if r["high"] < max(r["open"], r["close"]) or r["low"] > min(r["open"], r["close"]):
+            return "high or low outside open and close"
+        if not 0 <= r["time"] <= LATEST_TIME:
+            return "a time outside 1970 to 2100"
+        return None
 
     def _ring(self, symbol, tf):
         for s, t, cap, off in self.rings:
@@ -162,18 +203,85 @@ class Segment:
             else:
                 if has_forming and n > 0:
                     out.append(forming)
+                for r in out:
+                    why = self._defect(r)
+                    if why:
+                        raise DamagedRecord("%s %s candle at %d: %s" % (symbol, tf, r["time"], why))
                 return out
         raise Busy("%s %s stayed mid-write" % (symbol, tf))
+
+    def unknown_to_source(self, symbol):
+        """Whether the writer's source said it does not know `symbol` (LAYOUT.md, ring word 24)."""
+        return any(self.word(off + 24) & 1 for s, _, _, off in self.rings if s == symbol)
+
+    def _lock_state(self):
+        """'held', 'free', or None when the lock file cannot be tested (LAYOUT.md, Liveness)."""
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != self.owner:
+                return None
+            # struct flock: l_type, l_whence, l_start, l_len, l_pid (0, as OFD requests need).
+            req = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+            res = fcntl.fcntl(fd, F_OFD_GETLK, req)
+            return "free" if struct.unpack("hhqqi4x", res)[0] == fcntl.F_UNLCK else "held"
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _writer_process(self):
+        """'running', 'dead', or None when this process cannot tell (LAYOUT.md, Liveness)."""
+        w = self.word
+        pid, pidns, ticks = w(88), w(144), w(152)
+        try:
+            if not (pid and pidns and ticks) or os.stat("/proc/self/ns/pid").st_ino != pidns:
+                return None
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                text = f.read().decode("ascii", "replace")
+        except FileNotFoundError:
+            return "dead"
+        except OSError:
+            return None
+        fields = text[text.rfind(")") + 1:].split()
+        if len(fields) < 20:
+            return None
+        if fields[0] in ("Z", "X") or int(fields[19]) != ticks:
+            return "dead"
+        return "running"
+
+    def liveness(self):
+        """alive, stalled, stopped, gone or replaced, by the rules of LAYOUT.md, in their order."""
+        w = self.word
+        state = w(112)
+        if state == 3:
+            return "replaced"
+        if state == 2:
+            return "stopped"
+        stale = time.time() - w(104) / 1e9 > STALL_AFTER_S
+        lock = self._lock_state()
+        if lock == "free":
+            return "gone"
+        if lock == "held" and not stale:
+            return "alive"
+        if self._writer_process() == "dead":
+            return "gone"
+        return "stalled" if stale else "alive"
 
     def status(self):
         w = self.word
         heartbeat = w(104)
         return {
+            "liveness": self.liveness(),
             "generation": w(80), "writer_pid": w(88), "writer_start_ns": w(96), "heartbeat_ns": heartbeat,
             "heartbeat_age_s": max(0.0, time.time() - heartbeat / 1e9),
             "writer_state": WRITER_STATES.get(w(112), "unknown"),
             "server_time_offset_s": struct.unpack_from("<q", self.mm, 120)[0],
             "last_update_ns": w(128), "feed_state": FEED_STATES.get(w(136), "unknown"),
+            "feed_kind": FEED_KINDS.get(w(160), "unknown"),
             "counters": {name: w(256 + 8 * i) for i, name in enumerate(COUNTER_NAMES)},
         }
 

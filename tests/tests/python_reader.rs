@@ -137,3 +137,92 @@ fn the_python_reader_refuses_a_corrupt_segment_with_the_reason() {
     let err = python(&seg, "EURUSD", "M1", 1).unwrap_err();
     assert!(err.contains("not a candle segment"), "{err}");
 }
+
+/// Runs `code` in python3 with the reader importable and `PATH` set to the segment file;
+/// returns stdout, or stderr on failure. At most 10 s: a reader that hangs fails the test.
+fn python_code(seg: &std::path::Path, code: &str) -> Result<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+    let child = Command::new("timeout")
+        .args(["10", "python3", "-c", code])
+        .env("PYTHONPATH", dir)
+        .env("SEGMENT", seg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).trim().to_owned();
+    if out.status.success() {
+        Ok(text(out.stdout))
+    } else {
+        Err(text(out.stderr))
+    }
+}
+
+const LIVENESS: &str =
+    "import os, mtf_candles as m; print(m.Segment(os.environ['SEGMENT']).status()['liveness'])";
+
+#[test]
+fn the_python_reader_tells_alive_gone_and_stopped_apart_as_layout_md_says() {
+    if !python3_available("the Python reader test") {
+        return;
+    }
+    let seg = TempSegment::new("pyreader-live");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_running();
+    assert_eq!(python_code(&seg.file(), LIVENESS).unwrap(), "alive");
+    drop(w);
+    assert_eq!(python_code(&seg.file(), LIVENESS).unwrap(), "stopped");
+    // A writer that died: state still running, the lock free.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg.file())
+        .unwrap();
+    f.write_at(&1u64.to_le_bytes(), 112).unwrap();
+    assert_eq!(python_code(&seg.file(), LIVENESS).unwrap(), "gone");
+}
+
+#[test]
+fn the_python_reader_refuses_fifos_foreign_writable_files_bad_names_and_damaged_records() {
+    if !python3_available("the Python reader test") {
+        return;
+    }
+    let fifo = TempSegment::new("pyreader-fifo");
+    assert!(Command::new("mkfifo")
+        .arg(fifo.file())
+        .status()
+        .unwrap()
+        .success());
+    let err = python_code(&fifo.file(), LIVENESS).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+
+    let seg = TempSegment::new("pyreader-damaged");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    w.push_closed(m1, &Candle::flat(60, f64::INFINITY));
+    drop(w);
+    let read = "import os, mtf_candles as m; print(m.Segment(os.environ['SEGMENT']).read_last('EURUSD', 'M1', 5))";
+    let err = python_code(&seg.file(), read).unwrap_err();
+    assert!(
+        err.contains("DamagedRecord") && err.contains("not finite"),
+        "{err}"
+    );
+
+    // A symbol name that is not UTF-8: an error that says so, no traceback of a decoder.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg.file())
+        .unwrap();
+    f.write_at(&[0xFF, 0xFE], 512).unwrap();
+    let err = python_code(&seg.file(), LIVENESS).unwrap_err();
+    assert!(err.contains("invalid name"), "{err}");
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(seg.file(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = python_code(&seg.file(), LIVENESS).unwrap_err();
+    assert!(err.contains("writable by its group or by others"), "{err}");
+}
