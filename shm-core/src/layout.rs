@@ -447,6 +447,82 @@ mod tests {
     }
 
     #[test]
+    fn the_tables_of_layout_md_state_the_offsets_of_the_code() {
+        let doc = include_str!("../../docs/LAYOUT.md");
+        let header = [
+            ("magic", hdr::MAGIC),
+            ("layout_version", hdr::VERSION),
+            ("layout_hash", hdr::LAYOUT_HASH),
+            ("total_size", hdr::TOTAL_SIZE),
+            ("header_size", hdr::HEADER_SIZE),
+            ("symbol_count", hdr::SYMBOL_COUNT),
+            ("ring_count", hdr::RING_COUNT),
+            ("symbols_offset", hdr::SYMBOLS_OFFSET),
+            ("directory_offset", hdr::DIRECTORY_OFFSET),
+            ("created_ns", hdr::CREATED_NS),
+            ("generation", hdr::GENERATION),
+            ("writer_pid", hdr::WRITER_PID),
+            ("writer_start_ns", hdr::WRITER_START_NS),
+            ("heartbeat_ns", hdr::HEARTBEAT_NS),
+            ("writer_state", hdr::WRITER_STATE),
+            ("server_time_offset_s", hdr::SERVER_TIME_OFFSET),
+            ("last_update_ns", hdr::LAST_UPDATE_NS),
+            ("feed_state", hdr::FEED_STATE),
+            ("writer_pidns", hdr::WRITER_PIDNS),
+            ("writer_start_ticks", hdr::WRITER_START_TICKS),
+            ("feed_kind", hdr::FEED_KIND),
+            ("counters[32]", hdr::COUNTERS),
+            ("seq", ring::SEQ),
+            ("head", ring::HEAD),
+            ("last_change_ns", ring::LAST_CHANGE_NS),
+            ("source_flags", ring::SOURCE_FLAGS),
+            ("forming", ring::FORMING),
+            ("slot_seq", ring::SLOT_SEQ),
+            ("position", ring::SLOT_POSITION),
+            ("record", ring::SLOT_RECORD),
+            ("last_tick_ms", sym::LAST_TICK_MS),
+            ("last_tick_wall_ns", sym::LAST_TICK_WALL_NS),
+            ("symbol_index", dir::SYMBOL_INDEX),
+            ("timeframe", dir::TIMEFRAME),
+            ("capacity", dir::CAPACITY),
+            ("ring_offset", dir::RING_OFFSET),
+        ];
+        for (name, offset) in header {
+            let row = format!("| {offset} | `{name}` |");
+            assert!(doc.contains(&row), "LAYOUT.md lacks the row {row}");
+        }
+        for c in crate::Counter::ALL {
+            let item = format!("{} `{}`", c as usize, c.as_str());
+            assert!(doc.contains(&item), "LAYOUT.md lacks the counter {item}");
+        }
+        for f in [
+            crate::FeedState::Starting,
+            crate::FeedState::Backfilling,
+            crate::FeedState::Live,
+            crate::FeedState::Finished,
+            crate::FeedState::Disconnected,
+            crate::FeedState::Stopped,
+        ] {
+            let item = format!("{} {}", f as u64, f.as_str());
+            assert!(doc.contains(&item), "LAYOUT.md lacks the feed state {item}");
+        }
+        for k in [
+            crate::FeedKind::Unrecorded,
+            crate::FeedKind::Synthetic,
+            crate::FeedKind::Csv,
+            crate::FeedKind::Mt5,
+        ] {
+            let item = format!("{} {}", k as u64, k.as_str());
+            assert!(doc.contains(&item), "LAYOUT.md lacks the feed kind {item}");
+        }
+        assert_eq!(crate::LATEST_TIME, 4_102_444_800);
+        assert!(
+            doc.contains("4,102,444,800"),
+            "LAYOUT.md states the latest candle time"
+        );
+    }
+
+    #[test]
     fn layout_hash_sees_names_capacities_and_order() {
         let base = two_symbols().placement().hash;
         assert_eq!(base, two_symbols().placement().hash);

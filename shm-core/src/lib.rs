@@ -35,6 +35,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+// Readers map the segment read-only and load 64-bit words atomically. On 64-bit targets that
+// is a plain load; on some 32-bit ones it is a compare-exchange, which writes and would fault
+// on a read-only mapping (docs/LAYOUT.md, "Conventions").
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("shm-core needs a 64-bit target: its readers rely on plain 64-bit atomic loads");
+
 mod candle;
 mod files;
 mod layout;

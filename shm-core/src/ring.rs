@@ -35,6 +35,21 @@
 //! one per nanosecond take 292 years), and an ABA on the sequence cannot let a torn read pass.
 
 use std::hint::spin_loop;
+
+/// Failed tries in a row after which a reader yields the CPU instead of spinning: on a busy
+/// machine the writer may have been descheduled inside its write section, and spinning then
+/// only keeps it off the core (docs/LAYOUT.md, "Retries").
+const SPIN_TRIES: u32 = 100;
+
+/// The pause after failed try number `attempt`.
+#[inline]
+fn pause(attempt: u32) {
+    if attempt < SPIN_TRIES {
+        spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::candle::{Candle, FLAG_FORMING, RECORD_WORDS};
@@ -231,12 +246,12 @@ impl RingRef {
         retries: &AtomicU64,
     ) -> Result<Control, Busy> {
         let seq = self.base + off::SEQ;
-        for _ in 0..max_attempts {
+        for attempt in 0..max_attempts {
             // Acquire (read side of the load pair): pairs with the writer's closing Release.
             let s1 = mem.load(seq, Ordering::Acquire);
             if s1 % 2 == 1 {
                 retried(retries);
-                spin_loop();
+                pause(attempt);
                 continue;
             }
             // Relaxed payload loads; whether they are consistent is decided below.
@@ -258,7 +273,7 @@ impl RingRef {
                 });
             }
             retried(retries);
-            spin_loop();
+            pause(attempt);
         }
         Err(Busy {
             attempts: max_attempts,
@@ -279,13 +294,13 @@ impl RingRef {
         // not leave the ring; callers only pass positions below a validated head.
         let at = self.slot(position);
         let seq = at + off::SLOT_SEQ;
-        for _ in 0..max_attempts {
+        for attempt in 0..max_attempts {
             // Acquire / Relaxed / fence(Acquire) / Relaxed: the same pairs as in `read_control`,
             // with the slot's own sequence.
             let s1 = mem.load(seq, Ordering::Acquire);
             if s1 % 2 == 1 {
                 retried(retries);
-                spin_loop();
+                pause(attempt);
                 continue;
             }
             let stored_position = mem.load(at + off::SLOT_POSITION, Ordering::Relaxed);
@@ -296,7 +311,7 @@ impl RingRef {
                 return Ok((stored_position == position).then(|| Candle::from_words(&words)));
             }
             retried(retries);
-            spin_loop();
+            pause(attempt);
         }
         Err(Busy {
             attempts: max_attempts,
@@ -320,7 +335,7 @@ impl RingRef {
         max_attempts: u32,
         retries: &AtomicU64,
     ) -> Result<Control, Busy> {
-        'restart: for _ in 0..max_attempts {
+        'restart: for attempt in 0..max_attempts {
             let control = self.read_control(mem, max_attempts, retries)?;
             let closed = if forming_takes_a_place && control.forming.is_some() {
                 closed.saturating_sub(1)
@@ -335,7 +350,7 @@ impl RingRef {
                     Some(c) => out.push(c),
                     None => {
                         retried(retries);
-                        spin_loop();
+                        pause(attempt);
                         continue 'restart;
                     }
                 }
