@@ -94,6 +94,17 @@ impl fmt::Display for StartError {
             ),
             StartError::EmptyToken => f.write_str("the bearer token is empty"),
             StartError::BadMaxLimit => f.write_str("max limit must be at least 1"),
+            StartError::Bind(a, e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let by = listener_of(a.port())
+                    .map(|who| format!(" by {who}"))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "cannot listen on {a}: the port is taken{by}; stop that program, or choose \
+                     another address (mtf-shim --bind, mtf-streamer --http), or run without the \
+                     API (mtf-streamer --no-http)"
+                )
+            }
             StartError::Bind(a, _) => write!(f, "cannot listen on {a}"),
         }
     }
@@ -148,6 +159,51 @@ impl Shim {
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
+}
+
+/// The program listening on TCP `port` on this host, as `pid N (name)`, if this process may see
+/// it: the socket inode from `/proc/net/tcp{,6}`, then the process holding that inode.
+fn listener_of(port: u16) -> Option<String> {
+    let mut inode = None;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the inode.
+            let listening = f.get(3) == Some(&"0A");
+            let same_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if listening && same_port {
+                inode = f.get(9).map(|i| format!("socket:[{i}]"));
+            }
+        }
+    }
+    let inode = inode?;
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = proc_entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == inode.as_str()) {
+                let name =
+                    std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+                return Some(format!("pid {pid} ({})", name.trim()));
+            }
+        }
+    }
+    None
 }
 
 /// Raises the soft limit on open files towards `wanted` (within the hard limit), so that the

@@ -631,6 +631,12 @@ impl Writer {
             .load(hdr::COUNTERS + counter as usize * 8, Ordering::Relaxed)
     }
 
+    /// The feed state last published.
+    pub fn feed_state(&self) -> Option<FeedState> {
+        // Relaxed: this process is the only writer of the word.
+        FeedState::from_word(self.mem.load(hdr::FEED_STATE, Ordering::Relaxed))
+    }
+
     /// Publishes the state of the data source.
     pub fn set_feed_state(&mut self, state: FeedState) {
         self.mem

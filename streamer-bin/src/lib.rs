@@ -64,6 +64,11 @@ impl fmt::Display for StreamerError {
         match self {
             StreamerError::Config(e) => e.fmt(f),
             StreamerError::Layout(e) => write!(f, "bad segment layout: {e}"),
+            StreamerError::Segment(e @ CreateError::AlreadyRunning { .. }) => write!(
+                f,
+                "{e}; or run this one beside it on another segment and port \
+                 (--segment NAME --http 127.0.0.1:PORT, or --no-http)"
+            ),
             StreamerError::Segment(e) => e.fmt(f),
             StreamerError::Csv(e) => e.fmt(f),
             StreamerError::Source(e) => write!(f, "source failed: {e}"),
@@ -230,6 +235,23 @@ pub fn start_clean_reason(path: &shm_core::SegmentPath, kind: FeedKind) -> Optio
     None
 }
 
+/// How often a replay reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+fn writer_feed_finished(writer: &Writer) -> bool {
+    writer.feed_state() == Some(FeedState::Finished)
+}
+
+/// `3 min 20 s`, `2 h 05 min`, `12 s`.
+fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// How often the writer heartbeats, at the least (the segment promises 250 ms).
 const HEARTBEAT: Duration = Duration::from_millis(100);
 
@@ -365,6 +387,8 @@ pub fn run(
     );
 
     let mut events = Vec::with_capacity(8192);
+    let mut last_progress = Instant::now();
+    let mut finished_reported = false;
     let mut last_beat = Instant::now();
     let mut bad_rows_reported = 0u32;
     let mut offset_warned = false;
@@ -414,7 +438,8 @@ pub fn run(
                         eprintln!("warning: {file}:{line}: skipped: {reason}");
                     } else if bad_rows_reported == 20 {
                         eprintln!(
-                            "warning: more bad rows; see `mtf-streamer inspect` for the count"
+                            "warning: more bad rows; `{} inspect` counts them",
+                            self_command()
                         );
                     }
                     bad_rows_reported += 1;
@@ -423,6 +448,62 @@ pub fn run(
             // Keep the clock (and so candle change times) fresh during long batches.
             if i % 1024 == 1023 {
                 writer.heartbeat();
+            }
+        }
+        if let Some(p) = source.progress() {
+            let finished = writer_feed_finished(&writer);
+            if finished && !finished_reported {
+                finished_reported = true;
+                let _ = writeln!(
+                    banner,
+                    "replay finished: {} bars and ticks in {:.1} s; the candles stay served \
+                     until Ctrl-C",
+                    p.events,
+                    started.elapsed().as_secs_f64()
+                );
+                // Rings that dropped their oldest candles: say how to keep them all.
+                let mut short: Vec<String> = Vec::new();
+                for spec in writer.layout().rings() {
+                    let symbol = writer
+                        .layout()
+                        .symbols()
+                        .nth(spec.symbol_index as usize)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(ring) = writer.ring(&symbol, spec.timeframe) {
+                        let total = writer.closed_total(ring);
+                        if total > u64::from(spec.capacity)
+                            && !short.iter().any(|s| s.starts_with(spec.timeframe.name()))
+                        {
+                            short.push(format!("{}={total}", spec.timeframe));
+                        }
+                    }
+                }
+                if !short.is_empty() {
+                    let _ = writeln!(
+                        banner,
+                        "  the rings keep only their newest candles; to keep every one, add \
+                         --buffer {}",
+                        short.join(" --buffer ")
+                    );
+                }
+            } else if !finished && last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                let run_s = started.elapsed().as_secs_f64();
+                let eta = if p.fraction > 0.0 {
+                    format!(
+                        ", about {} left",
+                        human_duration(run_s * (1.0 - p.fraction) / p.fraction)
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    banner,
+                    "replay {:.0}%: {} bars and ticks{eta}",
+                    p.fraction * 100.0,
+                    p.events
+                );
             }
         }
         if last_beat.elapsed() >= HEARTBEAT / 2 {
@@ -507,9 +588,14 @@ fn print_banner(
     let _ = writeln!(out, "  source    {}", source.describe());
     let _ = writeln!(out, "  symbols   {}", symbols.join(", "));
     let _ = writeln!(out, "  rings     {}", rings.join(", "));
+    let from_gateway = if config.source == SourceKind::Mt5 && offset == 0 {
+        " (the gateway's estimate replaces it once connected; set --server-offset to fix it)"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "  server    UTC{sign}{:02}:{:02}",
+        "  server    UTC{sign}{:02}:{:02}{from_gateway}",
         offset.abs() / 3600,
         offset.abs() % 3600 / 60
     );
@@ -528,14 +614,34 @@ fn print_banner(
         .and_then(|t| t.first())
         .copied()
         .unwrap_or(Timeframe::M1);
+    let me = self_command();
     let _ = writeln!(
         out,
-        "  watch     mtf-streamer inspect{seg}   |   mtf-streamer tail {first} {tf}{seg}"
+        "  watch     {me} inspect{seg}\n            {me} tail {first} {tf}{seg}"
     );
     let _ = writeln!(
         out,
         "Ctrl-C stops; the segment stays readable, marked stopped."
     );
+}
+
+/// How to run this program again, as the user can type it: `mtf-streamer` when it was
+/// installed, the `cargo run` line when it runs from the workspace's `target/` folder (where it
+/// is not on the PATH).
+pub fn self_command() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let parts: Vec<String> = exe
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let in_target = parts.windows(2).find_map(|w| {
+        (w[0] == "target" && (w[1] == "release" || w[1] == "debug")).then(|| w[1].clone())
+    });
+    match in_target.as_deref() {
+        Some("release") => "cargo run --release --bin mtf-streamer --".into(),
+        Some(_) => "cargo run --bin mtf-streamer --".into(),
+        None => "mtf-streamer".into(),
+    }
 }
 
 /// The `--segment`/`--segment-path` flag that names a non-default segment, for hints.

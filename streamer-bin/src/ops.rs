@@ -50,8 +50,9 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
     );
     let _ = writeln!(
         out,
-        "feed       {}   server time UTC{}{:02}:{:02}   last change {}",
+        "feed       {} ({})   server time UTC{}{:02}:{:02}   last change {}",
         st.feed_state.map_or("unknown", |s| s.as_str()),
+        st.feed_kind.map_or("unknown", |k| k.as_str()),
         if offset < 0 { '-' } else { '+' },
         offset.abs() / 3600,
         offset.abs() % 3600 / 60,
@@ -88,17 +89,30 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
     }
     let _ = writeln!(
         out,
-        "\n{:<20} {:>11} {:>10} {:>20} {:>14}",
-        "ring", "held/cap", "closed", "newest bar (server)", "changed"
+        "\n{:<20} {:>14} {:>10} {:>20} {:>14}",
+        "ring", "closed/cap", "pushed", "newest bar (server)", "changed"
     );
     for ring in reader.rings() {
         let name = format!("{} {}", ring.symbol(), ring.timeframe());
         match ring.stats() {
             Ok(s) => {
+                // Held closed candles against the capacity; the forming candle is kept beside
+                // them, not in one of the `capacity` slots, so it is shown apart.
+                let held = s.closed_total.min(u64::from(ring.capacity()));
+                let forming = s.buffered > held;
+                let note = if ring.unknown_to_source() {
+                    "  (unknown to the source)"
+                } else {
+                    ""
+                };
                 let _ = writeln!(
                     out,
-                    "{name:<20} {:>11} {:>10} {:>20} {:>14}",
-                    format!("{}/{}", s.buffered, ring.capacity()),
+                    "{name:<20} {:>14} {:>10} {:>20} {:>14}{note}",
+                    format!(
+                        "{held}/{}{}",
+                        ring.capacity(),
+                        if forming { " +1" } else { "" }
+                    ),
                     s.closed_total,
                     s.newest_time.map_or("-".into(), server_time),
                     ago(s.last_change_ns)

@@ -118,7 +118,10 @@ fn inspect_reports_liveness_and_every_ring() {
     for tf in ["M1", "M5", "M15", "M30", "H1", "H4", "D1"] {
         assert!(text.contains(&format!("XAUUSDc {tf} ")), "{tf}: {text}");
     }
-    assert!(text.contains("1441/1440"), "M1 full plus forming: {text}");
+    assert!(
+        text.contains("1440/1440 +1"),
+        "M1 full, and the forming candle beside it: {text}"
+    );
 }
 
 #[test]
@@ -262,11 +265,17 @@ fn a_busy_default_http_port_turns_the_api_off_but_a_requested_one_is_an_error() 
     // Asked for: a clear error that names the address.
     config.http_given = true;
     let err = streamer_bin::run(&config, &AtomicBool::new(true), &mut std::io::sink()).unwrap_err();
+    let text = err.to_string();
     assert!(
-        err.to_string()
-            .contains(&taken.local_addr().unwrap().to_string()),
-        "{err}"
+        text.contains(&taken.local_addr().unwrap().to_string()),
+        "{text}"
     );
+    // ... and says who holds it (this test process) and what to do.
+    assert!(
+        text.contains(&format!("by pid {}", std::process::id())),
+        "{text}"
+    );
+    assert!(text.contains("--no-http"), "{text}");
 }
 
 /// Python that takes an OFD read lock (`F_OFD_SETLK`, 37) on the whole file named by argv[1],

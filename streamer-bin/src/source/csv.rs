@@ -520,6 +520,8 @@ pub struct CsvReplay {
     /// Server time of the first event and the instant it was replayed.
     anchor: Option<(i64, Instant)>,
     finished: bool,
+    /// Events handed out so far.
+    events: u64,
 }
 
 /// Events handed out per poll at `--speed max`, so the caller heartbeats in between.
@@ -533,6 +535,7 @@ impl CsvReplay {
             speed,
             anchor: None,
             finished: false,
+            events: 0,
         }
     }
 
@@ -585,9 +588,25 @@ impl Source for CsvReplay {
                 self.anchor = Some((t, Instant::now()));
             }
             let (_, ev) = self.files[i].pending.take().expect("peeked");
+            if matches!(ev, Event::Bar(_) | Event::Tick(_)) {
+                self.events += 1;
+            }
             out.push(ev);
         }
         Ok(())
+    }
+
+    fn progress(&self) -> Option<super::Progress> {
+        let total: usize = self.files.iter().map(|f| f.text.len()).sum();
+        let done: usize = self.files.iter().map(|f| f.pos.min(f.text.len())).sum();
+        Some(super::Progress {
+            events: self.events,
+            fraction: if self.finished || total == 0 {
+                1.0
+            } else {
+                done as f64 / total as f64
+            },
+        })
     }
 
     fn describe(&self) -> String {

@@ -64,4 +64,18 @@ pub trait Source: Send {
 
     /// One line for the banner.
     fn describe(&self) -> String;
+
+    /// How far a finite source (a file replay) has come; `None` for live feeds.
+    fn progress(&self) -> Option<Progress> {
+        None
+    }
+}
+
+/// How far a replay has come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Events (bars or ticks) replayed so far.
+    pub events: u64,
+    /// Fraction of the input read, 0 to 1.
+    pub fraction: f64,
 }
