@@ -51,7 +51,7 @@ pub fn main() -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("mtf-shim: error: {e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(2);
             }
         },
     };
@@ -78,7 +78,11 @@ pub fn main() -> ExitCode {
             if let Some(cause) = std::error::Error::source(&e) {
                 eprintln!("  caused by: {cause}");
             }
-            return ExitCode::FAILURE;
+            // A refused configuration is 2, as for bad flags; a port that cannot be had is 1.
+            return match e {
+                crate::StartError::Bind(..) => ExitCode::FAILURE,
+                _ => ExitCode::from(2),
+            };
         }
     };
     println!(

@@ -140,7 +140,8 @@ pub fn run(
         let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
         all_served = outcomes.iter().all(|o| o.served.is_some());
         for o in &outcomes {
-            if let Some(t) = &o.transition {
+            // One cycle has no change of source to tell: its line says it all.
+            if let Some(t) = o.transition.as_ref().filter(|_| !options.once) {
                 if options.json {
                     let v = serde_json::json!({"type": "source_change", "time": now_s, "symbol": o.symbol, "source": o.served.as_ref().map(|s| s.kind.name()), "message": t});
                     writeln!(out, "{v}")?;
@@ -202,7 +203,7 @@ fn print_stats(
 }
 
 /// What the monitor will read, for the first line it prints.
-fn banner(config: &Config) -> String {
+fn banner(config: &Config, once: bool) -> String {
     let place = |k: &SourceKind| match k {
         SourceKind::Shm => format!("shm {}", config.segment),
         SourceKind::Http => match &config.api_url {
@@ -215,10 +216,14 @@ fn banner(config: &Config) -> String {
         },
     };
     let chain: Vec<String> = config.sources.iter().map(place).collect();
+    let when = if once {
+        "once".to_owned()
+    } else {
+        format!("every {} s", config.interval.as_secs())
+    };
     format!(
-        "mtf-monitor: {} every {} s from {}",
+        "mtf-monitor: {} {when} from {}",
         config.symbols.join(", "),
-        config.interval.as_secs(),
         chain.join(" → ")
     )
 }
@@ -245,7 +250,7 @@ pub fn main() -> ExitCode {
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
     }
     if !cli.json {
-        eprintln!("{}", banner(monitor.config()));
+        eprintln!("{}", banner(monitor.config(), cli.once));
     }
     let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
     match run(

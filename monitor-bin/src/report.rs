@@ -8,11 +8,27 @@ use serde_json::{json, Map, Value};
 use crate::chain::{Chain, Outcome};
 use crate::conditions::Conditions;
 
-/// A price with up to 5 decimals and no trailing zeros: `65012.5`, `1.08123`.
-pub fn price(x: f64) -> String {
-    let s = format!("{x:.5}");
-    let s = s.trim_end_matches('0');
-    s.strip_suffix('.').unwrap_or(s).to_owned()
+/// The decimals a symbol's prices are quoted with (MT5's `digits`), read off its bars: the
+/// fewest (at most 8) that write every open, high, low and close exactly.
+pub fn digits(bars: &[crate::bar::Bar]) -> usize {
+    let needed = |p: f64| {
+        (0..=8)
+            .find(|&d| {
+                let scale = 10f64.powi(d);
+                ((p * scale).round() / scale - p).abs() <= p.abs().max(1.0) * 1e-12
+            })
+            .unwrap_or(8) as usize
+    };
+    bars.iter()
+        .flat_map(|b| [b.open, b.high, b.low, b.close])
+        .map(needed)
+        .max()
+        .unwrap_or(2)
+}
+
+/// A price, or a value in price units (VWAP, σ, ATR), with the symbol's `digits`.
+pub fn price(x: f64, digits: usize) -> String {
+    format!("{x:.digits$}")
 }
 
 fn opt(x: Option<f64>, digits: usize) -> String {
@@ -34,13 +50,15 @@ pub fn text_line(o: &Outcome, now_s: i64) -> String {
         return line;
     };
     let last = s.bars.last().expect("a served source has bars");
+    let d = digits(&s.bars);
+    // The age is that of the newest bar's open (it is forming, so its data is newer).
     let _ = write!(
         line,
-        " {:<4} {:>6} µs {:>3} bars  close {}  age {:>3} s",
+        " {:<4} {:>6} µs {:>3} bars  close {}  bar opened {:>3} s ago",
         s.kind,
         s.latency.as_micros(),
         s.bars.len(),
-        price(last.close),
+        price(last.close, d),
         s.age_s
     );
     if let Some(c) = Conditions::compute(&s.bars) {
@@ -50,10 +68,10 @@ pub fn text_line(o: &Outcome, now_s: i64) -> String {
         let _ = write!(
             line,
             " | VWAP {} σ {} dist {distance} | ATR1 {} ATR14 {} comp {} | vol {} ×{}{} | spread {}",
-            c.vwap.map_or_else(|| "-".to_owned(), price),
-            c.sigma.map_or_else(|| "-".to_owned(), price),
-            price(c.atr1),
-            price(c.atr14),
+            c.vwap.map_or_else(|| "-".to_owned(), |v| price(v, d)),
+            c.sigma.map_or_else(|| "-".to_owned(), |v| price(v, d)),
+            price(c.atr1, d),
+            price(c.atr14, d),
             opt(c.compression, 2),
             c.volume,
             opt(c.volume_ratio, 2),
@@ -193,11 +211,23 @@ mod tests {
     }
 
     #[test]
-    fn prices_drop_trailing_zeros_only() {
-        assert_eq!(price(65012.5), "65012.5");
-        assert_eq!(price(1.08123), "1.08123");
-        assert_eq!(price(100.0), "100");
-        assert_eq!(price(0.000001), "0");
+    fn every_price_of_a_line_has_the_symbols_digits() {
+        let bar = |p: f64| crate::bar::Bar {
+            time: 0,
+            open: p,
+            high: p,
+            low: p,
+            close: p,
+            tick_volume: 1,
+            spread: 0,
+            real_volume: 0,
+            complete: true,
+        };
+        // 4096.00 and 4096.37 are quoted with 2 digits: "4096.00", never "4096".
+        assert_eq!(digits(&[bar(4096.0), bar(4096.37)]), 2);
+        assert_eq!(digits(&[bar(1.08123), bar(1.1)]), 5);
+        assert_eq!(price(4096.0, 2), "4096.00");
+        assert_eq!(price(96.00929, 2), "96.01");
         assert_eq!(clock(86_400 + 3661), "01:01:01Z");
     }
 }

@@ -106,7 +106,8 @@ struct RunArgs {
     /// CSV replay speed: N for N x real time, or max (default).
     #[arg(long, value_name = "N|max")]
     speed: Option<String>,
-    /// MT5 gateway address for --source mt5.
+    /// MT5 gateway address for --source mt5 (default 127.0.0.1:18812, the gateway's default; set
+    /// MT5_GATEWAY_TOKEN if it has a token).
     #[arg(long, value_name = "HOST:PORT")]
     gateway: Option<String>,
     /// Segment name in /dev/shm (default mtf-candles).
@@ -243,6 +244,13 @@ fn report(error: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// A bad flag or configuration: reported like any error, with exit status 2 (as clap does for
+/// flags it refuses itself, and as the other binaries do).
+fn report_config(error: &ConfigError) -> ExitCode {
+    report(error);
+    ExitCode::from(2)
+}
+
 /// A flag that SIGINT and SIGTERM set.
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -260,7 +268,7 @@ pub fn main() -> ExitCode {
         Some(Command::Inspect { segment }) => {
             let path = match segment.path() {
                 Ok(p) => p,
-                Err(e) => return report(&e),
+                Err(e) => return report_config(&e),
             };
             match crate::ops::inspect(&path) {
                 Ok(text) => {
@@ -273,7 +281,7 @@ pub fn main() -> ExitCode {
         Some(Command::Remove { segment }) => {
             let path = match segment.path() {
                 Ok(p) => p,
-                Err(e) => return report(&e),
+                Err(e) => return report_config(&e),
             };
             match shm_core::remove_segment(&path) {
                 Ok(()) => {
@@ -290,7 +298,7 @@ pub fn main() -> ExitCode {
         }) => {
             let path = match segment.path() {
                 Ok(p) => p,
-                Err(e) => return report(&e),
+                Err(e) => return report_config(&e),
             };
             let stop = stop_flag();
             match crate::ops::tail(&path, &symbol, timeframe, &stop, &mut std::io::stdout()) {
@@ -301,7 +309,7 @@ pub fn main() -> ExitCode {
         None => {
             let (config, warnings) = match cli.run.config() {
                 Ok(c) => c,
-                Err(e) => return report(&e),
+                Err(e) => return report_config(&e),
             };
             for w in warnings {
                 eprintln!("warning: {w}");

@@ -148,7 +148,13 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config field `{}`: {}", self.field, self.message)
+        // A flag is named as a flag, a key of the JSON file as a config field.
+        let what = if self.field.starts_with("--") {
+            "flag"
+        } else {
+            "config field"
+        };
+        write!(f, "{what} `{}`: {}", self.field, self.message)
     }
 }
 
@@ -426,7 +432,7 @@ impl Config {
                     .unwrap_or(Value::String(n.to_owned())),
             );
             self.apply_buffer_sizes(&map)
-                .map_err(|e| err("--buffer", e.to_string()))?;
+                .map_err(|e| err("--buffer", format!("{item}: {}", e.message)))?;
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ fn bad_configuration_fails_with_the_field_named() {
         all.extend(args);
         let out = std::process::Command::new(BIN).args(&all).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(&format!("`{field}`")), "{field}: {stderr}");
         assert!(!file.exists(), "nothing was created");
     }
