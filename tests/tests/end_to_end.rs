@@ -320,7 +320,11 @@ fn bad_configuration_is_refused_with_the_field_named() {
         )
         .wait_for(Duration::from_secs(20))
         .expect("refused at once");
-        assert_eq!(status.code(), Some(2), "{text}: a configuration error is status 2");
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{text}: a configuration error is status 2"
+        );
         assert!(stderr.contains(needle), "{text}: {stderr}");
         assert!(!file.exists(), "{text}: a segment was created");
     }
