@@ -61,6 +61,21 @@ pub struct Outcome {
     pub skipped: Vec<(SourceKind, Skip)>,
     /// A line to log because the serving source changed (or this is the first cycle).
     pub transition: Option<String>,
+    /// With no live source: the last candles a stopped (or dead) segment keeps, labelled stale.
+    pub last_known: Option<LastKnown>,
+}
+
+/// Candles that are not live: the last a segment kept after its writer stopped or died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastKnown {
+    /// Which source kept them.
+    pub kind: SourceKind,
+    /// The bars, oldest first, times in UTC.
+    pub bars: Vec<Bar>,
+    /// Why they are not live (`writer stopped`, `writer gone`).
+    pub why: String,
+    /// Age of the newest bar's open time, seconds.
+    pub age_s: i64,
 }
 
 /// Per-source counts since the start.
@@ -186,8 +201,21 @@ impl Chain {
                 }
             }
         }
+        let mut last_known = None;
         if served.is_none() {
             self.unserved += 1;
+            for source in &mut self.sources {
+                if let Some((f, why)) = source.last_known(symbol, self.policy.count) {
+                    let age_s = f.bars.last().map_or(i64::MAX, |b| now_s - b.time);
+                    last_known = Some(LastKnown {
+                        kind: source.kind(),
+                        bars: f.bars,
+                        why,
+                        age_s,
+                    });
+                    break;
+                }
+            }
         }
         let now = served.as_ref().map(|s| s.kind);
         let previous = self.last.insert(symbol.to_owned(), now);
@@ -200,6 +228,7 @@ impl Chain {
             served,
             skipped,
             transition,
+            last_known,
         }
     }
 }

@@ -46,7 +46,26 @@ pub fn text_line(o: &Outcome, now_s: i64) -> String {
     let mut line = format!("{} {:<10}", clock(now_s), o.symbol);
     let Some(s) = &o.served else {
         let why: Vec<String> = o.skipped.iter().map(|(k, s)| format!("{k} {s}")).collect();
-        let _ = write!(line, " NO SOURCE: {}", why.join("; "));
+        match &o.last_known {
+            // Nothing live: the last candles a stopped segment keeps, clearly not live.
+            Some(k) => {
+                let last = k.bars.last().expect("last-known candles are never empty");
+                let d = digits(&k.bars);
+                let _ = write!(
+                    line,
+                    " STALE {} ({}): {} bars  close {}  bar opened {} s ago{}",
+                    k.kind,
+                    k.why,
+                    k.bars.len(),
+                    price(last.close, d),
+                    k.age_s,
+                    conditions_text(&k.bars, d)
+                );
+            }
+            None => {
+                let _ = write!(line, " NO SOURCE: {}", why.join("; "));
+            }
+        }
         return line;
     };
     let last = s.bars.last().expect("a served source has bars");
@@ -61,25 +80,30 @@ pub fn text_line(o: &Outcome, now_s: i64) -> String {
         price(last.close, d),
         s.age_s
     );
-    if let Some(c) = Conditions::compute(&s.bars) {
-        let distance = c
-            .distance_sigma
-            .map_or_else(|| "-".to_owned(), |d| format!("{d:+.2}σ"));
-        let _ = write!(
-            line,
-            " | VWAP {} σ {} dist {distance} | ATR1 {} ATR14 {} comp {} | vol {} ×{}{} | spread {}",
-            c.vwap.map_or_else(|| "-".to_owned(), |v| price(v, d)),
-            c.sigma.map_or_else(|| "-".to_owned(), |v| price(v, d)),
-            price(c.atr1, d),
-            price(c.atr14, d),
-            opt(c.compression, 2),
-            c.volume,
-            opt(c.volume_ratio, 2),
-            if c.volume_spike { " SPIKE" } else { "" },
-            c.spread
-        );
-    }
+    line.push_str(&conditions_text(&s.bars, d));
     line
+}
+
+/// ` | VWAP … | spread …` for `bars`, or nothing when there are too few.
+fn conditions_text(bars: &[crate::bar::Bar], d: usize) -> String {
+    let Some(c) = Conditions::compute(bars) else {
+        return String::new();
+    };
+    let distance = c
+        .distance_sigma
+        .map_or_else(|| "-".to_owned(), |x| format!("{x:+.2}σ"));
+    format!(
+        " | VWAP {} σ {} dist {distance} | ATR1 {} ATR14 {} comp {} | vol {} ×{}{} | spread {}",
+        c.vwap.map_or_else(|| "-".to_owned(), |v| price(v, d)),
+        c.sigma.map_or_else(|| "-".to_owned(), |v| price(v, d)),
+        price(c.atr1, d),
+        price(c.atr14, d),
+        opt(c.compression, 2),
+        c.volume,
+        opt(c.volume_ratio, 2),
+        if c.volume_spike { " SPIKE" } else { "" },
+        c.spread
+    )
 }
 
 /// The NDJSON object of one outcome (`"type": "cycle"`).
@@ -101,6 +125,17 @@ pub fn json_line(o: &Outcome, now_s: i64) -> Value {
         "source": Value::Null,
         "skipped": skipped,
     });
+    if let (None, Some(k)) = (&o.served, &o.last_known) {
+        let last = k.bars.last().expect("last-known candles are never empty");
+        v["stale"] = json!({
+            "source": k.kind.name(),
+            "reason": k.why,
+            "count": k.bars.len(),
+            "last_close": last.close,
+            "last_time": last.time,
+            "age_seconds": k.age_s,
+        });
+    }
     if let Some(s) = &o.served {
         let last = s.bars.last().expect("a served source has bars");
         v["source"] = json!(s.kind.name());

@@ -126,6 +126,12 @@ pub trait Source {
     fn kind(&self) -> SourceKind;
     /// The newest `count` M1 bars of `symbol`, oldest first, the newest possibly forming.
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip>;
+
+    /// The last candles of a source whose writer has stopped or died, for when no source is
+    /// live: `(bars, why they are not live)`. Only a segment keeps candles after its writer.
+    fn last_known(&mut self, _symbol: &str, _count: usize) -> Option<(Fetched, String)> {
+        None
+    }
 }
 
 /// Checks the order and values of normalised bars.
@@ -206,6 +212,30 @@ fn attach<'a>(
 impl Source for ShmSource {
     fn kind(&self) -> SourceKind {
         SourceKind::Shm
+    }
+
+    fn last_known(&mut self, symbol: &str, count: usize) -> Option<(Fetched, String)> {
+        let (reader, status) = attach(&mut self.reader, &self.path).ok()?;
+        if !matches!(status.liveness, Liveness::Stopped | Liveness::Gone) {
+            return None;
+        }
+        let ring = reader.ring(symbol, Timeframe::M1)?;
+        ring.read_last(count, &mut self.scratch).ok()?;
+        let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);
+        let bars = self
+            .scratch
+            .iter()
+            .map(|c| Bar::from_segment(c, offset_s))
+            .collect();
+        let bars = checked(bars).ok().filter(|b: &Vec<Bar>| !b.is_empty())?;
+        Some((
+            Fetched {
+                bars,
+                offset_s,
+                generation: Some(status.generation),
+            },
+            format!("writer {}", status.liveness),
+        ))
     }
 
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip> {

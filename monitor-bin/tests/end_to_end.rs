@@ -438,3 +438,37 @@ fn bad_flags_are_refused_with_the_flag_named() {
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
     }
 }
+
+#[test]
+fn with_nothing_live_left_a_stopped_segments_candles_are_shown_labelled_stale() {
+    let seg = TempSegment::new("mon-stale");
+    let streamer = streamer(&seg);
+    wait_for_running(&seg.path);
+    streamer.sigterm();
+    streamer
+        .wait_for(Duration::from_secs(10))
+        .expect("the streamer stops");
+    let file = seg.file();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (code, cycles, stderr) =
+        monitor_once(&["--segment-path", file.to_str().unwrap(), "--api-url", &dead]);
+    assert_eq!(code, 1, "stale data is no live source: {stderr}");
+    let v = cycles.iter().find(|v| v["symbol"] == "BTCUSDc").unwrap();
+    assert_eq!(v["source"], Value::Null, "{v}");
+    assert_eq!(v["stale"]["source"], "shm", "{v}");
+    assert_eq!(v["stale"]["reason"], "writer stopped", "{v}");
+    assert_eq!(v["stale"]["count"], 50, "{v}");
+    // The text line says so in words.
+    let out = std::process::Command::new(MONITOR)
+        .args([
+            "--once",
+            "--segment-path",
+            file.to_str().unwrap(),
+            "--api-url",
+            &dead,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("STALE shm (writer stopped)"), "{text}");
+}
