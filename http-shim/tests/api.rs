@@ -987,3 +987,48 @@ fn damaged_stored_candles_are_refused_not_served_as_success() {
     assert_eq!(get(&shim, "/streamer/candles/EURUSD/M1?limit=1").0, 200);
     drop(w);
 }
+
+#[test]
+fn idle_connections_near_the_cap_give_way_within_seconds() {
+    let seg = TempSegment::new("shim-cap-idle");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| {
+        c.limits = Limits {
+            max_connections: 20,
+            ..Limits::default()
+        }
+    });
+    // Every slot held by a client that never sends a byte: the lock-out the cap invites.
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        status_of(&raw(
+            shim.local_addr(),
+            b"GET /streamer/status HTTP/1.1\r\n\r\n"
+        )),
+        503
+    );
+    // Near the cap the idle timeout is 1 s, not 60: the idle ones are closed...
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = raw(
+        shim.local_addr(),
+        b"GET /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+    // ...as many as it takes to be below three quarters of the cap again (15 of 20); the
+    // others keep the ordinary idle timeout.
+    let mut closed = 0;
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if matches!(s.read(&mut [0u8; 1]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        (5..=20).contains(&closed),
+        "{closed} idle connections closed"
+    );
+}

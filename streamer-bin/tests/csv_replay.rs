@@ -420,3 +420,53 @@ fn random_damage_to_an_export_never_panics_and_loses_no_good_row() {
         );
     }
 }
+
+#[test]
+fn the_same_replay_twice_starts_clean_and_says_what_it_did() {
+    let dir = TempDir::new("again");
+    let f = dir.write(
+        "EURUSD_H1_201701020000_201701020400.csv",
+        BARS_H1.as_bytes(),
+    );
+    let seg = TempSegment::new("again");
+    let config = Config {
+        source: SourceKind::Csv,
+        csv_files: vec![f],
+        http: None,
+        segment: seg.path.clone(),
+        // A ring smaller than the file, so the replay says how to keep every bar.
+        buffer_sizes: [(Timeframe::H1, 2)].into_iter().collect(),
+        timeframes: vec![Timeframe::H1],
+        ..Config::default()
+    };
+    let mut said = Vec::new();
+    for _ in 0..2 {
+        let mut banner = Vec::new();
+        streamer_bin::run(&config, &AtomicBool::new(true), &mut banner).unwrap();
+        said.push(String::from_utf8(banner).unwrap());
+    }
+    let reader = Reader::open(&seg.path).unwrap();
+    let st = reader.status();
+    // The second replay was not refused bar by bar as "backwards": it started from empty rings.
+    assert_eq!(
+        st.counters.get(Counter::RejectedBackwardsBar),
+        0,
+        "{said:?}"
+    );
+    assert_eq!(
+        st.counters.get(Counter::RejectedDuplicateBar),
+        0,
+        "{said:?}"
+    );
+    assert_eq!(candles(&reader, "EURUSD", Timeframe::H1).len(), 2);
+    assert!(!said[0].contains("starting clean"), "{}", said[0]);
+    assert!(
+        said[1].contains("starting clean: a CSV replay"),
+        "{}",
+        said[1]
+    );
+    for text in &said {
+        assert!(text.contains("replay finished: 5 bars"), "{text}");
+        assert!(text.contains("--buffer H1=5"), "{text}");
+    }
+}

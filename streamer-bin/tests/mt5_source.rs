@@ -326,3 +326,36 @@ fn a_symbol_the_gateway_does_not_know_stops_no_other_symbol() {
         reports[0]
     );
 }
+
+#[test]
+fn a_gateway_that_trickles_bytes_never_delays_shutdown() {
+    use std::io::Write;
+    // A "gateway" that accepts, then sends one byte every half second, for ever.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                while s.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        }
+    });
+    let seg = TempSegment::new("mt5trickle");
+    let streamer = streamer(&addr, &seg.file(), &[]);
+    wait_for(&seg, "running", Duration::from_secs(20), |s| {
+        s.writer_state == Some(shm_core::WriterState::Running)
+            || s.feed_state == Some(FeedState::Starting)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = std::time::Instant::now();
+    streamer.sigterm();
+    let (status, _, stderr) = streamer
+        .wait_for(Duration::from_secs(10))
+        .expect("the streamer stops");
+    let took = asked.elapsed();
+    assert!(status.success(), "{stderr}");
+    // It used to take 24.6 s: the worker waited on the gateway.
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}
