@@ -42,6 +42,7 @@ LATEST_TIME = 4102444800  # 2100-01-01: a later candle time is a damaged record
 F_OFD_GETLK = 36  # Linux; fcntl has no name for it before Python 3.12 on every platform
 U64 = struct.Struct("<Q")
 MAX_ATTEMPTS = 10000
+SPIN_TRIES = 100  # failed tries in a row after which a reader yields the CPU (LAYOUT.md, Retries)
 
 
 class SegmentError(Exception):
@@ -175,7 +176,9 @@ class Segment:
     def read_last(self, symbol, tf, n):
         """The newest `n` candles, oldest first; the last is the forming one when there is one."""
         cap, base = self._ring(symbol, tf)
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt >= SPIN_TRIES:
+                time.sleep(0)  # yield: the writer may be descheduled inside its write section
             s1 = self.word(base)
             if s1 & 1:
                 continue

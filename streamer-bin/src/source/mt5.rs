@@ -239,7 +239,7 @@ impl Worker {
             Err(GwError::Mt5 { code, .. }) if code == MT5_NOT_FOUND => Ok(false),
             // Another MT5 failure (no tick yet, say) is not "unknown".
             Err(GwError::Mt5 { .. }) => Ok(true),
-            Err(e) => Err(Ended::Disconnected(e.to_string())),
+            Err(e) => Err(Ended::Disconnected(why(&e))),
         }
     }
 
@@ -248,7 +248,7 @@ impl Worker {
     fn session(&mut self, client: &mut Client, backoff: &mut Backoff) -> Ended {
         let hello = match client.hello() {
             Ok(h) => h,
-            Err(e) => return Ended::Disconnected(e.to_string()),
+            Err(e) => return Ended::Disconnected(why(&e)),
         };
         if let Some(offset) = hello.server_time_offset_seconds {
             self.send(Event::ServerTimeOffset(offset));
@@ -298,7 +298,7 @@ impl Worker {
             .collect();
         let mut stream = match client.subscribe_ticks(&symbols) {
             Ok(s) => s,
-            Err(e) => return Ended::Disconnected(e.to_string()),
+            Err(e) => return Ended::Disconnected(why(&e)),
         };
         eprintln!(
             "MT5 gateway {}: {} backend, streaming {}",
@@ -360,7 +360,7 @@ impl Worker {
                 }
                 Ok(GwEvent::Heartbeat) => {}
                 Ok(GwEvent::End { .. }) => return Ended::Finished,
-                Err(e) => return Ended::Disconnected(e.to_string()),
+                Err(e) => return Ended::Disconnected(why(&e)),
             }
         }
     }
@@ -391,7 +391,7 @@ impl Worker {
                 Ok(r) => r,
                 // MT5 has no history for this one (-4): leave the ring to the ticks.
                 Err(GwError::Mt5 { .. }) => continue,
-                Err(e) => return Err(Ended::Disconnected(e.to_string())),
+                Err(e) => return Err(Ended::Disconnected(why(&e))),
             };
             let n = rates.len();
             let mut sent = 0;
@@ -417,7 +417,7 @@ impl Worker {
             Some(minute) => match client.symbol_info_tick(&plan.symbol) {
                 Ok(t) => Some((minute, t.time_msc)),
                 Err(GwError::Mt5 { .. }) => None,
-                Err(e) => return Err(Ended::Disconnected(e.to_string())),
+                Err(e) => return Err(Ended::Disconnected(why(&e))),
             },
             None => None,
         };
@@ -436,7 +436,7 @@ impl Worker {
             let rates = match client.copy_rates_from_pos(&plan.symbol, tf, 0, 2) {
                 Ok(r) => r,
                 Err(GwError::Mt5 { .. }) => continue,
-                Err(e) => return Err(Ended::Disconnected(e.to_string())),
+                Err(e) => return Err(Ended::Disconnected(why(&e))),
             };
             // Only bars that are this minute's business; a replayed history (csv) may lag.
             for r in rates {
@@ -478,6 +478,15 @@ fn suggest(symbol: &str, known: &[String]) -> String {
         some.join(", "),
         if known.len() > 10 { ", ..." } else { "" }
     )
+}
+
+/// Why a call failed, for the worker's warning, which says itself when it tries again (the
+/// client's own "retrying in" would say it twice).
+fn why(e: &GwError) -> String {
+    match e {
+        GwError::Unreachable { reason, .. } => format!("unreachable ({reason})"),
+        other => other.to_string(),
+    }
 }
 
 fn bar(symbol: usize, timeframe: Timeframe, r: &Rate, forming: bool) -> Event {
