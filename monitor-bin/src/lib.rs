@@ -23,8 +23,6 @@
 //! # Ok::<(), monitor_bin::ConfigError>(())
 //! ```
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod bar;
 pub mod chain;
