@@ -1,26 +1,19 @@
 //! The command line of `mtf-shim`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::{Shim, ShimConfig};
 use clap::Parser;
-use shm_core::SegmentPath;
 
 /// Serves the /streamer/* JSON API and /metrics from a candle segment, as a reader.
 #[derive(Debug, Parser)]
 #[command(name = "mtf-shim", version)]
 pub struct Cli {
-    /// Segment name in /dev/shm.
-    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
-    segment: String,
-    /// Segment file path (overrides --segment).
-    #[arg(long, value_name = "PATH")]
-    segment_path: Option<PathBuf>,
+    #[command(flatten)]
+    segment: mtf_cli::SegmentArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     bind: SocketAddr,
@@ -45,15 +38,9 @@ pub struct Cli {
 /// The whole program: parse arguments, serve until SIGINT or SIGTERM, return the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let segment = match &cli.segment_path {
-        Some(p) => SegmentPath::at(p),
-        None => match SegmentPath::named(&cli.segment) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("mtf-shim: error: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let segment = match cli.segment.path() {
+        Ok(s) => s,
+        Err(e) => return mtf_cli::report("mtf-shim", &e, mtf_cli::EXIT_CONFIG),
     };
     let mut config = ShimConfig {
         segment: segment.clone(),
@@ -74,25 +61,19 @@ pub fn main() -> ExitCode {
     let shim = match Shim::start(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("mtf-shim: error: {e}");
-            if let Some(cause) = std::error::Error::source(&e) {
-                eprintln!("  caused by: {cause}");
-            }
             // A refused configuration is 2, as for bad flags; a port that cannot be had is 1.
-            return match e {
-                crate::StartError::Bind(..) => ExitCode::FAILURE,
-                _ => ExitCode::from(2),
+            let code = match e {
+                crate::StartError::Bind(..) => mtf_cli::EXIT_FAILURE,
+                _ => mtf_cli::EXIT_CONFIG,
             };
+            return mtf_cli::report("mtf-shim", &e, code);
         }
     };
     println!(
         "mtf-shim: serving segment {segment} on http://{}/streamer/status",
         shim.local_addr()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
-    }
+    let stop = mtf_cli::stop_flag();
     // Relaxed: the signal handler's flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

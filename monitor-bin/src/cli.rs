@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -23,12 +22,9 @@ pub struct Cli {
     /// Seconds between cycles (1 to 300).
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
-    /// Segment name in /dev/shm.
-    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
-    pub segment: String,
-    /// Segment file path (overrides --segment).
-    #[arg(long, value_name = "PATH")]
-    pub segment_path: Option<std::path::PathBuf>,
+    /// The segment read first.
+    #[command(flatten)]
+    pub segment: mtf_cli::SegmentArgs,
     /// The HTTP shim; "none" leaves it out.
     #[arg(
         long,
@@ -74,11 +70,7 @@ pub struct Cli {
 impl Cli {
     /// The configuration these flags ask for.
     pub fn config(&self) -> Result<Config, ConfigError> {
-        let segment = match &self.segment_path {
-            Some(p) => shm_core::SegmentPath::at(p),
-            None => shm_core::SegmentPath::named(&self.segment)
-                .map_err(|e| ConfigError::Segment(e.to_string()))?,
-        };
+        let segment = self.segment.path().map_err(ConfigError::Segment)?;
         let server_offset_s = self
             .server_offset
             .as_deref()
@@ -234,21 +226,14 @@ pub fn main() -> ExitCode {
     let monitor = cli.config().and_then(Monitor::new);
     let mut monitor = match monitor {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("mtf-monitor: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return mtf_cli::report("mtf-monitor", &e, mtf_cli::EXIT_CONFIG),
     };
     let options = RunOptions {
         json: cli.json,
         once: cli.once,
         stats_every: cli.stats_every,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registration only fails for forbidden signals, which these are not.
-        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
-    }
+    let stop = mtf_cli::stop_flag();
     if !cli.json {
         eprintln!("{}", banner(monitor.config(), cli.once));
     }
@@ -264,10 +249,6 @@ pub fn main() -> ExitCode {
         Ok(false) if !cli.once => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         // A closed stdout (`mtf-monitor | head`) ends the program without a fuss.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mtf-monitor: error: writing output: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => mtf_cli::report("mtf-monitor", &e, mtf_cli::EXIT_FAILURE),
     }
 }

@@ -23,7 +23,6 @@
 //! # Ok::<(), monitor_bin::ConfigError>(())
 //! ```
 
-
 pub mod bar;
 pub mod chain;
 pub mod cli;
@@ -97,7 +96,7 @@ pub enum ConfigError {
     /// `--count`, `--min-candles` or `--max-age` out of range.
     Policy(String),
     /// The segment name is not a valid name in /dev/shm.
-    Segment(String),
+    Segment(shm_core::SegmentNameError),
     /// The server-time offset is not `+HH:MM` or seconds within 14 hours.
     ServerOffset(shm_core::OffsetError),
     /// `--timeout` outside 0.01 to 60 seconds.

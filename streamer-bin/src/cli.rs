@@ -3,10 +3,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use mtf_cli::SegmentArgs;
 use shm_core::{SegmentPath, Timeframe};
 
 use crate::config::{self, Config, ConfigError, SourceKind};
@@ -45,28 +44,6 @@ enum Command {
         #[command(flatten)]
         segment: SegmentArgs,
     },
-}
-
-#[derive(Debug, Args)]
-struct SegmentArgs {
-    /// Segment name in /dev/shm.
-    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
-    segment: String,
-    /// Segment file path (overrides --segment).
-    #[arg(long, value_name = "PATH")]
-    segment_path: Option<PathBuf>,
-}
-
-impl SegmentArgs {
-    fn path(&self) -> Result<SegmentPath, ConfigError> {
-        match &self.segment_path {
-            Some(p) => Ok(SegmentPath::at(p)),
-            None => SegmentPath::named(&self.segment).map_err(|e| ConfigError {
-                field: "--segment".into(),
-                message: e.to_string(),
-            }),
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -233,32 +210,14 @@ impl RunArgs {
     }
 }
 
-/// Prints `error` and its causes on one line each.
-fn report(error: &dyn std::error::Error) -> ExitCode {
-    eprintln!("mtf-streamer: error: {error}");
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        eprintln!("  caused by: {e}");
-        cause = e.source();
-    }
-    ExitCode::FAILURE
+/// Prints `error` and its causes once; exit status 1.
+fn report(error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    mtf_cli::report("mtf-streamer", error, mtf_cli::EXIT_FAILURE)
 }
 
-/// A bad flag or configuration: reported like any error, with exit status 2 (as clap does for
-/// flags it refuses itself, and as the other binaries do).
-fn report_config(error: &ConfigError) -> ExitCode {
-    report(error);
-    ExitCode::from(2)
-}
-
-/// A flag that SIGINT and SIGTERM set.
-fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registration only fails for forbidden signals, which these are not.
-        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
-    }
-    stop
+/// A bad flag or configuration: exit status 2, as in every binary.
+fn report_config(error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    mtf_cli::report("mtf-streamer", error, mtf_cli::EXIT_CONFIG)
 }
 
 /// The whole program: parse arguments, run, and turn the outcome into an exit code.
@@ -300,7 +259,7 @@ pub fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(e) => return report_config(&e),
             };
-            let stop = stop_flag();
+            let stop = mtf_cli::stop_flag();
             match crate::ops::tail(&path, &symbol, timeframe, &stop, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => report(&e),
@@ -314,7 +273,7 @@ pub fn main() -> ExitCode {
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            let stop = stop_flag();
+            let stop = mtf_cli::stop_flag();
             let mut stdout = std::io::stdout();
             match crate::run(&config, &stop, &mut stdout) {
                 Ok(summary) => {

@@ -1,0 +1,111 @@
+//! What the three binaries (`mtf-streamer`, `mtf-shim`, `mtf-monitor`) share on the command
+//! line, so that each behaves the same way: the segment flags, the stop flag that SIGINT and
+//! SIGTERM set, the exit codes, and one error report that prints the cause chain once.
+//!
+//! ```
+//! use clap::Parser;
+//! use mtf_cli::SegmentArgs;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     segment: SegmentArgs,
+//! }
+//!
+//! let cli = Cli::parse_from(["demo", "--segment", "desk-1"]);
+//! assert!(cli.segment.path()?.path().ends_with("desk-1"));
+//! # Ok::<(), shm_core::SegmentNameError>(())
+//! ```
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Args;
+use shm_core::{SegmentNameError, SegmentPath};
+
+/// Exit status of a bad flag or configuration, in every binary (as clap's own).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit status of any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// `--segment NAME` / `--segment-path PATH`: which segment to use.
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArgs {
+    /// Segment name in /dev/shm.
+    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
+    pub segment: String,
+    /// Segment file path (overrides --segment).
+    #[arg(long, value_name = "PATH")]
+    pub segment_path: Option<PathBuf>,
+}
+
+impl SegmentArgs {
+    /// The segment these flags name.
+    pub fn path(&self) -> Result<SegmentPath, SegmentNameError> {
+        match &self.segment_path {
+            Some(p) => Ok(SegmentPath::at(p)),
+            None => SegmentPath::named(&self.segment),
+        }
+    }
+}
+
+/// A flag that SIGINT and SIGTERM set, for loops that check it.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    stop
+}
+
+/// Prints `program: error: …` and each cause once, and returns `code`. A closed output pipe
+/// (`mtf-monitor | head`) is no failure: it returns success and prints nothing.
+pub fn report(program: &str, error: &(dyn Error + 'static), code: u8) -> ExitCode {
+    let mut cause: Option<&dyn Error> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return ExitCode::SUCCESS;
+            }
+        }
+        cause = e.source();
+    }
+    eprintln!("{program}: error: {error}");
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        eprintln!("  caused by: {e}");
+        cause = e.source();
+    }
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_pipe_anywhere_in_the_chain_is_success() {
+        let e = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(report("t", &e, EXIT_FAILURE), ExitCode::SUCCESS);
+        let other = std::io::Error::other("disk on fire");
+        assert_eq!(report("t", &other, EXIT_CONFIG), ExitCode::from(2));
+    }
+
+    #[test]
+    fn a_path_wins_over_a_name_and_bad_names_are_refused() {
+        let a = SegmentArgs {
+            segment: "x".into(),
+            segment_path: Some("/tmp/y".into()),
+        };
+        assert_eq!(a.path().unwrap().path(), std::path::Path::new("/tmp/y"));
+        let bad = SegmentArgs {
+            segment: "../etc".into(),
+            segment_path: None,
+        };
+        assert!(bad.path().is_err());
+    }
+}
