@@ -1,7 +1,7 @@
 //! The one candle type every source is normalised to.
 //!
 //! The original monitor's three fallbacks disagreed: ISO strings or epoch ints, server time or
-//! UTC, newest first or oldest first. Here every source returns [`Bar`]s with the open time in
+//! UTC, newest first or oldest first. Here every source returns [`M1Bar`]s with the open time in
 //! true UTC epoch seconds (the source's server-time offset already taken off), oldest first,
 //! the newest possibly still forming.
 
@@ -9,7 +9,7 @@ use std::fmt;
 
 /// One M1 bar, as every source delivers it to the monitor.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bar {
+pub struct M1Bar {
     /// Open time, UTC epoch seconds (broker server time minus the server-time offset).
     pub time: i64,
     /// First price.
@@ -30,10 +30,10 @@ pub struct Bar {
     pub complete: bool,
 }
 
-impl Bar {
+impl M1Bar {
     /// A segment candle, with `offset_s` (server time minus UTC) taken off its time.
-    pub fn from_segment(c: &shm_core::Candle, offset_s: i64) -> Bar {
-        Bar {
+    pub fn from_segment(c: &shm_core::Candle, offset_s: i64) -> M1Bar {
+        M1Bar {
             time: c.time - offset_s,
             open: c.open,
             high: c.high,
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn impossible_bars_are_named() {
-        let good = Bar {
+        let good = M1Bar {
             time: 60,
             open: 1.0,
             high: 1.5,
@@ -189,14 +189,14 @@ mod tests {
             complete: true,
         };
         assert_eq!(good.defect(), None);
-        assert!(Bar { high: 1.1, ..good }.defect().is_some());
-        assert!(Bar { low: 1.1, ..good }.defect().is_some());
-        assert!(Bar {
+        assert!(M1Bar { high: 1.1, ..good }.defect().is_some());
+        assert!(M1Bar { low: 1.1, ..good }.defect().is_some());
+        assert!(M1Bar {
             close: f64::NAN,
             ..good
         }
         .defect()
         .is_some());
-        assert!(Bar { open: 0.0, ..good }.defect().is_some());
+        assert!(M1Bar { open: 0.0, ..good }.defect().is_some());
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::bar::Bar;
-use crate::source::{Skip, Source, SourceKind};
+use crate::bar::M1Bar;
+use crate::source::{BarSource, Origin, Skip};
 
 /// How far in the future a bar's open time may be, for clock drift between hosts.
 const FUTURE_SLACK_S: i64 = 60;
@@ -37,9 +37,9 @@ impl Default for Policy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
     /// Which source.
-    pub kind: SourceKind,
+    pub kind: Origin,
     /// The bars, oldest first, times in UTC.
-    pub bars: Vec<Bar>,
+    pub bars: Vec<M1Bar>,
     /// The offset that was taken off the source's times.
     pub offset_s: i64,
     /// The segment's writer generation, where known.
@@ -58,7 +58,7 @@ pub struct Outcome {
     /// Who served it, if anyone.
     pub served: Option<Served>,
     /// The sources tried before (or, with no server, instead of) it, and why each was skipped.
-    pub skipped: Vec<(SourceKind, Skip)>,
+    pub skipped: Vec<(Origin, Skip)>,
     /// A line to log because the serving source changed (or this is the first cycle).
     pub transition: Option<String>,
     /// With no live source: the last candles a stopped (or dead) segment keeps, labelled stale.
@@ -69,9 +69,9 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastKnown {
     /// Which source kept them.
-    pub kind: SourceKind,
+    pub kind: Origin,
     /// The bars, oldest first, times in UTC.
-    pub bars: Vec<Bar>,
+    pub bars: Vec<M1Bar>,
     /// Why they are not live (`writer stopped`, `writer gone`).
     pub why: String,
     /// Age of the newest bar's open time, seconds.
@@ -107,16 +107,16 @@ impl SourceCounters {
 
 /// The sources in order, with what each symbol last used.
 pub struct Chain {
-    sources: Vec<Box<dyn Source>>,
+    sources: Vec<Box<dyn BarSource>>,
     policy: Policy,
-    last: HashMap<String, Option<SourceKind>>,
+    last: HashMap<String, Option<Origin>>,
     counters: Vec<SourceCounters>,
     unserved: u64,
 }
 
 impl Chain {
     /// A chain trying `sources` in order.
-    pub fn new(sources: Vec<Box<dyn Source>>, policy: Policy) -> Chain {
+    pub fn new(sources: Vec<Box<dyn BarSource>>, policy: Policy) -> Chain {
         let counters = vec![SourceCounters::default(); sources.len()];
         Chain {
             sources,
@@ -133,7 +133,7 @@ impl Chain {
     }
 
     /// Each source's counters, in chain order.
-    pub fn counters(&self) -> impl Iterator<Item = (SourceKind, &SourceCounters)> {
+    pub fn counters(&self) -> impl Iterator<Item = (Origin, &SourceCounters)> {
         self.sources
             .iter()
             .map(|s| s.kind())
@@ -236,11 +236,11 @@ impl Chain {
 /// The line that reports a change of source, e.g. `BTCUSDc: shm unavailable (writer gone) → http`.
 fn transition(
     symbol: &str,
-    previous: Option<SourceKind>,
+    previous: Option<Origin>,
     served: &Option<Served>,
-    skipped: &[(SourceKind, Skip)],
+    skipped: &[(Origin, Skip)],
 ) -> String {
-    let reasons = |only: Option<SourceKind>| {
+    let reasons = |only: Option<Origin>| {
         let parts: Vec<String> = skipped
             .iter()
             .filter(|(k, _)| only.is_none_or(|o| o == *k))
@@ -279,12 +279,12 @@ mod tests {
 
     /// A source whose next answers a test sets.
     struct Scripted {
-        kind: SourceKind,
+        kind: Origin,
         answer: Rc<RefCell<Result<Fetched, Skip>>>,
     }
 
-    impl Source for Scripted {
-        fn kind(&self) -> SourceKind {
+    impl BarSource for Scripted {
+        fn kind(&self) -> Origin {
             self.kind
         }
         fn fetch(&mut self, _: &str, _: usize) -> Result<Fetched, Skip> {
@@ -294,7 +294,7 @@ mod tests {
 
     fn bars(n: usize, newest: i64) -> Fetched {
         let bars = (0..n as i64)
-            .map(|i| Bar {
+            .map(|i| M1Bar {
                 time: newest - (n as i64 - 1 - i) * 60,
                 open: 1.0,
                 high: 1.0,
@@ -318,13 +318,13 @@ mod tests {
     fn chain() -> (Chain, Answer, Answer) {
         let shm: Answer = Rc::new(RefCell::new(Ok(bars(50, 1000))));
         let http: Answer = Rc::new(RefCell::new(Ok(bars(50, 1000))));
-        let sources: Vec<Box<dyn Source>> = vec![
+        let sources: Vec<Box<dyn BarSource>> = vec![
             Box::new(Scripted {
-                kind: SourceKind::Shm,
+                kind: Origin::Shm,
                 answer: Rc::clone(&shm),
             }),
             Box::new(Scripted {
-                kind: SourceKind::Http,
+                kind: Origin::Http,
                 answer: Rc::clone(&http),
             }),
         ];
@@ -335,13 +335,13 @@ mod tests {
     fn a_change_of_source_is_reported_once_each_way() {
         let (mut chain, shm, _http) = chain();
         let o = chain.poll("BTCUSDc", 1010);
-        assert_eq!(o.served.unwrap().kind, SourceKind::Shm);
+        assert_eq!(o.served.unwrap().kind, Origin::Shm);
         assert_eq!(o.transition.as_deref(), Some("BTCUSDc: reading from shm"));
         assert_eq!(chain.poll("BTCUSDc", 1010).transition, None);
 
         *shm.borrow_mut() = Err(Skip::Unavailable("writer gone".into()));
         let o = chain.poll("BTCUSDc", 1010);
-        assert_eq!(o.served.as_ref().unwrap().kind, SourceKind::Http);
+        assert_eq!(o.served.as_ref().unwrap().kind, Origin::Http);
         assert_eq!(
             o.transition.as_deref(),
             Some("BTCUSDc: shm unavailable (writer gone) → http")
@@ -364,10 +364,10 @@ mod tests {
         let (mut chain, shm, http) = chain();
         *shm.borrow_mut() = Ok(bars(9, 1000));
         let o = chain.poll("XAUUSDc", 1010);
-        assert_eq!(o.served.unwrap().kind, SourceKind::Http);
+        assert_eq!(o.served.unwrap().kind, Origin::Http);
         assert_eq!(
             o.skipped,
-            [(SourceKind::Shm, Skip::TooFew { got: 9, need: 10 })]
+            [(Origin::Shm, Skip::TooFew { got: 9, need: 10 })]
         );
 
         *shm.borrow_mut() = Ok(bars(50, 1000));
@@ -376,7 +376,7 @@ mod tests {
         assert_eq!(
             o.skipped[1],
             (
-                SourceKind::Http,
+                Origin::Http,
                 Skip::Stale {
                     age_s: 91,
                     max_age_s: 90
@@ -401,14 +401,14 @@ mod tests {
         *shm.borrow_mut() = Ok(bars(50, 1000 + 3 * 3600));
         *http.borrow_mut() = Ok(bars(50, 1000));
         let o = chain.poll("XAUUSDc", 1010);
-        assert_eq!(o.served.unwrap().kind, SourceKind::Http);
+        assert_eq!(o.served.unwrap().kind, Origin::Http);
         assert_eq!(o.skipped[0].1.class(), "bad_data");
         assert!(o.skipped[0].1.to_string().contains("in the future"));
         // Within a minute of drift is still fine.
         *shm.borrow_mut() = Ok(bars(50, 1050));
         assert_eq!(
             chain.poll("XAUUSDc", 1010).served.unwrap().kind,
-            SourceKind::Shm
+            Origin::Shm
         );
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::chain::Policy;
-use crate::source::SourceKind;
+use crate::source::Origin;
 use crate::{report, Config, ConfigError, Monitor};
 
 /// The micro-scalp monitor: each symbol's last M1 candles from shared memory, else the HTTP
@@ -40,7 +40,7 @@ pub struct Cli {
     pub gateway: Option<String>,
     /// Sources in the order tried, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "shm,http,mt5")]
-    pub sources: Vec<SourceKind>,
+    pub sources: Vec<Origin>,
     /// Seconds allowed for an HTTP answer and a gateway connection.
     #[arg(long, default_value_t = 1.0)]
     pub timeout: f64,
@@ -196,13 +196,13 @@ fn print_stats(
 
 /// What the monitor will read, for the first line it prints.
 fn banner(config: &Config, once: bool) -> String {
-    let place = |k: &SourceKind| match k {
-        SourceKind::Shm => format!("shm {}", config.segment),
-        SourceKind::Http => match &config.api_url {
+    let place = |k: &Origin| match k {
+        Origin::Shm => format!("shm {}", config.segment),
+        Origin::Http => match &config.api_url {
             Some(u) => format!("http {u}"),
             None => "http (not configured)".into(),
         },
-        SourceKind::Mt5 => match &config.gateway {
+        Origin::Mt5 => match &config.gateway {
             Some(g) => format!("mt5 {g}"),
             None => "mt5 (not configured: --gateway or MT5_GATEWAY_ADDR)".into(),
         },

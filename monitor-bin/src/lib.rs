@@ -1,11 +1,11 @@
 //! The micro-scalp monitor: every few seconds, each symbol's last 50 M1 candles from the first
 //! source that has fresh ones (the shared-memory segment, then the HTTP shim, then the MT5
-//! gateway), normalised to one [`bar::Bar`] type, and the micro-scalp
+//! gateway), normalised to one [`bar::M1Bar`] type, and the micro-scalp
 //! [`conditions::Conditions`] computed from them.
 //!
 //! The original monitor ran beside the streamer and could not see its buffers ("No M1 candles
 //! available"); its fallbacks disagreed on time types and order. Here each source is a
-//! [`source::Source`] returning the same bars (UTC open times, oldest first), the
+//! [`source::BarSource`] returning the same bars (UTC open times, oldest first), the
 //! [`chain::Chain`] picks the first usable one and reports a change once, and [`Monitor`] ties
 //! them to a configuration.
 //!
@@ -34,7 +34,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chain::{Chain, Outcome, Policy};
-use source::{HttpSource, Mt5Source, ShmSource, Source, SourceKind, Unconfigured};
+use source::{BarSource, HttpSource, Mt5Source, Origin, ShmSource, Unconfigured};
 
 /// Everything the monitor needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ pub struct Config {
     /// The MT5 gateway's `HOST:PORT`; `None` leaves it out.
     pub gateway: Option<String>,
     /// Sources in the order tried.
-    pub sources: Vec<SourceKind>,
+    pub sources: Vec<Origin>,
     /// Time allowed for an HTTP answer (and an MT5 gateway connection; its answer gets twice).
     pub timeout: Duration,
     /// Seconds between cycles.
@@ -71,7 +71,7 @@ impl Default for Config {
             api_url: Some("http://localhost:8000".into()),
             api_token: None,
             gateway: None,
-            sources: SourceKind::ALL.to_vec(),
+            sources: Origin::ALL.to_vec(),
             timeout: Duration::from_secs(1),
             interval: Duration::from_secs(5),
             policy: Policy::default(),
@@ -203,18 +203,16 @@ impl Monitor {
         let sources = config
             .sources
             .iter()
-            .map(|&k| -> Box<dyn Source> {
+            .map(|&k| -> Box<dyn BarSource> {
                 match (k, &config.api_url, &config.gateway) {
-                    (SourceKind::Shm, _, _) => {
-                        Box::new(ShmSource::new(config.segment.clone(), offset))
-                    }
-                    (SourceKind::Http, Some(url), _) => Box::new(HttpSource::new(
+                    (Origin::Shm, _, _) => Box::new(ShmSource::new(config.segment.clone(), offset)),
+                    (Origin::Http, Some(url), _) => Box::new(HttpSource::new(
                         url,
                         config.timeout,
                         config.api_token.clone(),
                         offset,
                     )),
-                    (SourceKind::Mt5, _, Some(addr)) => {
+                    (Origin::Mt5, _, Some(addr)) => {
                         Box::new(Mt5Source::new(addr, config.timeout, offset))
                     }
                     (kind, _, _) => Box::new(Unconfigured(kind)),

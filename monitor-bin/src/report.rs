@@ -10,7 +10,7 @@ use crate::conditions::Conditions;
 
 /// The decimals a symbol's prices are quoted with (MT5's `digits`), read off its bars: the
 /// fewest (at most 8) that write every open, high, low and close exactly.
-pub fn digits(bars: &[crate::bar::Bar]) -> usize {
+pub fn digits(bars: &[crate::bar::M1Bar]) -> usize {
     let needed = |p: f64| {
         (0..=8)
             .find(|&d| {
@@ -85,7 +85,7 @@ pub fn text_line(o: &Outcome, now_s: i64) -> String {
 }
 
 /// ` | VWAP … | spread …` for `bars`, or nothing when there are too few.
-fn conditions_text(bars: &[crate::bar::Bar], d: usize) -> String {
+fn conditions_text(bars: &[crate::bar::M1Bar], d: usize) -> String {
     let Some(c) = Conditions::compute(bars) else {
         return String::new();
     };
@@ -225,13 +225,13 @@ mod tests {
     #[test]
     fn counters_name_each_source_and_what_happened() {
         use crate::chain::{Chain, Policy};
-        use crate::source::{ShmSource, Source, SourceKind, Unconfigured};
-        let sources: Vec<Box<dyn Source>> = vec![
+        use crate::source::{BarSource, Origin, ShmSource, Unconfigured};
+        let sources: Vec<Box<dyn BarSource>> = vec![
             Box::new(ShmSource::new(
                 shm_core::SegmentPath::at("/nonexistent/mtf-segment"),
                 None,
             )),
-            Box::new(Unconfigured(SourceKind::Http)),
+            Box::new(Unconfigured(Origin::Http)),
         ];
         let mut chain = Chain::new(sources, Policy::default());
         chain.poll("BTCUSDc", 0);
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn every_price_of_a_line_has_the_symbols_digits() {
-        let bar = |p: f64| crate::bar::Bar {
+        let bar = |p: f64| crate::bar::M1Bar {
             time: 0,
             open: p,
             high: p,

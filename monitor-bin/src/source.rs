@@ -1,4 +1,4 @@
-//! The three places M1 bars come from, each normalised to [`Bar`]s: the shared-memory segment,
+//! The three places M1 bars come from, each normalised to [`M1Bar`]s: the shared-memory segment,
 //! the HTTP shim, and the MT5 gateway.
 
 use std::fmt;
@@ -8,11 +8,11 @@ use mt5_gateway_client as gateway;
 use serde_json::Value;
 use shm_core::{Liveness, OpenError, ReadError, Reader, SegmentPath, Status, Timeframe};
 
-use crate::bar::{parse_iso8601, Bar};
+use crate::bar::{parse_iso8601, M1Bar};
 
 /// Which source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
+pub enum Origin {
     /// The shared-memory segment.
     Shm,
     /// The HTTP shim.
@@ -21,32 +21,32 @@ pub enum SourceKind {
     Mt5,
 }
 
-impl SourceKind {
+impl Origin {
     /// Every source, in the default order.
-    pub const ALL: [SourceKind; 3] = [SourceKind::Shm, SourceKind::Http, SourceKind::Mt5];
+    pub const ALL: [Origin; 3] = [Origin::Shm, Origin::Http, Origin::Mt5];
 
     /// `shm`, `http` or `mt5`.
     pub fn name(self) -> &'static str {
         match self {
-            SourceKind::Shm => "shm",
-            SourceKind::Http => "http",
-            SourceKind::Mt5 => "mt5",
+            Origin::Shm => "shm",
+            Origin::Http => "http",
+            Origin::Mt5 => "mt5",
         }
     }
 }
 
-impl fmt::Display for SourceKind {
+impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `pad`, so that `{:<4}` lines the sources up in columns.
         f.pad(self.name())
     }
 }
 
-impl std::str::FromStr for SourceKind {
+impl std::str::FromStr for Origin {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SourceKind::ALL
+        Origin::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| format!("unknown source {s:?} (expected shm, http or mt5)"))
@@ -113,7 +113,7 @@ impl fmt::Display for Skip {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fetched {
     /// The bars, oldest first, times in UTC.
-    pub bars: Vec<Bar>,
+    pub bars: Vec<M1Bar>,
     /// The server-time offset that was taken off (server time minus UTC, seconds).
     pub offset_s: i64,
     /// The segment's writer generation, where the source knows it.
@@ -121,9 +121,9 @@ pub struct Fetched {
 }
 
 /// A place M1 bars come from.
-pub trait Source {
+pub trait BarSource {
     /// Which one it is.
-    fn kind(&self) -> SourceKind;
+    fn kind(&self) -> Origin;
     /// The newest `count` M1 bars of `symbol`, oldest first, the newest possibly forming.
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip>;
 
@@ -135,14 +135,14 @@ pub trait Source {
 }
 
 /// Checks the order and values of normalised bars.
-fn checked(mut bars: Vec<Bar>) -> Result<Vec<Bar>, Skip> {
+fn checked(mut bars: Vec<M1Bar>) -> Result<Vec<M1Bar>, Skip> {
     // Sources differ in order (the original API answered newest first); sort, then insist on
     // one bar per minute.
     bars.sort_by_key(|b| b.time);
     if let Some(w) = bars.windows(2).find(|w| w[0].time == w[1].time) {
         return Err(Skip::BadData(format!("two bars at {}", w[0].time)));
     }
-    if let Some(why) = bars.iter().find_map(Bar::defect) {
+    if let Some(why) = bars.iter().find_map(M1Bar::defect) {
         return Err(Skip::BadData(why));
     }
     Ok(bars)
@@ -150,10 +150,10 @@ fn checked(mut bars: Vec<Bar>) -> Result<Vec<Bar>, Skip> {
 
 /// A source without an address: always [`Skip::NotConfigured`].
 #[derive(Debug, Clone, Copy)]
-pub struct Unconfigured(pub SourceKind);
+pub struct Unconfigured(pub Origin);
 
-impl Source for Unconfigured {
-    fn kind(&self) -> SourceKind {
+impl BarSource for Unconfigured {
+    fn kind(&self) -> Origin {
         self.0
     }
 
@@ -209,9 +209,9 @@ fn attach<'a>(
     Ok((reader, status))
 }
 
-impl Source for ShmSource {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Shm
+impl BarSource for ShmSource {
+    fn kind(&self) -> Origin {
+        Origin::Shm
     }
 
     fn last_known(&mut self, symbol: &str, count: usize) -> Option<(Fetched, String)> {
@@ -225,9 +225,9 @@ impl Source for ShmSource {
         let bars = self
             .scratch
             .iter()
-            .map(|c| Bar::from_segment(c, offset_s))
+            .map(|c| M1Bar::from_segment(c, offset_s))
             .collect();
-        let bars = checked(bars).ok().filter(|b: &Vec<Bar>| !b.is_empty())?;
+        let bars = checked(bars).ok().filter(|b: &Vec<M1Bar>| !b.is_empty())?;
         Some((
             Fetched {
                 bars,
@@ -257,7 +257,7 @@ impl Source for ShmSource {
         let bars = self
             .scratch
             .iter()
-            .map(|c| Bar::from_segment(c, offset_s))
+            .map(|c| M1Bar::from_segment(c, offset_s))
             .collect();
         Ok(Fetched {
             bars: checked(bars)?,
@@ -303,7 +303,7 @@ impl HttpSource {
 
     /// Turns one candle object into a bar. `time` may be epoch seconds or ISO 8601, volume
     /// may be named `volume` or `tick_volume`, so that the original Python API reads too.
-    fn bar(v: &Value, offset_s: i64) -> Result<Bar, String> {
+    fn bar(v: &Value, offset_s: i64) -> Result<M1Bar, String> {
         let num = |k: &str| {
             v[k].as_f64()
                 .ok_or_else(|| format!("candle without a numeric {k:?}: {v}"))
@@ -318,7 +318,7 @@ impl HttpSource {
             .or_else(|| v.get("tick_volume"))
             .and_then(Value::as_u64)
             .ok_or_else(|| format!("candle without a volume: {v}"))?;
-        Ok(Bar {
+        Ok(M1Bar {
             time: time - offset_s,
             open: num("open")?,
             high: num("high")?,
@@ -335,9 +335,9 @@ impl HttpSource {
     }
 }
 
-impl Source for HttpSource {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Http
+impl BarSource for HttpSource {
+    fn kind(&self) -> Origin {
+        Origin::Http
     }
 
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip> {
@@ -432,9 +432,9 @@ impl Mt5Source {
     }
 }
 
-impl Source for Mt5Source {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Mt5
+impl BarSource for Mt5Source {
+    fn kind(&self) -> Origin {
+        Origin::Mt5
     }
 
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip> {
@@ -468,7 +468,7 @@ impl Source for Mt5Source {
         let bars = rates
             .iter()
             .enumerate()
-            .map(|(i, r)| Bar::from_segment(&r.to_candle(i == last), offset_s))
+            .map(|(i, r)| M1Bar::from_segment(&r.to_candle(i == last), offset_s))
             .collect();
         Ok(Fetched {
             bars: checked(bars)?,
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn bars_are_sorted_and_duplicates_or_impossible_prices_refused() {
-        let bar = |time, close| Bar {
+        let bar = |time, close| M1Bar {
             time,
             open: close,
             high: close,
@@ -549,7 +549,7 @@ mod tests {
             .to_string(),
             "stale (newest M1 is 7230 s old, limit 90 s; is the server-time offset right?)"
         );
-        assert_eq!("HTTP".parse::<SourceKind>(), Ok(SourceKind::Http));
-        assert!("redis".parse::<SourceKind>().is_err());
+        assert_eq!("HTTP".parse::<Origin>(), Ok(Origin::Http));
+        assert!("redis".parse::<Origin>().is_err());
     }
 }

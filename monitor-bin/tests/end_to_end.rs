@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use monitor_bin::source::{HttpSource, Mt5Source, ShmSource, Source};
+use monitor_bin::source::{BarSource, HttpSource, Mt5Source, ShmSource};
 use mtf_tests::{
     free_port, python3_available, spawn_csv_gateway, spawn_shim, wait_for_running, wait_for_status,
     workspace_bin, ChildGuard, TempSegment,
@@ -358,7 +358,7 @@ fn all_three_sources_return_identical_bars() {
     let (_shim, url) = shim(&seg);
 
     let timeout = Duration::from_secs(2);
-    let mut sources: Vec<Box<dyn Source>> = vec![
+    let mut sources: Vec<Box<dyn BarSource>> = vec![
         Box::new(ShmSource::new(seg.path.clone(), None)),
         Box::new(HttpSource::new(&url, timeout, None, None)),
         Box::new(Mt5Source::new(&gw_addr, timeout, None)),
