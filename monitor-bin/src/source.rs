@@ -8,7 +8,8 @@ use mt5_gateway_client as gateway;
 use serde_json::Value;
 use shm_core::{Liveness, OpenError, ReadError, Reader, SegmentPath, Status, Timeframe};
 
-use crate::bar::{parse_iso8601, M1Bar};
+use crate::bar::M1Bar;
+use shm_core::time::parse_iso8601;
 
 /// Which source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

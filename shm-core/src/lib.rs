@@ -51,12 +51,12 @@ mod process;
 mod reader;
 mod ring;
 mod status;
+pub mod time;
 mod timeframe;
 mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use candle::{Candle, CandleDefect, LATEST_TIME};
 pub use files::Untrusted;
@@ -69,10 +69,11 @@ pub use reader::{
     DEFAULT_STALL_AFTER,
 };
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
-pub use timeframe::{
-    civil_from_days, days_from_civil, iso8601_ms, parse_server_offset, OffsetError, Timeframe,
-    UnknownTimeframe, SERVER_OFFSET_RANGE,
+pub use time::{
+    civil_from_days, days_from_civil, iso8601_ms, now_ns, parse_server_offset, OffsetError,
+    SERVER_OFFSET_RANGE,
 };
+pub use timeframe::{Timeframe, UnknownTimeframe};
 pub use writer::{remove_segment, CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
 
 /// The segment name used when none is given.
@@ -139,11 +140,4 @@ impl fmt::Display for SegmentPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.path.display().fmt(f)
     }
-}
-
-/// Wall-clock time in unix nanoseconds (0 before 1970).
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
