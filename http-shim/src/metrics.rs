@@ -1,8 +1,11 @@
-//! Request counters and a latency histogram, lock-free, rendered in Prometheus text format.
+//! Prometheus text: the request counters and latency histogram (lock-free), the segment's
+//! metrics, and the [`Exposition`] writer that gives every family its `# HELP` and `# TYPE`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use shm_core::{Counter, Liveness, Reader};
 
 /// The endpoints counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,45 +86,139 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Appends the request metrics in Prometheus text format. The loads are Relaxed like the
-    /// increments: each counter is read on its own, and a scrape may see some of them a
-    /// request ahead of others, as Prometheus expects of counters.
-    pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP mtf_shim_requests_total HTTP requests answered, by endpoint and status.\n",
+    /// Writes the request metrics. The loads are Relaxed like the increments: each counter
+    /// is read on its own, and a scrape may see some of them a request ahead of others, as
+    /// Prometheus expects of counters.
+    pub fn render(&self, e: &mut Exposition) {
+        e.family(
+            "mtf_shim_requests_total",
+            "counter",
+            "HTTP requests answered, by endpoint and status.",
         );
-        out.push_str("# TYPE mtf_shim_requests_total counter\n");
-        for (e, (_, name)) in ENDPOINTS.iter().enumerate() {
-            for (s, status) in STATUSES.iter().enumerate() {
-                let n = self.requests[e][s].load(Ordering::Relaxed);
+        for (i, (_, name)) in ENDPOINTS.iter().enumerate() {
+            for (k, status) in STATUSES.iter().enumerate() {
+                let n = self.requests[i][k].load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "mtf_shim_requests_total{{endpoint=\"{name}\",status=\"{status}\"}} {n}"
-                    );
+                    let status = status.to_string();
+                    e.sample(&[("endpoint", name), ("status", &status)], n);
                 }
             }
         }
-        out.push_str("# HELP mtf_shim_request_duration_seconds Time from request head parsed to response built.\n");
-        out.push_str("# TYPE mtf_shim_request_duration_seconds histogram\n");
+        let name = "mtf_shim_request_duration_seconds";
+        e.family(
+            name,
+            "histogram",
+            "Time from request head parsed to response built.",
+        );
         let mut cumulative = 0;
         for (b, le) in BUCKETS.iter().enumerate() {
             cumulative += self.buckets[b].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "mtf_shim_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
+            e.line(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}"));
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "mtf_shim_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "mtf_shim_request_duration_seconds_sum {}",
+        e.line(&format!("{name}_bucket{{le=\"+Inf\"}} {count}"));
+        e.line(&format!(
+            "{name}_sum {}",
             self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(out, "mtf_shim_request_duration_seconds_count {count}");
+        ));
+        e.line(&format!("{name}_count {count}"));
+    }
+}
+
+/// Prometheus text exposition, one family at a time: [`family`](Self::family) always writes
+/// the family's `# HELP` and `# TYPE`, so no series can go out without them.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+    /// The family whose samples are being written.
+    family: String,
+}
+
+impl Exposition {
+    /// Starts the family `name` of `kind` (`counter`, `gauge`, `histogram`).
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self.family = name.to_owned();
+        self
+    }
+
+    /// One sample of the current family, with `labels` (values escaped as the format says).
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) -> &mut Self {
+        self.out.push_str(&self.family);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+
+    /// A line written as it is (the `_bucket`, `_sum` and `_count` series of a histogram).
+    fn line(&mut self, text: &str) {
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// The segment's metrics: the reader's retries, the writer's liveness, generation, heartbeat,
+/// every counter, and the candles each ring holds.
+pub fn render_segment(e: &mut Exposition, reader: Option<&Reader>) {
+    let Some(reader) = reader else {
+        return;
+    };
+    let st = reader.status();
+    e.family(
+        "mtf_shim_reader_retries_total",
+        "counter",
+        "Failed seqlock read attempts (retried).",
+    )
+    .sample(&[], reader.retries());
+    e.family("mtf_streamer_up", "gauge", "1 while the writer is alive.")
+        .sample(&[], u8::from(st.liveness == Liveness::Alive));
+    e.family(
+        "mtf_streamer_generation",
+        "gauge",
+        "Writer starts on this segment (1 for a new one).",
+    )
+    .sample(&[], st.generation);
+    e.family(
+        "mtf_streamer_heartbeat_age_seconds",
+        "gauge",
+        "Age of the writer's last heartbeat.",
+    )
+    .sample(&[], st.heartbeat_age.as_secs_f64());
+    for c in Counter::ALL {
+        e.family(
+            &format!("mtf_streamer_{c}_total"),
+            "counter",
+            &format!("The writer's {c} counter (docs/LAYOUT.md)."),
+        )
+        .sample(&[], st.counters.get(c));
+    }
+    e.family(
+        "mtf_streamer_candles_buffered",
+        "gauge",
+        "Candles a ring holds: closed ones and the forming one.",
+    );
+    for ring in reader.rings() {
+        if let Ok(s) = ring.stats() {
+            let tf = ring.timeframe().to_string();
+            e.sample(&[("symbol", ring.symbol()), ("timeframe", &tf)], s.buffered);
+        }
     }
 }

@@ -460,6 +460,21 @@ fn metrics_are_prometheus_text_with_requests_latency_and_streamer_counters() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+    // Every series belongs to a family with its HELP and TYPE.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let series = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| series.strip_suffix(s))
+            .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+            .unwrap_or(series);
+        for what in ["HELP", "TYPE"] {
+            assert!(
+                text.contains(&format!("# {what} {family} ")),
+                "{series} has no {what}:\n{text}"
+            );
+        }
+    }
 }
 
 #[test]

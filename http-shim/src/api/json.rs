@@ -1,0 +1,214 @@
+//! Candle JSON (dicts or raw arrays, either order) and the error envelope with its codes.
+
+use serde_json::{json, Value};
+use shm_core::{iso8601_ms, now_ns, Candle};
+
+use crate::server::Response;
+
+/// Every `error_code` the API answers with, and its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A symbol that breaks the naming rule.
+    InvalidSymbol,
+    /// A timeframe name that does not exist.
+    InvalidTimeframe,
+    /// A `limit` out of range or not a number.
+    InvalidLimit,
+    /// An unknown, repeated-badly or malformed query parameter.
+    InvalidParameter,
+    /// A well-formed symbol the segment does not hold.
+    SymbolNotFound,
+    /// A timeframe the segment holds no ring of for the symbol.
+    TimeframeNotAvailable,
+    /// No live writer (with `details.reason`).
+    StreamerNotRunning,
+    /// No such route.
+    NotFound,
+    /// A method other than GET or HEAD.
+    MethodNotAllowed,
+    /// The bearer token is missing or wrong.
+    Unauthorized,
+    /// The answer would pass the byte budget of one response.
+    ResponseTooLarge,
+    /// A stored candle breaks the writer's invariants (a damaged or forged segment).
+    InvalidStoredData,
+}
+
+impl ErrorCode {
+    /// The `error_code` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidSymbol => "INVALID_SYMBOL",
+            ErrorCode::InvalidTimeframe => "INVALID_TIMEFRAME",
+            ErrorCode::InvalidLimit => "INVALID_LIMIT",
+            ErrorCode::InvalidParameter => "INVALID_PARAMETER",
+            ErrorCode::SymbolNotFound => "SYMBOL_NOT_FOUND",
+            ErrorCode::TimeframeNotAvailable => "TIMEFRAME_NOT_AVAILABLE",
+            ErrorCode::StreamerNotRunning => "STREAMER_NOT_RUNNING",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
+            ErrorCode::InvalidStoredData => "INVALID_STORED_DATA",
+        }
+    }
+
+    /// The HTTP status that goes with it.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidSymbol
+            | ErrorCode::InvalidTimeframe
+            | ErrorCode::InvalidLimit
+            | ErrorCode::InvalidParameter
+            | ErrorCode::ResponseTooLarge => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::SymbolNotFound | ErrorCode::TimeframeNotAvailable | ErrorCode::NotFound => {
+                404
+            }
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::InvalidStoredData => 500,
+            ErrorCode::StreamerNotRunning => 503,
+        }
+    }
+}
+
+/// The candle fields of the `raw` format, in order.
+pub(super) const FIELDS: [&str; 9] = [
+    "time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "spread",
+    "real_volume",
+    "complete",
+];
+
+pub(super) fn iso_now() -> String {
+    iso8601_ms((now_ns() / 1_000_000) as i64)
+}
+
+/// An error answer in the documented shape, with the code's status.
+pub(super) fn error(code: ErrorCode, message: impl Into<String>, extra: Value) -> Response {
+    let mut body = json!({"success": false, "error": message.into(), "error_code": code.as_str(), "details": {}});
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+    Response::json(code.status(), body.to_string())
+}
+
+/// Writes a finite f64 as a JSON number that stays a float in every client (`2.0`, never
+/// `2`), in shortest round-trip form; `null` otherwise, which the streamer never stores.
+fn num(out: &mut String, x: f64) {
+    if x.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(x));
+    } else {
+        out.push_str("null");
+    }
+}
+
+fn int(out: &mut String, x: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(x));
+}
+
+/// Appends candles as JSON, newest first unless `asc`, as dicts or raw arrays.
+pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool) {
+    // Field separators of the two formats: dict keys, or bare commas for raw arrays.
+    let sep: [&str; 9] = if raw {
+        ["[", ",", ",", ",", ",", ",", ",", ",", ","]
+    } else {
+        [
+            "{\"time\":",
+            ",\"open\":",
+            ",\"high\":",
+            ",\"low\":",
+            ",\"close\":",
+            ",\"volume\":",
+            ",\"spread\":",
+            ",\"real_volume\":",
+            ",\"complete\":",
+        ]
+    };
+    let close = if raw { "]" } else { "}" };
+    out.reserve(candles.len() * 170);
+    out.push('[');
+    let mut emit = |i: usize, c: &Candle| {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(sep[0]);
+        int(out, c.time);
+        out.push_str(sep[1]);
+        num(out, c.open);
+        out.push_str(sep[2]);
+        num(out, c.high);
+        out.push_str(sep[3]);
+        num(out, c.low);
+        out.push_str(sep[4]);
+        num(out, c.close);
+        out.push_str(sep[5]);
+        int(out, c.tick_volume);
+        out.push_str(sep[6]);
+        int(out, c.spread);
+        out.push_str(sep[7]);
+        int(out, c.real_volume);
+        out.push_str(sep[8]);
+        out.push_str(if c.forming { "false" } else { "true" });
+        out.push_str(close);
+    };
+    if asc {
+        candles.iter().enumerate().for_each(|(i, c)| emit(i, c));
+    } else {
+        candles
+            .iter()
+            .rev()
+            .enumerate()
+            .for_each(|(i, c)| emit(i, c));
+    }
+    out.push(']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candles_serialise_in_both_formats_and_orders() {
+        let c = [
+            Candle {
+                time: 60,
+                open: 1.5,
+                high: 2.0,
+                low: 1.0,
+                close: 1.25,
+                tick_volume: 3,
+                spread: 2,
+                real_volume: 7,
+                forming: false,
+                repaired: false,
+            },
+            Candle {
+                time: 120,
+                forming: true,
+                ..Candle::flat(120, 90_000.0)
+            },
+        ];
+        let mut s = String::new();
+        write_candles(&mut s, &c, false, false);
+        let v: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v[0]["time"], 120);
+        assert_eq!(v[0]["complete"], false);
+        assert_eq!(
+            v[1],
+            json!({"time": 60, "open": 1.5, "high": 2.0, "low": 1.0, "close": 1.25, "volume": 3, "spread": 2, "real_volume": 7, "complete": true})
+        );
+        s.clear();
+        write_candles(&mut s, &c, true, true);
+        let v: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v[0], json!([60, 1.5, 2.0, 1.0, 1.25, 3, 2, 7, true]));
+        assert_eq!(v[1][0], 120);
+    }
+}

@@ -1,0 +1,231 @@
+//! The `/streamer/*` endpoints and `/metrics`, answered from the segment alone.
+//!
+//! One file per concern, after mini-redis: [`query`] parses and validates what a request asks
+//! for, [`json`] writes candles and the error envelope, [`candles`] answers the candle
+//! endpoints, [`status`] the status, available and health ones, and this file routes, checks
+//! the token, and keeps the reader attached. Prometheus text is written by
+//! [`crate::metrics`].
+
+mod candles;
+mod json;
+mod query;
+mod status;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Instant;
+
+use serde_json::json;
+use shm_core::{now_ns, OpenError, Reader, SegmentPath};
+
+use crate::metrics::{Endpoint, Metrics};
+use crate::server::{Request, Response};
+
+pub use candles::{MAX_BATCH_PAIRS, MAX_RESPONSE_BYTES};
+use json::error;
+pub use json::{write_candles, ErrorCode};
+use query::query_params;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The segment to read.
+    pub segment: SegmentPath,
+    /// Largest `limit` accepted.
+    pub max_limit: usize,
+    /// If set, every request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// The API's state, shared by all connection threads.
+#[derive(Debug)]
+pub struct Api {
+    config: ApiConfig,
+    /// The attached reader; `None` while there is no segment. Requests take the read lock;
+    /// re-attaching takes the write lock, at most every `REFRESH_NS`.
+    reader: RwLock<Option<Reader>>,
+    last_refresh_ns: AtomicU64,
+    metrics: Metrics,
+    started: Instant,
+}
+
+/// How often a request may trigger a check for a replaced or new segment.
+const REFRESH_NS: u64 = 250_000_000;
+
+impl Api {
+    /// The API over `config.segment`; it attaches on the first request that finds the segment.
+    pub fn new(config: ApiConfig) -> Api {
+        let reader = Reader::open(&config.segment).ok();
+        Api {
+            config,
+            reader: RwLock::new(reader),
+            last_refresh_ns: AtomicU64::new(now_ns()),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Answers one request and counts it.
+    pub fn handle(&self, req: &Request) -> Response {
+        let start = Instant::now();
+        let (endpoint, response) = self.route(req);
+        self.metrics
+            .record(endpoint, response.status, start.elapsed());
+        response
+    }
+
+    /// The attached reader (`None` while there is no segment), for one request. A panic in
+    /// another request while it held the write lock poisons nothing that matters here: the
+    /// reader is either the old one or the new one, both whole.
+    fn reader(&self) -> RwLockReadGuard<'_, Option<Reader>> {
+        self.reader.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-attaches if the segment was replaced or appeared, at most every 250 ms.
+    fn refresh(&self) {
+        let now = now_ns();
+        // Relaxed: the timestamp only elects which request refreshes; the reader itself is
+        // handed over by the RwLock, whose lock and unlock order everything that matters.
+        let last = self.last_refresh_ns.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < REFRESH_NS {
+            return;
+        }
+        // One thread wins the right to refresh; the others go on with the current reader.
+        if self
+            .last_refresh_ns
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(mut guard) = self.reader.write() else {
+            return;
+        };
+        match guard.as_mut() {
+            Some(r) => {
+                if let Err(OpenError::NotFound { .. }) = r.refresh() {
+                    *guard = None;
+                }
+            }
+            None => *guard = Reader::open(&self.config.segment).ok(),
+        }
+    }
+
+    fn authorized(&self, req: &Request) -> bool {
+        let Some(token) = &self.config.token else {
+            return true;
+        };
+        // The scheme is case-insensitive (RFC 9110 11.1); the token is compared exactly.
+        let given = req
+            .authorization
+            .as_deref()
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    fn route(&self, req: &Request) -> (Endpoint, Response) {
+        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+        let endpoint = match path {
+            "/streamer/candles" => Endpoint::CandlesBatch,
+            p if p.starts_with("/streamer/candles/") => Endpoint::Candles,
+            "/streamer/status" => Endpoint::Status,
+            "/streamer/available" => Endpoint::Available,
+            "/streamer/health" => Endpoint::Health,
+            "/metrics" => Endpoint::Metrics,
+            _ => Endpoint::Other,
+        };
+        if !self.authorized(req) {
+            let mut r = error(
+                ErrorCode::Unauthorized,
+                "a valid bearer token is required",
+                json!({}),
+            );
+            r.extra_headers.push("WWW-Authenticate: Bearer".into());
+            return (endpoint, r);
+        }
+        if req.method != "GET" && req.method != "HEAD" {
+            let mut r = error(
+                ErrorCode::MethodNotAllowed,
+                format!("method {} is not allowed; use GET or HEAD", req.method),
+                json!({}),
+            );
+            r.extra_headers.push("Allow: GET, HEAD".into());
+            return (endpoint, r);
+        }
+        let params = match query_params(query) {
+            Ok(p) => p,
+            Err(bad) => {
+                return (
+                    endpoint,
+                    error(
+                        ErrorCode::InvalidParameter,
+                        format!("malformed query parameter {bad:?}"),
+                        json!({}),
+                    ),
+                )
+            }
+        };
+        let known: &[&str] = match endpoint {
+            Endpoint::Candles => &["limit", "format", "order"],
+            Endpoint::CandlesBatch => &["symbols", "timeframes", "limit", "format", "order"],
+            _ => &[],
+        };
+        if let Some((bad, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            let shown: String = bad.chars().take(50).collect();
+            let hint = if known.is_empty() {
+                "this endpoint takes no parameters".to_owned()
+            } else {
+                format!("known parameters: {}", known.join(", "))
+            };
+            return (
+                endpoint,
+                error(
+                    ErrorCode::InvalidParameter,
+                    format!("unknown query parameter {shown:?}; {hint}"),
+                    json!({"details": {"parameter": shown, "known": known}}),
+                ),
+            );
+        }
+        self.refresh();
+        let response = match endpoint {
+            Endpoint::Candles => self.candles(&path["/streamer/candles/".len()..], &params),
+            Endpoint::CandlesBatch => self.candles_batch(&params),
+            Endpoint::Status => self.status(),
+            Endpoint::Available => self.available(),
+            Endpoint::Health => self.health(),
+            Endpoint::Metrics => self.prometheus(),
+            Endpoint::Other => error(
+                ErrorCode::NotFound,
+                format!("no route {}", path.chars().take(200).collect::<String>()),
+                json!({}),
+            ),
+        };
+        (endpoint, response)
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
