@@ -44,6 +44,7 @@ compile_error!("shm-core needs a 64-bit target: its readers rely on plain 64-bit
 
 mod candle;
 mod files;
+mod header;
 mod layout;
 mod lock;
 mod mem;

@@ -1,11 +1,57 @@
 //! Word access to memory that other processes may read or write at the same time.
 //!
-//! Every access to the segment goes through [`Mem::word`], which hands out a short-lived
-//! `&AtomicU64`. No `&[u8]` or `&T` of a plain type is ever made over the segment: another
+//! Every access to the segment goes through [`Mem::word`] (bounds-checked) or
+//! [`Mem::word_unchecked`] (for the rings, whose extent [`RingRef`](crate::ring::RingRef)
+//! checked once), which hand out a short-lived `&AtomicU64`. No `&[u8]` or `&T` of a plain type is ever made over the segment: another
 //! process may change any byte of it at any moment, and only atomic accesses make that defined
 //! behaviour.
 
+use std::fs::File;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A shared mapping of a segment file, and the word view of it: one value, so the view can
+/// never outlive the memory it points to.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    mem: Mem,
+    _map: MmapRaw,
+}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` shared and writable (the writer).
+    pub(crate) fn read_write(file: &File, len: usize) -> io::Result<Mapping> {
+        let map = MmapOptions::new().len(len).map_raw(file)?;
+        Mapping::new(map, len, true)
+    }
+
+    /// Maps the first `len` bytes of `file` shared and read-only (readers). The caller has
+    /// checked that the file is at least `len` bytes long: a page past its end is SIGBUS.
+    pub(crate) fn read_only(file: &File, len: usize) -> io::Result<Mapping> {
+        let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
+        Mapping::new(map, len, false)
+    }
+
+    fn new(map: MmapRaw, len: usize, writable: bool) -> io::Result<Mapping> {
+        if map.len() < len {
+            return Err(io::Error::other("mapping shorter than the segment"));
+        }
+        // SAFETY: `map` is a shared mapping of `map.len()` bytes, page-aligned and so
+        // 8-aligned, writable if `writable` (the constructors above chose the protection to
+        // match); it is stored beside `mem` in this struct and unmapped only when the struct is
+        // dropped, so it outlives every use of `mem`. Every process accesses the segment only
+        // through atomic word operations (the crate's protocol, docs/LAYOUT.md).
+        let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len(), writable) };
+        Ok(Mapping { mem, _map: map })
+    }
+
+    /// The word view.
+    pub(crate) fn mem(&self) -> &Mem {
+        &self.mem
+    }
+}
 
 /// A region of 8-byte words shared with other processes.
 ///
@@ -47,38 +93,81 @@ impl Mem {
         self.len
     }
 
-    /// The word at byte offset `off`.
-    ///
-    /// Callers pass offsets computed from a validated [`Placement`](crate::layout::Placement);
-    /// the assertion checks that in debug builds.
+    /// The word at byte offset `off`, checked: a bad offset panics instead of touching memory
+    /// outside the region. For the header, the symbol table and the directory, which are
+    /// accessed a few words at a time.
     #[inline(always)]
-    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+    fn word(&self, off: usize) -> &AtomicU64 {
+        if !(off.is_multiple_of(8) && off < self.len && self.len - off >= 8) {
+            out_of_bounds(off, self.len);
+        }
+        // SAFETY: checked just above: aligned and in bounds.
+        unsafe { self.word_unchecked(off) }
+    }
+
+    /// The word at byte offset `off`, unchecked: for the ring protocol's hot paths, where
+    /// [`RingRef`](crate::ring::RingRef) checked its whole extent once. A bounds check per
+    /// word cost 6 to 11 % on reads and doubled the writer's tick update (docs/BENCHMARKS.md).
+    ///
+    /// # Safety
+    /// `off` is a multiple of 8 and `off + 8 <= self.len()`.
+    #[inline(always)]
+    pub(crate) unsafe fn word_unchecked(&self, off: usize) -> &AtomicU64 {
         debug_assert!(
             off.is_multiple_of(8) && off + 8 <= self.len,
             "word {off} outside {}",
             self.len
         );
-        // SAFETY: `off + 8 <= len` and `off` is a multiple of 8 (checked in debug builds; every
-        // caller derives `off` from a placement validated against `len`), so the pointer is
-        // aligned and in bounds. The memory stays mapped for the lifetime of `&self`, and every
-        // access to it is atomic (type invariant), as `AtomicU64::from_ptr` requires. On a
-        // read-only mapping only loads are issued (see `store`), and the standard library
-        // permits atomic loads of at most pointer size on read-only memory.
+        // SAFETY: `off + 8 <= len` and `off` is a multiple of 8 (the caller's contract), so the
+        // pointer is aligned and in bounds. The memory stays mapped for the lifetime of
+        // `&self`, and every access to it is atomic (type invariant), as
+        // `AtomicU64::from_ptr` requires. On a read-only mapping only loads are issued (see
+        // `store`), and the standard library permits atomic loads of at most pointer size on
+        // read-only memory.
         unsafe { AtomicU64::from_ptr(self.base.add(off).cast::<u64>()) }
     }
 
-    /// Loads the word at `off`.
+    /// Loads the word at `off` (checked).
     #[inline(always)]
     pub(crate) fn load(&self, off: usize, order: Ordering) -> u64 {
         self.word(off).load(order)
     }
 
-    /// Stores `value` at `off`. Only a writable region may be stored to.
+    /// Loads the word at `off`, unchecked.
+    ///
+    /// # Safety
+    /// As for [`word_unchecked`](Self::word_unchecked).
+    #[inline(always)]
+    pub(crate) unsafe fn load_unchecked(&self, off: usize, order: Ordering) -> u64 {
+        // SAFETY: the caller's contract is `word_unchecked`'s.
+        unsafe { self.word_unchecked(off) }.load(order)
+    }
+
+    /// Stores `value` at `off`, unchecked. Only a writable region may be stored to.
+    ///
+    /// # Safety
+    /// As for [`word_unchecked`](Self::word_unchecked).
+    #[inline(always)]
+    pub(crate) unsafe fn store_unchecked(&self, off: usize, value: u64, order: Ordering) {
+        debug_assert!(self.writable, "store to a read-only mapping");
+        // SAFETY: the caller's contract is `word_unchecked`'s.
+        unsafe { self.word_unchecked(off) }.store(value, order);
+    }
+
+    /// Stores `value` at `off` (checked). Only a writable region may be stored to.
     #[inline(always)]
     pub(crate) fn store(&self, off: usize, value: u64, order: Ordering) {
         debug_assert!(self.writable, "store to a read-only mapping");
         self.word(off).store(value, order);
     }
+}
+
+/// The panic of a word offset outside the region, out of line so that the check in
+/// [`Mem::word`] stays a compare and a branch that is never taken.
+#[cold]
+#[inline(never)]
+fn out_of_bounds(off: usize, len: usize) -> ! {
+    panic!("word {off} outside a region of {len} bytes")
 }
 
 #[cfg(test)]

@@ -8,16 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::candle::Candle;
 use crate::files::{self, Untrusted};
+use crate::header::Header;
 use crate::layout::{
-    self, dir, hdr, sym, Layout, RingSpec, COUNTER_SLOTS, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
-    MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS,
+    self, dir, hdr, sym, Layout, RingSpec, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CAPACITY,
+    MAX_RINGS, MAX_SYMBOLS,
 };
 use crate::lock::{self, Probe};
-use crate::mem::Mem;
+use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
 use crate::ring::{Busy, RingRef};
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
@@ -219,9 +218,8 @@ impl From<Busy> for ReadError {
 /// ```
 #[derive(Debug)]
 pub struct Reader {
-    /// Word access to `map`; see the invariants of [`Mem`]. Read-only: only loads are issued.
-    mem: Mem,
-    _map: MmapRaw,
+    /// The segment, mapped read-only, with its word view: only loads are issued.
+    map: Mapping,
     /// Kept open for comparing inodes in `refresh`.
     file: File,
     /// The writer's lock file, where this process may open it (see `lock.rs`).
@@ -278,21 +276,14 @@ impl Reader {
             return Err(truncated(HEADER_SIZE as u64));
         }
         let len = usize::try_from(len).map_err(|_| truncated(len))?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw_read_only(&file)
-            .map_err(io)?;
-        // SAFETY: a shared read-only mapping of `len` bytes (page-aligned), stored in the same
-        // struct as `mem`; only loads are issued through it, and every process accesses the
-        // segment only with atomic word operations.
-        let mem = unsafe { Mem::new(map.as_ptr() as *mut u8, map.len(), false) };
-
-        // Acquire (read side of the version publication; write side is the Release store of
-        // the version in `writer::build`): if we see version 1, we see the whole initialised
-        // header and directory.
-        let version = mem.load(hdr::VERSION, Ordering::Acquire);
+        let map = Mapping::read_only(&file, len).map_err(io)?;
+        let mem = map.mem();
+        // The header, version first with Acquire (see `Header::load`): if we see version 1, we
+        // see the whole initialised header and directory.
+        let h = Header::load(mem);
         let word = |off| mem.load(off, Ordering::Relaxed);
-        let magic = word(hdr::MAGIC);
+        let version = h.version;
+        let magic = h.magic;
         if magic != MAGIC {
             return Err(OpenError::BadMagic {
                 path: path.to_owned(),
@@ -315,18 +306,17 @@ impl Reader {
             path: path.to_owned(),
             what,
         };
-        let total = word(hdr::TOTAL_SIZE);
+        let total = h.total_size;
         if (len as u64) < total {
             return Err(truncated(total));
         }
-        if word(hdr::HEADER_SIZE) != HEADER_SIZE as u64 {
+        if h.header_size != HEADER_SIZE as u64 {
             return Err(corrupt(format!(
                 "header_size is {}, expected {HEADER_SIZE}",
-                word(hdr::HEADER_SIZE)
+                h.header_size
             )));
         }
-        let symbol_count = word(hdr::SYMBOL_COUNT);
-        let ring_count = word(hdr::RING_COUNT);
+        let (symbol_count, ring_count) = (h.symbol_count, h.ring_count);
         if symbol_count > MAX_SYMBOLS as u64 || ring_count == 0 || ring_count > MAX_RINGS as u64 {
             return Err(corrupt(format!(
                 "{symbol_count} symbols and {ring_count} rings"
@@ -338,8 +328,8 @@ impl Reader {
         let symbols_offset = HEADER_SIZE;
         let directory_offset = symbols_offset + symbol_count * layout::SYMBOL_ENTRY_SIZE;
         let directory_end = directory_offset + ring_count * layout::DIR_ENTRY_SIZE;
-        if word(hdr::SYMBOLS_OFFSET) != symbols_offset as u64
-            || word(hdr::DIRECTORY_OFFSET) != directory_offset as u64
+        if h.symbols_offset != symbols_offset as u64
+            || h.directory_offset != directory_offset as u64
         {
             return Err(corrupt("symbol table or directory offset".into()));
         }
@@ -383,7 +373,7 @@ impl Reader {
         }
         let layout = Layout::from_parts(symbols, specs);
         let placement = layout.placement();
-        let stored_hash = word(hdr::LAYOUT_HASH);
+        let stored_hash = h.layout_hash;
         if stored_hash != placement.hash {
             return Err(OpenError::LayoutHashMismatch {
                 path: path.to_owned(),
@@ -405,14 +395,11 @@ impl Reader {
             .rings()
             .iter()
             .zip(&placement.ring_offsets)
-            .map(|(r, &base)| RingRef {
-                base,
-                capacity: u64::from(r.capacity),
-            })
-            .collect();
+            .map(|(r, &base)| RingRef::new(base, r.capacity, mem))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| corrupt("a ring lies outside the file".into()))?;
         Ok(Reader {
-            mem,
-            _map: map,
+            map,
             file,
             lock_probe,
             path: path.to_owned(),
@@ -423,6 +410,11 @@ impl Reader {
             stall_after: DEFAULT_STALL_AFTER,
             retries: AtomicU64::new(0),
         })
+    }
+
+    /// The word view of the segment.
+    fn mem(&self) -> &Mem {
+        self.map.mem()
     }
 
     /// Re-opens the segment if its file was replaced (by a writer with another layout, or
@@ -491,7 +483,7 @@ impl Reader {
         let i = self.layout.symbols().position(|s| s == symbol)?;
         let at = self.symbols_offset + i * layout::SYMBOL_ENTRY_SIZE;
         // Relaxed: independent words (see `Writer::record_tick`).
-        let word = |off| self.mem.load(at + off, Ordering::Relaxed);
+        let word = |off| self.mem().load(at + off, Ordering::Relaxed);
         let wall = word(sym::LAST_TICK_WALL_NS);
         (wall != 0).then(|| TickInfo {
             server_time_ms: word(sym::LAST_TICK_MS) as i64,
@@ -501,21 +493,8 @@ impl Reader {
         })
     }
 
-    /// What `/proc` says of the writer the header names.
-    fn writer_process(&self) -> PidState {
-        // Acquire on the generation first, as in `status`: the words after it belong to that
-        // generation or a later one.
-        let _ = self.mem.load(hdr::GENERATION, Ordering::Acquire);
-        let word = |off| self.mem.load(off, Ordering::Relaxed);
-        let who = process::Identity {
-            pidns: word(hdr::WRITER_PIDNS),
-            start_ticks: word(hdr::WRITER_START_TICKS),
-        };
-        process::check(word(hdr::WRITER_PID) as u32, who)
-    }
-
     fn writer_state(&self) -> Option<WriterState> {
-        WriterState::from_word(self.mem.load(hdr::WRITER_STATE, Ordering::Acquire))
+        WriterState::from_word(self.mem().load(hdr::WRITER_STATE, Ordering::Acquire))
     }
 
     /// Reads the header: liveness, generation, heartbeat, counters. Costs one `fcntl` (the lock
@@ -523,12 +502,9 @@ impl Reader {
     /// lock cannot be probed (a reader in another account) or the heartbeat is stale. The
     /// candle reads cost none.
     pub fn status(&self) -> Status {
-        let word = |off| self.mem.load(off, Ordering::Relaxed);
-        // Acquire on the state (read side of the writer's Release store of `stopped` in
-        // `Writer::drop`): a reader that sees `stopped` sees the final heartbeat too.
-        let writer_state = self.writer_state();
-        let heartbeat_ns = word(hdr::HEARTBEAT_NS);
-        let heartbeat_age = Duration::from_nanos(now_ns().saturating_sub(heartbeat_ns));
+        let h = Header::load(self.mem());
+        let writer_state = WriterState::from_word(h.writer_state);
+        let heartbeat_age = Duration::from_nanos(now_ns().saturating_sub(h.heartbeat_ns));
         let stale = heartbeat_age > self.stall_after;
         let liveness = match writer_state {
             Some(WriterState::Replaced) => Liveness::Replaced,
@@ -540,35 +516,38 @@ impl Reader {
                 // The lock cannot be seen (another account), or it is held but the heartbeat
                 // stopped: ask /proc whether the recorded process still runs. A lock held by
                 // something else than a live writer never makes a dead writer look alive.
-                _ => match self.writer_process() {
+                _ => match writer_process(&h) {
                     PidState::Dead => Liveness::Gone,
                     PidState::Running | PidState::Unknown if stale => Liveness::Stalled,
                     PidState::Running | PidState::Unknown => Liveness::Alive,
                 },
             },
         };
-        let mut counters = [0; COUNTER_SLOTS];
-        for (i, c) in counters.iter_mut().enumerate() {
-            *c = word(hdr::COUNTERS + 8 * i);
-        }
         Status {
             liveness,
             writer_state,
-            // Acquire on the generation (read side of `Writer::begin_generation`'s Release):
-            // the pid and start time read after it belong to that generation or a later one.
-            generation: self.mem.load(hdr::GENERATION, Ordering::Acquire),
-            writer_pid: word(hdr::WRITER_PID) as u32,
-            writer_start_ns: word(hdr::WRITER_START_NS),
-            heartbeat_ns,
+            generation: h.generation,
+            writer_pid: h.writer_pid as u32,
+            writer_start_ns: h.writer_start_ns,
+            heartbeat_ns: h.heartbeat_ns,
             heartbeat_age,
-            last_update_ns: word(hdr::LAST_UPDATE_NS),
-            created_ns: word(hdr::CREATED_NS),
-            server_time_offset_s: word(hdr::SERVER_TIME_OFFSET) as i64,
-            feed_state: FeedState::from_word(word(hdr::FEED_STATE)),
-            feed_kind: FeedKind::from_word(word(hdr::FEED_KIND)),
-            counters: Counters(counters),
+            last_update_ns: h.last_update_ns,
+            created_ns: h.created_ns,
+            server_time_offset_s: h.server_time_offset_s,
+            feed_state: FeedState::from_word(h.feed_state),
+            feed_kind: FeedKind::from_word(h.feed_kind),
+            counters: Counters(h.counters),
         }
     }
+}
+
+/// What `/proc` says of the writer a header names.
+fn writer_process(h: &Header) -> PidState {
+    let who = process::Identity {
+        pidns: h.writer_pidns,
+        start_ticks: h.writer_start_ticks,
+    };
+    process::check(h.writer_pid as u32, who)
 }
 
 /// The last tick of a symbol, as recorded by the writer.
@@ -627,12 +606,7 @@ impl RingReader<'_> {
     /// Whether the writer's source said it does not know this ring's symbol (a misspelt symbol
     /// or broker suffix, say). The ring then only holds what it held before, if anything.
     pub fn unknown_to_source(&self) -> bool {
-        // Relaxed: an independent flag word (see `Writer::set_unknown_to_source`).
-        self.reader.mem.load(
-            self.raw().base + layout::ring::SOURCE_FLAGS,
-            Ordering::Relaxed,
-        ) & 1
-            != 0
+        self.raw().source_flags(self.reader.mem()) & 1 != 0
     }
 
     /// How many closed candles the ring keeps.
@@ -649,7 +623,7 @@ impl RingReader<'_> {
         }
         let r = self.raw();
         let control = r.snapshot(
-            &self.reader.mem,
+            self.reader.mem(),
             n,
             true,
             out,
@@ -669,7 +643,7 @@ impl RingReader<'_> {
     ) -> Result<Option<Candle>, ReadError> {
         let r = self.raw();
         Ok(r.snapshot(
-            &self.reader.mem,
+            self.reader.mem(),
             closed,
             false,
             out,
@@ -689,7 +663,7 @@ impl RingReader<'_> {
     /// Counts and times.
     pub fn stats(&self) -> Result<RingStats, ReadError> {
         let r = self.raw();
-        let mem = &self.reader.mem;
+        let mem = self.reader.mem();
         let control = r.read_control(mem, self.reader.max_attempts, &self.reader.retries)?;
         let newest_time = match control.forming {
             Some(f) => Some(f.time),
@@ -705,7 +679,7 @@ impl RingReader<'_> {
         };
         Ok(RingStats {
             closed_total: control.head,
-            buffered: control.head.min(r.capacity) + u64::from(control.forming.is_some()),
+            buffered: control.head.min(r.capacity()) + u64::from(control.forming.is_some()),
             last_change_ns: control.last_change_ns,
             newest_time,
         })

@@ -35,6 +35,11 @@
 //! one per nanosecond take 292 years), and an ABA on the sequence cannot let a torn read pass.
 
 use std::hint::spin_loop;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use crate::candle::{Candle, FLAG_FORMING, RECORD_WORDS};
+use crate::layout::{ring as off, ring_size, SLOT_SIZE};
+use crate::mem::Mem;
 
 /// Failed tries in a row after which a reader yields the CPU instead of spinning: on a busy
 /// machine the writer may have been descheduled inside its write section, and spinning then
@@ -50,20 +55,16 @@ fn pause(attempt: u32) {
         std::thread::yield_now();
     }
 }
-use std::sync::atomic::{fence, AtomicU64, Ordering};
-
-use crate::candle::{Candle, FLAG_FORMING, RECORD_WORDS};
-use crate::layout::{ring as off, SLOT_SIZE};
-use crate::mem::Mem;
 
 /// Where one ring lives in a mapping.
 ///
-/// Invariant: `base` and `capacity` come from a placement validated against the mapping's
-/// length, so every offset computed below is in bounds; `capacity >= 1`.
+/// Invariant, checked once by [`RingRef::new`]: the whole ring (`ring_size(capacity)` bytes
+/// from `base`) lies inside the mapping, `base` is 8-aligned, and `capacity >= 1`. So every
+/// offset computed below is in bounds, whatever position or sequence a torn read produced.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RingRef {
-    pub base: usize,
-    pub capacity: u64,
+    base: usize,
+    capacity: u64,
 }
 
 /// The reader gave up: a sequence stayed odd or kept changing for `attempts` tries.
@@ -84,6 +85,67 @@ pub(crate) struct Control {
 }
 
 impl RingRef {
+    /// The ring of `capacity` slots at `base` in `mem`, if it fits there.
+    pub(crate) fn new(base: usize, capacity: u32, mem: &Mem) -> Option<RingRef> {
+        let end = base.checked_add(ring_size(capacity))?;
+        (capacity >= 1 && base.is_multiple_of(8) && end <= mem.len()).then_some(RingRef {
+            base,
+            capacity: u64::from(capacity),
+        })
+    }
+
+    /// Closed candles the ring keeps.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Whether byte offset `off` is one of this ring's words.
+    #[inline(always)]
+    fn owns(&self, off: usize) -> bool {
+        off >= self.base
+            && off.is_multiple_of(8)
+            && off + 8 <= self.base + ring_size(self.capacity as u32)
+    }
+
+    /// Loads one of this ring's words. Every caller below computes `off` from `self.base`
+    /// and a field offset of the ring's layout (below 128), or from [`slot`](Self::slot)
+    /// (a position modulo the capacity) and a field offset below the slot size: always a word
+    /// of this ring, whatever a torn read left in a position or sequence.
+    #[inline(always)]
+    fn load(&self, mem: &Mem, off: usize, order: Ordering) -> u64 {
+        debug_assert!(self.owns(off), "word {off} is not this ring's");
+        // SAFETY: `off` is one of this ring's words (see above), and `RingRef::new` checked
+        // that the whole ring lies inside `mem` and that `base` is 8-aligned.
+        unsafe { mem.load_unchecked(off, order) }
+    }
+
+    /// Stores one of this ring's words; `off` as for [`load`](Self::load).
+    #[inline(always)]
+    fn store(&self, mem: &Mem, off: usize, value: u64, order: Ordering) {
+        debug_assert!(self.owns(off), "word {off} is not this ring's");
+        // SAFETY: as in `load`.
+        unsafe { mem.store_unchecked(off, value, order) }
+    }
+
+    /// Copies the record at `at` (the forming record, or a slot's record) word by word.
+    #[inline(always)]
+    fn load_record(&self, mem: &Mem, at: usize) -> [u64; RECORD_WORDS] {
+        // Relaxed: see the callers; consistency comes from the sequence check.
+        std::array::from_fn(|i| self.load(mem, at + 8 * i, Ordering::Relaxed))
+    }
+
+    /// The ring's `source_flags` word (docs/LAYOUT.md).
+    pub(crate) fn source_flags(&self, mem: &Mem) -> u64 {
+        // Relaxed: an independent flag word outside the seqlock; readers load it once.
+        self.load(mem, self.base + off::SOURCE_FLAGS, Ordering::Relaxed)
+    }
+
+    /// Stores the ring's `source_flags` word. Only the writer calls this.
+    pub(crate) fn set_source_flags(&self, mem: &Mem, flags: u64) {
+        // Relaxed: as in `source_flags`.
+        self.store(mem, self.base + off::SOURCE_FLAGS, flags, Ordering::Relaxed);
+    }
+
     fn slot(&self, position: u64) -> usize {
         debug_assert!(self.capacity >= 1, "a ring has at least one slot");
         self.base + off::SLOTS + (position % self.capacity) as usize * SLOT_SIZE
@@ -93,32 +155,32 @@ impl RingRef {
 
     /// Opens a write section on the sequence at `seq_off`.
     #[inline(always)]
-    fn write_begin(mem: &Mem, seq_off: usize) -> u64 {
+    fn write_begin(&self, mem: &Mem, seq_off: usize) -> u64 {
         // Relaxed: the single writer is the only one that stores to the sequence, so it reads
         // back its own last value.
-        let s = mem.load(seq_off, Ordering::Relaxed);
+        let s = self.load(mem, seq_off, Ordering::Relaxed);
         debug_assert!(s.is_multiple_of(2), "write section opened twice");
         // Relaxed store + Release fence (write side of the fence pair): the fence orders the
         // odd value before every payload store that follows, for any reader whose
         // `fence(Acquire)` comes after loading one of those payload values.
-        mem.store(seq_off, s.wrapping_add(1), Ordering::Relaxed);
+        self.store(mem, seq_off, s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         s
     }
 
     /// Closes the write section opened with sequence value `s`.
     #[inline(always)]
-    fn write_end(mem: &Mem, seq_off: usize, s: u64) {
+    fn write_end(&self, mem: &Mem, seq_off: usize, s: u64) {
         // Release (write side of the load pair): a reader that Acquire-loads `s + 2` sees all
         // payload stores of this section.
-        mem.store(seq_off, s.wrapping_add(2), Ordering::Release);
+        self.store(mem, seq_off, s.wrapping_add(2), Ordering::Release);
     }
 
     #[inline(always)]
-    fn store_record(mem: &Mem, at: usize, words: &[u64; RECORD_WORDS]) {
+    fn store_record(&self, mem: &Mem, at: usize, words: &[u64; RECORD_WORDS]) {
         for (i, &w) in words.iter().enumerate() {
             // Relaxed: the enclosing seqlock section provides the ordering.
-            mem.store(at + 8 * i, w, Ordering::Relaxed);
+            self.store(mem, at + 8 * i, w, Ordering::Relaxed);
         }
     }
 
@@ -133,10 +195,15 @@ impl RingRef {
             .to_words()
         });
         let seq = self.base + off::SEQ;
-        let s = Self::write_begin(mem, seq);
-        Self::store_record(mem, self.base + off::FORMING, &words);
-        mem.store(self.base + off::LAST_CHANGE_NS, now_ns, Ordering::Relaxed);
-        Self::write_end(mem, seq, s);
+        let s = self.write_begin(mem, seq);
+        self.store_record(mem, self.base + off::FORMING, &words);
+        self.store(
+            mem,
+            self.base + off::LAST_CHANGE_NS,
+            now_ns,
+            Ordering::Relaxed,
+        );
+        self.write_end(mem, seq, s);
     }
 
     /// Appends `closed` at position `head` and, in the same control update, makes `forming` the
@@ -144,7 +211,7 @@ impl RingRef {
     #[inline]
     pub(crate) fn push(&self, mem: &Mem, closed: &Candle, forming: Option<&Candle>, now_ns: u64) {
         // Relaxed: only this writer stores `head`.
-        let head = mem.load(self.base + off::HEAD, Ordering::Relaxed);
+        let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
         self.write_slot(
             mem,
             head,
@@ -163,16 +230,21 @@ impl RingRef {
             .to_words()
         });
         let seq = self.base + off::SEQ;
-        let s = Self::write_begin(mem, seq);
-        mem.store(self.base + off::HEAD, head + 1, Ordering::Relaxed);
-        Self::store_record(mem, self.base + off::FORMING, &words);
-        mem.store(self.base + off::LAST_CHANGE_NS, now_ns, Ordering::Relaxed);
-        Self::write_end(mem, seq, s);
+        let s = self.write_begin(mem, seq);
+        self.store(mem, self.base + off::HEAD, head + 1, Ordering::Relaxed);
+        self.store_record(mem, self.base + off::FORMING, &words);
+        self.store(
+            mem,
+            self.base + off::LAST_CHANGE_NS,
+            now_ns,
+            Ordering::Relaxed,
+        );
+        self.write_end(mem, seq, s);
     }
 
     /// Rewrites the newest closed candle in place. Returns `false` if the ring has none.
     pub(crate) fn amend_last(&self, mem: &Mem, closed: &Candle, now_ns: u64) -> bool {
-        let head = mem.load(self.base + off::HEAD, Ordering::Relaxed);
+        let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
         if head == 0 {
             return false;
         }
@@ -186,19 +258,24 @@ impl RingRef {
         );
         // Bump the control sequence too, so that readers polling `last_change_ns` see it.
         let seq = self.base + off::SEQ;
-        let s = Self::write_begin(mem, seq);
-        mem.store(self.base + off::LAST_CHANGE_NS, now_ns, Ordering::Relaxed);
-        Self::write_end(mem, seq, s);
+        let s = self.write_begin(mem, seq);
+        self.store(
+            mem,
+            self.base + off::LAST_CHANGE_NS,
+            now_ns,
+            Ordering::Relaxed,
+        );
+        self.write_end(mem, seq, s);
         true
     }
 
     fn write_slot(&self, mem: &Mem, position: u64, c: &Candle) {
         let at = self.slot(position);
         let seq = at + off::SLOT_SEQ;
-        let s = Self::write_begin(mem, seq);
-        mem.store(at + off::SLOT_POSITION, position, Ordering::Relaxed);
-        Self::store_record(mem, at + off::SLOT_RECORD, &c.to_words());
-        Self::write_end(mem, seq, s);
+        let s = self.write_begin(mem, seq);
+        self.store(mem, at + off::SLOT_POSITION, position, Ordering::Relaxed);
+        self.store_record(mem, at + off::SLOT_RECORD, &c.to_words());
+        self.write_end(mem, seq, s);
     }
 
     /// Makes every odd sequence even again after a writer died inside a write section.
@@ -207,28 +284,34 @@ impl RingRef {
     pub(crate) fn repair(&self, mem: &Mem) -> u32 {
         let mut repaired = 0;
         let seq = self.base + off::SEQ;
-        let s = mem.load(seq, Ordering::Relaxed);
+        let s = self.load(mem, seq, Ordering::Relaxed);
         if s % 2 == 1 {
             // The forming record may be half-written; nobody can tell which half. `head` is a
             // single word, so it is either the old or the new value, and both are consistent
             // with the slots (a slot is complete before head moves past it).
-            Self::store_record(mem, self.base + off::FORMING, &[0; RECORD_WORDS]);
-            mem.store(seq, s.wrapping_add(1), Ordering::Release);
+            self.store_record(mem, self.base + off::FORMING, &[0; RECORD_WORDS]);
+            self.store(mem, seq, s.wrapping_add(1), Ordering::Release);
             repaired += 1;
         }
         for i in 0..self.capacity {
             let at = self.base + off::SLOTS + i as usize * SLOT_SIZE;
-            let s = mem.load(at + off::SLOT_SEQ, Ordering::Relaxed);
+            let s = self.load(mem, at + off::SLOT_SEQ, Ordering::Relaxed);
             if s % 2 == 1 {
                 let flags_word = at + off::SLOT_RECORD + 8 * (RECORD_WORDS - 1);
-                let w = mem.load(flags_word, Ordering::Relaxed);
+                let w = self.load(mem, flags_word, Ordering::Relaxed);
                 let flagged = w | u64::from(crate::candle::FLAG_REPAIRED) << 32;
-                mem.store(
+                self.store(
+                    mem,
                     flags_word,
                     flagged & !(u64::from(FLAG_FORMING) << 32),
                     Ordering::Relaxed,
                 );
-                mem.store(at + off::SLOT_SEQ, s.wrapping_add(1), Ordering::Release);
+                self.store(
+                    mem,
+                    at + off::SLOT_SEQ,
+                    s.wrapping_add(1),
+                    Ordering::Release,
+                );
                 repaired += 1;
             }
         }
@@ -248,21 +331,21 @@ impl RingRef {
         let seq = self.base + off::SEQ;
         for attempt in 0..max_attempts {
             // Acquire (read side of the load pair): pairs with the writer's closing Release.
-            let s1 = mem.load(seq, Ordering::Acquire);
+            let s1 = self.load(mem, seq, Ordering::Acquire);
             if s1 % 2 == 1 {
                 retried(retries);
                 pause(attempt);
                 continue;
             }
             // Relaxed payload loads; whether they are consistent is decided below.
-            let head = mem.load(self.base + off::HEAD, Ordering::Relaxed);
-            let last_change_ns = mem.load(self.base + off::LAST_CHANGE_NS, Ordering::Relaxed);
-            let words = load_record(mem, self.base + off::FORMING);
+            let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
+            let last_change_ns = self.load(mem, self.base + off::LAST_CHANGE_NS, Ordering::Relaxed);
+            let words = self.load_record(mem, self.base + off::FORMING);
             // Acquire fence (read side of the fence pair): pairs with the writer's Release fence
             // after its odd store, so a payload load that saw a newer write forces `s2 != s1`.
             fence(Ordering::Acquire);
             // Relaxed is enough after the fence.
-            let s2 = mem.load(seq, Ordering::Relaxed);
+            let s2 = self.load(mem, seq, Ordering::Relaxed);
             if s1 == s2 {
                 // Only now are `head` and the record trusted.
                 let forming = Candle::from_words(&words);
@@ -297,16 +380,16 @@ impl RingRef {
         for attempt in 0..max_attempts {
             // Acquire / Relaxed / fence(Acquire) / Relaxed: the same pairs as in `read_control`,
             // with the slot's own sequence.
-            let s1 = mem.load(seq, Ordering::Acquire);
+            let s1 = self.load(mem, seq, Ordering::Acquire);
             if s1 % 2 == 1 {
                 retried(retries);
                 pause(attempt);
                 continue;
             }
-            let stored_position = mem.load(at + off::SLOT_POSITION, Ordering::Relaxed);
-            let words = load_record(mem, at + off::SLOT_RECORD);
+            let stored_position = self.load(mem, at + off::SLOT_POSITION, Ordering::Relaxed);
+            let words = self.load_record(mem, at + off::SLOT_RECORD);
             fence(Ordering::Acquire);
-            let s2 = mem.load(seq, Ordering::Relaxed);
+            let s2 = self.load(mem, seq, Ordering::Relaxed);
             if s1 == s2 {
                 return Ok((stored_position == position).then(|| Candle::from_words(&words)));
             }
@@ -370,12 +453,6 @@ fn retried(retries: &AtomicU64) {
     retries.fetch_add(1, Ordering::Relaxed);
 }
 
-#[inline(always)]
-fn load_record(mem: &Mem, at: usize) -> [u64; RECORD_WORDS] {
-    // Relaxed: see the callers; consistency comes from the sequence check.
-    std::array::from_fn(|i| mem.load(at + 8 * i, Ordering::Relaxed))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,7 +499,8 @@ mod tests {
 
     fn ring(capacity: u64) -> (HeapMem, RingRef) {
         let heap = HeapMem::new(ring_size(capacity as u32));
-        (heap, RingRef { base: 0, capacity })
+        let ring = RingRef::new(0, capacity as u32, &heap.mem()).expect("fits");
+        (heap, ring)
     }
 
     #[test]
@@ -489,7 +567,7 @@ mod tests {
         let mem = heap.mem();
         r.push(&mem, &derived(1), None, 0);
         // A writer that died inside a section leaves the sequence odd.
-        RingRef::write_begin(&mem, r.base + off::SEQ);
+        r.write_begin(&mem, r.base + off::SEQ);
         assert_eq!(
             r.read_control(&mem, 100, &RETRIES),
             Err(Busy { attempts: 100 })
@@ -509,7 +587,7 @@ mod tests {
         let (heap, r) = ring(2);
         let mem = heap.mem();
         r.push(&mem, &derived(1), None, 0);
-        RingRef::write_begin(&mem, r.slot(0) + off::SLOT_SEQ);
+        r.write_begin(&mem, r.slot(0) + off::SLOT_SEQ);
         assert_eq!(r.repair(&mem), 1);
         let got = r.read_slot(&mem, 0, 10, &RETRIES).unwrap().unwrap();
         assert!(got.repaired);

@@ -7,13 +7,12 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::candle::Candle;
 use crate::files::{self, Untrusted};
+use crate::header::Header;
 use crate::layout::{self, hdr, sym, Layout, Placement, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 use crate::lock::{self, LockError, WriterLock};
-use crate::mem::Mem;
+use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
 use crate::ring::RingRef;
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
@@ -221,10 +220,8 @@ pub struct SymbolId(u32);
 /// ```
 #[derive(Debug)]
 pub struct Writer {
-    /// Word access to `map`. Declared before `map` so it is dropped first; it holds no
-    /// reference, but the order documents that it must not outlive the mapping.
-    mem: Mem,
-    _map: MmapRaw,
+    /// The segment, mapped read-write, with its word view.
+    map: Mapping,
     /// The segment file.
     _file: File,
     /// The exclusive writer lock, held for the writer's whole life.
@@ -306,7 +303,7 @@ impl Writer {
                     let _ = fs::remove_file(&tmp);
                     match linked {
                         Ok(()) => {
-                            return Ok(Writer::new(
+                            return Writer::new(
                                 file,
                                 lock,
                                 map,
@@ -314,7 +311,7 @@ impl Writer {
                                 layout,
                                 &placement,
                                 Start::Fresh,
-                            ))
+                            )
                         }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                         Err(e) => return Err(io_err("link the new segment to", path)(e)),
@@ -372,9 +369,10 @@ impl Writer {
                 // The mode asked for now, not the one of the run that created the file.
                 file.set_permissions(fs::Permissions::from_mode(options.mode))
                     .map_err(io_err("set the mode of", path))?;
-                let map = map_rw(&file, placement.total_size).map_err(io_err("map", path))?;
-                let mut w = Writer::new(file, lock, map, path, layout, &placement, Start::Fresh);
-                let repaired = w.rings.iter().map(|r| r.repair(&w.mem)).sum();
+                let map = Mapping::read_write(&file, placement.total_size)
+                    .map_err(io_err("map", path))?;
+                let mut w = Writer::new(file, lock, map, path, layout, &placement, Start::Fresh)?;
+                let repaired = w.rings.iter().map(|r| r.repair(w.mem())).sum();
                 w.start = Start::Warm { repaired };
                 w.begin_generation(old_generation + 1);
                 return Ok(w);
@@ -392,7 +390,7 @@ impl Writer {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_err("rename the new segment over", path)(e));
             }
-            return Ok(Writer::new(
+            return Writer::new(
                 new_file,
                 lock,
                 map,
@@ -400,7 +398,7 @@ impl Writer {
                 layout,
                 &placement,
                 Start::Replaced,
-            ));
+            );
         }
         Err(io_err("take over", path)(io::Error::other(
             "the segment file kept changing under us; is another program replacing it?",
@@ -410,31 +408,25 @@ impl Writer {
     fn new(
         file: File,
         lock: WriterLock,
-        map: MmapRaw,
+        map: Mapping,
         path: &Path,
         layout: &Layout,
         p: &Placement,
         start: Start,
-    ) -> Writer {
-        // SAFETY: `map` is a shared read-write mapping of `p.total_size` bytes (checked by
-        // `map_rw`), page-aligned and so 8-aligned, and it lives in the same struct as `mem`.
-        // Every process accesses the segment only through atomic word operations.
-        let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len(), true) };
-        debug_assert!(mem.len() >= p.total_size);
+    ) -> Result<Writer, CreateError> {
         let rings = layout
             .rings()
             .iter()
             .zip(&p.ring_offsets)
-            .map(|(r, &base)| RingRef {
-                base,
-                capacity: u64::from(r.capacity),
-            })
-            .collect();
+            .map(|(r, &base)| RingRef::new(base, r.capacity, map.mem()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                io_err("map", path)(io::Error::other("mapping shorter than the layout"))
+            })?;
         // Relaxed: this process wrote it, or holds the lock of the process that did.
-        let generation = mem.load(hdr::GENERATION, Ordering::Relaxed);
-        Writer {
-            mem,
-            _map: map,
+        let generation = map.mem().load(hdr::GENERATION, Ordering::Relaxed);
+        Ok(Writer {
+            map,
             _file: file,
             _lock: lock,
             path: path.to_owned(),
@@ -445,12 +437,17 @@ impl Writer {
             start,
             now_ns: now_ns(),
             own_retries: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// The word view of the segment.
+    fn mem(&self) -> &Mem {
+        self.map.mem()
     }
 
     /// Stamps this process into the header of a reused segment.
     fn begin_generation(&mut self, generation: u64) {
-        let h = |off, v| self.mem.store(off, v, Ordering::Relaxed);
+        let h = |off, v| self.mem().store(off, v, Ordering::Relaxed);
         h(hdr::WRITER_STATE, WriterState::Initializing as u64);
         h(hdr::WRITER_PID, u64::from(std::process::id()));
         h(hdr::WRITER_START_NS, self.now_ns);
@@ -460,7 +457,7 @@ impl Writer {
         h(hdr::WRITER_PIDNS, me.pidns);
         h(hdr::WRITER_START_TICKS, me.start_ticks);
         // Release: a reader that sees the new generation sees the pid and start time above.
-        self.mem
+        self.mem()
             .store(hdr::GENERATION, generation, Ordering::Release);
         self.generation = generation;
     }
@@ -510,7 +507,7 @@ impl Writer {
 
     fn touched(&self) {
         // Relaxed: an independent timestamp word.
-        self.mem
+        self.mem()
             .store(hdr::LAST_UPDATE_NS, self.now_ns, Ordering::Relaxed);
     }
 
@@ -518,13 +515,13 @@ impl Writer {
     #[inline]
     pub fn update_forming(&mut self, ring: RingId, candle: &Candle) {
         self.r(ring)
-            .set_forming(&self.mem, Some(candle), self.now_ns);
+            .set_forming(self.mem(), Some(candle), self.now_ns);
         self.touched();
     }
 
     /// Removes the forming candle of a ring.
     pub fn clear_forming(&mut self, ring: RingId) {
-        self.r(ring).set_forming(&self.mem, None, self.now_ns);
+        self.r(ring).set_forming(self.mem(), None, self.now_ns);
         self.touched();
     }
 
@@ -532,7 +529,7 @@ impl Writer {
     pub fn push_closed(&mut self, ring: RingId, candle: &Candle) {
         let forming = self.forming(ring);
         self.r(ring)
-            .push(&self.mem, candle, forming.as_ref(), self.now_ns);
+            .push(self.mem(), candle, forming.as_ref(), self.now_ns);
         self.touched();
     }
 
@@ -541,14 +538,14 @@ impl Writer {
     /// or neither.
     #[inline]
     pub fn roll(&mut self, ring: RingId, closed: &Candle, next: Option<&Candle>) {
-        self.r(ring).push(&self.mem, closed, next, self.now_ns);
+        self.r(ring).push(self.mem(), closed, next, self.now_ns);
         self.touched();
     }
 
     /// Replaces the newest closed candle, e.g. with the source's authoritative bar. Returns
     /// `false` (and changes nothing) if the ring has no closed candle.
     pub fn amend_last_closed(&mut self, ring: RingId, candle: &Candle) -> bool {
-        let done = self.r(ring).amend_last(&self.mem, candle, self.now_ns);
+        let done = self.r(ring).amend_last(self.mem(), candle, self.now_ns);
         if done {
             self.touched();
         }
@@ -559,7 +556,7 @@ impl Writer {
     pub fn forming(&self, ring: RingId) -> Option<Candle> {
         // The single writer reads its own, quiescent ring: one attempt always succeeds.
         self.r(ring)
-            .read_control(&self.mem, 1, &self.own_retries)
+            .read_control(self.mem(), 1, &self.own_retries)
             .ok()
             .and_then(|c| c.forming)
     }
@@ -567,8 +564,8 @@ impl Writer {
     /// The newest closed candle of a ring, as stored.
     pub fn last_closed(&self, ring: RingId) -> Option<Candle> {
         let r = self.r(ring);
-        let head = r.read_control(&self.mem, 1, &self.own_retries).ok()?.head;
-        r.read_slot(&self.mem, head.checked_sub(1)?, 1, &self.own_retries)
+        let head = r.read_control(self.mem(), 1, &self.own_retries).ok()?.head;
+        r.read_slot(self.mem(), head.checked_sub(1)?, 1, &self.own_retries)
             .ok()
             .flatten()
     }
@@ -576,7 +573,7 @@ impl Writer {
     /// Closed candles ever pushed into a ring (not capped by its capacity).
     pub fn closed_total(&self, ring: RingId) -> u64 {
         self.r(ring)
-            .read_control(&self.mem, 1, &self.own_retries)
+            .read_control(self.mem(), 1, &self.own_retries)
             .map_or(0, |c| c.head)
     }
 
@@ -587,12 +584,7 @@ impl Writer {
     pub fn set_unknown_to_source(&mut self, symbol: SymbolId, unknown: bool) {
         for (spec, r) in self.layout.rings().iter().zip(&self.rings) {
             if spec.symbol_index == symbol.0 {
-                // Relaxed: an independent flag word outside the seqlock; readers load it once.
-                self.mem.store(
-                    r.base + layout::ring::SOURCE_FLAGS,
-                    u64::from(unknown),
-                    Ordering::Relaxed,
-                );
+                r.set_source_flags(self.map.mem(), u64::from(unknown));
             }
         }
     }
@@ -602,16 +594,16 @@ impl Writer {
     pub fn record_tick(&mut self, symbol: SymbolId, server_time_ms: i64, bid: f64, ask: f64) {
         let at = self.symbols_offset + symbol.0 as usize * layout::SYMBOL_ENTRY_SIZE;
         // Relaxed: independent words; readers need no consistency between them.
-        self.mem.store(
+        self.mem().store(
             at + sym::LAST_TICK_MS,
             server_time_ms as u64,
             Ordering::Relaxed,
         );
-        self.mem
+        self.mem()
             .store(at + sym::LAST_TICK_WALL_NS, self.now_ns, Ordering::Relaxed);
-        self.mem
+        self.mem()
             .store(at + sym::LAST_BID, bid.to_bits(), Ordering::Relaxed);
-        self.mem
+        self.mem()
             .store(at + sym::LAST_ASK, ask.to_bits(), Ordering::Relaxed);
     }
 
@@ -621,45 +613,45 @@ impl Writer {
         let off = hdr::COUNTERS + counter as usize * 8;
         // Load + store rather than fetch_add: only this writer changes counters, so no
         // read-modify-write (and no lock prefix) is needed. Relaxed: independent statistics.
-        let v = self.mem.load(off, Ordering::Relaxed);
-        self.mem.store(off, v.wrapping_add(n), Ordering::Relaxed);
+        let v = self.mem().load(off, Ordering::Relaxed);
+        self.mem().store(off, v.wrapping_add(n), Ordering::Relaxed);
     }
 
     /// The current value of a counter.
     pub fn counter(&self, counter: Counter) -> u64 {
-        self.mem
+        self.mem()
             .load(hdr::COUNTERS + counter as usize * 8, Ordering::Relaxed)
     }
 
     /// The feed state last published.
     pub fn feed_state(&self) -> Option<FeedState> {
         // Relaxed: this process is the only writer of the word.
-        FeedState::from_word(self.mem.load(hdr::FEED_STATE, Ordering::Relaxed))
+        FeedState::from_word(self.mem().load(hdr::FEED_STATE, Ordering::Relaxed))
     }
 
     /// Publishes the state of the data source.
     pub fn set_feed_state(&mut self, state: FeedState) {
-        self.mem
+        self.mem()
             .store(hdr::FEED_STATE, state as u64, Ordering::Relaxed);
     }
 
     /// Records what kind of feed writes the candles (see [`FeedKind`]).
     pub fn set_feed_kind(&mut self, kind: FeedKind) {
         // Relaxed: an independent header word.
-        self.mem
+        self.mem()
             .store(hdr::FEED_KIND, kind as u64, Ordering::Relaxed);
     }
 
     /// Publishes the broker's server-time offset (server time minus UTC, seconds).
     pub fn set_server_time_offset(&mut self, seconds: i64) {
-        self.mem
+        self.mem()
             .store(hdr::SERVER_TIME_OFFSET, seconds as u64, Ordering::Relaxed);
     }
 
     /// Marks the writer `running`: the rings now hold what they should.
     pub fn set_running(&mut self) {
         self.heartbeat();
-        self.mem.store(
+        self.mem().store(
             hdr::WRITER_STATE,
             WriterState::Running as u64,
             Ordering::Relaxed,
@@ -670,7 +662,7 @@ impl Writer {
     pub fn heartbeat(&mut self) {
         self.now_ns = now_ns();
         // Relaxed: readers only compare it with their own clock.
-        self.mem
+        self.mem()
             .store(hdr::HEARTBEAT_NS, self.now_ns, Ordering::Relaxed);
     }
 
@@ -689,14 +681,14 @@ impl Drop for Writer {
         // A feed that had finished (a replay that reached its end) stays `finished`: its data
         // is complete. Any other becomes `stopped`, never a `live` that nobody feeds.
         // Relaxed: published by the Release store of the state just below.
-        if self.mem.load(hdr::FEED_STATE, Ordering::Relaxed) != FeedState::Finished as u64 {
-            self.mem.store(
+        if self.mem().load(hdr::FEED_STATE, Ordering::Relaxed) != FeedState::Finished as u64 {
+            self.mem().store(
                 hdr::FEED_STATE,
                 FeedState::Stopped as u64,
                 Ordering::Relaxed,
             );
         }
-        self.mem.store(
+        self.mem().store(
             hdr::WRITER_STATE,
             WriterState::Stopped as u64,
             Ordering::Release,
@@ -862,14 +854,6 @@ fn peek(file: &File, off: usize) -> Option<u64> {
     Some(u64::from_le_bytes(buf))
 }
 
-fn map_rw(file: &File, len: usize) -> io::Result<MmapRaw> {
-    let map = MmapOptions::new().len(len).map_raw(file)?;
-    if map.len() < len {
-        return Err(io::Error::other("mapping shorter than the segment"));
-    }
-    Ok(map)
-}
-
 /// Builds a complete segment in the temporary file beside `path`, locked, with the version word
 /// stored last.
 fn build(
@@ -878,7 +862,7 @@ fn build(
     p: &Placement,
     options: &WriterOptions,
     generation: u64,
-) -> Result<(File, MmapRaw, PathBuf), CreateError> {
+) -> Result<(File, Mapping, PathBuf), CreateError> {
     let tmp = tmp_path(path);
     let _ = fs::remove_file(&tmp); // a leftover of a crashed start of a process with our pid
     let file = OpenOptions::new()
@@ -906,30 +890,11 @@ fn build(
             source,
         })
     })?;
-    let map = map_rw(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
-    // SAFETY: as in `Writer::new`: a read-write mapping of `total_size` bytes, kept alive with
-    // this `Mem` (it is returned together with it), accessed only atomically.
-    let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len(), true) };
+    let map = Mapping::read_write(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
+    let mem = map.mem();
     let now = now_ns();
-    let h = |off, v| mem.store(off, v, Ordering::Relaxed);
-    h(hdr::MAGIC, MAGIC);
-    h(hdr::LAYOUT_HASH, p.hash);
-    h(hdr::TOTAL_SIZE, p.total_size as u64);
-    h(hdr::HEADER_SIZE, HEADER_SIZE as u64);
-    h(hdr::SYMBOL_COUNT, layout.symbols().len() as u64);
-    h(hdr::RING_COUNT, layout.rings().len() as u64);
-    h(hdr::SYMBOLS_OFFSET, p.symbols_offset as u64);
-    h(hdr::DIRECTORY_OFFSET, p.directory_offset as u64);
-    h(hdr::CREATED_NS, now);
-    h(hdr::GENERATION, generation);
-    h(hdr::WRITER_PID, u64::from(std::process::id()));
-    h(hdr::WRITER_START_NS, now);
-    h(hdr::HEARTBEAT_NS, now);
     let me = process::this_process();
-    h(hdr::WRITER_PIDNS, me.pidns);
-    h(hdr::WRITER_START_TICKS, me.start_ticks);
-    h(hdr::WRITER_STATE, WriterState::Initializing as u64);
-    h(hdr::FEED_STATE, FeedState::Starting as u64);
+    let h = |off, v| mem.store(off, v, Ordering::Relaxed);
     for (i, name) in layout.symbols().enumerate() {
         let at = p.symbols_offset + i * layout::SYMBOL_ENTRY_SIZE;
         for (k, w) in layout::name_words(name).into_iter().enumerate() {
@@ -946,9 +911,29 @@ fn build(
         h(at + layout::dir::CAPACITY, u64::from(r.capacity));
         h(at + layout::dir::RING_OFFSET, off as u64);
     }
-    // Version last, Release (write side; read side is the Acquire load in `Reader::open`):
-    // whoever sees version 1 sees every word above. The file only gets its public name after
-    // this, so in practice no reader ever finds version 0.
-    mem.store(hdr::VERSION, LAYOUT_VERSION, Ordering::Release);
+    // The header last, its version word last of all (see `Header::store`): the file only
+    // gets its public name after this, so in practice no reader ever finds version 0.
+    Header {
+        magic: MAGIC,
+        version: LAYOUT_VERSION,
+        layout_hash: p.hash,
+        total_size: p.total_size as u64,
+        header_size: HEADER_SIZE as u64,
+        symbol_count: layout.symbols().len() as u64,
+        ring_count: layout.rings().len() as u64,
+        symbols_offset: p.symbols_offset as u64,
+        directory_offset: p.directory_offset as u64,
+        created_ns: now,
+        generation,
+        writer_pid: u64::from(std::process::id()),
+        writer_start_ns: now,
+        heartbeat_ns: now,
+        writer_state: WriterState::Initializing as u64,
+        feed_state: FeedState::Starting as u64,
+        writer_pidns: me.pidns,
+        writer_start_ticks: me.start_ticks,
+        ..Header::default()
+    }
+    .store(mem);
     Ok((file, map, tmp))
 }
