@@ -38,7 +38,7 @@ use shm_core::{
 
 use aggregate::Aggregator;
 use config::{Config, ConfigError, SourceKind};
-use source::csv::{CsvError, CsvFile, CsvReplay, Kind};
+use source::csv::{CsvError, CsvFile, CsvReplay};
 use source::synthetic::{profile, Synthetic};
 use source::{Event, Source, SourceError};
 
@@ -148,11 +148,8 @@ fn plan(config: &Config) -> Result<Plan, StreamerError> {
         .map(|i| {
             let shortest = files
                 .iter()
-                .filter(|f| f.what().0 == i)
-                .map(|f| match f.what().1 {
-                    Kind::Ticks => Timeframe::M1,
-                    Kind::Bars(tf) => tf,
-                })
+                .filter(|f| f.symbol_index() == i)
+                .map(CsvFile::timeframe)
                 .min()
                 .unwrap_or(Timeframe::M1);
             let mut own: Vec<_> = config

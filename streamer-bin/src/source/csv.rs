@@ -148,30 +148,35 @@ pub fn parse_file_name(path: &Path) -> (Option<String>, Option<Kind>) {
     }
 }
 
-/// Column positions found in the header.
+/// Where the columns of a file are, found in its header: bars or ticks, each with only the
+/// columns it has.
 #[derive(Debug, Clone, Copy)]
-struct Columns {
-    date: usize,
-    time: Option<usize>,
-    open: usize,
-    high: usize,
-    low: usize,
-    close: usize,
-    tickvol: Option<usize>,
-    vol: Option<usize>,
-    spread: Option<usize>,
-    bid: usize,
-    ask: usize,
-    volume: Option<usize>,
+enum Columns {
+    /// An "Export bars" file.
+    Bars {
+        date: usize,
+        /// `None` in D1 (and longer) exports, which drop `<TIME>`.
+        time: Option<usize>,
+        open: usize,
+        high: usize,
+        low: usize,
+        close: usize,
+        tickvol: Option<usize>,
+        vol: Option<usize>,
+        spread: Option<usize>,
+    },
+    /// An "Export ticks" file.
+    Ticks {
+        date: usize,
+        time: usize,
+        bid: usize,
+        ask: usize,
+        volume: Option<usize>,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    Bars,
-    Ticks,
-}
-
-fn header(line: &str) -> Option<(Layout, char, Columns)> {
+/// The separator and the columns of a header line; `None` if it is not an MT5 export header.
+fn header(line: &str) -> Option<(char, Columns)> {
     let sep = if line.contains('\t') {
         '\t'
     } else if line.contains(';') {
@@ -185,32 +190,38 @@ fn header(line: &str) -> Option<(Layout, char, Columns)> {
         .collect();
     let find = |n: &str| names.iter().position(|x| x == n);
     let date = find("<DATE>")?;
-    let mut c = Columns {
-        date,
-        time: find("<TIME>"),
-        open: 0,
-        high: 0,
-        low: 0,
-        close: 0,
-        tickvol: find("<TICKVOL>"),
-        vol: find("<VOL>"),
-        spread: find("<SPREAD>"),
-        bid: 0,
-        ask: 0,
-        volume: find("<VOLUME>"),
-    };
-    if let (Some(o), Some(h), Some(l), Some(cl)) = (
+    if let (Some(open), Some(high), Some(low), Some(close)) = (
         find("<OPEN>"),
         find("<HIGH>"),
         find("<LOW>"),
         find("<CLOSE>"),
     ) {
-        (c.open, c.high, c.low, c.close) = (o, h, l, cl);
-        return Some((Layout::Bars, sep, c));
+        return Some((
+            sep,
+            Columns::Bars {
+                date,
+                time: find("<TIME>"),
+                open,
+                high,
+                low,
+                close,
+                tickvol: find("<TICKVOL>"),
+                vol: find("<VOL>"),
+                spread: find("<SPREAD>"),
+            },
+        ));
     }
-    if let (Some(b), Some(a), Some(_)) = (find("<BID>"), find("<ASK>"), c.time) {
-        (c.bid, c.ask) = (b, a);
-        return Some((Layout::Ticks, sep, c));
+    if let (Some(bid), Some(ask), Some(time)) = (find("<BID>"), find("<ASK>"), find("<TIME>")) {
+        return Some((
+            sep,
+            Columns::Ticks {
+                date,
+                time,
+                bid,
+                ask,
+                volume: find("<VOLUME>"),
+            },
+        ));
     }
     None
 }
@@ -290,6 +301,14 @@ fn optional_u64(fields: &[&str], i: Option<usize>, name: &str) -> Result<u64, St
     }
 }
 
+/// When a read-ahead event is due: a bad row at once (it is reported where it was found),
+/// anything else at its server time in ms. Derived order: every `Now` before every `At`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum When {
+    Now,
+    At(i64),
+}
+
 /// The latest bid and ask of a tick file.
 #[derive(Debug, Clone, Copy, Default)]
 struct Quote {
@@ -302,7 +321,8 @@ struct Quote {
 pub struct CsvFile {
     name: String,
     symbol: usize,
-    kind: Kind,
+    /// The bars' timeframe; M1 for ticks, which build M1 and up.
+    timeframe: Timeframe,
     sep: char,
     columns: Columns,
     /// Decoded text and the byte offset of the next unread line.
@@ -310,8 +330,8 @@ pub struct CsvFile {
     pos: usize,
     line: u64,
     quote: Quote,
-    /// The next usable event, read ahead so files can be merged by time.
-    pending: Option<(i64, Event)>,
+    /// The next event, read ahead so files can be merged by time.
+    pending: Option<(When, Event)>,
 }
 
 impl CsvFile {
@@ -330,7 +350,7 @@ impl CsvFile {
         let text = decode(&bytes);
         let first_end = text.find('\n').unwrap_or(text.len());
         let first = text[..first_end].trim_end_matches('\r');
-        let (layout, sep, columns) = header(first).ok_or_else(|| CsvError::NoHeader {
+        let (sep, columns) = header(first).ok_or_else(|| CsvError::NoHeader {
             path: path.to_owned(),
             found: first.chars().take(80).collect(),
         })?;
@@ -342,15 +362,15 @@ impl CsvFile {
                 path: path.to_owned(),
                 what: "symbol",
             })?;
-        let kind = match layout {
-            Layout::Ticks => Kind::Ticks,
-            Layout::Bars => match timeframe.or(match name_kind {
+        let timeframe = match columns {
+            Columns::Ticks { .. } => Timeframe::M1,
+            Columns::Bars { time, .. } => match timeframe.or(match name_kind {
                 Some(Kind::Bars(tf)) => Some(tf),
                 _ => None,
             }) {
-                Some(tf) => Kind::Bars(tf),
+                Some(tf) => tf,
                 // No <TIME> column: MT5 writes D1 (and longer) that way.
-                None if columns.time.is_none() => Kind::Bars(Timeframe::D1),
+                None if time.is_none() => Timeframe::D1,
                 None => {
                     return Err(CsvError::Unnamed {
                         path: path.to_owned(),
@@ -369,7 +389,7 @@ impl CsvFile {
         let file = CsvFile {
             name: path.display().to_string(),
             symbol: index,
-            kind,
+            timeframe,
             sep,
             columns,
             pos: (first_end + 1).min(text.len()),
@@ -381,14 +401,20 @@ impl CsvFile {
         Ok(file)
     }
 
-    /// The file's symbol index and kind.
-    pub fn what(&self) -> (usize, Kind) {
-        (self.symbol, self.kind)
+    /// The index of the file's symbol in the streamer's list.
+    pub fn symbol_index(&self) -> usize {
+        self.symbol
     }
 
-    /// The next event with its time in server ms: a bar, a tick, or a bad row (with the time of
-    /// the last good one, so it sorts in place). `None` at the end of the file.
-    fn read_next(&mut self) -> Option<(i64, Event)> {
+    /// The shortest timeframe the file feeds: its bars' timeframe, or M1 for ticks.
+    pub fn timeframe(&self) -> Timeframe {
+        self.timeframe
+    }
+
+    /// The next event and when it is due: a bar or a tick at its server time in ms, or a bad
+    /// row, due at once (so that it is reported where it was found in the replay). `None` at
+    /// the end of the file.
+    fn read_next(&mut self) -> Option<(When, Event)> {
         loop {
             if self.pos >= self.text.len() {
                 return None;
@@ -405,16 +431,16 @@ impl CsvFile {
             }
             let fields: Vec<&str> = row.split(self.sep).collect();
             match parse_row(
-                self.kind,
+                self.timeframe,
                 &self.columns,
                 self.symbol,
                 &mut self.quote,
                 &fields,
             ) {
-                Ok(ev) => return Some(ev),
+                Ok((t, ev)) => return Some((When::At(t), ev)),
                 Err(reason) => {
                     return Some((
-                        i64::MIN,
+                        When::Now,
                         Event::BadRow {
                             file: self.name.clone(),
                             line: self.line,
@@ -426,7 +452,7 @@ impl CsvFile {
         }
     }
 
-    fn peek(&mut self) -> Option<&(i64, Event)> {
+    fn peek(&mut self) -> Option<&(When, Event)> {
         if self.pending.is_none() {
             self.pending = self.read_next();
         }
@@ -434,31 +460,46 @@ impl CsvFile {
     }
 }
 
-/// Parses one data row. `quote` carries bid and ask forward over the empty cells of tick rows.
+/// Parses one data row of a file of `timeframe` with `columns`. `quote` carries bid and ask
+/// forward over the empty cells of tick rows.
 fn parse_row(
-    kind: Kind,
-    c: &Columns,
+    timeframe: Timeframe,
+    columns: &Columns,
     symbol: usize,
     quote: &mut Quote,
     f: &[&str],
 ) -> Result<(i64, Event), String> {
-    let day = parse_date(field(f, c.date, "date")?)?;
-    let tod = match c.time {
+    let (date, time) = match *columns {
+        Columns::Bars { date, time, .. } => (date, time),
+        Columns::Ticks { date, time, .. } => (date, Some(time)),
+    };
+    let day = parse_date(field(f, date, "date")?)?;
+    let tod = match time {
         Some(i) => parse_time(field(f, i, "time")?)?,
         None => 0,
     };
     let time_ms = day * 86_400_000 + tod;
-    match kind {
-        Kind::Bars(tf) => {
+    match *columns {
+        Columns::Bars {
+            open,
+            high,
+            low,
+            close,
+            tickvol,
+            vol,
+            spread,
+            ..
+        } => {
+            let tf = timeframe;
             let candle = Candle {
                 time: time_ms.div_euclid(1000),
-                open: price(f, c.open, "open")?,
-                high: price(f, c.high, "high")?,
-                low: price(f, c.low, "low")?,
-                close: price(f, c.close, "close")?,
-                tick_volume: optional_u64(f, c.tickvol, "tick volume")?,
-                real_volume: optional_u64(f, c.vol, "volume")?,
-                spread: optional_u64(f, c.spread, "spread")?.min(i32::MAX as u64) as i32,
+                open: price(f, open, "open")?,
+                high: price(f, high, "high")?,
+                low: price(f, low, "low")?,
+                close: price(f, close, "close")?,
+                tick_volume: optional_u64(f, tickvol, "tick volume")?,
+                real_volume: optional_u64(f, vol, "volume")?,
+                spread: optional_u64(f, spread, "spread")?.min(i32::MAX as u64) as i32,
                 ..Candle::default()
             };
             if tf.bar_start(candle.time) != candle.time {
@@ -475,20 +516,25 @@ fn parse_row(
                 }),
             ))
         }
-        Kind::Ticks => {
+        Columns::Ticks {
+            bid: bid_at,
+            ask: ask_at,
+            volume: volume_at,
+            ..
+        } => {
             let cell = |i: usize| f.get(i).map_or("", |s| s.trim());
             let parse =
                 |s: &str, name: &str| s.parse::<f64>().map_err(|_| format!("bad {name} {s:?}"));
-            if !cell(c.bid).is_empty() {
-                quote.bid = Some(parse(cell(c.bid), "bid")?);
+            if !cell(bid_at).is_empty() {
+                quote.bid = Some(parse(cell(bid_at), "bid")?);
             }
-            if !cell(c.ask).is_empty() {
-                quote.ask = Some(parse(cell(c.ask), "ask")?);
+            if !cell(ask_at).is_empty() {
+                quote.ask = Some(parse(cell(ask_at), "ask")?);
             }
             let (Some(bid), Some(ask)) = (quote.bid, quote.ask) else {
                 return Err("no bid and ask yet (a tick export must start with both)".into());
             };
-            let volume = optional_u64(f, c.volume, "volume")?;
+            let volume = optional_u64(f, volume_at, "volume")?;
             Ok((
                 time_ms,
                 Event::Tick(Tick {
@@ -541,7 +587,7 @@ impl CsvReplay {
 
     /// The file whose next event is earliest (bad rows first, so they are reported in place).
     fn earliest(&mut self) -> Option<usize> {
-        let mut best: Option<(i64, usize)> = None;
+        let mut best: Option<(When, usize)> = None;
         for i in 0..self.files.len() {
             if let Some(&(t, _)) = self.files[i].peek() {
                 if best.is_none_or(|(bt, _)| t < bt) {
@@ -569,8 +615,8 @@ impl Source for CsvReplay {
                 out.push(Event::Feed(FeedState::Finished));
                 return Ok(());
             };
-            let t = self.files[i].pending.as_ref().map_or(0, |p| p.0);
-            if let (Speed::Times(n), true) = (self.speed, t != i64::MIN) {
+            let due_at = self.files[i].pending.as_ref().map(|p| p.0);
+            if let (Speed::Times(n), Some(When::At(t))) = (self.speed, due_at) {
                 let &mut (t0, w0) = self.anchor.get_or_insert((t, Instant::now()));
                 let due = w0 + Duration::from_secs_f64(((t - t0).max(0) as f64 / 1000.0) / n);
                 let now = Instant::now();
@@ -584,7 +630,7 @@ impl Source for CsvReplay {
                     }
                     std::thread::sleep(due - now);
                 }
-            } else if self.anchor.is_none() && t != i64::MIN {
+            } else if let (None, Some(When::At(t))) = (self.anchor, due_at) {
                 self.anchor = Some((t, Instant::now()));
             }
             let (_, ev) = self.files[i].pending.take().expect("peeked");
