@@ -134,8 +134,7 @@ impl RunArgs {
             c.source = s;
         }
         if let Some(s) = &self.symbols {
-            c.symbols = flag("--symbols", config::parse_symbols(s))?;
-            c.symbols_given = true;
+            c.symbols = Some(flag("--symbols", config::parse_symbols(s))?);
         }
         if let Some(t) = &self.timeframes {
             c.timeframes = flag("--timeframes", config::parse_timeframes(t))?;
@@ -188,15 +187,14 @@ impl RunArgs {
             c.segment_mode = flag("--segment-mode", config::parse_mode(m))?;
         }
         if let Some(h) = &self.http {
-            c.http_given = true;
-            c.http = Some(flag(
+            c.http = config::HttpBind::Asked(flag(
                 "--http",
                 h.parse()
                     .map_err(|_| format!("expected an address like 127.0.0.1:8000, found {h:?}")),
             )?);
         }
         if self.no_http {
-            c.http = None;
+            c.http = config::HttpBind::Off;
         }
         c.http_allow_remote |= self.http_allow_remote;
         c.http_allow_remote_without_token |= self.http_allow_remote_without_token;

@@ -41,10 +41,9 @@ impl std::str::FromStr for SourceKind {
 /// Everything the streamer needs to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Symbols, in order. For a CSV source left unset, they come from the files.
-    pub symbols: Vec<String>,
-    /// Whether `symbols` was set by the file or a flag (rather than defaulted).
-    pub symbols_given: bool,
+    /// Symbols, in order, as asked for by the file or a flag. `None`: [`DEFAULT_SYMBOLS`] for
+    /// the synthetic and mt5 feeds, the file names for a CSV replay.
+    pub symbols: Option<Vec<String>>,
     /// Timeframes, shortest first.
     pub timeframes: Vec<Timeframe>,
     /// Ring capacity per timeframe.
@@ -69,20 +68,37 @@ pub struct Config {
     pub segment: SegmentPath,
     /// Mode of a newly created segment file.
     pub segment_mode: u32,
-    /// HTTP shim address; `None` turns it off.
-    pub http: Option<SocketAddr>,
+    /// The built-in HTTP API.
+    pub http: HttpBind,
     /// Let the HTTP shim bind a non-loopback address (set `MTF_SHIM_TOKEN` too).
     pub http_allow_remote: bool,
     /// Serve a non-loopback `http` address without a token.
     pub http_allow_remote_without_token: bool,
-    /// Whether `http` was asked for (file or flag). If not, a busy default port turns the
-    /// API off with a warning instead of stopping the streamer.
-    pub http_given: bool,
     /// Broker server time minus UTC, seconds.
     pub server_time_offset_s: i64,
     /// Refuse a layout larger than this many MiB (`max_memory_mb` of the original config).
     pub max_memory_mb: Option<u64>,
 }
+
+/// Where the built-in HTTP API listens, and how hard to insist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpBind {
+    /// Nobody asked: this (default) address, and if its port is taken the API is turned off
+    /// with a warning rather than stopping the candles.
+    Default(SocketAddr),
+    /// Asked for by the file or a flag: it must work.
+    Asked(SocketAddr),
+    /// No API (`--no-http`, or `"http": null`).
+    Off,
+}
+
+/// The symbols published when none are asked for (real broker names, with demo prices from the
+/// synthetic feed).
+pub const DEFAULT_SYMBOLS: [&str; 2] = ["BTCUSDc", "XAUUSDc"];
+
+/// The address of the built-in API when none is asked for.
+pub const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
 
 /// The buffer sizes of the original system, plus D1, W1 and MN1.
 pub const DEFAULT_BUFFER_SIZES: [(Timeframe, u32); 9] = [
@@ -109,11 +125,22 @@ pub const DEFAULT_TIMEFRAMES: [Timeframe; 7] = [
     Timeframe::D1,
 ];
 
+impl Config {
+    /// The ring capacity of `tf`: the one asked for, else the default of the original system.
+    pub fn capacity(&self, tf: Timeframe) -> u32 {
+        self.buffer_sizes.get(&tf).copied().unwrap_or_else(|| {
+            DEFAULT_BUFFER_SIZES
+                .iter()
+                .find(|(t, _)| *t == tf)
+                .map_or(100, |&(_, n)| n)
+        })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            symbols: vec!["BTCUSDc".into(), "XAUUSDc".into()],
-            symbols_given: false,
+            symbols: None,
             timeframes: DEFAULT_TIMEFRAMES.to_vec(),
             buffer_sizes: DEFAULT_BUFFER_SIZES.into_iter().collect(),
             source: SourceKind::Synthetic,
@@ -127,10 +154,9 @@ impl Default for Config {
             segment: SegmentPath::named(shm_core::DEFAULT_SEGMENT_NAME)
                 .expect("valid default name"),
             segment_mode: 0o600,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            http: HttpBind::Default(DEFAULT_HTTP),
             http_allow_remote: false,
             http_allow_remote_without_token: false,
-            http_given: false,
             server_time_offset_s: 0,
             max_memory_mb: None,
         }
@@ -296,8 +322,7 @@ impl Config {
         };
         match key {
             "symbols" => {
-                self.symbols = parse_symbols(&strings(v)?).map_err(|m| err(key, m))?;
-                self.symbols_given = true;
+                self.symbols = Some(parse_symbols(&strings(v)?).map_err(|m| err(key, m))?);
             }
             "buffer_sizes" => {
                 let Value::Object(sizes) = v else {
@@ -364,10 +389,9 @@ impl Config {
                 self.segment_mode = parse_mode(&s).map_err(|m| err(key, m))?;
             }
             "http" => {
-                self.http_given = true;
                 self.http = match v {
-                    Value::Null | Value::Bool(false) => None,
-                    other => Some(string(other)?.parse().map_err(|_| {
+                    Value::Null | Value::Bool(false) => HttpBind::Off,
+                    other => HttpBind::Asked(string(other)?.parse().map_err(|_| {
                         err(
                             key,
                             format!("expected an address like 127.0.0.1:8000, found {other}"),
@@ -459,7 +483,10 @@ mod tests {
     fn the_original_config_is_accepted_as_it_is() {
         let mut c = Config::default();
         let warnings = c.apply_json(ORIGINAL).unwrap();
-        assert_eq!(c.symbols, ["BTCUSDc", "XAUUSDc", "EURUSDc"]);
+        assert_eq!(
+            c.symbols.as_deref(),
+            Some(&["BTCUSDc".to_owned(), "XAUUSDc".into(), "EURUSDc".into()][..])
+        );
         assert_eq!(c.buffer_sizes[&Timeframe::M1], 1440);
         assert_eq!(
             c.buffer_sizes[&Timeframe::D1],
@@ -503,13 +530,13 @@ mod tests {
         assert_eq!(c.speed, Speed::Times(10.0));
         assert_eq!(c.segment.path().file_name().unwrap(), "desk-1");
         assert_eq!(c.segment_mode, 0o640);
-        assert_eq!(c.http, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.http, HttpBind::Asked("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(c.server_time_offset_s, 7200);
         assert_eq!(c.timeframes, [Timeframe::M1, Timeframe::H1]);
         assert_eq!((c.seed, c.tick_rate), (7, 2.5));
         let mut c = Config::default();
         c.apply_json(r#"{"http": null}"#).unwrap();
-        assert_eq!(c.http, None);
+        assert_eq!(c.http, HttpBind::Off);
     }
 
     #[test]

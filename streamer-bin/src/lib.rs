@@ -12,7 +12,7 @@
 //! # let dir = std::env::temp_dir().join(format!("streamer-doc-{}", std::process::id()));
 //! let mut config = Config::default();
 //! config.segment = shm_core::SegmentPath::at(&dir);
-//! config.http = None;
+//! config.http = streamer_bin::config::HttpBind::Off;
 //! let stop = Arc::new(AtomicBool::new(true)); // already asked to stop: one pass, then exit
 //! let summary = run(&config, &stop, &mut std::io::sink())?;
 //! assert!(summary.bars_closed > 0, "the backfill closed bars");
@@ -37,7 +37,7 @@ use shm_core::{
 };
 
 use aggregate::Aggregator;
-use config::{Config, ConfigError, SourceKind};
+use config::{Config, ConfigError, HttpBind, SourceKind};
 use source::csv::{CsvError, CsvFile, CsvReplay};
 use source::synthetic::{profile, Synthetic};
 use source::{Event, Source, SourceError};
@@ -56,7 +56,7 @@ pub enum StreamerError {
     /// The source failed for good.
     Source(SourceError),
     /// The embedded HTTP shim could not start.
-    Http(String),
+    Http(http_shim::StartError),
 }
 
 impl fmt::Display for StreamerError {
@@ -72,7 +72,7 @@ impl fmt::Display for StreamerError {
             StreamerError::Segment(e) => e.fmt(f),
             StreamerError::Csv(e) => e.fmt(f),
             StreamerError::Source(e) => write!(f, "source failed: {e}"),
-            StreamerError::Http(e) => write!(f, "HTTP shim: {e}"),
+            StreamerError::Http(e) => write!(f, "HTTP API: {e}"),
         }
     }
 }
@@ -82,6 +82,7 @@ impl std::error::Error for StreamerError {
         match self {
             StreamerError::Segment(e) => e.source(),
             StreamerError::Csv(e) => e.source(),
+            StreamerError::Http(e) => e.source(),
             _ => None,
         }
     }
@@ -98,13 +99,32 @@ pub struct Summary {
     pub rejected: u64,
 }
 
-/// What to publish: symbols, the timeframes of each, and the CSV files if that is the source.
-type Plan = (Vec<String>, Vec<Vec<Timeframe>>, Vec<CsvFile>);
+/// What to publish.
+#[derive(Debug)]
+pub struct Plan {
+    /// The symbols, in order.
+    pub symbols: Vec<String>,
+    /// The timeframes of each symbol (a bar file feeds only its own and longer ones).
+    pub timeframes: Vec<Vec<Timeframe>>,
+    /// The CSV files, if that is the source.
+    pub files: Vec<CsvFile>,
+}
 
-fn plan(config: &Config) -> Result<Plan, StreamerError> {
+/// Resolves the symbols, their timeframes and the CSV files of `config`.
+pub fn plan(config: &Config) -> Result<Plan, StreamerError> {
     if config.source != SourceKind::Csv {
-        let tfs = vec![config.timeframes.clone(); config.symbols.len()];
-        return Ok((config.symbols.clone(), tfs, Vec::new()));
+        let symbols: Vec<String> = config.symbols.clone().unwrap_or_else(|| {
+            config::DEFAULT_SYMBOLS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        let timeframes = vec![config.timeframes.clone(); symbols.len()];
+        return Ok(Plan {
+            symbols,
+            timeframes,
+            files: Vec::new(),
+        });
     }
     if config.csv_files.is_empty() {
         return Err(StreamerError::Config(ConfigError {
@@ -113,8 +133,8 @@ fn plan(config: &Config) -> Result<Plan, StreamerError> {
         }));
     }
     // Without an explicit symbol list, the files name the symbols.
-    let symbols = if config.symbols_given {
-        config.symbols.clone()
+    let symbols = if let Some(asked) = &config.symbols {
+        asked.clone()
     } else {
         let mut names: Vec<String> = Vec::new();
         for path in &config.csv_files {
@@ -164,7 +184,11 @@ fn plan(config: &Config) -> Result<Plan, StreamerError> {
             own
         })
         .collect();
-    Ok((symbols, tfs, files))
+    Ok(Plan {
+        symbols,
+        timeframes: tfs,
+        files,
+    })
 }
 
 /// The segment layout for `symbols` with their timeframes.
@@ -176,7 +200,7 @@ pub fn layout(
     let mut layout = Layout::new();
     for (symbol, tfs) in symbols.iter().zip(tfs) {
         for &tf in tfs {
-            let capacity = config.buffer_sizes.get(&tf).copied().unwrap_or(100);
+            let capacity = config.capacity(tf);
             layout
                 .add_ring(symbol, tf, capacity)
                 .map_err(StreamerError::Layout)?;
@@ -235,10 +259,6 @@ pub fn start_clean_reason(path: &shm_core::SegmentPath, kind: FeedKind) -> Optio
 /// How often a replay reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-fn writer_feed_finished(writer: &Writer) -> bool {
-    writer.feed_state() == Some(FeedState::Finished)
-}
-
 /// `3 min 20 s`, `2 h 05 min`, `12 s`.
 fn human_duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
@@ -252,16 +272,76 @@ fn human_duration(secs: f64) -> String {
 /// How often the writer heartbeats, at the least (the segment promises 250 ms).
 const HEARTBEAT: Duration = Duration::from_millis(100);
 
-/// Runs the streamer until `stop` is set: creates the segment, backfills, then publishes the
-/// feed. The banner goes to `banner`, warnings and bad rows to stderr.
+/// Runs the streamer until `stop` is set: creates the segment, starts the API, opens the
+/// source, then publishes the feed. The banner goes to `banner`, warnings and bad rows to
+/// stderr.
 pub fn run(
     config: &Config,
     stop: &AtomicBool,
     banner: &mut dyn Write,
 ) -> Result<Summary, StreamerError> {
     let started = Instant::now();
-    let (symbols, tfs, files) = plan(config)?;
-    let layout = layout(config, &symbols, &tfs)?;
+    let plan = plan(config)?;
+    let writer = open_segment(config, &plan, banner)?;
+    // The API is one more reader of the segment just created; it stops when dropped.
+    let shim = start_api(config)?;
+    let points: Vec<(String, f64)> = plan
+        .symbols
+        .iter()
+        .map(|s| (s.clone(), profile(s).point))
+        .collect();
+    let agg = Aggregator::new(&writer, &points, &config.timeframes);
+    let source = open_source(
+        config,
+        plan.files,
+        &plan.symbols,
+        &plan.timeframes,
+        &writer,
+        &agg,
+    );
+    print_banner(
+        banner,
+        config,
+        shim.as_ref().map(http_shim::Shim::local_addr),
+        &writer,
+        &plan.symbols,
+        &plan.timeframes,
+        source.as_ref(),
+    );
+    let mut pump = Pump {
+        config,
+        symbols: &plan.symbols,
+        writer,
+        agg,
+        source,
+        banner,
+        started,
+        running: false,
+        bad_rows_reported: 0,
+        offset_warned: false,
+        last_progress: Instant::now(),
+        finished_reported: false,
+    };
+    pump.run(stop)?;
+    let w = &pump.writer;
+    let summary = Summary {
+        ticks: w.counter(Counter::TicksProcessed),
+        bars_closed: w.counter(Counter::BarsClosed),
+        rejected: Counter::REJECTS.iter().map(|&c| w.counter(c)).sum(),
+    };
+    drop(shim);
+    pump.writer.stop();
+    Ok(summary)
+}
+
+/// Creates (or continues, or starts clean) the segment for `plan`, with the feed kind and the
+/// server offset recorded.
+fn open_segment(
+    config: &Config,
+    plan: &Plan,
+    banner: &mut dyn Write,
+) -> Result<Writer, StreamerError> {
+    let layout = layout(config, &plan.symbols, &plan.timeframes)?;
     let kind = feed_kind(config.source);
     let clean = start_clean_reason(&config.segment, kind);
     if let Some(why) = &clean {
@@ -285,68 +365,76 @@ pub fn run(
     if !keep_offset {
         writer.set_server_time_offset(config.server_time_offset_s);
     }
-    // The shim is one more reader of the segment we just created; it stops when dropped.
-    let shim = match config.http {
-        Some(bind) => {
-            let started = http_shim::Shim::start(http_shim::ShimConfig {
-                segment: config.segment.clone(),
-                bind,
-                allow_remote: config.http_allow_remote,
-                allow_remote_without_token: config.http_allow_remote_without_token,
-                token: std::env::var("MTF_SHIM_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
-                ..http_shim::ShimConfig::default()
-            });
-            match started {
-                Ok(shim) => Some(shim),
-                // An address the operator asked for must work; the default one may be taken by
-                // something else on this host, which should not stop the candles.
-                Err(e) if !config.http_given => {
-                    eprintln!(
-                        "warning: HTTP API off: {}; choose another address with --http ADDR",
-                        error_chain(&e)
-                    );
-                    None
-                }
-                Err(e) => return Err(StreamerError::Http(error_chain(&e))),
-            }
-        }
-        None => None,
+    Ok(writer)
+}
+
+/// Starts the built-in API as `config.http` says: an address asked for must work; the default
+/// one may be taken by something else on this host, which should not stop the candles.
+fn start_api(config: &Config) -> Result<Option<http_shim::Shim>, StreamerError> {
+    let (bind, asked) = match config.http {
+        HttpBind::Off => return Ok(None),
+        HttpBind::Default(a) => (a, false),
+        HttpBind::Asked(a) => (a, true),
     };
-    let points: Vec<(String, f64)> = symbols.iter().map(|s| (s.clone(), profile(s).1)).collect();
-    let mut agg = Aggregator::new(&writer, &points, &config.timeframes);
-    let mut source: Box<dyn Source> = match config.source {
+    let started = http_shim::Shim::start(http_shim::ShimConfig {
+        segment: config.segment.clone(),
+        bind,
+        allow_remote: config.http_allow_remote,
+        allow_remote_without_token: config.http_allow_remote_without_token,
+        token: std::env::var("MTF_SHIM_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        ..http_shim::ShimConfig::default()
+    });
+    match started {
+        Ok(shim) => Ok(Some(shim)),
+        Err(e) if !asked => {
+            eprintln!(
+                "warning: HTTP API off: {}; choose another address with --http ADDR",
+                error_chain(&e)
+            );
+            Ok(None)
+        }
+        Err(e) => Err(StreamerError::Http(e)),
+    }
+}
+
+/// The feed `config` asks for, continuing from what the segment holds.
+fn open_source(
+    config: &Config,
+    files: Vec<CsvFile>,
+    symbols: &[String],
+    tfs: &[Vec<Timeframe>],
+    writer: &Writer,
+    agg: &Aggregator,
+) -> Box<dyn Source> {
+    match config.source {
         SourceKind::Synthetic => {
             // Enough M1 history to fill the longest-reaching ring.
             let span = tfs[0]
                 .iter()
-                .map(|tf| {
-                    tf.nominal_seconds()
-                        * i64::from(config.buffer_sizes.get(tf).copied().unwrap_or(100))
-                })
+                .map(|&tf| tf.nominal_seconds() * i64::from(config.capacity(tf)))
                 .max()
                 .unwrap_or(86_400);
             Box::new(Synthetic::new(
-                &symbols,
+                symbols,
                 config.seed,
                 config.tick_rate,
                 config.server_time_offset_s,
                 Duration::from_secs(span as u64 + 60),
-                agg.resume_points(&writer),
+                agg.resume_points(writer),
             ))
         }
         SourceKind::Csv => Box::new(CsvReplay::new(files, config.speed)),
         SourceKind::Mt5 => {
             let plans = symbols
                 .iter()
-                .zip(&tfs)
+                .zip(tfs)
                 .map(|(symbol, tfs)| {
                     let mut known = std::collections::HashMap::new();
                     let mut timeframes = Vec::new();
                     for &tf in tfs {
-                        let capacity = config.buffer_sizes.get(&tf).copied().unwrap_or(100);
-                        timeframes.push((tf, capacity));
+                        timeframes.push((tf, config.capacity(tf)));
                         if let Some(ring) = writer.ring(symbol, tf) {
                             if let Some(c) =
                                 writer.forming(ring).or_else(|| writer.last_closed(ring))
@@ -370,160 +458,174 @@ pub fn run(
                 .filter(|t| !t.is_empty());
             Box::new(source::mt5::Mt5Source::with_config(gateway, plans))
         }
-    };
+    }
+}
 
-    let http = shim.as_ref().map(http_shim::Shim::local_addr);
-    print_banner(
-        banner,
-        config,
-        http,
-        &writer,
-        &symbols,
-        &tfs,
-        source.as_ref(),
-    );
+/// The publishing loop and its state: events from the source into the aggregator and the
+/// writer, heartbeats, and what is reported along the way.
+struct Pump<'a> {
+    config: &'a Config,
+    symbols: &'a [String],
+    writer: Writer,
+    agg: Aggregator,
+    source: Box<dyn Source>,
+    banner: &'a mut dyn Write,
+    started: Instant,
+    /// Whether the writer has been marked running (the source is past its backfill).
+    running: bool,
+    bad_rows_reported: u32,
+    offset_warned: bool,
+    last_progress: Instant,
+    finished_reported: bool,
+}
 
-    let mut events = Vec::with_capacity(8192);
-    let mut last_progress = Instant::now();
-    let mut finished_reported = false;
-    let mut last_beat = Instant::now();
-    let mut bad_rows_reported = 0u32;
-    let mut offset_warned = false;
-    let mut running = false;
-    let mut stop_asked: Option<Instant> = None;
-    loop {
-        source
-            .poll(&mut events, HEARTBEAT)
-            .map_err(StreamerError::Source)?;
-        for (i, ev) in events.drain(..).enumerate() {
-            match ev {
-                Event::Tick(t) => agg.on_tick(&mut writer, &t),
-                Event::Bar(b) => agg.on_bar(&mut writer, &b),
-                Event::Feed(state) => {
-                    writer.set_feed_state(state);
-                    if state != FeedState::Backfilling && !running {
-                        writer.set_running();
-                        running = true;
-                        let _ =
-                            writeln!(banner, "running after {} ms", started.elapsed().as_millis());
-                    }
-                }
-                Event::Count(counter, n) => writer.add(counter, n),
-                Event::ServerTimeOffset(seconds) => {
-                    // The operator's setting wins; the gateway's only fills in a default, and
-                    // only within the offsets that exist (UTC-12 to UTC+14).
-                    if !shm_core::SERVER_OFFSET_RANGE.contains(&seconds) {
-                        if !offset_warned {
-                            eprintln!(
-                                "warning: the source reported a server-time offset of {seconds} s, \
-                                 outside UTC-12..UTC+14; ignored (set --server-offset)"
-                            );
-                            offset_warned = true;
-                        }
-                    } else if config.server_time_offset_s == 0 && seconds != 0 {
-                        writer.set_server_time_offset(seconds);
-                    }
-                }
-                Event::SymbolUnknown { symbol, unknown } => {
-                    if let Some(id) = symbols.get(symbol).and_then(|s| writer.symbol(s)) {
-                        writer.set_unknown_to_source(id, unknown);
-                    }
-                }
-                Event::BadRow { file, line, reason } => {
-                    writer.add(Counter::BadRows, 1);
-                    if bad_rows_reported < 20 {
-                        eprintln!("warning: {file}:{line}: skipped: {reason}");
-                    } else if bad_rows_reported == 20 {
-                        eprintln!(
-                            "warning: more bad rows; `{} inspect` counts them",
-                            self_command()
-                        );
-                    }
-                    bad_rows_reported += 1;
+impl Pump<'_> {
+    /// Publishes until `stop` is set: once the source is past its backfill (or 2 s after the
+    /// request, whichever is first), so that a `stop` set before `run` still publishes the
+    /// backfill: a one-shot run.
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), StreamerError> {
+        let mut events = Vec::with_capacity(8192);
+        let mut last_beat = Instant::now();
+        let mut stop_asked: Option<Instant> = None;
+        loop {
+            self.source
+                .poll(&mut events, HEARTBEAT)
+                .map_err(StreamerError::Source)?;
+            for (i, ev) in events.drain(..).enumerate() {
+                self.apply(ev);
+                // Keep the clock (and so candle change times) fresh during long batches.
+                if i % 1024 == 1023 {
+                    self.writer.heartbeat();
                 }
             }
-            // Keep the clock (and so candle change times) fresh during long batches.
-            if i % 1024 == 1023 {
-                writer.heartbeat();
+            self.report_progress();
+            if last_beat.elapsed() >= HEARTBEAT / 2 {
+                self.writer.heartbeat();
+                last_beat = Instant::now();
             }
-        }
-        if let Some(p) = source.progress() {
-            let finished = writer_feed_finished(&writer);
-            if finished && !finished_reported {
-                finished_reported = true;
-                let _ = writeln!(
-                    banner,
-                    "replay finished: {} bars and ticks in {:.1} s; the candles stay served \
-                     until Ctrl-C",
-                    p.events,
-                    started.elapsed().as_secs_f64()
-                );
-                // Rings that dropped their oldest candles: say how to keep them all.
-                let mut short: Vec<String> = Vec::new();
-                for spec in writer.layout().rings() {
-                    let symbol = writer
-                        .layout()
-                        .symbols()
-                        .nth(spec.symbol_index as usize)
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some(ring) = writer.ring(&symbol, spec.timeframe) {
-                        let total = writer.closed_total(ring);
-                        if total > u64::from(spec.capacity)
-                            && !short.iter().any(|s| s.starts_with(spec.timeframe.name()))
-                        {
-                            short.push(format!("{}={total}", spec.timeframe));
-                        }
-                    }
+            // Relaxed: the signal handler's flag carries no data with it.
+            if stop.load(Ordering::Relaxed) {
+                let asked = *stop_asked.get_or_insert_with(Instant::now);
+                if self.running || asked.elapsed() > Duration::from_secs(2) {
+                    return Ok(());
                 }
-                if !short.is_empty() {
-                    let _ = writeln!(
-                        banner,
-                        "  the rings keep only their newest candles; to keep every one, add \
-                         --buffer {}",
-                        short.join(" --buffer ")
-                    );
-                }
-            } else if !finished && last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = Instant::now();
-                let run_s = started.elapsed().as_secs_f64();
-                let eta = if p.fraction > 0.0 {
-                    format!(
-                        ", about {} left",
-                        human_duration(run_s * (1.0 - p.fraction) / p.fraction)
-                    )
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(
-                    banner,
-                    "replay {:.0}%: {} bars and ticks{eta}",
-                    p.fraction * 100.0,
-                    p.events
-                );
-            }
-        }
-        if last_beat.elapsed() >= HEARTBEAT / 2 {
-            writer.heartbeat();
-            last_beat = Instant::now();
-        }
-        // Once the source is past its backfill (or 2 s after the request, whichever is first),
-        // so a `stop` set before `run` still publishes the backfill: a one-shot run.
-        // Relaxed: the signal handler's flag carries no data with it.
-        if stop.load(Ordering::Relaxed) {
-            let asked = *stop_asked.get_or_insert_with(Instant::now);
-            if running || asked.elapsed() > Duration::from_secs(2) {
-                break;
             }
         }
     }
-    let summary = Summary {
-        ticks: writer.counter(Counter::TicksProcessed),
-        bars_closed: writer.counter(Counter::BarsClosed),
-        rejected: Counter::REJECTS.iter().map(|&c| writer.counter(c)).sum(),
-    };
-    writer.stop();
-    Ok(summary)
+
+    /// One event of the source.
+    fn apply(&mut self, ev: Event) {
+        let writer = &mut self.writer;
+        match ev {
+            Event::Tick(t) => self.agg.on_tick(writer, &t),
+            Event::Bar(b) => self.agg.on_bar(writer, &b),
+            Event::Feed(state) => {
+                writer.set_feed_state(state);
+                if state != FeedState::Backfilling && !self.running {
+                    writer.set_running();
+                    self.running = true;
+                    let _ = writeln!(
+                        self.banner,
+                        "running after {} ms",
+                        self.started.elapsed().as_millis()
+                    );
+                }
+            }
+            Event::Count(counter, n) => writer.add(counter, n),
+            Event::ServerTimeOffset(seconds) => {
+                // The operator's setting wins; the gateway's only fills in a default, and only
+                // within the offsets that exist (UTC-12 to UTC+14).
+                if !shm_core::SERVER_OFFSET_RANGE.contains(&seconds) {
+                    if !self.offset_warned {
+                        eprintln!(
+                            "warning: the source reported a server-time offset of {seconds} s, \
+                             outside UTC-12..UTC+14; ignored (set --server-offset)"
+                        );
+                        self.offset_warned = true;
+                    }
+                } else if self.config.server_time_offset_s == 0 && seconds != 0 {
+                    writer.set_server_time_offset(seconds);
+                }
+            }
+            Event::SymbolUnknown { symbol, unknown } => {
+                if let Some(id) = self.symbols.get(symbol).and_then(|s| writer.symbol(s)) {
+                    writer.set_unknown_to_source(id, unknown);
+                }
+            }
+            Event::BadRow { file, line, reason } => {
+                writer.add(Counter::BadRows, 1);
+                if self.bad_rows_reported < 20 {
+                    eprintln!("warning: {file}:{line}: skipped: {reason}");
+                } else if self.bad_rows_reported == 20 {
+                    eprintln!(
+                        "warning: more bad rows; `{} inspect` counts them",
+                        self_command()
+                    );
+                }
+                self.bad_rows_reported += 1;
+            }
+        }
+    }
+
+    /// A replay's progress every few seconds, and its last line when it is done.
+    fn report_progress(&mut self) {
+        let Some(p) = self.source.progress() else {
+            return;
+        };
+        let finished = self.writer.feed_state() == Some(FeedState::Finished);
+        if finished && !self.finished_reported {
+            self.finished_reported = true;
+            let _ = writeln!(
+                self.banner,
+                "replay finished: {} bars and ticks in {:.1} s; the candles stay served until \
+                 Ctrl-C",
+                p.events,
+                self.started.elapsed().as_secs_f64()
+            );
+            // Rings that dropped their oldest candles: say how to keep them all.
+            let mut short: Vec<String> = Vec::new();
+            let layout = self.writer.layout();
+            for spec in layout.rings() {
+                let symbol = layout
+                    .symbols()
+                    .nth(spec.symbol_index as usize)
+                    .unwrap_or_default();
+                if let Some(ring) = self.writer.ring(symbol, spec.timeframe) {
+                    let total = self.writer.closed_total(ring);
+                    if total > u64::from(spec.capacity)
+                        && !short.iter().any(|s| s.starts_with(spec.timeframe.name()))
+                    {
+                        short.push(format!("{}={total}", spec.timeframe));
+                    }
+                }
+            }
+            if !short.is_empty() {
+                let _ = writeln!(
+                    self.banner,
+                    "  the rings keep only their newest candles; to keep every one, add \
+                     --buffer {}",
+                    short.join(" --buffer ")
+                );
+            }
+        } else if !finished && self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = Instant::now();
+            let run_s = self.started.elapsed().as_secs_f64();
+            let eta = if p.fraction > 0.0 {
+                format!(
+                    ", about {} left",
+                    human_duration(run_s * (1.0 - p.fraction) / p.fraction)
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                self.banner,
+                "replay {:.0}%: {} bars and ticks{eta}",
+                p.fraction * 100.0,
+                p.events
+            );
+        }
+    }
 }
 
 /// An error and its causes on one line.

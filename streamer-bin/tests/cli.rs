@@ -250,20 +250,20 @@ fn tail_prints_history_then_each_change_until_stopped() {
 #[test]
 fn a_busy_default_http_port_turns_the_api_off_but_a_requested_one_is_an_error() {
     use std::sync::atomic::AtomicBool;
-    use streamer_bin::config::Config;
+    use streamer_bin::config::{Config, HttpBind};
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let seg = TempSegment::new("busyport");
     let mut config = Config {
         segment: seg.path.clone(),
-        http: Some(taken.local_addr().unwrap()),
+        http: HttpBind::Default(taken.local_addr().unwrap()),
         ..Config::default()
     };
     // Not asked for (the default): the streamer runs without HTTP.
     let summary = streamer_bin::run(&config, &AtomicBool::new(true), &mut std::io::sink()).unwrap();
     assert!(summary.bars_closed > 0);
     // Asked for: a clear error that names the address.
-    config.http_given = true;
+    config.http = HttpBind::Asked(taken.local_addr().unwrap());
     let err = streamer_bin::run(&config, &AtomicBool::new(true), &mut std::io::sink()).unwrap_err();
     let text = err.to_string();
     assert!(

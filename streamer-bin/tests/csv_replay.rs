@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mtf_tests::{Lcg, TempSegment};
 use shm_core::{Candle, Counter, FeedState, Reader, Timeframe};
-use streamer_bin::config::{Config, SourceKind};
+use streamer_bin::config::{Config, HttpBind, SourceKind};
 use streamer_bin::source::csv::{CsvFile, CsvReplay, Speed};
 use streamer_bin::source::{Event, Source};
 
@@ -58,7 +58,7 @@ fn replay(
     let mut config = Config {
         source: SourceKind::Csv,
         csv_files: files,
-        http: None,
+        http: HttpBind::Off,
         segment: seg.path.clone(),
         ..Config::default()
     };
@@ -279,7 +279,7 @@ fn a_file_that_is_not_an_export_is_refused_with_what_it_holds() {
     let config = Config {
         source: SourceKind::Csv,
         csv_files: vec![f],
-        http: None,
+        http: HttpBind::Off,
         ..Config::default()
     };
     let err = streamer_bin::run(&config, &AtomicBool::new(true), &mut std::io::sink()).unwrap_err();
@@ -291,7 +291,7 @@ fn a_file_that_is_not_an_export_is_refused_with_what_it_holds() {
     let missing = Config {
         source: SourceKind::Csv,
         csv_files: vec![Path::new("/nonexistent/x.csv").into()],
-        http: None,
+        http: HttpBind::Off,
         ..Config::default()
     };
     let err =
@@ -432,7 +432,7 @@ fn the_same_replay_twice_starts_clean_and_says_what_it_did() {
     let config = Config {
         source: SourceKind::Csv,
         csv_files: vec![f],
-        http: None,
+        http: HttpBind::Off,
         segment: seg.path.clone(),
         // A ring smaller than the file, so the replay says how to keep every bar.
         buffer_sizes: [(Timeframe::H1, 2)].into_iter().collect(),

@@ -45,12 +45,18 @@ pub enum Event {
 }
 
 /// A source failed in a way it cannot recover from.
-#[derive(Debug)]
-pub struct SourceError(pub String);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceError {
+    /// The thread that talks to the MT5 gateway ended (it only ends when asked to, or by a
+    /// panic, which is a bug).
+    WorkerStopped,
+}
 
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            SourceError::WorkerStopped => f.write_str("the MT5 source worker stopped"),
+        }
     }
 }
 

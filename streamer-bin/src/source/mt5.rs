@@ -126,9 +126,7 @@ impl Source for Mt5Source {
         match self.rx.recv_timeout(wait) {
             Ok(ev) => out.push(ev),
             Err(RecvTimeoutError::Timeout) => return Ok(()),
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(SourceError("the MT5 source worker stopped".into()))
-            }
+            Err(RecvTimeoutError::Disconnected) => return Err(SourceError::WorkerStopped),
         }
         while out.len() < 4096 {
             match self.rx.try_recv() {

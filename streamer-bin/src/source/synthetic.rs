@@ -12,10 +12,9 @@ use super::{Event, Source, SourceError};
 use crate::aggregate::{Bar, Resume, Tick};
 
 /// Price, point size and typical spread (points) of a symbol the demo knows.
-pub fn profile(symbol: &str) -> (f64, f64, f64, f64) {
-    // (start price, point, spread in points, volatility per day)
+pub fn profile(symbol: &str) -> SymbolProfile {
     let upper = symbol.to_ascii_uppercase();
-    if upper.starts_with("BTC") {
+    let (start_price, point, spread_points, daily_volatility) = if upper.starts_with("BTC") {
         (90_000.0, 0.01, 1500.0, 0.03)
     } else if upper.starts_with("ETH") {
         (3_000.0, 0.01, 150.0, 0.04)
@@ -29,7 +28,27 @@ pub fn profile(symbol: &str) -> (f64, f64, f64, f64) {
         (1.1, 0.00001, 12.0, 0.005)
     } else {
         (100.0, 0.01, 10.0, 0.01)
+    };
+    SymbolProfile {
+        start_price,
+        point,
+        spread_points,
+        daily_volatility,
     }
+}
+
+/// What a symbol looks like, guessed from its name: a start price for the synthetic feed, the
+/// size of a point (for spreads in points), a typical spread and volatility.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SymbolProfile {
+    /// A plausible price to start a synthetic path at.
+    pub start_price: f64,
+    /// One point: 0.00001 for 5-digit FX, 0.01 for metals and crypto, ...
+    pub point: f64,
+    /// A typical spread, in points.
+    pub spread_points: f64,
+    /// Standard deviation of a day's relative move.
+    pub daily_volatility: f64,
 }
 
 /// splitmix64: small, fast, and good enough for a demo feed; fixed so the seed means the same
@@ -118,7 +137,12 @@ impl Synthetic {
             .iter()
             .enumerate()
             .map(|(index, name)| {
-                let (price, point, spread, vol_day) = profile(name);
+                let SymbolProfile {
+                    start_price: price,
+                    point,
+                    spread_points: spread,
+                    daily_volatility: vol_day,
+                } = profile(name);
                 let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
                 for b in name.bytes() {
                     h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
