@@ -184,6 +184,23 @@ impl ShmSource {
     }
 }
 
+/// The newest `count` M1 candles of `ring` as checked bars in UTC (`offset_s` taken off).
+fn read_bars(
+    ring: shm_core::RingReader<'_>,
+    count: usize,
+    offset_s: i64,
+    scratch: &mut Vec<shm_core::Candle>,
+) -> Result<Vec<M1Bar>, Skip> {
+    ring.read_last(count, scratch)
+        .map_err(|e: ReadError| Skip::Unavailable(e.to_string()))?;
+    checked(
+        scratch
+            .iter()
+            .map(|c| M1Bar::from_segment(c, offset_s))
+            .collect(),
+    )
+}
+
 /// The reader in `slot`, attached first if need be, and its status. When the writer is not
 /// live, the file may have been replaced (a restarted streamer with another layout, or a file
 /// deleted and created anew): re-attach then, and read the status again. One liveness probe
@@ -221,22 +238,18 @@ impl BarSource for ShmSource {
             return None;
         }
         let ring = reader.ring(symbol, Timeframe::M1)?;
-        ring.read_last(count, &mut self.scratch).ok()?;
         let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);
-        let bars = self
-            .scratch
-            .iter()
-            .map(|c| M1Bar::from_segment(c, offset_s))
-            .collect();
-        let bars = checked(bars).ok().filter(|b: &Vec<M1Bar>| !b.is_empty())?;
-        Some((
-            Fetched {
-                bars,
-                offset_s,
-                generation: Some(status.generation),
-            },
-            format!("writer {}", status.liveness),
-        ))
+        let bars = read_bars(ring, count, offset_s, &mut self.scratch).ok()?;
+        (!bars.is_empty()).then(|| {
+            (
+                Fetched {
+                    bars,
+                    offset_s,
+                    generation: Some(status.generation),
+                },
+                format!("writer {}", status.liveness),
+            )
+        })
     }
 
     fn fetch(&mut self, symbol: &str, count: usize) -> Result<Fetched, Skip> {
@@ -252,16 +265,9 @@ impl BarSource for ShmSource {
                 "the streamer's source does not know {symbol}"
             )));
         }
-        ring.read_last(count, &mut self.scratch)
-            .map_err(|e: ReadError| Skip::Unavailable(e.to_string()))?;
         let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);
-        let bars = self
-            .scratch
-            .iter()
-            .map(|c| M1Bar::from_segment(c, offset_s))
-            .collect();
         Ok(Fetched {
-            bars: checked(bars)?,
+            bars: read_bars(ring, count, offset_s, &mut self.scratch)?,
             offset_s,
             generation: Some(status.generation),
         })

@@ -268,23 +268,7 @@ impl Writer {
             return Err(CreateError::InsecureMode { mode: options.mode });
         }
         let path = path.path();
-        let lock = match WriterLock::acquire(path) {
-            Ok(lock) => lock,
-            Err(LockError::Held) => return Err(held(path)),
-            Err(LockError::Untrusted(why)) => {
-                return Err(CreateError::Untrusted {
-                    path: lock::lock_path(path),
-                    why,
-                })
-            }
-            Err(LockError::Io(action, source)) => {
-                return Err(CreateError::Io {
-                    action,
-                    path: lock::lock_path(path),
-                    source,
-                })
-            }
-        };
+        let lock = take_lock(path)?;
         // Under the lock no other writer builds here, so every temporary file of this
         // segment is a leftover of a writer killed while building one.
         remove_leftovers(path);
@@ -714,6 +698,22 @@ fn live_writer(file: &File) -> Option<u32> {
     (process::check(pid, who) == PidState::Running).then_some(pid)
 }
 
+/// Takes the writer lock of the segment at `path`, or says why not.
+fn take_lock(path: &Path) -> Result<WriterLock, CreateError> {
+    WriterLock::acquire(path).map_err(|e| match e {
+        LockError::Held => held(path),
+        LockError::Untrusted(why) => CreateError::Untrusted {
+            path: lock::lock_path(path),
+            why,
+        },
+        LockError::Io(action, source) => CreateError::Io {
+            action,
+            path: lock::lock_path(path),
+            source,
+        },
+    })
+}
+
 /// The error for a writer lock held by another description: a live writer, or a squatter.
 fn held(path: &Path) -> CreateError {
     let recorded = || {
@@ -794,23 +794,7 @@ fn remove_leftovers(path: &Path) {
 /// keep their view until they re-open. A missing segment is not an error.
 pub fn remove_segment(path: &SegmentPath) -> Result<(), CreateError> {
     let path = path.path();
-    let lock = match WriterLock::acquire(path) {
-        Ok(lock) => lock,
-        Err(LockError::Held) => return Err(held(path)),
-        Err(LockError::Untrusted(why)) => {
-            return Err(CreateError::Untrusted {
-                path: lock::lock_path(path),
-                why,
-            })
-        }
-        Err(LockError::Io(action, source)) => {
-            return Err(CreateError::Io {
-                action,
-                path: lock::lock_path(path),
-                source,
-            })
-        }
-    };
+    let lock = take_lock(path)?;
     remove_leftovers(path);
     match fs::remove_file(path) {
         Ok(()) => {}

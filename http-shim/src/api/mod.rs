@@ -1,9 +1,9 @@
 //! The `/streamer/*` endpoints and `/metrics`, answered from the segment alone.
 //!
-//! One file per concern, after mini-redis: [`query`] parses and validates what a request asks
-//! for, [`json`] writes candles and the error envelope, [`candles`] answers the candle
-//! endpoints, [`status`] the status, available and health ones, and this file routes, checks
-//! the token, and keeps the reader attached. Prometheus text is written by
+//! One file per concern, after mini-redis: `query.rs` parses and validates what a request asks
+//! for, `json.rs` writes candles and the error envelope, `candles.rs` answers the candle
+//! endpoints, `status.rs` the status, available, health and metrics ones, and this file
+//! routes, checks the token, and keeps the reader attached. Prometheus text is written by
 //! [`crate::metrics`].
 
 mod candles;
