@@ -1,4 +1,5 @@
-//! The Python reader in clients/python, written from docs/LAYOUT.md alone, agrees with the
+//! The reference Python reader (python/tests/layout_reader.py), written from docs/LAYOUT.md
+//! alone with the standard library, agrees with the
 //! Rust reader on the same segment: proof that the document is enough to write a reader.
 
 use std::os::unix::fs::FileExt;
@@ -11,7 +12,7 @@ use shm_core::{Candle, Counter, FeedState, Layout, Reader, Timeframe, Writer};
 
 fn script() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../clients/python/mtf_candles.py")
+        .join("../python/tests/layout_reader.py")
         .to_string_lossy()
         .into_owned()
 }
@@ -141,7 +142,7 @@ fn the_python_reader_refuses_a_corrupt_segment_with_the_reason() {
 /// Runs `code` in python3 with the reader importable and `PATH` set to the segment file;
 /// returns stdout, or stderr on failure. At most 10 s: a reader that hangs fails the test.
 fn python_code(seg: &std::path::Path, code: &str) -> Result<String, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/tests");
     let child = Command::new("timeout")
         .args(["10", "python3", "-c", code])
         .env("PYTHONPATH", dir)
@@ -160,7 +161,7 @@ fn python_code(seg: &std::path::Path, code: &str) -> Result<String, String> {
 }
 
 const LIVENESS: &str =
-    "import os, mtf_candles as m; print(m.Segment(os.environ['SEGMENT']).status()['liveness'])";
+    "import os, layout_reader as m; print(m.Segment(os.environ['SEGMENT']).status()['liveness'])";
 
 #[test]
 fn the_python_reader_tells_alive_gone_and_stopped_apart_as_layout_md_says() {
@@ -205,7 +206,7 @@ fn the_python_reader_refuses_fifos_foreign_writable_files_bad_names_and_damaged_
     let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
     w.push_closed(m1, &Candle::flat(60, f64::INFINITY));
     drop(w);
-    let read = "import os, mtf_candles as m; print(m.Segment(os.environ['SEGMENT']).read_last('EURUSD', 'M1', 5))";
+    let read = "import os, layout_reader as m; print(m.Segment(os.environ['SEGMENT']).read_last('EURUSD', 'M1', 5))";
     let err = python_code(&seg.file(), read).unwrap_err();
     assert!(
         err.contains("DamagedRecord") && err.contains("not finite"),

@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Read candles straight from the mtf-streamer shared-memory segment, in Python.
+"""The reference reader of the segment, in pure Python (standard library only, 3.9+).
 
-Written from docs/LAYOUT.md alone (standard library only, Python 3.9+), as a check that the
-document is complete and for Python bots that want candles without HTTP:
+Written from docs/LAYOUT.md alone, as a check that the document is complete; the tests compare
+the `mtf_candles` package (which reads through the Rust library) with it. Bots use the package:
+this file is not installed.
 
-    from mtf_candles import Segment
+    from layout_reader import Segment
     seg = Segment.open("mtf-candles")            # /dev/shm/mtf-candles, read-only
     for c in seg.read_last("BTCUSDc", "M1", 50):  # oldest first; the last may be forming
         print(c["time"], c["close"], c["complete"])
     print(seg.status()["liveness"])              # alive, stalled, stopped, gone or replaced
 
-    python3 clients/python/mtf_candles.py BTCUSDc M1 5        # prints JSON
+    python3 python/tests/layout_reader.py BTCUSDc M1 5        # prints JSON
 
 Memory ordering: Python cannot issue fences. On x86-64 loads are not reordered with each
 other, so the seqlock check below is sound; on ARM use the Rust library or the HTTP API

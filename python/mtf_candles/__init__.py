@@ -1,0 +1,291 @@
+"""MetaTrader 5 candles from the mtf-streamer segment, behind MetaTrader5's own read API.
+
+Change one import, and `copy_rates_from_pos` answers from shared memory in microseconds::
+
+    import mtf_candles as mt5          # instead of: import MetaTrader5 as mt5
+    mt5.initialize()                   # the segment /dev/shm/mtf-candles
+    rates = mt5.copy_rates_from_pos("BTCUSDc", mt5.TIMEFRAME_M1, 0, 50)
+
+The arrays have exactly MT5's dtype and order (oldest first; position 0 is the bar still
+forming), times are the broker's server time as MT5's are, and failures return ``None`` with
+an MT5-style ``last_error()``. For code that wants no module-level state, use
+:class:`Segment` directly.
+
+Dates, as MT5 takes them: epoch seconds, or a ``datetime`` whose ``timestamp()`` is compared
+with the bars' server-time stamps. MetaQuotes' examples build UTC-aware datetimes
+(``datetime(2024, 3, 4, tzinfo=timezone.utc)``): their fields are then read as server time,
+which is what the terminal does. A naive datetime is taken as local time by ``timestamp()``,
+in MT5 as here: avoid it.
+"""
+
+import collections
+import datetime as _dt
+import fnmatch
+
+from . import _native
+from ._native import (  # noqa: F401  (re-exported)
+    RATES_DTYPE,
+    NotFound,
+    SegmentError,
+    SegmentNotFound,
+    SegmentVersionError,
+    WriterGone,
+)
+
+__all__ = [
+    "initialize", "shutdown", "last_error", "version", "copy_rates_from_pos", "copy_rates_from",
+    "copy_rates_range", "symbol_info_tick", "symbols_total", "symbols_get", "Segment", "Tick",
+    "SymbolInfo", "RATES_DTYPE", "SegmentError", "SegmentNotFound", "SegmentVersionError",
+    "WriterGone", "NotFound", "DEFAULT_SEGMENT", "wait_for_update", "status",
+]
+
+__version__ = "0.1.0"
+
+DEFAULT_SEGMENT = "mtf-candles"
+
+# MetaTrader5's TIMEFRAME_* constants, with its values.
+TIMEFRAME_M1 = 1
+TIMEFRAME_M2 = 2
+TIMEFRAME_M3 = 3
+TIMEFRAME_M4 = 4
+TIMEFRAME_M5 = 5
+TIMEFRAME_M6 = 6
+TIMEFRAME_M10 = 10
+TIMEFRAME_M12 = 12
+TIMEFRAME_M15 = 15
+TIMEFRAME_M20 = 20
+TIMEFRAME_M30 = 30
+TIMEFRAME_H1 = 16385
+TIMEFRAME_H2 = 16386
+TIMEFRAME_H3 = 16387
+TIMEFRAME_H4 = 16388
+TIMEFRAME_H6 = 16390
+TIMEFRAME_H8 = 16392
+TIMEFRAME_H12 = 16396
+TIMEFRAME_D1 = 16408
+TIMEFRAME_W1 = 32769
+TIMEFRAME_MN1 = 49153
+
+__all__ += [n for n in list(globals()) if n.startswith("TIMEFRAME_")]
+
+# MetaTrader5's last_error() codes used here.
+RES_S_OK = 1
+RES_E_FAIL = -1
+RES_E_INVALID_PARAMS = -2
+RES_E_NOT_FOUND = -4
+RES_E_INTERNAL_FAIL_INIT = -10003
+
+Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
+"""MT5's tick: only bid, ask and their times are known to the segment; `last` and the volumes
+are 0, and `flags` is 6 (TICK_FLAG_BID | TICK_FLAG_ASK)."""
+
+SymbolInfo = collections.namedtuple("SymbolInfo", "name visible select bid ask time timeframes")
+"""The few fields of MT5's SymbolInfo that the segment knows, plus its timeframes."""
+
+
+def _seconds(date):
+    """Epoch seconds of an MT5 date argument: a number, or a datetime's timestamp()."""
+    if isinstance(date, _dt.datetime):
+        return int(date.timestamp())
+    if isinstance(date, bool) or not isinstance(date, (int, float)):
+        raise TypeError("a date is a datetime or epoch seconds, not %r" % (type(date).__name__,))
+    return int(date)
+
+
+class Segment:
+    """One segment, without module-level state.
+
+    >>> seg = Segment("mtf-candles")                     # doctest: +SKIP
+    >>> seg.copy_rates_from_pos("BTCUSDc", TIMEFRAME_M1, 0, 50)   # doctest: +SKIP
+
+    Errors raise (``NotFound`` for an unknown symbol or timeframe, ``SegmentError`` and its
+    subclasses for the segment itself), instead of MT5's ``None`` and ``last_error()``.
+    """
+
+    def __init__(self, name=DEFAULT_SEGMENT, path=None):
+        self._native = _native.Segment(path if path is not None else name)
+
+    @property
+    def path(self):
+        """The segment file."""
+        return self._native.path
+
+    def copy_rates_from_pos(self, symbol, timeframe, start_pos, count):
+        """`count` bars back from position `start_pos` (0 is the forming bar), oldest first."""
+        return self._native.copy_rates_from_pos(symbol, timeframe, start_pos, count)
+
+    def copy_rates_from(self, symbol, timeframe, date_from, count):
+        """The `count` bars that open at or before `date_from`, oldest first."""
+        return self._native.copy_rates_from(symbol, timeframe, _seconds(date_from), count)
+
+    def copy_rates_range(self, symbol, timeframe, date_from, date_to):
+        """The bars that open from `date_from` to `date_to`, both inclusive, oldest first."""
+        return self._native.copy_rates_range(symbol, timeframe, _seconds(date_from), _seconds(date_to))
+
+    def symbol_info_tick(self, symbol):
+        """The latest tick, as MT5's Tick; None before the first."""
+        t = self._native.last_tick(symbol)
+        if t is None:
+            return None
+        time_msc, bid, ask = t
+        return Tick(time_msc // 1000, bid, ask, 0.0, 0, time_msc, 6, 0.0)
+
+    def symbols(self):
+        """The symbols, in segment order."""
+        return self._native.symbols()
+
+    def symbols_get(self, group=None):
+        """The symbols as SymbolInfo, filtered by an MT5 group (``"*USD*,!EUR*"``)."""
+        out = []
+        for name in self._native.symbols():
+            if group is not None and not _in_group(name, group):
+                continue
+            tick = self.symbol_info_tick(name)
+            out.append(SymbolInfo(
+                name, True, True,
+                tick.bid if tick else 0.0, tick.ask if tick else 0.0, tick.time if tick else 0,
+                tuple(self._native.timeframes(name)),
+            ))
+        return tuple(out)
+
+    def status(self):
+        """The writer's liveness (alive, stalled, stopped, gone or replaced), its feed, the
+        server-time offset and the counters."""
+        return self._native.status()
+
+    def refresh(self):
+        """Follows a segment the writer replaced (another layout); True if it re-attached."""
+        return self._native.refresh()
+
+    def wait_for_update(self, symbol=None, timeout=1.0):
+        """Blocks, without holding the GIL, until a candle changes (of `symbol`, or any) or
+        `timeout` seconds pass; True if something changed. Raises WriterGone if the writer
+        dies meanwhile."""
+        return self._native.wait_for_update(timeout, symbol)
+
+
+def _in_group(name, group):
+    """MT5's group filter: comma-separated patterns with `*`, `!` to exclude; the last
+    matching pattern decides."""
+    verdict = False
+    for pattern in (p.strip() for p in group.split(",")):
+        if not pattern:
+            continue
+        exclude = pattern.startswith("!")
+        if fnmatch.fnmatchcase(name, pattern.lstrip("!")):
+            verdict = not exclude
+    return verdict
+
+
+# --------------------------------------------------------------------------- MT5-style API
+
+_segment = None
+_error = (RES_S_OK, "Success")
+
+
+def _fail(code, message):
+    global _error
+    _error = (code, message)
+    return None
+
+
+def _ok(value):
+    global _error
+    _error = (RES_S_OK, "Success")
+    return value
+
+
+def initialize(name=DEFAULT_SEGMENT, path=None, **_terminal_arguments):
+    """Attaches to the segment (``name`` in /dev/shm, or ``path``). MT5's terminal arguments
+    (``login``, ``password``, ``server``, ``timeout``, ...) are accepted and ignored. Returns
+    True, or False with ``last_error()`` saying why."""
+    global _segment
+    try:
+        _segment = Segment(name, path)
+    except SegmentError as e:
+        _segment = None
+        _fail(RES_E_INTERNAL_FAIL_INIT, str(e))
+        return False
+    _ok(None)
+    return True
+
+
+def shutdown():
+    """Detaches from the segment."""
+    global _segment
+    _segment = None
+    return True
+
+
+def last_error():
+    """``(code, message)`` of the last call, as MT5's: ``(1, 'Success')``, ``(-4, ...)`` for an
+    unknown symbol or timeframe, ``(-2, ...)`` for bad arguments, ``(-10003, ...)`` when
+    ``initialize`` failed or was not called."""
+    return _error
+
+
+def version():
+    """``(500, layout version, 'mtf_candles VERSION')``, in the shape of MT5's
+    ``(terminal version, build, release date)``."""
+    return (500, _native.LAYOUT_VERSION, "mtf_candles " + __version__)
+
+
+def _call(method, *args):
+    if _segment is None:
+        return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
+    try:
+        return _ok(getattr(_segment, method)(*args))
+    except NotFound as e:
+        return _fail(RES_E_NOT_FOUND, str(e))
+    except (ValueError, TypeError, OverflowError) as e:
+        return _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
+    except SegmentError as e:
+        return _fail(RES_E_FAIL, str(e))
+
+
+def copy_rates_from_pos(symbol, timeframe, start_pos, count):
+    """MT5's ``copy_rates_from_pos``: a numpy array of MT5's rates dtype, or None."""
+    return _call("copy_rates_from_pos", symbol, timeframe, start_pos, count)
+
+
+def copy_rates_from(symbol, timeframe, date_from, count):
+    """MT5's ``copy_rates_from``: the ``count`` bars at or before ``date_from``, or None."""
+    return _call("copy_rates_from", symbol, timeframe, date_from, count)
+
+
+def copy_rates_range(symbol, timeframe, date_from, date_to):
+    """MT5's ``copy_rates_range``: the bars from ``date_from`` to ``date_to``, or None."""
+    return _call("copy_rates_range", symbol, timeframe, date_from, date_to)
+
+
+def symbol_info_tick(symbol):
+    """MT5's ``symbol_info_tick``: a Tick, or None."""
+    tick = _call("symbol_info_tick", symbol)
+    if tick is None and _error[0] == RES_S_OK:
+        return _fail(RES_E_NOT_FOUND, "no tick yet for %s" % symbol)
+    return tick
+
+
+def symbols_total():
+    """MT5's ``symbols_total``: how many symbols the segment holds (0 if not initialized)."""
+    syms = _call("symbols")
+    return len(syms) if syms is not None else 0
+
+
+def symbols_get(group=None):
+    """MT5's ``symbols_get``: a tuple of SymbolInfo, filtered by ``group``, or None."""
+    return _call("symbols_get", group)
+
+
+def wait_for_update(symbol=None, timeout=1.0):
+    """Blocks until a candle changes or ``timeout`` passes (see ``Segment.wait_for_update``)."""
+    if _segment is None:
+        raise SegmentError("not initialized: call initialize() first")
+    return _segment.wait_for_update(symbol, timeout)
+
+
+def status():
+    """The initialized segment's status (see ``Segment.status``)."""
+    if _segment is None:
+        raise SegmentError("not initialized: call initialize() first")
+    return _segment.status()

@@ -1,0 +1,413 @@
+//! `mtf_candles._native`: the candle segment read from Python through [`shm_core::Reader`],
+//! returning MetaTrader 5's own rates arrays. The MT5-style functions (`initialize`,
+//! `copy_rates_from_pos`, `last_error`, ...) are written in Python on top of the [`Segment`]
+//! class here (`mtf_candles/__init__.py`); this file parses no layout of its own.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use numpy::{Element, PyArray1, PyArrayDescr};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyLookupError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use shm_core::{Candle, Counter, Liveness, OpenError, ReadError, Reader, SegmentPath, Timeframe};
+
+create_exception!(
+    _native,
+    SegmentError,
+    PyException,
+    "The segment cannot be used: the message says what was found and expected."
+);
+create_exception!(
+    _native,
+    SegmentNotFound,
+    SegmentError,
+    "No segment at the name or path (is the streamer running?)."
+);
+create_exception!(
+    _native,
+    SegmentVersionError,
+    SegmentError,
+    "A segment of a layout version this package does not read."
+);
+create_exception!(
+    _native,
+    WriterGone,
+    SegmentError,
+    "The segment's writer died (or was killed) while waiting for an update."
+);
+create_exception!(
+    _native,
+    NotFound,
+    PyLookupError,
+    "The segment has no such symbol, or no ring of that timeframe for it."
+);
+
+/// One row of MetaTrader 5's rates array, byte for byte as numpy lays out its dtype
+/// `[('time','<i8'),('open','<f8'),('high','<f8'),('low','<f8'),('close','<f8'),
+/// ('tick_volume','<u8'),('spread','<i4'),('real_volume','<u8')]`: packed (numpy's default for
+/// a structured dtype), 60 bytes, fields at 0, 8, 16, 24, 32, 40, 48 and 52.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    time: i64,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    tick_volume: u64,
+    spread: i32,
+    real_volume: u64,
+}
+
+impl From<&Candle> for Rate {
+    fn from(c: &Candle) -> Rate {
+        Rate {
+            time: c.time,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            tick_volume: c.tick_volume,
+            spread: c.spread,
+            real_volume: c.real_volume,
+        }
+    }
+}
+
+/// MT5's rates dtype, built once.
+static RATE_DTYPE: PyOnceLock<Py<PyArrayDescr>> = PyOnceLock::new();
+
+fn rate_dtype(py: Python<'_>) -> PyResult<Bound<'_, PyArrayDescr>> {
+    let dtype = RATE_DTYPE.get_or_try_init(py, || -> PyResult<Py<PyArrayDescr>> {
+        let fields = [
+            ("time", "<i8"),
+            ("open", "<f8"),
+            ("high", "<f8"),
+            ("low", "<f8"),
+            ("close", "<f8"),
+            ("tick_volume", "<u8"),
+            ("spread", "<i4"),
+            ("real_volume", "<u8"),
+        ];
+        let list = PyList::empty(py);
+        for (name, code) in fields {
+            list.append(PyTuple::new(py, [name, code])?)?;
+        }
+        let dtype = PyArrayDescr::new(py, list)?;
+        let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
+        if itemsize != std::mem::size_of::<Rate>() {
+            return Err(PyValueError::new_err(format!(
+                "numpy lays MT5's rates out in {itemsize} bytes, this package in {}",
+                std::mem::size_of::<Rate>()
+            )));
+        }
+        Ok(dtype.unbind())
+    })?;
+    Ok(dtype.bind(py).clone())
+}
+
+// SAFETY: `Rate` is `repr(C, packed)` with exactly the fields, types and order of the dtype
+// that `get_dtype` returns, so each of its 60 bytes means what numpy thinks (`rate_dtype`
+// checks the item size when it builds the dtype, and the package's tests compare the fields);
+// it holds no Python object and is `Copy`, which is what `IS_COPY = true` promises.
+unsafe impl Element for Rate {
+    const IS_COPY: bool = true;
+
+    fn get_dtype(py: Python<'_>) -> Bound<'_, PyArrayDescr> {
+        // The dtype is built (and checked) when the module loads, so this cannot fail here.
+        rate_dtype(py).expect("the rates dtype was built when the module loaded")
+    }
+
+    fn clone_ref(&self, _py: Python<'_>) -> Self {
+        *self
+    }
+}
+
+fn open_error(e: OpenError) -> PyErr {
+    match e {
+        OpenError::NotFound { .. } => SegmentNotFound::new_err(e.to_string()),
+        OpenError::VersionMismatch { .. } => SegmentVersionError::new_err(e.to_string()),
+        other => SegmentError::new_err(other.to_string()),
+    }
+}
+
+fn busy(e: ReadError) -> PyErr {
+    SegmentError::new_err(e.to_string())
+}
+
+/// The reader and a buffer reused by every read.
+struct Inner {
+    reader: Reader,
+    scratch: Vec<Candle>,
+}
+
+/// A segment, attached read-only. Reads take no lock of the writer's and make no system call;
+/// a few hundred nanoseconds for 50 candles.
+#[pyclass(module = "mtf_candles._native", frozen)]
+pub struct Segment {
+    inner: Mutex<Inner>,
+    path: String,
+}
+
+impl Segment {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while the lock was held left nothing half-done that matters: the reader is
+        // whole, and the scratch buffer is cleared before every use.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest `n` candles of `symbol` at `timeframe` (MT5 code), oldest first, into the
+    /// scratch buffer.
+    fn read(&self, inner: &mut Inner, symbol: &str, timeframe: u32, n: usize) -> PyResult<()> {
+        let tf = Timeframe::from_mt5_code(timeframe)
+            .ok_or_else(|| NotFound::new_err(format!("no timeframe with MT5 code {timeframe}")))?;
+        let Inner { reader, scratch } = inner;
+        let ring = reader.ring(symbol, tf).ok_or_else(|| {
+            NotFound::new_err(format!("the segment has no {symbol} {}", tf.name()))
+        })?;
+        ring.read_last(n, scratch).map_err(busy)?;
+        // Never hand out a record that breaks the writer's invariants (a damaged or forged
+        // segment): the caller gets an error, not a plausible-looking array.
+        if let Some((c, defect)) = scratch.iter().find_map(|c| c.defect().map(|d| (c, d))) {
+            return Err(SegmentError::new_err(format!(
+                "damaged {symbol} {} candle at {}: {defect}",
+                tf.name(),
+                c.time
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every candle a ring holds, oldest first (its capacity and the forming one).
+    fn read_all(&self, inner: &mut Inner, symbol: &str, timeframe: u32) -> PyResult<()> {
+        let capacity = Timeframe::from_mt5_code(timeframe)
+            .and_then(|tf| inner.reader.ring(symbol, tf))
+            .map_or(0, |r| r.capacity() as usize);
+        self.read(inner, symbol, timeframe, capacity + 1)
+    }
+}
+
+fn rates<'py>(py: Python<'py>, candles: &[Candle]) -> Bound<'py, PyArray1<Rate>> {
+    let rows: Vec<Rate> = candles.iter().map(Rate::from).collect();
+    PyArray1::from_vec(py, rows)
+}
+
+#[pymethods]
+impl Segment {
+    /// Attaches to the segment `name` in /dev/shm, or at a path if it contains a `/`.
+    #[new]
+    fn new(name: &str) -> PyResult<Segment> {
+        let path = if name.contains('/') {
+            SegmentPath::at(name)
+        } else {
+            SegmentPath::named(name).map_err(|e| SegmentError::new_err(e.to_string()))?
+        };
+        let reader = Reader::open(&path).map_err(open_error)?;
+        Ok(Segment {
+            inner: Mutex::new(Inner {
+                reader,
+                scratch: Vec::with_capacity(1500),
+            }),
+            path: path.to_string(),
+        })
+    }
+
+    /// The segment file.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `count` bars from position `start_pos` back (0 is the newest, the bar still forming),
+    /// oldest first, as MT5's rates array.
+    fn copy_rates_from_pos<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: &str,
+        timeframe: u32,
+        start_pos: i64,
+        count: i64,
+    ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
+        let (Ok(start), Ok(count)) = (usize::try_from(start_pos), usize::try_from(count)) else {
+            return Err(PyValueError::new_err(
+                "start_pos and count must not be negative",
+            ));
+        };
+        let mut inner = self.inner();
+        let want = start.saturating_add(count).min(1 << 21);
+        self.read(&mut inner, symbol, timeframe, want)?;
+        let held = inner.scratch.len();
+        // Positions count back from the newest: drop the `start` newest ones.
+        let end = held.saturating_sub(start);
+        let begin = end.saturating_sub(count);
+        Ok(rates(py, &inner.scratch[begin..end]))
+    }
+
+    /// The `count` newest bars that open at or before `date` (epoch seconds, server time),
+    /// oldest first.
+    fn copy_rates_from<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: &str,
+        timeframe: u32,
+        date: i64,
+        count: i64,
+    ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
+        let count =
+            usize::try_from(count).map_err(|_| PyValueError::new_err("count must not be negative"))?;
+        let mut inner = self.inner();
+        self.read_all(&mut inner, symbol, timeframe)?;
+        let end = inner.scratch.partition_point(|c| c.time <= date);
+        Ok(rates(py, &inner.scratch[end.saturating_sub(count)..end]))
+    }
+
+    /// The bars that open from `date_from` to `date_to` (epoch seconds, server time, both
+    /// inclusive), oldest first.
+    fn copy_rates_range<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: &str,
+        timeframe: u32,
+        date_from: i64,
+        date_to: i64,
+    ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
+        let mut inner = self.inner();
+        self.read_all(&mut inner, symbol, timeframe)?;
+        let from = inner.scratch.partition_point(|c| c.time < date_from);
+        let to = inner.scratch.partition_point(|c| c.time <= date_to).max(from);
+        Ok(rates(py, &inner.scratch[from..to]))
+    }
+
+    /// The latest tick the writer recorded for `symbol`: `(time_msc, bid, ask)` in server
+    /// time, or `None` before the first tick.
+    fn last_tick(&self, symbol: &str) -> PyResult<Option<(i64, f64, f64)>> {
+        let inner = self.inner();
+        if !inner.reader.layout().symbols().any(|s| s == symbol) {
+            return Err(NotFound::new_err(format!(
+                "the segment has no symbol {symbol}"
+            )));
+        }
+        Ok(inner
+            .reader
+            .last_tick(symbol)
+            .map(|t| (t.server_time_ms, t.bid, t.ask)))
+    }
+
+    /// The symbols, in segment order.
+    fn symbols(&self) -> Vec<String> {
+        self.inner()
+            .reader
+            .layout()
+            .symbols()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The MT5 timeframe codes of `symbol`'s rings, shortest first.
+    fn timeframes(&self, symbol: &str) -> Vec<u32> {
+        let inner = self.inner();
+        let mut tfs: Vec<Timeframe> = inner
+            .reader
+            .rings()
+            .filter(|r| r.symbol() == symbol)
+            .map(|r| r.timeframe())
+            .collect();
+        tfs.sort();
+        tfs.into_iter().map(Timeframe::mt5_code).collect()
+    }
+
+    /// Liveness, feed, offset, counters: a dict.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let st = self.inner().reader.status();
+        let d = PyDict::new(py);
+        d.set_item("liveness", st.liveness.as_str())?;
+        d.set_item("writer_state", st.writer_state.map(|s| s.as_str()))?;
+        d.set_item("generation", st.generation)?;
+        d.set_item("writer_pid", st.writer_pid)?;
+        d.set_item("heartbeat_age_s", st.heartbeat_age.as_secs_f64())?;
+        d.set_item("feed_state", st.feed_state.map(|s| s.as_str()))?;
+        d.set_item("feed_kind", st.feed_kind.map(|k| k.as_str()))?;
+        d.set_item("server_time_offset_s", st.server_time_offset_s)?;
+        d.set_item("last_update_ns", st.last_update_ns)?;
+        let counters = PyDict::new(py);
+        for c in Counter::ALL {
+            counters.set_item(c.as_str(), st.counters.get(c))?;
+        }
+        d.set_item("counters", counters)?;
+        Ok(d)
+    }
+
+    /// Follows the segment if its writer replaced the file (another layout); `True` if it
+    /// re-attached.
+    fn refresh(&self) -> PyResult<bool> {
+        self.inner().reader.refresh().map_err(open_error)
+    }
+
+    /// Waits, without holding the GIL, until a candle changes (of `symbol` if given, else any)
+    /// or `timeout` seconds pass; `True` if something changed. Raises `WriterGone` if the
+    /// writer dies meanwhile. It polls every millisecond until the segment can wake readers
+    /// itself (the wake-on-change work), so a change is seen within about a millisecond.
+    #[pyo3(signature = (timeout, symbol=None))]
+    fn wait_for_update(&self, py: Python<'_>, timeout: f64, symbol: Option<&str>) -> PyResult<bool> {
+        if !(timeout.is_finite() && timeout >= 0.0) {
+            return Err(PyValueError::new_err("timeout must be a number of seconds, >= 0"));
+        }
+        let stamp = |inner: &Inner| -> u64 {
+            match symbol {
+                Some(s) => inner
+                    .reader
+                    .rings()
+                    .filter(|r| r.symbol() == s)
+                    .filter_map(|r| r.stats().ok())
+                    .map(|st| st.last_change_ns)
+                    .max()
+                    .unwrap_or(0),
+                None => inner.reader.status().last_update_ns,
+            }
+        };
+        let since = stamp(&self.inner());
+        let until = Instant::now() + Duration::from_secs_f64(timeout.min(86_400.0));
+        py.detach(|| {
+            let mut checks = 0u32;
+            loop {
+                let inner = self.inner();
+                if stamp(&inner) != since {
+                    return Ok(true);
+                }
+                // Liveness costs a system call: look every 50 checks (about 50 ms).
+                if checks % 50 == 0 && inner.reader.status().liveness == Liveness::Gone {
+                    return Err(WriterGone::new_err(format!(
+                        "the writer of {} is gone",
+                        self.path
+                    )));
+                }
+                drop(inner);
+                let now = Instant::now();
+                if now >= until {
+                    return Ok(false);
+                }
+                std::thread::sleep((until - now).min(Duration::from_millis(1)));
+                checks += 1;
+            }
+        })
+    }
+}
+
+/// The module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    // Built (and checked) now, so that no read can fail on it later.
+    m.add("RATES_DTYPE", rate_dtype(py)?)?;
+    m.add_class::<Segment>()?;
+    m.add("SegmentError", py.get_type::<SegmentError>())?;
+    m.add("SegmentNotFound", py.get_type::<SegmentNotFound>())?;
+    m.add("SegmentVersionError", py.get_type::<SegmentVersionError>())?;
+    m.add("WriterGone", py.get_type::<WriterGone>())?;
+    m.add("NotFound", py.get_type::<NotFound>())?;
+    m.add("LAYOUT_VERSION", shm_core::LAYOUT_VERSION)?;
+    Ok(())
+}
