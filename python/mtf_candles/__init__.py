@@ -243,9 +243,25 @@ def _call(method, *args):
         return _fail(RES_E_FAIL, str(e))
 
 
+_SUCCESS = (RES_S_OK, "Success")
+
+
 def copy_rates_from_pos(symbol, timeframe, start_pos, count):
     """MT5's ``copy_rates_from_pos``: a numpy array of MT5's rates dtype, or None."""
-    return _call("copy_rates_from_pos", symbol, timeframe, start_pos, count)
+    # The hot path of a polling bot: straight to the native reader, one frame, no lookups.
+    global _error
+    if _segment is None:
+        return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
+    try:
+        rates = _segment._native.copy_rates_from_pos(symbol, timeframe, start_pos, count)
+    except NotFound as e:
+        return _fail(RES_E_NOT_FOUND, str(e))
+    except (ValueError, TypeError, OverflowError) as e:
+        return _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
+    except SegmentError as e:
+        return _fail(RES_E_FAIL, str(e))
+    _error = _SUCCESS
+    return rates
 
 
 def copy_rates_from(symbol, timeframe, date_from, count):
