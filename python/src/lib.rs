@@ -256,8 +256,8 @@ impl Segment {
         date: i64,
         count: i64,
     ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
-        let count =
-            usize::try_from(count).map_err(|_| PyValueError::new_err("count must not be negative"))?;
+        let count = usize::try_from(count)
+            .map_err(|_| PyValueError::new_err("count must not be negative"))?;
         let mut inner = self.inner();
         self.read_all(&mut inner, symbol, timeframe)?;
         let end = inner.scratch.partition_point(|c| c.time <= date);
@@ -277,7 +277,10 @@ impl Segment {
         let mut inner = self.inner();
         self.read_all(&mut inner, symbol, timeframe)?;
         let from = inner.scratch.partition_point(|c| c.time < date_from);
-        let to = inner.scratch.partition_point(|c| c.time <= date_to).max(from);
+        let to = inner
+            .scratch
+            .partition_point(|c| c.time <= date_to)
+            .max(from);
         Ok(rates(py, &inner.scratch[from..to]))
     }
 
@@ -351,9 +354,16 @@ impl Segment {
     /// writer dies meanwhile. It polls every millisecond until the segment can wake readers
     /// itself (the wake-on-change work), so a change is seen within about a millisecond.
     #[pyo3(signature = (timeout, symbol=None))]
-    fn wait_for_update(&self, py: Python<'_>, timeout: f64, symbol: Option<&str>) -> PyResult<bool> {
+    fn wait_for_update(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+        symbol: Option<&str>,
+    ) -> PyResult<bool> {
         if !(timeout.is_finite() && timeout >= 0.0) {
-            return Err(PyValueError::new_err("timeout must be a number of seconds, >= 0"));
+            return Err(PyValueError::new_err(
+                "timeout must be a number of seconds, >= 0",
+            ));
         }
         let stamp = |inner: &Inner| -> u64 {
             match symbol {
@@ -378,7 +388,7 @@ impl Segment {
                     return Ok(true);
                 }
                 // Liveness costs a system call: look every 50 checks (about 50 ms).
-                if checks % 50 == 0 && inner.reader.status().liveness == Liveness::Gone {
+                if checks.is_multiple_of(50) && inner.reader.status().liveness == Liveness::Gone {
                     return Err(WriterGone::new_err(format!(
                         "the writer of {} is gone",
                         self.path
