@@ -66,7 +66,7 @@ class Streamer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
-        for path in (self.segment, self.segment + ".lock"):
+        for path in (self.segment, self.segment + ".lock", self.segment + ".wake"):
             try:
                 os.remove(path)
             except FileNotFoundError:

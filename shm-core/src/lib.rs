@@ -54,6 +54,7 @@ mod ring;
 mod status;
 pub mod time;
 mod timeframe;
+mod wake;
 mod writer;
 
 use std::fmt;
@@ -66,8 +67,8 @@ pub use layout::{
     MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
 };
 pub use reader::{
-    OpenError, ReadError, Reader, RingReader, RingStats, TickInfo, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_STALL_AFTER,
+    ChangeToken, OpenError, ReadError, Reader, RingReader, RingStats, TickInfo, WaitOutcome,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
 };
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 pub use time::{
@@ -75,6 +76,7 @@ pub use time::{
     SERVER_OFFSET_RANGE,
 };
 pub use timeframe::{Timeframe, UnknownTimeframe};
+pub use wake::MAX_SLICE as MAX_WAIT_SLICE;
 pub use writer::{remove_segment, CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
 
 /// The segment name used when none is given.

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::candle::Candle;
 use crate::files::{self, Untrusted};
@@ -20,6 +20,7 @@ use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
 use crate::ring::{Busy, RingRef};
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
+use crate::wake::{self, WakeWords};
 use crate::{now_ns, SegmentPath, Timeframe};
 
 /// Default number of tries before a read gives up with [`ReadError::Busy`].
@@ -224,6 +225,8 @@ pub struct Reader {
     file: File,
     /// The writer's lock file, where this process may open it (see `lock.rs`).
     lock_probe: Option<File>,
+    /// The wake file, where this process may open it for writing (see `wake.rs`).
+    wake: Option<WakeWords>,
     path: PathBuf,
     layout: Layout,
     /// Validated against the mapping's length in `open`.
@@ -265,6 +268,7 @@ impl Reader {
                 why,
             })?;
         let lock_probe = lock::open_probe(path, meta.uid());
+        let wake = WakeWords::open(path, meta.uid());
         // Check the length before mapping: touching a page past the end of the file is SIGBUS.
         let len = meta.len();
         let truncated = |expected: u64| OpenError::Truncated {
@@ -402,6 +406,7 @@ impl Reader {
             map,
             file,
             lock_probe,
+            wake,
             path: path.to_owned(),
             layout,
             rings,
@@ -478,6 +483,93 @@ impl Reader {
             .find(|r| r.symbol() == symbol && r.timeframe() == timeframe)
     }
 
+    /// Where the segment stands now, to wait from with [`wait_for_change`](Self::wait_for_change).
+    pub fn changes(&self) -> ChangeToken {
+        match &self.wake {
+            // SeqCst: the reader's half of the wake protocol (see `wake.rs`).
+            Some(w) => ChangeToken(u64::from(w.changes().load(Ordering::SeqCst))),
+            None => ChangeToken(self.mem().load(hdr::LAST_UPDATE_NS, Ordering::Acquire)),
+        }
+    }
+
+    /// Sleeps until the writer publishes a change after `since`, at most `timeout`; never
+    /// longer, whatever the writer does. The writer wakes sleeping readers through a futex
+    /// (microseconds after it publishes); a reader that may not write the wake file (another
+    /// account without group write) looks every millisecond instead. A writer that stops or
+    /// dies while the reader sleeps is reported within [`crate::MAX_WAIT_SLICE`] (100 ms).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shm_core::{Candle, Layout, Reader, SegmentPath, Timeframe, WaitOutcome, Writer};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("shm-core-doc-wait-{}", std::process::id()));
+    /// # let path = SegmentPath::at(&dir);
+    /// let mut layout = Layout::new();
+    /// layout.add_ring("EURUSD", Timeframe::M1, 100)?;
+    /// let mut writer = Writer::create(&path, &layout, &Default::default())?;
+    /// writer.set_running();
+    /// let reader = Reader::open(&path)?;
+    /// let since = reader.changes();
+    ///
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let m1 = writer.ring("EURUSD", Timeframe::M1).unwrap();
+    ///         writer.update_forming(m1, &Candle::flat(60, 1.1));
+    ///         writer.notify(); // after each batch of changes
+    ///     });
+    ///     let woke = reader.wait_for_change(since, Duration::from_secs(10));
+    ///     assert!(matches!(woke, WaitOutcome::Changed(_)));
+    /// });
+    /// # drop(writer); shm_core::remove_segment(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_for_change(&self, since: ChangeToken, timeout: Duration) -> WaitOutcome {
+        let deadline = Instant::now() + timeout;
+        let not_publishing = |r: &Reader| {
+            let l = r.status().liveness;
+            (!matches!(l, Liveness::Alive | Liveness::Stalled)).then_some(l)
+        };
+        if let Some(l) = not_publishing(self) {
+            return WaitOutcome::WriterGone(l);
+        }
+        let changed = match &self.wake {
+            Some(w) => {
+                let since32 = since.0 as u32;
+                w.wait(since32, deadline, || not_publishing(self).is_some())
+                    .map(|v| ChangeToken(u64::from(v)))
+            }
+            None => {
+                let mut slept = Duration::ZERO;
+                loop {
+                    let now = self.changes();
+                    if now != since {
+                        break Some(now);
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break None;
+                    }
+                    if slept >= wake::MAX_SLICE {
+                        slept = Duration::ZERO;
+                        if not_publishing(self).is_some() {
+                            break None;
+                        }
+                    }
+                    let step = left.min(Duration::from_millis(1));
+                    std::thread::sleep(step);
+                    slept += step;
+                }
+            }
+        };
+        if let Some(l) = not_publishing(self) {
+            return WaitOutcome::WriterGone(l);
+        }
+        match changed {
+            Some(token) => WaitOutcome::Changed(token),
+            None => WaitOutcome::TimedOut,
+        }
+    }
+
     /// The latest tick the writer recorded for `symbol`.
     pub fn last_tick(&self, symbol: &str) -> Option<TickInfo> {
         let i = self.layout.symbols().position(|s| s == symbol)?;
@@ -548,6 +640,34 @@ fn writer_process(h: &Header) -> PidState {
         start_ticks: h.writer_start_ticks,
     };
     process::check(h.writer_pid as u32, who)
+}
+
+/// Where a reader stands in the stream of changes, for [`Reader::wait_for_change`]: the wake
+/// counter, or (without access to the wake file) the time of the last candle change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeToken(u64);
+
+impl ChangeToken {
+    /// How many times the writer published between `earlier` and this token: exact with the
+    /// wake file (its 32-bit counter, wrapping), else 1 for any difference.
+    pub fn steps_since(self, earlier: ChangeToken) -> u64 {
+        if self.0 <= u64::from(u32::MAX) && earlier.0 <= u64::from(u32::MAX) {
+            u64::from((self.0 as u32).wrapping_sub(earlier.0 as u32))
+        } else {
+            u64::from(self != earlier)
+        }
+    }
+}
+
+/// How [`Reader::wait_for_change`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Candles changed; wait from this token next.
+    Changed(ChangeToken),
+    /// Nothing changed before the timeout.
+    TimedOut,
+    /// The writer is not publishing any more: stopped, gone or replaced (see the liveness).
+    WriterGone(Liveness),
 }
 
 /// The last tick of a symbol, as recorded by the writer.

@@ -16,6 +16,7 @@ use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
 use crate::ring::RingRef;
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
+use crate::wake::{self, WakeWords};
 use crate::{now_ns, SegmentPath, Timeframe};
 
 /// Options for [`Writer::create`].
@@ -226,6 +227,8 @@ pub struct Writer {
     _file: File,
     /// The exclusive writer lock, held for the writer's whole life.
     _lock: WriterLock,
+    /// The wake file: readers sleep on its counter (see `wake.rs`).
+    wake: WakeWords,
     path: PathBuf,
     layout: Layout,
     /// One entry per directory entry, validated against the mapping's length at creation.
@@ -269,6 +272,8 @@ impl Writer {
         }
         let path = path.path();
         let lock = take_lock(path)?;
+        let wake = WakeWords::create(path, options.mode)
+            .map_err(io_err("create the wake file", &wake::wake_path(path)))?;
         // Under the lock no other writer builds here, so every temporary file of this
         // segment is a leftover of a writer killed while building one.
         remove_leftovers(path);
@@ -288,8 +293,7 @@ impl Writer {
                     match linked {
                         Ok(()) => {
                             return Writer::new(
-                                file,
-                                lock,
+                                Held { file, lock, wake },
                                 map,
                                 path,
                                 layout,
@@ -355,7 +359,14 @@ impl Writer {
                     .map_err(io_err("set the mode of", path))?;
                 let map = Mapping::read_write(&file, placement.total_size)
                     .map_err(io_err("map", path))?;
-                let mut w = Writer::new(file, lock, map, path, layout, &placement, Start::Fresh)?;
+                let mut w = Writer::new(
+                    Held { file, lock, wake },
+                    map,
+                    path,
+                    layout,
+                    &placement,
+                    Start::Fresh,
+                )?;
                 let repaired = w.rings.iter().map(|r| r.repair(w.mem())).sum();
                 w.start = Start::Warm { repaired };
                 w.begin_generation(old_generation + 1);
@@ -375,8 +386,11 @@ impl Writer {
                 return Err(io_err("rename the new segment over", path)(e));
             }
             return Writer::new(
-                new_file,
-                lock,
+                Held {
+                    file: new_file,
+                    lock,
+                    wake,
+                },
                 map,
                 path,
                 layout,
@@ -390,8 +404,7 @@ impl Writer {
     }
 
     fn new(
-        file: File,
-        lock: WriterLock,
+        held: Held,
         map: Mapping,
         path: &Path,
         layout: &Layout,
@@ -411,8 +424,9 @@ impl Writer {
         let generation = map.mem().load(hdr::GENERATION, Ordering::Relaxed);
         Ok(Writer {
             map,
-            _file: file,
-            _lock: lock,
+            _file: held.file,
+            _lock: held.lock,
+            wake: held.wake,
             path: path.to_owned(),
             layout: layout.clone(),
             rings,
@@ -642,6 +656,15 @@ impl Writer {
         );
     }
 
+    /// Wakes the readers waiting for a change ([`Reader::wait_for_change`]). Call it after
+    /// publishing a batch of changes: it bumps the wake counter, and makes a system call only
+    /// when a reader waits.
+    ///
+    /// [`Reader::wait_for_change`]: crate::Reader::wait_for_change
+    pub fn notify(&self) {
+        self.wake.notify();
+    }
+
     /// Refreshes the writer's clock and stores it as the heartbeat.
     pub fn heartbeat(&mut self) {
         self.now_ns = now_ns();
@@ -677,6 +700,8 @@ impl Drop for Writer {
             WriterState::Stopped as u64,
             Ordering::Release,
         );
+        // Waiting readers learn at once that nothing more will come.
+        self.wake.notify();
         // The lock goes with `_lock`, after this.
     }
 }
@@ -696,6 +721,16 @@ fn live_writer(file: &File) -> Option<u32> {
         start_ticks: peek(file, hdr::WRITER_START_TICKS)?,
     };
     (process::check(pid, who) == PidState::Running).then_some(pid)
+}
+
+/// What a writer holds open besides its mapping.
+struct Held {
+    /// The segment file.
+    file: File,
+    /// The writer lock.
+    lock: WriterLock,
+    /// The wake file.
+    wake: WakeWords,
 }
 
 /// Takes the writer lock of the segment at `path`, or says why not.
@@ -800,6 +835,11 @@ pub fn remove_segment(path: &SegmentPath) -> Result<(), CreateError> {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("remove", path)(e)),
+    }
+    match fs::remove_file(wake::wake_path(path)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", &wake::wake_path(path))(e)),
     }
     // Unlinked while held, so that no writer can lock it between our check and the removal.
     fs::remove_file(lock.path()).map_err(io_err("remove", lock.path()))?;

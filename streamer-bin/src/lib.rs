@@ -491,12 +491,20 @@ impl Pump<'_> {
             self.source
                 .poll(&mut events, HEARTBEAT)
                 .map_err(StreamerError::Source)?;
+            let published = !events.is_empty();
             for (i, ev) in events.drain(..).enumerate() {
                 self.apply(ev);
-                // Keep the clock (and so candle change times) fresh during long batches.
+                // Keep the clock (and so candle change times) fresh during long batches, and
+                // let waiting readers see them.
                 if i % 1024 == 1023 {
                     self.writer.heartbeat();
+                    self.writer.notify();
                 }
+            }
+            // Wake the readers waiting for a change: one counter bump per batch, and a system
+            // call only when someone waits.
+            if published {
+                self.writer.notify();
             }
             self.report_progress();
             if last_beat.elapsed() >= HEARTBEAT / 2 {

@@ -44,9 +44,11 @@ impl Drop for TempSegment {
     fn drop(&mut self) {
         // The segment and its writer lock file (`NAME.lock`).
         let _ = std::fs::remove_file(self.path.path());
-        let mut lock = self.path.path().as_os_str().to_owned();
-        lock.push(".lock");
-        let _ = std::fs::remove_file(lock);
+        for extra in [".lock", ".wake"] {
+            let mut file = self.path.path().as_os_str().to_owned();
+            file.push(extra);
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! - `shm-stress forever PATH`: the same until killed.
 //! - `shm-stress reader PATH SECONDS`: reads continuously and checks every snapshot; exits 1
 //!   on the first inconsistent one. Prints `checked N busy M`.
+//! - `shm-stress idle PATH`: a writer that heartbeats and publishes nothing, until killed.
+//! - `shm-stress wait PATH SECONDS`: prints `waiting`, waits for one change at most SECONDS,
+//!   then prints `changed`, `timed out` or `gone LIVENESS`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,7 +24,9 @@ fn main() -> ExitCode {
         (Some("writer"), Some(path)) => write(path, Some(secs(3))),
         (Some("forever"), Some(path)) => write(path, None),
         (Some("reader"), Some(path)) => read(path, secs(3)),
-        _ => Err("usage: shm-stress writer|forever|reader PATH [SECONDS]".into()),
+        (Some("idle"), Some(path)) => idle(path),
+        (Some("wait"), Some(path)) => wait(path, secs(3)),
+        _ => Err("usage: shm-stress writer|forever|reader|idle|wait PATH [SECONDS]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,5 +99,34 @@ fn read(path: &str, run_for: Duration) -> Result<(), String> {
         }
     }
     println!("checked {checked} busy {busy}");
+    Ok(())
+}
+
+fn idle(path: &str) -> Result<(), String> {
+    let mut layout = Layout::new();
+    layout
+        .add_ring(SYMBOL, Timeframe::M1, 100)
+        .map_err(|e| e.to_string())?;
+    let mut w = Writer::create(&SegmentPath::at(path), &layout, &Default::default())
+        .map_err(|e| e.to_string())?;
+    w.set_running();
+    println!("running");
+    loop {
+        w.heartbeat();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait(path: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::Write;
+    let reader = Reader::open(&SegmentPath::at(path)).map_err(|e| e.to_string())?;
+    let since = reader.changes();
+    println!("waiting");
+    let _ = std::io::stdout().flush();
+    match reader.wait_for_change(since, timeout) {
+        shm_core::WaitOutcome::Changed(_) => println!("changed"),
+        shm_core::WaitOutcome::TimedOut => println!("timed out"),
+        shm_core::WaitOutcome::WriterGone(l) => println!("gone {l}"),
+    }
     Ok(())
 }

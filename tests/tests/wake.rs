@@ -1,0 +1,232 @@
+//! Waking readers when candles change, across processes: a sleeping reader wakes on a change,
+//! keeps its timeout, learns of a killed writer, and no wake-up is lost to a racing writer.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mtf_tests::{wait_for_running, ChildGuard, TempSegment};
+use shm_core::{Candle, Layout, Liveness, Reader, Timeframe, WaitOutcome, Writer};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_shm-stress");
+
+fn writer(seg: &TempSegment) -> Writer {
+    let mut layout = Layout::new();
+    layout.add_ring("STRESS", Timeframe::M1, 100).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_running();
+    w
+}
+
+/// `shm-stress wait` in another process, once it says it is waiting, with its output.
+struct Waiter {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn waiter(seg: &TempSegment, secs: &str) -> Waiter {
+    let file = seg.file();
+    let mut child = Command::new(HELPER)
+        .args(["wait", file.to_str().unwrap(), secs])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "waiting");
+    Waiter { child, out }
+}
+
+/// What the waiter says when it is done.
+fn answer(mut w: Waiter) -> String {
+    let mut line = String::new();
+    w.out.read_line(&mut line).unwrap();
+    assert!(w.child.wait().unwrap().success());
+    line.trim().to_owned()
+}
+
+#[test]
+fn a_reader_in_another_process_sleeps_until_a_change_and_wakes_on_it() {
+    let seg = TempSegment::new("wake-xproc");
+    let mut w = writer(&seg);
+    let mut child = waiter(&seg, "10");
+    // It sleeps (no change yet) ...
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.child.try_wait().unwrap().is_none(), "still asleep");
+    // ... until the writer publishes.
+    let m1 = w.ring("STRESS", Timeframe::M1).unwrap();
+    let published = Instant::now();
+    w.update_forming(m1, &Candle::flat(60, 1.0));
+    w.notify();
+    assert_eq!(answer(child), "changed");
+    assert!(published.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn the_timeout_holds_when_nothing_changes() {
+    let seg = TempSegment::new("wake-timeout");
+    let _w = writer(&seg);
+    let started = Instant::now();
+    let child = waiter(&seg, "0.3");
+    assert_eq!(answer(child), "timed out");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+}
+
+#[test]
+fn a_writer_killed_while_readers_wait_is_reported_within_the_timeout() {
+    let seg = TempSegment::new("wake-kill");
+    let file = seg.file();
+    let mut idle = ChildGuard::spawn(HELPER, &["idle", file.to_str().unwrap()]);
+    assert_eq!(idle.first_line().trim(), "running");
+    let reader = wait_for_running(&seg.path);
+    let since = reader.changes();
+    let mut child = idle.0.take().unwrap();
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        (
+            reader.wait_for_change(since, Duration::from_secs(10)),
+            started.elapsed(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (outcome, took) = waiting.join().unwrap();
+    assert_eq!(outcome, WaitOutcome::WriterGone(Liveness::Gone));
+    assert!(
+        took < Duration::from_secs(10),
+        "learnt within the timeout: {took:?}"
+    );
+}
+
+#[test]
+fn a_clean_stop_wakes_every_waiter_at_once() {
+    let seg = TempSegment::new("wake-stop");
+    let w = writer(&seg);
+    let reader = Reader::open(&seg.path).unwrap();
+    let since = reader.changes();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| reader.wait_for_change(since, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(100));
+        drop(w);
+        assert_eq!(
+            waiting.join().unwrap(),
+            WaitOutcome::WriterGone(Liveness::Stopped)
+        );
+    });
+}
+
+#[test]
+fn a_hundred_waiters_in_threads_and_processes_all_wake() {
+    let seg = TempSegment::new("wake-many");
+    let mut w = writer(&seg);
+    let reader = Reader::open(&seg.path).unwrap();
+    let since = reader.changes();
+    let processes: Vec<Waiter> = (0..20).map(|_| waiter(&seg, "20")).collect();
+    let woke = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..80)
+            .map(|_| s.spawn(|| reader.wait_for_change(since, Duration::from_secs(20))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let m1 = w.ring("STRESS", Timeframe::M1).unwrap();
+        w.update_forming(m1, &Candle::flat(60, 2.0));
+        w.notify();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(WaitOutcome::TimedOut))
+            .filter(|o| matches!(o, WaitOutcome::Changed(_)))
+            .count()
+    });
+    let woke_processes = processes
+        .into_iter()
+        .map(answer)
+        .filter(|a| a == "changed")
+        .count();
+    assert_eq!((woke, woke_processes), (80, 20));
+}
+
+#[test]
+fn no_wake_up_is_lost_to_a_racing_writer() {
+    let seg = TempSegment::new("wake-race");
+    let mut w = writer(&seg);
+    let reader = Reader::open(&seg.path).unwrap();
+    const CHANGES: u32 = 20_000;
+    let start = reader.changes();
+    let seen = std::thread::scope(|s| {
+        let counting = s.spawn(|| {
+            // Counts changes by the counter's steps; a lost wake-up would leave this asleep
+            // with changes pending, until the (long) timeout, and fail below.
+            let mut token = start;
+            let mut seen = 0u64;
+            let mut slept_through = 0;
+            while seen < u64::from(CHANGES) {
+                match reader.wait_for_change(token, Duration::from_secs(5)) {
+                    WaitOutcome::Changed(t) => {
+                        seen += t.steps_since(token);
+                        token = t;
+                    }
+                    WaitOutcome::TimedOut => {
+                        slept_through += 1;
+                        break;
+                    }
+                    WaitOutcome::WriterGone(l) => panic!("writer {l}"),
+                }
+            }
+            (seen, slept_through)
+        });
+        let m1 = w.ring("STRESS", Timeframe::M1).unwrap();
+        let mut lcg = mtf_tests::Lcg(7);
+        for k in 0..CHANGES {
+            w.update_forming(m1, &Candle::flat(60, 1.0 + f64::from(k) * 1e-5));
+            w.notify();
+            // Now and then give the reader time to fall asleep, so that the race between its
+            // going to sleep and our wake-up is run many times.
+            if lcg.next().is_multiple_of(64) {
+                std::thread::sleep(Duration::from_micros(lcg.next() % 200));
+            }
+        }
+        counting.join().unwrap()
+    });
+    assert_eq!(seen, (u64::from(CHANGES), 0));
+}
+
+#[test]
+fn an_idle_waiter_uses_no_cpu() {
+    let seg = TempSegment::new("wake-idle");
+    let _w = writer(&seg);
+    let file = seg.file();
+    let mut child = Command::new(HELPER)
+        .args(["wait", file.to_str().unwrap(), "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
+    };
+    let before = ticks(child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = ticks(child.id());
+    let _ = child.wait();
+    // Clock ticks are 10 ms: a waiter that spun would use ~200 in 2 s; a sleeping one ~0
+    // (it looks at the writer's liveness every 100 ms, a few microseconds each).
+    assert!(
+        after - before <= 5,
+        "{} ticks of CPU in 2 s",
+        after - before
+    );
+}
