@@ -159,8 +159,9 @@ class Segment:
 
     def wait_for_update(self, symbol=None, timeout=1.0):
         """Blocks, without holding the GIL, until a candle changes (of `symbol`, or any) or
-        `timeout` seconds pass; True if something changed. Raises WriterGone if the writer
-        dies meanwhile."""
+        `timeout` seconds pass; True if something changed. The writer wakes the wait through a
+        futex, microseconds after it publishes. Raises WriterGone if the writer stops or dies
+        (learnt within 100 ms)."""
         return self._native.wait_for_update(timeout, symbol)
 
 

@@ -3,7 +3,7 @@
 //! `copy_rates_from_pos`, `last_error`, ...) are written in Python on top of the [`Segment`]
 //! class here (`mtf_candles/__init__.py`); this file parses no layout of its own.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use numpy::{Element, PyArray1, PyArrayDescr};
@@ -12,7 +12,9 @@ use pyo3::exceptions::{PyException, PyLookupError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use shm_core::{Candle, Counter, Liveness, OpenError, ReadError, Reader, SegmentPath, Timeframe};
+use shm_core::{
+    Candle, Counter, OpenError, ReadError, Reader, SegmentPath, Timeframe, WaitOutcome,
+};
 
 create_exception!(
     _native,
@@ -138,25 +140,36 @@ fn busy(e: ReadError) -> PyErr {
     SegmentError::new_err(e.to_string())
 }
 
-/// The reader and a buffer reused by every read.
-struct Inner {
-    reader: Reader,
-    scratch: Vec<Candle>,
+/// The reader and the buffer a read copies into.
+struct Inner<'a> {
+    reader: RwLockReadGuard<'a, Reader>,
+    scratch: MutexGuard<'a, Vec<Candle>>,
 }
 
 /// A segment, attached read-only. Reads take no lock of the writer's and make no system call;
 /// a few hundred nanoseconds for 50 candles.
 #[pyclass(module = "mtf_candles._native", frozen)]
 pub struct Segment {
-    inner: Mutex<Inner>,
+    /// Shared by reads and waits; taken exclusively only by `refresh`.
+    reader: RwLock<Reader>,
+    /// The buffer reads copy into, one read at a time.
+    scratch: Mutex<Vec<Candle>>,
     path: String,
 }
 
 impl Segment {
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while the lock was held left nothing half-done that matters: the reader is
-        // whole, and the scratch buffer is cleared before every use.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The reader, shared. A panic while a lock was held left nothing half-done that
+    /// matters: the reader is whole, and the scratch buffer is cleared before every use.
+    fn reader(&self) -> RwLockReadGuard<'_, Reader> {
+        self.reader.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reader and the scratch buffer, for one read.
+    fn inner(&self) -> Inner<'_> {
+        Inner {
+            reader: self.reader(),
+            scratch: self.scratch.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     /// The newest `n` candles of `symbol` at `timeframe` (MT5 code), oldest first, into the
@@ -168,7 +181,7 @@ impl Segment {
         let ring = reader.ring(symbol, tf).ok_or_else(|| {
             NotFound::new_err(format!("the segment has no {symbol} {}", tf.name()))
         })?;
-        ring.read_last(n, scratch).map_err(busy)?;
+        ring.read_last(n, &mut *scratch).map_err(busy)?;
         // Never hand out a record that breaks the writer's invariants (a damaged or forged
         // segment): the caller gets an error, not a plausible-looking array.
         if let Some((c, defect)) = scratch.iter().find_map(|c| c.defect().map(|d| (c, d))) {
@@ -207,10 +220,8 @@ impl Segment {
         };
         let reader = Reader::open(&path).map_err(open_error)?;
         Ok(Segment {
-            inner: Mutex::new(Inner {
-                reader,
-                scratch: Vec::with_capacity(1500),
-            }),
+            reader: RwLock::new(reader),
+            scratch: Mutex::new(Vec::with_capacity(1500)),
             path: path.to_string(),
         })
     }
@@ -287,22 +298,20 @@ impl Segment {
     /// The latest tick the writer recorded for `symbol`: `(time_msc, bid, ask)` in server
     /// time, or `None` before the first tick.
     fn last_tick(&self, symbol: &str) -> PyResult<Option<(i64, f64, f64)>> {
-        let inner = self.inner();
-        if !inner.reader.layout().symbols().any(|s| s == symbol) {
+        let reader = self.reader();
+        if !reader.layout().symbols().any(|s| s == symbol) {
             return Err(NotFound::new_err(format!(
                 "the segment has no symbol {symbol}"
             )));
         }
-        Ok(inner
-            .reader
+        Ok(reader
             .last_tick(symbol)
             .map(|t| (t.server_time_ms, t.bid, t.ask)))
     }
 
     /// The symbols, in segment order.
     fn symbols(&self) -> Vec<String> {
-        self.inner()
-            .reader
+        self.reader()
             .layout()
             .symbols()
             .map(str::to_owned)
@@ -311,9 +320,8 @@ impl Segment {
 
     /// The MT5 timeframe codes of `symbol`'s rings, shortest first.
     fn timeframes(&self, symbol: &str) -> Vec<u32> {
-        let inner = self.inner();
-        let mut tfs: Vec<Timeframe> = inner
-            .reader
+        let reader = self.reader();
+        let mut tfs: Vec<Timeframe> = reader
             .rings()
             .filter(|r| r.symbol() == symbol)
             .map(|r| r.timeframe())
@@ -324,7 +332,7 @@ impl Segment {
 
     /// Liveness, feed, offset, counters: a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let st = self.inner().reader.status();
+        let st = self.reader().status();
         let d = PyDict::new(py);
         d.set_item("liveness", st.liveness.as_str())?;
         d.set_item("writer_state", st.writer_state.map(|s| s.as_str()))?;
@@ -346,13 +354,18 @@ impl Segment {
     /// Follows the segment if its writer replaced the file (another layout); `True` if it
     /// re-attached.
     fn refresh(&self) -> PyResult<bool> {
-        self.inner().reader.refresh().map_err(open_error)
+        self.reader
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh()
+            .map_err(open_error)
     }
 
-    /// Waits, without holding the GIL, until a candle changes (of `symbol` if given, else any)
-    /// or `timeout` seconds pass; `True` if something changed. Raises `WriterGone` if the
-    /// writer dies meanwhile. It polls every millisecond until the segment can wake readers
-    /// itself (the wake-on-change work), so a change is seen within about a millisecond.
+    /// Waits, without holding the GIL, until the writer publishes a change or `timeout`
+    /// seconds pass; `True` if something changed. With `symbol`, a change of another symbol
+    /// wakes it too but does not count: it waits on for one of `symbol`'s rings. Raises
+    /// `WriterGone` if the writer stops or dies meanwhile (learnt within 100 ms). The writer
+    /// wakes it through a futex, microseconds after it publishes.
     #[pyo3(signature = (timeout, symbol=None))]
     fn wait_for_update(
         &self,
@@ -365,42 +378,40 @@ impl Segment {
                 "timeout must be a number of seconds, >= 0",
             ));
         }
-        let stamp = |inner: &Inner| -> u64 {
-            match symbol {
-                Some(s) => inner
-                    .reader
+        let ring_stamp = |reader: &Reader| -> u64 {
+            symbol.map_or(0, |s| {
+                reader
                     .rings()
                     .filter(|r| r.symbol() == s)
                     .filter_map(|r| r.stats().ok())
                     .map(|st| st.last_change_ns)
                     .max()
-                    .unwrap_or(0),
-                None => inner.reader.status().last_update_ns,
-            }
+                    .unwrap_or(0)
+            })
         };
-        let since = stamp(&self.inner());
-        let until = Instant::now() + Duration::from_secs_f64(timeout.min(86_400.0));
-        py.detach(|| {
-            let mut checks = 0u32;
-            loop {
-                let inner = self.inner();
-                if stamp(&inner) != since {
-                    return Ok(true);
+        let (mut token, since) = {
+            let reader = self.reader();
+            (reader.changes(), ring_stamp(&reader))
+        };
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout.min(86_400.0));
+        py.detach(|| loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A shared lock: other threads read meanwhile; only `refresh` waits for it.
+            let outcome = self.reader().wait_for_change(token, left);
+            match outcome {
+                WaitOutcome::Changed(t) => {
+                    if symbol.is_none() || ring_stamp(&self.reader()) != since {
+                        return Ok(true);
+                    }
+                    token = t;
                 }
-                // Liveness costs a system call: look every 50 checks (about 50 ms).
-                if checks.is_multiple_of(50) && inner.reader.status().liveness == Liveness::Gone {
+                WaitOutcome::TimedOut => return Ok(false),
+                WaitOutcome::WriterGone(l) => {
                     return Err(WriterGone::new_err(format!(
-                        "the writer of {} is gone",
+                        "the writer of {} is {l}",
                         self.path
-                    )));
+                    )))
                 }
-                drop(inner);
-                let now = Instant::now();
-                if now >= until {
-                    return Ok(false);
-                }
-                std::thread::sleep((until - now).min(Duration::from_millis(1)));
-                checks += 1;
             }
         })
     }

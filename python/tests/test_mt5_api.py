@@ -144,9 +144,19 @@ def test_waiting_releases_the_gil_and_keeps_its_timeout(live):
     assert changed
     assert time.monotonic() - started < 2.0
     assert len(counted) > 1000, "another thread ran while we waited"
-    # A writer that stops publishing: the timeout holds.
+    # A writer that stops: the waits return while it still publishes, then WriterGone (its
+    # last act wakes the waiters), never a wait to the 10 s timeout.
+    started = time.monotonic()
     live.proc.terminate()
-    live.proc.wait()
+    with pytest.raises(mt5.WriterGone):
+        for _ in range(100_000):
+            seg.wait_for_update(timeout=10.0)
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_quiet_segment_keeps_the_timeout(replay):
+    # The replay has finished: its writer is alive and publishes nothing more.
+    seg = mt5.Segment(path=replay.segment)
     started = time.monotonic()
     assert seg.wait_for_update(timeout=0.3) is False
     assert 0.3 <= time.monotonic() - started < 2.0
