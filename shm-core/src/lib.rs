@@ -67,8 +67,8 @@ pub use layout::{
     MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
 };
 pub use reader::{
-    ChangeToken, OpenError, ReadError, Reader, RingReader, RingStats, TickInfo, WaitOutcome,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
+    ChangeToken, ClosedBars, NextBar, OpenError, ReadError, Reader, RingReader, RingStats,
+    TickInfo, WaitOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
 };
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 pub use time::{

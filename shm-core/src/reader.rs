@@ -670,6 +670,73 @@ pub enum WaitOutcome {
     WriterGone(Liveness),
 }
 
+/// Each candle a ring closes, as it closes (see [`RingReader::closed_bars`]).
+#[derive(Debug)]
+pub struct ClosedBars<'a> {
+    ring: RingReader<'a>,
+    /// The position of the next closed candle to hand out.
+    next: u64,
+    token: ChangeToken,
+}
+
+/// What [`ClosedBars::next_bar`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NextBar {
+    /// A newly closed candle.
+    Closed(Candle),
+    /// None closed before the timeout.
+    TimedOut,
+    /// The writer is not publishing any more.
+    WriterGone(Liveness),
+}
+
+impl ClosedBars<'_> {
+    /// The next candle the ring closes, waiting at most `timeout`. Candles the ring no longer
+    /// holds (a reader far behind a fast writer) are skipped, oldest first.
+    pub fn next_bar(&mut self, timeout: Duration) -> Result<NextBar, ReadError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let head = self.ring.stats()?.closed_total;
+            if self.next < head {
+                let oldest = head.saturating_sub(u64::from(self.ring.capacity()));
+                self.next = self.next.max(oldest);
+                if let Some(c) = self.ring.closed_at(self.next)? {
+                    self.next += 1;
+                    return Ok(NextBar::Closed(c));
+                }
+                continue; // lapped while reading: look at the head again
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.ring.reader.wait_for_change(self.token, left) {
+                WaitOutcome::Changed(t) => self.token = t,
+                WaitOutcome::TimedOut => return Ok(NextBar::TimedOut),
+                WaitOutcome::WriterGone(l) => {
+                    // Bars closed before the writer went are still handed out.
+                    if self.ring.stats()?.closed_total > self.next {
+                        continue;
+                    }
+                    return Ok(NextBar::WriterGone(l));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for ClosedBars<'_> {
+    type Item = Candle;
+
+    /// Waits as long as it takes; `None` once the writer stops or dies (or a read stays busy).
+    fn next(&mut self) -> Option<Candle> {
+        loop {
+            match self.next_bar(Duration::from_secs(3600)) {
+                Ok(NextBar::Closed(c)) => return Some(c),
+                Ok(NextBar::TimedOut) => continue,
+                Ok(NextBar::WriterGone(_)) | Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// The last tick of a symbol, as recorded by the writer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TickInfo {
@@ -704,7 +771,7 @@ pub struct RingReader<'a> {
     index: usize,
 }
 
-impl RingReader<'_> {
+impl<'a> RingReader<'a> {
     fn spec(&self) -> &RingSpec {
         &self.reader.layout.rings()[self.index]
     }
@@ -778,6 +845,59 @@ impl RingReader<'_> {
         let mut one = Vec::with_capacity(2);
         self.read_last(1, &mut one)?;
         Ok(one.pop())
+    }
+
+    /// The closed candle at `position` (0 is the first ever pushed; the newest is
+    /// `closed_total - 1`), or `None` if the ring no longer holds it (it was lapped).
+    pub fn closed_at(&self, position: u64) -> Result<Option<Candle>, ReadError> {
+        Ok(self.raw().read_slot(
+            self.reader.mem(),
+            position,
+            self.reader.max_attempts,
+            &self.reader.retries,
+        )?)
+    }
+
+    /// Each candle this ring closes from now on, in order, as it closes: the writer wakes the
+    /// iterator (see [`Reader::wait_for_change`]), nothing polls. The iterator ends when the
+    /// writer stops or dies; [`ClosedBars::next_bar`] waits with a timeout instead.
+    ///
+    /// ```
+    /// use shm_core::{Candle, Layout, Reader, SegmentPath, Timeframe, Writer};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("shm-core-doc-bars-{}", std::process::id()));
+    /// # let path = SegmentPath::at(&dir);
+    /// let mut layout = Layout::new();
+    /// layout.add_ring("EURUSD", Timeframe::M1, 100)?;
+    /// let mut writer = Writer::create(&path, &layout, &Default::default())?;
+    /// writer.set_running();
+    /// let reader = Reader::open(&path)?;
+    /// let bars = reader.ring("EURUSD", Timeframe::M1).unwrap().closed_bars();
+    ///
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || {
+    ///         let m1 = writer.ring("EURUSD", Timeframe::M1).unwrap();
+    ///         for minute in 1..=3 {
+    ///             writer.push_closed(m1, &Candle::flat(minute * 60, 1.1));
+    ///             writer.notify();
+    ///         }
+    ///         // Dropping the writer (a clean stop) ends the iteration.
+    ///     });
+    ///     let times: Vec<i64> = bars.map(|c| c.time).collect();
+    ///     assert_eq!(times, [60, 120, 180]);
+    /// });
+    /// # shm_core::remove_segment(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn closed_bars(self) -> ClosedBars<'a> {
+        // The token first, then the head: a bar closed between the two wakes the first wait.
+        let token = self.reader.changes();
+        let next = self.stats().map_or(0, |s| s.closed_total);
+        ClosedBars {
+            ring: self,
+            next,
+            token,
+        }
     }
 
     /// Counts and times.
