@@ -1,5 +1,5 @@
 //! Segment read and write costs: the latest 1, 50 and 500 M1 candles, and one tick's forming
-//! update across 7 timeframes.
+//! update across 7 timeframes, and the writer's wake-up call when no reader sleeps.
 
 use std::hint::black_box;
 
@@ -63,23 +63,42 @@ fn tick_update(c: &mut Criterion) {
     let sym = w.symbol("BTCUSDc").unwrap();
     let mut forming: Vec<Candle> = rings.iter().map(|&r| w.forming(r).unwrap()).collect();
     let mut price = 90_000.0;
-    c.bench_function("tick_update_7_timeframes", |b| {
-        b.iter(|| {
-            price += 0.5;
-            // What the streamer does per tick, minus bar-boundary arithmetic: fold the price
-            // into each forming candle and publish it, then record the tick.
-            for (ring, f) in rings.iter().zip(forming.iter_mut()) {
-                f.high = f.high.max(price);
-                f.low = f.low.min(price);
-                f.close = price;
-                f.tick_volume += 1;
-                w.update_forming(*ring, f);
-            }
-            w.record_tick(sym, 0, price, price + 1.0);
-            w.add(Counter::TicksProcessed, 1);
-        })
-    });
+    // The same tick without and with the wake-up call the streamer makes after each batch
+    // (nobody waiting), one after the other in one run.
+    for notify in [false, true] {
+        let name = if notify {
+            "tick_update_7_timeframes_then_notify"
+        } else {
+            "tick_update_7_timeframes"
+        };
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                price += 0.5;
+                // What the streamer does per tick, minus bar-boundary arithmetic: fold the
+                // price into each forming candle and publish it, then record the tick.
+                for (ring, f) in rings.iter().zip(forming.iter_mut()) {
+                    f.high = f.high.max(price);
+                    f.low = f.low.min(price);
+                    f.close = price;
+                    f.tick_volume += 1;
+                    w.update_forming(*ring, f);
+                }
+                w.record_tick(sym, 0, price, price + 1.0);
+                w.add(Counter::TicksProcessed, 1);
+                if notify {
+                    w.notify();
+                }
+            })
+        });
+    }
 }
 
-criterion_group!(benches, read_latest, tick_update);
+fn notify(c: &mut Criterion) {
+    let (_seg, w) = full_segment("notify");
+    // What each published batch adds for readers that sleep: with nobody waiting, one atomic
+    // increment and one load in the wake file, no system call.
+    c.bench_function("notify_no_waiter", |b| b.iter(|| w.notify()));
+}
+
+criterion_group!(benches, read_latest, tick_update, notify);
 criterion_main!(benches);

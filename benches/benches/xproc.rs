@@ -9,6 +9,15 @@
 //!    keep-alive request to the shim of a running `mtf-streamer`, alternated call by call
 //!    so that both see the same machine noise. Both distributions and the ratio of medians.
 //!
+//! 3. Wake-on-change. The same writer at a trader's pace (default 1000 ticks/s,
+//!    `MTF_BENCH_WAKE_RATE`), notifying after each tick, read three ways in turn: sleeping in
+//!    `Reader::wait_for_change`, polling with a 1 ms sleep (what a polling bot does), and
+//!    spinning. For each: tick → seen latency (from the intended send time) and the reader's
+//!    CPU time per second.
+//! 4. `mtf-monitor --on-bar` (release, another process) watching a segment this process
+//!    writes: an M1 candle closes every 50 ms; the monitor's own `reaction_us` (the close's
+//!    publication to its conditions printed) for each.
+//!
 //! Run: `cargo bench -p mtf-benches --bench xproc` (it builds the release streamer itself).
 
 use std::net::TcpStream;
@@ -18,7 +27,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mtf_benches::{
     human_ns, keep_alive_request, mono_ns, pin_to_cpu, preemptions, release_streamer, save_rows,
-    Row, CANDLES_REQUEST,
+    thread_cpu_ns, Row, CANDLES_REQUEST,
 };
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Reader, SegmentPath, Timeframe};
@@ -129,6 +138,286 @@ fn tick_latency(rows: &mut Vec<Row>) {
     });
 }
 
+/// How the wake-on-change section's reader waits for the next tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Waiting {
+    Futex,
+    Sleep1ms,
+    Spin,
+}
+
+impl Waiting {
+    fn name(self) -> &'static str {
+        match self {
+            Waiting::Futex => "wait_for_change (futex)",
+            Waiting::Sleep1ms => "poll, 1 ms sleep",
+            Waiting::Spin => "spin",
+        }
+    }
+}
+
+/// One run of the wake-on-change section: the latency histogram and the reader's CPU share.
+fn wake_run(waiting: Waiting, rate: u64, seconds: u64) -> (Histogram<u64>, f64) {
+    let seg = TempSegment::new("xproc-wake");
+    let file = seg.file();
+    let file_s = file.to_str().unwrap();
+    let writer = Command::new(env!("CARGO_BIN_EXE_tick-writer"))
+        .args([
+            file_s,
+            &rate.to_string(),
+            &seconds.to_string(),
+            "0",
+            "notify",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = ChildGuard(Some(writer));
+    let start = Instant::now();
+    let reader = loop {
+        if let Ok(r) = Reader::open(&SegmentPath::at(&file)) {
+            if r.status().writer_state == Some(shm_core::WriterState::Running) {
+                break r;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "writer start");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let ring = reader.ring("BENCH", Timeframe::M1).unwrap();
+    let period = 1_000_000_000 / rate;
+    let total = rate * seconds;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut scratch = Vec::new();
+    let mut next = 0u64;
+    std::fs::write(format!("{file_s}.ready"), b"").unwrap();
+    let (cpu0, wall0) = (thread_cpu_ns(), mono_ns());
+    let deadline = Instant::now() + Duration::from_secs(seconds + 10);
+    while next < total && Instant::now() < deadline {
+        // Taken before the look, so a tick published after the look still wakes the wait.
+        let token = reader.changes();
+        let latest = ring.snapshot(0, &mut scratch).ok().flatten();
+        let now = mono_ns();
+        match latest {
+            Some(c) if c.real_volume != 0 && c.tick_volume >= next => {
+                let k = c.tick_volume;
+                for j in next..=k {
+                    let intended = c.real_volume - (k - j) * period;
+                    h.record(now.saturating_sub(intended).max(1)).unwrap();
+                }
+                next = k + 1;
+            }
+            _ => match waiting {
+                Waiting::Futex => {
+                    let _ = reader.wait_for_change(token, Duration::from_secs(1));
+                }
+                Waiting::Sleep1ms => std::thread::sleep(Duration::from_millis(1)),
+                Waiting::Spin => std::hint::spin_loop(),
+            },
+        }
+    }
+    let cpu_share = (thread_cpu_ns() - cpu0) as f64 / (mono_ns() - wall0) as f64;
+    let _ = writer.wait_for(Duration::from_secs(10));
+    let _ = std::fs::remove_file(format!("{file_s}.ready"));
+    (h, cpu_share)
+}
+
+/// The machine's own wake-up cost, for comparison: a thread parked in the same process
+/// (`park` is a futex wait too) is unparked, and measures how long until it runs.
+fn unpark_baseline(rounds: u64) -> Histogram<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, d) = (Arc::clone(&sent), Arc::clone(&done));
+    let parked = std::thread::spawn(move || {
+        pin_to_cpu(1);
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        let mut last = 0;
+        // Relaxed: `done` only ends the loop; the times travel in `sent`.
+        while !d.load(Ordering::Relaxed) {
+            std::thread::park();
+            // Acquire: pairs with the Release store of the send time.
+            let t = s.load(Ordering::Acquire);
+            if t != last {
+                h.record(mono_ns().saturating_sub(t).max(1)).unwrap();
+                last = t;
+            }
+        }
+        h
+    });
+    pin_to_cpu(0);
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_micros(900));
+        sent.store(mono_ns(), Ordering::Release);
+        parked.thread().unpark();
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    done.store(true, Ordering::Relaxed);
+    parked.thread().unpark();
+    pin_to_cpu(1);
+    parked.join().expect("the parked thread")
+}
+
+fn wake_latency(rows: &mut Vec<Row>) {
+    let rate: u64 = std::env::var("MTF_BENCH_WAKE_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    let seconds = 5;
+    println!("\n### 3. Wake-on-change ({rate} ticks/s for {seconds} s each, writer notifying after each tick, pinned to CPU 0; reader on CPU 1)\n");
+    println!("| reader waits by | p50 | p90 | p99 | p99.9 | max | reader CPU |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let base = unpark_baseline(rate * seconds);
+    println!(
+        "| baseline: `Thread::unpark` → the parked thread runs, same process | {} | {} | {} | {} | {} | |",
+        human_ns(q(&base, 0.5)),
+        human_ns(q(&base, 0.9)),
+        human_ns(q(&base, 0.99)),
+        human_ns(q(&base, 0.999)),
+        human_ns(base.max() as f64),
+    );
+    for waiting in [Waiting::Futex, Waiting::Sleep1ms, Waiting::Spin] {
+        let (h, cpu) = wake_run(waiting, rate, seconds);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.1} % |",
+            waiting.name(),
+            human_ns(q(&h, 0.5)),
+            human_ns(q(&h, 0.9)),
+            human_ns(q(&h, 0.99)),
+            human_ns(q(&h, 0.999)),
+            human_ns(h.max() as f64),
+            cpu * 100.0
+        );
+        rows.push(Row {
+            measure: format!(
+                "tick → seen, {rate}/s, reader in {}, p50 / p99, reader CPU",
+                waiting.name()
+            ),
+            result: format!(
+                "{} / {}, CPU {:.1} %",
+                human_ns(q(&h, 0.5)),
+                human_ns(q(&h, 0.99)),
+                cpu * 100.0
+            ),
+            target: String::new(),
+            met: None,
+        });
+    }
+}
+
+fn monitor_on_bar(rows: &mut Vec<Row>) {
+    use shm_core::{Candle, Layout};
+    use std::io::{BufRead, BufReader};
+    let closes = 200u32;
+    println!("\n### 4. `mtf-monitor --on-bar`: M1 close → conditions printed ({closes} closes, one every 50 ms, 2 symbols watched)\n");
+    let monitor_bin = mtf_benches::release_bin("monitor-bin", "mtf-monitor");
+    let seg = TempSegment::new("xproc-onbar");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 1440).unwrap();
+    layout.add_ring("GBPUSD", Timeframe::M1, 1440).unwrap();
+    let mut w = shm_core::Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_running();
+    let rings = [
+        w.ring("EURUSD", Timeframe::M1).unwrap(),
+        w.ring("GBPUSD", Timeframe::M1).unwrap(),
+    ];
+    // 260 minutes of candles ending in the past (none in the future, which the monitor
+    // refuses), read with a --max-age that accepts them all, so every cycle is served.
+    let minute0 = (shm_core::now_ns() / 1_000_000_000 / 60) as i64 * 60 - 300 * 60;
+    let bar = |k: i64| {
+        let mut c = Candle::flat(minute0 + k * 60, 1.1 + (k % 7) as f64 * 1e-4);
+        c.high += 2e-4;
+        c.low -= 2e-4;
+        c.tick_volume = 10 + (k % 5) as u64;
+        c
+    };
+    for k in 0..60 {
+        for &r in &rings {
+            w.push_closed(r, &bar(k));
+        }
+    }
+    w.notify();
+    let file = seg.file();
+    let mut child = Command::new(monitor_bin)
+        .args([
+            "--on-bar",
+            "--json",
+            "--interval",
+            "300",
+            "--stats-every",
+            "0",
+        ])
+        .args([
+            "--symbols",
+            "EURUSD,GBPUSD",
+            "--sources",
+            "shm",
+            "--max-age",
+            "86400",
+        ])
+        .args(["--segment-path", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let monitor = ChildGuard(Some(child));
+    let lines = std::thread::spawn(move || {
+        let mut reactions = Vec::new();
+        let mut served = 0u32;
+        for line in out.lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            match v["type"].as_str() {
+                Some("bar_close") => reactions.push(v["reaction_us"].as_f64().unwrap_or(f64::NAN)),
+                Some("cycle") if v["source"] == "shm" => served += 1,
+                _ => {}
+            }
+        }
+        (reactions, served)
+    });
+    std::thread::sleep(Duration::from_millis(500)); // its first cycle, then it sleeps
+    for k in 60..60 + i64::from(closes) {
+        std::thread::sleep(Duration::from_millis(50));
+        w.heartbeat();
+        // Closes on both symbols in one batch, as a streamer does at a minute boundary.
+        for &r in &rings {
+            w.push_closed(r, &bar(k));
+        }
+        w.notify();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    monitor.sigterm();
+    let _ = monitor.wait_for(Duration::from_secs(5));
+    let (mut reactions, served) = lines.join().unwrap();
+    reactions.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        reactions
+            .get(((reactions.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "- closes {closes}, reported {}; cycles served from shm {served}; reaction p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+        reactions.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        reactions.last().copied().unwrap_or(f64::NAN)
+    );
+    rows.push(Row {
+        measure: "mtf-monitor --on-bar: M1 close → conditions printed, p50 / p99".into(),
+        result: format!(
+            "{:.1} µs / {:.1} µs ({} of {closes} closes)",
+            pct(0.5),
+            pct(0.99),
+            reactions.len()
+        ),
+        target: "p50 ≤ 1 ms".into(),
+        met: Some(pct(0.5) <= 1000.0 && reactions.len() == closes as usize),
+    });
+}
+
 fn side_by_side(rows: &mut Vec<Row>) {
     let calls = 20_000;
     println!("\n### 2. The latest 50 M1 candles: shm read vs HTTP keep-alive to the shim, {calls} calls each, alternated (mtf-streamer running, synthetic feed)\n");
@@ -235,5 +524,7 @@ fn main() {
     let mut rows = Vec::new();
     tick_latency(&mut rows);
     side_by_side(&mut rows);
+    wake_latency(&mut rows);
+    monitor_on_bar(&mut rows);
     save_rows("xproc", &rows);
 }

@@ -43,6 +43,14 @@ pub fn preemptions() -> u64 {
         .unwrap_or(0)
 }
 
+/// Nanoseconds the calling thread has spent on a CPU (from `/proc/thread-self/schedstat`).
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `target/mtf-bench`, where harnesses leave their rows for the summary table.
 pub fn results_dir() -> PathBuf {
     // Bench executables run from target/<profile>/deps.
@@ -131,18 +139,24 @@ pub fn keep_alive_request(
     }
 }
 
-/// Builds the release `mtf-streamer` and returns its path.
-pub fn release_streamer() -> PathBuf {
+/// Builds a release binary of the workspace (cargo's own up-to-date check makes it cheap
+/// when nothing changed) and returns its path.
+pub fn release_bin(package: &str, name: &str) -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "streamer-bin"])
+        .args(["build", "--release", "-q", "-p", package, "--bin", name])
         .current_dir(&root)
         .status()
         .expect("run cargo");
     assert!(
         status.success(),
-        "cargo build --release -p streamer-bin failed"
+        "cargo build --release -p {package} --bin {name} failed"
     );
-    root.join("target/release/mtf-streamer")
+    root.join("target/release").join(name)
+}
+
+/// The release `mtf-streamer`.
+pub fn release_streamer() -> PathBuf {
+    release_bin("streamer-bin", "mtf-streamer")
 }

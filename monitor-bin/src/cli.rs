@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::chain::Policy;
+use crate::on_bar::{BarWaiter, Woken};
 use crate::source::Origin;
 use crate::{report, Config, ConfigError, Monitor};
 
@@ -65,6 +66,10 @@ pub struct Cli {
     /// Print the per-source counters every N cycles (0: only at exit).
     #[arg(long, default_value_t = 12, value_name = "N")]
     pub stats_every: u64,
+    /// Also run a cycle the moment any symbol closes an M1 candle in the segment (woken by the
+    /// streamer, no polling); --interval still bounds the gap between cycles.
+    #[arg(long, conflicts_with = "once")]
+    pub on_bar: bool,
 }
 
 impl Cli {
@@ -110,6 +115,8 @@ pub struct RunOptions {
     pub once: bool,
     /// Counters every N cycles (0: only at exit).
     pub stats_every: u64,
+    /// Cycle on each M1 close in the segment too.
+    pub on_bar: bool,
 }
 
 /// Runs cycles until `stop` is set (or once). Data lines go to `out`; in text mode source
@@ -123,9 +130,15 @@ pub fn run(
     log: &mut dyn Write,
 ) -> std::io::Result<bool> {
     let interval = monitor.config().interval;
+    let mut bars = options.on_bar.then(|| {
+        let config = monitor.config();
+        BarWaiter::new(config.segment.clone(), config.symbols.clone())
+    });
     let start = Instant::now();
     let mut all_served = true;
     let mut next = 0u32;
+    // The M1 closes that woke this cycle: symbols and when the first was published.
+    let mut woken_by: Option<(Vec<String>, u64)> = None;
     // Relaxed: the signal handler's flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         let outcomes = monitor.cycle();
@@ -148,6 +161,11 @@ pub fn run(
             }
         }
         out.flush()?;
+        if let Some((symbols, closed_ns)) = woken_by.take() {
+            // From the close's publication to the conditions printed (one host, one clock).
+            let reaction_ns = shm_core::now_ns().saturating_sub(closed_ns);
+            report_bar_close(&symbols, reaction_ns, options.json, out, log)?;
+        }
         if options.once {
             return Ok(all_served);
         }
@@ -160,16 +178,51 @@ pub fn run(
         let elapsed = start.elapsed();
         next = next.max((elapsed.as_secs_f64() / interval.as_secs_f64()) as u32) + 1;
         let due = start + interval * next;
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now >= due {
-                break;
+        match bars.as_mut() {
+            Some(bars) => {
+                if let Woken::BarClosed { symbols, closed_ns } = bars.wait(due, stop) {
+                    woken_by = Some((symbols, closed_ns));
+                    // An extra cycle: the timed slot it came before still runs on time
+                    // (the schedule above moves past `next` only once it is due).
+                    next = next.saturating_sub(1);
+                }
             }
-            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+            None => {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now >= due {
+                        break;
+                    }
+                    std::thread::sleep((due - now).min(Duration::from_millis(100)));
+                }
+            }
         }
     }
     print_stats(monitor, options, out, log)?;
     Ok(all_served)
+}
+
+/// Says which symbols closed a candle, after the cycle it started: how long from the close's
+/// publication to the conditions printed.
+fn report_bar_close(
+    symbols: &[String],
+    reaction_ns: u64,
+    json: bool,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> std::io::Result<()> {
+    let reaction_us = reaction_ns as f64 / 1e3;
+    if json {
+        let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
+        let v = serde_json::json!({"type": "bar_close", "time": now_s, "symbols": symbols, "reaction_us": (reaction_us * 10.0).round() / 10.0});
+        writeln!(out, "{v}")
+    } else {
+        writeln!(
+            log,
+            "M1 closed: {} (conditions printed {reaction_us:.1} µs after the close was published)",
+            symbols.join(", ")
+        )
+    }
 }
 
 fn print_stats(
@@ -195,7 +248,7 @@ fn print_stats(
 }
 
 /// What the monitor will read, for the first line it prints.
-fn banner(config: &Config, once: bool) -> String {
+fn banner(config: &Config, once: bool, on_bar: bool) -> String {
     let place = |k: &Origin| match k {
         Origin::Shm => format!("shm {}", config.segment),
         Origin::Http => match &config.api_url {
@@ -210,6 +263,11 @@ fn banner(config: &Config, once: bool) -> String {
     let chain: Vec<String> = config.sources.iter().map(place).collect();
     let when = if once {
         "once".to_owned()
+    } else if on_bar {
+        format!(
+            "on each M1 close in the segment and at least every {} s",
+            config.interval.as_secs()
+        )
     } else {
         format!("every {} s", config.interval.as_secs())
     };
@@ -232,10 +290,11 @@ pub fn main() -> ExitCode {
         json: cli.json,
         once: cli.once,
         stats_every: cli.stats_every,
+        on_bar: cli.on_bar,
     };
     let stop = mtf_cli::stop_flag();
     if !cli.json {
-        eprintln!("{}", banner(monitor.config(), cli.once));
+        eprintln!("{}", banner(monitor.config(), cli.once, cli.on_bar));
     }
     let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
     match run(

@@ -27,6 +27,7 @@ pub mod bar;
 pub mod chain;
 pub mod cli;
 pub mod conditions;
+pub mod on_bar;
 pub mod report;
 pub mod source;
 

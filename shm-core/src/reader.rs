@@ -527,7 +527,7 @@ impl Reader {
         let deadline = Instant::now() + timeout;
         let not_publishing = |r: &Reader| {
             let l = r.status().liveness;
-            (!matches!(l, Liveness::Alive | Liveness::Stalled)).then_some(l)
+            (!l.is_publishing()).then_some(l)
         };
         if let Some(l) = not_publishing(self) {
             return WaitOutcome::WriterGone(l);
@@ -561,12 +561,19 @@ impl Reader {
                 }
             }
         };
-        if let Some(l) = not_publishing(self) {
-            return WaitOutcome::WriterGone(l);
-        }
         match changed {
-            Some(token) => WaitOutcome::Changed(token),
-            None => WaitOutcome::TimedOut,
+            // A change came from a writer that was publishing a moment ago; only its state
+            // word (a stop it announced with its last wake-up) is checked, not the lock, so
+            // the wake-up path makes no system call.
+            Some(token) => match self.writer_state() {
+                Some(WriterState::Stopped) => WaitOutcome::WriterGone(Liveness::Stopped),
+                Some(WriterState::Replaced) => WaitOutcome::WriterGone(Liveness::Replaced),
+                _ => WaitOutcome::Changed(token),
+            },
+            None => match not_publishing(self) {
+                Some(l) => WaitOutcome::WriterGone(l),
+                None => WaitOutcome::TimedOut,
+            },
         }
     }
 

@@ -181,6 +181,11 @@ impl Liveness {
             Liveness::Replaced => "replaced",
         }
     }
+
+    /// Whether the writer may still publish: alive, or stalled but holding the lock.
+    pub fn is_publishing(self) -> bool {
+        matches!(self, Liveness::Alive | Liveness::Stalled)
+    }
 }
 
 impl fmt::Display for Liveness {

@@ -230,3 +230,83 @@ fn an_idle_waiter_uses_no_cpu() {
         after - before
     );
 }
+
+/// `mtf-monitor --on-bar` runs a cycle when a watched symbol closes an M1 candle, long before
+/// its interval, says so, and ignores changes that close nothing.
+#[test]
+fn the_monitor_on_bar_cycles_when_a_candle_closes_not_on_every_tick() {
+    let seg = TempSegment::new("onbar");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 100).unwrap();
+    layout.add_ring("GBPUSD", Timeframe::M1, 100).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_running();
+    let (eur, gbp) = (
+        w.ring("EURUSD", Timeframe::M1).unwrap(),
+        w.ring("GBPUSD", Timeframe::M1).unwrap(),
+    );
+    let minute = |k: i64| (shm_core::now_ns() as i64 / 1_000_000_000 / 60 + k) * 60;
+    for k in -20..0 {
+        w.push_closed(eur, &Candle::flat(minute(k), 1.1));
+    }
+    w.update_forming(eur, &Candle::flat(minute(0), 1.1));
+    w.notify();
+
+    let file = seg.file();
+    let mut monitor = Command::new(mtf_tests::workspace_bin("mtf-monitor"))
+        .args([
+            "--on-bar",
+            "--json",
+            "--interval",
+            "300",
+            "--stats-every",
+            "0",
+        ])
+        .args(["--symbols", "EURUSD,GBPUSD", "--sources", "shm"])
+        .args(["--segment-path", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(monitor.stdout.take().unwrap());
+    let mut monitor = ChildGuard(Some(monitor)); // killed on any exit from the test
+                                                 // The next line that is not a change of source.
+    let next_json = |out: &mut BufReader<std::process::ChildStdout>| loop {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v = serde_json::from_str::<serde_json::Value>(&line)
+            .unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        if v["type"] != "source_change" {
+            break v;
+        }
+    };
+    // The first cycle runs at once; then the monitor sleeps on the segment.
+    for _ in 0..2 {
+        assert_eq!(next_json(&mut out)["type"], "cycle");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Ticks that only move the forming candle wake the monitor but start no cycle.
+    for i in 0..50 {
+        w.update_forming(eur, &Candle::flat(minute(0), 1.1 + f64::from(i) * 1e-5));
+        w.notify();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    w.push_closed(gbp, &Candle::flat(minute(-1), 1.3));
+    w.heartbeat(); // a writer quiet for over a second counts as stalled, and is not read
+    w.notify();
+
+    // Well before the 300 s interval: a cycle for each symbol, then what woke it.
+    let cycle: Vec<_> = (0..2).map(|_| next_json(&mut out)).collect();
+    assert!(cycle.iter().all(|c| c["type"] == "cycle"), "{cycle:?}");
+    assert_eq!(cycle[0]["symbol"], "EURUSD");
+    assert_eq!(cycle[0]["source"], "shm", "{:?}", cycle[0]);
+    let close = next_json(&mut out);
+    assert_eq!(close["type"], "bar_close", "{close}");
+    assert_eq!(close["symbols"], serde_json::json!(["GBPUSD"]));
+    assert!(close["reaction_us"].as_f64().unwrap() >= 0.0);
+
+    // A stopped streamer does not end the monitor: it keeps its timed cycles.
+    drop(w);
+    std::thread::sleep(Duration::from_millis(300));
+    let child = monitor.0.as_mut().unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the monitor exited");
+}

@@ -1,12 +1,14 @@
 //! The writer process of the cross-process latency harness (`benches/benches/xproc.rs`).
 //!
-//! Usage: `tick-writer SEGMENT_FILE RATE_PER_S SECONDS CPU`
+//! Usage: `tick-writer SEGMENT_FILE RATE_PER_S SECONDS CPU [notify]`
 //!
 //! Creates a one-ring segment, waits for the reader to say it is ready (it creates
 //! `SEGMENT_FILE.ready`), then publishes tick k at its intended time t0 + k / RATE by updating
 //! the forming candle: `tick_volume` = k, `real_volume` = the intended time on
 //! `CLOCK_MONOTONIC`. A tick that is late is published at once, and its lateness counts in
 //! the reader's figure, since the reader measures from the intended time.
+//! With `notify`, each tick is followed by [`Writer::notify`], as the streamer does after each
+//! batch, so readers sleeping in `wait_for_change` wake.
 //! Prints `sent N late_max_ns L preempted P` at the end (P: times the scheduler took its CPU).
 
 use std::path::PathBuf;
@@ -17,9 +19,13 @@ use shm_core::{Candle, Layout, SegmentPath, Timeframe, Writer};
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [file, rate, seconds, cpu] = &args[..] else {
-        eprintln!("usage: tick-writer SEGMENT_FILE RATE_PER_S SECONDS CPU");
-        return std::process::ExitCode::from(2);
+    let (file, rate, seconds, cpu, notify) = match &args[..] {
+        [f, r, s, c] => (f, r, s, c, false),
+        [f, r, s, c, n] if n == "notify" => (f, r, s, c, true),
+        _ => {
+            eprintln!("usage: tick-writer SEGMENT_FILE RATE_PER_S SECONDS CPU [notify]");
+            return std::process::ExitCode::from(2);
+        }
     };
     let (Ok(rate), Ok(seconds), Ok(cpu)) = (
         rate.parse::<u64>(),
@@ -69,6 +75,9 @@ fn main() -> std::process::ExitCode {
         c.close = 1.0 + k as f64 * 1e-6;
         c.high = c.close;
         w.update_forming(ring, &c);
+        if notify {
+            w.notify();
+        }
     }
     println!(
         "sent {total} late_max_ns {late_max} preempted {}",
