@@ -3,7 +3,7 @@
 //!
 //! The interval still bounds the gap between cycles, so the HTTP and MT5 fallbacks (which
 //! cannot wake anyone) keep being read, and a segment that is missing or whose writer has
-//! stopped is looked for again every [`RETRY`].
+//! stopped is looked for again every 100 ms.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
