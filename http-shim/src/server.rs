@@ -6,9 +6,10 @@
 //!   line of at most `MAX_REQUEST_LINE` bytes and at most `MAX_HEADERS` headers.
 //! - An idle keep-alive connection is closed after `idle_timeout`; writes time out too.
 //! - Request bodies of up to `MAX_BODY` bytes are read and discarded (the API has no use for
-//!   one; the handler then answers, typically `405`). A larger or chunked body gets `413`,
-//!   after which the connection is drained for a moment before it closes, so that the client
-//!   reads the answer instead of a reset.
+//!   one; the handler then answers, typically `405`). A larger or chunked body is not read:
+//!   a GET or HEAD carrying one gets `413`, any other method the handler's answer (`405`
+//!   with `Allow` on a known path), and the connection is then drained for a moment before
+//!   it closes, so that the client reads the answer instead of a reset.
 //! - Header lines are strict (RFC 9112): whitespace before the colon, or a folded line, is a
 //!   `400`, so that no proxy in front can be made to read the head differently from us.
 //! - Near the connection cap (three quarters of it), idle keep-alive connections are closed
@@ -32,7 +33,7 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const MAX_REQUEST_LINE: usize = 4 * 1024;
 /// Most headers in a request.
 pub const MAX_HEADERS: usize = 64;
-/// Largest request body read (and discarded); a larger one gets `413`.
+/// Largest request body read (and discarded); a larger one is not read (see the module docs).
 pub const MAX_BODY: usize = 64 * 1024;
 /// Most bytes of responses being written at once, over all connections.
 pub const MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
@@ -262,8 +263,6 @@ enum HeadError {
     Closed,
     /// A protocol error to answer with this status, then close.
     Reply(u16, &'static str),
-    /// A body too large to read: answer 413, then drain the connection before closing it.
-    TooLarge(&'static str),
 }
 
 /// What the head says of a body.
@@ -272,6 +271,8 @@ enum Body {
     None,
     /// `Content-Length` bytes, at most `MAX_BODY`.
     Length(usize),
+    /// Chunked, or longer than `MAX_BODY`: not read; the connection closes after the answer.
+    Unread,
 }
 
 /// Serves one connection until it closes, errs, or asks to close.
@@ -288,25 +289,31 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
                 let _ = write_response(&stream, &bad_request(status, message), false, false);
                 break;
             }
-            Err(HeadError::TooLarge(message)) => {
-                let _ = write_response(&stream, &bad_request(413, message), false, false);
-                linger(&mut stream);
-                break;
-            }
         };
         buf.drain(..consumed);
-        if let Body::Length(n) = body {
-            if discard_body(&mut stream, &mut buf, n, limits.head_timeout).is_err() {
+        match body {
+            Body::None => {}
+            Body::Length(n) => {
+                if discard_body(&mut stream, &mut buf, n, limits.head_timeout).is_err() {
+                    break;
+                }
+            }
+            // A GET or HEAD has no business with a body this size: 413. Any other method gets
+            // the handler's answer (its 405 names the allowed methods), as with a small body;
+            // either way the body is not read, and the connection closes after the answer.
+            Body::Unread => {
+                let response = if matches!(request.method.as_str(), "GET" | "HEAD") {
+                    bad_request(413, "request bodies are not accepted")
+                } else {
+                    answer(shared, &request)
+                };
+                let _ = write_response(&stream, &response, false, false);
+                linger(&mut stream);
                 break;
             }
         }
         let head_only = request.method == "HEAD";
-        // A bug in a handler must cost one response, not the connection thread's silence.
-        let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler)(&request))).unwrap_or_else(|_| {
-            eprintln!("mtf-shim: handler panicked on {} {}", request.method, request.target.chars().take(200).collect::<String>());
-            let body = serde_json::json!({"success": false, "error": "internal error", "error_code": "INTERNAL", "details": {}});
-            Response::json(500, body.to_string())
-        });
+        let response = answer(shared, &request);
         // Reserve the response's bytes in the budget of all connections; past it, a small
         // 503 goes out instead and the large body is dropped at once.
         let size = response.body.len();
@@ -331,6 +338,16 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// The handler's answer; a bug in a handler costs one `500`, not the connection thread's
+/// silence.
+fn answer(shared: &Shared, request: &Request) -> Response {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler)(request))).unwrap_or_else(|_| {
+        eprintln!("mtf-shim: handler panicked on {} {}", request.method, request.target.chars().take(200).collect::<String>());
+        let body = serde_json::json!({"success": false, "error": "internal error", "error_code": "INTERNAL", "details": {}});
+        Response::json(500, body.to_string())
+    })
 }
 
 fn bad_request(status: u16, message: &str) -> Response {
@@ -543,7 +560,7 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
                 "both Transfer-Encoding and Content-Length",
             ));
         }
-        return Err(HeadError::TooLarge("request bodies are not accepted"));
+        body = Body::Unread;
     }
     if let Some(l) = length {
         if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
@@ -552,7 +569,7 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
         match l.parse::<usize>() {
             Ok(0) => {}
             Ok(n) if n <= MAX_BODY => body = Body::Length(n),
-            _ => return Err(HeadError::TooLarge("request bodies are not accepted")),
+            _ => body = Body::Unread,
         }
     }
     Ok((
@@ -603,13 +620,14 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<(Request, bool), u16> {
-        parse_head(s.as_bytes())
-            .map(|(r, k, _)| (r, k))
-            .map_err(|e| match e {
-                HeadError::Reply(s, _) => s,
-                HeadError::TooLarge(_) => 413,
-                HeadError::Closed => 0,
-            })
+        parse_with_body(s).map(|(r, k, _)| (r, k))
+    }
+
+    fn parse_with_body(s: &str) -> Result<(Request, bool, Body), u16> {
+        parse_head(s.as_bytes()).map_err(|e| match e {
+            HeadError::Reply(s, _) => s,
+            HeadError::Closed => 0,
+        })
     }
 
     #[test]
@@ -643,8 +661,8 @@ mod tests {
         // A small body is read and dropped; the handler answers (405 for a POST).
         assert!(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_ok());
         assert_eq!(
-            parse("POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"),
-            Err(413)
+            parse_with_body("POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n").map(|p| p.2),
+            Ok(Body::Unread)
         );
         assert_eq!(
             parse("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
@@ -665,8 +683,8 @@ mod tests {
             Err(400)
         );
         assert_eq!(
-            parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Err(413)
+            parse_with_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").map(|p| p.2),
+            Ok(Body::Unread)
         );
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(65));
         assert_eq!(parse(&many), Err(431));
