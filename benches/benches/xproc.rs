@@ -36,6 +36,42 @@ fn q(h: &Histogram<u64>, p: f64) -> f64 {
     h.value_at_quantile(p) as f64
 }
 
+/// Starts `tick-writer` on `file` (pinned to CPU 0; `notify` after each tick or not) and
+/// opens the segment once it runs. The writer waits for `FILE.ready` before its first tick.
+fn start_tick_writer(
+    file: &std::path::Path,
+    rate: u64,
+    seconds: u64,
+    notify: bool,
+) -> (ChildGuard, Reader) {
+    let mut args = vec![
+        file.to_str().unwrap().to_owned(),
+        rate.to_string(),
+        seconds.to_string(),
+        "0".into(),
+    ];
+    if notify {
+        args.push("notify".into());
+    }
+    let writer = Command::new(env!("CARGO_BIN_EXE_tick-writer"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = ChildGuard(Some(writer));
+    let start = Instant::now();
+    let reader = loop {
+        if let Ok(r) = Reader::open(&SegmentPath::at(file)) {
+            if r.status().writer_state == Some(shm_core::WriterState::Running) {
+                break r;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "writer start");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (writer, reader)
+}
+
 fn tick_latency(rows: &mut Vec<Row>) {
     let rate: u64 = std::env::var("MTF_BENCH_RATE")
         .ok()
@@ -46,23 +82,8 @@ fn tick_latency(rows: &mut Vec<Row>) {
     let seg = TempSegment::new("xproc-tick");
     let file = seg.file();
     let file_s = file.to_str().unwrap();
-    let writer = Command::new(env!("CARGO_BIN_EXE_tick-writer"))
-        .args([file_s, &rate.to_string(), &seconds.to_string(), "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let writer = ChildGuard(Some(writer));
+    let (writer, reader) = start_tick_writer(&file, rate, seconds, false);
     pin_to_cpu(1);
-    let start = Instant::now();
-    let reader = loop {
-        if let Ok(r) = Reader::open(&SegmentPath::at(&file)) {
-            if r.status().writer_state == Some(shm_core::WriterState::Running) {
-                break r;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "writer start");
-        std::thread::sleep(Duration::from_millis(5));
-    };
     let ring = reader.ring("BENCH", Timeframe::M1).unwrap();
     let period = 1_000_000_000 / rate;
     let total = rate * seconds;
@@ -161,28 +182,7 @@ fn wake_run(waiting: Waiting, rate: u64, seconds: u64) -> (Histogram<u64>, f64) 
     let seg = TempSegment::new("xproc-wake");
     let file = seg.file();
     let file_s = file.to_str().unwrap();
-    let writer = Command::new(env!("CARGO_BIN_EXE_tick-writer"))
-        .args([
-            file_s,
-            &rate.to_string(),
-            &seconds.to_string(),
-            "0",
-            "notify",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let writer = ChildGuard(Some(writer));
-    let start = Instant::now();
-    let reader = loop {
-        if let Ok(r) = Reader::open(&SegmentPath::at(&file)) {
-            if r.status().writer_state == Some(shm_core::WriterState::Running) {
-                break r;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "writer start");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (writer, reader) = start_tick_writer(&file, rate, seconds, true);
     let ring = reader.ring("BENCH", Timeframe::M1).unwrap();
     let period = 1_000_000_000 / rate;
     let total = rate * seconds;
