@@ -111,6 +111,22 @@ fn shim_with(seg: &TempSegment, tweak: impl FnOnce(&mut ShimConfig)) -> Shim {
     Shim::start(c).unwrap()
 }
 
+/// A shim allowing `cap` connections, with every one of them taken by a client that has
+/// sent nothing (yet), once the shim has accepted them all.
+fn shim_at_its_cap(seg: &TempSegment, cap: usize) -> (Shim, Vec<TcpStream>) {
+    let shim = shim_with(seg, |c| {
+        c.limits = Limits {
+            max_connections: cap,
+            ..Limits::default()
+        }
+    });
+    let idle = (0..cap)
+        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    (shim, idle)
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -606,16 +622,7 @@ fn a_thousand_idle_connections_do_not_stop_normal_requests() {
 fn connections_beyond_the_cap_get_503_at_once() {
     let seg = TempSegment::new("shim-cap");
     let _feed = Feed::start(&seg);
-    let shim = shim_with(&seg, |c| {
-        c.limits = Limits {
-            max_connections: 20,
-            ..Limits::default()
-        }
-    });
-    let idle: Vec<TcpStream> = (0..20)
-        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    let (shim, idle) = shim_at_its_cap(&seg, 20);
     let r = raw(shim.local_addr(), b"GET /streamer/status HTTP/1.1\r\n\r\n");
     assert_eq!(status_of(&r), 503, "{r}");
     assert!(r.contains("TOO_MANY_CONNECTIONS"));
@@ -1021,17 +1028,8 @@ fn damaged_stored_candles_are_refused_not_served_as_success() {
 fn idle_connections_near_the_cap_give_way_within_seconds() {
     let seg = TempSegment::new("shim-cap-idle");
     let _feed = Feed::start(&seg);
-    let shim = shim_with(&seg, |c| {
-        c.limits = Limits {
-            max_connections: 20,
-            ..Limits::default()
-        }
-    });
     // Every slot held by a client that never sends a byte: the lock-out the cap invites.
-    let idle: Vec<TcpStream> = (0..20)
-        .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    let (shim, idle) = shim_at_its_cap(&seg, 20);
     assert_eq!(
         status_of(&raw(
             shim.local_addr(),

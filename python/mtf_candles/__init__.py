@@ -231,17 +231,26 @@ def version():
     return (500, _native.LAYOUT_VERSION, "mtf_candles " + __version__)
 
 
+# What a read can raise, and MT5's code for each (NotFound before SegmentError: it is more
+# specific).
+_CALL_ERRORS = (NotFound, ValueError, TypeError, OverflowError, SegmentError)
+
+
+def _failed(e):
+    if isinstance(e, NotFound):
+        return _fail(RES_E_NOT_FOUND, str(e))
+    if isinstance(e, (ValueError, TypeError, OverflowError)):
+        return _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
+    return _fail(RES_E_FAIL, str(e))
+
+
 def _call(method, *args):
     if _segment is None:
         return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
     try:
         return _ok(getattr(_segment, method)(*args))
-    except NotFound as e:
-        return _fail(RES_E_NOT_FOUND, str(e))
-    except (ValueError, TypeError, OverflowError) as e:
-        return _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
-    except SegmentError as e:
-        return _fail(RES_E_FAIL, str(e))
+    except _CALL_ERRORS as e:
+        return _failed(e)
 
 
 _SUCCESS = (RES_S_OK, "Success")
@@ -255,12 +264,8 @@ def copy_rates_from_pos(symbol, timeframe, start_pos, count):
         return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
     try:
         rates = _segment._native.copy_rates_from_pos(symbol, timeframe, start_pos, count)
-    except NotFound as e:
-        return _fail(RES_E_NOT_FOUND, str(e))
-    except (ValueError, TypeError, OverflowError) as e:
-        return _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
-    except SegmentError as e:
-        return _fail(RES_E_FAIL, str(e))
+    except _CALL_ERRORS as e:
+        return _failed(e)
     _error = _SUCCESS
     return rates
 

@@ -187,13 +187,7 @@ impl RingRef {
     /// Replaces the forming candle (or removes it, with `None`).
     #[inline]
     pub(crate) fn set_forming(&self, mem: &Mem, forming: Option<&Candle>, now_ns: u64) {
-        let words = forming.map_or([0; RECORD_WORDS], |c| {
-            Candle {
-                forming: true,
-                ..*c
-            }
-            .to_words()
-        });
+        let words = forming_record(forming);
         let seq = self.base + off::SEQ;
         let s = self.write_begin(mem, seq);
         self.store_record(mem, self.base + off::FORMING, &words);
@@ -222,13 +216,7 @@ impl RingRef {
         );
         // The slot's closing Release store is sequenced before the control section below, so a
         // reader that sees the new head (through the control sequence's Acquire) sees the slot.
-        let words = forming.map_or([0; RECORD_WORDS], |c| {
-            Candle {
-                forming: true,
-                ..*c
-            }
-            .to_words()
-        });
+        let words = forming_record(forming);
         let seq = self.base + off::SEQ;
         let s = self.write_begin(mem, seq);
         self.store(mem, self.base + off::HEAD, head + 1, Ordering::Relaxed);
@@ -448,6 +436,19 @@ impl RingRef {
 
 /// Counts one failed attempt. Only the retry path pays for it.
 #[cold]
+/// The words of the forming-candle record: `forming` marked as forming, or all zeros (the
+/// record's "none") without one.
+#[inline(always)]
+fn forming_record(forming: Option<&Candle>) -> [u64; RECORD_WORDS] {
+    forming.map_or([0; RECORD_WORDS], |c| {
+        Candle {
+            forming: true,
+            ..*c
+        }
+        .to_words()
+    })
+}
+
 fn retried(retries: &AtomicU64) {
     // Relaxed: a statistic.
     retries.fetch_add(1, Ordering::Relaxed);

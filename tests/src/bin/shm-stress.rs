@@ -16,6 +16,16 @@ use shm_core::{Layout, Liveness, Reader, SegmentPath, Timeframe, Writer};
 
 const SYMBOL: &str = "STRESS";
 
+/// The one-ring segment every mode writes: a small ring, so readers of 64 candles are lapped
+/// often.
+fn create(path: &str) -> Result<Writer, String> {
+    let mut layout = Layout::new();
+    layout
+        .add_ring(SYMBOL, Timeframe::M1, 100)
+        .map_err(|e| e.to_string())?;
+    Writer::create(&SegmentPath::at(path), &layout, &Default::default()).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let secs =
@@ -38,13 +48,7 @@ fn main() -> ExitCode {
 }
 
 fn write(path: &str, run_for: Option<Duration>) -> Result<(), String> {
-    let mut layout = Layout::new();
-    // A small ring, so readers of 64 candles are lapped often.
-    layout
-        .add_ring(SYMBOL, Timeframe::M1, 100)
-        .map_err(|e| e.to_string())?;
-    let mut w = Writer::create(&SegmentPath::at(path), &layout, &Default::default())
-        .map_err(|e| e.to_string())?;
+    let mut w = create(path)?;
     let ring = w.ring(SYMBOL, Timeframe::M1).ok_or("no ring")?;
     // Continue where a killed predecessor stopped, so the sequence of k stays contiguous.
     let mut k = w.last_closed(ring).map_or(1, |c| c.time as u64 / 60 + 1);
@@ -103,12 +107,7 @@ fn read(path: &str, run_for: Duration) -> Result<(), String> {
 }
 
 fn idle(path: &str) -> Result<(), String> {
-    let mut layout = Layout::new();
-    layout
-        .add_ring(SYMBOL, Timeframe::M1, 100)
-        .map_err(|e| e.to_string())?;
-    let mut w = Writer::create(&SegmentPath::at(path), &layout, &Default::default())
-        .map_err(|e| e.to_string())?;
+    let mut w = create(path)?;
     w.set_running();
     println!("running");
     loop {
