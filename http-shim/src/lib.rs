@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod gzip;
 pub mod metrics;
 pub mod server;
 

@@ -37,7 +37,9 @@ const ENDPOINTS: [(Endpoint, &str); 7] = [
 ];
 
 /// Statuses the shim answers with; anything else is counted as the last slot.
-const STATUSES: [u16; 12] = [200, 400, 401, 404, 405, 408, 413, 414, 431, 503, 505, 500];
+const STATUSES: [u16; 13] = [
+    200, 304, 400, 401, 404, 405, 408, 413, 414, 431, 503, 505, 500,
+];
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -51,6 +53,10 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_ns: AtomicU64,
+    /// Answers sent gzipped, and their bytes before and after.
+    gzip_answers: AtomicU64,
+    gzip_bytes_in: AtomicU64,
+    gzip_bytes_out: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -60,6 +66,9 @@ impl Default for Metrics {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             sum_ns: AtomicU64::new(0),
+            gzip_answers: AtomicU64::new(0),
+            gzip_bytes_in: AtomicU64::new(0),
+            gzip_bytes_out: AtomicU64::new(0),
         }
     }
 }
@@ -84,6 +93,16 @@ impl Metrics {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_ns
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one answer sent gzipped, `before` bytes as JSON and `after` compressed.
+    pub fn record_gzip(&self, before: usize, after: usize) {
+        // Relaxed: independent statistics, as above.
+        self.gzip_answers.fetch_add(1, Ordering::Relaxed);
+        self.gzip_bytes_in
+            .fetch_add(before as u64, Ordering::Relaxed);
+        self.gzip_bytes_out
+            .fetch_add(after as u64, Ordering::Relaxed);
     }
 
     /// Writes the request metrics. The loads are Relaxed like the increments: each counter
@@ -122,7 +141,57 @@ impl Metrics {
             self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
         ));
         e.line(&format!("{name}_count {count}"));
+        e.family(
+            "mtf_shim_gzip_answers_total",
+            "counter",
+            "Answers sent gzipped (Accept-Encoding: gzip, body over 1 KiB).",
+        )
+        .sample(&[], self.gzip_answers.load(Ordering::Relaxed));
+        e.family(
+            "mtf_shim_gzip_bytes_total",
+            "counter",
+            "Bytes of the gzipped answers, before (json) and after (gzip) compression.",
+        )
+        .sample(
+            &[("form", "json")],
+            self.gzip_bytes_in.load(Ordering::Relaxed),
+        )
+        .sample(
+            &[("form", "gzip")],
+            self.gzip_bytes_out.load(Ordering::Relaxed),
+        );
     }
+}
+
+/// The closed-candle cache's size and counts (see `api::cache`).
+pub fn render_cache(e: &mut Exposition, s: &crate::api::CacheStats) {
+    e.family(
+        "mtf_shim_cache_entries",
+        "gauge",
+        "Closed-candle JSON entries held (one per ring, format and order asked for).",
+    )
+    .sample(&[], s.entries);
+    e.family(
+        "mtf_shim_cache_bytes",
+        "gauge",
+        "Bytes the closed-candle cache holds (at most 32 MiB).",
+    )
+    .sample(&[], s.bytes);
+    e.family(
+        "mtf_shim_cache_answers_total",
+        "counter",
+        "Rings written into candle answers, by how the cache served their closed candles: hit, build (the entry \
+         was built first) or bypass (written without it).",
+    )
+    .sample(&[("outcome", "hit")], s.hits)
+    .sample(&[("outcome", "build")], s.builds)
+    .sample(&[("outcome", "bypass")], s.bypasses);
+    e.family(
+        "mtf_shim_cache_evictions_total",
+        "counter",
+        "Times the cache was emptied to stay under its byte limit.",
+    )
+    .sample(&[], s.evictions);
 }
 
 /// Prometheus text exposition, one family at a time: [`family`](Self::family) always writes

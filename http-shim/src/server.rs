@@ -73,6 +73,10 @@ pub struct Request {
     pub target: String,
     /// `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// `If-None-Match` header, if any.
+    pub if_none_match: Option<String>,
+    /// Whether `Accept-Encoding` accepts gzip.
+    pub accepts_gzip: bool,
 }
 
 /// A response to write.
@@ -86,16 +90,33 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Extra headers, complete lines without CRLF.
     pub extra_headers: Vec<String>,
+    /// The entity tag, for answers a client may revalidate: sent as `ETag`, with
+    /// `Cache-Control: no-cache` (keep it, but ask again each time) instead of `no-store`.
+    pub etag: Option<String>,
 }
 
 impl Response {
-    /// A JSON response.
-    pub fn json(status: u16, body: String) -> Response {
+    /// A response of `content_type`.
+    pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response {
             status,
-            content_type: "application/json",
-            body: body.into_bytes(),
+            content_type,
+            body,
             extra_headers: Vec::new(),
+            etag: None,
+        }
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, body: String) -> Response {
+        Response::new(status, "application/json", body.into_bytes())
+    }
+
+    /// `304 Not Modified` for a request whose `If-None-Match` named the current `etag`.
+    pub fn not_modified(etag: String) -> Response {
+        Response {
+            etag: Some(etag),
+            ..Response::new(304, "application/json", Vec::new())
         }
     }
 }
@@ -106,6 +127,7 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -513,6 +535,8 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
     };
     let mut keep_alive = !http10;
     let mut authorization = None;
+    let mut if_none_match = None;
+    let mut accepts_gzip = false;
     let mut body = Body::None;
     let mut length: Option<&str> = None;
     let mut chunked = false;
@@ -550,6 +574,10 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
             chunked = true;
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            accepts_gzip |= accepts_gzip_in(value);
         }
     }
     if chunked {
@@ -577,10 +605,31 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
             method: method.to_owned(),
             target: target.to_owned(),
             authorization,
+            if_none_match,
+            accepts_gzip,
         },
         keep_alive,
         body,
     ))
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (RFC 9110 12.5.3): `gzip`, `x-gzip` or
+/// `*`, with no `q=0`.
+fn accepts_gzip_in(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(|p| p.trim_matches([' ', '\t']));
+        let coding = parts.next().unwrap_or_default();
+        let named = ["gzip", "x-gzip", "*"]
+            .iter()
+            .any(|c| coding.eq_ignore_ascii_case(c));
+        // A weight of zero refuses the coding; any other weight, or none, accepts it.
+        let refused = parts.any(|p| {
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>() == Ok(0.0)
+            })
+        });
+        named && !refused
+    })
 }
 
 /// A `tchar` of RFC 9110 5.6.2: what a header name may be made of.
@@ -595,21 +644,33 @@ fn write_response(
     head_only: bool,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(r.body.len() + 256);
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    // A 304 has no body, and no Content-Length: it would describe the answer not sent.
+    if r.status != 304 {
+        let _ = write!(
+            out,
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            r.content_type,
+            r.body.len()
+        );
+    }
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\nCache-Control: no-store\r\n",
-        r.status,
-        reason(r.status),
-        r.content_type,
-        r.body.len(),
+        "Connection: {}\r\nVary: Accept-Encoding\r\n",
         if keep_alive { "keep-alive" } else { "close" }
     );
+    match &r.etag {
+        Some(tag) => {
+            let _ = write!(out, "ETag: {tag}\r\nCache-Control: no-cache\r\n");
+        }
+        None => out.extend_from_slice(b"Cache-Control: no-store\r\n"),
+    }
     for h in &r.extra_headers {
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only {
+    if !head_only && r.status != 304 {
         out.extend_from_slice(&r.body);
     }
     stream.write_all(&out)

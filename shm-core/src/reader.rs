@@ -787,6 +787,12 @@ impl<'a> RingReader<'a> {
         &self.reader.rings[self.index]
     }
 
+    /// The ring's position in the segment's layout (`reader.layout().rings()`), stable for as
+    /// long as the reader stays attached to the same segment.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// The ring's symbol.
     pub fn symbol(&self) -> &str {
         self.reader.layout.symbol(self.spec().symbol_index)

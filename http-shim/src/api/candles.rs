@@ -8,7 +8,8 @@ use shm_core::{
     UnknownTimeframe,
 };
 
-use super::json::{error, iso_now, write_candles, ErrorCode, FIELDS};
+use super::etag::{none_match_hits, EtagInput};
+use super::json::{error, iso_now, ErrorCode, FIELDS};
 use super::query::{param, percent_decode};
 use super::status::{not_running, not_running_reason, open_error_reason};
 use super::Api;
@@ -94,7 +95,12 @@ impl Missing {
 }
 
 impl Api {
-    pub(super) fn candles(&self, rest: &str, params: &[(String, String)]) -> Response {
+    pub(super) fn candles(
+        &self,
+        rest: &str,
+        params: &[(String, String)],
+        if_none_match: Option<&str>,
+    ) -> Response {
         let mut parts = rest.split('/');
         let (Some(sym), Some(tf), None) = (parts.next(), parts.next(), parts.next()) else {
             return error(
@@ -144,6 +150,12 @@ impl Api {
         if let Some(r) = refuse_damaged(&candles, &symbol, timeframe) {
             return r;
         }
+        let mut tag = EtagInput::new(&q, status.server_time_offset_s, 1);
+        tag.ring(ring.index(), &candles);
+        let etag = tag.finish();
+        if if_none_match.is_some_and(|h| none_match_hits(h, &etag)) {
+            return Response::not_modified(etag);
+        }
         let mut body = String::with_capacity(200 + candles.len() * 160);
         let _ = write!(body, "{{\"success\":true,\"symbol\":\"{symbol}\",\"timeframe\":\"{timeframe}\",\"count\":{},", candles.len());
         if q.raw {
@@ -152,7 +164,7 @@ impl Api {
             body.push(',');
         }
         body.push_str("\"candles\":");
-        write_candles(&mut body, &candles, q.asc, q.raw);
+        self.cache.write(&mut body, &ring, &candles, q.raw, q.asc);
         if candles.len() < q.limit {
             let _ = write!(
                 body,
@@ -169,7 +181,10 @@ impl Api {
             status.server_time_offset_s,
             iso_now()
         );
-        Response::json(200, body)
+        Response {
+            etag: Some(etag),
+            ..Response::json(200, body)
+        }
     }
 
     /// The ring of `symbol` at `timeframe`, or why the segment does not hold it.
@@ -200,7 +215,11 @@ impl Api {
         })
     }
 
-    pub(super) fn candles_batch(&self, params: &[(String, String)]) -> Response {
+    pub(super) fn candles_batch(
+        &self,
+        params: &[(String, String)],
+        if_none_match: Option<&str>,
+    ) -> Response {
         let list = |name: &str| -> Vec<String> {
             param(params, name)
                 .map(|v| {
@@ -263,46 +282,42 @@ impl Api {
         if let Some(reason) = not_running_reason(&status) {
             return not_running(reason, Some(&status));
         }
-        let mut body = String::from("{\"success\":true,\"results\":[");
-        let mut candles = Vec::with_capacity(q.limit);
-        let mut first = true;
+        // Every ring is read first, so that the tag can be checked before anything is written.
+        let mut parts = Vec::with_capacity(pairs);
+        let mut tag = EtagInput::new(&q, status.server_time_offset_s, pairs);
+        // An answer with an inline error gets no tag: its messages depend on more than the
+        // candles (what the segment holds), which the tag does not cover.
+        let mut taggable = true;
         for symbol in &symbols {
             for &tf in &timeframes {
-                if !first {
-                    body.push(',');
+                let part = self.batch_part(reader, symbol, tf, q.limit);
+                match &part {
+                    BatchPart::Candles(ring, candles) => tag.ring(ring.index(), candles),
+                    BatchPart::Error(..) => taggable = false,
                 }
-                first = false;
-                let ring = match self.lookup(reader, symbol, tf) {
-                    Ok(ring) => ring,
-                    Err(missing) => {
-                        inline_error(&mut body, symbol, tf, missing.code, &missing.message);
-                        continue;
-                    }
-                };
-                if ring.read_last(q.limit, &mut candles).is_err() {
-                    inline_error(
-                        &mut body,
-                        symbol,
-                        tf,
-                        ErrorCode::StreamerNotRunning,
-                        "ring busy",
-                    );
-                    continue;
+                parts.push((symbol, tf, part));
+            }
+        }
+        let etag = taggable.then(|| tag.finish());
+        if let (Some(etag), Some(h)) = (&etag, if_none_match) {
+            if none_match_hits(h, etag) {
+                return Response::not_modified(etag.clone());
+            }
+        }
+        let mut body = String::from("{\"success\":true,\"results\":[");
+        for (i, (symbol, tf, part)) in parts.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            match part {
+                BatchPart::Error(code, message) => {
+                    inline_error(&mut body, symbol, *tf, *code, message)
                 }
-                if let Some((c, defect)) = candles.iter().find_map(|c| c.defect().map(|d| (c, d))) {
-                    let message = format!("damaged candle (time {}): {defect}", c.time);
-                    inline_error(
-                        &mut body,
-                        symbol,
-                        tf,
-                        ErrorCode::InvalidStoredData,
-                        &message,
-                    );
-                    continue;
+                BatchPart::Candles(ring, candles) => {
+                    let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":true,\"count\":{},\"candles\":", candles.len());
+                    self.cache.write(&mut body, ring, candles, q.raw, q.asc);
+                    body.push('}');
                 }
-                let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":true,\"count\":{},\"candles\":", candles.len());
-                write_candles(&mut body, &candles, q.asc, q.raw);
-                body.push('}');
             }
         }
         let _ = write!(
@@ -311,6 +326,40 @@ impl Api {
             status.server_time_offset_s,
             iso_now()
         );
-        Response::json(200, body)
+        Response {
+            etag,
+            ..Response::json(200, body)
+        }
     }
+
+    /// One pair of a batch: its ring's newest `limit` candles, or why there are none.
+    fn batch_part<'r>(
+        &self,
+        reader: &'r Reader,
+        symbol: &str,
+        tf: Timeframe,
+        limit: usize,
+    ) -> BatchPart<'r> {
+        let ring = match self.lookup(reader, symbol, tf) {
+            Ok(ring) => ring,
+            Err(missing) => return BatchPart::Error(missing.code, missing.message),
+        };
+        let mut candles = Vec::with_capacity(limit);
+        if ring.read_last(limit, &mut candles).is_err() {
+            return BatchPart::Error(ErrorCode::StreamerNotRunning, "ring busy".into());
+        }
+        if let Some((c, defect)) = candles.iter().find_map(|c| c.defect().map(|d| (c, d))) {
+            let message = format!("damaged candle (time {}): {defect}", c.time);
+            return BatchPart::Error(ErrorCode::InvalidStoredData, message);
+        }
+        BatchPart::Candles(ring, candles)
+    }
+}
+
+/// One (symbol, timeframe) pair of a batch answer, read and checked.
+enum BatchPart<'r> {
+    /// The ring and its candles, oldest first.
+    Candles(RingReader<'r>, Vec<Candle>),
+    /// An inline error.
+    Error(ErrorCode, String),
 }

@@ -114,50 +114,58 @@ fn int(out: &mut String, x: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(x));
 }
 
-/// Appends candles as JSON, newest first unless `asc`, as dicts or raw arrays.
-pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool) {
-    // Field separators of the two formats: dict keys, or bare commas for raw arrays.
-    let sep: [&str; 9] = if raw {
-        ["[", ",", ",", ",", ",", ",", ",", ",", ","]
+/// Field separators of the two formats: dict keys, or bare commas for raw arrays.
+const DICT_SEPARATORS: [&str; 9] = [
+    "{\"time\":",
+    ",\"open\":",
+    ",\"high\":",
+    ",\"low\":",
+    ",\"close\":",
+    ",\"volume\":",
+    ",\"spread\":",
+    ",\"real_volume\":",
+    ",\"complete\":",
+];
+const RAW_SEPARATORS: [&str; 9] = ["[", ",", ",", ",", ",", ",", ",", ",", ","];
+
+/// Appends one candle as a JSON dict, or as a raw array in the order of [`FIELDS`].
+pub(super) fn write_candle(out: &mut String, c: &Candle, raw: bool) {
+    let sep = if raw {
+        &RAW_SEPARATORS
     } else {
-        [
-            "{\"time\":",
-            ",\"open\":",
-            ",\"high\":",
-            ",\"low\":",
-            ",\"close\":",
-            ",\"volume\":",
-            ",\"spread\":",
-            ",\"real_volume\":",
-            ",\"complete\":",
-        ]
+        &DICT_SEPARATORS
     };
-    let close = if raw { "]" } else { "}" };
+    out.push_str(sep[0]);
+    int(out, c.time);
+    out.push_str(sep[1]);
+    num(out, c.open);
+    out.push_str(sep[2]);
+    num(out, c.high);
+    out.push_str(sep[3]);
+    num(out, c.low);
+    out.push_str(sep[4]);
+    num(out, c.close);
+    out.push_str(sep[5]);
+    int(out, c.tick_volume);
+    out.push_str(sep[6]);
+    int(out, c.spread);
+    out.push_str(sep[7]);
+    int(out, c.real_volume);
+    out.push_str(sep[8]);
+    out.push_str(if c.forming { "false" } else { "true" });
+    out.push_str(if raw { "]" } else { "}" });
+}
+
+/// Appends candles (given oldest first) as a JSON array, newest first unless `asc`, as dicts
+/// or raw arrays.
+pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool) {
     out.reserve(candles.len() * 170);
     out.push('[');
     let mut emit = |i: usize, c: &Candle| {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(sep[0]);
-        int(out, c.time);
-        out.push_str(sep[1]);
-        num(out, c.open);
-        out.push_str(sep[2]);
-        num(out, c.high);
-        out.push_str(sep[3]);
-        num(out, c.low);
-        out.push_str(sep[4]);
-        num(out, c.close);
-        out.push_str(sep[5]);
-        int(out, c.tick_volume);
-        out.push_str(sep[6]);
-        int(out, c.spread);
-        out.push_str(sep[7]);
-        int(out, c.real_volume);
-        out.push_str(sep[8]);
-        out.push_str(if c.forming { "false" } else { "true" });
-        out.push_str(close);
+        write_candle(out, c, raw);
     };
     if asc {
         candles.iter().enumerate().for_each(|(i, c)| emit(i, c));

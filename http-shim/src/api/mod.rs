@@ -6,7 +6,9 @@
 //! routes, checks the token, and keeps the reader attached. Prometheus text is written by
 //! [`crate::metrics`].
 
+mod cache;
 mod candles;
+mod etag;
 mod json;
 mod query;
 mod status;
@@ -21,6 +23,9 @@ use shm_core::{now_ns, OpenError, Reader, SegmentPath};
 use crate::metrics::{Endpoint, Metrics};
 use crate::server::{Request, Response};
 
+pub use cache::{
+    CacheStats, CandleCache, MAX_BYTES as CACHE_MAX_BYTES, MAX_DEPTH as CACHE_MAX_DEPTH,
+};
 pub use candles::{MAX_BATCH_PAIRS, MAX_RESPONSE_BYTES};
 use json::error;
 pub use json::{write_candles, ErrorCode};
@@ -46,6 +51,8 @@ pub struct Api {
     reader: RwLock<Option<Reader>>,
     last_refresh_ns: AtomicU64,
     metrics: Metrics,
+    /// The JSON of closed candles, per ring and answer shape.
+    cache: CandleCache,
     started: Instant,
 }
 
@@ -61,6 +68,7 @@ impl Api {
             reader: RwLock::new(reader),
             last_refresh_ns: AtomicU64::new(now_ns()),
             metrics: Metrics::default(),
+            cache: CandleCache::default(),
             started: Instant::now(),
         }
     }
@@ -68,7 +76,10 @@ impl Api {
     /// Answers one request and counts it.
     pub fn handle(&self, req: &Request) -> Response {
         let start = Instant::now();
-        let (endpoint, response) = self.route(req);
+        let (endpoint, mut response) = self.route(req);
+        if let Some((before, after)) = crate::gzip::encode(&mut response, req.accepts_gzip) {
+            self.metrics.record_gzip(before, after);
+        }
         self.metrics
             .record(endpoint, response.status, start.elapsed());
         response
@@ -102,11 +113,15 @@ impl Api {
             return;
         };
         match guard.as_mut() {
-            Some(r) => {
-                if let Err(OpenError::NotFound { .. }) = r.refresh() {
+            Some(r) => match r.refresh() {
+                Ok(false) => {}
+                Ok(true) => self.cache.clear(),
+                Err(OpenError::NotFound { .. }) => {
                     *guard = None;
+                    self.cache.clear();
                 }
-            }
+                Err(_) => {}
+            },
             None => *guard = Reader::open(&self.config.segment).ok(),
         }
     }
@@ -190,8 +205,12 @@ impl Api {
         }
         self.refresh();
         let response = match endpoint {
-            Endpoint::Candles => self.candles(&path["/streamer/candles/".len()..], &params),
-            Endpoint::CandlesBatch => self.candles_batch(&params),
+            Endpoint::Candles => self.candles(
+                &path["/streamer/candles/".len()..],
+                &params,
+                req.if_none_match.as_deref(),
+            ),
+            Endpoint::CandlesBatch => self.candles_batch(&params, req.if_none_match.as_deref()),
             Endpoint::Status => self.status(),
             Endpoint::Available => self.available(),
             Endpoint::Health => self.health(),

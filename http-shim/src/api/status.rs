@@ -231,12 +231,8 @@ impl Api {
             "Time since the shim started.",
         )
         .sample(&[], self.started.elapsed().as_secs_f64());
+        crate::metrics::render_cache(&mut e, &self.cache.stats());
         crate::metrics::render_segment(&mut e, self.reader().as_ref());
-        Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: e.finish().into_bytes(),
-            extra_headers: Vec::new(),
-        }
+        Response::new(200, "text/plain; version=0.0.4", e.finish().into_bytes())
     }
 }

@@ -1,0 +1,295 @@
+//! Candle answers from the closed-candle cache, entity tags with `304 Not Modified`, and gzip:
+//! each checked against what a freshly written answer says, over loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use http_shim::api::write_candles;
+use mtf_tests::TempSegment;
+use serde_json::Value;
+use shm_core::{Layout, Reader, Timeframe, Writer};
+
+/// One answer on a keep-alive connection: status, headers (names lower-cased), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// Sends `GET path` (or another method) with `headers` on `conn` and reads the answer.
+fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+    for (n, v) in headers {
+        request.push_str(&format!("{n}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    conn.get_mut().write_all(request.as_bytes()).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        conn.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':').unwrap();
+        headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+    let mut body = vec![0; if method == "HEAD" { 0 } else { length }];
+    conn.read_exact(&mut body).unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn connect(shim: &http_shim::Shim) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(shim.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    BufReader::new(s)
+}
+
+/// The `candles` array a freshly written answer would carry, from the segment itself.
+fn expected_candles(seg: &TempSegment, limit: usize, asc: bool, raw: bool) -> Value {
+    let reader = Reader::open(&seg.path).unwrap();
+    let ring = reader.ring("BTCUSDc", Timeframe::M1).unwrap();
+    let mut candles = Vec::new();
+    ring.read_last(limit, &mut candles).unwrap();
+    let mut json = String::new();
+    write_candles(&mut json, &candles, asc, raw);
+    serde_json::from_str(&json).unwrap()
+}
+
+/// Every format, order and a spread of limits (inside, at and past the cache's first depth,
+/// and the whole ring) answer exactly what a fresh serialisation of the segment says.
+fn check_every_shape(seg: &TempSegment, conn: &mut BufReader<TcpStream>, when: &str) {
+    for limit in [1, 2, 30, 50, 64, 65, 101] {
+        for (format, raw) in [("dict", false), ("raw", true)] {
+            for (order, asc) in [("desc", false), ("asc", true)] {
+                let path = format!(
+                    "/streamer/candles/BTCUSDc/M1?limit={limit}&format={format}&order={order}"
+                );
+                let a = exchange(conn, "GET", &path, &[]);
+                assert_eq!(a.status, 200, "{when}: {path}");
+                assert_eq!(
+                    a.json()["candles"],
+                    expected_candles(seg, limit, asc, raw),
+                    "{when}: {path}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cached_answers_equal_fresh_ones_through_ticks_closes_amends_and_restarts() {
+    let seg = TempSegment::new("shim-cache");
+    let mut feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let mut conn = connect(&shim);
+    check_every_shape(&seg, &mut conn, "first answers (the cache builds)");
+    check_every_shape(&seg, &mut conn, "second answers (from the cache)");
+
+    let now_min = Reader::open(&seg.path)
+        .unwrap()
+        .ring("BTCUSDc", Timeframe::M1)
+        .unwrap()
+        .latest()
+        .unwrap()
+        .unwrap()
+        .time;
+    let with_writer = |f: &mut dyn FnMut(&mut Writer)| {
+        let mut guard = feed.writer.lock().unwrap();
+        f(guard.as_mut().unwrap());
+    };
+    with_writer(&mut |w| {
+        let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+        w.update_forming(m1, &candle(now_min, 90_100.0));
+    });
+    check_every_shape(&seg, &mut conn, "after a tick");
+    with_writer(&mut |w| {
+        let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+        w.push_closed(m1, &candle(now_min, 90_100.0));
+        w.update_forming(m1, &candle(now_min + 60, 90_101.0));
+    });
+    check_every_shape(&seg, &mut conn, "after a closed bar");
+    with_writer(&mut |w| {
+        let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+        // A late tick amends the bar just closed: same count of closed bars, other content.
+        assert!(w.amend_last_closed(m1, &candle(now_min, 90_222.5)));
+    });
+    check_every_shape(&seg, &mut conn, "after an amended bar");
+
+    // A new writer replaces the segment: same ring at the same index, other history.
+    feed.stop_writer();
+    let mut layout = Layout::new();
+    layout.add_ring("BTCUSDc", Timeframe::M1, 100).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+    for k in (1..=40).rev() {
+        w.push_closed(m1, &candle(now_min - k * 60, 50_000.0 + k as f64));
+    }
+    w.update_forming(m1, &candle(now_min, 50_000.0));
+    w.set_server_time_offset(SERVER_OFFSET);
+    w.set_running();
+    std::thread::sleep(Duration::from_millis(300));
+    check_every_shape(&seg, &mut conn, "after a restart with other history");
+
+    let m = exchange(&mut conn, "GET", "/metrics", &[]);
+    let text = String::from_utf8(m.body).unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(sample("mtf_shim_cache_entries ") >= 4.0);
+    assert!(sample("mtf_shim_cache_bytes ") > 10_000.0);
+    assert!(sample("mtf_shim_cache_answers_total{outcome=\"hit\"}") > 0.0);
+    assert!(sample("mtf_shim_cache_answers_total{outcome=\"build\"}") > 0.0);
+    drop(w);
+}
+
+#[test]
+fn an_unchanged_answer_is_304_until_a_tick_changes_it() {
+    let seg = TempSegment::new("shim-etag");
+    let feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let mut conn = connect(&shim);
+    let path = "/streamer/candles/BTCUSDc/M1?limit=10";
+    let first = exchange(&mut conn, "GET", path, &[]);
+    assert_eq!(first.status, 200);
+    let tag = first.header("etag").expect("an ETag").to_owned();
+    assert!(tag.starts_with("W/\""), "{tag}");
+    assert_eq!(first.header("cache-control"), Some("no-cache"));
+
+    let again = exchange(&mut conn, "GET", path, &[("If-None-Match", &tag)]);
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(tag.as_str()));
+    assert_eq!(again.header("content-length"), None);
+    // The connection goes on after a 304: the next answer is read whole.
+    let head = exchange(&mut conn, "HEAD", path, &[("If-None-Match", &tag)]);
+    assert_eq!(head.status, 304);
+    // Another shape of the same ring is another answer.
+    let raw = exchange(
+        &mut conn,
+        "GET",
+        "/streamer/candles/BTCUSDc/M1?limit=10&format=raw",
+        &[("If-None-Match", &tag)],
+    );
+    assert_eq!(raw.status, 200);
+    assert_ne!(raw.header("etag"), Some(tag.as_str()));
+
+    {
+        let mut guard = feed.writer.lock().unwrap();
+        let w = guard.as_mut().unwrap();
+        let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+        let reader = Reader::open(&seg.path).unwrap();
+        let forming = reader
+            .ring("BTCUSDc", Timeframe::M1)
+            .unwrap()
+            .latest()
+            .unwrap()
+            .unwrap();
+        w.update_forming(m1, &candle(forming.time, forming.close + 0.5));
+    }
+    let ticked = exchange(&mut conn, "GET", path, &[("If-None-Match", &tag)]);
+    assert_eq!(ticked.status, 200, "a tick changes the answer");
+    let new_tag = ticked.header("etag").unwrap().to_owned();
+    assert_ne!(new_tag, tag);
+    assert_eq!(
+        exchange(&mut conn, "GET", path, &[("If-None-Match", &new_tag)]).status,
+        304
+    );
+
+    // The batch endpoint revalidates the same way; status answers are never stored.
+    let batch = "/streamer/candles?symbols=BTCUSDc&timeframes=M1,M5&limit=5";
+    let b = exchange(&mut conn, "GET", batch, &[]);
+    let btag = b.header("etag").expect("a batch ETag").to_owned();
+    assert_eq!(
+        exchange(&mut conn, "GET", batch, &[("If-None-Match", &btag)]).status,
+        304
+    );
+    let s = exchange(&mut conn, "GET", "/streamer/status", &[]);
+    assert_eq!(
+        (s.header("etag"), s.header("cache-control")),
+        (None, Some("no-store"))
+    );
+}
+
+#[test]
+fn large_answers_are_gzipped_for_clients_that_ask() {
+    let seg = TempSegment::new("shim-gzip");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let mut conn = connect(&shim);
+    let path = "/streamer/candles/BTCUSDc/M1?limit=31";
+    let plain = exchange(&mut conn, "GET", path, &[]);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+
+    let gz = exchange(&mut conn, "GET", path, &[("Accept-Encoding", "br, gzip")]);
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert!(
+        gz.body.len() * 3 < plain.body.len(),
+        "{} of {}",
+        gz.body.len(),
+        plain.body.len()
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let unzipped: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(unzipped["candles"], plain.json()["candles"]);
+
+    // A small answer, and a client refusing gzip, get plain JSON.
+    let small = exchange(
+        &mut conn,
+        "GET",
+        "/streamer/candles/BTCUSDc/M1?limit=1",
+        &[("Accept-Encoding", "gzip")],
+    );
+    assert_eq!(small.header("content-encoding"), None);
+    small.json();
+    let refused = exchange(&mut conn, "GET", path, &[("Accept-Encoding", "gzip;q=0")]);
+    assert_eq!(refused.header("content-encoding"), None);
+    refused.json();
+    // HEAD says what GET would send.
+    let head = exchange(&mut conn, "HEAD", path, &[("Accept-Encoding", "gzip")]);
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
+}
