@@ -1,5 +1,6 @@
 //! The streamer's and the shim's hot paths: one tick through the aggregator into 7 timeframes,
-//! CSV replay of bars, and serialising 50 candles to JSON.
+//! CSV replay of bars, serialising 50 candles to JSON, and the shim's whole answer to a
+//! 50-candle request (from the closed-candle cache, as a 304, and gzipped).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -189,11 +190,76 @@ fn serialise(c: &mut Criterion) {
     });
 }
 
+/// `Api::handle` on `GET /streamer/candles/BTCUSDc/M1?limit=50` against a live segment: the
+/// whole answer (routing, query, reading the ring, the tag, the cache, the envelope), with no
+/// socket. The writer heartbeats from its own thread, as the streamer does.
+fn api_answers(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (seg, mut w) = writer("bench-api", &["BTCUSDc"]);
+    let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
+    let now = (shm_core::now_ns() / 1_000_000_000) as i64;
+    let start = Timeframe::M1.bar_start(now) - 100 * 60;
+    for i in 0..100 {
+        w.push_closed(m1, &Candle::flat(start + i * 60, 90_123.45 + i as f64 * 0.25));
+    }
+    w.update_forming(m1, &Candle::flat(start + 100 * 60, 90_150.75));
+    w.set_running();
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // Relaxed: a stop flag, no data with it.
+            while !stop.load(Ordering::Relaxed) {
+                w.heartbeat();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let api = http_shim::Api::new(http_shim::ApiConfig {
+        segment: seg.path.clone(),
+        max_limit: 10_000,
+        token: None,
+    });
+    let request = |if_none_match: Option<String>, accepts_gzip: bool| http_shim::server::Request {
+        method: "GET".into(),
+        target: "/streamer/candles/BTCUSDc/M1?limit=50".into(),
+        authorization: None,
+        if_none_match,
+        accepts_gzip,
+    };
+    let plain = request(None, false);
+    let first = api.handle(&plain);
+    assert_eq!(first.status, 200);
+    let tag = first.etag.clone().expect("an ETag");
+    let revalidate = request(Some(tag), false);
+    assert_eq!(api.handle(&revalidate).status, 304);
+    let gzip = request(None, true);
+
+    let mut group = c.benchmark_group("api_answer_50_candles");
+    group.bench_function("cached", |b| b.iter(|| black_box(api.handle(black_box(&plain)))));
+    group.bench_function("not_modified_304", |b| {
+        b.iter(|| black_box(api.handle(black_box(&revalidate))))
+    });
+    group.bench_function("cached_gzip", |b| b.iter(|| black_box(api.handle(black_box(&gzip)))));
+    group.finish();
+    let g = api.handle(&gzip);
+    println!(
+        "api_answer_50_candles: {} bytes of JSON, {} gzipped",
+        first.body.len(),
+        g.body.len()
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = beat.join();
+}
+
 criterion_group!(
     benches,
     aggregator_ticks,
     bars_in_memory,
     csv_replay,
-    serialise
+    serialise,
+    api_answers
 );
 criterion_main!(benches);

@@ -35,14 +35,24 @@ impl EtagInput {
         b.extend_from_slice(&(index as u64).to_le_bytes());
         b.extend_from_slice(&(candles.len() as u64).to_le_bytes());
         for c in candles {
-            b.extend_from_slice(&c.time.to_le_bytes());
-            for price in [c.open, c.high, c.low, c.close] {
-                b.extend_from_slice(&price.to_bits().to_le_bytes());
+            // One fixed record per candle, appended at once: a run of small appends would
+            // check the capacity at every field.
+            let mut record = [0u8; 65];
+            let words = [
+                c.time as u64,
+                c.open.to_bits(),
+                c.high.to_bits(),
+                c.low.to_bits(),
+                c.close.to_bits(),
+                c.tick_volume,
+                i64::from(c.spread) as u64,
+                c.real_volume,
+            ];
+            for (chunk, w) in record.chunks_exact_mut(8).zip(words) {
+                chunk.copy_from_slice(&w.to_le_bytes());
             }
-            b.extend_from_slice(&c.tick_volume.to_le_bytes());
-            b.extend_from_slice(&i64::from(c.spread).to_le_bytes());
-            b.extend_from_slice(&c.real_volume.to_le_bytes());
-            b.push(u8::from(c.forming));
+            record[64] = u8::from(c.forming);
+            b.extend_from_slice(&record);
         }
     }
 
