@@ -4,9 +4,12 @@
 //! 1. Per-call latency percentiles of reading 50 candles, with an idle and a busy writer.
 //! 2. HTTP: 64 keep-alive clients on `/streamer/candles/BTCUSDc/M1?limit=50`: requests/s and
 //!    latency percentiles.
-//! 3. HTTP with 1,000 idle connections held open: latency of a normal client.
-//! 4. `mtf-streamer` start-up to state `running`, synthetic backfill.
-//! 5. `mtf-streamer` memory with 20 symbols.
+//! 3. The shim against Redis in the same run: `wrk -t2 -c64 -d10s` on `limit=50` (dicts, and
+//!    raw arrays of about Redis's value size), against `redis-benchmark -t set,get -d 3072
+//!    -c 50` on a `redis-server` started on a free port and stopped after.
+//! 4. HTTP with 1,000 idle connections held open: latency of a normal client.
+//! 5. `mtf-streamer` start-up to state `running`, synthetic backfill.
+//! 6. `mtf-streamer` memory with 20 symbols.
 //!
 //! Run: `cargo bench -p mtf-benches --bench load` (it builds the release streamer itself).
 
@@ -212,8 +215,152 @@ fn http_load(rows: &mut Vec<Row>) {
     driver.join().unwrap();
 }
 
+/// What `wrk --latency` printed: requests/s and the p50 and p99 latency in ms.
+fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
+    let ms = |v: &str| -> Option<f64> {
+        let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = n.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            _ => return None,
+        })
+    };
+    let field = |prefix: &str| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+    };
+    let rps = field("Requests/sec:")?.parse().ok()?;
+    Some((rps, ms(field("50%")?)?, ms(field("99%")?)?))
+}
+
+/// A program on the PATH, or why not.
+fn tool(name: &str) -> Result<(), String> {
+    match std::process::Command::new(name).arg("--version").output() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "{name} is not installed ({e}); ./scripts/setup --bench installs it"
+        )),
+    }
+}
+
+fn http_against_redis(rows: &mut Vec<Row>) {
+    println!("\n### 3. The shim against Redis, same machine, same run (`wrk -t2 -c64 -d10s --latency`; `redis-benchmark -t set,get -d 3072 -c 50 -n 500000`)\n");
+    if let Err(why) = tool("wrk")
+        .and(tool("redis-server"))
+        .and(tool("redis-benchmark"))
+    {
+        println!("- NOT MEASURED: {why}");
+        rows.push(Row {
+            measure: "HTTP against Redis".into(),
+            result: format!("NOT MEASURED: {why}"),
+            target: String::new(),
+            met: None,
+        });
+        return;
+    }
+    let seg = TempSegment::new("load-redis");
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = drive(full_writer(&seg), false, Arc::clone(&stop));
+    let shim = shim_for(&seg);
+    let mut shim_rps = Vec::new();
+    for (label, query) in [
+        ("dicts, 6.9 KB", "limit=50"),
+        ("raw arrays, 3.2 KB", "limit=50&format=raw"),
+    ] {
+        let url = format!(
+            "http://{}/streamer/candles/BTCUSDc/M1?{query}",
+            shim.local_addr()
+        );
+        let out = std::process::Command::new("wrk")
+            .args(["-t2", "-c64", "-d10s", "--latency", &url])
+            .output()
+            .expect("run wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("Non-2xx") {
+            println!("- shim, {label}: wrk saw errors:\n{text}");
+        }
+        match parse_wrk(&text) {
+            Some((rps, p50, p99)) => {
+                println!("- shim, {label}: {rps:.0} req/s, p50 {p50:.3} ms, p99 {p99:.2} ms");
+                shim_rps.push((label, rps, p99));
+            }
+            None => println!("- shim, {label}: wrk printed nothing usable:\n{text}"),
+        }
+    }
+    drop(shim);
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+
+    let port = mtf_tests::free_port().to_string();
+    let redis = ChildGuard::spawn(
+        "redis-server",
+        &[
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+    );
+    let up = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p", &port, "-t", "set,get", "-d", "3072", "-c", "50", "-n", "500000", "--csv",
+        ])
+        .output()
+        .expect("run redis-benchmark");
+    redis.sigterm();
+    let _ = redis.wait_for(Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+    // "p99_latency_ms","max_latency_ms"
+    let get = text.lines().find(|l| l.starts_with("\"GET\"")).map(|l| {
+        l.split(',')
+            .map(|f| f.trim_matches('"').parse::<f64>().unwrap_or(f64::NAN))
+            .collect::<Vec<f64>>()
+    });
+    let Some(get) = get.filter(|f| f.len() >= 7) else {
+        println!("- redis-benchmark printed nothing usable:\n{text}");
+        return;
+    };
+    let (redis_rps, redis_p50, redis_p99) = (get[1], get[4], get[6]);
+    println!(
+        "- Redis GET, 3072-byte value: {redis_rps:.0} req/s, p50 {redis_p50:.3} ms, p99 {redis_p99:.2} ms"
+    );
+    for (label, rps, p99) in shim_rps {
+        let ratio = rps / redis_rps;
+        println!("- shim ({label}) / Redis: {ratio:.2}");
+        rows.push(Row {
+            measure: format!(
+                "HTTP limit=50 ({label}), wrk -c64, against Redis GET -d 3072 -c 50, same run"
+            ),
+            result: format!(
+                "{rps:.0} req/s (p99 {p99:.2} ms) vs {redis_rps:.0} GET/s: {ratio:.2}×"
+            ),
+            target: "≥ 1.00×, p99 ≤ 2 ms".into(),
+            met: Some(ratio >= 1.0 && p99 <= 2.0),
+        });
+    }
+}
+
 fn idle_connections() {
-    println!("\n### 3. HTTP with 1,000 idle connections held open: one client, 500 sequential requests\n");
+    println!("\n### 4. HTTP with 1,000 idle connections held open: one client, 500 sequential requests\n");
     let seg = TempSegment::new("load-idle");
     let stop = Arc::new(AtomicBool::new(false));
     let driver = drive(full_writer(&seg), false, Arc::clone(&stop));
@@ -256,7 +403,7 @@ fn wait_running(seg: &TempSegment, limit: Duration) -> Duration {
 
 fn startup_and_memory(rows: &mut Vec<Row>) {
     let bin = release_streamer();
-    println!("\n### 4. `mtf-streamer` start-up to state running (synthetic, 2 symbols, 30 days of M1 backfill, new segment each time)\n");
+    println!("\n### 5. `mtf-streamer` start-up to state running (synthetic, 2 symbols, 30 days of M1 backfill, new segment each time)\n");
     let mut h = Histogram::<u64>::new(3).unwrap();
     for _ in 0..10 {
         let seg = TempSegment::new("load-start");
@@ -280,7 +427,7 @@ fn startup_and_memory(rows: &mut Vec<Row>) {
     });
 
     println!(
-        "\n### 5. `mtf-streamer` memory with 20 symbols, 7 timeframes (synthetic, HTTP shim on)\n"
+        "\n### 6. `mtf-streamer` memory with 20 symbols, 7 timeframes (synthetic, HTTP shim on)\n"
     );
     let symbols: Vec<String> = (0..20).map(|i| format!("SYM{i:02}USD")).collect();
     let seg = TempSegment::new("load-rss");
@@ -339,6 +486,7 @@ fn main() {
     let mut rows = Vec::new();
     read_latency();
     http_load(&mut rows);
+    http_against_redis(&mut rows);
     idle_connections();
     startup_and_memory(&mut rows);
     save_rows("load", &rows);

@@ -202,7 +202,10 @@ fn api_answers(c: &mut Criterion) {
     let now = (shm_core::now_ns() / 1_000_000_000) as i64;
     let start = Timeframe::M1.bar_start(now) - 100 * 60;
     for i in 0..100 {
-        w.push_closed(m1, &Candle::flat(start + i * 60, 90_123.45 + i as f64 * 0.25));
+        w.push_closed(
+            m1,
+            &Candle::flat(start + i * 60, 90_123.45 + i as f64 * 0.25),
+        );
     }
     w.update_forming(m1, &Candle::flat(start + 100 * 60, 90_150.75));
     w.set_running();
@@ -238,11 +241,15 @@ fn api_answers(c: &mut Criterion) {
     let gzip = request(None, true);
 
     let mut group = c.benchmark_group("api_answer_50_candles");
-    group.bench_function("cached", |b| b.iter(|| black_box(api.handle(black_box(&plain)))));
+    group.bench_function("cached", |b| {
+        b.iter(|| black_box(api.handle(black_box(&plain))))
+    });
     group.bench_function("not_modified_304", |b| {
         b.iter(|| black_box(api.handle(black_box(&revalidate))))
     });
-    group.bench_function("cached_gzip", |b| b.iter(|| black_box(api.handle(black_box(&gzip)))));
+    group.bench_function("cached_gzip", |b| {
+        b.iter(|| black_box(api.handle(black_box(&gzip))))
+    });
     group.finish();
     let g = api.handle(&gzip);
     println!(
