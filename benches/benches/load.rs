@@ -75,6 +75,7 @@ fn drive(mut w: Writer, busy: bool, stop: Arc<AtomicBool>) -> std::thread::JoinH
             if busy {
                 for _ in 0..1000 {
                     c.close += 0.01;
+                    c.high = c.high.max(c.close);
                     c.tick_volume += 1;
                     w.update_forming(m1, &c);
                 }
@@ -82,6 +83,7 @@ fn drive(mut w: Writer, busy: bool, stop: Arc<AtomicBool>) -> std::thread::JoinH
             } else {
                 std::thread::sleep(Duration::from_millis(100)); // 10 ticks/s
                 c.close += 0.01;
+                c.high = c.high.max(c.close);
                 w.update_forming(m1, &c);
                 updates += 1;
             }
