@@ -220,17 +220,15 @@ fn api_answers(c: &mut Criterion) {
             }
         })
     };
-    let api = http_shim::Api::new(http_shim::ApiConfig {
-        segment: seg.path.clone(),
-        max_limit: 10_000,
-        token: None,
-    });
+    let api = Arc::new(http_shim::Api::new(http_shim::ApiConfig::new(
+        seg.path.clone(),
+    )));
     let request = |if_none_match: Option<String>, accepts_gzip: bool| http_shim::server::Request {
         method: "GET".into(),
         target: "/streamer/candles/BTCUSDc/M1?limit=50".into(),
-        authorization: None,
         if_none_match,
         accepts_gzip,
+        ..Default::default()
     };
     let plain = request(None, false);
     let first = api.handle(&plain);

@@ -33,6 +33,10 @@ pub struct Cli {
     /// Most connections served at once; more get 503 at once.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most push streams (/streamer/stream and /streamer/ws) at once; more get 503
+    /// TOO_MANY_STREAMS. Each also counts as a connection.
+    #[arg(long, default_value_t = crate::api::DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
 }
 
 /// The whole program: parse arguments, serve until SIGINT or SIGTERM, return the exit code.
@@ -52,6 +56,7 @@ pub fn main() -> ExitCode {
         ..ShimConfig::default()
     };
     config.limits.max_connections = cli.max_connections.max(1);
+    config.limits.max_streams = cli.max_streams;
     if config.allow_remote && config.token.is_none() && !config.bind.ip().is_loopback() {
         eprintln!(
             "mtf-shim: warning: serving {} to other hosts without a token",

@@ -146,9 +146,11 @@ impl Shim {
         }
         raise_open_file_limit(config.limits.max_connections as u64 + 256);
         let api = Arc::new(Api::new(ApiConfig {
-            segment: config.segment,
             max_limit: config.max_limit,
             token: config.token,
+            max_streams: config.limits.max_streams,
+            stream_write_timeout: config.limits.write_timeout,
+            ..ApiConfig::new(config.segment)
         }));
         let handler: Arc<server::Handler> = Arc::new(move |req: &server::Request| api.handle(req));
         let server = server::Server::start(config.bind, config.limits, handler)

@@ -22,23 +22,32 @@ pub enum Endpoint {
     Health,
     /// `/metrics`
     Metrics,
+    /// `/streamer/stream` (server-sent events)
+    Stream,
+    /// `/streamer/ws` (WebSocket)
+    WebSocket,
+    /// The chart page and its assets
+    Page,
     /// Anything else.
     Other,
 }
 
-const ENDPOINTS: [(Endpoint, &str); 7] = [
+const ENDPOINTS: [(Endpoint, &str); 10] = [
     (Endpoint::Candles, "candles"),
     (Endpoint::CandlesBatch, "candles_batch"),
     (Endpoint::Status, "status"),
     (Endpoint::Available, "available"),
     (Endpoint::Health, "health"),
     (Endpoint::Metrics, "metrics"),
+    (Endpoint::Stream, "stream"),
+    (Endpoint::WebSocket, "websocket"),
+    (Endpoint::Page, "page"),
     (Endpoint::Other, "other"),
 ];
 
 /// Statuses the shim answers with; anything else is counted as the last slot.
-const STATUSES: [u16; 13] = [
-    200, 304, 400, 401, 404, 405, 408, 413, 414, 431, 503, 505, 500,
+const STATUSES: [u16; 15] = [
+    101, 200, 304, 400, 401, 404, 405, 408, 413, 414, 426, 431, 503, 505, 500,
 ];
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -161,6 +170,36 @@ impl Metrics {
             self.gzip_bytes_out.load(Ordering::Relaxed),
         );
     }
+}
+
+/// The push streams' counts (see `api::push`).
+pub fn render_push(e: &mut Exposition, p: &crate::api::PushCounts) {
+    // Relaxed loads: independent statistics, as the increments.
+    e.family(
+        "mtf_shim_streams_open",
+        "gauge",
+        "Push streams open now (server-sent events and WebSocket).",
+    )
+    .sample(&[], p.open.load(Ordering::Relaxed));
+    e.family(
+        "mtf_shim_streams_total",
+        "counter",
+        "Push streams opened, and refused because --max-streams were open.",
+    )
+    .sample(&[("outcome", "opened")], p.opened.load(Ordering::Relaxed))
+    .sample(&[("outcome", "refused")], p.refused.load(Ordering::Relaxed));
+    e.family(
+        "mtf_shim_stream_events_total",
+        "counter",
+        "Events sent on push streams (candles and status).",
+    )
+    .sample(&[], p.events.load(Ordering::Relaxed));
+    e.family(
+        "mtf_shim_stream_clients_dropped_total",
+        "counter",
+        "Stream clients disconnected because their socket stayed full past the write timeout.",
+    )
+    .sample(&[], p.dropped_slow.load(Ordering::Relaxed));
 }
 
 /// The closed-candle cache's size and counts (see `api::cache`).

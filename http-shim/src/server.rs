@@ -49,8 +49,12 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// Time a keep-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
-    /// Time allowed for writing one response.
+    /// Time allowed for writing one response, and for which a push stream's socket may stay
+    /// full before its client is dropped.
     pub write_timeout: Duration,
+    /// Push streams (server-sent events and WebSocket) served at once; each also counts as a
+    /// connection.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
@@ -60,12 +64,13 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            max_streams: crate::api::DEFAULT_MAX_STREAMS,
         }
     }
 }
 
 /// A parsed request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// The method, as sent.
     pub method: String,
@@ -77,10 +82,31 @@ pub struct Request {
     pub if_none_match: Option<String>,
     /// Whether `Accept-Encoding` accepts gzip.
     pub accepts_gzip: bool,
+    /// `Last-Event-ID` header (a server-sent events client resuming), if any.
+    pub last_event_id: Option<String>,
+    /// `Sec-WebSocket-Key`, if the request asks to upgrade to a WebSocket (`Upgrade:
+    /// websocket`).
+    pub websocket_key: Option<String>,
+    /// `Sec-WebSocket-Version`, if any.
+    pub websocket_version: Option<String>,
+}
+
+/// What a push endpoint does with the connection after its head is written: it owns the socket
+/// until it returns, and the server then closes it. It gets the bytes the client sent after
+/// the request head, and the server's stop flag, which it must watch.
+pub struct Takeover(pub Box<PushFn>);
+
+/// The function of a [`Takeover`]: the socket, the bytes read past the head, the stop flag.
+pub type PushFn = dyn FnOnce(TcpStream, Vec<u8>, &AtomicBool) + Send;
+
+impl std::fmt::Debug for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Takeover")
+    }
 }
 
 /// A response to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     /// Status code.
     pub status: u16,
@@ -93,6 +119,10 @@ pub struct Response {
     /// The entity tag, for answers a client may revalidate: sent as `ETag`, with
     /// `Cache-Control: no-cache` (keep it, but ask again each time) instead of `no-store`.
     pub etag: Option<String>,
+    /// For a push endpoint: the head goes out without a `Content-Length` (the body is what the
+    /// takeover writes, until the connection closes; `101` for a WebSocket), then the takeover
+    /// runs on this connection's thread.
+    pub takeover: Option<Takeover>,
 }
 
 impl Response {
@@ -104,6 +134,7 @@ impl Response {
             body,
             extra_headers: Vec::new(),
             etag: None,
+            takeover: None,
         }
     }
 
@@ -126,6 +157,7 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
 fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         304 => "Not Modified",
         400 => "Bad Request",
@@ -134,6 +166,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
+        426 => "Upgrade Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -335,7 +368,16 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             }
         }
         let head_only = request.method == "HEAD";
-        let response = answer(shared, &request);
+        let mut response = answer(shared, &request);
+        if response.takeover.is_some() {
+            let written = write_response(&stream, &response, false, head_only);
+            if let (Ok(()), false, Some(takeover)) = (written, head_only, response.takeover.take())
+            {
+                let _ = stream.set_read_timeout(None);
+                (takeover.0)(stream, std::mem::take(&mut buf), &shared.stop);
+            }
+            return;
+        }
         // Reserve the response's bytes in the budget of all connections; past it, a small
         // 503 goes out instead and the large body is dropped at once.
         let size = response.body.len();
@@ -537,6 +579,10 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
     let mut authorization = None;
     let mut if_none_match = None;
     let mut accepts_gzip = false;
+    let mut last_event_id = None;
+    let mut upgrade_websocket = false;
+    let mut websocket_key = None;
+    let mut websocket_version = None;
     let mut body = Body::None;
     let mut length: Option<&str> = None;
     let mut chunked = false;
@@ -578,6 +624,16 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
             if_none_match = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             accepts_gzip |= accepts_gzip_in(value);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            last_event_id = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket |= value
+                .split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            websocket_key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            websocket_version = Some(value.to_owned());
         }
     }
     if chunked {
@@ -607,6 +663,9 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
             authorization,
             if_none_match,
             accepts_gzip,
+            last_event_id,
+            websocket_key: websocket_key.filter(|_| upgrade_websocket),
+            websocket_version,
         },
         keep_alive,
         body,
@@ -645,8 +704,12 @@ fn write_response(
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(r.body.len() + 256);
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
-    // A 304 has no body, and no Content-Length: it would describe the answer not sent.
-    if r.status != 304 {
+    let pushed = r.takeover.is_some();
+    // A 304 has no body, and no Content-Length: it would describe the answer not sent. A
+    // pushed body has no length: it ends when the connection closes.
+    if pushed {
+        let _ = write!(out, "Content-Type: {}\r\n", r.content_type);
+    } else if r.status != 304 {
         let _ = write!(
             out,
             "Content-Type: {}\r\nContent-Length: {}\r\n",
@@ -654,11 +717,12 @@ fn write_response(
             r.body.len()
         );
     }
-    let _ = write!(
-        out,
-        "Connection: {}\r\nVary: Accept-Encoding\r\n",
-        if keep_alive { "keep-alive" } else { "close" }
-    );
+    let connection = match (r.status, pushed, keep_alive) {
+        (101, true, _) => "Upgrade",
+        (_, _, true) => "keep-alive",
+        _ => "close",
+    };
+    let _ = write!(out, "Connection: {connection}\r\nVary: Accept-Encoding\r\n");
     match &r.etag {
         Some(tag) => {
             let _ = write!(out, "ETag: {tag}\r\nCache-Control: no-cache\r\n");

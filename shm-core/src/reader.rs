@@ -426,20 +426,34 @@ impl Reader {
     /// deleted and recreated). Returns `Ok(true)` if it re-attached. On error the reader keeps
     /// its current mapping.
     pub fn refresh(&mut self) -> Result<bool, OpenError> {
+        if !self.needs_reopen() {
+            return Ok(false);
+        }
+        *self = self.reopen()?;
+        Ok(true)
+    }
+
+    /// Whether the segment's file was replaced since this reader attached (by a writer with
+    /// another layout, or deleted and recreated), so that [`reopen`](Self::reopen) would
+    /// attach to another segment. One `stat` of the path.
+    pub fn needs_reopen(&self) -> bool {
         let replaced = self.writer_state() == Some(WriterState::Replaced);
         let moved = match (std::fs::metadata(&self.path), self.file.metadata()) {
             (Ok(now), Ok(ours)) => now.dev() != ours.dev() || now.ino() != ours.ino(),
             _ => true,
         };
-        if !replaced && !moved {
-            return Ok(false);
-        }
+        replaced || moved
+    }
+
+    /// A new reader of the segment now at this reader's path, with this reader's settings and
+    /// retry count: for readers shared behind an `Arc`, which cannot [`refresh`](Self::refresh)
+    /// in place.
+    pub fn reopen(&self) -> Result<Reader, OpenError> {
         let mut fresh = Reader::open(&SegmentPath::at(&self.path))?;
         fresh.max_attempts = self.max_attempts;
         fresh.stall_after = self.stall_after;
         fresh.retries = AtomicU64::new(self.retries());
-        *self = fresh;
-        Ok(true)
+        Ok(fresh)
     }
 
     /// Failed read attempts so far (a sequence was odd or changed during a copy, or the

@@ -25,6 +25,59 @@ const CANDLE_BYTES: usize = 170;
 /// Most (symbol, timeframe) pairs in one batch request, after duplicates are dropped.
 pub const MAX_BATCH_PAIRS: usize = 100;
 
+/// A comma-separated list parameter, trimmed, without empty items.
+pub(super) fn list_param(params: &[(String, String)], name: &str) -> Vec<String> {
+    param(params, name)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Symbols and timeframes of a batch or a stream, validated: both given, at most
+/// [`MAX_BATCH_PAIRS`] pairs once duplicates are dropped (the first kept), every symbol well
+/// formed and every timeframe known.
+pub(super) fn validate_pairs(
+    symbols: Vec<String>,
+    timeframes: Vec<String>,
+) -> Result<(Vec<String>, Vec<Timeframe>), Response> {
+    // Duplicates are dropped: `symbols=A,A,A...` must not multiply the work.
+    let dedup = |mut v: Vec<String>| {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|s| seen.insert(s.clone()));
+        v
+    };
+    let (symbols, tfs) = (dedup(symbols), dedup(timeframes));
+    if symbols.is_empty() || tfs.is_empty() {
+        return Err(error(
+            ErrorCode::InvalidParameter,
+            "symbols and timeframes are required, e.g. ?symbols=BTCUSDc,XAUUSDc&timeframes=M1,M5",
+            json!({}),
+        ));
+    }
+    if symbols.len() * tfs.len() > MAX_BATCH_PAIRS {
+        return Err(error(
+            ErrorCode::InvalidParameter,
+            format!("at most {MAX_BATCH_PAIRS} symbol and timeframe pairs per request"),
+            json!({}),
+        ));
+    }
+    if let Some(bad) = symbols.iter().find(|s| validate_symbol(s).is_err()) {
+        return Err(bad_symbol(bad.chars().take(64).collect()));
+    }
+    let mut timeframes = Vec::new();
+    for t in &tfs {
+        match t.parse::<Timeframe>() {
+            Ok(tf) => timeframes.push(tf),
+            Err(_) => return Err(bad_timeframe(t, None)),
+        }
+    }
+    Ok((symbols, timeframes))
+}
+
 /// One pair's error inside a batch answer.
 fn inline_error(body: &mut String, symbol: &str, tf: Timeframe, code: ErrorCode, message: &str) {
     let _ = write!(
@@ -77,7 +130,7 @@ fn refuse_damaged(candles: &[Candle], symbol: &str, timeframe: Timeframe) -> Opt
 
 /// Why a (symbol, timeframe) pair has no ring: a 404 of the single endpoint, or an inline
 /// error of the batch one.
-struct Missing {
+pub(super) struct Missing {
     code: ErrorCode,
     message: String,
     /// The symbols, or the symbol's timeframes, that the segment does hold.
@@ -85,7 +138,7 @@ struct Missing {
 }
 
 impl Missing {
-    fn response(&self, symbol: &str, timeframe: Timeframe) -> Response {
+    pub(super) fn response(&self, symbol: &str, timeframe: Timeframe) -> Response {
         let mut extra = json!({"symbol": symbol, "details": {"available": self.available}});
         if self.code == ErrorCode::TimeframeNotAvailable {
             extra["timeframe"] = json!(timeframe.name());
@@ -188,7 +241,7 @@ impl Api {
     }
 
     /// The ring of `symbol` at `timeframe`, or why the segment does not hold it.
-    fn lookup<'r>(
+    pub(super) fn lookup<'r>(
         &self,
         reader: &'r Reader,
         symbol: &str,
@@ -220,43 +273,13 @@ impl Api {
         params: &[(String, String)],
         if_none_match: Option<&str>,
     ) -> Response {
-        let list = |name: &str| -> Vec<String> {
-            param(params, name)
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
+        let (symbols, timeframes) = match validate_pairs(
+            list_param(params, "symbols"),
+            list_param(params, "timeframes"),
+        ) {
+            Ok(p) => p,
+            Err(r) => return r,
         };
-        // Duplicates are dropped (first one kept): `symbols=A,A,A...` must not multiply the work.
-        let dedup = |mut v: Vec<String>| {
-            let mut seen = std::collections::HashSet::new();
-            v.retain(|s| seen.insert(s.clone()));
-            v
-        };
-        let (symbols, tfs) = (dedup(list("symbols")), dedup(list("timeframes")));
-        if symbols.is_empty() || tfs.is_empty() {
-            return error(ErrorCode::InvalidParameter, "symbols and timeframes are required, e.g. ?symbols=BTCUSDc,XAUUSDc&timeframes=M1,M5", json!({}));
-        }
-        if symbols.len() * tfs.len() > MAX_BATCH_PAIRS {
-            return error(
-                ErrorCode::InvalidParameter,
-                format!("at most {MAX_BATCH_PAIRS} symbol and timeframe pairs per request"),
-                json!({}),
-            );
-        }
-        if let Some(bad) = symbols.iter().find(|s| validate_symbol(s).is_err()) {
-            return bad_symbol(bad.chars().take(64).collect());
-        }
-        let mut timeframes = Vec::new();
-        for t in &tfs {
-            match t.parse::<Timeframe>() {
-                Ok(tf) => timeframes.push(tf),
-                Err(_) => return bad_timeframe(t, None),
-            }
-        }
         let q = match self.candle_query(params) {
             Ok(q) => q,
             Err(r) => return r,

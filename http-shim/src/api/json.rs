@@ -32,6 +32,10 @@ pub enum ErrorCode {
     ResponseTooLarge,
     /// A stored candle breaks the writer's invariants (a damaged or forged segment).
     InvalidStoredData,
+    /// Every place for a push stream is taken (`--max-streams`).
+    TooManyStreams,
+    /// A WebSocket endpoint asked for without a WebSocket handshake, or of another version.
+    UpgradeRequired,
 }
 
 impl ErrorCode {
@@ -50,6 +54,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ErrorCode::InvalidStoredData => "INVALID_STORED_DATA",
+            ErrorCode::TooManyStreams => "TOO_MANY_STREAMS",
+            ErrorCode::UpgradeRequired => "UPGRADE_REQUIRED",
         }
     }
 
@@ -66,8 +72,9 @@ impl ErrorCode {
                 404
             }
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::UpgradeRequired => 426,
             ErrorCode::InvalidStoredData => 500,
-            ErrorCode::StreamerNotRunning => 503,
+            ErrorCode::StreamerNotRunning | ErrorCode::TooManyStreams => 503,
         }
     }
 }

@@ -10,12 +10,15 @@ mod cache;
 mod candles;
 mod etag;
 mod json;
+mod page;
+mod push;
 mod query;
 mod status;
+mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shm_core::{now_ns, OpenError, Reader, SegmentPath};
@@ -29,7 +32,9 @@ pub use cache::{
 pub use candles::{MAX_BATCH_PAIRS, MAX_RESPONSE_BYTES};
 use json::error;
 pub use json::{write_candles, ErrorCode};
+pub use push::PushCounts;
 use query::query_params;
+pub use stream::DEFAULT_MAX_STREAMS;
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -40,19 +45,40 @@ pub struct ApiConfig {
     pub max_limit: usize,
     /// If set, every request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Push streams (server-sent events and WebSocket) served at once.
+    pub max_streams: usize,
+    /// How long a push stream's socket may stay full before the client is dropped.
+    pub stream_write_timeout: Duration,
+}
+
+impl ApiConfig {
+    /// The settings of `segment`, with the defaults of everything else.
+    pub fn new(segment: SegmentPath) -> ApiConfig {
+        ApiConfig {
+            segment,
+            max_limit: 10_000,
+            token: None,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_write_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The API's state, shared by all connection threads.
 #[derive(Debug)]
 pub struct Api {
     config: ApiConfig,
-    /// The attached reader; `None` while there is no segment. Requests take the read lock;
-    /// re-attaching takes the write lock, at most every `REFRESH_NS`.
-    reader: RwLock<Option<Reader>>,
+    /// The attached reader; `None` while there is no segment. Requests and streams take a
+    /// clone of the `Arc` under the read lock and let the lock go at once, so that a stream
+    /// waiting for changes never holds it; re-attaching swaps in a new reader under the write
+    /// lock, at most every `REFRESH_NS`, and streams pick it up at their next look.
+    reader: RwLock<Option<Arc<Reader>>>,
     last_refresh_ns: AtomicU64,
     metrics: Metrics,
     /// The JSON of closed candles, per ring and answer shape.
     cache: CandleCache,
+    /// Push streams: the open count under the cap, and what they sent.
+    push: Arc<PushCounts>,
     started: Instant,
 }
 
@@ -62,19 +88,22 @@ const REFRESH_NS: u64 = 250_000_000;
 impl Api {
     /// The API over `config.segment`; it attaches on the first request that finds the segment.
     pub fn new(config: ApiConfig) -> Api {
-        let reader = Reader::open(&config.segment).ok();
+        let reader = Reader::open(&config.segment).ok().map(Arc::new);
         Api {
             config,
             reader: RwLock::new(reader),
             last_refresh_ns: AtomicU64::new(now_ns()),
             metrics: Metrics::default(),
             cache: CandleCache::default(),
+            push: Arc::default(),
             started: Instant::now(),
         }
     }
 
-    /// Answers one request and counts it.
-    pub fn handle(&self, req: &Request) -> Response {
+    /// Answers one request and counts it. A push endpoint's answer carries the
+    /// [`Takeover`](crate::server::Takeover) that streams on the connection, which is why
+    /// the API is shared behind an `Arc`.
+    pub fn handle(self: &Arc<Self>, req: &Request) -> Response {
         let start = Instant::now();
         let (endpoint, mut response) = self.route(req);
         if let Some((before, after)) = crate::gzip::encode(&mut response, req.accepts_gzip) {
@@ -85,11 +114,14 @@ impl Api {
         response
     }
 
-    /// The attached reader (`None` while there is no segment), for one request. A panic in
-    /// another request while it held the write lock poisons nothing that matters here: the
-    /// reader is either the old one or the new one, both whole.
-    fn reader(&self) -> RwLockReadGuard<'_, Option<Reader>> {
-        self.reader.read().unwrap_or_else(|p| p.into_inner())
+    /// The attached reader (`None` while there is no segment), for one request or one look
+    /// of a stream. A panic in another request while it held the write lock poisons nothing
+    /// that matters here: the reader is either the old one or the new one, both whole.
+    fn reader(&self) -> Option<Arc<Reader>> {
+        self.reader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-attaches if the segment was replaced or appeared, at most every 250 ms.
@@ -109,21 +141,22 @@ impl Api {
         {
             return;
         }
-        let Ok(mut guard) = self.reader.write() else {
-            return;
-        };
-        match guard.as_mut() {
-            Some(r) => match r.refresh() {
-                Ok(false) => {}
-                Ok(true) => self.cache.clear(),
-                Err(OpenError::NotFound { .. }) => {
-                    *guard = None;
-                    self.cache.clear();
-                }
-                Err(_) => {}
+        // The checks and the opening happen outside the lock; only the swap is inside it.
+        let next = match self.reader() {
+            Some(r) if !r.needs_reopen() => return,
+            Some(r) => match r.reopen() {
+                Ok(fresh) => Some(Arc::new(fresh)),
+                Err(OpenError::NotFound { .. }) => None,
+                // Initializing, say: keep serving the current one and look again later.
+                Err(_) => return,
             },
-            None => *guard = Reader::open(&self.config.segment).ok(),
-        }
+            None => match Reader::open(&self.config.segment) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(_) => return,
+            },
+        };
+        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.cache.clear();
     }
 
     fn authorized(&self, req: &Request) -> bool {
@@ -140,7 +173,7 @@ impl Api {
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
 
-    fn route(&self, req: &Request) -> (Endpoint, Response) {
+    fn route(self: &Arc<Self>, req: &Request) -> (Endpoint, Response) {
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
         let endpoint = match path {
             "/streamer/candles" => Endpoint::CandlesBatch,
@@ -148,7 +181,10 @@ impl Api {
             "/streamer/status" => Endpoint::Status,
             "/streamer/available" => Endpoint::Available,
             "/streamer/health" => Endpoint::Health,
+            "/streamer/stream" => Endpoint::Stream,
+            "/streamer/ws" => Endpoint::WebSocket,
             "/metrics" => Endpoint::Metrics,
+            p if page::asset(p).is_some() => Endpoint::Page,
             _ => Endpoint::Other,
         };
         if !self.authorized(req) {
@@ -185,6 +221,7 @@ impl Api {
         let known: &[&str] = match endpoint {
             Endpoint::Candles => &["limit", "format", "order"],
             Endpoint::CandlesBatch => &["symbols", "timeframes", "limit", "format", "order"],
+            Endpoint::Stream => &["symbols", "timeframes", "interval_ms"],
             _ => &[],
         };
         if let Some((bad, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
@@ -215,6 +252,9 @@ impl Api {
             Endpoint::Available => self.available(),
             Endpoint::Health => self.health(),
             Endpoint::Metrics => self.prometheus(),
+            Endpoint::Stream => self.stream(&params, req),
+            Endpoint::WebSocket => self.websocket(req),
+            Endpoint::Page => page::serve(path),
             Endpoint::Other => error(
                 ErrorCode::NotFound,
                 format!("no route {}", path.chars().take(200).collect::<String>()),

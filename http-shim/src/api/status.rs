@@ -232,7 +232,8 @@ impl Api {
         )
         .sample(&[], self.started.elapsed().as_secs_f64());
         crate::metrics::render_cache(&mut e, &self.cache.stats());
-        crate::metrics::render_segment(&mut e, self.reader().as_ref());
+        crate::metrics::render_push(&mut e, &self.push);
+        crate::metrics::render_segment(&mut e, self.reader().as_deref());
         Response::new(200, "text/plain; version=0.0.4", e.finish().into_bytes())
     }
 }

@@ -1,0 +1,427 @@
+//! `GET /streamer/stream` (server-sent events) and `GET /streamer/ws` (WebSocket): the push
+//! endpoints. Both validate like `/streamer/candles` before the stream starts, take a place
+//! under `--max-streams`, and then run on the connection's own thread, fed by a
+//! [`Watcher`](super::push::Watcher).
+//!
+//! A slow consumer costs only itself: events are read from the rings when the client's thread
+//! looks, never queued, and a client whose socket stays full for the write timeout (10 s) is
+//! disconnected with a logged reason.
+
+use std::io::{self, Write as _};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shm_core::Reader;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use super::candles::{list_param, validate_pairs};
+use super::json::{error, ErrorCode};
+use super::push::{
+    self, Event, Pairs, StreamSlot, Watcher, DEFAULT_INTERVAL, HEARTBEAT, MIN_INTERVAL,
+};
+use super::query::param;
+use super::status::{not_running, not_running_reason};
+use super::Api;
+use crate::server::{Request, Response, Takeover};
+
+/// Streams served at once when `--max-streams` is not given.
+pub const DEFAULT_MAX_STREAMS: usize = 1024;
+
+/// Longest a WebSocket client's thread sleeps before it reads what the client sent.
+const WS_LOOK: Duration = Duration::from_millis(50);
+
+/// Largest message a WebSocket client may send (a subscription is a few hundred bytes).
+const WS_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Most bytes of events queued for a WebSocket client whose socket is full; past it, the
+/// client is disconnected.
+const WS_MAX_BUFFERED: usize = 4 * 1024 * 1024;
+
+impl Api {
+    /// `interval_ms`, validated.
+    fn interval(params: &[(String, String)]) -> Result<Duration, Response> {
+        let Some(text) = param(params, "interval_ms") else {
+            return Ok(DEFAULT_INTERVAL);
+        };
+        match text.parse::<u64>() {
+            Ok(ms) if ms >= MIN_INTERVAL.as_millis() as u64 && ms <= 60_000 => {
+                Ok(Duration::from_millis(ms))
+            }
+            _ => Err(error(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "interval_ms must be an integer from {} to 60000, got {:?}",
+                    MIN_INTERVAL.as_millis(),
+                    text.chars().take(50).collect::<String>()
+                ),
+                json!({}),
+            )),
+        }
+    }
+
+    /// The pairs a stream asks for, each held by the segment; or the answer that refuses it.
+    fn stream_pairs(&self, symbols: Vec<String>, tfs: Vec<String>) -> Result<Pairs, Response> {
+        let (symbols, timeframes) = validate_pairs(symbols, tfs)?;
+        let reader = self.reader();
+        let Some(reader) = reader.as_deref() else {
+            return Err(not_running("no_segment", None));
+        };
+        let mut pairs = Vec::new();
+        for symbol in &symbols {
+            for &tf in &timeframes {
+                if let Err(missing) = self.lookup(reader, symbol, tf) {
+                    return Err(missing.response(symbol, tf));
+                }
+                pairs.push((symbol.clone(), tf));
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// A place under the stream cap, or the `503` that says it is full.
+    fn stream_slot(&self) -> Result<StreamSlot, Response> {
+        StreamSlot::take(&self.push, self.config.max_streams).ok_or_else(|| {
+            let mut r = error(
+                ErrorCode::TooManyStreams,
+                format!(
+                    "{} streams are open, the most this server allows (--max-streams); retry later",
+                    self.config.max_streams
+                ),
+                json!({"details": {"max_streams": self.config.max_streams}}),
+            );
+            r.extra_headers.push("Retry-After: 5".into());
+            r
+        })
+    }
+
+    /// `GET /streamer/stream?symbols=…&timeframes=…[&interval_ms=…]`.
+    pub(super) fn stream(self: &Arc<Self>, params: &[(String, String)], req: &Request) -> Response {
+        let interval = match Self::interval(params) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
+        let pairs = match self.stream_pairs(
+            list_param(params, "symbols"),
+            list_param(params, "timeframes"),
+        ) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        if let Some(status) = self.reader().map(|r| r.status()) {
+            if let Some(reason) = not_running_reason(&status) {
+                return not_running(reason, Some(&status));
+            }
+        }
+        let slot = match self.stream_slot() {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let watcher = Watcher::new(pairs, interval, req.last_event_id.as_deref());
+        let api = Arc::clone(self);
+        let mut r = Response::new(200, "text/event-stream", Vec::new());
+        r.extra_headers.push("X-Accel-Buffering: no".into());
+        r.takeover = Some(Takeover(Box::new(move |stream, _, stop| {
+            api.run_sse(stream, stop, &slot, watcher);
+        })));
+        r
+    }
+
+    /// The current reader, after following a replaced segment (a stream may be the only
+    /// client, so it refreshes as requests do).
+    fn current_reader(&self) -> Option<Arc<Reader>> {
+        self.refresh();
+        self.reader()
+    }
+
+    fn run_sse(
+        &self,
+        mut stream: TcpStream,
+        stop: &AtomicBool,
+        slot: &StreamSlot,
+        mut watcher: Watcher,
+    ) {
+        let peer = peer(&stream);
+        let _ = stream.set_write_timeout(Some(self.config.stream_write_timeout));
+        let mut events = Vec::new();
+        let mut out = Vec::with_capacity(4096);
+        // Reconnect after 1 s if the connection drops.
+        out.extend_from_slice(b"retry: 1000\n\n");
+        let mut last_write = Instant::now();
+        // Relaxed: a stop flag carries no data with it.
+        while !stop.load(Ordering::Relaxed) {
+            let reader = self.current_reader();
+            // The token before the look: a change during the look wakes the next wait.
+            let since = reader.as_ref().map(|r| r.changes());
+            let next = watcher.poll(reader.as_ref(), &mut events);
+            let sent = events.len();
+            for e in events.drain(..) {
+                match e {
+                    Event::Candle { json, id } => {
+                        out.extend_from_slice(b"event: candle\n");
+                        if let Some(id) = id {
+                            out.extend_from_slice(format!("id: {id}\n").as_bytes());
+                        }
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(json.as_bytes());
+                        out.extend_from_slice(b"\n\n");
+                    }
+                    Event::Status(json) => {
+                        out.extend_from_slice(b"event: status\ndata: ");
+                        out.extend_from_slice(json.as_bytes());
+                        out.extend_from_slice(b"\n\n");
+                    }
+                }
+            }
+            if out.is_empty() && last_write.elapsed() >= HEARTBEAT {
+                out.extend_from_slice(b": heartbeat\n\n");
+            }
+            if !out.is_empty() {
+                match stream.write_all(&out) {
+                    Ok(()) => {
+                        slot.sent(sent);
+                        last_write = Instant::now();
+                        out.clear();
+                    }
+                    Err(e) => {
+                        if stalled(&e) {
+                            slot.dropped_slow();
+                            eprintln!("mtf-shim: event stream to {peer} dropped: its socket stayed full past the write timeout");
+                        }
+                        return;
+                    }
+                }
+            }
+            push::wait(reader.as_ref(), since, next.min(last_write + HEARTBEAT));
+        }
+    }
+
+    /// `GET /streamer/ws`: the WebSocket handshake, then subscriptions and events.
+    pub(super) fn websocket(self: &Arc<Self>, req: &Request) -> Response {
+        let Some(key) = req.websocket_key.as_deref() else {
+            let mut r = error(
+                ErrorCode::UpgradeRequired,
+                "this is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
+                json!({}),
+            );
+            r.extra_headers.push("Upgrade: websocket".into());
+            return r;
+        };
+        if req.websocket_version.as_deref() != Some("13") {
+            let mut r = error(
+                ErrorCode::UpgradeRequired,
+                "only WebSocket version 13 (RFC 6455) is supported",
+                json!({}),
+            );
+            r.extra_headers.push("Sec-WebSocket-Version: 13".into());
+            return r;
+        }
+        let slot = match self.stream_slot() {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let api = Arc::clone(self);
+        let mut r = Response::new(101, "application/json", Vec::new());
+        r.extra_headers.push("Upgrade: websocket".into());
+        r.extra_headers.push(format!(
+            "Sec-WebSocket-Accept: {}",
+            tungstenite::handshake::derive_accept_key(key.as_bytes())
+        ));
+        r.takeover = Some(Takeover(Box::new(move |stream, leftover, stop| {
+            api.run_websocket(stream, leftover, stop, &slot);
+        })));
+        r
+    }
+
+    fn run_websocket(
+        &self,
+        stream: TcpStream,
+        leftover: Vec<u8>,
+        stop: &AtomicBool,
+        slot: &StreamSlot,
+    ) {
+        let peer = peer(&stream);
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(WS_MAX_MESSAGE))
+            .max_frame_size(Some(WS_MAX_MESSAGE))
+            .max_write_buffer_size(WS_MAX_BUFFERED);
+        let mut ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config));
+        let mut watcher: Option<Watcher> = None;
+        let mut events = Vec::new();
+        let mut full_since: Option<Instant> = None;
+        let mut last_write = Instant::now();
+        let write_limit = self.config.stream_write_timeout;
+        loop {
+            // Relaxed: a stop flag carries no data with it.
+            if stop.load(Ordering::Relaxed) {
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "server stopping".into(),
+                }));
+                let _ = ws.flush();
+                return;
+            }
+            // What the client sent: subscriptions, pings (answered by tungstenite), a close.
+            loop {
+                match ws.read() {
+                    Ok(Message::Text(text)) => {
+                        let reply = self.ws_command(text.as_str(), &mut watcher);
+                        if ws.write(Message::text(reply)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Message::Binary(_)) => {
+                        let reply = ws_error(
+                            ErrorCode::InvalidParameter,
+                            "binary messages are not understood; send JSON text",
+                        );
+                        if ws.write(Message::text(reply)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break
+                    }
+                    Err(
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                    ) => return,
+                    Err(e) => {
+                        // A protocol error (a frame too large, bad UTF-8, unmasked frames):
+                        // tungstenite has queued the close frame with its code.
+                        eprintln!("mtf-shim: WebSocket client {peer} closed: {e}");
+                        let _ = ws.flush();
+                        return;
+                    }
+                }
+            }
+            let reader = self.current_reader();
+            let since = reader.as_ref().map(|r| r.changes());
+            let mut next = Instant::now() + WS_LOOK;
+            if let Some(w) = watcher.as_mut() {
+                next = next.min(w.poll(reader.as_ref(), &mut events));
+                let n = events.len();
+                for e in events.drain(..) {
+                    let (Event::Candle { json, .. } | Event::Status(json)) = e;
+                    if ws.write(Message::text(json)).is_err() {
+                        slot.dropped_slow();
+                        eprintln!("mtf-shim: WebSocket client {peer} dropped: {WS_MAX_BUFFERED} bytes of events waiting");
+                        return;
+                    }
+                }
+                slot.sent(n);
+            }
+            if last_write.elapsed() >= HEARTBEAT {
+                let _ = ws.write(Message::Ping(Vec::new().into()));
+                last_write = Instant::now();
+            }
+            match ws.flush() {
+                Ok(()) => full_since = None,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if full_since.get_or_insert_with(Instant::now).elapsed() > write_limit {
+                        slot.dropped_slow();
+                        eprintln!("mtf-shim: WebSocket client {peer} dropped: its socket stayed full past the write timeout");
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+            push::wait(reader.as_ref(), since, next);
+        }
+    }
+
+    /// Answers one client message: `subscribe` or `unsubscribe`.
+    fn ws_command(&self, text: &str, watcher: &mut Option<Watcher>) -> String {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return ws_error(ErrorCode::InvalidParameter, "messages are JSON, e.g. {\"op\":\"subscribe\",\"symbols\":[\"BTCUSDc\"],\"timeframes\":[\"M1\"]}");
+        };
+        let list = |name: &str| -> Option<Vec<String>> {
+            v.get(name)?
+                .as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        };
+        let op = v.get("op").and_then(Value::as_str).unwrap_or("");
+        if !matches!(op, "subscribe" | "unsubscribe") {
+            return ws_error(
+                ErrorCode::InvalidParameter,
+                "op must be subscribe or unsubscribe",
+            );
+        }
+        let (Some(symbols), Some(tfs)) = (list("symbols"), list("timeframes")) else {
+            return ws_error(
+                ErrorCode::InvalidParameter,
+                "symbols and timeframes are lists of strings",
+            );
+        };
+        let interval = match v.get("interval_ms").map(Value::as_u64) {
+            None => DEFAULT_INTERVAL,
+            Some(Some(ms)) if ms >= MIN_INTERVAL.as_millis() as u64 && ms <= 60_000 => {
+                Duration::from_millis(ms)
+            }
+            Some(_) => {
+                return ws_error(
+                    ErrorCode::InvalidParameter,
+                    "interval_ms must be an integer from 10 to 60000",
+                )
+            }
+        };
+        let pairs = match self.stream_pairs(symbols, tfs) {
+            Ok(p) => p,
+            // The same codes and messages as the HTTP endpoints, as a message.
+            Err(r) => {
+                let mut body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                body["type"] = json!("error");
+                return body.to_string();
+            }
+        };
+        let mut now: Pairs = watcher.as_ref().map(Watcher::pairs).unwrap_or_default();
+        if op == "subscribe" {
+            for p in pairs {
+                if !now.contains(&p) {
+                    now.push(p);
+                }
+            }
+        } else {
+            now.retain(|p| !pairs.contains(p));
+        }
+        match watcher {
+            Some(w) => w.set_pairs(now.clone(), interval),
+            None => *watcher = Some(Watcher::new(now.clone(), interval, None)),
+        }
+        let listed: Vec<Value> = now
+            .iter()
+            .map(|(s, tf)| json!({"symbol": s, "timeframe": tf.name()}))
+            .collect();
+        json!({"type": "subscribed", "pairs": listed}).to_string()
+    }
+}
+
+/// An error message for a WebSocket client, in the HTTP error shape.
+fn ws_error(code: ErrorCode, message: &str) -> String {
+    json!({"type": "error", "success": false, "error": message, "error_code": code.as_str()})
+        .to_string()
+}
+
+/// Whether a write failed because the socket stayed full (the write timeout), not because the
+/// client went away.
+fn stalled(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "a client".to_owned(), |a| a.to_string())
+}
