@@ -177,6 +177,9 @@ impl Api {
                     }
                 }
             }
+            if client_left(&stream) {
+                return;
+            }
             if out.is_empty() && last_write.elapsed() >= HEARTBEAT {
                 out.extend_from_slice(b": heartbeat\n\n");
             }
@@ -418,6 +421,20 @@ fn stalled(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// Whether an event-stream client closed its end (it sends nothing, so any readable end of
+/// stream means it left): looked at on every pass, so that a closed client frees its place
+/// under the cap at once rather than at the next write.
+fn client_left(stream: &TcpStream) -> bool {
+    use rustix::net::{recv, RecvFlags};
+    let mut byte = [0u8; 1];
+    // PEEK leaves any bytes in place; DONTWAIT makes it a look, not a wait.
+    match recv(stream, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((0, _)) => true,
+        Ok(_) => false,
+        Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
+    }
 }
 
 fn peer(stream: &TcpStream) -> String {
