@@ -237,7 +237,7 @@ fn every_error_code_has_its_status_and_shape() {
             "TIMEFRAME_NOT_AVAILABLE",
         ),
         ("/streamer/nothing", 404, "NOT_FOUND"),
-        ("/", 404, "NOT_FOUND"),
+        ("/nothing-here", 404, "NOT_FOUND"),
     ];
     for (path, status, code) in cases {
         let (s, v) = get(&shim, path);
