@@ -43,7 +43,7 @@ pub(super) fn serve(path: &str) -> Response {
             // scripts of its own origin.
             r.extra_headers.push("X-Frame-Options: DENY".into());
             r.extra_headers.push(
-                "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'"
+                "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
                     .into(),
             );
             r
