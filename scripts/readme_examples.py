@@ -6,6 +6,7 @@ how to run it (the default is: run it and expect exit status 0 within 10 minutes
 
     <!-- example: background until="TEXT" -->  start it, wait until it prints TEXT, go on
     <!-- example: run-for seconds=N -->        run it for N seconds, then Ctrl-C; it must exit 0
+                                                (ctrl-c="dies": or die of the SIGINT, as curl does)
     <!-- example: stop -->                     first Ctrl-C every background example, and wait
     <!-- example: skip reason="WHY" -->        not run here; printed with its reason
 
@@ -47,7 +48,7 @@ def blocks(text):
         m = re.match(r"<!-- example: (\S+)(.*?)-->", line.strip())
         if m:
             kind, rest = m.group(1), m.group(2)
-            args = {k: a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|(\S+))', rest)}
+            args = {k: a or b for k, a, b in re.findall(r'([\w-]+)=(?:"([^"]*)"|(\S+))', rest)}
             directives[kind] = args
             i += 1
             continue
@@ -159,7 +160,10 @@ class Runner:
                 self.report(False, line, what, log, "exited early with status %s" % p.returncode)
                 return
             code_ = self.stop(p)
-            self.report(code_ == 0, line, what + "  (ran %g s, then Ctrl-C)" % seconds, log,
+            # Our programs exit 0 on Ctrl-C; a tool such as curl dies of it, which the example
+            # says with ctrl-c="dies".
+            clean = (0, -signal.SIGINT, 130) if d["run-for"].get("ctrl-c") == "dies" else (0,)
+            self.report(code_ in clean, line, what + "  (ran %g s, then Ctrl-C)" % seconds, log,
                         "exit status %s after Ctrl-C" % code_)
             return
         p, log = self.start(line, lang, code)
