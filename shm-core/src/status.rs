@@ -82,6 +82,8 @@ word_enum! {
         Csv = 2, "csv";
         /// A live MetaTrader 5 terminal, through the gateway.
         Mt5 = 3, "mt5";
+        /// `mtf-mirror`: another host's segment, rebuilt from NATS.
+        Mirror = 4, "mirror";
     }
 }
 

@@ -113,6 +113,16 @@ struct RunArgs {
     /// server time; this lets every reader compute true ages.
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
     server_offset: Option<String>,
+    /// Publish every candle change to this NATS server, for mtf-mirror on other hosts
+    /// (nats://HOST:4222). The writer never waits for it.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// The segment's name in the NATS subjects (default: the segment's name).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    nats_name: Option<String>,
+    /// Forming-bar updates on NATS, at most one per ring every this many ms (default 50).
+    #[arg(long, value_name = "MS", requires = "nats")]
+    nats_interval_ms: Option<u64>,
 }
 
 fn flag<T>(field: &str, r: Result<T, String>) -> Result<T, ConfigError> {
@@ -198,6 +208,15 @@ impl RunArgs {
         }
         c.http_allow_remote |= self.http_allow_remote;
         c.http_allow_remote_without_token |= self.http_allow_remote_without_token;
+        if let Some(u) = &self.nats {
+            c.nats = Some(flag("--nats", config::parse_nats_url(u))?);
+        }
+        if let Some(n) = &self.nats_name {
+            c.nats_name = Some(n.clone());
+        }
+        if let Some(ms) = self.nats_interval_ms {
+            c.nats_interval_ms = flag("--nats-interval-ms", config::parse_nats_interval(ms))?;
+        }
         if let Some(o) = &self.server_offset {
             c.server_time_offset_s = flag(
                 "--server-offset",

@@ -78,6 +78,39 @@ pub struct Config {
     pub server_time_offset_s: i64,
     /// Refuse a layout larger than this many MiB (`max_memory_mb` of the original config).
     pub max_memory_mb: Option<u64>,
+    /// Publish candle changes to this NATS server (`nats://HOST:PORT`).
+    pub nats: Option<String>,
+    /// The segment's name in the NATS subjects (default: the segment's file name).
+    pub nats_name: Option<String>,
+    /// Forming updates per ring on NATS, at most one every this many milliseconds.
+    pub nats_interval_ms: u64,
+}
+
+/// `nats_interval_ms` when none is given.
+pub const DEFAULT_NATS_INTERVAL_MS: u64 = 50;
+
+/// A NATS server address, checked: `nats://HOST:PORT` (or `HOST:PORT`, as the client takes).
+pub fn parse_nats_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("nats://").unwrap_or(s);
+    let ok = !rest.is_empty()
+        && !rest.contains(char::is_whitespace)
+        && rest.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+    if ok {
+        Ok(format!("nats://{rest}"))
+    } else {
+        Err(format!("expected a NATS address like nats://127.0.0.1:4222, found {s:?}"))
+    }
+}
+
+/// A `nats_interval_ms`, checked: 1 ms to 60 s.
+pub fn parse_nats_interval(n: u64) -> Result<u64, String> {
+    if (1..=60_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("expected milliseconds from 1 to 60000, found {n}"))
+    }
 }
 
 /// Where the built-in HTTP API listens, and how hard to insist.
@@ -159,6 +192,9 @@ impl Default for Config {
             http_allow_remote_without_token: false,
             server_time_offset_s: 0,
             max_memory_mb: None,
+            nats: None,
+            nats_name: None,
+            nats_interval_ms: DEFAULT_NATS_INTERVAL_MS,
         }
     }
 }
@@ -416,6 +452,18 @@ impl Config {
                     Some(v.as_u64().filter(|&m| m > 0).ok_or_else(|| {
                         err(key, format!("expected a positive integer, found {v}"))
                     })?)
+            }
+            "nats" => {
+                self.nats = match v {
+                    Value::Null => None,
+                    other => Some(parse_nats_url(&string(other)?).map_err(|m| err(key, m))?),
+                }
+            }
+            "nats_interval_ms" => {
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| err(key, format!("expected milliseconds, found {v}")))?;
+                self.nats_interval_ms = parse_nats_interval(n).map_err(|m| err(key, m))?;
             }
             other => warnings.push(format!("config field `{other}` is unknown and ignored")),
         }

@@ -57,6 +57,8 @@ pub enum StreamerError {
     Source(SourceError),
     /// The embedded HTTP shim could not start.
     Http(http_shim::StartError),
+    /// The NATS publisher could not start.
+    Nats(nats_bridge::BridgeError),
 }
 
 impl fmt::Display for StreamerError {
@@ -73,6 +75,7 @@ impl fmt::Display for StreamerError {
             StreamerError::Csv(e) => e.fmt(f),
             StreamerError::Source(e) => write!(f, "source failed: {e}"),
             StreamerError::Http(e) => write!(f, "HTTP API: {e}"),
+            StreamerError::Nats(e) => write!(f, "NATS: {e}"),
         }
     }
 }
@@ -83,6 +86,7 @@ impl std::error::Error for StreamerError {
             StreamerError::Segment(e) => e.source(),
             StreamerError::Csv(e) => e.source(),
             StreamerError::Http(e) => e.source(),
+            StreamerError::Nats(e) => e.source(),
             _ => None,
         }
     }
@@ -285,6 +289,8 @@ pub fn run(
     let writer = open_segment(config, &plan, banner)?;
     // The API is one more reader of the segment just created; it stops when dropped.
     let shim = start_api(config)?;
+    // So is the NATS publisher: the writer never waits for it.
+    let nats = start_nats(config)?;
     let points: Vec<(String, f64)> = plan
         .symbols
         .iter()
@@ -330,8 +336,38 @@ pub fn run(
         rejected: Counter::REJECTS.iter().map(|&c| w.counter(c)).sum(),
     };
     drop(shim);
+    if let Some(p) = nats {
+        let (published, dropped) = p.counts();
+        drop(p);
+        let _ = writeln!(
+            pump.banner,
+            "nats: {published} messages published, {dropped} forming updates dropped"
+        );
+    }
     pump.writer.stop();
     Ok(summary)
+}
+
+/// Starts publishing to NATS if `config.nats` says so.
+fn start_nats(config: &Config) -> Result<Option<nats_bridge::Publisher>, StreamerError> {
+    let Some(url) = &config.nats else {
+        return Ok(None);
+    };
+    let name = config.nats_name.clone().unwrap_or_else(|| {
+        config
+            .segment
+            .path()
+            .file_name()
+            .map_or_else(|| "mtf-candles".into(), |n| n.to_string_lossy().into_owned())
+    });
+    nats_bridge::Publisher::start(nats_bridge::PublishConfig {
+        url: url.clone(),
+        segment: config.segment.clone(),
+        name,
+        interval: std::time::Duration::from_millis(config.nats_interval_ms),
+    })
+    .map(Some)
+    .map_err(StreamerError::Nats)
 }
 
 /// Creates (or continues, or starts clean) the segment for `plan`, with the feed kind and the

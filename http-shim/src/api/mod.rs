@@ -11,7 +11,7 @@ mod candles;
 mod etag;
 mod json;
 mod page;
-mod push;
+pub mod push;
 mod query;
 mod status;
 mod stream;

@@ -23,7 +23,11 @@ use shm_core::{Candle, ChangeToken, FeedState, Liveness, Reader, Timeframe, Wait
 
 use super::json::write_candle;
 
-/// `interval_ms` when none is given, and the least accepted.
+/// The version of the events' JSON (`v`), shared by every transport that carries them: server-
+/// sent events, WebSocket and NATS (docs/NATS.md).
+pub const EVENT_VERSION: u64 = 1;
+
+/// `interval_ms` when none is given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 /// The least `interval_ms` accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -53,6 +57,8 @@ struct Followed {
 pub enum Event {
     /// A candle of one ring: a closed bar (`complete`), or the forming one.
     Candle {
+        /// Which of the watcher's pairs it belongs to.
+        pair: usize,
         /// The event's JSON.
         json: String,
         /// The resume point after this event, for closed bars.
@@ -222,6 +228,7 @@ impl Watcher {
                         f.last_closed = c.time;
                         times[k] = c.time;
                         out.push(Event::Candle {
+                            pair: k,
                             json: candle_event(&f.symbol, f.timeframe, c),
                             id: Some(resume_id(&times)),
                         });
@@ -240,6 +247,7 @@ impl Watcher {
             let due = f.forming_sent_at.map_or(now, |t| t + self.interval);
             if due <= now {
                 out.push(Event::Candle {
+                    pair: k,
                     json: candle_event(&f.symbol, f.timeframe, &latest),
                     id: None,
                 });
@@ -260,6 +268,7 @@ impl Watcher {
         self.shown = Some(now);
         let body = match (now.liveness, status) {
             (Some(l), Some(s)) => json!({
+                "v": EVENT_VERSION,
                 "type": "status",
                 "running": l == Liveness::Alive,
                 "liveness": l.as_str(),
@@ -269,7 +278,7 @@ impl Watcher {
                 "server_time_offset_seconds": s.server_time_offset_s,
                 "writer_pid": s.writer_pid,
             }),
-            _ => json!({"type": "status", "running": false, "liveness": "no_segment"}),
+            _ => json!({"v": EVENT_VERSION, "type": "status", "running": false, "liveness": "no_segment"}),
         };
         out.push(Event::Status(body.to_string()));
     }
@@ -296,7 +305,7 @@ fn same(a: &Candle, b: &Candle) -> bool {
 /// One candle event's JSON: the candle as `/streamer/candles` writes it, with its ring.
 fn candle_event(symbol: &str, timeframe: Timeframe, c: &Candle) -> String {
     let mut out = String::with_capacity(256);
-    out.push_str("{\"type\":\"candle\",\"symbol\":");
+    out.push_str("{\"v\":1,\"type\":\"candle\",\"symbol\":");
     out.push_str(&Value::String(symbol.to_owned()).to_string());
     out.push_str(",\"timeframe\":\"");
     out.push_str(timeframe.name());

@@ -161,7 +161,7 @@ impl Api {
             let sent = events.len();
             for e in events.drain(..) {
                 match e {
-                    Event::Candle { json, id } => {
+                    Event::Candle { json, id, .. } => {
                         out.extend_from_slice(b"event: candle\n");
                         if let Some(id) = id {
                             out.extend_from_slice(format!("id: {id}\n").as_bytes());

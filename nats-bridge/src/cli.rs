@@ -1,0 +1,46 @@
+//! The command line of `mtf-mirror`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::mirror::{self, MirrorConfig};
+
+/// Rebuilds another host's candle segment here, from the changes its streamer publishes to
+/// NATS (mtf-streamer --nats). Local readers then read it as if the streamer ran here.
+#[derive(Debug, Parser)]
+#[command(name = "mtf-mirror", version)]
+pub struct Cli {
+    /// The NATS server, e.g. nats://10.0.0.5:4222.
+    #[arg(long, env = "MTF_NATS")]
+    nats: String,
+    /// The origin's segment name, as its streamer publishes it.
+    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
+    source_segment: String,
+    #[command(flatten)]
+    segment: mtf_cli::SegmentArgs,
+}
+
+/// The whole program: parse arguments, mirror until SIGINT or SIGTERM, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let segment = match cli.segment.path() {
+        Ok(s) => s,
+        Err(e) => return mtf_cli::report("mtf-mirror", &e, mtf_cli::EXIT_CONFIG),
+    };
+    println!(
+        "mtf-mirror: mirroring {} from {} into {segment}",
+        cli.source_segment, cli.nats
+    );
+    let stop = mtf_cli::stop_flag();
+    let config = MirrorConfig {
+        url: cli.nats,
+        source: cli.source_segment,
+        segment,
+        options: Default::default(),
+    };
+    match mirror::run(config, &stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => mtf_cli::report("mtf-mirror", &e, mtf_cli::EXIT_FAILURE),
+    }
+}

@@ -1,0 +1,331 @@
+//! `mtf-mirror`: rebuilds an origin's segment on this host from NATS, through shm-core's
+//! writer, so that every local reader (the monitor, the shim, the Python package) reads it
+//! unchanged and in nanoseconds.
+//!
+//! - **Start and catch-up.** It subscribes first, then asks the origin for its layout and,
+//!   ring by ring, the closed bars newer than its own newest (paged, newest pages first);
+//!   candle messages that arrive meanwhile wait in the subscription and are applied after.
+//!   A bar already held (by open time) is never written twice, so a restart of the mirror, of
+//!   NATS or of the origin leaves neither a gap (as far as the origin's rings reach) nor a
+//!   duplicate. It syncs again after every reconnection.
+//! - **Honest status.** The segment says `feed_kind: mirror`. The mirror heartbeats only while
+//!   the link is up and the origin's status (sent every second) says its writer is alive; so
+//!   when the origin or the link goes, readers see `feed_state: disconnected` at once and the
+//!   writer `stalled` a second later: stale data never passes as live.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use futures_util::StreamExt;
+use shm_core::{
+    Candle, FeedKind, FeedState, Layout, RingId, SegmentPath, Timeframe, Writer, WriterOptions,
+};
+
+use crate::wire::{
+    CandleMessage, HistoryReply, HistoryRequest, LayoutReply, StatusMessage, Subjects,
+    HISTORY_PAGE, VERSION,
+};
+use crate::BridgeError;
+
+/// The origin counts as gone when no status came for this long (it sends one every second).
+pub const ORIGIN_SILENT: Duration = Duration::from_secs(3);
+
+/// How long one request to the origin may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the mirror needs.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// The NATS server, `nats://HOST:PORT`.
+    pub url: String,
+    /// The origin segment's name, as its streamer publishes it.
+    pub source: String,
+    /// The local segment to write.
+    pub segment: SegmentPath,
+    /// How the local segment is created.
+    pub options: WriterOptions,
+}
+
+/// The mirror's state between messages.
+struct Mirror {
+    config: MirrorConfig,
+    writer: Option<Writer>,
+    rings: HashMap<(String, Timeframe), RingId>,
+    /// When the origin's last status came, and whether it said alive.
+    origin_seen: Option<Instant>,
+    origin_alive: bool,
+    origin_feed: Option<FeedState>,
+    /// Messages refused (another version, malformed), and the first error, logged once.
+    refused: u64,
+}
+
+/// Runs the mirror until `stop` is set.
+pub fn run(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BridgeError::Thread)?;
+    runtime.block_on(mirror(config, stop))
+}
+
+async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .name("mtf-mirror")
+        .connect(&config.url)
+        .await
+        .map_err(BridgeError::Connect)?;
+    let subjects = Subjects::new(&config.source);
+    let mut candles = client
+        .subscribe(subjects.all_candles())
+        .await
+        .map_err(BridgeError::Subscribe)?;
+    let mut status = client
+        .subscribe(subjects.status())
+        .await
+        .map_err(BridgeError::Subscribe)?;
+    let mut m = Mirror {
+        config,
+        writer: None,
+        rings: HashMap::new(),
+        origin_seen: None,
+        origin_alive: false,
+        origin_feed: None,
+        refused: 0,
+    };
+    let mut synced = false;
+    let mut last_sync_try: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            Some(msg) = candles.next() => {
+                // Before the first sync the origin's history answers for these.
+                if synced {
+                    m.apply_candle(&msg.payload);
+                }
+            }
+            Some(msg) = status.next() => m.apply_status(&msg.payload),
+            _ = tick.tick() => {
+                // Relaxed: the signal handler's flag carries no data with it.
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let connected = client.connection_state() == State::Connected;
+                if !connected || !m.origin_is_alive() {
+                    // Candle messages are ignored from now until the next sync, which catches
+                    // up from the origin's rings: after an outage of the link or of the
+                    // origin, a message that arrives before that sync could be newer than bars
+                    // lost meanwhile, and writing it first would leave a gap behind it.
+                    synced = false;
+                }
+                let due = last_sync_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if connected && !synced && due && m.origin_is_alive() {
+                    last_sync_try = Some(Instant::now());
+                    match m.sync(&client, &subjects).await {
+                        Ok(()) => synced = true,
+                        Err(e) => eprintln!("mtf-mirror: catching up from the origin failed ({e}); retrying"),
+                    }
+                }
+                m.beat(connected && synced);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Mirror {
+    fn origin_is_alive(&self) -> bool {
+        self.origin_alive && self.origin_seen.is_some_and(|t| t.elapsed() < ORIGIN_SILENT)
+    }
+
+    /// Says what the readers should see: live data only while the link is up and the origin's
+    /// writer alive; otherwise `disconnected`, and no heartbeat, so that the writer reads as
+    /// stalled within a second.
+    fn beat(&mut self, linked: bool) {
+        let live = linked && self.origin_is_alive();
+        let feed = self.origin_feed;
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        if live {
+            w.set_feed_state(feed.unwrap_or(FeedState::Live));
+            w.heartbeat();
+        } else if w.feed_state() != Some(FeedState::Disconnected) {
+            w.set_feed_state(FeedState::Disconnected);
+            w.notify();
+        }
+    }
+
+    fn refuse(&mut self, what: &str, e: impl std::fmt::Display) {
+        self.refused += 1;
+        if self.refused == 1 {
+            eprintln!("mtf-mirror: refused a {what} message ({e}); later ones are counted only");
+        }
+    }
+
+    fn apply_status(&mut self, payload: &[u8]) {
+        let s: StatusMessage = match serde_json::from_slice(payload) {
+            Ok(s) => s,
+            Err(e) => return self.refuse("status", e),
+        };
+        if s.v != VERSION {
+            return self.refuse("status", BridgeError::Version { found: s.v });
+        }
+        self.origin_seen = Some(Instant::now());
+        self.origin_alive = s.liveness == "alive";
+        self.origin_feed = s.feed_state.as_deref().map(|f| match f {
+            "live" => FeedState::Live,
+            "backfilling" => FeedState::Backfilling,
+            "finished" => FeedState::Finished,
+            "starting" => FeedState::Starting,
+            // Disconnected, stopped, unknown: not live data.
+            _ => FeedState::Disconnected,
+        });
+        if let Some(w) = self.writer.as_mut() {
+            w.set_server_time_offset(s.server_time_offset_seconds);
+        }
+    }
+
+    fn apply_candle(&mut self, payload: &[u8]) {
+        let m: CandleMessage = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => return self.refuse("candle", e),
+        };
+        if m.v != VERSION {
+            return self.refuse("candle", BridgeError::Version { found: m.v });
+        }
+        let Ok(tf) = m.timeframe.parse::<Timeframe>() else {
+            return self.refuse("candle", "unknown timeframe");
+        };
+        let candle = Candle::from(&m.candle);
+        if let Some(d) = candle.defect() {
+            return self.refuse("candle", d);
+        }
+        let Some(&ring) = self.rings.get(&(m.symbol, tf)) else {
+            // A ring the origin's layout did not have at the last sync: the next sync (after
+            // a restart of the origin with another layout) brings it.
+            return;
+        };
+        if let Some(w) = self.writer.as_mut() {
+            apply(w, ring, &candle);
+            w.notify();
+        }
+    }
+
+    /// Catches up from the origin: its layout (a new local segment if it changed), then every
+    /// ring's closed bars newer than ours, and its forming bar.
+    async fn sync(
+        &mut self,
+        client: &async_nats::Client,
+        subjects: &Subjects,
+    ) -> Result<(), BridgeError> {
+        let layout: LayoutReply = request(client, subjects.layout(), b"{}".to_vec()).await?;
+        if layout.v != VERSION {
+            return Err(BridgeError::Version { found: layout.v });
+        }
+        let mut wanted = Layout::new();
+        for r in &layout.rings {
+            let tf = r.timeframe.parse::<Timeframe>().map_err(BridgeError::Timeframe)?;
+            wanted
+                .add_ring(&r.symbol, tf, r.capacity)
+                .map_err(BridgeError::Layout)?;
+        }
+        if self.writer.as_ref().is_none_or(|w| *w.layout() != wanted) {
+            // Drop the old writer first: its lock must be free for the new one.
+            self.writer = None;
+            let mut w = Writer::create(&self.config.segment, &wanted, &self.config.options)
+                .map_err(BridgeError::Create)?;
+            w.set_feed_kind(FeedKind::Mirror);
+            w.set_feed_state(FeedState::Backfilling);
+            self.rings = layout
+                .rings
+                .iter()
+                .filter_map(|r| {
+                    let tf = r.timeframe.parse::<Timeframe>().ok()?;
+                    Some(((r.symbol.clone(), tf), w.ring(&r.symbol, tf)?))
+                })
+                .collect();
+            self.writer = Some(w);
+        }
+        let rings: Vec<((String, Timeframe), RingId)> =
+            self.rings.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for ((symbol, tf), ring) in rings {
+            let newest = self
+                .writer
+                .as_ref()
+                .and_then(|w| w.last_closed(ring))
+                .map_or(i64::MIN, |c| c.time);
+            // Newest page first, back until we reach what we hold or the origin's oldest.
+            let mut pages: Vec<HistoryReply> = Vec::new();
+            let mut before = None;
+            loop {
+                let req = HistoryRequest {
+                    v: VERSION,
+                    symbol: symbol.clone(),
+                    timeframe: tf.name().to_owned(),
+                    before,
+                    limit: HISTORY_PAGE,
+                };
+                let body = serde_json::to_vec(&req).map_err(BridgeError::Payload)?;
+                let page: HistoryReply = request(client, subjects.history(), body).await?;
+                let oldest = page.closed.first().map(|c| c.time);
+                let full = page.closed.len() >= HISTORY_PAGE;
+                pages.push(page);
+                match oldest {
+                    Some(t) if full && t > newest => before = Some(t),
+                    _ => break,
+                }
+            }
+            let Some(w) = self.writer.as_mut() else {
+                break;
+            };
+            let forming = pages.first().and_then(|p| p.forming);
+            for page in pages.iter().rev() {
+                for c in &page.closed {
+                    apply(w, ring, &Candle::from(c));
+                }
+            }
+            if let Some(f) = forming {
+                apply(w, ring, &Candle::from(&f));
+            }
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.set_running();
+            w.notify();
+        }
+        Ok(())
+    }
+}
+
+/// Writes one candle of the origin into `ring`, keeping the ring's order: a closed bar newer
+/// than the newest held is appended (ending a forming bar of the same or an earlier time); a
+/// forming bar newer than the newest closed one replaces the forming bar. Anything else is
+/// already held, and is not written twice.
+fn apply(w: &mut Writer, ring: RingId, c: &Candle) {
+    let newest = w.last_closed(ring).map_or(i64::MIN, |l| l.time);
+    if c.time <= newest {
+        return;
+    }
+    if c.forming {
+        w.update_forming(ring, c);
+    } else {
+        if w.forming(ring).is_some_and(|f| f.time <= c.time) {
+            w.clear_forming(ring);
+        }
+        w.push_closed(ring, c);
+    }
+}
+
+async fn request<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: String,
+    body: Vec<u8>,
+) -> Result<T, BridgeError> {
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject, body.into()))
+        .await
+        .map_err(|_| BridgeError::RequestTimedOut)?
+        .map_err(BridgeError::Request)?;
+    serde_json::from_slice(&reply.payload).map_err(BridgeError::Payload)
+}

@@ -1,0 +1,335 @@
+//! The origin side: publishes every candle change of a segment to NATS, and answers the
+//! layout and history requests of mirrors.
+//!
+//! The publisher is one more **reader** of the segment, in threads of its own; the writer does
+//! not know it exists. So a NATS server that is slow, down or unreachable cannot slow the
+//! writer's tick path, by construction: the worst it can do is make the publisher fall behind,
+//! and the rings hold what it has not sent yet.
+//!
+//! - A watcher thread follows every ring with the same [`Watcher`] as the HTTP push endpoints
+//!   (each closed bar once, forming bars coalesced per ring every `interval`), woken by the
+//!   writer's futex, and hands events to the NATS task through a bounded queue of
+//!   [`QUEUE`] events. When the queue is full, forming updates and status changes are
+//!   dropped (and counted); a closed bar waits for room, so none is lost while the ring
+//!   holds it.
+//! - The NATS task (a small tokio runtime in its own thread) publishes them, republishes the
+//!   status every second as the origin's heartbeat, and answers requests. `async-nats`
+//!   reconnects by itself, with backoff; while it is away, the queue fills and the rules
+//!   above apply.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use http_shim::api::push::{self, Event, Watcher};
+use shm_core::{Reader, SegmentPath, Timeframe};
+use tokio::sync::mpsc;
+
+use crate::wire::{
+    HistoryReply, HistoryRequest, LayoutReply, Subjects, WireCandle, WireRing, HISTORY_PAGE,
+    VERSION,
+};
+use crate::BridgeError;
+
+/// Events waiting for the NATS task, at most.
+pub const QUEUE: usize = 4096;
+
+/// How often the origin's status goes out when nothing changes: the mirrors' proof that the
+/// origin lives.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// What the publisher needs.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// The NATS server, `nats://HOST:PORT`.
+    pub url: String,
+    /// The segment to publish.
+    pub segment: SegmentPath,
+    /// Its name in the subjects (the segment's name on the origin).
+    pub name: String,
+    /// Forming updates per ring, at most one every this long.
+    pub interval: Duration,
+}
+
+/// Counts of a publisher.
+#[derive(Debug, Default)]
+pub struct PublishCounts {
+    /// Messages handed to the NATS client.
+    pub published: AtomicU64,
+    /// Forming updates and status changes dropped because the queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// A running publisher; dropping it stops it.
+#[derive(Debug)]
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    counts: Arc<PublishCounts>,
+    watch: Option<JoinHandle<()>>,
+    nats: Option<JoinHandle<()>>,
+}
+
+/// One message for the NATS task.
+#[derive(Debug)]
+struct Outgoing {
+    subject: String,
+    payload: String,
+    /// A status message: kept as the latest, republished every second.
+    status: bool,
+}
+
+impl Publisher {
+    /// Starts publishing `config.segment`, which must exist (the streamer starts this after
+    /// creating it). The NATS server need not be up: the client connects when it can.
+    pub fn start(config: PublishConfig) -> Result<Publisher, BridgeError> {
+        let reader = Reader::open(&config.segment).map_err(BridgeError::Open)?;
+        let subjects = Subjects::new(&config.name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(PublishCounts::default());
+        let (tx, rx) = mpsc::channel::<Outgoing>(QUEUE);
+        let watch = {
+            let (stop, counts, subjects) = (Arc::clone(&stop), Arc::clone(&counts), subjects.clone());
+            let interval = config.interval;
+            std::thread::Builder::new()
+                .name("mtf-nats-watch".into())
+                .spawn(move || watch(reader, subjects, interval, &tx, &stop, &counts))
+                .map_err(BridgeError::Thread)?
+        };
+        let nats = {
+            let (stop, counts) = (Arc::clone(&stop), Arc::clone(&counts));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(BridgeError::Thread)?;
+            std::thread::Builder::new()
+                .name("mtf-nats".into())
+                .spawn(move || {
+                    runtime.block_on(serve(config, subjects, rx, stop, counts));
+                })
+                .map_err(BridgeError::Thread)?
+        };
+        Ok(Publisher {
+            stop,
+            counts,
+            watch: Some(watch),
+            nats: Some(nats),
+        })
+    }
+
+    /// Messages published, and forming updates dropped for a full queue.
+    pub fn counts(&self) -> (u64, u64) {
+        // Relaxed: statistics.
+        (
+            self.counts.published.load(Ordering::Relaxed),
+            self.counts.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        // Relaxed: a stop flag, no data with it; both threads look at it at least every
+        // 250 ms.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.watch.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.nats.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The watcher thread: every ring of the segment, into the queue.
+fn watch(
+    reader: Reader,
+    subjects: Subjects,
+    interval: Duration,
+    tx: &mpsc::Sender<Outgoing>,
+    stop: &AtomicBool,
+    counts: &PublishCounts,
+) {
+    let pairs: Vec<(String, Timeframe)> = reader
+        .rings()
+        .map(|r| (r.symbol().to_owned(), r.timeframe()))
+        .collect();
+    let mut watcher = Watcher::new(pairs.clone(), interval, None);
+    let mut shared = Arc::new(reader);
+    let mut events = Vec::new();
+    // Relaxed: a stop flag.
+    while !stop.load(Ordering::Relaxed) {
+        if shared.needs_reopen() {
+            if let Ok(fresh) = shared.reopen() {
+                shared = Arc::new(fresh);
+            }
+        }
+        let since = shared.changes();
+        let next = watcher.poll(Some(&shared), &mut events);
+        for e in events.drain(..) {
+            let (out, must) = match e {
+                Event::Candle { pair, json, id } => {
+                    let (symbol, tf) = &pairs[pair];
+                    (
+                        Outgoing {
+                            subject: subjects.candles(symbol, *tf),
+                            payload: json,
+                            status: false,
+                        },
+                        // A closed bar carries its resume id; it must not be dropped.
+                        id.is_some(),
+                    )
+                }
+                Event::Status(json) => (
+                    Outgoing {
+                        subject: subjects.status(),
+                        payload: json,
+                        status: true,
+                    },
+                    false,
+                ),
+            };
+            if must {
+                // Waits for room: only this thread waits, never the writer.
+                if tx.blocking_send(out).is_err() {
+                    return;
+                }
+            } else if tx.try_send(out).is_err() {
+                counts.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        push::wait(Some(&shared), Some(since), next);
+    }
+}
+
+/// The NATS task: connect, publish what the watcher sends, the status every second, and
+/// answer requests.
+async fn serve(
+    config: PublishConfig,
+    subjects: Subjects,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stop: Arc<AtomicBool>,
+    counts: Arc<PublishCounts>,
+) {
+    let client = match async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .name("mtf-streamer")
+        .connect(&config.url)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mtf-streamer: NATS {}: {e}; candles are not published", config.url);
+            return;
+        }
+    };
+    let (Ok(mut layout_req), Ok(mut history_req)) = (
+        client.subscribe(subjects.layout()).await,
+        client.subscribe(subjects.history()).await,
+    ) else {
+        eprintln!("mtf-streamer: NATS: could not subscribe to the request subjects");
+        return;
+    };
+    let reader = match Reader::open(&config.segment) {
+        Ok(r) => Arc::new(r),
+        Err(_) => return,
+    };
+    let mut reader = reader;
+    let mut last_status: Option<String> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut status_sent = Instant::now();
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                if out.status {
+                    last_status = Some(out.payload.clone());
+                    status_sent = Instant::now();
+                }
+                if client.publish(out.subject, out.payload.into()).await.is_ok() {
+                    counts.published.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(msg) = layout_req.next() => {
+                if let Some(reply) = msg.reply {
+                    let body = layout_reply(&reader);
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+            Some(msg) = history_req.next() => {
+                if let Some(reply) = msg.reply {
+                    let body = history_reply(&reader, &msg.payload);
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+            _ = tick.tick() => {
+                // Relaxed: a stop flag.
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if reader.needs_reopen() {
+                    if let Ok(fresh) = reader.reopen() {
+                        reader = Arc::new(fresh);
+                    }
+                }
+                if status_sent.elapsed() >= STATUS_EVERY {
+                    if let Some(s) = &last_status {
+                        let _ = client.publish(subjects.status(), s.clone().into()).await;
+                    }
+                    status_sent = Instant::now();
+                }
+            }
+        }
+    }
+    // What was published reaches the server before the process goes, if it can within 2 s.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+}
+
+fn layout_reply(reader: &Reader) -> String {
+    let rings = reader
+        .rings()
+        .map(|r| WireRing {
+            symbol: r.symbol().to_owned(),
+            timeframe: r.timeframe().name().to_owned(),
+            capacity: r.capacity(),
+        })
+        .collect();
+    serde_json::to_string(&LayoutReply { v: VERSION, rings }).unwrap_or_default()
+}
+
+fn history_reply(reader: &Reader, payload: &[u8]) -> String {
+    let error = |message: &str| serde_json::json!({"v": VERSION, "error": message}).to_string();
+    let Ok(req) = serde_json::from_slice::<HistoryRequest>(payload) else {
+        return error("a history request is {\"v\":1,\"symbol\":…,\"timeframe\":…,\"before\":null,\"limit\":N}");
+    };
+    if req.v != VERSION {
+        return error("unsupported version");
+    }
+    let Ok(tf) = req.timeframe.parse::<Timeframe>() else {
+        return error("unknown timeframe");
+    };
+    let Some(ring) = reader.ring(&req.symbol, tf) else {
+        return error("no such ring");
+    };
+    let mut closed = Vec::new();
+    let Ok(forming) = ring.snapshot(ring.capacity() as usize, &mut closed) else {
+        return error("ring busy");
+    };
+    let before = req.before.unwrap_or(i64::MAX);
+    let mut page: Vec<WireCandle> = closed
+        .iter()
+        .filter(|c| c.time < before && c.defect().is_none())
+        .map(WireCandle::from)
+        .collect();
+    let keep = req.limit.min(HISTORY_PAGE);
+    if page.len() > keep {
+        page.drain(..page.len() - keep);
+    }
+    serde_json::to_string(&HistoryReply {
+        v: VERSION,
+        closed: page,
+        forming: forming.filter(|_| req.before.is_none()).as_ref().map(WireCandle::from),
+    })
+    .unwrap_or_default()
+}

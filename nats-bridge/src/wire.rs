@@ -1,0 +1,247 @@
+//! What travels over NATS: subjects and payloads (docs/NATS.md is the reference for clients in
+//! other languages).
+//!
+//! - `mtf.<segment>.candles.<SYMBOL>.<TF>`: one message per change of a ring, the JSON of the
+//!   HTTP push events: `{"v":1,"type":"candle","symbol":…,"timeframe":…,"complete":…,
+//!   "candle":{…}}`. Closed bars (`complete: true`) once each, in order; forming bars at most
+//!   once per ring every `--nats-interval-ms`.
+//! - `mtf.<segment>.status`: `{"v":1,"type":"status",…}` on every change and every second.
+//! - `mtf.<segment>.req.layout` and `mtf.<segment>.req.history`: requests answered by the
+//!   origin, for mirrors that start late or come back.
+//!
+//! JSON, because it is what every other reader of this project already speaks, and because it
+//! costs nothing that matters here: the origin writes it once per change, not per tick, and a
+//! 200-byte message is far below what the link carries (docs/BENCHMARKS.md).
+
+use serde::{Deserialize, Serialize};
+use shm_core::{Candle, Timeframe};
+
+/// The payload version; a message of another version is refused with a typed error.
+pub const VERSION: u64 = 1;
+
+/// A symbol as one subject token: NATS splits subjects at `.`, and gives `*` and `>` meaning,
+/// and MT5 symbols may hold a dot (`EURUSD.pro`). Those bytes, and `%`, are written `%XX`.
+pub fn subject_token(symbol: &str) -> String {
+    let mut out = String::with_capacity(symbol.len());
+    for c in symbol.chars() {
+        match c {
+            '.' | '*' | '>' | '%' | ' ' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The subjects of one origin segment.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// The subjects of segment `name`.
+    pub fn new(name: &str) -> Subjects {
+        Subjects {
+            prefix: format!("mtf.{}", subject_token(name)),
+        }
+    }
+
+    /// Where a ring's candles go.
+    pub fn candles(&self, symbol: &str, timeframe: Timeframe) -> String {
+        format!("{}.candles.{}.{}", self.prefix, subject_token(symbol), timeframe.name())
+    }
+
+    /// Every ring's candles, for a subscription.
+    pub fn all_candles(&self) -> String {
+        format!("{}.candles.>", self.prefix)
+    }
+
+    /// The writer's status.
+    pub fn status(&self) -> String {
+        format!("{}.status", self.prefix)
+    }
+
+    /// The layout request.
+    pub fn layout(&self) -> String {
+        format!("{}.req.layout", self.prefix)
+    }
+
+    /// The history request.
+    pub fn history(&self) -> String {
+        format!("{}.req.history", self.prefix)
+    }
+}
+
+/// A candle as the JSON API writes it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct WireCandle {
+    /// Open time, epoch seconds, server time.
+    pub time: i64,
+    /// Open.
+    pub open: f64,
+    /// High.
+    pub high: f64,
+    /// Low.
+    pub low: f64,
+    /// Close.
+    pub close: f64,
+    /// Tick volume.
+    pub volume: u64,
+    /// Spread in points.
+    pub spread: i32,
+    /// Exchange volume.
+    pub real_volume: u64,
+    /// Closed (`true`) or forming.
+    pub complete: bool,
+}
+
+impl From<&Candle> for WireCandle {
+    fn from(c: &Candle) -> WireCandle {
+        WireCandle {
+            time: c.time,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.tick_volume,
+            spread: c.spread,
+            real_volume: c.real_volume,
+            complete: !c.forming,
+        }
+    }
+}
+
+impl From<&WireCandle> for Candle {
+    fn from(w: &WireCandle) -> Candle {
+        Candle {
+            time: w.time,
+            open: w.open,
+            high: w.high,
+            low: w.low,
+            close: w.close,
+            tick_volume: w.volume,
+            spread: w.spread,
+            real_volume: w.real_volume,
+            forming: !w.complete,
+            repaired: false,
+        }
+    }
+}
+
+/// A candle message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CandleMessage {
+    /// Payload version.
+    pub v: u64,
+    /// The ring's symbol.
+    pub symbol: String,
+    /// The ring's timeframe, by name.
+    pub timeframe: String,
+    /// The candle.
+    pub candle: WireCandle,
+}
+
+/// A status message (the fields a mirror uses; the rest are for people).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusMessage {
+    /// Payload version.
+    pub v: u64,
+    /// `alive`, `stalled`, `stopped`, `gone`, `replaced` or `no_segment`.
+    pub liveness: String,
+    /// The origin's feed state.
+    #[serde(default)]
+    pub feed_state: Option<String>,
+    /// Broker server time minus UTC.
+    #[serde(default)]
+    pub server_time_offset_seconds: i64,
+}
+
+/// One ring of the origin's layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRing {
+    /// Symbol.
+    pub symbol: String,
+    /// Timeframe name.
+    pub timeframe: String,
+    /// Closed candles the ring keeps.
+    pub capacity: u32,
+}
+
+/// The answer to a layout request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayoutReply {
+    /// Payload version.
+    pub v: u64,
+    /// The rings, in layout order.
+    pub rings: Vec<WireRing>,
+}
+
+/// A history request: the newest `limit` closed bars of a ring older than `before` (all if
+/// `None`), with the forming bar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// Payload version.
+    pub v: u64,
+    /// Symbol.
+    pub symbol: String,
+    /// Timeframe name.
+    pub timeframe: String,
+    /// Only bars opened before this time.
+    pub before: Option<i64>,
+    /// Most bars in the answer.
+    pub limit: usize,
+}
+
+/// The answer to a history request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryReply {
+    /// Payload version.
+    pub v: u64,
+    /// Closed bars, oldest first.
+    pub closed: Vec<WireCandle>,
+    /// The forming bar, if any.
+    pub forming: Option<WireCandle>,
+}
+
+/// Most bars in one history answer: about 200 KB of JSON, a fifth of NATS's default payload
+/// limit of 1 MB.
+pub const HISTORY_PAGE: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_with_subject_characters_become_one_token() {
+        assert_eq!(subject_token("EURUSD.pro"), "EURUSD%2Epro");
+        assert_eq!(subject_token("US30#"), "US30#");
+        assert_eq!(subject_token("A*B>C%"), "A%2AB%3EC%25");
+        let s = Subjects::new("mtf-candles");
+        assert_eq!(
+            s.candles("EURUSD.pro", Timeframe::M1),
+            "mtf.mtf-candles.candles.EURUSD%2Epro.M1"
+        );
+    }
+
+    #[test]
+    fn candles_survive_the_wire_bit_for_bit() {
+        let c = Candle {
+            time: 1_700_000_040,
+            open: 0.1 + 0.2,
+            high: 1.234_567_890_123_456_7,
+            low: 5e-324_f64.max(0.000_001),
+            close: 90_123.456_789,
+            tick_volume: 42,
+            spread: -3,
+            real_volume: 7,
+            forming: true,
+            repaired: false,
+        };
+        let json = serde_json::to_string(&WireCandle::from(&c)).unwrap();
+        let back: WireCandle = serde_json::from_str(&json).unwrap();
+        let back = Candle::from(&back);
+        assert_eq!(back.open.to_bits(), c.open.to_bits());
+        assert_eq!(back.high.to_bits(), c.high.to_bits());
+        assert_eq!(back, c);
+    }
+}

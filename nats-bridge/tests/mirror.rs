@@ -1,0 +1,233 @@
+//! The origin streamer publishing to a real `nats-server`, and `mtf-mirror` processes
+//! rebuilding its segment: identical candle by candle after a CSV replay, history for a
+//! mirror that starts late, restarts of the mirror and of NATS mid-stream, and a writer that
+//! never waits for an absent or stuck NATS. Every process is started on free loopback ports
+//! and temporary segments, and stopped even when a test fails.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mtf_tests::{free_port, wait_for_running, workspace_bin, ChildGuard, TempSegment};
+use shm_core::{Candle, FeedKind, FeedState, Liveness, Reader, SegmentPath};
+
+/// The bundled day of EURUSD M1 bars (the repository's test data), folded into M5 to D1.
+const CSV: &str = "examples/EURUSD_M1_202401020000_202401022359.csv";
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A `nats-server` on a free loopback port.
+struct Nats {
+    port: u16,
+    child: Option<ChildGuard>,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut n = Nats {
+            port: free_port(),
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    fn restart(&mut self) {
+        let port = self.port.to_string();
+        let child = match std::process::Command::new("nats-server").arg("--version").output() {
+            Ok(_) => ChildGuard::spawn("nats-server", &["-a", "127.0.0.1", "-p", &port]),
+            Err(e) => panic!(
+                "nats-server is needed for the NATS tests and is not installed ({e}); \
+                 ./scripts/setup installs Debian's nats-server"
+            ),
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        self.child = None; // ChildGuard kills and reaps on drop
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// An origin streamer on `seg`, publishing to `url` as segment name `name`, once running.
+fn origin(seg: &TempSegment, url: &str, name: &str, feed: &[&str]) -> ChildGuard {
+    let csv = root().join(CSV);
+    let feed: Vec<&str> = feed
+        .iter()
+        .map(|a| if *a == CSV { csv.to_str().unwrap() } else { a })
+        .collect();
+    let mut args = vec![
+        "--segment-path",
+        seg.path.path().to_str().unwrap(),
+        "--no-http",
+        "--nats",
+        url,
+        "--nats-name",
+        name,
+    ];
+    args.extend_from_slice(&feed);
+    let child = ChildGuard::spawn(workspace_bin("mtf-streamer"), &args);
+    wait_for_running(&seg.path);
+    child
+}
+
+fn mirror(seg: &TempSegment, url: &str, source: &str) -> ChildGuard {
+    ChildGuard::spawn(
+        workspace_bin("mtf-mirror"),
+        &[
+            "--nats",
+            url,
+            "--source-segment",
+            source,
+            "--segment-path",
+            seg.path.path().to_str().unwrap(),
+        ],
+    )
+}
+
+/// Every candle of every ring, oldest first (closed, then the forming one).
+fn all_candles(path: &SegmentPath) -> Option<Vec<(String, Vec<Candle>)>> {
+    let r = Reader::open(path).ok()?;
+    let mut out = Vec::new();
+    for ring in r.rings() {
+        let mut c = Vec::new();
+        ring.read_last(ring.capacity() as usize + 1, &mut c).ok()?;
+        out.push((format!("{} {}", ring.symbol(), ring.timeframe()), c));
+    }
+    Some(out)
+}
+
+fn feed_state(path: &SegmentPath) -> Option<FeedState> {
+    Reader::open(path).ok()?.status().feed_state
+}
+
+/// Waits until the mirror holds exactly the origin's candles; fails with the first
+/// difference.
+fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        let (a, b) = (all_candles(origin), all_candles(mirror));
+        if a.is_some() && a == b {
+            return;
+        }
+        if Instant::now() > until {
+            let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+            let diff = a
+                .iter()
+                .zip(&b)
+                .find(|(x, y)| x != y)
+                .map(|(x, y)| format!("{}: origin {} candles, mirror {} ({:?} vs {:?})", x.0, x.1.len(), y.1.len(), x.1.last(), y.1.last()));
+            panic!(
+                "the mirror is not identical: rings {} vs {}; first difference: {diff:?}",
+                a.len(),
+                b.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_mirror_is_identical_after_a_csv_replay_and_a_late_one_gets_the_history() {
+    let nats = Nats::start();
+    let (o, m1, m2) = (
+        TempSegment::new("nats-origin"),
+        TempSegment::new("nats-mirror"),
+        TempSegment::new("nats-late"),
+    );
+    let _mirror = mirror(&m1, &nats.url(), "replay");
+    let _origin = origin(&o, &nats.url(), "replay", &["--csv", CSV, "--speed", "max", "--timeframes", "M1,M5,M15,M30,H1,H4,D1"]);
+    let until = Instant::now() + Duration::from_secs(60);
+    while feed_state(&o.path) != Some(FeedState::Finished) {
+        assert!(Instant::now() < until, "the replay did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_identical(&o.path, &m1.path, Duration::from_secs(30));
+    let r = Reader::open(&m1.path).unwrap();
+    let st = r.status();
+    assert_eq!(st.feed_kind, Some(FeedKind::Mirror));
+    assert_eq!(st.liveness, Liveness::Alive);
+    assert_eq!(st.feed_state, Some(FeedState::Finished), "the origin's feed state");
+    // The day has 1,440 M1 bars: the mirror's M1 ring holds them.
+    let m1_ring = r.rings().next().unwrap();
+    assert!(m1_ring.stats().unwrap().buffered >= 1000);
+
+    // A mirror started after the replay ended gets the whole history.
+    let _late = mirror(&m2, &nats.url(), "replay");
+    wait_identical(&o.path, &m2.path, Duration::from_secs(30));
+}
+
+#[test]
+fn restarts_of_the_mirror_and_of_nats_leave_no_gap_and_no_duplicate() {
+    let mut nats = Nats::start();
+    let (o, m) = (TempSegment::new("nats-o2"), TempSegment::new("nats-m2"));
+    // A replay slow enough to run through the restarts: 1,440 bars at 200 bars/s.
+    let _origin = origin(&o, &nats.url(), "slow", &["--csv", CSV, "--speed", "12000", "--timeframes", "M1,M5,H1"]);
+    let first = mirror(&m, &nats.url(), "slow");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Kill the mirror mid-stream (ChildGuard kills on drop), and bring it back.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mirror_proc = mirror(&m, &nats.url(), "slow");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Kill NATS mid-stream, and bring it back on the same port.
+    nats.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Without the link the mirror says so, and its data is not live.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = Reader::open(&m.path).unwrap().status();
+        if st.feed_state == Some(FeedState::Disconnected) && st.liveness == Liveness::Stalled {
+            break;
+        }
+        assert!(Instant::now() < until, "the mirror still looks live without NATS: {st:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nats.restart();
+    let until = Instant::now() + Duration::from_secs(60);
+    while feed_state(&o.path) != Some(FeedState::Finished) {
+        assert!(Instant::now() < until, "the replay did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_identical(&o.path, &m.path, Duration::from_secs(30));
+    // No duplicate: every ring strictly increasing in time.
+    for (ring, candles) in all_candles(&m.path).unwrap() {
+        assert!(
+            candles.windows(2).all(|w| w[0].time < w[1].time),
+            "{ring} has a repeated or backwards bar"
+        );
+    }
+    drop(mirror_proc);
+}
+
+#[test]
+fn an_absent_or_stuck_nats_never_stalls_the_writer() {
+    // A port where nothing listens, and one where a server accepts and never answers.
+    let absent = format!("nats://127.0.0.1:{}", free_port());
+    let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_url = format!("nats://{}", stuck.local_addr().unwrap());
+    for url in [absent, stuck_url] {
+        let o = TempSegment::new("nats-absent");
+        let _origin = origin(&o, &url, "x", &["--csv", CSV, "--speed", "max"]);
+        let until = Instant::now() + Duration::from_secs(30);
+        while feed_state(&o.path) != Some(FeedState::Finished) {
+            assert!(Instant::now() < until, "the replay stalled with NATS at {url}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st = Reader::open(&o.path).unwrap().status();
+        assert_eq!(st.liveness, Liveness::Alive);
+        assert!(st.counters.get(shm_core::Counter::BarsClosed) > 1000);
+    }
+    drop(stuck);
+}
