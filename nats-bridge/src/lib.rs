@@ -59,7 +59,9 @@ impl fmt::Display for BridgeError {
             BridgeError::Thread(_) => f.write_str("cannot start the NATS thread"),
             BridgeError::Connect(_) => f.write_str("cannot set up the NATS client"),
             BridgeError::Subscribe(_) => f.write_str("NATS refused a subscription"),
-            BridgeError::Request(_) => f.write_str("the origin did not answer (is its streamer running with --nats?)"),
+            BridgeError::Request(_) => {
+                f.write_str("the origin did not answer (is its streamer running with --nats?)")
+            }
             BridgeError::RequestTimedOut => f.write_str("the origin did not answer within 2 s"),
             BridgeError::Payload(_) => f.write_str("a message is not the JSON it should be"),
             BridgeError::Version { found } => write!(
@@ -67,7 +69,9 @@ impl fmt::Display for BridgeError {
                 "a message of payload version {found}; this build speaks version {}",
                 wire::VERSION
             ),
-            BridgeError::Timeframe(_) => f.write_str("the origin's layout has a timeframe this build does not know"),
+            BridgeError::Timeframe(_) => {
+                f.write_str("the origin's layout has a timeframe this build does not know")
+            }
             BridgeError::Layout(_) => f.write_str("the origin's layout cannot be built here"),
         }
     }

@@ -137,7 +137,10 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
 
 impl Mirror {
     fn origin_is_alive(&self) -> bool {
-        self.origin_alive && self.origin_seen.is_some_and(|t| t.elapsed() < ORIGIN_SILENT)
+        self.origin_alive
+            && self
+                .origin_seen
+                .is_some_and(|t| t.elapsed() < ORIGIN_SILENT)
     }
 
     /// Says what the readers should see: live data only while the link is up and the origin's
@@ -227,7 +230,10 @@ impl Mirror {
         }
         let mut wanted = Layout::new();
         for r in &layout.rings {
-            let tf = r.timeframe.parse::<Timeframe>().map_err(BridgeError::Timeframe)?;
+            let tf = r
+                .timeframe
+                .parse::<Timeframe>()
+                .map_err(BridgeError::Timeframe)?;
             wanted
                 .add_ring(&r.symbol, tf, r.capacity)
                 .map_err(BridgeError::Layout)?;

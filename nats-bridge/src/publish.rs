@@ -90,7 +90,8 @@ impl Publisher {
         let counts = Arc::new(PublishCounts::default());
         let (tx, rx) = mpsc::channel::<Outgoing>(QUEUE);
         let watch = {
-            let (stop, counts, subjects) = (Arc::clone(&stop), Arc::clone(&counts), subjects.clone());
+            let (stop, counts, subjects) =
+                (Arc::clone(&stop), Arc::clone(&counts), subjects.clone());
             let interval = config.interval;
             std::thread::Builder::new()
                 .name("mtf-nats-watch".into())
@@ -220,7 +221,10 @@ async fn serve(
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mtf-streamer: NATS {}: {e}; candles are not published", config.url);
+            eprintln!(
+                "mtf-streamer: NATS {}: {e}; candles are not published",
+                config.url
+            );
             return;
         }
     };
@@ -329,7 +333,10 @@ fn history_reply(reader: &Reader, payload: &[u8]) -> String {
     serde_json::to_string(&HistoryReply {
         v: VERSION,
         closed: page,
-        forming: forming.filter(|_| req.before.is_none()).as_ref().map(WireCandle::from),
+        forming: forming
+            .filter(|_| req.before.is_none())
+            .as_ref()
+            .map(WireCandle::from),
     })
     .unwrap_or_default()
 }

@@ -48,7 +48,12 @@ impl Subjects {
 
     /// Where a ring's candles go.
     pub fn candles(&self, symbol: &str, timeframe: Timeframe) -> String {
-        format!("{}.candles.{}.{}", self.prefix, subject_token(symbol), timeframe.name())
+        format!(
+            "{}.candles.{}.{}",
+            self.prefix,
+            subject_token(symbol),
+            timeframe.name()
+        )
     }
 
     /// Every ring's candles, for a subscription.

@@ -36,7 +36,10 @@ impl Nats {
 
     fn restart(&mut self) {
         let port = self.port.to_string();
-        let child = match std::process::Command::new("nats-server").arg("--version").output() {
+        let child = match std::process::Command::new("nats-server")
+            .arg("--version")
+            .output()
+        {
             Ok(_) => ChildGuard::spawn("nats-server", &["-a", "127.0.0.1", "-p", &port]),
             Err(e) => panic!(
                 "nats-server is needed for the NATS tests and is not installed ({e}); \
@@ -123,11 +126,16 @@ fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath, within: Duration) 
         }
         if Instant::now() > until {
             let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
-            let diff = a
-                .iter()
-                .zip(&b)
-                .find(|(x, y)| x != y)
-                .map(|(x, y)| format!("{}: origin {} candles, mirror {} ({:?} vs {:?})", x.0, x.1.len(), y.1.len(), x.1.last(), y.1.last()));
+            let diff = a.iter().zip(&b).find(|(x, y)| x != y).map(|(x, y)| {
+                format!(
+                    "{}: origin {} candles, mirror {} ({:?} vs {:?})",
+                    x.0,
+                    x.1.len(),
+                    y.1.len(),
+                    x.1.last(),
+                    y.1.last()
+                )
+            });
             panic!(
                 "the mirror is not identical: rings {} vs {}; first difference: {diff:?}",
                 a.len(),
@@ -147,7 +155,19 @@ fn a_mirror_is_identical_after_a_csv_replay_and_a_late_one_gets_the_history() {
         TempSegment::new("nats-late"),
     );
     let _mirror = mirror(&m1, &nats.url(), "replay");
-    let _origin = origin(&o, &nats.url(), "replay", &["--csv", CSV, "--speed", "max", "--timeframes", "M1,M5,M15,M30,H1,H4,D1"]);
+    let _origin = origin(
+        &o,
+        &nats.url(),
+        "replay",
+        &[
+            "--csv",
+            CSV,
+            "--speed",
+            "max",
+            "--timeframes",
+            "M1,M5,M15,M30,H1,H4,D1",
+        ],
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while feed_state(&o.path) != Some(FeedState::Finished) {
         assert!(Instant::now() < until, "the replay did not finish");
@@ -158,7 +178,11 @@ fn a_mirror_is_identical_after_a_csv_replay_and_a_late_one_gets_the_history() {
     let st = r.status();
     assert_eq!(st.feed_kind, Some(FeedKind::Mirror));
     assert_eq!(st.liveness, Liveness::Alive);
-    assert_eq!(st.feed_state, Some(FeedState::Finished), "the origin's feed state");
+    assert_eq!(
+        st.feed_state,
+        Some(FeedState::Finished),
+        "the origin's feed state"
+    );
     // The day has 1,440 M1 bars: the mirror's M1 ring holds them.
     let m1_ring = r.rings().next().unwrap();
     assert!(m1_ring.stats().unwrap().buffered >= 1000);
@@ -173,7 +197,12 @@ fn restarts_of_the_mirror_and_of_nats_leave_no_gap_and_no_duplicate() {
     let mut nats = Nats::start();
     let (o, m) = (TempSegment::new("nats-o2"), TempSegment::new("nats-m2"));
     // A replay slow enough to run through the restarts: 1,440 bars at 200 bars/s.
-    let _origin = origin(&o, &nats.url(), "slow", &["--csv", CSV, "--speed", "12000", "--timeframes", "M1,M5,H1"]);
+    let _origin = origin(
+        &o,
+        &nats.url(),
+        "slow",
+        &["--csv", CSV, "--speed", "12000", "--timeframes", "M1,M5,H1"],
+    );
     let first = mirror(&m, &nats.url(), "slow");
     std::thread::sleep(Duration::from_millis(1500));
     // Kill the mirror mid-stream (ChildGuard kills on drop), and bring it back.
@@ -191,7 +220,10 @@ fn restarts_of_the_mirror_and_of_nats_leave_no_gap_and_no_duplicate() {
         if st.feed_state == Some(FeedState::Disconnected) && st.liveness == Liveness::Stalled {
             break;
         }
-        assert!(Instant::now() < until, "the mirror still looks live without NATS: {st:?}");
+        assert!(
+            Instant::now() < until,
+            "the mirror still looks live without NATS: {st:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     nats.restart();
@@ -222,7 +254,10 @@ fn an_absent_or_stuck_nats_never_stalls_the_writer() {
         let _origin = origin(&o, &url, "x", &["--csv", CSV, "--speed", "max"]);
         let until = Instant::now() + Duration::from_secs(30);
         while feed_state(&o.path) != Some(FeedState::Finished) {
-            assert!(Instant::now() < until, "the replay stalled with NATS at {url}");
+            assert!(
+                Instant::now() < until,
+                "the replay stalled with NATS at {url}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let st = Reader::open(&o.path).unwrap().status();

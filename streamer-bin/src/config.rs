@@ -100,7 +100,9 @@ pub fn parse_nats_url(s: &str) -> Result<String, String> {
     if ok {
         Ok(format!("nats://{rest}"))
     } else {
-        Err(format!("expected a NATS address like nats://127.0.0.1:4222, found {s:?}"))
+        Err(format!(
+            "expected a NATS address like nats://127.0.0.1:4222, found {s:?}"
+        ))
     }
 }
 

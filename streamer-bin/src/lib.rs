@@ -354,11 +354,10 @@ fn start_nats(config: &Config) -> Result<Option<nats_bridge::Publisher>, Streame
         return Ok(None);
     };
     let name = config.nats_name.clone().unwrap_or_else(|| {
-        config
-            .segment
-            .path()
-            .file_name()
-            .map_or_else(|| "mtf-candles".into(), |n| n.to_string_lossy().into_owned())
+        config.segment.path().file_name().map_or_else(
+            || "mtf-candles".into(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     });
     nats_bridge::Publisher::start(nats_bridge::PublishConfig {
         url: url.clone(),

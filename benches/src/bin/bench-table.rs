@@ -56,7 +56,7 @@ fn main() {
         }
     }
     let mut stamps = Vec::new();
-    for name in ["xproc", "load", "push"] {
+    for name in ["xproc", "load", "push", "nats"] {
         let path = results.join(format!("{name}.json"));
         let Some(doc) = std::fs::read_to_string(&path)
             .ok()

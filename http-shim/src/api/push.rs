@@ -278,7 +278,9 @@ impl Watcher {
                 "server_time_offset_seconds": s.server_time_offset_s,
                 "writer_pid": s.writer_pid,
             }),
-            _ => json!({"v": EVENT_VERSION, "type": "status", "running": false, "liveness": "no_segment"}),
+            _ => {
+                json!({"v": EVENT_VERSION, "type": "status", "running": false, "liveness": "no_segment"})
+            }
         };
         out.push(Event::Status(body.to_string()));
     }
