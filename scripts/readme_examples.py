@@ -10,7 +10,7 @@ how to run it (the default is: run it and expect exit status 0 within 10 minutes
     <!-- example: stop -->                     first Ctrl-C every background example, and wait
     <!-- example: skip reason="WHY" -->        not run here; printed with its reason
 
-As the README says, `mtf-streamer`, `mtf-shim` and `mtf-monitor` stand for `cargo run --release
+As the README says, `mtf-streamer`, `mtf-shim`, `mtf-monitor` and `mtf-mirror` stand for `cargo run --release
 --bin NAME --`; the shell gets functions of those names that do exactly that.
 
 The README uses the default segment (/dev/shm/mtf-candles) and ports (8000, 18812). So that it
@@ -31,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELUDE = "".join(
     '%s() { cargo run --quiet --release --bin %s -- "$@"; }\n' % (b, b)
-    for b in ("mtf-streamer", "mtf-shim", "mtf-monitor")
+    for b in ("mtf-streamer", "mtf-shim", "mtf-monitor", "mtf-mirror")
 )
 FOREGROUND_LIMIT = 600
 UNTIL_LIMIT = 900  # the first example builds the release binaries

@@ -124,7 +124,14 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                 if connected && !synced && due && m.origin_is_alive() {
                     last_sync_try = Some(Instant::now());
                     match m.sync(&client, &subjects).await {
-                        Ok(()) => synced = true,
+                        Ok(()) => {
+                            println!(
+                                "mtf-mirror: caught up with {}: {} rings",
+                                m.config.source,
+                                m.rings.len()
+                            );
+                            synced = true;
+                        }
                         Err(e) => eprintln!("mtf-mirror: catching up from the origin failed ({e}); retrying"),
                     }
                 }
