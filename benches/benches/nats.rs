@@ -286,6 +286,8 @@ fn main() {
         "## NATS harness ({})",
         shm_core::iso8601_ms((shm_core::now_ns() / 1_000_000) as i64)
     );
+    // Built before any writer exists, so that no writer waits for the compiler.
+    release_bin("nats-bridge", "mtf-mirror");
     let mut rows = Vec::new();
     match nats_server() {
         Some((_server, url)) => {

@@ -134,6 +134,8 @@ fn latency(rows: &mut Vec<Row>) {
     let seg = TempSegment::new("push-latency");
     let (mut w, start) = writer(&seg);
     let (shim, port) = spawn_shim(&seg);
+    // A fresh heartbeat: building the shim may have taken longer than the stall threshold.
+    w.heartbeat();
     let mut stream = open_stream(port, "symbols=BTCUSDc&timeframes=M1&interval_ms=10");
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -303,6 +305,8 @@ fn main() {
         shm_core::iso8601_ms((shm_core::now_ns() / 1_000_000) as i64)
     );
     raise_open_files();
+    // Built before any writer exists, so that no writer waits for the compiler.
+    release_bin("http-shim", "mtf-shim");
     let mut rows = Vec::new();
     latency(&mut rows);
     fan_out(&mut rows);

@@ -37,6 +37,8 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Most bytes of responses being written at once, over all connections.
 pub const MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// Connections waiting to be accepted, at most.
+const LISTEN_BACKLOG: i32 = 4096;
 /// Idle keep-alive timeout when the server is near its connection cap.
 const BUSY_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -189,6 +191,10 @@ impl Server {
     /// Binds `addr` and serves `handler` from a background thread.
     pub fn start(addr: SocketAddr, limits: Limits, handler: Arc<Handler>) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
+        // std listens with a backlog of 128; a burst of clients (a thousand event streams
+        // reconnecting after a restart) would overflow it and see resets. Listening again
+        // only raises the queue's length (the kernel caps it at net.core.somaxconn).
+        let _ = rustix::net::listen(&listener, LISTEN_BACKLOG);
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
