@@ -20,22 +20,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use http_shim::{Shim, ShimConfig};
-use mtf_benches::{keep_alive_request, release_streamer, save_rows, Row, CANDLES_REQUEST};
+use mtf_benches::{
+    keep_alive_request, quantiles, release_streamer, save_rows, Row, CANDLES_REQUEST,
+};
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Candle, Layout, Reader, Timeframe, Writer, WriterState};
-
-fn quantiles(h: &Histogram<u64>, unit: &str, div: f64) -> String {
-    let q = |p: f64| h.value_at_quantile(p) as f64 / div;
-    format!(
-        "p50 {:.2} {unit}, p90 {:.2} {unit}, p99 {:.2} {unit}, p99.9 {:.2} {unit}, max {:.2} {unit} ({} samples)",
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        q(0.999),
-        h.max() as f64 / div,
-        h.len()
-    )
-}
 
 fn full_writer(seg: &TempSegment) -> Writer {
     let mut layout = Layout::new();

@@ -16,25 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mtf_benches::{release_bin, save_rows, Row};
-use mtf_tests::{free_port, ChildGuard, TempSegment};
+use mtf_benches::{quantiles, release_bin, save_rows, Row};
+use mtf_tests::{free_port, spawn_mirror, spawn_nats_server, ChildGuard, TempSegment};
 use nats_bridge::{PublishConfig, Publisher};
 use shm_core::{Candle, Layout, Reader, Timeframe, Writer};
 
-fn nats_server() -> Option<(ChildGuard, String)> {
-    std::process::Command::new("nats-server")
-        .arg("--version")
-        .output()
-        .ok()?;
+fn nats_server() -> Result<(ChildGuard, String), String> {
     let port = free_port();
-    let p = port.to_string();
-    let child = ChildGuard::spawn("nats-server", &["-a", "127.0.0.1", "-p", &p]);
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((child, format!("nats://127.0.0.1:{port}")))
+    let child = spawn_nats_server(port)?;
+    Ok((child, format!("nats://127.0.0.1:{port}")))
 }
 
 fn writer(seg: &TempSegment) -> (Writer, i64) {
@@ -59,17 +49,11 @@ fn publisher(seg: &TempSegment, url: &str, name: &str, interval: Duration) -> Pu
 }
 
 fn mirror(url: &str, source: &str, seg: &TempSegment) -> ChildGuard {
-    let bin = release_bin("nats-bridge", "mtf-mirror");
-    ChildGuard::spawn(
-        &bin,
-        &[
-            "--nats",
-            url,
-            "--source-segment",
-            source,
-            "--segment-path",
-            seg.path.path().to_str().unwrap(),
-        ],
+    spawn_mirror(
+        &release_bin("nats-bridge", "mtf-mirror"),
+        url,
+        source,
+        &seg.path,
     )
 }
 
@@ -206,14 +190,7 @@ fn latency(rows: &mut Vec<Row>, url: &str) {
     let h = watcher.join().unwrap();
     drop(p);
     let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
-    println!(
-        "- {} of {TICKS} ticks timed: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-        h.len(),
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        h.max() as f64 / 1000.0
-    );
+    println!("- of {TICKS} ticks, timed: {}", quantiles(&h, "µs", 1000.0));
     rows.push(Row {
         measure: "origin tick → visible in the mirror's segment (NATS, loopback), p50 / p99".into(),
         result: format!("{:.0} µs / {:.0} µs", q(0.5), q(0.99)),
@@ -290,16 +267,16 @@ fn main() {
     release_bin("nats-bridge", "mtf-mirror");
     let mut rows = Vec::new();
     match nats_server() {
-        Some((_server, url)) => {
+        Ok((_server, url)) => {
             tick_path(&mut rows, &url);
             latency(&mut rows, &url);
             ten_mirrors(&mut rows, &url);
         }
-        None => {
-            println!("- NOT MEASURED: nats-server is not installed (./scripts/setup installs it)");
+        Err(why) => {
+            println!("- NOT MEASURED: {why}");
             rows.push(Row {
                 measure: "NATS harness".into(),
-                result: "NOT MEASURED: nats-server is not installed".into(),
+                result: format!("NOT MEASURED: {why}"),
                 target: String::new(),
                 met: None,
             });

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mtf_benches::{release_bin, save_rows, Row};
+use mtf_benches::{quantiles, release_bin, save_rows, Row};
 use mtf_tests::{ChildGuard, TempSegment};
 use shm_core::{Candle, Layout, Timeframe, Writer};
 
@@ -181,12 +181,9 @@ fn latency(rows: &mut Vec<Row>) {
     drop(shim);
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     println!(
-        "- {} events timed: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        "- {} events timed: {}",
         h.len(),
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        h.max() as f64 / 1000.0
+        quantiles(&h, "µs", 1000.0)
     );
     rows.push(Row {
         measure: "tick → SSE event at a local client, p50 / p99".into(),

@@ -76,6 +76,21 @@ pub struct Row {
     pub met: Option<bool>,
 }
 
+/// The percentiles of `h` in `unit` (its values divided by `div`): p50, p90, p99, p99.9, max,
+/// and the count.
+pub fn quantiles(h: &hdrhistogram::Histogram<u64>, unit: &str, div: f64) -> String {
+    let q = |p: f64| h.value_at_quantile(p) as f64 / div;
+    format!(
+        "p50 {:.2} {unit}, p90 {:.2} {unit}, p99 {:.2} {unit}, p99.9 {:.2} {unit}, max {:.2} {unit} ({} samples)",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max() as f64 / div,
+        h.len()
+    )
+}
+
 /// Writes `rows` as `target/mtf-bench/<name>.json` for `bench-table`.
 pub fn save_rows(name: &str, rows: &[Row]) {
     let dir = results_dir();

@@ -41,20 +41,11 @@ impl SseClient {
         }
         request.push_str("\r\n");
         conn.get_mut().write_all(request.as_bytes()).unwrap();
-        let mut line = String::new();
-        conn.read_line(&mut line).unwrap();
-        let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut length = None;
-        loop {
-            line.clear();
-            conn.read_line(&mut line).unwrap();
-            if line.trim_end().is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = Some(v.trim().parse::<usize>().unwrap());
-            }
-        }
+        let (status, headers) = read_response_head(&mut conn);
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse::<usize>().unwrap());
         let mut body = String::new();
         if let Some(n) = length {
             let mut b = vec![0; n];

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -46,20 +46,7 @@ fn exchange(
     }
     request.push_str("\r\n");
     conn.get_mut().write_all(request.as_bytes()).unwrap();
-    let mut line = String::new();
-    conn.read_line(&mut line).unwrap();
-    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        conn.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (n, v) = l.split_once(':').unwrap();
-        headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
-    }
+    let (status, headers) = read_response_head(conn);
     let length = headers
         .iter()
         .find(|(n, _)| n == "content-length")

@@ -8,7 +8,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mtf_tests::{free_port, wait_for_running, workspace_bin, ChildGuard, TempSegment};
+use mtf_tests::{
+    free_port, spawn_mirror, spawn_nats_server, wait_for_running, workspace_bin, ChildGuard,
+    TempSegment,
+};
 use shm_core::{Candle, FeedKind, FeedState, Liveness, Reader, SegmentPath};
 
 /// The bundled day of EURUSD M1 bars (the repository's test data), folded into M5 to D1.
@@ -35,23 +38,7 @@ impl Nats {
     }
 
     fn restart(&mut self) {
-        let port = self.port.to_string();
-        let child = match std::process::Command::new("nats-server")
-            .arg("--version")
-            .output()
-        {
-            Ok(_) => ChildGuard::spawn("nats-server", &["-a", "127.0.0.1", "-p", &port]),
-            Err(e) => panic!(
-                "nats-server is needed for the NATS tests and is not installed ({e}); \
-                 ./scripts/setup installs Debian's nats-server"
-            ),
-        };
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
+        self.child = Some(spawn_nats_server(self.port).unwrap_or_else(|why| panic!("{why}")));
     }
 
     fn kill(&mut self) {
@@ -86,17 +73,7 @@ fn origin(seg: &TempSegment, url: &str, name: &str, feed: &[&str]) -> ChildGuard
 }
 
 fn mirror(seg: &TempSegment, url: &str, source: &str) -> ChildGuard {
-    ChildGuard::spawn(
-        workspace_bin("mtf-mirror"),
-        &[
-            "--nats",
-            url,
-            "--source-segment",
-            source,
-            "--segment-path",
-            seg.path.path().to_str().unwrap(),
-        ],
-    )
+    spawn_mirror(&workspace_bin("mtf-mirror"), url, source, &seg.path)
 }
 
 /// Every candle of every ring, oldest first (closed, then the forming one).

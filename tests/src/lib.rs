@@ -307,6 +307,46 @@ pub fn spawn_shim(segment: &std::path::Path) -> (ChildGuard, String) {
     (shim, addr)
 }
 
+/// A `nats-server` on `port` of the loopback, once it accepts connections; `Err` says why not
+/// (not installed: `./scripts/setup` installs Debian's `nats-server`).
+pub fn spawn_nats_server(port: u16) -> Result<ChildGuard, String> {
+    Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("nats-server is not installed ({e}); ./scripts/setup installs it"))?;
+    let p = port.to_string();
+    let child = ChildGuard::spawn("nats-server", &["-a", "127.0.0.1", "-p", &p]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > until {
+            return Err(format!("nats-server did not start on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// An `mtf-mirror` (the binary at `bin`) rebuilding segment `source` of the NATS server at
+/// `url` into `segment`.
+pub fn spawn_mirror(
+    bin: &std::path::Path,
+    url: &str,
+    source: &str,
+    segment: &shm_core::SegmentPath,
+) -> ChildGuard {
+    ChildGuard::spawn(
+        bin,
+        &[
+            "--nats",
+            url,
+            "--source-segment",
+            source,
+            "--segment-path",
+            segment.path().to_str().expect("utf-8 path"),
+        ],
+    )
+}
+
 /// A small deterministic generator for randomized tests (a 64-bit LCG; fixed, so a failure
 /// replays exactly).
 pub struct Lcg(pub u64);

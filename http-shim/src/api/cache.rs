@@ -122,7 +122,7 @@ impl Entry {
 
 /// Whether two candles write the same JSON: every written field equal, floats by their bits
 /// (so `-0.0` and `0.0`, which print differently, are told apart).
-fn same_bits(a: &Candle, b: &Candle) -> bool {
+pub(super) fn same_bits(a: &Candle, b: &Candle) -> bool {
     a.time == b.time
         && a.open.to_bits() == b.open.to_bits()
         && a.high.to_bits() == b.high.to_bits()

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shm_core::{Candle, ChangeToken, FeedState, Liveness, Reader, Timeframe, WaitOutcome};
 
+use super::cache::same_bits;
 use super::json::write_candle;
 
 /// The version of the events' JSON (`v`), shared by every transport that carries them: server-
@@ -240,7 +241,7 @@ impl Watcher {
             };
             if !latest.forming
                 || latest.defect().is_some()
-                || f.forming_sent.is_some_and(|s| same(&s, &latest))
+                || f.forming_sent.is_some_and(|s| same_bits(&s, &latest))
             {
                 continue;
             }
@@ -290,18 +291,6 @@ impl Watcher {
 fn resume_id(times: &[i64]) -> String {
     let times: Vec<String> = times.iter().map(|t| t.max(&0).to_string()).collect();
     times.join(",")
-}
-
-/// Whether two candles carry the same values.
-fn same(a: &Candle, b: &Candle) -> bool {
-    a.time == b.time
-        && a.open.to_bits() == b.open.to_bits()
-        && a.high.to_bits() == b.high.to_bits()
-        && a.low.to_bits() == b.low.to_bits()
-        && a.close.to_bits() == b.close.to_bits()
-        && a.tick_volume == b.tick_volume
-        && a.spread == b.spread
-        && a.real_volume == b.real_volume
 }
 
 /// One candle event's JSON: the candle as `/streamer/candles` writes it, with its ring.

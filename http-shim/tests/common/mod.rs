@@ -137,6 +137,29 @@ pub fn get(shim: &Shim, path: &str) -> (u16, Value) {
     )
 }
 
+/// Reads a response's status line and headers from `conn` (names lower-cased), leaving the
+/// body to read.
+pub fn read_response_head(
+    conn: &mut std::io::BufReader<TcpStream>,
+) -> (u16, Vec<(String, String)>) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        conn.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            return (status, headers);
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+}
+
 /// Sends raw bytes, returns everything the server sent until it closed.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
