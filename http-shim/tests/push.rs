@@ -12,7 +12,7 @@ use common::*;
 use http_shim::Limits;
 use mtf_tests::TempSegment;
 use serde_json::Value;
-use shm_core::{Candle, Layout, Reader, Timeframe, Writer};
+use shm_core::{Candle, Layout, Timeframe, Writer};
 
 /// One server-sent event.
 #[derive(Debug, Clone)]
@@ -110,17 +110,6 @@ fn write(feed: &Feed, f: impl FnOnce(&mut Writer)) {
     let w = guard.as_mut().unwrap();
     f(w);
     w.notify();
-}
-
-/// The forming BTCUSDc M1 candle of the feed.
-fn forming(seg: &TempSegment) -> Candle {
-    Reader::open(&seg.path)
-        .unwrap()
-        .ring("BTCUSDc", Timeframe::M1)
-        .unwrap()
-        .latest()
-        .unwrap()
-        .unwrap()
 }
 
 #[test]

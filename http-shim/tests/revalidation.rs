@@ -107,14 +107,7 @@ fn cached_answers_equal_fresh_ones_through_ticks_closes_amends_and_restarts() {
     check_every_shape(&seg, &mut conn, "first answers (the cache builds)");
     check_every_shape(&seg, &mut conn, "second answers (from the cache)");
 
-    let now_min = Reader::open(&seg.path)
-        .unwrap()
-        .ring("BTCUSDc", Timeframe::M1)
-        .unwrap()
-        .latest()
-        .unwrap()
-        .unwrap()
-        .time;
+    let now_min = forming(&seg).time;
     let with_writer = |f: &mut dyn FnMut(&mut Writer)| {
         let mut guard = feed.writer.lock().unwrap();
         f(guard.as_mut().unwrap());
@@ -203,13 +196,7 @@ fn an_unchanged_answer_is_304_until_a_tick_changes_it() {
         let mut guard = feed.writer.lock().unwrap();
         let w = guard.as_mut().unwrap();
         let m1 = w.ring("BTCUSDc", Timeframe::M1).unwrap();
-        let reader = Reader::open(&seg.path).unwrap();
-        let forming = reader
-            .ring("BTCUSDc", Timeframe::M1)
-            .unwrap()
-            .latest()
-            .unwrap()
-            .unwrap();
+        let forming = forming(&seg);
         w.update_forming(m1, &candle(forming.time, forming.close + 0.5));
     }
     let ticked = exchange(&mut conn, "GET", path, &[("If-None-Match", &tag)]);

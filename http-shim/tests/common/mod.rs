@@ -137,6 +137,17 @@ pub fn get(shim: &Shim, path: &str) -> (u16, Value) {
     )
 }
 
+/// The newest BTCUSDc M1 candle of the feed (its forming one).
+pub fn forming(seg: &TempSegment) -> Candle {
+    shm_core::Reader::open(&seg.path)
+        .unwrap()
+        .ring("BTCUSDc", Timeframe::M1)
+        .unwrap()
+        .latest()
+        .unwrap()
+        .unwrap()
+}
+
 /// Reads a response's status line and headers from `conn` (names lower-cased), leaving the
 /// body to read.
 pub fn read_response_head(
