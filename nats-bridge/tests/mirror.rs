@@ -221,6 +221,43 @@ fn restarts_of_the_mirror_and_of_nats_leave_no_gap_and_no_duplicate() {
 }
 
 #[test]
+fn a_mirror_catches_up_after_its_origin_is_killed_and_restarted() {
+    let nats = Nats::start();
+    let (o, m) = (TempSegment::new("nats-o3"), TempSegment::new("nats-m3"));
+    let feed = ["--csv", CSV, "--speed", "12000", "--timeframes", "M1,M5,H1"];
+    let first = origin(&o, &nats.url(), "restart", &feed);
+    let _mirror = mirror(&m, &nats.url(), "restart");
+    std::thread::sleep(Duration::from_millis(2000));
+    // SIGKILL: no clean stop, no last status.
+    drop(first);
+    // The mirror notices within the origin's silence limit, and says so.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = Reader::open(&m.path).unwrap().status();
+        if st.feed_state == Some(FeedState::Disconnected) && st.liveness == Liveness::Stalled {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the mirror still looks live without its origin: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The origin comes back on its segment (a warm restart) and replays to the end.
+    let _second = origin(&o, &nats.url(), "restart", &feed);
+    let until = Instant::now() + Duration::from_secs(60);
+    while feed_state(&o.path) != Some(FeedState::Finished) {
+        assert!(Instant::now() < until, "the replay did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_identical(&o.path, &m.path, Duration::from_secs(30));
+    assert_eq!(
+        Reader::open(&m.path).unwrap().status().liveness,
+        Liveness::Alive
+    );
+}
+
+#[test]
 fn an_absent_or_stuck_nats_never_stalls_the_writer() {
     // A port where nothing listens, and one where a server accepts and never answers.
     let absent = format!("nats://127.0.0.1:{}", free_port());
