@@ -89,8 +89,12 @@ pub struct Config {
 /// `nats_interval_ms` when none is given.
 pub const DEFAULT_NATS_INTERVAL_MS: u64 = 50;
 
-/// A NATS server address, checked: `nats://HOST:PORT` (or `HOST:PORT`, as the client takes).
+/// A NATS server address, checked: `nats://HOST:PORT`, `tls://HOST:PORT` (TLS to the server,
+/// which async-nats speaks through rustls), or `HOST:PORT`.
 pub fn parse_nats_url(s: &str) -> Result<String, String> {
+    if let Some(rest) = s.strip_prefix("tls://") {
+        return parse_nats_url(rest).map(|u| u.replacen("nats://", "tls://", 1));
+    }
     let rest = s.strip_prefix("nats://").unwrap_or(s);
     let ok = !rest.is_empty()
         && !rest.contains(char::is_whitespace)
@@ -638,5 +642,34 @@ mod tests {
             c.apply_buffer_flags(&["M1".into()]).unwrap_err().field,
             "--buffer"
         );
+    }
+
+    #[test]
+    fn nats_addresses_are_checked() {
+        assert_eq!(
+            parse_nats_url("127.0.0.1:4222").as_deref(),
+            Ok("nats://127.0.0.1:4222")
+        );
+        assert_eq!(
+            parse_nats_url("nats://h:4222").as_deref(),
+            Ok("nats://h:4222")
+        );
+        assert_eq!(
+            parse_nats_url("tls://h:4222").as_deref(),
+            Ok("tls://h:4222")
+        );
+        for bad in [
+            "",
+            "nats://",
+            "h",
+            "h:0",
+            "h:99999",
+            "nats://a b:1",
+            "tls://x",
+        ] {
+            assert!(parse_nats_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_nats_interval(0).is_err());
+        assert_eq!(parse_nats_interval(50), Ok(50));
     }
 }
