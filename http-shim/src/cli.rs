@@ -74,11 +74,12 @@ pub fn main() -> ExitCode {
             return mtf_cli::report("mtf-shim", &e, code);
         }
     };
+    // The handlers first: whoever reads the banner may signal at once.
+    let stop = mtf_cli::stop_flag();
     println!(
         "mtf-shim: serving segment {segment} on http://{}/streamer/status",
         shim.local_addr()
     );
-    let stop = mtf_cli::stop_flag();
     // Relaxed: the signal handler's flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

@@ -28,11 +28,12 @@ pub fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return mtf_cli::report("mtf-mirror", &e, mtf_cli::EXIT_CONFIG),
     };
+    // The handlers first: whoever reads the banner may signal at once.
+    let stop = mtf_cli::stop_flag();
     println!(
         "mtf-mirror: mirroring {} from {} into {segment}",
         cli.source_segment, cli.nats
     );
-    let stop = mtf_cli::stop_flag();
     let config = MirrorConfig {
         url: cli.nats,
         source: cli.source_segment,
