@@ -88,6 +88,23 @@ fn all_candles(path: &SegmentPath) -> Option<Vec<(String, Vec<Candle>)>> {
     Some(out)
 }
 
+/// Waits until the mirror at `path` says it is not live: `disconnected`, and its writer
+/// stalled (no heartbeat), so that no reader takes its candles for live ones.
+fn wait_not_live(path: &SegmentPath, when: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = Reader::open(path).unwrap().status();
+        if st.feed_state == Some(FeedState::Disconnected) && st.liveness == Liveness::Stalled {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the mirror still looks live {when}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn feed_state(path: &SegmentPath) -> Option<FeedState> {
     Reader::open(path).ok()?.status().feed_state
 }
@@ -191,18 +208,7 @@ fn restarts_of_the_mirror_and_of_nats_leave_no_gap_and_no_duplicate() {
     nats.kill();
     std::thread::sleep(Duration::from_millis(1500));
     // Without the link the mirror says so, and its data is not live.
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = Reader::open(&m.path).unwrap().status();
-        if st.feed_state == Some(FeedState::Disconnected) && st.liveness == Liveness::Stalled {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the mirror still looks live without NATS: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_not_live(&m.path, "without NATS");
     nats.restart();
     let until = Instant::now() + Duration::from_secs(60);
     while feed_state(&o.path) != Some(FeedState::Finished) {
@@ -231,18 +237,7 @@ fn a_mirror_catches_up_after_its_origin_is_killed_and_restarted() {
     // SIGKILL: no clean stop, no last status.
     drop(first);
     // The mirror notices within the origin's silence limit, and says so.
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = Reader::open(&m.path).unwrap().status();
-        if st.feed_state == Some(FeedState::Disconnected) && st.liveness == Liveness::Stalled {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the mirror still looks live without its origin: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_not_live(&m.path, "without its origin");
     // The origin comes back on its segment (a warm restart) and replays to the end.
     let _second = origin(&o, &nats.url(), "restart", &feed);
     let until = Instant::now() + Duration::from_secs(60);
