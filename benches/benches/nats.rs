@@ -143,12 +143,11 @@ fn latency(rows: &mut Vec<Row>, url: &str) {
         assert!(Instant::now() < until, "the mirror did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let seen = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..=TICKS).map(|_| AtomicU64::new(0)).collect());
     let base = Instant::now();
     let watcher = {
-        let (seen, stop, sent_at) = (Arc::clone(&seen), Arc::clone(&stop), Arc::clone(&sent_at));
+        let (stop, sent_at) = (Arc::clone(&stop), Arc::clone(&sent_at));
         std::thread::spawn(move || {
             let ring = reader.ring("BTCUSDc", Timeframe::M1).unwrap();
             let mut h = Histogram::<u64>::new(3).unwrap();
@@ -164,7 +163,6 @@ fn latency(rows: &mut Vec<Row>, url: &str) {
                             h.record(now.saturating_sub(t)).unwrap();
                         }
                         last = c.tick_volume;
-                        seen.store(last, Ordering::Relaxed);
                     }
                 }
                 reader.wait_for_change(since, Duration::from_millis(50));

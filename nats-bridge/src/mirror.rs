@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use futures_util::StreamExt;
 use shm_core::{
-    Candle, FeedKind, FeedState, Layout, RingId, SegmentPath, Timeframe, Writer, WriterOptions,
+    Candle, FeedKind, FeedState, Layout, Liveness, RingId, SegmentPath, Timeframe, Writer,
+    WriterOptions,
 };
 
 use crate::wire::{
@@ -184,15 +185,12 @@ impl Mirror {
             return self.refuse("status", BridgeError::Version { found: s.v });
         }
         self.origin_seen = Some(Instant::now());
-        self.origin_alive = s.liveness == "alive";
-        self.origin_feed = s.feed_state.as_deref().map(|f| match f {
-            "live" => FeedState::Live,
-            "backfilling" => FeedState::Backfilling,
-            "finished" => FeedState::Finished,
-            "starting" => FeedState::Starting,
-            // Disconnected, stopped, unknown: not live data.
-            _ => FeedState::Disconnected,
-        });
+        self.origin_alive = s.liveness == Liveness::Alive.as_str();
+        // A state this build does not know is not live data.
+        self.origin_feed = s
+            .feed_state
+            .as_deref()
+            .map(|f| FeedState::from_name(f).unwrap_or(FeedState::Disconnected));
         if let Some(w) = self.writer.as_mut() {
             w.set_server_time_offset(s.server_time_offset_seconds);
         }

@@ -53,7 +53,7 @@ pub struct PublishConfig {
     pub interval: Duration,
 }
 
-/// Counts of a publisher.
+/// Counts of a publisher. Relaxed throughout: independent statistics, read only for display.
 #[derive(Debug, Default)]
 pub struct PublishCounts {
     /// Messages handed to the NATS client.
@@ -84,7 +84,7 @@ impl Publisher {
     /// Starts publishing `config.segment`, which must exist (the streamer starts this after
     /// creating it). The NATS server need not be up: the client connects when it can.
     pub fn start(config: PublishConfig) -> Result<Publisher, BridgeError> {
-        let reader = Reader::open(&config.segment).map_err(BridgeError::Open)?;
+        let reader = Arc::new(Reader::open(&config.segment).map_err(BridgeError::Open)?);
         let subjects = Subjects::new(&config.name);
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(PublishCounts::default());
@@ -92,14 +92,15 @@ impl Publisher {
         let watch = {
             let (stop, counts, subjects) =
                 (Arc::clone(&stop), Arc::clone(&counts), subjects.clone());
-            let interval = config.interval;
+            let (reader, interval) = (Arc::clone(&reader), config.interval);
             std::thread::Builder::new()
                 .name("mtf-nats-watch".into())
                 .spawn(move || watch(reader, subjects, interval, &tx, &stop, &counts))
                 .map_err(BridgeError::Thread)?
         };
         let nats = {
-            let (stop, counts) = (Arc::clone(&stop), Arc::clone(&counts));
+            let (stop, counts, reader) =
+                (Arc::clone(&stop), Arc::clone(&counts), Arc::clone(&reader));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -107,7 +108,7 @@ impl Publisher {
             std::thread::Builder::new()
                 .name("mtf-nats".into())
                 .spawn(move || {
-                    runtime.block_on(serve(config, subjects, rx, stop, counts));
+                    runtime.block_on(serve(config, subjects, reader, rx, stop, counts));
                 })
                 .map_err(BridgeError::Thread)?
         };
@@ -145,7 +146,7 @@ impl Drop for Publisher {
 
 /// The watcher thread: every ring of the segment, into the queue.
 fn watch(
-    reader: Reader,
+    mut reader: Arc<Reader>,
     subjects: Subjects,
     interval: Duration,
     tx: &mpsc::Sender<Outgoing>,
@@ -157,17 +158,16 @@ fn watch(
         .map(|r| (r.symbol().to_owned(), r.timeframe()))
         .collect();
     let mut watcher = Watcher::new(pairs.clone(), interval, None);
-    let mut shared = Arc::new(reader);
     let mut events = Vec::new();
     // Relaxed: a stop flag.
     while !stop.load(Ordering::Relaxed) {
-        if shared.needs_reopen() {
-            if let Ok(fresh) = shared.reopen() {
-                shared = Arc::new(fresh);
+        if reader.needs_reopen() {
+            if let Ok(fresh) = reader.reopen() {
+                reader = Arc::new(fresh);
             }
         }
-        let since = shared.changes();
-        let next = watcher.poll(Some(&shared), &mut events);
+        let since = reader.changes();
+        let next = watcher.poll(Some(&reader), &mut events);
         for e in events.drain(..) {
             let (out, must) = match e {
                 Event::Candle { pair, json, id } => {
@@ -200,7 +200,7 @@ fn watch(
                 counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        push::wait(Some(&shared), Some(since), next);
+        push::wait(Some(&reader), Some(since), next);
     }
 }
 
@@ -209,6 +209,7 @@ fn watch(
 async fn serve(
     config: PublishConfig,
     subjects: Subjects,
+    mut reader: Arc<Reader>,
     mut rx: mpsc::Receiver<Outgoing>,
     stop: Arc<AtomicBool>,
     counts: Arc<PublishCounts>,
@@ -235,11 +236,6 @@ async fn serve(
         eprintln!("mtf-streamer: NATS: could not subscribe to the request subjects");
         return;
     };
-    let reader = match Reader::open(&config.segment) {
-        Ok(r) => Arc::new(r),
-        Err(_) => return,
-    };
-    let mut reader = reader;
     let mut last_status: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut status_sent = Instant::now();

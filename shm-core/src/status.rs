@@ -22,6 +22,15 @@ macro_rules! word_enum {
                 }
             }
 
+            /// The value of a lower-case name (what [`as_str`](Self::as_str) writes);
+            /// `None` for a name this version does not know.
+            pub fn from_name(name: &str) -> Option<$name> {
+                match name {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+
             /// Lower-case name, as used in JSON and metrics.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -228,4 +237,25 @@ pub struct Status {
     pub feed_kind: Option<FeedKind>,
     /// The counters.
     pub counters: Counters,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_their_values() {
+        for s in [
+            FeedState::Starting,
+            FeedState::Live,
+            FeedState::Finished,
+            FeedState::Disconnected,
+        ] {
+            assert_eq!(FeedState::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(FeedKind::from_name("mirror"), Some(FeedKind::Mirror));
+        assert_eq!(FeedKind::from_word(4), Some(FeedKind::Mirror));
+        assert_eq!(FeedState::from_name("Live"), None, "names are lower-case");
+        assert_eq!(WriterState::from_name("nonsense"), None);
+    }
 }

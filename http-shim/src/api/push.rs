@@ -308,7 +308,9 @@ fn candle_event(symbol: &str, timeframe: Timeframe, c: &Candle) -> String {
     out
 }
 
-/// Counts of the push endpoints, for `/metrics`, and the cap on streams.
+/// Counts of the push endpoints, for `/metrics`, and the cap on streams. Relaxed throughout:
+/// `open` is a count compared with a cap (see [`StreamSlot::take`]) and the others are
+/// statistics; none publishes other memory.
 #[derive(Debug, Default)]
 pub struct PushCounts {
     /// Streams open now (SSE and WebSocket).
