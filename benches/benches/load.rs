@@ -287,7 +287,7 @@ fn http_against_redis(rows: &mut Vec<Row>) {
     driver.join().unwrap();
 
     let port = mtf_tests::free_port().to_string();
-    let redis = ChildGuard::spawn(
+    let mut redis = ChildGuard::spawn(
         "redis-server",
         &[
             "--port",
@@ -316,7 +316,7 @@ fn http_against_redis(rows: &mut Vec<Row>) {
         ])
         .output()
         .expect("run redis-benchmark");
-    redis.sigterm();
+    redis.stop();
     let _ = redis.wait_for(Duration::from_secs(10));
     let text = String::from_utf8_lossy(&out.stdout);
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
@@ -400,13 +400,13 @@ fn startup_and_memory(rows: &mut Vec<Row>) {
         let seg = TempSegment::new("load-start");
         let file = seg.file();
         let t = Instant::now();
-        let child = ChildGuard::spawn(
+        let mut child = ChildGuard::spawn(
             bin.to_str().unwrap(),
             &["--no-http", "--segment-path", file.to_str().unwrap()],
         );
         wait_running(&seg, Duration::from_secs(30));
         h.record(t.elapsed().as_micros() as u64).unwrap();
-        child.sigterm();
+        child.stop();
         child.wait_for(Duration::from_secs(10)).unwrap();
     }
     println!("- spawn to running: {}", quantiles(&h, "ms", 1000.0));
@@ -424,7 +424,7 @@ fn startup_and_memory(rows: &mut Vec<Row>) {
     let seg = TempSegment::new("load-rss");
     let file = seg.file();
     let joined = symbols.join(",");
-    let child = ChildGuard::spawn(
+    let mut child = ChildGuard::spawn(
         bin.to_str().unwrap(),
         &[
             "--http",
@@ -461,7 +461,7 @@ fn startup_and_memory(rows: &mut Vec<Row>) {
         target: String::new(),
         met: None,
     });
-    child.sigterm();
+    child.stop();
     child.wait_for(Duration::from_secs(10)).unwrap();
 }
 

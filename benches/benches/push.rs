@@ -100,7 +100,13 @@ fn spawn_shim(seg: &TempSegment) -> (ChildGuard, u16) {
 }
 
 /// Raises this process's soft limit on open files to its hard limit: the fan-out holds a
+/// thousand client sockets. (Windows has no such limit.)
+#[cfg(not(unix))]
+fn raise_open_files() {}
+
+/// Raises this process's soft limit on open files to its hard limit: the fan-out holds a
 /// thousand client sockets.
+#[cfg(unix)]
 fn raise_open_files() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut l = getrlimit(Resource::Nofile);

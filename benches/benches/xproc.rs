@@ -360,7 +360,7 @@ fn monitor_on_bar(rows: &mut Vec<Row>) {
         .spawn()
         .unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());
-    let monitor = ChildGuard(Some(child));
+    let mut monitor = ChildGuard(Some(child));
     let lines = std::thread::spawn(move || {
         let mut reactions = Vec::new();
         let mut served = 0u32;
@@ -387,7 +387,7 @@ fn monitor_on_bar(rows: &mut Vec<Row>) {
         w.notify();
     }
     std::thread::sleep(Duration::from_millis(300));
-    monitor.sigterm();
+    monitor.stop();
     let _ = monitor.wait_for(Duration::from_secs(5));
     let (mut reactions, served) = lines.join().unwrap();
     reactions.sort_by(f64::total_cmp);

@@ -16,18 +16,34 @@ use serde_json::{json, Value};
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the host, unlike
 /// `Instant`, whose values cannot leave the process.
+#[cfg(unix)]
 pub fn mono_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// On Windows, the precise system time (`GetSystemTimePreciseAsFileTime`, 100 ns steps) in
+/// nanoseconds: shared by every process like `CLOCK_MONOTONIC`, but a clock step during a
+/// run would show as one wrong latency.
+#[cfg(not(unix))]
+pub fn mono_ns() -> u64 {
+    shm_core::now_ns()
+}
+
 /// Pins the calling thread to `cpu`, if the machine has it; says so if it could not.
+#[cfg(unix)]
 pub fn pin_to_cpu(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
         eprintln!("note: could not pin to CPU {cpu}: {e}");
     }
+}
+
+/// Not on Windows: the figures there are taken unpinned.
+#[cfg(not(unix))]
+pub fn pin_to_cpu(cpu: usize) {
+    eprintln!("note: not pinning to CPU {cpu} on this platform");
 }
 
 /// How often the scheduler took the CPU from this process (`nonvoluntary_ctxt_switches` of

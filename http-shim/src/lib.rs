@@ -210,7 +210,14 @@ fn listener_of(port: u16) -> Option<String> {
 }
 
 /// Raises the soft limit on open files towards `wanted` (within the hard limit), so that the
+/// connection cap, not a default of 1024 descriptors, is what limits the shim. Windows has no
+/// such limit on sockets.
+#[cfg(not(unix))]
+fn raise_open_file_limit(_wanted: u64) {}
+
+/// Raises the soft limit on open files towards `wanted` (within the hard limit), so that the
 /// connection cap, not a default of 1024 descriptors, is what limits the shim.
+#[cfg(unix)]
 fn raise_open_file_limit(wanted: u64) {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);

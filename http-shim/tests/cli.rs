@@ -1,4 +1,6 @@
 //! The `mtf-shim` binary as an operator runs it.
+// Some tests here are Unix-only (marked): their helpers go unused on Windows.
+#![cfg_attr(not(unix), allow(unused))]
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -7,6 +9,8 @@ use mtf_tests::{ChildGuard, TempSegment};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mtf-shim");
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn serves_until_sigterm_and_answers_503_without_a_streamer() {
     let seg = TempSegment::new("shim-cli");

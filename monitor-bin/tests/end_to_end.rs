@@ -1,5 +1,7 @@
 //! `mtf-monitor` against real processes: the streamer, the shim and the Python gateway (csv
 //! backend), on temporary segment names and free ports.
+// Some tests here are Unix-only (marked): their helpers go unused on Windows.
+#![cfg_attr(not(unix), allow(unused))]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -247,6 +249,8 @@ fn next_line(rx: &mpsc::Receiver<Value>, limit: Duration, ok: impl Fn(&Value) ->
     }
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn a_restarted_streamer_is_back_on_shm_within_one_cycle() {
     let seg = TempSegment::new("mon-restart");
@@ -439,6 +443,8 @@ fn bad_flags_are_refused_with_the_flag_named() {
     }
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn with_nothing_live_left_a_stopped_segments_candles_are_shown_labelled_stale() {
     let seg = TempSegment::new("mon-stale");

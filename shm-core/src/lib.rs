@@ -82,8 +82,8 @@ pub use writer::{remove_segment, CreateError, RingId, Start, SymbolId, Writer, W
 /// The segment name used when none is given.
 pub const DEFAULT_SEGMENT_NAME: &str = "mtf-candles";
 
-/// Where a segment lives: a name in `/dev/shm`, or any path (for tests and systems without
-/// `/dev/shm`).
+/// Where a segment lives: a name in the segment directory ([`SegmentPath::named`]), or any
+/// path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentPath {
     path: PathBuf,
@@ -107,7 +107,9 @@ impl fmt::Display for SegmentNameError {
 impl std::error::Error for SegmentNameError {}
 
 impl SegmentPath {
-    /// The segment `name` in `/dev/shm` (or the temporary directory where there is none).
+    /// The segment `name` in the segment directory: `/dev/shm` on Linux (the temporary
+    /// directory where there is none), `%LOCALAPPDATA%\mtf-candles` on Windows (see
+    /// [`segment_dir`]).
     pub fn named(name: &str) -> Result<SegmentPath, SegmentNameError> {
         let ok = (1..=200).contains(&name.len())
             && !name.starts_with('.')
@@ -117,14 +119,8 @@ impl SegmentPath {
         if !ok {
             return Err(SegmentNameError(name.to_owned()));
         }
-        let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            shm.to_owned()
-        } else {
-            std::env::temp_dir()
-        };
         Ok(SegmentPath {
-            path: dir.join(name),
+            path: segment_dir().join(name),
         })
     }
 
@@ -136,6 +132,30 @@ impl SegmentPath {
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Where named segments live.
+///
+/// - Linux: `/dev/shm`, memory that no disk backs (the temporary directory where there is
+///   none).
+/// - Windows: `%LOCALAPPDATA%\mtf-candles` (the temporary directory's `mtf-candles` if that
+///   variable is unset), a per-user directory that only this user, SYSTEM and the
+///   administrators may open. [`Writer::create`] makes it if it is missing. The file is
+///   cached in memory while mapped; it also keeps the candles on disk for a warm restart.
+pub fn segment_dir() -> PathBuf {
+    if cfg!(windows) {
+        std::env::var_os("LOCALAPPDATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("mtf-candles")
+    } else {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_owned()
+        } else {
+            std::env::temp_dir()
+        }
     }
 }
 

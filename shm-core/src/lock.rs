@@ -14,12 +14,19 @@
 //! tells "held" from "free" without acquiring anything. Readers that may not open it judge
 //! liveness from the pid, start time and heartbeat in the header (see `process.rs`).
 //!
+//! On Windows the writer takes an exclusive `LockFileEx` lock on the whole lock file
+//! (`LockFileEx`); the kernel releases it when the handle closes, and so when the process
+//! ends in any way, `TerminateProcess` included. Windows has no query for a lock, so a reader
+//! probes by taking a shared lock with `LOCKFILE_FAIL_IMMEDIATELY` and releasing it at once:
+//! refused means held. A writer starting at that instant is not hurt, because it tries again
+//! for 100 ms (`try_lock_briefly`). The lock file needs no mode there: it lives in the user's
+//! own directory (see `files.rs`).
+//!
 //! Elsewhere the writer falls back to `flock` (`File::try_lock`), which cannot be probed
 //! without being taken, so readers judge liveness from the header alone.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::files::{self, Untrusted};
@@ -66,32 +73,23 @@ impl WriterLock {
         // A few passes: the file may be removed (by `remove_segment`) between our open and
         // our lock, and then the lock we took guards nothing.
         for _ in 0..8 {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(&path)
+            let file = files::open_or_create(&path, 0o600)
                 .map_err(|e| LockError::Io("open the lock file", e))?;
             let meta = file
                 .metadata()
                 .map_err(|e| LockError::Io("stat the lock file", e))?;
             files::regular(&meta).map_err(LockError::Untrusted)?;
             files::owned_by_us(&meta).map_err(LockError::Untrusted)?;
-            if meta.mode() & 0o077 != 0 {
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            if files::mode(&meta) & 0o077 != 0 {
+                files::set_mode(&file, 0o600)
                     .map_err(|e| LockError::Io("set the mode of the lock file", e))?;
             }
             if !try_lock_briefly(&file)? {
                 return Err(LockError::Held);
             }
-            match std::fs::symlink_metadata(&path) {
-                Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => {
-                    return Ok(WriterLock { _file: file, path })
-                }
-                Ok(_) => continue,
+            match files::same_file(&file, &path) {
+                Ok(true) => return Ok(WriterLock { _file: file, path }),
+                Ok(false) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(LockError::Io("stat the lock file", e)),
             }
@@ -131,7 +129,7 @@ fn try_lock_briefly(file: &File) -> Result<bool, LockError> {
 pub(crate) fn open_probe(segment: &Path, owner: u32) -> Option<File> {
     let file = files::open(&lock_path(segment), false).ok()?;
     let meta = file.metadata().ok()?;
-    (files::regular(&meta).is_ok() && meta.uid() == owner).then_some(file)
+    (files::regular(&meta).is_ok() && files::owner(&meta) == owner).then_some(file)
 }
 
 /// Tests the lock through `file` (from [`open_probe`]) without taking it.
@@ -189,7 +187,72 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod imp {
+    use super::*;
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::ERROR_LOCK_VIOLATION;
+    use windows_sys::Win32::Storage::FileSystem::{
+        LockFileEx, UnlockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    };
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
+    /// Locks (or unlocks) the whole file, every byte a 64-bit offset can name, without
+    /// waiting. `Ok(false)`: another handle holds a conflicting lock.
+    fn lock(file: &File, flags: u32) -> io::Result<bool> {
+        // SAFETY: OVERLAPPED is a plain C struct; all-zero is offset 0 and no event.
+        let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
+        // SAFETY: the handle is open for the duration of the call (borrowed from `file`), it
+        // was opened for synchronous I/O, so with LOCKFILE_FAIL_IMMEDIATELY the call returns
+        // at once and `at` is not used after it returns.
+        let ok = unsafe {
+            LockFileEx(
+                file.as_raw_handle(),
+                flags | LOCKFILE_FAIL_IMMEDIATELY,
+                0,
+                u32::MAX,
+                u32::MAX,
+                &mut at,
+            )
+        };
+        if ok != 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+
+    fn unlock(file: &File) -> io::Result<()> {
+        // SAFETY: as in `lock`.
+        let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
+        // SAFETY: as in `lock`; the range is the one `lock` took.
+        let ok = unsafe { UnlockFileEx(file.as_raw_handle(), 0, u32::MAX, u32::MAX, &mut at) };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub(super) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+        lock(file, LOCKFILE_EXCLUSIVE_LOCK)
+    }
+
+    /// Takes a shared lock and drops it at once (module docs): refused means held.
+    pub(super) fn probe(file: &File) -> io::Result<Probe> {
+        if lock(file, 0)? {
+            unlock(file)?;
+            Ok(Probe::Free)
+        } else {
+            Ok(Probe::Held)
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod imp {
     use super::*;
 
@@ -206,7 +269,7 @@ mod imp {
     }
 }
 
-#[cfg(all(test, target_os = "linux", not(miri)))]
+#[cfg(all(test, any(target_os = "linux", windows), not(miri)))]
 mod tests {
     use super::*;
 
@@ -218,8 +281,12 @@ mod tests {
         assert!(probe_file().is_none(), "no lock file yet");
         let a = WriterLock::acquire(&seg).unwrap();
         assert_eq!(a.path(), lock_path(&seg));
-        let meta = std::fs::metadata(a.path()).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(a.path()).unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600);
+        }
         let reader = probe_file().unwrap();
         assert_eq!(probe(Some(&reader)), Probe::Held);
         // A second description in the same process conflicts too: OFD locks are per
@@ -230,6 +297,7 @@ mod tests {
         let b = WriterLock::acquire(&seg).unwrap();
         assert_eq!(probe(Some(&reader)), Probe::Held);
         // A lock file of another owner proves nothing to a reader.
+        #[cfg(unix)]
         assert!(open_probe(&seg, files::euid() + 1).is_none());
         drop(b);
         std::fs::remove_file(lock_path(&seg)).unwrap();

@@ -6,6 +6,10 @@
 //! from `/proc/PID/stat` alone, which every account may read, and a pid reused by another
 //! program does not fool it, because that program started at another tick. A reader in
 //! another pid namespace (a container) cannot judge pids at all and says so ([`PidState::Unknown`]).
+//!
+//! On Windows pids are machine-wide: the namespace field holds a fixed tag, and the start
+//! time is the process's creation time (`GetProcessTimes`, in 100 ns units since 1601),
+//! which a reader of any account may query with `PROCESS_QUERY_LIMITED_INFORMATION`.
 
 /// What a process is known by across pid reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,7 +118,101 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod imp {
+    use super::*;
+    use std::os::windows::io::{FromRawHandle, OwnedHandle};
+    use windows_sys::Win32::Foundation::{
+        GetLastError, ERROR_INVALID_PARAMETER, FILETIME, HANDLE, STILL_ACTIVE,
+    };
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentProcess, GetExitCodeProcess, GetProcessTimes, OpenProcess,
+        PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+
+    /// Stands in for a pid namespace: "Windows, pids machine-wide" (the bytes `WINPIDS\0`).
+    const WINDOWS_PIDS: u64 = u64::from_le_bytes(*b"WINPIDS\0");
+
+    fn creation_time(process: HANDLE) -> Option<u64> {
+        let zero = FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
+        };
+        let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+        // SAFETY: `process` is a valid process handle for the duration of the call (the
+        // caller's), and the four out-pointers are to live FILETIMEs.
+        let ok = unsafe {
+            GetProcessTimes(process, &mut created, &mut exited, &mut kernel, &mut user)
+        };
+        (ok != 0).then(|| {
+            u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime)
+        })
+    }
+
+    pub(crate) fn this_process() -> Identity {
+        // SAFETY: GetCurrentProcess returns a pseudo-handle that needs no closing and is
+        // valid for the life of the process.
+        let me = unsafe { GetCurrentProcess() };
+        Identity {
+            pidns: WINDOWS_PIDS,
+            start_ticks: creation_time(me).unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn check(pid: u32, who: Identity) -> PidState {
+        if pid == 0 || who.pidns != WINDOWS_PIDS || who.start_ticks == 0 {
+            return PidState::Unknown;
+        }
+        // SAFETY: OpenProcess takes plain integers; it returns a new handle or null.
+        let raw = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+        if raw.is_null() {
+            // SAFETY: reads this thread's last error, set by the failed call just above.
+            return match unsafe { GetLastError() } {
+                ERROR_INVALID_PARAMETER => PidState::Dead, // no process has that pid
+                _ => PidState::Unknown,                    // e.g. access denied
+            };
+        }
+        // SAFETY: `raw` is a handle just opened for us and owned by nobody else; the
+        // OwnedHandle closes it once.
+        let handle = unsafe { OwnedHandle::from_raw_handle(raw) };
+        use std::os::windows::io::AsRawHandle;
+        let h = handle.as_raw_handle();
+        match creation_time(h) {
+            Some(t) if t != who.start_ticks => return PidState::Dead, // a reused pid
+            Some(_) => {}
+            None => return PidState::Unknown,
+        }
+        let mut code = 0u32;
+        // SAFETY: `h` is open (owned by `handle`, alive until the end of this function), and
+        // `code` is a live u32.
+        let ok = unsafe { GetExitCodeProcess(h, &mut code) };
+        match (ok != 0, code == STILL_ACTIVE as u32) {
+            (true, true) => PidState::Running,
+            // Exited, though someone still holds a handle to it.
+            (true, false) => PidState::Dead,
+            (false, _) => PidState::Unknown,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn this_process_runs_and_a_reused_pid_does_not_fool_the_check() {
+            let me = this_process();
+            assert_ne!(me.start_ticks, 0);
+            assert_eq!(check(std::process::id(), me), PidState::Running);
+            let other = Identity {
+                start_ticks: me.start_ticks + 1,
+                ..me
+            };
+            assert_eq!(check(std::process::id(), other), PidState::Dead);
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod imp {
     use super::*;
 

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -267,8 +266,8 @@ impl Reader {
                 path: path.to_owned(),
                 why,
             })?;
-        let lock_probe = lock::open_probe(path, meta.uid());
-        let wake = WakeWords::open(path, meta.uid());
+        let lock_probe = lock::open_probe(path, files::owner(&meta));
+        let wake = WakeWords::open(path, files::owner(&meta));
         // Check the length before mapping: touching a page past the end of the file is SIGBUS.
         let len = meta.len();
         let truncated = |expected: u64| OpenError::Truncated {
@@ -438,10 +437,7 @@ impl Reader {
     /// attach to another segment. One `stat` of the path.
     pub fn needs_reopen(&self) -> bool {
         let replaced = self.writer_state() == Some(WriterState::Replaced);
-        let moved = match (std::fs::metadata(&self.path), self.file.metadata()) {
-            (Ok(now), Ok(ours)) => now.dev() != ours.dev() || now.ino() != ours.ino(),
-            _ => true,
-        };
+        let moved = !matches!(files::same_file(&self.file, &self.path), Ok(true));
         replaced || moved
     }
 

@@ -31,12 +31,19 @@
 //! count forced high costs the writer one `FUTEX_WAKE` per batch, and neither can block anyone.
 //!
 //! Futexes work across processes on a shared mapping (`FUTEX_WAIT` without
-//! `FUTEX_PRIVATE_FLAG`); elsewhere than Linux the reader sleeps in short slices instead (the
-//! seam for the Windows port: a named event).
+//! `FUTEX_PRIVATE_FLAG`). Windows has no cross-process futex (`WaitOnAddress` is for threads
+//! of one process), so there the sleep is on a named semaphore in the session's `Local\`
+//! namespace, named after the wake file's full path, that the writer and every reader open
+//! (or create, whoever comes first). The table above is unchanged; `FUTEX_WAKE(all)` becomes
+//! "release one unit per counted waiter", `FUTEX_WAIT` a wait on the semaphore. The kernel's
+//! compare in `FUTEX_WAIT` has no equivalent, and needs none: a unit released for a reader
+//! that has not reached its wait yet stays in the semaphore until it does. A unit left over
+//! (its reader saw the change before sleeping, or timed out) costs a later waiter one
+//! spurious wake-up, after which it re-checks `changes` and sleeps again.
+//! Elsewhere the reader sleeps in short slices.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -65,6 +72,8 @@ pub(crate) fn wake_path(segment: &Path) -> PathBuf {
 #[derive(Debug)]
 pub(crate) struct WakeWords {
     map: MmapRaw,
+    /// What a waiter sleeps on.
+    sleep: sleep::Sleep,
 }
 
 impl WakeWords {
@@ -87,13 +96,14 @@ impl WakeWords {
         self.word(WAITERS)
     }
 
-    /// Maps an opened wake file, if it is at least 64 bytes long.
-    fn map(file: &File) -> io::Result<WakeWords> {
+    /// Maps an opened wake file at `path`, if it is at least 64 bytes long.
+    fn map(file: &File, path: &Path) -> io::Result<WakeWords> {
         if file.metadata()?.len() < WAKE_FILE_SIZE as u64 {
             return Err(io::Error::other("the wake file is too short"));
         }
         let map = MmapOptions::new().len(WAKE_FILE_SIZE).map_raw(file)?;
-        Ok(WakeWords { map })
+        let sleep = sleep::Sleep::open(path)?;
+        Ok(WakeWords { map, sleep })
     }
 
     /// Creates (or takes over) the wake file of the segment at `segment`, for the writer.
@@ -101,41 +111,36 @@ impl WakeWords {
     pub(crate) fn create(segment: &Path, mode: u32) -> io::Result<WakeWords> {
         let path = wake_path(segment);
         let wake_mode = (mode & 0o644) | ((mode & 0o044) >> 1);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(wake_mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)?;
+        let file = files::open_or_create(&path, wake_mode)?;
         let meta = file.metadata()?;
         files::regular(&meta).map_err(|e| io::Error::other(e.to_string()))?;
         files::owned_by_us(&meta).map_err(|e| io::Error::other(e.to_string()))?;
-        file.set_permissions(fs::Permissions::from_mode(wake_mode))?;
+        files::set_mode(&file, wake_mode)?;
         if meta.len() < WAKE_FILE_SIZE as u64 {
             file.set_len(WAKE_FILE_SIZE as u64)?;
         }
-        WakeWords::map(&file)
+        WakeWords::map(&file, &path)
     }
 
     /// Opens the wake file of the segment at `segment`, whose file has owner `owner`, for a
     /// reader; `None` if it cannot (no file yet, no write permission, another owner).
     pub(crate) fn open(segment: &Path, owner: u32) -> Option<WakeWords> {
-        let file = files::open(&wake_path(segment), true).ok()?;
+        let path = wake_path(segment);
+        let file = files::open(&path, true).ok()?;
         let meta = file.metadata().ok()?;
-        if files::regular(&meta).is_err() || meta.uid() != owner {
+        if files::regular(&meta).is_err() || files::owner(&meta) != owner {
             return None;
         }
-        WakeWords::map(&file).ok()
+        WakeWords::map(&file, &path).ok()
     }
 
     /// The writer's half: bumps the counter and wakes the waiters, if any.
     pub(crate) fn notify(&self) {
         // SeqCst on both: see the protocol table at the top.
         self.changes().fetch_add(1, Ordering::SeqCst);
-        if self.waiters().load(Ordering::SeqCst) > 0 {
-            futex::wake_all(self.changes());
+        let waiters = self.waiters().load(Ordering::SeqCst);
+        if waiters > 0 {
+            self.sleep.wake_all(self.changes(), waiters);
         }
     }
 
@@ -160,7 +165,7 @@ impl WakeWords {
             if left.is_zero() || give_up() {
                 break None;
             }
-            futex::wait(self.changes(), since, left.min(MAX_SLICE));
+            self.sleep.wait(self.changes(), since, left.min(MAX_SLICE));
         };
         waiters.fetch_sub(1, Ordering::SeqCst);
         result
@@ -168,12 +173,30 @@ impl WakeWords {
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]
-mod futex {
+mod sleep {
     use super::*;
+
+    /// The futex needs no object of its own: the word is the wait queue's key.
+    #[derive(Debug)]
+    pub(super) struct Sleep;
+
+    impl Sleep {
+        pub(super) fn open(_wake_file: &Path) -> io::Result<Sleep> {
+            Ok(Sleep)
+        }
+
+        pub(super) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+            wait(word, expected, timeout)
+        }
+
+        pub(super) fn wake_all(&self, word: &AtomicU32, _waiters: u32) {
+            wake_all(word)
+        }
+    }
 
     /// Sleeps while `word` holds `expected`, at most `timeout`; returns early on a wake-up, a
     /// signal or a spurious wake-up (the caller re-checks the word).
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
@@ -196,7 +219,7 @@ mod futex {
     }
 
     /// Wakes every process sleeping on `word`.
-    pub(super) fn wake_all(word: &AtomicU32) {
+    fn wake_all(word: &AtomicU32) {
         // SAFETY: as in `wait`; FUTEX_WAKE reads no memory of ours but the word's address.
         unsafe {
             libc::syscall(
@@ -212,31 +235,119 @@ mod futex {
     }
 }
 
-/// Without futexes (other systems, and Miri, which cannot run them): short sleeps stand in
-/// for the kernel's wait queue, so the protocol above stays testable.
-#[cfg(not(all(target_os = "linux", not(miri))))]
-mod futex {
+#[cfg(all(windows, not(miri)))]
+mod sleep {
     use super::*;
+    use std::os::windows::ffi::OsStrExt;
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+    use windows_sys::Win32::System::Threading::{
+        CreateSemaphoreW, ReleaseSemaphore, WaitForSingleObject,
+    };
 
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-        let until = Instant::now() + timeout;
-        while word.load(Ordering::SeqCst) == expected && Instant::now() < until {
-            std::thread::sleep(Duration::from_micros(200).min(timeout));
-        }
+    /// The named semaphore of one wake file (module docs).
+    #[derive(Debug)]
+    pub(super) struct Sleep {
+        semaphore: OwnedHandle,
     }
 
-    pub(super) fn wake_all(_word: &AtomicU32) {}
+    /// `Local\mtf-candles-wake-HASH`: object names may not hold `\` and are limited in length,
+    /// so the wake file's full path (lower-cased, as Windows compares paths) is hashed
+    /// (FNV-1a, 64 bits).
+    fn name(wake_file: &Path) -> Vec<u16> {
+        let full = std::path::absolute(wake_file).unwrap_or_else(|_| wake_file.to_owned());
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for unit in full.as_os_str().encode_wide() {
+            let unit = if (u16::from(b'A')..=u16::from(b'Z')).contains(&unit) {
+                unit + 32
+            } else {
+                unit
+            };
+            for byte in unit.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("Local\\mtf-candles-wake-{hash:016x}")
+            .encode_utf16()
+            .chain(Some(0))
+            .collect()
+    }
+
+    impl Sleep {
+        /// Creates the semaphore, or opens it if the writer or another reader already did.
+        pub(super) fn open(wake_file: &Path) -> io::Result<Sleep> {
+            let name = name(wake_file);
+            // SAFETY: `name` is a NUL-terminated UTF-16 string that outlives the call; null
+            // security attributes give the creator's default DACL (this user, SYSTEM and the
+            // administrators). Returns a new handle, or null on failure.
+            let raw = unsafe { CreateSemaphoreW(std::ptr::null(), 0, i32::MAX, name.as_ptr()) };
+            if raw.is_null() {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `raw` is a handle just returned to us and owned by nobody else.
+            let semaphore = unsafe { OwnedHandle::from_raw_handle(raw) };
+            Ok(Sleep { semaphore })
+        }
+
+        /// Sleeps until a unit is released, at most `timeout` (the caller re-checks the word).
+        pub(super) fn wait(&self, _word: &AtomicU32, _expected: u32, timeout: Duration) {
+            let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+            // SAFETY: the handle is open for as long as `self` lives. Every result (signalled,
+            // timed out, failed) just returns; the caller loops on the word's value.
+            unsafe { WaitForSingleObject(self.semaphore.as_raw_handle(), ms) };
+        }
+
+        /// Releases one unit per counted waiter.
+        pub(super) fn wake_all(&self, _word: &AtomicU32, waiters: u32) {
+            let n = i32::try_from(waiters).unwrap_or(i32::MAX);
+            // SAFETY: the handle is open for as long as `self` lives; a null previous-count
+            // pointer is allowed. A release past the maximum fails and changes nothing: the
+            // semaphore already holds more units than there are waiters.
+            unsafe { ReleaseSemaphore(self.semaphore.as_raw_handle(), n, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// Without futexes or semaphores (other systems, and Miri, which cannot run them): short
+/// sleeps stand in for the kernel's wait queue, so the protocol above stays testable.
+#[cfg(not(any(all(target_os = "linux", not(miri)), all(windows, not(miri)))))]
+mod sleep {
+    use super::*;
+
+    #[derive(Debug)]
+    pub(super) struct Sleep;
+
+    impl Sleep {
+        pub(super) fn open(_wake_file: &Path) -> io::Result<Sleep> {
+            Ok(Sleep)
+        }
+
+        pub(super) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+            let until = Instant::now() + timeout;
+            while word.load(Ordering::SeqCst) == expected && Instant::now() < until {
+                std::thread::sleep(Duration::from_micros(200).min(timeout));
+            }
+        }
+
+        pub(super) fn wake_all(&self, _word: &AtomicU32, _waiters: u32) {}
+    }
 }
 
 #[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().mode() & 0o777
+    }
+
     #[test]
     fn a_waiter_wakes_on_a_change_and_gives_up_at_its_deadline() {
         let seg = std::env::temp_dir().join(format!("shm-core-wake-{}", std::process::id()));
         let writer = WakeWords::create(&seg, 0o600).unwrap();
-        assert_eq!(fs::metadata(wake_path(&seg)).unwrap().mode() & 0o777, 0o600);
+        #[cfg(unix)]
+        assert_eq!(mode(&wake_path(&seg)), 0o600);
         let reader = WakeWords::open(&seg, files::euid()).unwrap();
         let since = reader.changes().load(Ordering::SeqCst);
         // Nothing changes: back at the deadline, with no waiter left counted.
@@ -264,7 +375,9 @@ mod tests {
         );
         // The group may wait on a segment it may read.
         drop(WakeWords::create(&seg, 0o640).unwrap());
-        assert_eq!(fs::metadata(wake_path(&seg)).unwrap().mode() & 0o777, 0o660);
-        fs::remove_file(wake_path(&seg)).unwrap();
+        #[cfg(unix)]
+        assert_eq!(mode(&wake_path(&seg)), 0o660);
+        drop((writer, reader));
+        std::fs::remove_file(wake_path(&seg)).unwrap();
     }
 }

@@ -1,9 +1,8 @@
 //! The single writer: creating, warm-restarting or replacing a segment, and publishing to it.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -271,6 +270,12 @@ impl Writer {
             return Err(CreateError::InsecureMode { mode: options.mode });
         }
         let path = path.path();
+        // The segment directory of a first run on Windows; never another (a mistyped path
+        // should fail, not grow directories).
+        let dir = crate::segment_dir();
+        if path.parent() == Some(dir.as_path()) && !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_err("create the directory", &dir))?;
+        }
         let lock = take_lock(path)?;
         let wake = WakeWords::create(path, options.mode)
             .map_err(io_err("create the wake file", &wake::wake_path(path)))?;
@@ -286,11 +291,9 @@ impl Writer {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let (file, map, tmp) = build(path, layout, &placement, options, 1)?;
-                    // link(2) fails if the name exists: if someone else put a file there
-                    // meanwhile, go round again and judge it.
-                    let linked = fs::hard_link(&tmp, path);
-                    let _ = fs::remove_file(&tmp);
-                    match linked {
+                    // Fails if the name exists: if someone else put a file there meanwhile,
+                    // go round again and judge it.
+                    match files::publish_new(&tmp, path) {
                         Ok(()) => {
                             return Writer::new(
                                 Held { file, lock, wake },
@@ -305,7 +308,7 @@ impl Writer {
                         Err(e) => return Err(io_err("link the new segment to", path)(e)),
                     }
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                Err(e) if files::is_a_directory(&e, path) => {
                     return Err(CreateError::Untrusted {
                         path: path.to_owned(),
                         why: Untrusted::NotRegular {
@@ -355,8 +358,7 @@ impl Writer {
                     });
                 }
                 // The mode asked for now, not the one of the run that created the file.
-                file.set_permissions(fs::Permissions::from_mode(options.mode))
-                    .map_err(io_err("set the mode of", path))?;
+                files::set_mode(&file, options.mode).map_err(io_err("set the mode of", path))?;
                 let map = Mapping::read_write(&file, placement.total_size)
                     .map_err(io_err("map", path))?;
                 let mut w = Writer::new(
@@ -379,9 +381,10 @@ impl Writer {
             // rename so that no reader can miss it; a pwrite of one word, no mapping needed.
             if is_segment && old_generation > 0 {
                 let state = (WriterState::Replaced as u64).to_le_bytes();
-                let _ = file.write_at(&state, hdr::WRITER_STATE as u64);
+                let _ = files::write_at(&file, &state, hdr::WRITER_STATE as u64);
             }
-            if let Err(e) = fs::rename(&tmp, path) {
+            drop(file);
+            if let Err(e) = files::replace(&tmp, path, &tmp_path(path)) {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_err("rename the new segment over", path)(e));
             }
@@ -807,7 +810,7 @@ fn remove_leftovers(path: &Path) {
         // `NAME.PID-N.tmp`, as made by `tmp_path`, and owned by us.
         let ours = entry
             .metadata()
-            .is_ok_and(|m| m.is_file() && m.uid() == files::euid());
+            .is_ok_and(|m| m.is_file() && files::owner(&m) == files::euid());
         let shaped = rest.strip_suffix(".tmp").is_some_and(|mid| {
             mid.split_once('-').is_some_and(|(a, b)| {
                 !a.is_empty()
@@ -856,25 +859,10 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Allocates every block of the file's first `len` bytes.
-fn reserve(file: &File, len: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("segment too large"))?;
-    // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`);
-    // posix_fallocate takes plain integers and touches no memory of ours.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    match rc {
-        0 => Ok(()),
-        // Filesystems without fallocate support: the pages will be allocated on first touch.
-        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
-}
-
 /// Reads one header word with a plain file read (no mapping), if the file is long enough.
 fn peek(file: &File, off: usize) -> Option<u64> {
     let mut buf = [0u8; 8];
-    file.read_exact_at(&mut buf, off as u64).ok()?;
+    files::read_at(file, &mut buf, off as u64).ok()?;
     Some(u64::from_le_bytes(buf))
 }
 
@@ -889,25 +877,18 @@ fn build(
 ) -> Result<(File, Mapping, PathBuf), CreateError> {
     let tmp = tmp_path(path);
     let _ = fs::remove_file(&tmp); // a leftover of a crashed start of a process with our pid
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(options.mode)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
+    let file = files::create_new(&tmp, options.mode).map_err(io_err("create", &tmp))?;
     let fail = |e: CreateError| {
         let _ = fs::remove_file(&tmp);
         e
     };
     // The umask may have cleared bits of `mode`; set them exactly, before any data is written.
-    file.set_permissions(fs::Permissions::from_mode(options.mode))
-        .map_err(|e| fail(io_err("set the mode of", &tmp)(e)))?;
+    files::set_mode(&file, options.mode).map_err(|e| fail(io_err("set the mode of", &tmp)(e)))?;
     file.set_len(p.total_size as u64)
         .map_err(|e| fail(io_err("size", &tmp)(e)))?;
     // tmpfs allocates pages on first touch; a full /dev/shm (Docker's default is 64 MB) would
     // then kill the writer with SIGBUS mid-run. Reserve them now and fail with a clear error.
-    reserve(&file, p.total_size).map_err(|source| {
+    files::reserve(&file, p.total_size).map_err(|source| {
         fail(CreateError::NoSpace {
             path: path.to_owned(),
             bytes: p.total_size as u64,

@@ -2,14 +2,17 @@
 //! replacement, permissions, and every kind of bad file.
 
 use std::fs;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+#[cfg(unix)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use shm_core::{
     Candle, Counter, CreateError, FeedState, Layout, Liveness, OpenError, Reader, SegmentPath,
-    Start, Timeframe, Writer, WriterOptions, WriterState,
+    Start, Timeframe, Writer, WriterState,
 };
+#[cfg(unix)]
+use shm_core::WriterOptions;
 
 /// A uniquely named segment in /dev/shm, removed on drop even if the test panics.
 struct TempSegment {
@@ -44,6 +47,18 @@ impl Drop for TempSegment {
             let _ = std::fs::remove_file(file);
         }
     }
+}
+
+/// Writes `bytes` at `offset` of `file`, as a hostile or crashed process would.
+fn write_at(file: &std::path::Path, bytes: &[u8], offset: u64) {
+    let f = fs::OpenOptions::new().write(true).open(file).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).unwrap();
+    #[cfg(windows)]
+    assert_eq!(
+        std::os::windows::fs::FileExt::seek_write(&f, bytes, offset).unwrap(),
+        bytes.len()
+    );
 }
 
 /// Files beside the segment whose names start with its name (temporary files of a build),
@@ -268,6 +283,8 @@ fn a_new_layout_replaces_the_file_and_readers_follow_on_refresh() {
     assert_eq!(leftovers(&seg), Vec::<std::ffi::OsString>::new());
 }
 
+// Unix permission bits; on Windows access is the per-user directory's ACL (files.rs).
+#[cfg(unix)]
 #[test]
 fn mode_is_set_at_creation_whatever_the_umask() {
     let seg = TempSegment::new("mode");
@@ -309,6 +326,7 @@ fn mode_is_set_at_creation_whatever_the_umask() {
 
 /// Access modes (`O_ACCMODE` bits of `flags` in /proc/self/fdinfo) of this process's open
 /// descriptors of `file`'s inode.
+#[cfg(target_os = "linux")]
 fn access_modes(file: &std::path::Path) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let target = fs::metadata(file).unwrap();
@@ -337,6 +355,8 @@ fn access_modes(file: &std::path::Path) -> Vec<u32> {
     modes
 }
 
+// Reads /proc/self/fdinfo, which only Linux has.
+#[cfg(target_os = "linux")]
 #[test]
 fn readers_open_the_segment_read_only() {
     let seg = TempSegment::new("readonly");
@@ -356,8 +376,7 @@ fn readers_open_the_segment_read_only() {
 fn corrupted(tag: &str, offset: u64, value: u64) -> (TempSegment, OpenError) {
     let seg = TempSegment::new(tag);
     drop(Writer::create(&seg.path, &layout(&["EURUSD"], 5), &Default::default()).unwrap());
-    let f = fs::OpenOptions::new().write(true).open(seg.file()).unwrap();
-    f.write_at(&value.to_le_bytes(), offset).unwrap();
+    write_at(&seg.file(), &value.to_le_bytes(), offset);
     let err = Reader::open(&seg.path).unwrap_err();
     (seg, err)
 }
@@ -484,6 +503,8 @@ fn of_writers_racing_to_create_a_segment_exactly_one_wins() {
     );
 }
 
+// A planted link needs SeCreateSymbolicLinkPrivilege on Windows; /dev/shm is world-writable only on Unix.
+#[cfg(unix)]
 #[test]
 fn a_symlink_planted_at_the_segment_name_is_not_written_through() {
     let seg = TempSegment::new("symlink");
@@ -503,13 +524,17 @@ fn a_symlink_planted_at_the_segment_name_is_not_written_through() {
 /// Stamps a header as a writer killed while running would leave it: state running, the pid of
 /// a process that has exited, a stale heartbeat.
 fn as_if_killed(seg: &TempSegment) -> u32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let exits_at_once = if cfg!(windows) {
+        std::process::Command::new("cmd").args(["/c", "exit"]).spawn()
+    } else {
+        std::process::Command::new("true").spawn()
+    };
+    let mut child = exits_at_once.unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let f = fs::OpenOptions::new().write(true).open(seg.file()).unwrap();
-    f.write_at(&1u64.to_le_bytes(), 112).unwrap(); // writer_state: running
-    f.write_at(&u64::from(dead).to_le_bytes(), 88).unwrap(); // writer_pid
-    f.write_at(&1u64.to_le_bytes(), 104).unwrap(); // heartbeat_ns: long ago
+    write_at(&seg.file(), &1u64.to_le_bytes(), 112); // writer_state: running
+    write_at(&seg.file(), &u64::from(dead).to_le_bytes(), 88); // writer_pid
+    write_at(&seg.file(), &1u64.to_le_bytes(), 104); // heartbeat_ns: long ago
     dead
 }
 
@@ -561,6 +586,8 @@ fn a_squatter_on_the_lock_file_is_named_and_never_makes_a_dead_writer_look_alive
     drop(holder);
 }
 
+// FIFOs are Unix objects.
+#[cfg(unix)]
 #[test]
 fn a_fifo_at_the_segment_name_hangs_nobody() {
     let seg = TempSegment::new("fifo");
@@ -586,6 +613,8 @@ fn a_fifo_at_the_segment_name_hangs_nobody() {
     );
 }
 
+// Unix permission bits (see the mode test).
+#[cfg(unix)]
 #[test]
 fn a_segment_writable_by_others_is_refused_by_readers_and_replaced_by_the_writer() {
     let seg = TempSegment::new("worldwritable");
@@ -612,6 +641,8 @@ fn a_segment_writable_by_others_is_refused_by_readers_and_replaced_by_the_writer
     assert_eq!(closes(&r, "EURUSD", 5), []);
 }
 
+// Needs chown and a world-writable directory: Unix only.
+#[cfg(unix)]
 #[test]
 fn a_file_planted_by_another_account_is_refused_and_left_alone() {
     use std::os::unix::fs::MetadataExt;

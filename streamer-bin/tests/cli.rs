@@ -1,4 +1,6 @@
 //! The `mtf-streamer` binary as an operator runs it.
+// Some tests here are Unix-only (marked): their helpers go unused on Windows.
+#![cfg_attr(not(unix), allow(unused))]
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,8 @@ fn wait_running(seg: &TempSegment) -> Reader {
     mtf_tests::wait_for_running(&seg.path)
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn sigterm_stops_cleanly_and_leaves_the_segment_readable() {
     let seg = TempSegment::new("sigterm");
@@ -365,6 +369,8 @@ fn a_reader_holding_a_read_lock_cannot_keep_the_streamer_from_restarting() {
     assert!(said.contains("lock file readable"), "same account: {said}");
 }
 
+// Unix only: runs the squatter as another account (setuid), as root.
+#[cfg(unix)]
 #[test]
 fn a_read_lock_squatter_in_another_account_cannot_block_a_restart_nor_open_the_lock_file() {
     if !mtf_tests::running_as_root() {
@@ -395,6 +401,8 @@ fn a_read_lock_squatter_in_another_account_cannot_block_a_restart_nor_open_the_l
     assert_eq!(said.trim(), "locked; lock file denied");
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn remove_refuses_a_running_writer_and_deletes_the_segment_after_it_stops() {
     let seg = TempSegment::new("remove");

@@ -271,6 +271,8 @@ fn every_candle_equals_the_terminals_with_no_tick_counted_twice_at_the_backfill_
     assert_eq!(reader.status().counters.get(Counter::Corrections), 0);
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn a_symbol_the_gateway_does_not_know_stops_no_other_symbol() {
     if !python_available() {
@@ -327,6 +329,8 @@ fn a_symbol_the_gateway_does_not_know_stops_no_other_symbol() {
     );
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn a_gateway_that_trickles_bytes_never_delays_shutdown() {
     use std::io::Write;

@@ -5,6 +5,8 @@
 //!
 //! Temporary segment names, free ports and temporary folders throughout, removed even when
 //! a test fails, so these run in parallel with everything else.
+// Some tests here are Unix-only (marked): their helpers go unused on Windows.
+#![cfg_attr(not(unix), allow(unused))]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -341,6 +343,8 @@ fn bad_configuration_is_refused_with_the_field_named() {
     }
 }
 
+// Unix only: stops the child with SIGTERM, which Windows has not (ChildGuard::stop).
+#[cfg(unix)]
 #[test]
 fn bad_csv_rows_are_reported_by_line_and_lose_no_good_row() {
     let dir = TempDir::new("csv");

@@ -1,6 +1,10 @@
 //! The reference Python reader (python/tests/layout_reader.py), written from docs/LAYOUT.md
 //! alone with the standard library, agrees with the
 //! Rust reader on the same segment: proof that the document is enough to write a reader.
+//!
+//! Unix only: the test drives the Linux Python, and its hostile-file cases (a file
+//! truncated under the reader, a FIFO) are Unix objects.
+#![cfg(unix)]
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;

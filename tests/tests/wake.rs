@@ -200,6 +200,10 @@ fn no_wake_up_is_lost_to_a_racing_writer() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "measures CPU time from /proc/PID/stat, which Windows has not"
+)]
 fn an_idle_waiter_uses_no_cpu() {
     let seg = TempSegment::new("wake-idle");
     let _w = writer(&seg);

@@ -426,6 +426,7 @@ fn stalled(e: &io::Error) -> bool {
 /// Whether an event-stream client closed its end (it sends nothing, so any readable end of
 /// stream means it left): looked at on every pass, so that a closed client frees its place
 /// under the cap at once rather than at the next write.
+#[cfg(unix)]
 fn client_left(stream: &TcpStream) -> bool {
     use rustix::net::{recv, RecvFlags};
     let mut byte = [0u8; 1];
@@ -435,6 +436,26 @@ fn client_left(stream: &TcpStream) -> bool {
         Ok(_) => false,
         Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
     }
+}
+
+/// As on Unix, but Winsock's `recv` has no per-call "don't wait": the socket is made
+/// non-blocking for the look and blocking again after.
+#[cfg(not(unix))]
+fn client_left(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let left = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    };
+    let _ = stream.set_nonblocking(false);
+    left
 }
 
 fn peer(stream: &TcpStream) -> String {
