@@ -1,6 +1,7 @@
 //! What the three binaries (`mtf-streamer`, `mtf-shim`, `mtf-monitor`) share on the command
 //! line, so that each behaves the same way: the segment flags, the stop flag that SIGINT and
-//! SIGTERM set, the exit codes, and one error report that prints the cause chain once.
+//! SIGTERM set (Ctrl-C, Ctrl-Break and closing the console on Windows), the exit codes, and
+//! one error report that prints the cause chain once.
 //!
 //! ```
 //! use clap::Parser;
@@ -34,7 +35,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// `--segment NAME` / `--segment-path PATH`: which segment to use.
 #[derive(Debug, Clone, Args)]
 pub struct SegmentArgs {
-    /// Segment name in /dev/shm.
+    /// Segment name, in /dev/shm (Linux) or %LOCALAPPDATA%\mtf-candles (Windows).
     #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
     pub segment: String,
     /// Segment file path (overrides --segment).
@@ -53,12 +54,27 @@ impl SegmentArgs {
 }
 
 /// A flag that SIGINT and SIGTERM set, for loops that check it.
+#[cfg(unix)]
 pub fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Registration only fails for forbidden signals, which these are not.
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
     }
+    stop
+}
+
+/// A flag that Ctrl-C, Ctrl-Break and closing the console window set, for loops that check
+/// it. On a close, Windows ends the process once the handler returns (or after 5 s at most),
+/// so a writer may not get to mark its segment stopped: readers then see it `gone`, as after
+/// any crash, and the candles stay for a warm restart.
+#[cfg(windows)]
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // Relaxed: the flag carries no data with it. Setting a handler fails only if one is set
+    // already, and then that one stops the program.
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed));
     stop
 }
 

@@ -339,6 +339,10 @@ fn a_stream_reports_the_writer_going_away() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "runs curl.exe, which Windows 10 and later ship and Wine does not"
+)]
 fn curl_prints_candle_events_as_they_happen() {
     let seg = TempSegment::new("push-curl");
     let feed = Feed::start(&seg);

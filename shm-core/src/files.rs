@@ -357,7 +357,8 @@ mod imp {
     /// explicitly, and file systems that cannot, Wine's among them, keep what `set_len` did.)
     pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
         let info = fsys::FILE_ALLOCATION_INFO {
-            AllocationSize: i64::try_from(len).map_err(|_| io::Error::other("segment too large"))?,
+            AllocationSize: i64::try_from(len)
+                .map_err(|_| io::Error::other("segment too large"))?,
         };
         // SAFETY: the handle is open for the duration of the call (borrowed from `file`);
         // `info` is a FILE_ALLOCATION_INFO, the type FileAllocationInfo expects, and the size

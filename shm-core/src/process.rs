@@ -141,12 +141,10 @@ mod imp {
         let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
         // SAFETY: `process` is a valid process handle for the duration of the call (the
         // caller's), and the four out-pointers are to live FILETIMEs.
-        let ok = unsafe {
-            GetProcessTimes(process, &mut created, &mut exited, &mut kernel, &mut user)
-        };
-        (ok != 0).then(|| {
-            u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime)
-        })
+        let ok =
+            unsafe { GetProcessTimes(process, &mut created, &mut exited, &mut kernel, &mut user) };
+        (ok != 0)
+            .then(|| u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime))
     }
 
     pub(crate) fn this_process() -> Identity {

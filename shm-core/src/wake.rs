@@ -290,7 +290,9 @@ mod sleep {
 
         /// Sleeps until a unit is released, at most `timeout` (the caller re-checks the word).
         pub(super) fn wait(&self, _word: &AtomicU32, _expected: u32, timeout: Duration) {
-            let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+            let ms = u32::try_from(timeout.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1);
             // SAFETY: the handle is open for as long as `self` lives. Every result (signalled,
             // timed out, failed) just returns; the caller loops on the word's value.
             unsafe { WaitForSingleObject(self.semaphore.as_raw_handle(), ms) };

@@ -7,12 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(unix)]
+use shm_core::WriterOptions;
 use shm_core::{
     Candle, Counter, CreateError, FeedState, Layout, Liveness, OpenError, Reader, SegmentPath,
     Start, Timeframe, Writer, WriterState,
 };
-#[cfg(unix)]
-use shm_core::WriterOptions;
 
 /// A uniquely named segment in /dev/shm, removed on drop even if the test panics.
 struct TempSegment {
@@ -525,7 +525,9 @@ fn a_symlink_planted_at_the_segment_name_is_not_written_through() {
 /// a process that has exited, a stale heartbeat.
 fn as_if_killed(seg: &TempSegment) -> u32 {
     let exits_at_once = if cfg!(windows) {
-        std::process::Command::new("cmd").args(["/c", "exit"]).spawn()
+        std::process::Command::new("cmd")
+            .args(["/c", "exit"])
+            .spawn()
     } else {
         std::process::Command::new("true").spawn()
     };

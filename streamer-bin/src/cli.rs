@@ -87,10 +87,10 @@ struct RunArgs {
     /// MT5_GATEWAY_TOKEN if it has a token).
     #[arg(long, value_name = "HOST:PORT")]
     gateway: Option<String>,
-    /// Segment name in /dev/shm (default mtf-candles).
+    /// Segment name in /dev/shm, or %LOCALAPPDATA%\mtf-candles on Windows (default mtf-candles).
     #[arg(long, value_name = "NAME")]
     segment: Option<String>,
-    /// Segment file path, instead of a name in /dev/shm.
+    /// Segment file path, instead of a name in the segment directory.
     #[arg(long, value_name = "PATH")]
     segment_path: Option<PathBuf>,
     /// Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).
