@@ -521,10 +521,25 @@ fn main() {
         "## Cross-process harness ({})",
         shm_core::iso8601_ms((shm_core::now_ns() / 1_000_000) as i64)
     );
+    // MTF_XPROC_SECTIONS=wake,... runs only those sections (tick, side-by-side, wake,
+    // on-bar): under Wine only `wake` can run, the others start Linux binaries through cargo.
+    let only = std::env::var("MTF_XPROC_SECTIONS").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == name))
+    };
     let mut rows = Vec::new();
-    tick_latency(&mut rows);
-    side_by_side(&mut rows);
-    wake_latency(&mut rows);
-    monitor_on_bar(&mut rows);
+    type Section = fn(&mut Vec<Row>);
+    let sections: [(&str, Section); 4] = [
+        ("tick", tick_latency),
+        ("side-by-side", side_by_side),
+        ("wake", wake_latency),
+        ("on-bar", monitor_on_bar),
+    ];
+    for (name, section) in sections {
+        if wanted(name) {
+            section(&mut rows);
+        }
+    }
     save_rows("xproc", &rows);
 }
