@@ -1,7 +1,8 @@
 //! Multi-timeframe OHLC candles in a named shared-memory segment: one writer process, any
 //! number of reader processes, no locks and no system calls on the read path.
 //!
-//! The writer ([`Writer`]) owns a file in `/dev/shm` holding one fixed-size ring of candle
+//! The writer ([`Writer`]) owns a file in `/dev/shm` (on Windows, in
+//! `%LOCALAPPDATA%\mtf-candles`: see [`segment_dir`]) holding one fixed-size ring of candle
 //! records per (symbol, timeframe), each guarded by a seqlock. Readers ([`Reader`]) map it
 //! read-only and copy consistent snapshots through atomic loads in a few hundred nanoseconds;
 //! a torn candle is never returned. The byte layout is documented in `docs/LAYOUT.md` so that

@@ -434,7 +434,8 @@ impl Reader {
 
     /// Whether the segment's file was replaced since this reader attached (by a writer with
     /// another layout, or deleted and recreated), so that [`reopen`](Self::reopen) would
-    /// attach to another segment. One `stat` of the path.
+    /// attach to another segment. One `stat` of the path (on Windows, an open of it and a
+    /// query of both files' ids).
     pub fn needs_reopen(&self) -> bool {
         let replaced = self.writer_state() == Some(WriterState::Replaced);
         let moved = !matches!(files::same_file(&self.file, &self.path), Ok(true));

@@ -149,11 +149,15 @@ impl fmt::Display for CreateError {
             ),
             CreateError::NoSpace { path, bytes, .. } => write!(
                 f,
-                "could not reserve {bytes} bytes for segment {}: is {} full? (Docker gives \
-                 /dev/shm 64 MB by default; see --shm-size)",
+                "could not reserve {bytes} bytes for segment {}: is {} full?{}",
                 path.display(),
                 path.parent()
-                    .map_or_else(|| ".".into(), |d| d.display().to_string())
+                    .map_or_else(|| ".".into(), |d| d.display().to_string()),
+                if cfg!(windows) {
+                    ""
+                } else {
+                    " (Docker gives /dev/shm 64 MB by default; see --shm-size)"
+                }
             ),
             CreateError::EmptyLayout => f.write_str("the segment layout has no rings"),
             CreateError::Io { action, path, .. } => {
