@@ -307,6 +307,29 @@ mod sleep {
             unsafe { ReleaseSemaphore(self.semaphore.as_raw_handle(), n, std::ptr::null_mut()) };
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn text(name: &[u16]) -> String {
+            String::from_utf16(name).unwrap()
+        }
+
+        #[test]
+        fn one_wake_file_has_one_name_however_its_path_is_spelled() {
+            let abs = std::env::current_dir().unwrap().join("Seg.wake");
+            assert_eq!(name(&abs), name(Path::new("Seg.wake")));
+            assert_eq!(name(&abs), name(Path::new(".\\x\\..\\seg.WAKE")));
+            assert_ne!(name(&abs), name(Path::new("other.wake")));
+            // The format docs/LAYOUT.md gives readers in other languages: FNV-1a 64 of the
+            // lower-cased absolute path's UTF-16LE bytes (computed independently).
+            assert_eq!(
+                text(&name(Path::new("C:\\X.wake"))),
+                "Local\\mtf-candles-wake-ac58b346bd08b00e\0"
+            );
+        }
+    }
 }
 
 /// Without futexes or semaphores (other systems, and Miri, which cannot run them): short
