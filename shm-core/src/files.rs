@@ -182,6 +182,7 @@ mod imp {
 
     /// Gives the complete file at `tmp` the name `path`, unless `path` exists
     /// (`AlreadyExists`). `link(2)` fails on an existing name, so two creators never both win.
+    /// The name `tmp` is gone afterwards on success; on failure the caller removes it.
     pub(crate) fn publish_new(tmp: &Path, path: &Path) -> io::Result<()> {
         let linked = fs::hard_link(tmp, path);
         let _ = fs::remove_file(tmp);
@@ -326,9 +327,8 @@ mod imp {
         // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
         let ok = unsafe { fsys::MoveFileExW(from.as_ptr(), to.as_ptr(), 0) };
         if ok == 0 {
-            let e = io::Error::last_os_error();
-            let _ = fs::remove_file(tmp);
-            return Err(e);
+            // The caller removes `tmp`, once it has unmapped it.
+            return Err(io::Error::last_os_error());
         }
         Ok(())
     }

@@ -308,8 +308,15 @@ impl Writer {
                                 Start::Fresh,
                             )
                         }
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                        Err(e) => return Err(io_err("link the new segment to", path)(e)),
+                        Err(e) => {
+                            // Unmapped and closed first: Windows will not delete a mapped file.
+                            drop((file, map));
+                            let _ = fs::remove_file(&tmp);
+                            if e.kind() == io::ErrorKind::AlreadyExists {
+                                continue;
+                            }
+                            return Err(io_err("link the new segment to", path)(e));
+                        }
                     }
                 }
                 Err(e) if files::is_a_directory(&e, path) => {
