@@ -14,8 +14,8 @@
 //! tells "held" from "free" without acquiring anything. Readers that may not open it judge
 //! liveness from the pid, start time and heartbeat in the header (see `process.rs`).
 //!
-//! On Windows the writer takes an exclusive `LockFileEx` lock on the whole lock file
-//! (`LockFileEx`); the kernel releases it when the handle closes, and so when the process
+//! On Windows the writer takes an exclusive `LockFileEx` lock on the whole lock file; the
+//! kernel releases it when the handle closes, and so when the process
 //! ends in any way, `TerminateProcess` included. Windows has no query for a lock, so a reader
 //! probes by taking a shared lock with `LOCKFILE_FAIL_IMMEDIATELY` and releasing it at once:
 //! refused means held. A writer starting at that instant is not hurt, because it tries again
@@ -197,8 +197,8 @@ mod imp {
     };
     use windows_sys::Win32::System::IO::OVERLAPPED;
 
-    /// Locks (or unlocks) the whole file, every byte a 64-bit offset can name, without
-    /// waiting. `Ok(false)`: another handle holds a conflicting lock.
+    /// Locks the whole file, every byte a 64-bit offset can name, without waiting; `flags`
+    /// say shared (0) or exclusive. `Ok(false)`: another handle holds a conflicting lock.
     fn lock(file: &File, flags: u32) -> io::Result<bool> {
         // SAFETY: OVERLAPPED is a plain C struct; all-zero is offset 0 and no event.
         let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
@@ -290,7 +290,7 @@ mod tests {
         let reader = probe_file().unwrap();
         assert_eq!(probe(Some(&reader)), Probe::Held);
         // A second description in the same process conflicts too: OFD locks are per
-        // description, not per process.
+        // description, not per process (and `LockFileEx` locks per handle).
         assert!(matches!(WriterLock::acquire(&seg), Err(LockError::Held)));
         drop(a);
         assert_eq!(probe(Some(&reader)), Probe::Free);

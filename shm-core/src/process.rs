@@ -113,7 +113,7 @@ mod imp {
 #[cfg(windows)]
 mod imp {
     use super::*;
-    use std::os::windows::io::{FromRawHandle, OwnedHandle};
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
     use windows_sys::Win32::Foundation::{
         GetLastError, ERROR_INVALID_PARAMETER, FILETIME, HANDLE, STILL_ACTIVE,
     };
@@ -165,7 +165,6 @@ mod imp {
         // SAFETY: `raw` is a handle just opened for us and owned by nobody else; the
         // OwnedHandle closes it once.
         let handle = unsafe { OwnedHandle::from_raw_handle(raw) };
-        use std::os::windows::io::AsRawHandle;
         let h = handle.as_raw_handle();
         match creation_time(h) {
             Some(t) if t != who.start_ticks => return PidState::Dead, // a reused pid

@@ -185,52 +185,44 @@ mod sleep {
             Ok(Sleep)
         }
 
+        /// Sleeps while `word` holds `expected`, at most `timeout`; returns early on a wake-up, a
+        /// signal or a spurious wake-up (the caller re-checks the word).
         pub(super) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-            wait(word, expected, timeout)
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+            };
+            // SAFETY: `word` points to a live, aligned 32-bit word of a shared mapping (the
+            // caller's `WakeWords` keeps it mapped); FUTEX_WAIT only reads it, and `ts` outlives
+            // the call. Not FUTEX_PRIVATE_FLAG: the waker is another process. EINTR, EAGAIN and
+            // ETIMEDOUT all just return; the caller loops on the word's value.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    word.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    expected,
+                    &ts as *const libc::timespec,
+                    std::ptr::null::<u32>(),
+                    0u32,
+                );
+            }
         }
 
+        /// Wakes every process sleeping on `word`.
         pub(super) fn wake_all(&self, word: &AtomicU32, _waiters: u32) {
-            wake_all(word)
-        }
-    }
-
-    /// Sleeps while `word` holds `expected`, at most `timeout`; returns early on a wake-up, a
-    /// signal or a spurious wake-up (the caller re-checks the word).
-    fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-        };
-        // SAFETY: `word` points to a live, aligned 32-bit word of a shared mapping (the
-        // caller's `WakeWords` keeps it mapped); FUTEX_WAIT only reads it, and `ts` outlives
-        // the call. Not FUTEX_PRIVATE_FLAG: the waker is another process. EINTR, EAGAIN and
-        // ETIMEDOUT all just return; the caller loops on the word's value.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                &ts as *const libc::timespec,
-                std::ptr::null::<u32>(),
-                0u32,
-            );
-        }
-    }
-
-    /// Wakes every process sleeping on `word`.
-    fn wake_all(word: &AtomicU32) {
-        // SAFETY: as in `wait`; FUTEX_WAKE reads no memory of ours but the word's address.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE,
-                i32::MAX,
-                std::ptr::null::<libc::timespec>(),
-                std::ptr::null::<u32>(),
-                0u32,
-            );
+            // SAFETY: as in `wait`; FUTEX_WAKE reads no memory of ours but the word's address.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    word.as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                    std::ptr::null::<libc::timespec>(),
+                    std::ptr::null::<u32>(),
+                    0u32,
+                );
+            }
         }
     }
 }
