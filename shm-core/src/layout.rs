@@ -62,6 +62,11 @@ pub(crate) mod hdr {
     pub const WRITER_PIDNS: usize = 144;
     pub const WRITER_START_TICKS: usize = 152;
     pub const FEED_KIND: usize = 160;
+    /// The futex word readers sleep on (32 bits, the slot's lower half; see `wake.rs`).
+    pub const WAKE_WORD: usize = 168;
+    /// 1 when the writer bumps and wakes `WAKE_WORD` after every batch; 0 (a writer from
+    /// before the word existed): readers look at `LAST_UPDATE_NS` instead.
+    pub const WAKE_KIND: usize = 176;
     pub const COUNTERS: usize = 256;
 }
 

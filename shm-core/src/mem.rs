@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -59,7 +59,7 @@ impl Mapping {
 /// - `base` is 8-byte aligned and valid for reads of `len` bytes for as long as the `Mem` lives;
 ///   if `writable`, also for writes;
 /// - every access to the region, from this or any other process, is an atomic access of a whole
-///   aligned word.
+///   aligned word (64 bits, but for the 32-bit wake word: see [`Mem::futex_word`]).
 #[derive(Debug)]
 pub(crate) struct Mem {
     base: *mut u8,
@@ -125,6 +125,22 @@ impl Mem {
         // `store`), and the standard library permits atomic loads of at most pointer size on
         // read-only memory.
         unsafe { AtomicU64::from_ptr(self.base.add(off).cast::<u64>()) }
+    }
+
+    /// The 32-bit futex word at `off`, checked: the header's wake word (docs/LAYOUT.md,
+    /// "Waiting for a change"), the one place of the segment accessed in 32 bits, because the
+    /// futex system call takes a 32-bit word. Every process accesses that word only through
+    /// this view (and its 64-bit slot's upper half never), so the region's accesses stay
+    /// atomic and of one size per location.
+    pub(crate) fn futex_word(&self, off: usize) -> &AtomicU32 {
+        if !(off.is_multiple_of(8) && off < self.len && self.len - off >= 8) {
+            out_of_bounds(off, self.len);
+        }
+        // SAFETY: checked just above: 8-aligned (so 4-aligned) and in bounds. The memory stays
+        // mapped for the lifetime of `&self`; every access to these 4 bytes, in any process, is
+        // a 32-bit atomic one (see above), as `AtomicU32::from_ptr` requires. On a read-only
+        // mapping only loads (and `FUTEX_WAIT`, which only reads) are issued.
+        unsafe { AtomicU32::from_ptr(self.base.add(off).cast::<u32>()) }
     }
 
     /// Loads the word at `off` (checked).

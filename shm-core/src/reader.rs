@@ -19,7 +19,7 @@ use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
 use crate::ring::{Busy, RingRef};
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
-use crate::wake::{self, WakeWords};
+use crate::wake::{self, Waiter};
 use crate::{now_ns, SegmentPath, Timeframe};
 
 /// Default number of tries before a read gives up with [`ReadError::Busy`].
@@ -224,8 +224,8 @@ pub struct Reader {
     file: File,
     /// The writer's lock file, where this process may open it (see `lock.rs`).
     lock_probe: Option<File>,
-    /// The wake file, where this process may open it for writing (see `wake.rs`).
-    wake: Option<WakeWords>,
+    /// The sleep on the header's wake word, where the platform has one (see `wake.rs`).
+    wake: Option<Waiter>,
     path: PathBuf,
     layout: Layout,
     /// Validated against the mapping's length in `open`.
@@ -267,7 +267,7 @@ impl Reader {
                 why,
             })?;
         let lock_probe = lock::open_probe(path, files::owner(&meta));
-        let wake = WakeWords::open(path, files::owner(&meta));
+        let wake = Waiter::open(path, files::owner(&meta));
         // Check the length before mapping: touching a page past the end of the file is SIGBUS.
         let len = meta.len();
         let truncated = |expected: u64| OpenError::Truncated {
@@ -496,18 +496,26 @@ impl Reader {
 
     /// Where the segment stands now, to wait from with [`wait_for_change`](Self::wait_for_change).
     pub fn changes(&self) -> ChangeToken {
-        match &self.wake {
-            // SeqCst: the reader's half of the wake protocol (see `wake.rs`).
-            Some(w) => ChangeToken(u64::from(w.changes().load(Ordering::SeqCst))),
+        match self.wake_word() {
+            // Acquire: the reader's half of the wake protocol (see `wake.rs`).
+            Some(w) => ChangeToken(u64::from(w.load(Ordering::Acquire))),
             None => ChangeToken(self.mem().load(hdr::LAST_UPDATE_NS, Ordering::Acquire)),
         }
     }
 
+    /// The header's wake word, if the writer keeps it (see `wake.rs`).
+    fn wake_word(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        // Relaxed: a flag set once per file; either answer is safe (see `wake.rs`).
+        (self.mem().load(hdr::WAKE_KIND, Ordering::Relaxed) == 1)
+            .then(|| self.mem().futex_word(hdr::WAKE_WORD))
+    }
+
     /// Sleeps until the writer publishes a change after `since`, at most `timeout`; never
     /// longer, whatever the writer does. The writer wakes sleeping readers through a futex
-    /// (microseconds after it publishes); a reader that may not write the wake file (another
-    /// account without group write) looks every millisecond instead. A writer that stops or
-    /// dies while the reader sleeps is reported within [`crate::MAX_WAIT_SLICE`] (100 ms).
+    /// on a word of the segment's header (microseconds after it publishes); nothing a reader
+    /// may write takes part, so no other reader can delay or spin this one. A writer that
+    /// stops or dies while the reader sleeps is reported within [`crate::MAX_WAIT_SLICE`]
+    /// (100 ms).
     ///
     /// ```
     /// use std::time::Duration;
@@ -543,13 +551,13 @@ impl Reader {
         if let Some(l) = not_publishing(self) {
             return WaitOutcome::WriterGone(l);
         }
-        let changed = match &self.wake {
-            Some(w) => {
-                let since32 = since.0 as u32;
-                w.wait(since32, deadline, || not_publishing(self).is_some())
-                    .map(|v| ChangeToken(u64::from(v)))
-            }
-            None => {
+        let changed = match (&self.wake, self.wake_word()) {
+            (Some(w), Some(word)) if since.0 <= u64::from(u32::MAX) => w
+                .wait(word, since.0 as u32, deadline, || {
+                    not_publishing(self).is_some()
+                })
+                .map(|v| ChangeToken(u64::from(v))),
+            _ => {
                 let mut slept = Duration::ZERO;
                 loop {
                     let now = self.changes();
@@ -660,14 +668,15 @@ fn writer_process(h: &Header) -> PidState {
     process::check(h.writer_pid as u32, who)
 }
 
-/// Where a reader stands in the stream of changes, for [`Reader::wait_for_change`]: the wake
-/// counter, or (without access to the wake file) the time of the last candle change.
+/// Where a reader stands in the stream of changes, for [`Reader::wait_for_change`]: the
+/// header's wake word, or (from a writer that does not keep it) the time of the last candle
+/// change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeToken(u64);
 
 impl ChangeToken {
     /// How many times the writer published between `earlier` and this token: exact with the
-    /// wake file (its 32-bit counter, wrapping), else 1 for any difference.
+    /// wake word (its 32-bit counter, wrapping), else 1 for any difference.
     pub fn steps_since(self, earlier: ChangeToken) -> u64 {
         if self.0 <= u64::from(u32::MAX) && earlier.0 <= u64::from(u32::MAX) {
             u64::from((self.0 as u32).wrapping_sub(earlier.0 as u32))

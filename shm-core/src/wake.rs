@@ -1,174 +1,137 @@
-//! Waking readers when candles change: a futex in a small file beside the segment.
+//! Waking readers when candles change: a futex word in the segment's own header.
 //!
-//! Readers map the segment read-only, so they cannot tell the writer that they wait. The wake
-//! file (`NAME.wake`, 64 bytes) holds two 32-bit words that readers may write:
+//! The word is `wake_word` (header offset 168, 32 bits: the futex system call takes a 32-bit
+//! word). Only the writer stores to it; readers map the segment read-only and only load it or
+//! sleep on it. So no reader can disturb another reader's wake-ups or the writer: there is
+//! nothing a reader may write. (Version 1 segments before this had a wake file, `NAME.wake`,
+//! that every reader could write: truncating it killed the writer with SIGBUS, and scribbling
+//! on its counters starved or spun everyone. That file is gone on Linux.)
 //!
-//! | offset | word | who writes | meaning |
-//! |---:|---|---|---|
-//! | 0 | `changes` | the writer | bumped (wrapping) after each batch of changes is published; the futex word |
-//! | 8 | `waiters` | readers | how many readers are, or are about to be, asleep on `changes` |
+//! The protocol, a plain futex condition:
 //!
-//! The protocol (Dekker's, as every futex-based condition uses):
+//! | writer, after publishing a batch | reader, to wait for a change after `since` |
+//! |---|---|
+//! | `wake_word.fetch_add(1, Release)` | `v = wake_word.load(Acquire)`; `v != since`: done |
+//! | `FUTEX_WAKE(wake_word, all)`, always | `FUTEX_WAIT(wake_word, since, slice)` |
+//!
+//! No wake-up is lost: the kernel compares the word with `since` under the futex bucket's lock
+//! in `FUTEX_WAIT`, and `FUTEX_WAKE` takes the same lock after the increment, with a full
+//! barrier between a waiter's queueing and the waker's check of the queue (both sides in the
+//! kernel, on ARM as on x86). Release on the increment and Acquire on the load are enough for
+//! what the word means beyond that: a reader that sees the new value sees what the writer
+//! published before the bump (it still reads candles under their seqlocks).
+//!
+//! The cost is one `FUTEX_WAKE` system call per batch even when nobody waits, because a
+//! waiter can no longer tell the writer that it waits (a count readers may write is exactly
+//! what let them starve each other). docs/BENCHMARKS.md has the figure; a batch is one tick or
+//! many, so the writer's per-tick cost hardly moves.
+//!
+//! A hostile reader can still call `FUTEX_WAKE` on the word: every waiter then wakes, sees the
+//! word unchanged, and sleeps again. That costs the waiters as much CPU as it costs the
+//! attacker, and changes nothing they read.
+//!
+//! `wake_kind` (offset 176) is 1 when the writer keeps this protocol; a writer from before it
+//! leaves 0, and readers then look at `last_update_ns` every millisecond instead.
+//!
+//! Windows has no cross-process futex (`WaitOnAddress` is for threads of one process). There
+//! the word is the same, and the sleep is on a named semaphore in the session's `Local\`
+//! namespace, named after the wake file's path; the wake file (`NAME.wake`, 64 bytes) holds
+//! the count of waiters at offset 8, so that the writer releases one unit per waiter. The
+//! segment directory is the user's own (`%LOCALAPPDATA%`), so only that user can open the
+//! wake file: the account that could disturb the count is the writer's own. The protocol
+//! there is Dekker's:
 //!
 //! | writer, after publishing | reader, to wait for a change after `since` |
 //! |---|---|
-//! | `changes.fetch_add(1, SeqCst)` | `waiters.fetch_add(1, SeqCst)` |
-//! | `if waiters.load(SeqCst) > 0: FUTEX_WAKE(changes, all)` | `v = changes.load(SeqCst)`; `v != since`: done |
-//! | | `FUTEX_WAIT(changes, v, slice)`: the kernel sleeps only while `changes == v` |
-//! | | `waiters.fetch_sub(1, SeqCst)` |
+//! | `wake_word.fetch_add(1, SeqCst)` | `waiters.fetch_add(1, SeqCst)` |
+//! | `if waiters.load(SeqCst) > 0: release(waiters)` | `v = wake_word.load(SeqCst)`; `v != since`: done |
+//! | | wait on the semaphore, at most a slice; `waiters.fetch_sub(1, SeqCst)` at the end |
 //!
-//! SeqCst on the four accesses gives them one total order (on ARM as on x86, where the
-//! read-modify-writes are full barriers): either the writer's load of `waiters` comes after
-//! the reader's increment (it wakes), or the reader's load of `changes` comes after the
-//! writer's bump (it does not sleep), or the kernel's own compare in `FUTEX_WAIT` sees the new
-//! value (`EAGAIN`). A wake-up is never lost, and the writer makes no system call when the
-//! count is zero.
+//! SeqCst on the four accesses gives them one total order: either the writer's load of
+//! `waiters` comes after the reader's increment (it releases a unit, which waits in the
+//! semaphore until the reader takes it), or the reader's load of the word comes after the bump
+//! (it does not sleep). A unit left over costs a later waiter one spurious wake-up.
 //!
-//! The file's mode is the segment's with write added wherever read is (0600 stays 0600, 0640
-//! becomes 0660), so that every reader of the segment can wait. Whoever may write it can only
-//! disturb wake-ups, never candles: a reader never sleeps longer than [`MAX_SLICE`] at a time,
-//! re-checking `changes` and the writer's liveness, so a count forced to zero costs latency, a
-//! count forced high costs the writer one `FUTEX_WAKE` per batch, and neither can block anyone.
-//!
-//! Futexes work across processes on a shared mapping (`FUTEX_WAIT` without
-//! `FUTEX_PRIVATE_FLAG`). Windows has no cross-process futex (`WaitOnAddress` is for threads
-//! of one process), so there the sleep is on a named semaphore in the session's `Local\`
-//! namespace, named after the wake file's full path, that the writer and every reader open
-//! (or create, whoever comes first). The table above is unchanged; `FUTEX_WAKE(all)` becomes
-//! "release one unit per counted waiter", `FUTEX_WAIT` a wait on the semaphore. The kernel's
-//! compare in `FUTEX_WAIT` has no equivalent, and needs none: a unit released for a reader
-//! that has not reached its wait yet stays in the semaphore until it does. A unit left over
-//! (its reader saw the change before sleeping, or timed out) costs a later waiter one
-//! spurious wake-up, after which it re-checks `changes` and sleeps again.
-//! Elsewhere the reader sleeps in short slices.
+//! Elsewhere (other systems, Miri) the reader sleeps in short slices.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use memmap2::{MmapOptions, MmapRaw};
-
-use crate::files;
-
-/// Size of the wake file.
-pub(crate) const WAKE_FILE_SIZE: usize = 64;
-const CHANGES: usize = 0;
-const WAITERS: usize = 8;
-
-/// The longest a reader sleeps before it looks again at the counter and the writer's
-/// liveness, whatever the wake file says.
+/// The longest a reader sleeps before it looks again at the word and the writer's liveness,
+/// whatever happens.
 pub const MAX_SLICE: Duration = Duration::from_millis(100);
 
-/// The wake file of the segment at `segment`.
+/// The wake file of the segment at `segment` (Windows' waiter count; on Linux only a leftover
+/// of an older writer, removed at start).
 pub(crate) fn wake_path(segment: &Path) -> PathBuf {
     let mut name = segment.as_os_str().to_owned();
     name.push(".wake");
     PathBuf::from(name)
 }
 
-/// The two words of a wake file, mapped shared and read-write.
+/// The writer's half.
 #[derive(Debug)]
-pub(crate) struct WakeWords {
-    map: MmapRaw,
-    /// What a waiter sleeps on.
+pub(crate) struct Waker {
     sleep: sleep::Sleep,
 }
 
-impl WakeWords {
-    fn word(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off + 4 <= WAKE_FILE_SIZE && off.is_multiple_of(4));
-        // SAFETY: `off` is one of the two word offsets above (0 or 8), 4-aligned and inside
-        // the 64 bytes that `open` checked the mapping has (a page-aligned base, so the word is
-        // aligned); the mapping lives as long as `self`, and every process accesses these
-        // words only atomically.
-        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(off).cast::<u32>()) }
+impl Waker {
+    /// Prepares the wake-up of the segment at `segment`, whose mode is `mode`.
+    pub(crate) fn create(segment: &Path, mode: u32) -> io::Result<Waker> {
+        Ok(Waker {
+            sleep: sleep::Sleep::for_writer(segment, mode)?,
+        })
     }
 
-    /// The futex word.
-    pub(crate) fn changes(&self) -> &AtomicU32 {
-        self.word(CHANGES)
+    /// Bumps the word and wakes every waiter.
+    pub(crate) fn notify(&self, word: &AtomicU32) {
+        // Release: see the protocol table at the top (SeqCst on Windows, Dekker's protocol).
+        word.fetch_add(1, sleep::BUMP);
+        self.sleep.wake_all(word);
+    }
+}
+
+/// A reader's half.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    sleep: sleep::Sleep,
+}
+
+impl Waiter {
+    /// Prepares waiting on the segment at `segment`, whose file belongs to `owner`; `None`
+    /// where the platform's sleep cannot be had (Windows: the wake file cannot be opened),
+    /// and the reader looks every millisecond instead.
+    pub(crate) fn open(segment: &Path, owner: u32) -> Option<Waiter> {
+        Some(Waiter {
+            sleep: sleep::Sleep::for_reader(segment, owner)?,
+        })
     }
 
-    /// The waiter count.
-    pub(crate) fn waiters(&self) -> &AtomicU32 {
-        self.word(WAITERS)
-    }
-
-    /// Maps an opened wake file at `path`, if it is at least 64 bytes long.
-    fn map(file: &File, path: &Path) -> io::Result<WakeWords> {
-        if file.metadata()?.len() < WAKE_FILE_SIZE as u64 {
-            return Err(io::Error::other("the wake file is too short"));
-        }
-        let map = MmapOptions::new().len(WAKE_FILE_SIZE).map_raw(file)?;
-        let sleep = sleep::Sleep::open(path)?;
-        Ok(WakeWords { map, sleep })
-    }
-
-    /// Creates (or takes over) the wake file of the segment at `segment`, for the writer.
-    /// `mode` is the segment's; the file gets write wherever the segment has read.
-    pub(crate) fn create(segment: &Path, mode: u32) -> io::Result<WakeWords> {
-        let path = wake_path(segment);
-        let wake_mode = (mode & 0o644) | ((mode & 0o044) >> 1);
-        let file = files::open_or_create(&path, wake_mode)?;
-        let meta = file.metadata()?;
-        files::regular(&meta).map_err(|e| io::Error::other(e.to_string()))?;
-        files::owned_by_us(&meta).map_err(|e| io::Error::other(e.to_string()))?;
-        files::set_mode(&file, wake_mode)?;
-        if meta.len() < WAKE_FILE_SIZE as u64 {
-            file.set_len(WAKE_FILE_SIZE as u64)?;
-        }
-        WakeWords::map(&file, &path)
-    }
-
-    /// Opens the wake file of the segment at `segment`, whose file has owner `owner`, for a
-    /// reader; `None` if it cannot (no file yet, no write permission, another owner).
-    pub(crate) fn open(segment: &Path, owner: u32) -> Option<WakeWords> {
-        let path = wake_path(segment);
-        let file = files::open(&path, true).ok()?;
-        let meta = file.metadata().ok()?;
-        if files::regular(&meta).is_err() || files::owner(&meta) != owner {
-            return None;
-        }
-        WakeWords::map(&file, &path).ok()
-    }
-
-    /// The writer's half: bumps the counter and wakes the waiters, if any.
-    pub(crate) fn notify(&self) {
-        // SeqCst on both: see the protocol table at the top.
-        self.changes().fetch_add(1, Ordering::SeqCst);
-        let waiters = self.waiters().load(Ordering::SeqCst);
-        if waiters > 0 {
-            self.sleep.wake_all(self.changes(), waiters);
-        }
-    }
-
-    /// The reader's half: waits until the counter differs from `since`, at most until
-    /// `deadline`, in slices of at most [`MAX_SLICE`] after each of which `give_up` is asked
-    /// whether to stop (the writer died, say). Returns the new counter, or `None`.
+    /// Waits until `word` differs from `since`, at most until `deadline`, in slices of at most
+    /// [`MAX_SLICE`] after each of which `give_up` is asked whether to stop (the writer died,
+    /// say). Returns the new value, or `None`.
     pub(crate) fn wait(
         &self,
+        word: &AtomicU32,
         since: u32,
         deadline: Instant,
         mut give_up: impl FnMut() -> bool,
     ) -> Option<u32> {
-        let waiters = self.waiters();
-        // SeqCst: see the protocol table at the top.
-        waiters.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            let now = self.changes().load(Ordering::SeqCst);
+        let _counted = self.sleep.count_waiter();
+        loop {
+            // Acquire: see the protocol table at the top (SeqCst on Windows).
+            let now = word.load(sleep::LOOK);
             if now != since {
-                break Some(now);
+                return Some(now);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || give_up() {
-                break None;
+                return None;
             }
-            self.sleep.wait(self.changes(), since, left.min(MAX_SLICE));
-        };
-        waiters.fetch_sub(1, Ordering::SeqCst);
-        result
+            self.sleep.wait(word, since, left.min(MAX_SLICE));
+        }
     }
 }
 
@@ -176,13 +139,50 @@ impl WakeWords {
 mod sleep {
     use super::*;
 
-    /// The futex needs no object of its own: the word is the wait queue's key.
+    /// Release suffices for the bump and Acquire for the look: the kernel orders the futex
+    /// calls themselves (module docs).
+    pub(super) const BUMP: Ordering = Ordering::Release;
+    pub(super) const LOOK: Ordering = Ordering::Acquire;
+
+    /// The futex needs no object of its own: the word's file and offset are the wait queue's
+    /// key, the same in every process that maps the segment.
     #[derive(Debug)]
     pub(super) struct Sleep;
 
+    /// What counting a waiter leaves behind where nothing is counted.
+    pub(super) struct NotCounted;
+
     impl Sleep {
-        pub(super) fn open(_wake_file: &Path) -> io::Result<Sleep> {
+        /// Removes the wake file an older writer left, which older readers would otherwise
+        /// wait on for ever (without it they look at `last_update_ns`). It is removed only if
+        /// it is ours; another account's is left alone and never used.
+        pub(super) fn for_writer(segment: &Path, _mode: u32) -> io::Result<Sleep> {
+            let path = wake_path(segment);
+            match crate::files::open(&path, false) {
+                Ok(f) => {
+                    let meta = f.metadata()?;
+                    if crate::files::owned_by_us(&meta).is_ok() {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Not ours to open (a symlink, say): not used, so not our concern.
+                Err(_) => {}
+            }
             Ok(Sleep)
+        }
+
+        pub(super) fn for_reader(_segment: &Path, _owner: u32) -> Option<Sleep> {
+            Some(Sleep)
+        }
+
+        /// Nothing to count: the writer always wakes.
+        pub(super) fn count_waiter(&self) -> NotCounted {
+            NotCounted
         }
 
         /// Sleeps while `word` holds `expected`, at most `timeout`; returns early on a wake-up, a
@@ -193,8 +193,9 @@ mod sleep {
                 tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
             };
             // SAFETY: `word` points to a live, aligned 32-bit word of a shared mapping (the
-            // caller's `WakeWords` keeps it mapped); FUTEX_WAIT only reads it, and `ts` outlives
-            // the call. Not FUTEX_PRIVATE_FLAG: the waker is another process. EINTR, EAGAIN and
+            // caller's reader keeps it mapped); FUTEX_WAIT only reads it, which a read-only
+            // mapping allows (Linux takes read-only futex keys since 3.7), and `ts` outlives the
+            // call. Not FUTEX_PRIVATE_FLAG: the waker is another process. EINTR, EAGAIN and
             // ETIMEDOUT all just return; the caller loops on the word's value.
             unsafe {
                 libc::syscall(
@@ -210,7 +211,7 @@ mod sleep {
         }
 
         /// Wakes every process sleeping on `word`.
-        pub(super) fn wake_all(&self, word: &AtomicU32, _waiters: u32) {
+        pub(super) fn wake_all(&self, word: &AtomicU32) {
             // SAFETY: as in `wait`; FUTEX_WAKE reads no memory of ours but the word's address.
             unsafe {
                 libc::syscall(
@@ -230,16 +231,31 @@ mod sleep {
 #[cfg(all(windows, not(miri)))]
 mod sleep {
     use super::*;
+    use std::fs::File;
     use std::os::windows::ffi::OsStrExt;
     use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+
+    use memmap2::{MmapOptions, MmapRaw};
     use windows_sys::Win32::System::Threading::{
         CreateSemaphoreW, ReleaseSemaphore, WaitForSingleObject,
     };
 
-    /// The named semaphore of one wake file (module docs).
+    use crate::files;
+
+    /// Dekker's protocol needs one total order over the four accesses (module docs).
+    pub(super) const BUMP: Ordering = Ordering::SeqCst;
+    pub(super) const LOOK: Ordering = Ordering::SeqCst;
+
+    /// Size of the wake file.
+    const WAKE_FILE_SIZE: usize = 64;
+    /// Offset of the waiter count in it.
+    const WAITERS: usize = 8;
+
+    /// The named semaphore of one segment, and the waiter count (module docs).
     #[derive(Debug)]
     pub(super) struct Sleep {
         semaphore: OwnedHandle,
+        map: MmapRaw,
     }
 
     /// `Local\mtf-candles-wake-HASH`: object names may not hold `\` and are limited in length,
@@ -264,10 +280,23 @@ mod sleep {
             .collect()
     }
 
+    /// A guard that uncounts a waiter when its wait ends, however it ends.
+    pub(super) struct Counted<'a>(&'a AtomicU32);
+
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            // SeqCst: see the protocol table at the top.
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     impl Sleep {
-        /// Creates the semaphore, or opens it if the writer or another reader already did.
-        pub(super) fn open(wake_file: &Path) -> io::Result<Sleep> {
-            let name = name(wake_file);
+        fn open(file: &File, path: &Path) -> io::Result<Sleep> {
+            if file.metadata()?.len() < WAKE_FILE_SIZE as u64 {
+                return Err(io::Error::other("the wake file is too short"));
+            }
+            let map = MmapOptions::new().len(WAKE_FILE_SIZE).map_raw(file)?;
+            let name = name(path);
             // SAFETY: `name` is a NUL-terminated UTF-16 string that outlives the call; null
             // security attributes give the creator's default DACL (this user, SYSTEM and the
             // administrators). Returns a new handle, or null on failure.
@@ -277,7 +306,39 @@ mod sleep {
             }
             // SAFETY: `raw` is a handle just returned to us and owned by nobody else.
             let semaphore = unsafe { OwnedHandle::from_raw_handle(raw) };
-            Ok(Sleep { semaphore })
+            Ok(Sleep { semaphore, map })
+        }
+
+        pub(super) fn for_writer(segment: &Path, mode: u32) -> io::Result<Sleep> {
+            let path = wake_path(segment);
+            let file = files::open_or_create(&path, mode)?;
+            let meta = file.metadata()?;
+            files::regular(&meta).map_err(|e| io::Error::other(e.to_string()))?;
+            if meta.len() < WAKE_FILE_SIZE as u64 {
+                file.set_len(WAKE_FILE_SIZE as u64)?;
+            }
+            Sleep::open(&file, &path)
+        }
+
+        pub(super) fn for_reader(segment: &Path, _owner: u32) -> Option<Sleep> {
+            let path = wake_path(segment);
+            let file = files::open(&path, true).ok()?;
+            let meta = file.metadata().ok()?;
+            files::regular(&meta).ok()?;
+            Sleep::open(&file, &path).ok()
+        }
+
+        fn waiters(&self) -> &AtomicU32 {
+            // SAFETY: offset 8 is 4-aligned and inside the 64 bytes `open` checked the file
+            // has and mapped (a page-aligned base); the mapping lives as long as `self`, and
+            // every process accesses the count only atomically.
+            unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(WAITERS).cast::<u32>()) }
+        }
+
+        pub(super) fn count_waiter(&self) -> Counted<'_> {
+            // SeqCst: see the protocol table at the top.
+            self.waiters().fetch_add(1, Ordering::SeqCst);
+            Counted(self.waiters())
         }
 
         /// Sleeps until a unit is released, at most `timeout` (the caller re-checks the word).
@@ -291,7 +352,12 @@ mod sleep {
         }
 
         /// Releases one unit per counted waiter.
-        pub(super) fn wake_all(&self, _word: &AtomicU32, waiters: u32) {
+        pub(super) fn wake_all(&self, _word: &AtomicU32) {
+            // SeqCst: see the protocol table at the top.
+            let waiters = self.waiters().load(Ordering::SeqCst);
+            if waiters == 0 {
+                return;
+            }
             let n = i32::try_from(waiters).unwrap_or(i32::MAX);
             // SAFETY: the handle is open for as long as `self` lives; a null previous-count
             // pointer is allowed. A release past the maximum fails and changes nothing: the
@@ -330,22 +396,35 @@ mod sleep {
 mod sleep {
     use super::*;
 
+    pub(super) const BUMP: Ordering = Ordering::Release;
+    pub(super) const LOOK: Ordering = Ordering::Acquire;
+
     #[derive(Debug)]
     pub(super) struct Sleep;
 
+    pub(super) struct NotCounted;
+
     impl Sleep {
-        pub(super) fn open(_wake_file: &Path) -> io::Result<Sleep> {
+        pub(super) fn for_writer(_segment: &Path, _mode: u32) -> io::Result<Sleep> {
             Ok(Sleep)
+        }
+
+        pub(super) fn for_reader(_segment: &Path, _owner: u32) -> Option<Sleep> {
+            Some(Sleep)
+        }
+
+        pub(super) fn count_waiter(&self) -> NotCounted {
+            NotCounted
         }
 
         pub(super) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
             let until = Instant::now() + timeout;
-            while word.load(Ordering::SeqCst) == expected && Instant::now() < until {
+            while word.load(Ordering::Acquire) == expected && Instant::now() < until {
                 std::thread::sleep(Duration::from_micros(200).min(timeout));
             }
         }
 
-        pub(super) fn wake_all(&self, _word: &AtomicU32, _waiters: u32) {}
+        pub(super) fn wake_all(&self, _word: &AtomicU32) {}
     }
 }
 
@@ -353,48 +432,59 @@ mod sleep {
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).unwrap().mode() & 0o777
-    }
-
     #[test]
     fn a_waiter_wakes_on_a_change_and_gives_up_at_its_deadline() {
         let seg = std::env::temp_dir().join(format!("shm-core-wake-{}", std::process::id()));
-        let writer = WakeWords::create(&seg, 0o600).unwrap();
-        #[cfg(unix)]
-        assert_eq!(mode(&wake_path(&seg)), 0o600);
-        let reader = WakeWords::open(&seg, files::euid()).unwrap();
-        let since = reader.changes().load(Ordering::SeqCst);
-        // Nothing changes: back at the deadline, with no waiter left counted.
+        let word = AtomicU32::new(7);
+        let writer = Waker::create(&seg, 0o600).unwrap();
+        let reader = Waiter::open(&seg, crate::files::euid()).unwrap();
+        // Nothing changes: back at the deadline.
         let started = Instant::now();
         assert_eq!(
-            reader.wait(since, Instant::now() + Duration::from_millis(50), || false),
+            reader.wait(&word, 7, Instant::now() + Duration::from_millis(50), || false),
             None
         );
         assert!(started.elapsed() >= Duration::from_millis(50));
-        assert_eq!(reader.waiters().load(Ordering::SeqCst), 0);
         // A change from another thread wakes it long before its deadline.
         std::thread::scope(|s| {
-            let waiting =
-                s.spawn(|| reader.wait(since, Instant::now() + Duration::from_secs(10), || false));
-            while reader.waiters().load(Ordering::SeqCst) == 0 {
-                std::thread::yield_now();
-            }
-            writer.notify();
-            assert_eq!(waiting.join().unwrap(), Some(since.wrapping_add(1)));
+            let waiting = s.spawn(|| {
+                reader.wait(&word, 7, Instant::now() + Duration::from_secs(10), || false)
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            writer.notify(&word);
+            assert_eq!(waiting.join().unwrap(), Some(8));
         });
         // A change before the wait: no sleep at all.
         assert_eq!(
-            reader.wait(since, Instant::now() + Duration::from_secs(10), || false),
-            Some(since.wrapping_add(1))
+            reader.wait(&word, 7, Instant::now() + Duration::from_secs(10), || false),
+            Some(8)
         );
-        // The group may wait on a segment it may read.
-        drop(WakeWords::create(&seg, 0o640).unwrap());
-        #[cfg(unix)]
-        assert_eq!(mode(&wake_path(&seg)), 0o660);
         drop((writer, reader));
-        std::fs::remove_file(wake_path(&seg)).unwrap();
+        let _ = std::fs::remove_file(wake_path(&seg));
+    }
+
+    /// A hostile process that may read the segment can call `FUTEX_WAKE` on its word. A
+    /// waiter then wakes, finds the word unchanged, and sleeps on to its deadline: no change
+    /// is reported that did not happen.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn spurious_futex_wakes_report_no_change() {
+        let word = AtomicU32::new(3);
+        let seg = std::env::temp_dir().join(format!("shm-core-wake-spam-{}", std::process::id()));
+        let reader = Waiter::open(&seg, crate::files::euid()).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    sleep::Sleep.wake_all(&word);
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            });
+            let started = Instant::now();
+            let got = reader.wait(&word, 3, Instant::now() + Duration::from_millis(300), || false);
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(got, None);
+            assert!(started.elapsed() >= Duration::from_millis(300));
+        });
     }
 }

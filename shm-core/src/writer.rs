@@ -15,7 +15,7 @@ use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
 use crate::ring::RingRef;
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
-use crate::wake::{self, WakeWords};
+use crate::wake::{self, Waker};
 use crate::{now_ns, SegmentPath, Timeframe};
 
 /// Options for [`Writer::create`].
@@ -230,8 +230,8 @@ pub struct Writer {
     _file: File,
     /// The exclusive writer lock, held for the writer's whole life.
     _lock: WriterLock,
-    /// The wake file: readers sleep on its counter (see `wake.rs`).
-    wake: WakeWords,
+    /// Wakes the readers sleeping on the header's wake word (see `wake.rs`).
+    wake: Waker,
     path: PathBuf,
     layout: Layout,
     /// One entry per directory entry, validated against the mapping's length at creation.
@@ -281,8 +281,8 @@ impl Writer {
             fs::create_dir_all(&dir).map_err(io_err("create the directory", &dir))?;
         }
         let lock = take_lock(path)?;
-        let wake = WakeWords::create(path, options.mode)
-            .map_err(io_err("create the wake file", &wake::wake_path(path)))?;
+        let wake = Waker::create(path, options.mode)
+            .map_err(io_err("prepare the wake-up of", &wake::wake_path(path)))?;
         // Under the lock no other writer builds here, so every temporary file of this
         // segment is a leftover of a writer killed while building one.
         remove_leftovers(path);
@@ -436,6 +436,9 @@ impl Writer {
             })?;
         // Relaxed: this process wrote it, or holds the lock of the process that did.
         let generation = map.mem().load(hdr::GENERATION, Ordering::Relaxed);
+        // Relaxed: a flag for readers, set once per file and never cleared; a reader that
+        // loads it before this store looks at `last_update_ns` meanwhile (see `wake.rs`).
+        map.mem().store(hdr::WAKE_KIND, 1, Ordering::Relaxed);
         Ok(Writer {
             map,
             _file: held.file,
@@ -671,12 +674,12 @@ impl Writer {
     }
 
     /// Wakes the readers waiting for a change ([`Reader::wait_for_change`]). Call it after
-    /// publishing a batch of changes: it bumps the wake counter, and makes a system call only
-    /// when a reader waits.
+    /// publishing a batch of changes: it bumps the header's wake word and makes one
+    /// `FUTEX_WAKE` system call (always: readers cannot say that they wait, see `wake.rs`).
     ///
     /// [`Reader::wait_for_change`]: crate::Reader::wait_for_change
     pub fn notify(&self) {
-        self.wake.notify();
+        self.wake.notify(self.mem().futex_word(hdr::WAKE_WORD));
     }
 
     /// Refreshes the writer's clock and stores it as the heartbeat.
@@ -715,7 +718,7 @@ impl Drop for Writer {
             Ordering::Release,
         );
         // Waiting readers learn at once that nothing more will come.
-        self.wake.notify();
+        self.notify();
         // The lock goes with `_lock`, after this.
     }
 }
@@ -743,8 +746,8 @@ struct Held {
     file: File,
     /// The writer lock.
     lock: WriterLock,
-    /// The wake file.
-    wake: WakeWords,
+    /// The wake-up.
+    wake: Waker,
 }
 
 /// Takes the writer lock of the segment at `path`, or says why not.

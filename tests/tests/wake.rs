@@ -314,3 +314,50 @@ fn the_monitor_on_bar_cycles_when_a_candle_closes_not_on_every_tick() {
     let child = monitor.0.as_mut().unwrap();
     assert!(child.try_wait().unwrap().is_none(), "the monitor exited");
 }
+
+/// What a reader account could do to the wake file of the first design (issue C1, C2, D1–D3):
+/// plant one, truncate it, fill it with junk. The wake-up is a word of the read-only segment
+/// now, so none of it reaches the writer or another reader.
+#[cfg(unix)]
+#[test]
+fn a_planted_truncated_or_scribbled_wake_file_disturbs_no_one() {
+    let seg = TempSegment::new("wake-hostile");
+    let mut wake = seg.file().into_os_string();
+    wake.push(".wake");
+    // Planted before the writer starts (an older writer's leftover looks the same): removed.
+    std::fs::write(&wake, [0xffu8; 64]).unwrap();
+    let mut w = writer(&seg);
+    assert!(
+        std::fs::metadata(&wake).is_err(),
+        "the writer removed the wake file and made none"
+    );
+    // The writer needs no file beside the segment but its lock: a tmpfs that fits only the
+    // segment cannot fail it later (C2).
+    let dir = seg.file().parent().unwrap().to_owned();
+    let stem = seg.file().file_name().unwrap().to_string_lossy().into_owned();
+    let mut beside: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&stem))
+        .collect();
+    beside.sort();
+    assert_eq!(beside, [stem.clone(), format!("{stem}.lock")]);
+
+    // Planted again while it runs, then truncated to nothing (the SIGBUS of C1) and scribbled
+    // on (the pinned, zeroed and bumped counters of D1–D3), while another process waits.
+    std::fs::write(&wake, [0u8; 64]).unwrap();
+    let m1 = w.ring("STRESS", Timeframe::M1).unwrap();
+    for round in 0..3u8 {
+        let child = waiter(&seg, "10");
+        match round {
+            0 => std::fs::File::create(&wake).unwrap().set_len(0).unwrap(),
+            1 => std::fs::write(&wake, [0xffu8; 64]).unwrap(),
+            _ => std::fs::write(&wake, [0u8; 64]).unwrap(),
+        }
+        w.update_forming(m1, &Candle::flat(60 * (i64::from(round) + 1), 1.0));
+        w.notify();
+        assert_eq!(answer(child), "changed", "round {round}");
+    }
+    let _ = std::fs::remove_file(&wake);
+}
