@@ -25,14 +25,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use shm_core::{SegmentNameError, SegmentPath};
+use shm_core::{SegmentNameError, SegmentPath, Trust, TrustError};
 
 /// Exit status of a bad flag or configuration, in every binary (as clap's own).
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit status of any other failure.
 pub const EXIT_FAILURE: u8 = 1;
 
-/// `--segment NAME` / `--segment-path PATH`: which segment to use.
+/// `--segment NAME` / `--segment-path PATH`: which segment to use; `--trust ACCOUNTS`: whose.
 #[derive(Debug, Clone, Args)]
 pub struct SegmentArgs {
     /// Segment name, in /dev/shm (Linux) or %LOCALAPPDATA%\mtf-candles (Windows).
@@ -41,11 +41,25 @@ pub struct SegmentArgs {
     /// Segment file path (overrides --segment).
     #[arg(long, value_name = "PATH")]
     pub segment_path: Option<PathBuf>,
+    /// Accounts whose segments this program reads besides its own and root's: names or uids,
+    /// comma-separated (as MTF_TRUST, which is read besides). A segment owned by any other
+    /// account is refused: another account could have taken the name first.
+    #[arg(long, value_name = "ACCOUNTS", value_parser = parse_trust)]
+    pub trust: Option<Trust>,
+}
+
+/// `--trust`'s parser: the one shm-core uses for `MTF_TRUST`.
+fn parse_trust(list: &str) -> Result<Trust, TrustError> {
+    Trust::parse(list, "--trust")
 }
 
 impl SegmentArgs {
-    /// The segment these flags name.
+    /// The segment these flags name. Every reader this process opens from now on also trusts
+    /// the accounts `--trust` names ([`shm_core::set_process_trust`]).
     pub fn path(&self) -> Result<SegmentPath, SegmentNameError> {
+        if let Some(trust) = &self.trust {
+            shm_core::set_process_trust(trust);
+        }
         match &self.segment_path {
             Some(p) => Ok(SegmentPath::at(p)),
             None => SegmentPath::named(&self.segment),

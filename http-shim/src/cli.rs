@@ -80,6 +80,14 @@ pub fn main() -> ExitCode {
         "mtf-shim: serving segment {segment} on http://{}/streamer/status",
         shim.local_addr()
     );
+    // A segment that is there but refused (another account's, say) is said once, with why;
+    // the API answers as if there were none until a segment it can trust takes the name.
+    match shm_core::Reader::open(&segment) {
+        Err(e @ shm_core::OpenError::Untrusted { .. }) | Err(e @ shm_core::OpenError::Trust(_)) => {
+            eprintln!("mtf-shim: warning: {e}")
+        }
+        _ => {}
+    }
     // Relaxed: the signal handler's flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

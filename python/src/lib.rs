@@ -181,17 +181,16 @@ impl Segment {
         let ring = reader.ring(symbol, tf).ok_or_else(|| {
             NotFound::new_err(format!("the segment has no {symbol} {}", tf.name()))
         })?;
-        ring.read_last(n, &mut *scratch).map_err(busy)?;
-        // Never hand out a record that breaks the writer's invariants (a damaged or forged
-        // segment): the caller gets an error, not a plausible-looking array.
-        if let Some((c, defect)) = scratch.iter().find_map(|c| c.defect().map(|d| (c, d))) {
-            return Err(SegmentError::new_err(format!(
-                "damaged {symbol} {} candle at {}: {defect}",
-                tf.name(),
-                c.time
-            )));
-        }
-        Ok(())
+        // The reader refuses a snapshot that breaks the writer's rules (a damaged or forged
+        // segment: a bad record, disordered or misaligned times): the caller gets an error,
+        // never a plausible-looking array.
+        ring.read_last(n, &mut *scratch).map_err(|e| match e {
+            ReadError::Invalid { time, why } => SegmentError::new_err(format!(
+                "damaged {symbol} {} candle at {time}: {why}",
+                tf.name()
+            )),
+            ReadError::Busy { .. } => busy(e),
+        })
     }
 
     /// Every candle a ring holds, oldest first (its capacity and the forming one).

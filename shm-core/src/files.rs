@@ -20,7 +20,7 @@ use std::io;
 use std::path::Path;
 
 /// Why a file at a segment's name is not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Untrusted {
     /// Not a regular file: a FIFO, socket, device, directory or link.
     NotRegular {
@@ -40,6 +40,14 @@ pub enum Untrusted {
         /// The permission bits.
         mode: u32,
     },
+    /// Owned by an account this reader does not trust (see [`crate::Trust`]): it could have
+    /// squatted the name before the streamer started, and write anything.
+    UntrustedOwner {
+        /// The owner's uid.
+        uid: u32,
+        /// The owner's account name, if the system knows it.
+        name: Option<String>,
+    },
 }
 
 impl fmt::Display for Untrusted {
@@ -48,6 +56,15 @@ impl fmt::Display for Untrusted {
             Untrusted::NotRegular { kind } => write!(f, "it is {kind}, not a regular file"),
             Untrusted::OwnedByOther { uid, expected } => {
                 write!(f, "it is owned by uid {uid}, not by this user (uid {expected})")
+            }
+            Untrusted::UntrustedOwner { uid, name } => {
+                let who = name.clone().unwrap_or_else(|| uid.to_string());
+                write!(
+                    f,
+                    "it belongs to {who} (uid {uid}), an account this reader does not trust; \
+                     if that account runs your streamer, trust it with MTF_TRUST={who}, \
+                     --trust {who} or initialize(trust=\"{who}\")"
+                )
             }
             Untrusted::WritableByOthers { mode } => write!(
                 f,

@@ -55,6 +55,8 @@ mod ring;
 mod status;
 pub mod time;
 mod timeframe;
+mod trust;
+mod validate;
 mod wake;
 mod writer;
 
@@ -77,6 +79,8 @@ pub use time::{
     SERVER_OFFSET_RANGE,
 };
 pub use timeframe::{Timeframe, UnknownTimeframe};
+pub use trust::{set_process_trust, Trust, TrustError, TRUST_ENV};
+pub use validate::InvalidRecord;
 pub use wake::MAX_SLICE as MAX_WAIT_SLICE;
 pub use writer::{remove_segment, CreateError, RingId, Start, SymbolId, Writer, WriterOptions};
 

@@ -17,8 +17,10 @@ use crate::layout::{
 use crate::lock::{self, Probe};
 use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
-use crate::ring::{Busy, RingRef};
+use crate::ring::{Busy, RingRef, Slot};
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
+use crate::trust::{Trust, TrustError};
+use crate::validate::{self, InvalidRecord};
 use crate::wake::{self, Waiter};
 use crate::{now_ns, SegmentPath, Timeframe};
 
@@ -90,6 +92,8 @@ pub enum OpenError {
         /// What is wrong with it.
         why: Untrusted,
     },
+    /// The list of trusted accounts (`MTF_TRUST`) is malformed.
+    Trust(TrustError),
     /// A header, symbol or directory field holds an impossible value.
     Corrupt {
         /// The segment file.
@@ -153,6 +157,7 @@ impl fmt::Display for OpenError {
             OpenError::Corrupt { path, what } => {
                 write!(f, "segment {} is corrupt: {what}", path.display())
             }
+            OpenError::Trust(e) => write!(f, "bad list of trusted accounts: {e}"),
         }
     }
 }
@@ -161,6 +166,7 @@ impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             OpenError::Io { source, .. } => Some(source),
+            OpenError::Trust(e) => Some(e),
             _ => None,
         }
     }
@@ -175,6 +181,14 @@ pub enum ReadError {
         /// Tries made.
         attempts: u32,
     },
+    /// A candle of the snapshot breaks a rule the writer keeps (see [`InvalidRecord`]): the
+    /// segment is damaged or forged, and nothing of the snapshot is handed out.
+    Invalid {
+        /// The offending candle's time, as stored.
+        time: i64,
+        /// What is wrong with it.
+        why: InvalidRecord,
+    },
 }
 
 impl fmt::Display for ReadError {
@@ -184,6 +198,9 @@ impl fmt::Display for ReadError {
                 f,
                 "ring stayed mid-write for {attempts} attempts (writer overloaded or killed mid-write)"
             ),
+            ReadError::Invalid { time, why } => {
+                write!(f, "damaged or forged candle at time {time}: {why}")
+            }
         }
     }
 }
@@ -227,6 +244,8 @@ pub struct Reader {
     /// The sleep on the header's wake word, where the platform has one (see `wake.rs`).
     wake: Option<Waiter>,
     path: PathBuf,
+    /// The accounts trusted at `open`, kept for `reopen`.
+    trust: Trust,
     layout: Layout,
     /// Validated against the mapping's length in `open`.
     rings: Vec<RingRef>,
@@ -238,9 +257,15 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Maps the segment at `path` read-only and checks its magic, version, size, layout hash
-    /// and directory.
+    /// Maps the segment at `path` read-only and checks its owner (one of the accounts
+    /// [`Trust::for_process`] trusts), magic, version, size, layout hash and directory.
     pub fn open(path: &SegmentPath) -> Result<Reader, OpenError> {
+        let trust = Trust::for_process().map_err(OpenError::Trust)?;
+        Reader::open_trusting(path, &trust)
+    }
+
+    /// As [`open`](Self::open), trusting exactly the accounts of `trust`.
+    pub fn open_trusting(path: &SegmentPath, trust: &Trust) -> Result<Reader, OpenError> {
         let path = path.path();
         // O_NONBLOCK: a FIFO planted at the name must not hang the reader; O_NOFOLLOW: nor
         // may a symlink point it elsewhere.
@@ -260,14 +285,26 @@ impl Reader {
         let meta = file.metadata().map_err(io)?;
         // Only a regular file can be mapped safely, and only one that nobody but its owner can
         // write: anyone else who can write it can forge candles or truncate it (SIGBUS).
+        // And only one whose owner we trust: anyone can create a name in /dev/shm first.
+        let owner = files::owner(&meta);
         files::regular(&meta)
             .and_then(|()| files::owner_only_writes(&meta))
+            .and_then(|()| {
+                if trust.allows(owner) {
+                    Ok(())
+                } else {
+                    Err(Untrusted::UntrustedOwner {
+                        uid: owner,
+                        name: crate::trust::name_of(owner),
+                    })
+                }
+            })
             .map_err(|why| OpenError::Untrusted {
                 path: path.to_owned(),
                 why,
             })?;
-        let lock_probe = lock::open_probe(path, files::owner(&meta));
-        let wake = Waiter::open(path, files::owner(&meta));
+        let lock_probe = lock::open_probe(path, owner);
+        let wake = Waiter::open(path, owner);
         // Check the length before mapping: touching a page past the end of the file is SIGBUS.
         let len = meta.len();
         let truncated = |expected: u64| OpenError::Truncated {
@@ -374,6 +411,22 @@ impl Reader {
             });
             stored_offsets.push(word(at + dir::RING_OFFSET));
         }
+        // One name per symbol, one ring per symbol and timeframe: a reader looks rings up by
+        // name, so a repeat would let one of two rings answer for both.
+        let mut seen = std::collections::HashSet::with_capacity(symbols.len());
+        if let Some(dup) = symbols.iter().find(|s| !seen.insert(s.as_str())) {
+            return Err(corrupt(format!("symbol {dup} appears twice")));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(specs.len());
+        if let Some(dup) = specs
+            .iter()
+            .find(|r| !seen.insert((r.symbol_index, r.timeframe)))
+        {
+            return Err(corrupt(format!(
+                "two {} {} rings",
+                symbols[dup.symbol_index as usize], dup.timeframe
+            )));
+        }
         let layout = Layout::from_parts(symbols, specs);
         let placement = layout.placement();
         let stored_hash = h.layout_hash;
@@ -407,6 +460,7 @@ impl Reader {
             lock_probe,
             wake,
             path: path.to_owned(),
+            trust: trust.clone(),
             layout,
             rings,
             symbols_offset,
@@ -446,7 +500,7 @@ impl Reader {
     /// retry count: for readers shared behind an `Arc`, which cannot [`refresh`](Self::refresh)
     /// in place.
     pub fn reopen(&self) -> Result<Reader, OpenError> {
-        let mut fresh = Reader::open(&SegmentPath::at(&self.path))?;
+        let mut fresh = Reader::open_trusting(&SegmentPath::at(&self.path), &self.trust)?;
         fresh.max_attempts = self.max_attempts;
         fresh.stall_after = self.stall_after;
         fresh.retries = AtomicU64::new(self.retries());
@@ -731,7 +785,12 @@ impl ClosedBars<'_> {
                     self.next += 1;
                     return Ok(NextBar::Closed(c));
                 }
-                continue; // lapped while reading: look at the head again
+                // Lapped while reading: look at the head again; it moves `next` on. A slot a
+                // restart dropped is passed over.
+                if self.ring.dropped(self.next)? {
+                    self.next += 1;
+                }
+                continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.ring.reader.wait_for_change(self.token, left) {
@@ -835,7 +894,8 @@ impl<'a> RingReader<'a> {
     }
 
     /// Fills `out` with the newest `n` candles, oldest first. The newest is the forming candle
-    /// (`forming == true`) when there is one. Fewer than `n` if the ring holds fewer.
+    /// (`forming == true`) when there is one. Fewer than `n` if the ring holds fewer (or a
+    /// restart dropped a torn one). Every candle is checked first ([`ReadError::Invalid`]).
     pub fn read_last(&self, n: usize, out: &mut Vec<Candle>) -> Result<(), ReadError> {
         if n == 0 {
             out.clear();
@@ -851,26 +911,38 @@ impl<'a> RingReader<'a> {
             &self.reader.retries,
         )?;
         out.extend(control.forming);
-        Ok(())
+        self.check(out, None)
+    }
+
+    /// Refuses a snapshot that breaks the writer's rules (see `validate.rs`), and clears it.
+    #[inline]
+    fn check(&self, closed: &mut Vec<Candle>, forming: Option<&Candle>) -> Result<(), ReadError> {
+        validate::check(self.timeframe(), closed, forming).map_err(|(time, why)| {
+            closed.clear();
+            ReadError::Invalid { time, why }
+        })
     }
 
     /// Fills `out` with the newest `closed` closed candles, oldest first, and returns the
-    /// forming candle of the same snapshot.
+    /// forming candle of the same snapshot; checked as in [`read_last`](Self::read_last).
     pub fn snapshot(
         &self,
         closed: usize,
         out: &mut Vec<Candle>,
     ) -> Result<Option<Candle>, ReadError> {
         let r = self.raw();
-        Ok(r.snapshot(
-            self.reader.mem(),
-            closed,
-            false,
-            out,
-            self.reader.max_attempts,
-            &self.reader.retries,
-        )?
-        .forming)
+        let forming = r
+            .snapshot(
+                self.reader.mem(),
+                closed,
+                false,
+                out,
+                self.reader.max_attempts,
+                &self.reader.retries,
+            )?
+            .forming;
+        self.check(out, forming.as_ref())?;
+        Ok(forming)
     }
 
     /// The newest candle: the forming one if any, else the newest closed one.
@@ -881,14 +953,23 @@ impl<'a> RingReader<'a> {
     }
 
     /// The closed candle at `position` (0 is the first ever pushed; the newest is
-    /// `closed_total - 1`), or `None` if the ring no longer holds it (it was lapped).
+    /// `closed_total - 1`), or `None` if the ring no longer holds it (it was lapped, or a
+    /// restart dropped it as torn). The candle is checked on its own ([`Candle::defect`] and
+    /// alignment).
     pub fn closed_at(&self, position: u64) -> Result<Option<Candle>, ReadError> {
-        Ok(self.raw().read_slot(
+        match self.raw().read_slot(
             self.reader.mem(),
             position,
             self.reader.max_attempts,
             &self.reader.retries,
-        )?)
+        )? {
+            Slot::Candle(c) => {
+                validate::check(self.timeframe(), std::slice::from_ref(&c), None)
+                    .map_err(|(time, why)| ReadError::Invalid { time, why })?;
+                Ok(Some(c))
+            }
+            Slot::Lapped | Slot::Dropped => Ok(None),
+        }
     }
 
     /// Each candle this ring closes from now on, in order, as it closes: the writer wakes the
@@ -933,6 +1014,17 @@ impl<'a> RingReader<'a> {
         }
     }
 
+    /// Whether the slot of `position` was dropped by a restart (see `ring.rs`).
+    fn dropped(&self, position: u64) -> Result<bool, ReadError> {
+        let slot = self.raw().read_slot(
+            self.reader.mem(),
+            position,
+            self.reader.max_attempts,
+            &self.reader.retries,
+        )?;
+        Ok(slot == Slot::Dropped)
+    }
+
     /// Counts and times.
     pub fn stats(&self) -> Result<RingStats, ReadError> {
         let r = self.raw();
@@ -940,14 +1032,15 @@ impl<'a> RingReader<'a> {
         let control = r.read_control(mem, self.reader.max_attempts, &self.reader.retries)?;
         let newest_time = match control.forming {
             Some(f) => Some(f.time),
-            None if control.head > 0 => r
-                .read_slot(
-                    mem,
-                    control.head - 1,
-                    self.reader.max_attempts,
-                    &self.reader.retries,
-                )?
-                .map(|c| c.time),
+            None if control.head > 0 => match r.read_slot(
+                mem,
+                control.head - 1,
+                self.reader.max_attempts,
+                &self.reader.retries,
+            )? {
+                Slot::Candle(c) => Some(c.time),
+                Slot::Lapped | Slot::Dropped => None,
+            },
             None => None,
         };
         Ok(RingStats {

@@ -37,7 +37,7 @@
 use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use crate::candle::{Candle, FLAG_FORMING, RECORD_WORDS};
+use crate::candle::{Candle, FLAG_REPAIRED, RECORD_WORDS};
 use crate::layout::{ring as off, ring_size, SLOT_SIZE};
 use crate::mem::Mem;
 
@@ -71,6 +71,24 @@ pub(crate) struct RingRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Busy {
     pub attempts: u32,
+}
+
+/// The `position` word of a slot that a restarting writer found half-written and dropped: no
+/// position is ever that large (2^64 − 1 pushes), so no reader takes it for a candle.
+pub(crate) const DROPPED: u64 = u64::MAX;
+
+/// What a slot held when it was read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Slot {
+    /// The closed candle at the position asked for.
+    Candle(Candle),
+    /// A later position: the writer lapped the reader, which must start again from a fresh
+    /// control copy.
+    Lapped,
+    /// A restarting writer found the slot torn and dropped it (see [`RingRef::repair`]): the
+    /// position asked for has no candle. Nothing older than the slot's last write can be
+    /// there either, so the reader skips it.
+    Dropped,
 }
 
 /// A consistent copy of a ring's control block.
@@ -267,33 +285,45 @@ impl RingRef {
     }
 
     /// Makes every odd sequence even again after a writer died inside a write section.
-    /// A torn forming record is dropped; a torn closed record is kept and flagged repaired.
-    /// Returns how many sections were repaired. Only the (new) single writer may call this.
+    /// Nobody can tell which half of a torn record was written, so neither is served: a torn
+    /// forming record is removed, and a torn slot is **dropped** (its position word set to
+    /// [`DROPPED`], its record zeroed), so readers skip that position from then on rather
+    /// than serve half of a candle or stall on a position word that names a push that never
+    /// happened. The next push into the slot, or a correction of the newest candle from the
+    /// feed, fills it again. Returns how many sections were repaired. Only the (new) single
+    /// writer may call this.
     pub(crate) fn repair(&self, mem: &Mem) -> u32 {
         let mut repaired = 0;
         let seq = self.base + off::SEQ;
         let s = self.load(mem, seq, Ordering::Relaxed);
         if s % 2 == 1 {
-            // The forming record may be half-written; nobody can tell which half. `head` is a
-            // single word, so it is either the old or the new value, and both are consistent
-            // with the slots (a slot is complete before head moves past it).
+            // `head` is a single word, so it is either the old or the new value, and both are
+            // consistent with the slots (a slot is complete before head moves past it).
             self.store_record(mem, self.base + off::FORMING, &[0; RECORD_WORDS]);
+            // Release: as `write_end`; a reader that sees the even value sees the zeroes.
             self.store(mem, seq, s.wrapping_add(1), Ordering::Release);
             repaired += 1;
         }
         for i in 0..self.capacity {
             let at = self.base + off::SLOTS + i as usize * SLOT_SIZE;
             let s = self.load(mem, at + off::SLOT_SEQ, Ordering::Relaxed);
+            // Writers before this one kept a torn record and flagged it repaired: drop those
+            // too, under a section of their own.
+            let flags = self.load(
+                mem,
+                at + off::SLOT_RECORD + 8 * (RECORD_WORDS - 1),
+                Ordering::Relaxed,
+            ) >> 32;
+            let s = if s % 2 == 0 && flags & u64::from(FLAG_REPAIRED) != 0 {
+                self.write_begin(mem, at + off::SLOT_SEQ) + 1
+            } else {
+                s
+            };
             if s % 2 == 1 {
-                let flags_word = at + off::SLOT_RECORD + 8 * (RECORD_WORDS - 1);
-                let w = self.load(mem, flags_word, Ordering::Relaxed);
-                let flagged = w | u64::from(crate::candle::FLAG_REPAIRED) << 32;
-                self.store(
-                    mem,
-                    flags_word,
-                    flagged & !(u64::from(FLAG_FORMING) << 32),
-                    Ordering::Relaxed,
-                );
+                // Still inside the torn section (the sequence is odd): Relaxed stores, then
+                // the Release that closes it, as in `write_end`.
+                self.store(mem, at + off::SLOT_POSITION, DROPPED, Ordering::Relaxed);
+                self.store_record(mem, at + off::SLOT_RECORD, &[0; RECORD_WORDS]);
                 self.store(
                     mem,
                     at + off::SLOT_SEQ,
@@ -351,8 +381,7 @@ impl RingRef {
         })
     }
 
-    /// Copies the closed candle at `position`. `Ok(None)` means the slot has since been reused
-    /// for a later position: the reader was lapped and must start again from a fresh head.
+    /// Copies the closed candle at `position` (see [`Slot`] for what else a slot may hold).
     #[inline]
     pub(crate) fn read_slot(
         &self,
@@ -360,7 +389,7 @@ impl RingRef {
         position: u64,
         max_attempts: u32,
         retries: &AtomicU64,
-    ) -> Result<Option<Candle>, Busy> {
+    ) -> Result<Slot, Busy> {
         // `slot()` takes the position modulo capacity, so even a position from a torn read could
         // not leave the ring; callers only pass positions below a validated head.
         let at = self.slot(position);
@@ -379,7 +408,11 @@ impl RingRef {
             fence(Ordering::Acquire);
             let s2 = self.load(mem, seq, Ordering::Relaxed);
             if s1 == s2 {
-                return Ok((stored_position == position).then(|| Candle::from_words(&words)));
+                return Ok(match stored_position {
+                    p if p == position => Slot::Candle(Candle::from_words(&words)),
+                    DROPPED => Slot::Dropped,
+                    _ => Slot::Lapped,
+                });
             }
             retried(retries);
             pause(attempt);
@@ -396,7 +429,9 @@ impl RingRef {
     /// Consistency: the closed positions are exactly those below the snapshot's head, each read
     /// under its own slot sequence; if the writer laps a slot while it is read, the whole read
     /// starts again. So the result is the ring as it stood when the control block was read,
-    /// except that a closed candle amended since then may appear in its amended form.
+    /// except that a closed candle amended since then may appear in its amended form. A
+    /// dropped slot (see [`repair`](Self::repair)) is left out, so the result may hold fewer
+    /// candles than asked for.
     pub(crate) fn snapshot(
         &self,
         mem: &Mem,
@@ -418,8 +453,9 @@ impl RingRef {
             out.reserve(n as usize + 1);
             for position in control.head - n..control.head {
                 match self.read_slot(mem, position, max_attempts, retries)? {
-                    Some(c) => out.push(c),
-                    None => {
+                    Slot::Candle(c) => out.push(c),
+                    Slot::Dropped => {}
+                    Slot::Lapped => {
                         retried(retries);
                         pause(attempt);
                         continue 'restart;
@@ -434,8 +470,6 @@ impl RingRef {
     }
 }
 
-/// Counts one failed attempt. Only the retry path pays for it.
-#[cold]
 /// The words of the forming-candle record: `forming` marked as forming, or all zeros (the
 /// record's "none") without one.
 #[inline(always)]
@@ -449,6 +483,8 @@ fn forming_record(forming: Option<&Candle>) -> [u64; RECORD_WORDS] {
     })
 }
 
+/// Counts one failed attempt. Only the retry path pays for it.
+#[cold]
 fn retried(retries: &AtomicU64) {
     // Relaxed: a statistic.
     retries.fetch_add(1, Ordering::Relaxed);
@@ -555,10 +591,10 @@ mod tests {
         for k in 0..3 {
             r.push(&mem, &derived(k), None, 0);
         }
-        assert_eq!(r.read_slot(&mem, 0, 10, &RETRIES).unwrap(), None);
+        assert_eq!(r.read_slot(&mem, 0, 10, &RETRIES).unwrap(), Slot::Lapped);
         assert_eq!(
             r.read_slot(&mem, 2, 10, &RETRIES).unwrap(),
-            Some(derived(2))
+            Slot::Candle(derived(2))
         );
     }
 
@@ -583,22 +619,86 @@ mod tests {
         assert_eq!(out, [derived(1)]);
     }
 
+    /// Writes half of `c` into the slot of `position` and leaves the section open, as a writer
+    /// killed there would; `position_word` is what it had written into the position word.
+    fn tear_slot(r: &RingRef, mem: &Mem, position: u64, position_word: u64, c: &Candle) {
+        let at = r.slot(position);
+        r.write_begin(mem, at + off::SLOT_SEQ);
+        r.store(
+            mem,
+            at + off::SLOT_POSITION,
+            position_word,
+            Ordering::Relaxed,
+        );
+        for (i, w) in c.to_words().iter().enumerate().take(RECORD_WORDS / 2) {
+            r.store(mem, at + off::SLOT_RECORD + 8 * i, *w, Ordering::Relaxed);
+        }
+    }
+
+    fn times(out: &[Candle]) -> Vec<i64> {
+        out.iter().map(|c| c.time / 60).collect()
+    }
+
     #[test]
-    fn repair_flags_a_torn_closed_record() {
-        let (heap, r) = ring(2);
+    fn a_torn_amendment_is_dropped_not_served() {
+        // The attack's W3/C6: the newest closed slot torn during a correction (old position
+        // word, half a new record).
+        let (heap, r) = ring(4);
+        let mem = heap.mem();
+        for k in 1..=3 {
+            r.push(&mem, &derived(k), Some(&derived(k + 1)), k);
+        }
+        tear_slot(&r, &mem, 2, 2, &derived(1440));
+        let mut out = Vec::new();
+        assert!(r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).is_err());
+        assert_eq!(r.repair(&mem), 1);
+        // Readable at once; the torn candle is gone, the others are untouched.
+        let c = r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
+        assert_eq!(times(&out), [1, 2]);
+        assert_eq!(c.head, 3);
+        assert!(out.iter().all(|c| *c == derived(c.time as u64 / 60)));
+        assert_eq!(r.read_slot(&mem, 2, 10, &RETRIES).unwrap(), Slot::Dropped);
+        // A correction from the feed fills it again.
+        assert!(r.amend_last(&mem, &derived(3), 9));
+        r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
+        assert_eq!(times(&out), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_torn_push_is_dropped_and_the_ring_reads_at_once() {
+        // C5: a push torn after its position word (the slot of position `head`, which still
+        // held position `head − capacity`).
+        let (heap, r) = ring(3);
+        let mem = heap.mem();
+        for k in 0..5 {
+            r.push(&mem, &derived(k), None, k);
+        }
+        tear_slot(&r, &mem, 5, 5, &derived(5));
+        assert_eq!(r.repair(&mem), 1);
+        let mut out = Vec::new();
+        let c = r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
+        // Position 2 (lost with its slot) is skipped; 3 and 4 are intact.
+        assert_eq!((c.head, times(&out)), (5, vec![3, 4]));
+        // The next push fills the slot again.
+        r.push(&mem, &derived(5), None, 6);
+        r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
+        assert_eq!(times(&out), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_record_an_older_writer_flagged_repaired_is_dropped_at_restart() {
+        let (heap, r) = ring(4);
         let mem = heap.mem();
         r.push(&mem, &derived(1), None, 0);
-        r.write_begin(&mem, r.slot(0) + off::SLOT_SEQ);
+        let flagged = Candle {
+            repaired: true,
+            ..derived(2)
+        };
+        r.push(&mem, &flagged, None, 0);
         assert_eq!(r.repair(&mem), 1);
-        let got = r.read_slot(&mem, 0, 10, &RETRIES).unwrap().unwrap();
-        assert!(got.repaired);
-        assert_eq!(
-            Candle {
-                repaired: false,
-                ..got
-            },
-            derived(1)
-        );
+        let mut out = Vec::new();
+        r.snapshot(&mem, 10, false, &mut out, 10, &RETRIES).unwrap();
+        assert_eq!(times(&out), [1]);
     }
 
     /// One writer thread pushes and updates the forming candle as fast as it can while two

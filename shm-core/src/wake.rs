@@ -441,7 +441,9 @@ mod tests {
         // Nothing changes: back at the deadline.
         let started = Instant::now();
         assert_eq!(
-            reader.wait(&word, 7, Instant::now() + Duration::from_millis(50), || false),
+            reader.wait(&word, 7, Instant::now() + Duration::from_millis(50), || {
+                false
+            }),
             None
         );
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -481,7 +483,12 @@ mod tests {
                 }
             });
             let started = Instant::now();
-            let got = reader.wait(&word, 3, Instant::now() + Duration::from_millis(300), || false);
+            let got = reader.wait(
+                &word,
+                3,
+                Instant::now() + Duration::from_millis(300),
+                || false,
+            );
             stop.store(true, Ordering::Relaxed);
             assert_eq!(got, None);
             assert!(started.elapsed() >= Duration::from_millis(300));

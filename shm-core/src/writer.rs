@@ -13,7 +13,7 @@ use crate::layout::{self, hdr, sym, Layout, Placement, HEADER_SIZE, LAYOUT_VERSI
 use crate::lock::{self, LockError, WriterLock};
 use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
-use crate::ring::RingRef;
+use crate::ring::{RingRef, Slot};
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
 use crate::wake::{self, Waker};
 use crate::{now_ns, SegmentPath, Timeframe};
@@ -46,7 +46,8 @@ pub enum Start {
     /// There was no segment; a new one was created.
     Fresh,
     /// A segment with the same layout was reused with its candles (generation + 1).
-    /// `repaired` counts write sections a killed writer had left open.
+    /// `repaired` counts write sections a killed writer had left open; what they held was
+    /// dropped, never served (see `docs/LAYOUT.md`, "Torn records").
     Warm {
         /// Open write sections found and closed.
         repaired: u32,
@@ -558,8 +559,25 @@ impl Writer {
     }
 
     /// Replaces the newest closed candle, e.g. with the source's authoritative bar. Returns
-    /// `false` (and changes nothing) if the ring has no closed candle.
+    /// `false` (and changes nothing) if the ring has no closed candle, or if a restart dropped
+    /// the newest one as torn and `candle` is not newer than every candle still held (so the
+    /// ring's times keep increasing).
     pub fn amend_last_closed(&mut self, ring: RingId, candle: &Candle) -> bool {
+        let r = self.r(ring);
+        let Ok(control) = r.read_control(self.mem(), 1, &self.own_retries) else {
+            return false;
+        };
+        let Some(newest) = control.head.checked_sub(1) else {
+            return false;
+        };
+        if let Ok(Slot::Dropped) = r.read_slot(self.mem(), newest, 1, &self.own_retries) {
+            if self
+                .last_closed(ring)
+                .is_some_and(|held| candle.time <= held.time)
+            {
+                return false;
+            }
+        }
         let done = self.r(ring).amend_last(self.mem(), candle, self.now_ns);
         if done {
             self.touched();
@@ -576,13 +594,19 @@ impl Writer {
             .and_then(|c| c.forming)
     }
 
-    /// The newest closed candle of a ring, as stored.
+    /// The newest closed candle a ring holds, as stored. Slots a restart dropped as torn
+    /// (see [`Start::Warm`]) are passed over, so this is the candle every later one must
+    /// follow.
     pub fn last_closed(&self, ring: RingId) -> Option<Candle> {
         let r = self.r(ring);
         let head = r.read_control(self.mem(), 1, &self.own_retries).ok()?.head;
-        r.read_slot(self.mem(), head.checked_sub(1)?, 1, &self.own_retries)
-            .ok()
-            .flatten()
+        let oldest = head.saturating_sub(r.capacity());
+        (oldest..head)
+            .rev()
+            .find_map(|p| match r.read_slot(self.mem(), p, 1, &self.own_retries) {
+                Ok(Slot::Candle(c)) => Some(c),
+                _ => None,
+            })
     }
 
     /// Closed candles ever pushed into a ring (not capped by its capacity).

@@ -696,7 +696,7 @@ fn print_banner(
         shm_core::Start::Fresh => "new".to_owned(),
         shm_core::Start::Warm { repaired: 0 } => "warm restart, candles kept".to_owned(),
         shm_core::Start::Warm { repaired } => {
-            format!("warm restart, {repaired} torn write(s) repaired")
+            format!("warm restart, {repaired} torn write(s) dropped")
         }
         shm_core::Start::Replaced => "replaced (layout changed)".to_owned(),
     };

@@ -394,3 +394,78 @@ impl Lcg {
         items[self.next() as usize % items.len()]
     }
 }
+
+/// A system account made for one test and deleted when dropped, even when the test panics:
+/// the "other account" of the owner tests (`useradd --system`, no home, no login shell).
+pub struct TestAccount {
+    /// The account's name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+}
+
+impl TestAccount {
+    /// Creates a fresh account, or says why it cannot (not root, no `useradd`); the caller
+    /// then prints that it did not run, with the reason.
+    pub fn create() -> Result<TestAccount, String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        if !running_as_root() {
+            return Err("creating a test account needs root".into());
+        }
+        // Relaxed: only uniqueness matters.
+        let name = format!(
+            "mtft{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        // useradd takes a lock on /etc/passwd and gives up at once if another test holds it
+        // (exit 10): try again until it answers otherwise, within a bound.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(&name)
+                .output()
+                .map_err(|e| format!("cannot run useradd: {e}"))?;
+            if out.status.success() {
+                break;
+            }
+            if out.status.code() != Some(10) || Instant::now() > deadline {
+                return Err(format!(
+                    "useradd {name} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // From here on, dropping `account` deletes it.
+        let mut account = TestAccount { name, uid: 0 };
+        let out = Command::new("id")
+            .args(["-u", &account.name])
+            .output()
+            .map_err(|e| format!("cannot run id: {e}"))?;
+        account.uid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| format!("id -u {} said nothing useful", account.name))?;
+        Ok(account)
+    }
+}
+
+impl Drop for TestAccount {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Ok(out) = Command::new("userdel").arg(&self.name).output() {
+            // 10: /etc/passwd locked by another test's useradd; try again.
+            if out.status.code() != Some(10) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -334,7 +334,12 @@ fn a_planted_truncated_or_scribbled_wake_file_disturbs_no_one() {
     // The writer needs no file beside the segment but its lock: a tmpfs that fits only the
     // segment cannot fail it later (C2).
     let dir = seg.file().parent().unwrap().to_owned();
-    let stem = seg.file().file_name().unwrap().to_string_lossy().into_owned();
+    let stem = seg
+        .file()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let mut beside: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use shm_core::{
-    validate_symbol, Candle, ReadError, Reader, RingReader, SymbolError, Timeframe,
+    validate_symbol, Candle, InvalidRecord, ReadError, Reader, RingReader, SymbolError, Timeframe,
     UnknownTimeframe,
 };
 
@@ -114,18 +114,15 @@ fn bad_timeframe(text: &str, symbol: Option<&str>) -> Response {
     )
 }
 
-/// A `500 INVALID_STORED_DATA` if a candle breaks a rule the writer guarantees (a damaged or
-/// forged segment): such data is never served as `success: true`.
-fn refuse_damaged(candles: &[Candle], symbol: &str, timeframe: Timeframe) -> Option<Response> {
-    let (c, defect) = candles.iter().find_map(|c| c.defect().map(|d| (c, d)))?;
-    Some(error(
+/// The `500 INVALID_STORED_DATA` of a snapshot the reader refused (a damaged or forged
+/// segment: a candle that breaks the writer's rules, or disordered times): such data is never
+/// served as `success: true`.
+fn refuse_damaged(time: i64, why: InvalidRecord, symbol: &str, timeframe: Timeframe) -> Response {
+    error(
         ErrorCode::InvalidStoredData,
-        format!(
-            "the segment holds a damaged {symbol} {timeframe} candle (time {}): {defect}",
-            c.time
-        ),
+        format!("the segment holds a damaged {symbol} {timeframe} candle (time {time}): {why}"),
         json!({"symbol": symbol, "timeframe": timeframe.name()}),
-    ))
+    )
 }
 
 /// Why a (symbol, timeframe) pair has no ring: a 404 of the single endpoint, or an inline
@@ -197,11 +194,12 @@ impl Api {
             return not_running(reason, Some(&status));
         }
         let mut candles = Vec::with_capacity(q.limit);
-        if let Err(ReadError::Busy { .. }) = ring.read_last(q.limit, &mut candles) {
-            return not_running("ring_busy", Some(&status));
-        }
-        if let Some(r) = refuse_damaged(&candles, &symbol, timeframe) {
-            return r;
+        match ring.read_last(q.limit, &mut candles) {
+            Ok(()) => {}
+            Err(ReadError::Busy { .. }) => return not_running("ring_busy", Some(&status)),
+            Err(ReadError::Invalid { time, why }) => {
+                return refuse_damaged(time, why, &symbol, timeframe)
+            }
         }
         let mut tag = EtagInput::new(&q, status.server_time_offset_s, 1);
         tag.ring(ring.index(), &candles);
@@ -368,12 +366,15 @@ impl Api {
             Err(missing) => return BatchPart::Error(missing.code, missing.message),
         };
         let mut candles = Vec::with_capacity(limit);
-        if ring.read_last(limit, &mut candles).is_err() {
-            return BatchPart::Error(ErrorCode::StreamerNotRunning, "ring busy".into());
-        }
-        if let Some((c, defect)) = candles.iter().find_map(|c| c.defect().map(|d| (c, d))) {
-            let message = format!("damaged candle (time {}): {defect}", c.time);
-            return BatchPart::Error(ErrorCode::InvalidStoredData, message);
+        match ring.read_last(limit, &mut candles) {
+            Ok(()) => {}
+            Err(ReadError::Busy { .. }) => {
+                return BatchPart::Error(ErrorCode::StreamerNotRunning, "ring busy".into())
+            }
+            Err(ReadError::Invalid { time, why }) => {
+                let message = format!("damaged candle (time {time}): {why}");
+                return BatchPart::Error(ErrorCode::InvalidStoredData, message);
+            }
         }
         BatchPart::Candles(ring, candles)
     }
