@@ -21,6 +21,10 @@ in MT5 as here: avoid it.
 import collections
 import datetime as _dt
 import fnmatch
+import numbers
+import operator
+import os
+import threading
 
 from . import _native
 from ._native import (  # noqa: F401  (re-exported)
@@ -84,12 +88,19 @@ SymbolInfo = collections.namedtuple("SymbolInfo", "name visible select bid ask t
 
 
 def _seconds(date):
-    """Epoch seconds of an MT5 date argument: a number, or a datetime's timestamp()."""
+    """Epoch seconds of an MT5 date argument: a datetime's timestamp(), or a number of
+    seconds, numpy's included (``rates['time'][-1]`` is an ``np.int64``)."""
     if isinstance(date, _dt.datetime):
         return int(date.timestamp())
-    if isinstance(date, bool) or not isinstance(date, (int, float)):
-        raise TypeError("a date is a datetime or epoch seconds, not %r" % (type(date).__name__,))
-    return int(date)
+    if isinstance(date, bool):
+        raise TypeError("a date is a datetime or epoch seconds, not a bool")
+    try:
+        return operator.index(date)  # int, np.int64, ...
+    except TypeError:
+        pass
+    if isinstance(date, numbers.Real):  # float, np.float64, ...
+        return int(date)
+    raise TypeError("a date is a datetime or epoch seconds, not %r" % (type(date).__name__,))
 
 
 class Segment:
@@ -102,8 +113,18 @@ class Segment:
     subclasses for the segment itself), instead of MT5's ``None`` and ``last_error()``.
     """
 
-    def __init__(self, name=DEFAULT_SEGMENT, path=None):
-        self._native = _native.Segment(path if path is not None else name)
+    def __init__(self, name=DEFAULT_SEGMENT, path=None, trust=None):
+        """``name`` is a segment name (no ``/``); ``path`` a file, absolute or relative to the
+        working directory. ``trust`` names further accounts whose segments may be read
+        (comma-separated names or uids, as ``MTF_TRUST``): by default a segment is read only
+        if this account or root owns it, since any account could take a name first."""
+        if name is None:
+            name = DEFAULT_SEGMENT
+        if path is not None:
+            path = os.path.abspath(os.fspath(path))
+        elif not isinstance(name, str):
+            raise TypeError("a segment name is a str, not %r" % (type(name).__name__,))
+        self._native = _native.Segment(name, path, trust)
 
     @property
     def path(self):
@@ -136,6 +157,8 @@ class Segment:
 
     def symbols_get(self, group=None):
         """The symbols as SymbolInfo, filtered by an MT5 group (``"*USD*,!EUR*"``)."""
+        if group is not None and not isinstance(group, str):
+            raise TypeError("group is a str like '*USD*,!EUR*', not %r" % (type(group).__name__,))
         out = []
         for name in self._native.symbols():
             if group is not None and not _in_group(name, group):
@@ -181,31 +204,45 @@ def _in_group(name, group):
 # --------------------------------------------------------------------------- MT5-style API
 
 _segment = None
-_error = (RES_S_OK, "Success")
+
+_SUCCESS = (RES_S_OK, "Success")
+
+
+class _LastError(threading.local):
+    """``last_error()`` is kept per thread: a bot's thread reads the outcome of its own last
+    call, never another thread's. (MT5's own is per process, so there a thread may read
+    another's; per thread can only be more exact.)"""
+
+    value = _SUCCESS
+
+
+_error = _LastError()
 
 
 def _fail(code, message):
-    global _error
-    _error = (code, message)
+    _error.value = (code, message)
     return None
 
 
 def _ok(value):
-    global _error
-    _error = (RES_S_OK, "Success")
+    _error.value = _SUCCESS
     return value
 
 
-def initialize(name=DEFAULT_SEGMENT, path=None, **_terminal_arguments):
-    """Attaches to the segment (``name`` in /dev/shm, or ``path``). MT5's terminal arguments
-    (``login``, ``password``, ``server``, ``timeout``, ...) are accepted and ignored. Returns
-    True, or False with ``last_error()`` saying why."""
+def initialize(name=DEFAULT_SEGMENT, path=None, trust=None, **_terminal_arguments):
+    """Attaches to the segment (``name`` in /dev/shm, or ``path``; see :class:`Segment` for
+    ``trust``). MT5's terminal arguments (``login``, ``password``, ``server``, ``timeout``,
+    ...) are accepted and ignored. Returns True, or False with ``last_error()`` saying why."""
     global _segment
     try:
-        _segment = Segment(name, path)
+        _segment = Segment(name, path, trust)
     except SegmentError as e:
         _segment = None
         _fail(RES_E_INTERNAL_FAIL_INIT, str(e))
+        return False
+    except (ValueError, TypeError) as e:
+        _segment = None
+        _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
         return False
     _ok(None)
     return True
@@ -219,10 +256,10 @@ def shutdown():
 
 
 def last_error():
-    """``(code, message)`` of the last call, as MT5's: ``(1, 'Success')``, ``(-4, ...)`` for an
-    unknown symbol or timeframe, ``(-2, ...)`` for bad arguments, ``(-10003, ...)`` when
-    ``initialize`` failed or was not called."""
-    return _error
+    """``(code, message)`` of this thread's last call, as MT5's: ``(1, 'Success')``,
+    ``(-4, ...)`` for an unknown symbol or timeframe, ``(-2, ...)`` for bad arguments,
+    ``(-10003, ...)`` when ``initialize`` failed or was not called."""
+    return _error.value
 
 
 def version():
@@ -253,20 +290,16 @@ def _call(method, *args):
         return _failed(e)
 
 
-_SUCCESS = (RES_S_OK, "Success")
-
-
 def copy_rates_from_pos(symbol, timeframe, start_pos, count):
     """MT5's ``copy_rates_from_pos``: a numpy array of MT5's rates dtype, or None."""
     # The hot path of a polling bot: straight to the native reader, one frame, no lookups.
-    global _error
     if _segment is None:
         return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
     try:
         rates = _segment._native.copy_rates_from_pos(symbol, timeframe, start_pos, count)
     except _CALL_ERRORS as e:
         return _failed(e)
-    _error = _SUCCESS
+    _error.value = _SUCCESS
     return rates
 
 
@@ -283,7 +316,7 @@ def copy_rates_range(symbol, timeframe, date_from, date_to):
 def symbol_info_tick(symbol):
     """MT5's ``symbol_info_tick``: a Tick, or None."""
     tick = _call("symbol_info_tick", symbol)
-    if tick is None and _error[0] == RES_S_OK:
+    if tick is None and _error.value[0] == RES_S_OK:
         return _fail(RES_E_NOT_FOUND, "no tick yet for %s" % symbol)
     return tick
 

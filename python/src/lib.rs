@@ -3,7 +3,7 @@
 //! `copy_rates_from_pos`, `last_error`, ...) are written in Python on top of the [`Segment`]
 //! class here (`mtf_candles/__init__.py`); this file parses no layout of its own.
 
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use numpy::{Element, PyArray1, PyArrayDescr};
@@ -11,9 +11,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyLookupError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
 use shm_core::{
-    Candle, Counter, OpenError, ReadError, Reader, SegmentPath, Timeframe, WaitOutcome,
+    Candle, Counter, OpenError, ReadError, Reader, SegmentPath, Timeframe, Trust, WaitOutcome,
 };
 
 create_exception!(
@@ -142,7 +142,7 @@ fn busy(e: ReadError) -> PyErr {
 
 /// The reader and the buffer a read copies into.
 struct Inner<'a> {
-    reader: RwLockReadGuard<'a, Reader>,
+    reader: Arc<Reader>,
     scratch: MutexGuard<'a, Vec<Candle>>,
 }
 
@@ -150,18 +150,39 @@ struct Inner<'a> {
 /// a few hundred nanoseconds for 50 candles.
 #[pyclass(module = "mtf_candles._native", frozen)]
 pub struct Segment {
-    /// Shared by reads and waits; taken exclusively only by `refresh`.
-    reader: RwLock<Reader>,
-    /// The buffer reads copy into, one read at a time.
+    /// The current reader. The lock is held only to clone or swap the `Arc`, never across a
+    /// read or a wait: a process forked while another thread waits must not inherit it held
+    /// (a child's `refresh` would then block for ever).
+    reader: RwLock<Arc<Reader>>,
+    /// The buffer reads copy into, one read at a time. Reads hold the GIL, which `fork`
+    /// also holds, so a child never inherits it locked.
     scratch: Mutex<Vec<Candle>>,
     path: String,
 }
 
+/// A Python integer argument as an integer: `True` and `False` are refused (Python counts
+/// them as 1 and 0, MT5 would not take them for a timeframe or a position).
+fn int_arg(value: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    if value.is_instance_of::<PyBool>() {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be an integer, not a bool"
+        )));
+    }
+    value.extract()
+}
+
+/// A timeframe argument: an integer (not a bool) in the range of MT5's `u32` codes.
+fn timeframe_arg(value: &Bound<'_, PyAny>) -> PyResult<u32> {
+    let code = int_arg(value, "timeframe")?;
+    u32::try_from(code)
+        .map_err(|_| PyValueError::new_err(format!("no timeframe with MT5 code {code}")))
+}
+
 impl Segment {
-    /// The reader, shared. A panic while a lock was held left nothing half-done that
-    /// matters: the reader is whole, and the scratch buffer is cleared before every use.
-    fn reader(&self) -> RwLockReadGuard<'_, Reader> {
-        self.reader.read().unwrap_or_else(|p| p.into_inner())
+    /// The current reader, shared. A panic while the lock was held left nothing half-done:
+    /// the `Arc` is swapped whole.
+    fn reader(&self) -> Arc<Reader> {
+        Arc::clone(&self.reader.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The reader and the scratch buffer, for one read.
@@ -209,17 +230,32 @@ fn rates<'py>(py: Python<'py>, candles: &[Candle]) -> Bound<'py, PyArray1<Rate>>
 
 #[pymethods]
 impl Segment {
-    /// Attaches to the segment `name` in /dev/shm, or at a path if it contains a `/`.
+    /// Attaches to the segment `name` (in /dev/shm, or %LOCALAPPDATA%\mtf-candles), or the
+    /// one at `path` (absolute, or relative to the working directory). `trust` names further
+    /// accounts whose segments may be read, comma-separated (as `MTF_TRUST`, which is read
+    /// besides); by default only this account's and root's are.
     #[new]
-    fn new(name: &str) -> PyResult<Segment> {
-        let path = if name.contains('/') {
-            SegmentPath::at(name)
-        } else {
-            SegmentPath::named(name).map_err(|e| SegmentError::new_err(e.to_string()))?
+    #[pyo3(signature = (name=None, path=None, trust=None))]
+    fn new(name: Option<&str>, path: Option<&str>, trust: Option<&str>) -> PyResult<Segment> {
+        let path = match (name, path) {
+            (_, Some(p)) => SegmentPath::at(p),
+            (Some(n), None) => {
+                SegmentPath::named(n).map_err(|e| PyValueError::new_err(e.to_string()))?
+            }
+            (None, None) => SegmentPath::named(shm_core::DEFAULT_SEGMENT_NAME)
+                .map_err(|e| SegmentError::new_err(e.to_string()))?,
         };
-        let reader = Reader::open(&path).map_err(open_error)?;
+        let mut trusted = Trust::for_process().map_err(|e| SegmentError::new_err(e.to_string()))?;
+        if let Some(list) = trust {
+            let named =
+                Trust::parse(list, "trust").map_err(|e| PyValueError::new_err(e.to_string()))?;
+            for &uid in named.uids() {
+                trusted.add(uid);
+            }
+        }
+        let reader = Reader::open_trusting(&path, &trusted).map_err(open_error)?;
         Ok(Segment {
-            reader: RwLock::new(reader),
+            reader: RwLock::new(Arc::new(reader)),
             scratch: Mutex::new(Vec::with_capacity(1500)),
             path: path.to_string(),
         })
@@ -237,10 +273,13 @@ impl Segment {
         &self,
         py: Python<'py>,
         symbol: &str,
-        timeframe: u32,
-        start_pos: i64,
-        count: i64,
+        timeframe: &Bound<'py, PyAny>,
+        start_pos: &Bound<'py, PyAny>,
+        count: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
+        let timeframe = timeframe_arg(timeframe)?;
+        let start_pos = int_arg(start_pos, "start_pos")?;
+        let count = int_arg(count, "count")?;
         let (Ok(start), Ok(count)) = (usize::try_from(start_pos), usize::try_from(count)) else {
             return Err(PyValueError::new_err(
                 "start_pos and count must not be negative",
@@ -262,10 +301,12 @@ impl Segment {
         &self,
         py: Python<'py>,
         symbol: &str,
-        timeframe: u32,
+        timeframe: &Bound<'py, PyAny>,
         date: i64,
-        count: i64,
+        count: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
+        let timeframe = timeframe_arg(timeframe)?;
+        let count = int_arg(count, "count")?;
         let count = usize::try_from(count)
             .map_err(|_| PyValueError::new_err("count must not be negative"))?;
         let mut inner = self.inner();
@@ -280,10 +321,11 @@ impl Segment {
         &self,
         py: Python<'py>,
         symbol: &str,
-        timeframe: u32,
+        timeframe: &Bound<'py, PyAny>,
         date_from: i64,
         date_to: i64,
     ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
+        let timeframe = timeframe_arg(timeframe)?;
         let mut inner = self.inner();
         self.read_all(&mut inner, symbol, timeframe)?;
         let from = inner.scratch.partition_point(|c| c.time < date_from);
@@ -353,18 +395,22 @@ impl Segment {
     /// Follows the segment if its writer replaced the file (another layout); `True` if it
     /// re-attached.
     fn refresh(&self) -> PyResult<bool> {
-        self.reader
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .refresh()
-            .map_err(open_error)
+        let current = self.reader();
+        if !current.needs_reopen() {
+            return Ok(false);
+        }
+        let fresh = Arc::new(current.reopen().map_err(open_error)?);
+        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(true)
     }
 
     /// Waits, without holding the GIL, until the writer publishes a change or `timeout`
     /// seconds pass; `True` if something changed. With `symbol`, a change of another symbol
-    /// wakes it too but does not count: it waits on for one of `symbol`'s rings. Raises
-    /// `WriterGone` if the writer stops or dies meanwhile (learnt within 100 ms). The writer
-    /// wakes it through a futex, microseconds after it publishes.
+    /// wakes it too but does not count: it waits on for one of `symbol`'s rings (an unknown
+    /// symbol raises `NotFound` at once). Raises `WriterGone` if the writer stops or dies
+    /// meanwhile (learnt within 100 ms). The writer wakes it through a futex, microseconds
+    /// after it publishes. It sleeps in slices of at most 100 ms and checks for signals
+    /// between them, so Ctrl-C raises `KeyboardInterrupt` within 100 ms.
     #[pyo3(signature = (timeout, symbol=None))]
     fn wait_for_update(
         &self,
@@ -388,33 +434,45 @@ impl Segment {
                     .unwrap_or(0)
             })
         };
-        let (mut token, since) = {
-            let reader = self.reader();
-            (reader.changes(), ring_stamp(&reader))
-        };
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout.min(86_400.0));
-        py.detach(|| loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // A shared lock: other threads read meanwhile; only `refresh` waits for it.
-            let outcome = self.reader().wait_for_change(token, left);
-            match outcome {
-                WaitOutcome::Changed(t) => {
-                    if symbol.is_none() || ring_stamp(&self.reader()) != since {
-                        return Ok(true);
-                    }
-                    token = t;
-                }
-                WaitOutcome::TimedOut => return Ok(false),
-                WaitOutcome::WriterGone(l) => {
-                    return Err(WriterGone::new_err(format!(
-                        "the writer of {} is {l}",
-                        self.path
-                    )))
-                }
+        // The reader of the whole wait: a `refresh` meanwhile swaps in another for later calls.
+        let reader = self.reader();
+        if let Some(s) = symbol {
+            if !reader.layout().symbols().any(|name| name == s) {
+                return Err(NotFound::new_err(format!("the segment has no symbol {s}")));
             }
-        })
+        }
+        let (mut token, since) = (reader.changes(), ring_stamp(&reader));
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout.min(86_400.0));
+        loop {
+            let slice_end = deadline.min(Instant::now() + SIGNAL_SLICE);
+            let step = py.detach(|| loop {
+                let left = slice_end.saturating_duration_since(Instant::now());
+                match reader.wait_for_change(token, left) {
+                    WaitOutcome::Changed(t) => {
+                        if symbol.is_none() || ring_stamp(&reader) != since {
+                            return Some(Ok(true));
+                        }
+                        token = t;
+                    }
+                    WaitOutcome::TimedOut => return None,
+                    WaitOutcome::WriterGone(l) => {
+                        return Some(Err(format!("the writer of {} is {l}", self.path)))
+                    }
+                }
+            });
+            match step {
+                Some(Ok(changed)) => return Ok(changed),
+                Some(Err(message)) => return Err(WriterGone::new_err(message)),
+                None if Instant::now() >= deadline => return Ok(false),
+                // A slice ended: a pending Ctrl-C raises here.
+                None => py.check_signals()?,
+            }
+        }
     }
 }
+
+/// The longest a wait goes without checking for signals (Ctrl-C).
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
 /// The module.
 #[pymodule]

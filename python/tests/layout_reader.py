@@ -19,6 +19,7 @@ other, so the seqlock check below is sound; on ARM use the Rust library or the H
 """
 
 import argparse
+import datetime
 import fcntl
 import json
 import math
@@ -56,6 +57,24 @@ class DamagedRecord(SegmentError):
 
 class Busy(Exception):
     """A ring stayed mid-write for every attempt (writer overloaded, or killed mid-write)."""
+
+
+# The position word of a slot a restarting writer dropped as torn (LAYOUT.md, "Torn records").
+DROPPED = (1 << 64) - 1
+
+# Bar lengths of the timeframes whose bars start at multiples of a fixed period.
+_PERIODS = {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14400, "D1": 86400}
+
+
+def _aligned(tf, t):
+    """Whether `t` opens a bar of `tf` (LAYOUT.md, "Alignment")."""
+    tf = tf.upper()
+    if tf in _PERIODS:
+        return t % _PERIODS[tf] == 0
+    if tf == "W1":
+        return (t - 3 * 86400) % 604800 == 0  # Sunday 00:00; 1970-01-04 was a Sunday
+    day = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return t % 86400 == 0 and day.day == 1  # MN1: the 1st at 00:00
 
 
 def fnv1a(words):
@@ -201,16 +220,26 @@ class Segment:
                         break
                 else:
                     raise Busy("%s %s slot %d" % (symbol, tf, p % cap))
+                if pos == DROPPED:
+                    continue  # a torn write a restarting writer dropped: no candle here
                 if pos != p:
                     break  # lapped by the writer: start again
                 out.append(rec)
             else:
                 if has_forming and n > 0:
                     out.append(forming)
+                previous = -1
                 for r in out:
                     why = self._defect(r)
+                    if not why and r["repaired"]:
+                        why = "a record torn by a killed writer"
+                    if not why and r["time"] <= previous:
+                        why = "a time not later than the candle before it"
+                    if not why and not _aligned(tf, r["time"]):
+                        why = "a time that is not the start of a bar"
                     if why:
                         raise DamagedRecord("%s %s candle at %d: %s" % (symbol, tf, r["time"], why))
+                    previous = r["time"]
                 return out
         raise Busy("%s %s stayed mid-write" % (symbol, tf))
 

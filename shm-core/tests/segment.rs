@@ -745,3 +745,80 @@ fn a_symbol_unknown_to_the_source_is_flagged_on_each_of_its_rings() {
     w.set_unknown_to_source(w.symbol("XAUUSDm").unwrap(), false);
     assert!(r.rings().all(|ring| !ring.unknown_to_source()));
 }
+
+/// The byte offset of ring `index`'s slot `slot` in the segment file, from its directory.
+fn slot_offset(seg: &TempSegment, index: u64, slot: u64) -> u64 {
+    let bytes = fs::read(seg.file()).unwrap();
+    let word =
+        |at: u64| u64::from_le_bytes(bytes[at as usize..at as usize + 8].try_into().unwrap());
+    let directory = word(64);
+    let ring = word(directory + index * 32 + 24);
+    ring + 128 + slot * 80
+}
+
+/// Leaves slot `slot` of ring `index` as a writer killed inside its write would: the
+/// sequence odd, `position_word` written, and the first half of a record that is a day newer
+/// than anything near it, with an absurd high.
+fn tear(seg: &TempSegment, index: u64, slot: u64, position_word: u64) {
+    let at = slot_offset(seg, index, slot);
+    let bytes = fs::read(seg.file()).unwrap();
+    let seq = u64::from_le_bytes(bytes[at as usize..at as usize + 8].try_into().unwrap());
+    write_at(&seg.file(), &(seq + 1).to_le_bytes(), at);
+    write_at(&seg.file(), &position_word.to_le_bytes(), at + 8);
+    let half = [
+        (7 * 60 + 86_400) as u64,
+        1.0f64.to_bits(),
+        120_545.0f64.to_bits(),
+    ];
+    for (i, w) in half.iter().enumerate() {
+        write_at(&seg.file(), &w.to_le_bytes(), at + 16 + 8 * i as u64);
+    }
+}
+
+#[test]
+fn torn_writes_are_dropped_at_a_warm_restart_and_the_ring_reads_at_once() {
+    // The attack's W3, C5 and C6, built by hand in the file: an amendment of the newest
+    // closed candle torn with its old position word, and a push torn after its position word
+    // (into the slot that held the oldest candle).
+    let seg = TempSegment::new("torn");
+    let l = layout(&["EURUSD"], 5);
+    let mut w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+    for i in 0..8 {
+        w.push_closed(m1, &candle(i));
+    }
+    w.update_forming(m1, &candle(8));
+    w.set_running();
+    let before = Reader::open(&seg.path).unwrap();
+    drop(w);
+    tear(&seg, 0, 7 % 5, 7); // amendment of position 7
+    tear(&seg, 0, 8 % 5, 8); // push of position 8, over position 3
+    as_if_killed(&seg);
+    let mut out = Vec::new();
+    let m1r = before.ring("EURUSD", Timeframe::M1).unwrap();
+    assert!(matches!(
+        m1r.read_last(10, &mut out),
+        Err(shm_core::ReadError::Busy { .. })
+    ));
+
+    let mut w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    assert_eq!(w.start(), Start::Warm { repaired: 2 });
+    // Both torn candles are gone, to the reader that was attached and to a new one; nothing
+    // half-written is served, and nothing waits for the ring to lap.
+    for r in [&before, &Reader::open(&seg.path).unwrap()] {
+        assert_eq!(
+            closes(r, "EURUSD", 10),
+            [(4, false), (5, false), (6, false), (8, true)]
+        );
+    }
+    // The writer continues after the newest candle it still holds, and a correction cannot
+    // slip a bar in behind it through the dropped slot.
+    assert_eq!(w.last_closed(m1), Some(candle(6)));
+    assert!(!w.amend_last_closed(m1, &candle(6)));
+    w.set_running();
+    w.roll(m1, &candle(8), Some(&candle(9)));
+    assert_eq!(
+        closes(&before, "EURUSD", 10),
+        [(4, false), (5, false), (6, false), (8, false), (9, true)]
+    );
+}

@@ -1,0 +1,163 @@
+"""The local attack round's findings that reach Python (issue 27): Ctrl-C during a wait, a fork
+while another thread waits, trust by owner, and MT5's argument conventions."""
+
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mtf_candles as mt5
+
+
+def test_ctrl_c_interrupts_a_long_wait(replay):
+    # C3: a live writer that publishes nothing more (a finished replay), a wait of a day, and
+    # SIGINT: KeyboardInterrupt, not the end of the day. In a child process, so that the
+    # signal reaches nobody else.
+    script = """
+import os, signal, sys, threading, time
+import mtf_candles as mt5
+assert mt5.initialize(path=sys.argv[1]), mt5.last_error()
+def interrupt():
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    mt5.wait_for_update("EURUSD", 86400)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    out = subprocess.run([sys.executable, "-c", script, replay.segment], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "interrupted", out.stderr
+
+
+def test_a_child_forked_while_a_thread_waits_reads_and_refreshes(replay):
+    # C4: fork() while another thread is inside wait_for_update; the child's refresh() used
+    # to block for ever on the lock the waiting thread held.
+    seg = mt5.Segment(path=replay.segment)
+    waiting = threading.Event()
+
+    def wait():
+        waiting.set()
+        try:
+            seg.wait_for_update(timeout=30)
+        except mt5.WriterGone:
+            pass  # the fixture stopped the streamer first
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiting.wait(30)
+    for _ in range(20):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = seg.refresh() is False and len(seg.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
+            finally:
+                os._exit(0 if ok else 1)
+        deadline = time.monotonic() + 60
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("a forked child hung")
+            time.sleep(0.01)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_mt5s_argument_conventions(replay, tmp_path):
+    assert mt5.initialize(path=replay.segment), mt5.last_error()
+    m1 = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 10)
+    # A numpy integer date, as a bot takes it from the rates it got: accepted, as a float is.
+    last = m1["time"][-1]
+    assert isinstance(last, np.int64)
+    assert len(mt5.copy_rates_from("EURUSD", mt5.TIMEFRAME_M1, last, 3)) == 3
+    assert len(mt5.copy_rates_from("EURUSD", mt5.TIMEFRAME_M1, np.float64(last), 3)) == 3
+    # A bool is no timeframe, position or count.
+    assert mt5.copy_rates_from_pos("EURUSD", True, 0, 5) is None
+    assert mt5.last_error()[0] == -2
+    assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, False, 5) is None
+    assert mt5.last_error()[0] == -2
+    # A group that is not a string is bad arguments, not an AttributeError.
+    assert mt5.symbols_get(123) is None
+    assert mt5.last_error()[0] == -2
+    # An unknown symbol is said at once, not waited for.
+    with pytest.raises(mt5.NotFound):
+        mt5.wait_for_update("NOPE", 30)
+    # name=None is the default segment; a name with a '/' is refused, not taken for a path.
+    assert mt5.initialize(name=None) in (True, False)
+    assert mt5.last_error()[0] in (1, -10003)
+    assert not mt5.initialize(name="a/b")
+    assert mt5.last_error()[0] == -2
+    # A relative path is relative to the working directory, not to /dev/shm.
+    here = os.getcwd()
+    os.chdir(os.path.dirname(replay.segment))
+    try:
+        assert mt5.initialize(path=os.path.basename(replay.segment)), mt5.last_error()
+    finally:
+        os.chdir(here)
+
+
+def test_last_error_is_each_threads_own(replay):
+    assert mt5.initialize(path=replay.segment)
+    seen = []
+
+    def failing():
+        mt5.copy_rates_from_pos("NOPE", mt5.TIMEFRAME_M1, 0, 5)
+        seen.append(mt5.last_error()[0])
+
+    assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5) is not None
+    t = threading.Thread(target=failing)
+    t.start()
+    t.join()
+    assert seen == [-4]
+    assert mt5.last_error() == (1, "Success")
+
+
+@pytest.fixture
+def other_account():
+    """A system account made for the test and deleted afterwards (W1's squatter)."""
+    if os.geteuid() != 0:
+        pytest.skip("SKIPPED LOUDLY: the owner test needs root, to create a second account")
+    name = "mtfpy%dx%d" % (os.getpid(), time.monotonic_ns() % 100000)
+    deadline = time.monotonic() + 60
+    while True:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                              capture_output=True, text=True)
+        if made.returncode == 0:
+            break
+        # 10: /etc/passwd is locked by another useradd; anything else is final.
+        if made.returncode != 10 or time.monotonic() > deadline:
+            pytest.fail("useradd failed: %s" % made.stderr)
+        time.sleep(0.05)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        while subprocess.run(["userdel", name], capture_output=True).returncode == 10:
+            time.sleep(0.05)
+
+
+def test_a_segment_of_another_account_is_refused_unless_trusted(replay, other_account):
+    # W1: the segment and its lock file now belong to another account, as if it had taken the
+    # name first and kept a writer heartbeating in it.
+    for path in (replay.segment, replay.segment + ".lock"):
+        os.chown(path, other_account.pw_uid, -1)
+    with pytest.raises(mt5.SegmentError) as refused:
+        mt5.Segment(path=replay.segment)
+    assert other_account.pw_name in str(refused.value)
+    assert "MTF_TRUST" in str(refused.value)
+    assert not mt5.initialize(path=replay.segment)
+    assert mt5.last_error()[0] == -10003
+    # Trusted by name, it is read.
+    assert mt5.initialize(path=replay.segment, trust=other_account.pw_name), mt5.last_error()
+    assert len(mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
+    seg = mt5.Segment(path=replay.segment, trust=str(other_account.pw_uid))
+    assert len(seg.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
