@@ -130,11 +130,13 @@ mod tests {
         let a = SegmentArgs {
             segment: "x".into(),
             segment_path: Some("/tmp/y".into()),
+            trust: None,
         };
         assert_eq!(a.path().unwrap().path(), std::path::Path::new("/tmp/y"));
         let bad = SegmentArgs {
             segment: "../etc".into(),
             segment_path: None,
+            trust: None,
         };
         assert!(bad.path().is_err());
     }

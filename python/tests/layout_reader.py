@@ -294,7 +294,14 @@ class Segment:
             return "replaced"
         if state == 2:
             return "stopped"
-        stale = time.time() - w(104) / 1e9 > STALL_AFTER_S
+        boot = w(184)  # heartbeat_boot_ns: judge by the boot-time clock where the writer keeps it
+        now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        if boot and boot <= now_boot + 1_000_000_000:
+            stale = (now_boot - boot) / 1e9 > STALL_AFTER_S
+        else:
+            # A heartbeat from the future is not trusted (a clock set ahead).
+            age = time.time() - w(104) / 1e9
+            stale = age > STALL_AFTER_S or age < -STALL_AFTER_S
         lock = self._lock_state()
         if lock == "free":
             return "gone"

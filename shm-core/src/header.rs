@@ -35,6 +35,7 @@ pub(crate) struct Header {
     pub(crate) writer_pidns: u64,
     pub(crate) writer_start_ticks: u64,
     pub(crate) feed_kind: u64,
+    pub(crate) heartbeat_boot_ns: u64,
     pub(crate) counters: [u64; COUNTER_SLOTS],
 }
 
@@ -63,6 +64,7 @@ impl Header {
         h(hdr::WRITER_PIDNS, self.writer_pidns);
         h(hdr::WRITER_START_TICKS, self.writer_start_ticks);
         h(hdr::FEED_KIND, self.feed_kind);
+        h(hdr::HEARTBEAT_BOOT_NS, self.heartbeat_boot_ns);
         for (i, &c) in self.counters.iter().enumerate() {
             h(hdr::COUNTERS + 8 * i, c);
         }
@@ -109,6 +111,7 @@ impl Header {
             writer_pidns: w(hdr::WRITER_PIDNS),
             writer_start_ticks: w(hdr::WRITER_START_TICKS),
             feed_kind: w(hdr::FEED_KIND),
+            heartbeat_boot_ns: w(hdr::HEARTBEAT_BOOT_NS),
             counters: std::array::from_fn(|i| w(hdr::COUNTERS + 8 * i)),
         }
     }
@@ -147,12 +150,13 @@ mod tests {
             writer_pidns: 19,
             writer_start_ticks: 20,
             feed_kind: 21,
+            heartbeat_boot_ns: 22,
             counters: std::array::from_fn(|i| 100 + i as u64),
         };
         h.store(&mem);
         assert_eq!(Header::load(&mem), h);
-        // The reserved words stay zero.
-        for off in (hdr::FEED_KIND + 8..hdr::COUNTERS).step_by(8) {
+        // The reserved words stay zero (the wake words between are the wake-up's own).
+        for off in (hdr::HEARTBEAT_BOOT_NS + 8..hdr::COUNTERS).step_by(8) {
             assert_eq!(mem.load(off, Ordering::Relaxed), 0, "reserved word {off}");
         }
     }

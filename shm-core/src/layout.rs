@@ -67,6 +67,10 @@ pub(crate) mod hdr {
     /// 1 when the writer bumps and wakes `WAKE_WORD` after every batch; 0 (a writer from
     /// before the word existed): readers look at `LAST_UPDATE_NS` instead.
     pub const WAKE_KIND: usize = 176;
+    /// The writer's boot-time clock (Linux `CLOCK_BOOTTIME`, ns) at its last heartbeat; 0
+    /// where the platform has none or the writer predates the word. Readers judge the
+    /// heartbeat's age by it, so a wall clock set ahead cannot make a stalled writer look alive.
+    pub const HEARTBEAT_BOOT_NS: usize = 184;
     pub const COUNTERS: usize = 256;
 }
 
@@ -476,6 +480,7 @@ mod tests {
             ("writer_pidns", hdr::WRITER_PIDNS),
             ("writer_start_ticks", hdr::WRITER_START_TICKS),
             ("feed_kind", hdr::FEED_KIND),
+            ("heartbeat_boot_ns", hdr::HEARTBEAT_BOOT_NS),
             ("counters[32]", hdr::COUNTERS),
             ("seq", ring::SEQ),
             ("head", ring::HEAD),

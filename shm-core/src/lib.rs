@@ -75,8 +75,8 @@ pub use reader::{
 };
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 pub use time::{
-    civil_from_days, days_from_civil, iso8601_ms, now_ns, parse_server_offset, OffsetError,
-    SERVER_OFFSET_RANGE,
+    civil_from_days, days_from_civil, format_server_offset, iso8601_ms, now_ns,
+    parse_server_offset, OffsetError, SERVER_OFFSET_RANGE,
 };
 pub use timeframe::{Timeframe, UnknownTimeframe};
 pub use trust::{set_process_trust, Trust, TrustError, TRUST_ENV};

@@ -676,8 +676,7 @@ impl Reader {
     pub fn status(&self) -> Status {
         let h = Header::load(self.mem());
         let writer_state = WriterState::from_word(h.writer_state);
-        let heartbeat_age = Duration::from_nanos(now_ns().saturating_sub(h.heartbeat_ns));
-        let stale = heartbeat_age > self.stall_after;
+        let (heartbeat_age, stale) = heartbeat_age(&h, self.stall_after);
         let liveness = match writer_state {
             Some(WriterState::Replaced) => Liveness::Replaced,
             Some(WriterState::Stopped) => Liveness::Stopped,
@@ -711,6 +710,29 @@ impl Reader {
             counters: Counters(h.counters),
         }
     }
+}
+
+/// How old the writer's heartbeat is, and whether it is too old to count as alive. By the
+/// boot-time clock where the writer keeps it (one kernel clock for every process: a wall
+/// clock set ahead or back changes nothing); else by the wall clock, where a heartbeat from
+/// the future is not trusted at all (a writer whose clock runs ahead, then stalls, would
+/// otherwise look alive until the wall clock caught up).
+fn heartbeat_age(h: &Header, stall_after: Duration) -> (Duration, bool) {
+    let slack = stall_after.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if let Some(now) = crate::time::boot_ns().filter(|_| h.heartbeat_boot_ns != 0) {
+        // A reading ahead of ours comes from another clock (another time namespace): fall
+        // through to the wall clock rather than trust it.
+        if h.heartbeat_boot_ns <= now.saturating_add(1_000_000_000) {
+            let age = Duration::from_nanos(now.saturating_sub(h.heartbeat_boot_ns));
+            return (age, age > stall_after);
+        }
+    }
+    let now = now_ns();
+    if h.heartbeat_ns > now.saturating_add(slack) {
+        return (Duration::ZERO, true);
+    }
+    let age = Duration::from_nanos(now.saturating_sub(h.heartbeat_ns));
+    (age, age > stall_after)
 }
 
 /// What `/proc` says of the writer a header names.

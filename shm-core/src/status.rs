@@ -124,12 +124,15 @@ word_enum! {
         /// Ticks or bars dated further ahead of the clock than any broker's server time can
         /// be (more than UTC+14 h plus 5 min; see the streamer's feed hygiene rules).
         RejectedFutureTime = 11, "rejected_future_time";
+        /// Times the writer's wall clock went back by more than a second between two
+        /// heartbeats (an NTP step, an operator's `date -s`); see `Status::clock_jumped_back`.
+        ClockJumpsBack = 12, "clock_jumps_back";
     }
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::TicksProcessed,
         Counter::BarsClosed,
         Counter::RejectedBadPrice,
@@ -142,6 +145,7 @@ impl Counter {
         Counter::Corrections,
         Counter::Reconnects,
         Counter::RejectedFutureTime,
+        Counter::ClockJumpsBack,
     ];
 
     /// The counters of refused input, whose sum is "rejected" in summaries.
@@ -223,7 +227,9 @@ pub struct Status {
     pub writer_start_ns: u64,
     /// The writer's last heartbeat (unix ns).
     pub heartbeat_ns: u64,
-    /// Age of the heartbeat by this process's clock (zero if the heartbeat is in the future).
+    /// Age of the heartbeat: by the boot-time clock the writer stamps beside it where it does
+    /// (Linux), else by this process's wall clock (zero if the heartbeat is in the future,
+    /// which then does not count as fresh).
     pub heartbeat_age: Duration,
     /// When any candle last changed (unix ns); 0 if none has.
     pub last_update_ns: u64,

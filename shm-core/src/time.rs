@@ -12,6 +12,27 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The boot-time clock in ns: monotonic, counting suspend, and the same for every process of
+/// the host (one kernel clock, `CLOCK_BOOTTIME`), so a reader can compare the writer's reading
+/// with its own whatever the wall clock does. `None` where the platform has no such clock.
+#[cfg(target_os = "linux")]
+pub(crate) fn boot_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime only
+    // writes it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// See the Linux version: elsewhere the heartbeat's age is judged by the wall clock.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn boot_ns() -> Option<u64> {
+    None
+}
+
 /// Days since 1970-01-01 of the proleptic Gregorian date `y-m-d` (Howard Hinnant's algorithm).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -55,6 +76,24 @@ pub fn iso8601_ms(unix_ms: i64) -> String {
         sod % 60,
         unix_ms.rem_euclid(1000)
     )
+}
+
+/// `UTC+02:00`, `UTC-03:30`: an offset as `inspect` and messages show it. An offset outside
+/// [`SERVER_OFFSET_RANGE`] (a damaged or forged header) is shown as its number of seconds,
+/// never wrapped into an impossible clock.
+///
+/// ```
+/// assert_eq!(shm_core::format_server_offset(7200), "UTC+02:00");
+/// assert_eq!(shm_core::format_server_offset(-12_600), "UTC-03:30");
+/// assert_eq!(shm_core::format_server_offset(i64::MAX), "an impossible offset of 9223372036854775807 s");
+/// ```
+pub fn format_server_offset(seconds: i64) -> String {
+    if !SERVER_OFFSET_RANGE.contains(&seconds) {
+        return format!("an impossible offset of {seconds} s");
+    }
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let a = seconds.abs();
+    format!("UTC{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
 }
 
 /// The broker server-time offsets that exist: UTC-12 to UTC+14, in seconds.

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::candle::Candle;
 use crate::files::{self, Untrusted};
@@ -17,6 +18,10 @@ use crate::ring::{RingRef, Slot};
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
 use crate::wake::{self, Waker};
 use crate::{now_ns, SegmentPath, Timeframe};
+
+/// How far the wall clock must go back between two heartbeats to count as a jump: more than
+/// the scheduling noise between the two clock reads, less than any step a human would notice.
+const CLOCK_JUMP_NS: i128 = 1_000_000_000;
 
 /// Options for [`Writer::create`].
 #[derive(Debug, Clone)]
@@ -242,6 +247,8 @@ pub struct Writer {
     start: Start,
     /// The clock of the last `heartbeat()`, in unix ns.
     now_ns: u64,
+    /// The boot-time clock of the last `heartbeat()`, where the platform has one.
+    boot_ns: Option<u64>,
     /// Retries of the writer's reads of its own rings: always zero, as nothing races them.
     own_retries: AtomicU64,
 }
@@ -440,6 +447,13 @@ impl Writer {
         // Relaxed: a flag for readers, set once per file and never cleared; a reader that
         // loads it before this store looks at `last_update_ns` meanwhile (see `wake.rs`).
         map.mem().store(hdr::WAKE_KIND, 1, Ordering::Relaxed);
+        let boot_ns = crate::time::boot_ns();
+        // Relaxed: as in `heartbeat`.
+        map.mem().store(
+            hdr::HEARTBEAT_BOOT_NS,
+            boot_ns.unwrap_or(0),
+            Ordering::Relaxed,
+        );
         Ok(Writer {
             map,
             _file: held.file,
@@ -452,6 +466,7 @@ impl Writer {
             generation,
             start,
             now_ns: now_ns(),
+            boot_ns,
             own_retries: AtomicU64::new(0),
         })
     }
@@ -468,6 +483,7 @@ impl Writer {
         h(hdr::WRITER_PID, u64::from(std::process::id()));
         h(hdr::WRITER_START_NS, self.now_ns);
         h(hdr::HEARTBEAT_NS, self.now_ns);
+        h(hdr::HEARTBEAT_BOOT_NS, self.boot_ns.unwrap_or(0));
         h(hdr::FEED_STATE, FeedState::Starting as u64);
         let me = process::this_process();
         h(hdr::WRITER_PIDNS, me.pidns);
@@ -706,12 +722,32 @@ impl Writer {
         self.wake.notify(self.mem().futex_word(hdr::WAKE_WORD));
     }
 
-    /// Refreshes the writer's clock and stores it as the heartbeat.
-    pub fn heartbeat(&mut self) {
-        self.now_ns = now_ns();
-        // Relaxed: readers only compare it with their own clock.
+    /// Refreshes the writer's clock and stores it as the heartbeat, with the boot-time clock
+    /// beside it (readers judge the heartbeat's age by that one). A wall clock that went back
+    /// by more than a second since the last heartbeat, by the boot-time clock, is counted
+    /// ([`Counter::ClockJumpsBack`]) and returned: how far it went back.
+    pub fn heartbeat(&mut self) -> Option<Duration> {
+        let (wall, boot) = (now_ns(), crate::time::boot_ns());
+        // How far the wall clock moved, against how far it should have (the boot-time clock;
+        // without one, not at all backwards).
+        let wall_step = i128::from(wall) - i128::from(self.now_ns);
+        let true_step = match (boot, self.boot_ns) {
+            (Some(b), Some(before)) => i128::from(b.saturating_sub(before)),
+            _ => 0,
+        };
+        let jump = (self.now_ns != 0 && wall_step < true_step - CLOCK_JUMP_NS)
+            .then(|| Duration::from_nanos((true_step - wall_step) as u64));
+        self.now_ns = wall;
+        self.boot_ns = boot;
+        // Relaxed: readers only compare them with their own clocks.
         self.mem()
             .store(hdr::HEARTBEAT_NS, self.now_ns, Ordering::Relaxed);
+        self.mem()
+            .store(hdr::HEARTBEAT_BOOT_NS, boot.unwrap_or(0), Ordering::Relaxed);
+        if jump.is_some() {
+            self.add(Counter::ClockJumpsBack, 1);
+        }
+        jump
     }
 
     /// The writer clock as of the last [`heartbeat`](Self::heartbeat) (unix ns).

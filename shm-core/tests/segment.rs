@@ -537,6 +537,7 @@ fn as_if_killed(seg: &TempSegment) -> u32 {
     write_at(&seg.file(), &1u64.to_le_bytes(), 112); // writer_state: running
     write_at(&seg.file(), &u64::from(dead).to_le_bytes(), 88); // writer_pid
     write_at(&seg.file(), &1u64.to_le_bytes(), 104); // heartbeat_ns: long ago
+    write_at(&seg.file(), &1u64.to_le_bytes(), 184); // heartbeat_boot_ns: long ago
     dead
 }
 

@@ -232,10 +232,25 @@ fn feed_kind(source: SourceKind) -> FeedKind {
 ///   rings start empty rather than refusing every bar as already seen.
 /// - A ring holds a candle dated beyond what any broker's clock can show (a bad tick of an
 ///   earlier run): continuing would refuse every later tick as out of order.
-pub fn start_clean_reason(path: &shm_core::SegmentPath, kind: FeedKind) -> Option<String> {
+/// - `offset`, the server-time offset this run stamps (`None` when the feed will say), is
+///   not the one the candles were stamped with: their times are another clock's, and the
+///   new offset would relabel them (an hour's worth of ticks refused as older, too).
+pub fn start_clean_reason(
+    path: &shm_core::SegmentPath,
+    kind: FeedKind,
+    offset: Option<i64>,
+) -> Option<String> {
     let reader = Reader::open(path).ok()?;
     let st = reader.status();
     let before = st.feed_kind.unwrap_or(FeedKind::Unrecorded);
+    if let Some(new) = offset.filter(|&o| o != st.server_time_offset_s) {
+        return Some(format!(
+            "the segment's candles are in server time {} and this run's is {}; times of two \
+             clocks never mix",
+            shm_core::format_server_offset(st.server_time_offset_s),
+            shm_core::format_server_offset(new)
+        ));
+    }
     if kind == FeedKind::Csv {
         return Some("a CSV replay always starts from empty rings".into());
     }
@@ -378,7 +393,11 @@ fn open_segment(
 ) -> Result<Writer, StreamerError> {
     let layout = layout(config, &plan.symbols, &plan.timeframes)?;
     let kind = feed_kind(config.source);
-    let clean = start_clean_reason(&config.segment, kind);
+    // The offset this run stamps, where it is known before the feed speaks: an mt5 feed with
+    // none configured takes the gateway's (and keeps the segment's until then).
+    let offset = (config.source != SourceKind::Mt5 || config.server_time_offset_s != 0)
+        .then_some(config.server_time_offset_s);
+    let clean = start_clean_reason(&config.segment, kind, offset);
     if let Some(why) = &clean {
         let _ = writeln!(banner, "starting clean: {why}");
     }
@@ -515,6 +534,19 @@ struct Pump<'a> {
 }
 
 impl Pump<'_> {
+    /// The writer's heartbeat, and a word on stderr when the wall clock went back (the
+    /// segment counts it too: `inspect` and `/streamer/health` show it).
+    fn beat(&mut self) {
+        if let Some(step) = self.writer.heartbeat() {
+            eprintln!(
+                "warning: the system clock went back by {:.1} s; candle times continue from \
+                 where they were (the synthetic feed keeps its own steady clock, a terminal \
+                 sends its server's), and change times stamped by this host are off by that much",
+                step.as_secs_f64()
+            );
+        }
+    }
+
     /// Publishes until `stop` is set: once the source is past its backfill (or 2 s after the
     /// request, whichever is first), so that a `stop` set before `run` still publishes the
     /// backfill: a one-shot run.
@@ -532,7 +564,7 @@ impl Pump<'_> {
                 // Keep the clock (and so candle change times) fresh during long batches, and
                 // let waiting readers see them.
                 if i % 1024 == 1023 {
-                    self.writer.heartbeat();
+                    self.beat();
                     self.writer.notify();
                 }
             }
@@ -543,7 +575,7 @@ impl Pump<'_> {
             }
             self.report_progress();
             if last_beat.elapsed() >= HEARTBEAT / 2 {
-                self.writer.heartbeat();
+                self.beat();
                 last_beat = Instant::now();
             }
             // Relaxed: the signal handler's flag carries no data with it.

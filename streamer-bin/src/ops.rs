@@ -12,18 +12,36 @@ fn ago(ns: u64) -> String {
     if ns == 0 {
         return "never".into();
     }
-    let d = now_ns().saturating_sub(ns);
-    match d {
-        d if d < 1_000_000_000 => format!("{} ms ago", d / 1_000_000),
-        d if d < 120_000_000_000 => format!("{:.1} s ago", d as f64 / 1e9),
-        d => format!("{} min ago", d / 60_000_000_000),
+    format!(
+        "{} ago",
+        age(Duration::from_nanos(now_ns().saturating_sub(ns)))
+    )
+}
+
+/// `12 ms`, `3.4 s`, `7 min`.
+fn age(d: Duration) -> String {
+    match d.as_nanos() {
+        d if d < 1_000_000_000 => format!("{} ms", d / 1_000_000),
+        d if d < 120_000_000_000 => format!("{:.1} s", d as f64 / 1e9),
+        d => format!("{} min", d / 60_000_000_000),
     }
 }
 
 fn server_time(secs: i64) -> String {
+    if !(0..=shm_core::LATEST_TIME).contains(&secs) {
+        return format!("an impossible time ({secs})");
+    }
     let iso = iso8601_ms(secs * 1000);
     // Server time is not UTC: drop the `Z` and the milliseconds.
     format!("{} {}", &iso[..10], &iso[11..19])
+}
+
+/// A tick's server time to the millisecond, or what is wrong with it.
+fn server_time_ms(ms: i64) -> String {
+    if !(0..=shm_core::LATEST_TIME.saturating_mul(1000)).contains(&ms) {
+        return format!("an impossible time ({ms})");
+    }
+    iso8601_ms(ms)[..23].replace('T', " ")
 }
 
 /// The `inspect` report of the segment at `path`.
@@ -35,12 +53,12 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
     let _ = writeln!(out, "segment    {}", reader.path().display());
     let _ = writeln!(
         out,
-        "writer     {} (pid {}, generation {}, state {}, heartbeat {})",
+        "writer     {} (pid {}, generation {}, state {}, heartbeat {} ago)",
         st.liveness,
         st.writer_pid,
         st.generation,
         st.writer_state.map_or("unknown", |s| s.as_str()),
-        ago(st.heartbeat_ns)
+        age(st.heartbeat_age)
     );
     let _ = writeln!(
         out,
@@ -50,14 +68,20 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
     );
     let _ = writeln!(
         out,
-        "feed       {} ({})   server time UTC{}{:02}:{:02}   last change {}",
+        "feed       {} ({})   server time {}   last change {}",
         st.feed_state.map_or("unknown", |s| s.as_str()),
         st.feed_kind.map_or("unknown", |k| k.as_str()),
-        if offset < 0 { '-' } else { '+' },
-        offset.abs() / 3600,
-        offset.abs() % 3600 / 60,
+        shm_core::format_server_offset(offset),
         ago(st.last_update_ns)
     );
+    if st.counters.get(Counter::ClockJumpsBack) > 0 {
+        let _ = writeln!(
+            out,
+            "clock      the writer's wall clock went back {} time(s) while it ran: times it \
+             stamped since may be off by the step",
+            st.counters.get(Counter::ClockJumpsBack)
+        );
+    }
     let counters: Vec<String> = Counter::ALL
         .iter()
         .map(|&c| (c, st.counters.get(c)))
@@ -76,7 +100,7 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
                 let _ = writeln!(
                     out,
                     "{symbol:<14} {:>24} {:>14} {:>14} {:>12}",
-                    &iso8601_ms(t.server_time_ms)[..23].replace('T', " "),
+                    &server_time_ms(t.server_time_ms),
                     t.bid,
                     t.ask,
                     ago(t.received_ns)

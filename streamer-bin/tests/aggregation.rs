@@ -479,13 +479,28 @@ fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
     let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
     w.push_closed(m1, &Candle::flat(Timeframe::M1.bar_start(now_s - 60), 1.1));
     drop(w);
-    assert_eq!(start_clean_reason(&seg.path, FeedKind::Mt5), None, "warm");
-    let why = start_clean_reason(&seg.path, FeedKind::Synthetic).expect("another feed");
+    assert_eq!(
+        start_clean_reason(&seg.path, FeedKind::Mt5, None),
+        None,
+        "warm"
+    );
+    let why = start_clean_reason(&seg.path, FeedKind::Synthetic, None).expect("another feed");
     assert!(
         why.contains("mt5 candles") && why.contains("synthetic"),
         "{why}"
     );
-    assert!(start_clean_reason(&seg.path, FeedKind::Csv).is_some());
+    assert!(start_clean_reason(&seg.path, FeedKind::Csv, None).is_some());
+    // D6: the same feed with another server offset starts clean and says so; the same
+    // offset, or none known yet (an mt5 feed that asks the gateway), continues.
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_server_time_offset(7200);
+    drop(w);
+    assert_eq!(
+        start_clean_reason(&seg.path, FeedKind::Mt5, Some(7200)),
+        None
+    );
+    let why = start_clean_reason(&seg.path, FeedKind::Mt5, Some(3600)).expect("another offset");
+    assert!(why.contains("+02:00") && why.contains("+01:00"), "{why}");
 
     let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
     let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
@@ -495,7 +510,7 @@ fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
         &Candle::flat(Timeframe::M1.bar_start(now_s + 50 * 365 * 86_400), 9.9),
     );
     drop(w);
-    let why = start_clean_reason(&seg.path, FeedKind::Mt5).expect("a future candle");
+    let why = start_clean_reason(&seg.path, FeedKind::Mt5, None).expect("a future candle");
     assert!(why.contains("beyond any broker's clock"), "{why}");
     let w = Writer::create(
         &seg.path,

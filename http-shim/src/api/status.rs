@@ -158,6 +158,12 @@ impl Api {
             Some(FeedState::Finished) => reasons.push("feed finished (replay ended)".into()),
             _ => {}
         }
+        let jumps = st.counters.get(Counter::ClockJumpsBack);
+        if jumps > 0 {
+            reasons.push(format!(
+                "the writer's wall clock went back {jumps} time(s) while it ran"
+            ));
+        }
         let mut buffers = Map::new();
         let mut tick_ages = Map::new();
         let (mut m1_rings, mut m1_stale) = (0, 0);

@@ -118,6 +118,40 @@ pub struct Synthetic {
     live: bool,
     next_tick: Instant,
     interval: Duration,
+    clock: SteadyClock,
+}
+
+/// The feed's clock: the wall clock, except that it never goes back. It runs on the monotonic
+/// clock from the last time it agreed with the wall clock, and follows the wall clock forward
+/// (an NTP correction, a resume from suspend) but not back: a wall clock stepped back by an
+/// hour would otherwise date every tick before the forming bar, and the writer would refuse
+/// them all for that hour. The writer counts the step (`clock_jumps_back`) and readers see it.
+#[derive(Debug)]
+struct SteadyClock {
+    /// Wall-clock ms at `at`.
+    anchor_ms: i64,
+    at: Instant,
+}
+
+impl SteadyClock {
+    fn new() -> SteadyClock {
+        SteadyClock {
+            anchor_ms: (shm_core::now_ns() / 1_000_000) as i64,
+            at: Instant::now(),
+        }
+    }
+
+    /// Unix ms, never less than the last answer.
+    fn now_ms(&mut self) -> i64 {
+        let steady = self.anchor_ms + self.at.elapsed().as_millis() as i64;
+        let wall = (shm_core::now_ns() / 1_000_000) as i64;
+        if wall > steady {
+            self.anchor_ms = wall;
+            self.at = Instant::now();
+            return wall;
+        }
+        steady
+    }
 }
 
 impl Synthetic {
@@ -172,15 +206,16 @@ impl Synthetic {
             live: false,
             next_tick: Instant::now(),
             interval: Duration::from_secs_f64(1.0 / tick_rate),
+            clock: SteadyClock::new(),
         }
     }
 
-    fn server_now_ms(&self) -> i64 {
-        (shm_core::now_ns() / 1_000_000) as i64 + self.offset_s * 1000
+    fn server_now_ms(&mut self) -> i64 {
+        self.clock.now_ms() + self.offset_s * 1000
     }
 
     /// Where each walker's backfill starts: the history start, or just after the resume point.
-    fn backfill_plan(&self) -> (Vec<i64>, i64) {
+    fn backfill_plan(&mut self) -> (Vec<i64>, i64) {
         let now_minute = Timeframe::M1.bar_start(self.server_now_ms().div_euclid(1000));
         let earliest = now_minute - self.history_minutes * 60;
         let starts = self
