@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_core::{Reader, SegmentPath, Timeframe, WaitOutcome};
+use shm_core::{Reader, SegmentPath, Timeframe, WaitOutcome, WriterState};
 
 /// How often a missing or stopped segment is looked for again, and the longest sleep between
 /// two looks at the stop flag.
@@ -113,9 +113,12 @@ impl BarWaiter {
         true
     }
 
-    /// The symbols whose M1 closed count grew since last looked at, if any.
+    /// The symbols whose M1 closed count grew since last looked at, if any. Only closes
+    /// published while the writer runs count: a restarted streamer's backfill (history, not
+    /// live bars) moves the counts on without a word.
     fn closes(&mut self) -> Option<Woken> {
         let reader = self.reader.as_ref()?;
+        let live = reader.writer_state() == Some(WriterState::Running);
         let mut symbols = Vec::new();
         let mut first_change_ns = u64::MAX;
         for (symbol, seen) in self.symbols.iter().zip(self.seen.iter_mut()) {
@@ -125,7 +128,7 @@ impl BarWaiter {
             // A read kept busy by the writer is tried again on the next change.
             let Ok(stats) = ring.stats() else { continue };
             match *seen {
-                Some(before) if stats.closed_total > before => {
+                Some(before) if live && stats.closed_total > before => {
                     symbols.push(symbol.clone());
                     first_change_ns = first_change_ns.min(stats.last_change_ns);
                 }

@@ -665,7 +665,10 @@ impl Reader {
         })
     }
 
-    fn writer_state(&self) -> Option<WriterState> {
+    /// The writer's own state word (initializing, running, stopped, replaced): one load, no
+    /// system call. `Initializing` means the candles written now are history (a backfill),
+    /// not live closes.
+    pub fn writer_state(&self) -> Option<WriterState> {
         WriterState::from_word(self.mem().load(hdr::WRITER_STATE, Ordering::Acquire))
     }
 

@@ -315,6 +315,105 @@ fn the_monitor_on_bar_cycles_when_a_candle_closes_not_on_every_tick() {
     assert!(child.try_wait().unwrap().is_none(), "the monitor exited");
 }
 
+/// D4: a streamer restarted with a larger ring backfills hundreds of bars; the monitor takes
+/// none of them for a live close, and reports the first bar closed once the writer runs.
+#[test]
+fn the_monitor_on_bar_takes_a_restarts_backfill_for_history_not_closes() {
+    let seg = TempSegment::new("onbar-restart");
+    let minute = |k: i64| (shm_core::now_ns() as i64 / 1_000_000_000 / 60 + k) * 60;
+    let layout = |capacity| {
+        let mut l = Layout::new();
+        l.add_ring("EURUSD", Timeframe::M1, capacity).unwrap();
+        l
+    };
+    let mut w = Writer::create(&seg.path, &layout(100), &Default::default()).unwrap();
+    let eur = w.ring("EURUSD", Timeframe::M1).unwrap();
+    for k in -20..0 {
+        w.push_closed(eur, &Candle::flat(minute(k), 1.1));
+    }
+    w.set_running();
+    w.notify();
+
+    let file = seg.file();
+    let mut monitor = Command::new(mtf_tests::workspace_bin("mtf-monitor"))
+        .args([
+            "--on-bar",
+            "--json",
+            "--interval",
+            "300",
+            "--stats-every",
+            "0",
+        ])
+        .args(["--symbols", "EURUSD", "--sources", "shm"])
+        .args(["--segment-path", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(monitor.stdout.take().unwrap());
+    let _monitor = ChildGuard(Some(monitor));
+    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // The next line that is not a change of source.
+    let next = |what: &str| loop {
+        let v = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no {what} within a minute"));
+        if v["type"] != "source_change" {
+            break v;
+        }
+    };
+    assert_eq!(next("first cycle")["type"], "cycle");
+
+    // The restart: another layout (a ring of 2,000), so a new file; history pushed in
+    // batches while the writer initializes, each batch published and woken as a backfill is.
+    drop(w);
+    let mut w = Writer::create(&seg.path, &layout(2000), &Default::default()).unwrap();
+    let eur = w.ring("EURUSD", Timeframe::M1).unwrap();
+    for batch in 0..30 {
+        for k in 0..20 {
+            w.push_closed(eur, &Candle::flat(minute(-700 + batch * 20 + k), 1.2));
+        }
+        w.heartbeat();
+        w.notify();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.update_forming(eur, &Candle::flat(minute(-1), 1.2));
+    w.set_running();
+    w.notify();
+    // One live close.
+    w.roll(
+        eur,
+        &Candle::flat(minute(-1), 1.2),
+        Some(&Candle::flat(minute(0), 1.2)),
+    );
+    w.heartbeat();
+    w.notify();
+    let mut closes = 0;
+    loop {
+        let v = next("bar_close of the live bar");
+        if v["type"] == "bar_close" {
+            closes += 1;
+            break;
+        }
+    }
+    // Nothing more closes: anything still queued would be a backfill taken for closes.
+    w.update_forming(eur, &Candle::flat(minute(0), 1.25));
+    w.heartbeat();
+    w.notify();
+    while let Ok(v) = lines.recv_timeout(Duration::from_millis(500)) {
+        closes += usize::from(v["type"] == "bar_close");
+    }
+    assert_eq!(closes, 1, "the backfill was reported as closes");
+}
+
 /// What a reader account could do to the wake file of the first design (issue C1, C2, D1–D3):
 /// plant one, truncate it, fill it with junk. The wake-up is a word of the read-only segment
 /// now, so none of it reaches the writer or another reader.
