@@ -17,9 +17,10 @@ use crate::layout::{
 use crate::lock::{self, Probe};
 use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
-use crate::ring::{Busy, RingRef, Slot};
+use crate::ring::{Busy, Control, RingRef, Slot};
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 use crate::trust::{Trust, TrustError};
+use crate::validate::Checked;
 use crate::validate::{self, InvalidRecord};
 use crate::wake::{self, Waiter};
 use crate::{now_ns, SegmentPath, Timeframe};
@@ -254,6 +255,8 @@ pub struct Reader {
     stall_after: Duration,
     /// Failed attempts of all reads so far (see [`Reader::retries`]).
     retries: AtomicU64,
+    /// Per ring: which positions an earlier read has checked (see [`Checked`]).
+    checked: Vec<AtomicU64>,
 }
 
 impl Reader {
@@ -467,6 +470,7 @@ impl Reader {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             stall_after: DEFAULT_STALL_AFTER,
             retries: AtomicU64::new(0),
+            checked: (0..ring_count).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -935,17 +939,46 @@ impl<'a> RingReader<'a> {
             self.reader.max_attempts,
             &self.reader.retries,
         )?;
+        // Checked before the forming candle joins `out`: it is still in registers.
+        self.check(out, control.forming.as_ref(), &control)?;
         out.extend(control.forming);
-        self.check(out, None)
+        Ok(())
     }
 
     /// Refuses a snapshot that breaks the writer's rules (see `validate.rs`), and clears it.
+    /// Closed candles an earlier read of this reader checked are not checked again: a closed
+    /// position is written once (only the newest is ever corrected, and it is always checked),
+    /// so this costs a few candles a read rather than all of them (docs/BENCHMARKS.md).
     #[inline]
-    fn check(&self, closed: &mut Vec<Candle>, forming: Option<&Candle>) -> Result<(), ReadError> {
-        validate::check(self.timeframe(), closed, forming).map_err(|(time, why)| {
-            closed.clear();
+    fn check(
+        &self,
+        out: &mut Vec<Candle>,
+        forming: Option<&Candle>,
+        control: &Control,
+    ) -> Result<(), ReadError> {
+        let checked = &self.reader.checked[self.index];
+        // Relaxed: every value ever stored is a true statement about positions that do not
+        // change, so an old one only costs a few more candles checked.
+        let known = Checked::unpack(checked.load(Ordering::Relaxed));
+        let skip = if control.dropped {
+            0
+        } else {
+            known.skippable(control.first)
+        };
+        let skip = skip.min(out.len());
+        validate::check(self.timeframe(), &out[skip..], forming).map_err(|(time, why)| {
+            out.clear();
             ReadError::Invalid { time, why }
-        })
+        })?;
+        if !control.dropped {
+            let now = known.extended(control.first, control.head);
+            if now != known {
+                if let Some(w) = now.pack() {
+                    checked.store(w, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fills `out` with the newest `closed` closed candles, oldest first, and returns the
@@ -956,18 +989,16 @@ impl<'a> RingReader<'a> {
         out: &mut Vec<Candle>,
     ) -> Result<Option<Candle>, ReadError> {
         let r = self.raw();
-        let forming = r
-            .snapshot(
-                self.reader.mem(),
-                closed,
-                false,
-                out,
-                self.reader.max_attempts,
-                &self.reader.retries,
-            )?
-            .forming;
-        self.check(out, forming.as_ref())?;
-        Ok(forming)
+        let control = r.snapshot(
+            self.reader.mem(),
+            closed,
+            false,
+            out,
+            self.reader.max_attempts,
+            &self.reader.retries,
+        )?;
+        self.check(out, control.forming.as_ref(), &control)?;
+        Ok(control.forming)
     }
 
     /// The newest candle: the forming one if any, else the newest closed one.

@@ -100,6 +100,12 @@ pub(crate) struct Control {
     pub last_change_ns: u64,
     /// The forming candle, if there is one.
     pub forming: Option<Candle>,
+    /// Of a [`snapshot`](RingRef::snapshot): the position of its oldest closed candle (`head`
+    /// when it holds none, and for [`read_control`](RingRef::read_control)).
+    pub first: u64,
+    /// Of a snapshot: whether a dropped slot was left out, so that its candles are not the
+    /// positions `first..head` one for one.
+    pub dropped: bool,
 }
 
 impl RingRef {
@@ -371,6 +377,8 @@ impl RingRef {
                     head,
                     last_change_ns,
                     forming: forming.forming.then_some(forming),
+                    first: head,
+                    dropped: false,
                 });
             }
             retried(retries);
@@ -442,7 +450,7 @@ impl RingRef {
         retries: &AtomicU64,
     ) -> Result<Control, Busy> {
         'restart: for attempt in 0..max_attempts {
-            let control = self.read_control(mem, max_attempts, retries)?;
+            let mut control = self.read_control(mem, max_attempts, retries)?;
             let closed = if forming_takes_a_place && control.forming.is_some() {
                 closed.saturating_sub(1)
             } else {
@@ -451,10 +459,11 @@ impl RingRef {
             let n = (closed as u64).min(control.head).min(self.capacity);
             out.clear();
             out.reserve(n as usize + 1);
-            for position in control.head - n..control.head {
+            control.first = control.head - n;
+            for position in control.first..control.head {
                 match self.read_slot(mem, position, max_attempts, retries)? {
                     Slot::Candle(c) => out.push(c),
-                    Slot::Dropped => {}
+                    Slot::Dropped => control.dropped = true,
                     Slot::Lapped => {
                         retried(retries);
                         pause(attempt);
