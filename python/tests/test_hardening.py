@@ -4,6 +4,7 @@ while another thread waits, trust by owner, and MT5's argument conventions."""
 import os
 import pwd
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+import layout_reader
 import mtf_candles as mt5
 
 
@@ -161,3 +163,65 @@ def test_a_segment_of_another_account_is_refused_unless_trusted(replay, other_ac
     assert len(mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
     seg = mt5.Segment(path=replay.segment, trust=str(other_account.pw_uid))
     assert len(seg.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
+
+
+def _ring(path, symbol):
+    """(capacity, offset) of `symbol`'s M1 ring, by the reference reader."""
+    ref = layout_reader.Segment(path)
+    return next((cap, off) for s, tf, cap, off in ref.rings if (s, tf) == (symbol, "M1")), ref
+
+
+def _put(path, at, value):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
+
+
+def test_forged_disorder_is_refused_not_served(replay):
+    # W2, in the file as the attack forged it: two swapped times, then a time 7 s off the minute.
+    replay.proc.terminate()
+    replay.proc.wait()
+    (cap, off), ref = _ring(replay.segment, "EURUSD")
+    head = ref.word(off + 8)
+    record = lambda p: off + 128 + (p % cap) * 80 + 16
+    older, newer = ref.word(record(head - 2)), ref.word(record(head - 1))
+    _put(replay.segment, record(head - 2), newer)
+    _put(replay.segment, record(head - 1), older)
+    assert mt5.initialize(path=replay.segment)
+    assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 10) is None
+    code, message = mt5.last_error()
+    assert code == -1 and "not later than" in message, message
+    with pytest.raises(layout_reader.DamagedRecord):
+        layout_reader.Segment(replay.segment).read_last("EURUSD", "M1", 10)
+    # Put back in order, but the newest 7 s off its minute: refused too.
+    _put(replay.segment, record(head - 2), older)
+    _put(replay.segment, record(head - 1), newer + 7)
+    assert mt5.initialize(path=replay.segment)
+    assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 10) is None
+    assert "start of a bar" in mt5.last_error()[1]
+    # The rings nobody forged are still served.
+    assert len(mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M5, 0, 10)) == 10
+
+
+def test_a_torn_write_of_a_killed_streamer_is_dropped_at_its_restart(live):
+    # W3/C6: the streamer killed inside a correction of the newest closed M1 candle (built by
+    # hand: the slot's sequence odd, half of a record a day newer with an absurd high, the old
+    # position word), then restarted on the same segment.
+    live.kill()
+    (cap, off), ref = _ring(live.segment, "BTCUSDc")
+    head = ref.word(off + 8)
+    slot = off + 128 + ((head - 1) % cap) * 80
+    seq, time_ = ref.word(slot), ref.word(slot + 16)
+    ref.close()
+    _put(live.segment, slot, seq + 1)
+    _put(live.segment, slot + 16, time_ + 86400)
+    with open(live.segment, "r+b") as f:
+        f.seek(slot + 16 + 16)
+        f.write(struct.pack("<d", 120545.0))  # high
+    live.start()
+    assert mt5.initialize(path=live.segment), mt5.last_error()
+    rates = mt5.copy_rates_from_pos("BTCUSDc", mt5.TIMEFRAME_M1, 0, 5000)
+    assert rates is not None, mt5.last_error()
+    times = [int(t) for t in rates["time"]]
+    assert times == sorted(set(times)), "strictly increasing"
+    assert time_ + 86400 not in times and 120545.0 not in list(rates["high"])
