@@ -557,9 +557,12 @@ impl Writer {
         self.touched();
     }
 
-    /// Appends a closed candle, leaving the forming candle as it is (for backfill).
+    /// Appends a closed candle, leaving the forming candle as it is (for backfill) unless it
+    /// does not open after the closed one, when it is removed.
     pub fn push_closed(&mut self, ring: RingId, candle: &Candle) {
-        let forming = self.forming(ring);
+        // A forming candle that does not open after the closed one cannot follow it: readers
+        // would refuse the ring as out of order.
+        let forming = self.forming(ring).filter(|f| f.time > candle.time);
         self.r(ring)
             .push(self.mem(), candle, forming.as_ref(), self.now_ns);
         self.touched();
