@@ -40,7 +40,7 @@ fn writer(seg: &TempSegment) -> (Writer, i64) {
 
 fn publisher(seg: &TempSegment, url: &str, name: &str, interval: Duration) -> Publisher {
     Publisher::start(PublishConfig {
-        url: url.into(),
+        nats: nats_bridge::NatsSettings::new(url, &Default::default()).expect("a NATS address"),
         segment: seg.path.clone(),
         name: name.into(),
         interval,

@@ -11,14 +11,22 @@ use crate::mirror::{self, MirrorConfig};
 #[derive(Debug, Parser)]
 #[command(name = "mtf-mirror", version)]
 pub struct Cli {
-    /// The NATS server, e.g. nats://10.0.0.5:4222.
+    /// The NATS server, e.g. nats://10.0.0.5:4222 (tls:// for TLS).
     #[arg(long, env = "MTF_NATS")]
     nats: String,
+    #[command(flatten)]
+    auth: crate::NatsAuth,
     /// The origin's segment name, as its streamer publishes it.
     #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
     source_segment: String,
     #[command(flatten)]
     segment: mtf_cli::SegmentArgs,
+    /// The most rings of an origin's layout this mirror builds.
+    #[arg(long, default_value_t = crate::mirror::Budget::default().rings)]
+    max_rings: usize,
+    /// The largest segment this mirror builds, in MiB.
+    #[arg(long, default_value_t = crate::mirror::Budget::default().bytes >> 20)]
+    max_segment_mb: usize,
 }
 
 /// The whole program: parse arguments, mirror until SIGINT or SIGTERM, return the exit code.
@@ -28,17 +36,26 @@ pub fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return mtf_cli::report("mtf-mirror", &e, mtf_cli::EXIT_CONFIG),
     };
+    let nats = match crate::NatsSettings::new(&cli.nats, &cli.auth) {
+        Ok(n) => n,
+        Err(e) => return mtf_cli::report("mtf-mirror", &e, mtf_cli::EXIT_CONFIG),
+    };
     // The handlers first: whoever reads the banner may signal at once.
     let stop = mtf_cli::stop_flag();
     println!(
         "mtf-mirror: mirroring {} from {} into {segment}",
-        cli.source_segment, cli.nats
+        cli.source_segment,
+        nats.shown()
     );
     let config = MirrorConfig {
-        url: cli.nats,
+        nats,
         source: cli.source_segment,
         segment,
         options: Default::default(),
+        budget: crate::mirror::Budget {
+            rings: cli.max_rings,
+            bytes: cli.max_segment_mb.saturating_mul(1 << 20),
+        },
     };
     match mirror::run(config, &stop) {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,14 +12,25 @@
 //! the network.
 
 pub mod cli;
+pub mod connect;
 pub mod mirror;
 pub mod publish;
 pub mod wire;
 
 use std::fmt;
 
+pub use connect::{NatsAuth, NatsConfigError, NatsSettings};
 pub use mirror::MirrorConfig;
 pub use publish::{PublishConfig, Publisher};
+
+/// Resolves once `stop` is set (checked every 50 ms): raced against a NATS task, so that
+/// SIGTERM ends it whatever the connection is doing.
+async fn stopped(stop: &std::sync::atomic::AtomicBool) {
+    // Relaxed: a stop flag, no data with it.
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
 
 /// Why the bridge could not do what it was asked.
 #[derive(Debug)]
@@ -32,6 +43,8 @@ pub enum BridgeError {
     Thread(std::io::Error),
     /// The NATS client could not be set up (a malformed URL, say).
     Connect(async_nats::ConnectError),
+    /// The NATS login or TLS settings cannot be used.
+    NatsConfig(NatsConfigError),
     /// A subscription was refused.
     Subscribe(async_nats::SubscribeError),
     /// A request to the origin failed (no origin listening, or the link went).
@@ -49,6 +62,27 @@ pub enum BridgeError {
     Timeframe(shm_core::UnknownTimeframe),
     /// The origin's layout cannot be built here.
     Layout(shm_core::LayoutError),
+    /// The origin's layout is larger than the mirror's budget.
+    OverBudget {
+        /// `rings` or `bytes`.
+        what: &'static str,
+        /// How many the origin asked for.
+        found: u64,
+        /// The most the mirror builds.
+        most: u64,
+    },
+    /// A page of the origin's history breaks the rules of the wire (docs/NATS.md).
+    BadHistory {
+        /// The ring (`SYMBOL TF`).
+        ring: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The mirror held a bar newer than anything the origin has; it rebuilds its segment.
+    AheadOfOrigin {
+        /// The ring (`SYMBOL TF`).
+        ring: String,
+    },
 }
 
 impl fmt::Display for BridgeError {
@@ -58,6 +92,7 @@ impl fmt::Display for BridgeError {
             BridgeError::Create(_) => f.write_str("cannot create the mirror's segment"),
             BridgeError::Thread(_) => f.write_str("cannot start the NATS thread"),
             BridgeError::Connect(_) => f.write_str("cannot set up the NATS client"),
+            BridgeError::NatsConfig(_) => f.write_str("the NATS settings cannot be used"),
             BridgeError::Subscribe(_) => f.write_str("NATS refused a subscription"),
             BridgeError::Request(_) => {
                 f.write_str("the origin did not answer (is its streamer running with --nats?)")
@@ -73,6 +108,19 @@ impl fmt::Display for BridgeError {
                 f.write_str("the origin's layout has a timeframe this build does not know")
             }
             BridgeError::Layout(_) => f.write_str("the origin's layout cannot be built here"),
+            BridgeError::OverBudget { what, found, most } => write!(
+                f,
+                "the origin's layout needs {found} {what}; this mirror builds at most {most} \
+                 (--max-rings, --max-segment-mb)"
+            ),
+            BridgeError::BadHistory { ring, why } => {
+                write!(f, "the origin's history of {ring} is refused: {why}")
+            }
+            BridgeError::AheadOfOrigin { ring } => write!(
+                f,
+                "this mirror held a {ring} bar newer than anything its origin has (a forged or \
+                 damaged run); the segment is rebuilt from the origin"
+            ),
         }
     }
 }
@@ -84,12 +132,17 @@ impl std::error::Error for BridgeError {
             BridgeError::Create(e) => Some(e),
             BridgeError::Thread(e) => Some(e),
             BridgeError::Connect(e) => Some(e),
+            BridgeError::NatsConfig(e) => Some(e),
             BridgeError::Subscribe(e) => Some(e),
             BridgeError::Request(e) => Some(e),
             BridgeError::Payload(e) => Some(e),
             BridgeError::Timeframe(e) => Some(e),
             BridgeError::Layout(e) => Some(e),
-            BridgeError::RequestTimedOut | BridgeError::Version { .. } => None,
+            BridgeError::RequestTimedOut
+            | BridgeError::Version { .. }
+            | BridgeError::OverBudget { .. }
+            | BridgeError::BadHistory { .. }
+            | BridgeError::AheadOfOrigin { .. } => None,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::wire::{
     CandleMessage, HistoryReply, HistoryRequest, LayoutReply, StatusMessage, Subjects,
     HISTORY_PAGE, VERSION,
 };
-use crate::BridgeError;
+use crate::{BridgeError, NatsSettings};
 
 /// The origin counts as gone when no status came for this long (it sends one every second).
 pub const ORIGIN_SILENT: Duration = Duration::from_secs(3);
@@ -36,17 +36,43 @@ pub const ORIGIN_SILENT: Duration = Duration::from_secs(3);
 /// How long one request to the origin may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How far a candle may open after the origin's clock (this host's clock plus the origin's
+/// server-time offset) before the mirror refuses it: the hosts' clocks may differ by this much.
+pub const CLOCK_TOLERANCE_S: i64 = 120;
+
+/// The most a mirror accepts from an origin's layout, unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Rings.
+    pub rings: usize,
+    /// Bytes of the whole segment.
+    pub bytes: usize,
+}
+
+impl Default for Budget {
+    /// 4,096 rings and 256 MiB: about 300 symbols at every timeframe with the streamer's
+    /// default depths fit many times over.
+    fn default() -> Budget {
+        Budget {
+            rings: 4096,
+            bytes: 256 << 20,
+        }
+    }
+}
+
 /// What the mirror needs.
 #[derive(Debug, Clone)]
 pub struct MirrorConfig {
-    /// The NATS server, `nats://HOST:PORT`.
-    pub url: String,
+    /// The NATS server and how to log in to it.
+    pub nats: NatsSettings,
     /// The origin segment's name, as its streamer publishes it.
     pub source: String,
     /// The local segment to write.
     pub segment: SegmentPath,
     /// How the local segment is created.
     pub options: WriterOptions,
+    /// The most of an origin's layout the mirror builds.
+    pub budget: Budget,
 }
 
 /// The mirror's state between messages.
@@ -58,8 +84,13 @@ struct Mirror {
     origin_seen: Option<Instant>,
     origin_alive: bool,
     origin_feed: Option<FeedState>,
-    /// Messages refused (another version, malformed), and the first error, logged once.
+    /// Messages refused, and the kinds already logged (each kind is said once).
     refused: u64,
+    refused_kinds: Vec<&'static str>,
+    /// The origin's server-time offset, from its last status.
+    offset_s: i64,
+    /// The next sync builds the segment anew (it held bars the origin never had).
+    rebuild: bool,
 }
 
 /// Runs the mirror until `stop` is set.
@@ -68,14 +99,22 @@ pub fn run(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
         .enable_all()
         .build()
         .map_err(BridgeError::Thread)?;
-    runtime.block_on(mirror(config, stop))
+    // The stop flag ends the mirror whatever the client is doing (see `crate::stopped`).
+    runtime.block_on(async {
+        tokio::select! {
+            r = mirror(config, stop) => r,
+            () = crate::stopped(stop) => Ok(()),
+        }
+    })
 }
 
 async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .name("mtf-mirror")
-        .connect(&config.url)
+    let client = config
+        .nats
+        .options("mtf-mirror")
+        .await
+        .map_err(BridgeError::NatsConfig)?
+        .connect(config.nats.url())
         .await
         .map_err(BridgeError::Connect)?;
     let subjects = Subjects::new(&config.source);
@@ -95,6 +134,9 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
         origin_alive: false,
         origin_feed: None,
         refused: 0,
+        refused_kinds: Vec::new(),
+        offset_s: 0,
+        rebuild: false,
     };
     let mut synced = false;
     let mut last_sync_try: Option<Instant> = None;
@@ -169,11 +211,42 @@ impl Mirror {
         }
     }
 
-    fn refuse(&mut self, what: &str, e: impl std::fmt::Display) {
+    /// Counts a refused message (in the segment's `rejected_messages` too), and says the
+    /// first of each kind.
+    fn refuse(&mut self, what: &'static str, e: impl std::fmt::Display) {
         self.refused += 1;
-        if self.refused == 1 {
-            eprintln!("mtf-mirror: refused a {what} message ({e}); later ones are counted only");
+        if let Some(w) = self.writer.as_mut() {
+            w.add(shm_core::Counter::RejectedMessages, 1);
         }
+        if !self.refused_kinds.contains(&what) {
+            self.refused_kinds.push(what);
+            eprintln!(
+                "mtf-mirror: refused a {what} message ({e}); later ones of this kind are counted \
+                 only (rejected_messages)"
+            );
+        }
+    }
+
+    /// Whether `c`, of timeframe `tf`, is a candle the origin can have sent: the writer's
+    /// rules, the start of a bar, and not opening (nor, closed, ending) later than the
+    /// origin's clock allows.
+    fn plausible(&self, tf: Timeframe, c: &Candle) -> Result<(), &'static str> {
+        if c.defect().is_some() {
+            return Err("a candle that breaks the writer's rules");
+        }
+        if tf.bar_start(c.time) != c.time {
+            return Err("a candle that does not open at the start of a bar");
+        }
+        let now = (shm_core::now_ns() / 1_000_000_000) as i64 + self.offset_s + CLOCK_TOLERANCE_S;
+        let ends = if c.forming {
+            c.time
+        } else {
+            tf.next_bar_start(c.time)
+        };
+        if ends > now {
+            return Err("a candle later than the origin's clock");
+        }
+        Ok(())
     }
 
     fn apply_status(&mut self, payload: &[u8]) {
@@ -184,6 +257,10 @@ impl Mirror {
         if s.v != VERSION {
             return self.refuse("status", BridgeError::Version { found: s.v });
         }
+        if !shm_core::SERVER_OFFSET_RANGE.contains(&s.server_time_offset_seconds) {
+            return self.refuse("status", "a server-time offset outside UTC-12..UTC+14");
+        }
+        self.offset_s = s.server_time_offset_seconds;
         self.origin_seen = Some(Instant::now());
         self.origin_alive = s.liveness == Liveness::Alive.as_str();
         // A state this build does not know is not live data.
@@ -208,8 +285,8 @@ impl Mirror {
             return self.refuse("candle", "unknown timeframe");
         };
         let candle = Candle::from(&m.candle);
-        if let Some(d) = candle.defect() {
-            return self.refuse("candle", d);
+        if let Err(why) = self.plausible(tf, &candle) {
+            return self.refuse("candle", why);
         }
         let Some(&ring) = self.rings.get(&(m.symbol, tf)) else {
             // A ring the origin's layout did not have at the last sync: the next sync (after
@@ -233,6 +310,13 @@ impl Mirror {
         if layout.v != VERSION {
             return Err(BridgeError::Version { found: layout.v });
         }
+        if layout.rings.len() > self.config.budget.rings {
+            return Err(BridgeError::OverBudget {
+                what: "rings",
+                found: layout.rings.len() as u64,
+                most: self.config.budget.rings as u64,
+            });
+        }
         let mut wanted = Layout::new();
         for r in &layout.rings {
             let tf = r
@@ -243,10 +327,30 @@ impl Mirror {
                 .add_ring(&r.symbol, tf, r.capacity)
                 .map_err(BridgeError::Layout)?;
         }
-        if self.writer.as_ref().is_none_or(|w| *w.layout() != wanted) {
+        if wanted.segment_bytes() > self.config.budget.bytes {
+            return Err(BridgeError::OverBudget {
+                what: "bytes",
+                found: wanted.segment_bytes() as u64,
+                most: self.config.budget.bytes as u64,
+            });
+        }
+        let capacities: HashMap<(String, Timeframe), usize> = layout
+            .rings
+            .iter()
+            .filter_map(|r| {
+                let tf = r.timeframe.parse::<Timeframe>().ok()?;
+                Some(((r.symbol.clone(), tf), r.capacity as usize))
+            })
+            .collect();
+        if self.rebuild || self.writer.as_ref().is_none_or(|w| *w.layout() != wanted) {
             // Drop the old writer first: its lock must be free for the new one.
             self.writer = None;
-            let mut w = Writer::create(&self.config.segment, &wanted, &self.config.options)
+            let options = WriterOptions {
+                start_clean: self.config.options.start_clean || self.rebuild,
+                ..self.config.options.clone()
+            };
+            self.rebuild = false;
+            let mut w = Writer::create(&self.config.segment, &wanted, &options)
                 .map_err(BridgeError::Create)?;
             w.set_feed_kind(FeedKind::Mirror);
             w.set_feed_state(FeedState::Backfilling);
@@ -268,10 +372,20 @@ impl Mirror {
                 .as_ref()
                 .and_then(|w| w.last_closed(ring))
                 .map_or(i64::MIN, |c| c.time);
-            // Newest page first, back until we reach what we hold or the origin's oldest.
+            // Newest page first, back until we reach what we hold or the origin's oldest. Every
+            // page must go back in time, and no more pages than the ring can hold are taken:
+            // an origin answering the same page for ever is refused, not followed.
+            let capacity = capacities.get(&(symbol.clone(), tf)).copied().unwrap_or(0);
+            let most_pages = capacity / HISTORY_PAGE + 2;
             let mut pages: Vec<HistoryReply> = Vec::new();
-            let mut before = None;
+            let mut before: Option<i64> = None;
             loop {
+                if pages.len() >= most_pages {
+                    return Err(BridgeError::BadHistory {
+                        ring: format!("{symbol} {tf}"),
+                        why: "more pages than the ring holds",
+                    });
+                }
                 let req = HistoryRequest {
                     v: VERSION,
                     symbol: symbol.clone(),
@@ -281,6 +395,19 @@ impl Mirror {
                 };
                 let body = serde_json::to_vec(&req).map_err(BridgeError::Payload)?;
                 let page: HistoryReply = request(client, subjects.history(), body).await?;
+                if let Err(why) = self.check_page(tf, &page, before) {
+                    return Err(BridgeError::BadHistory {
+                        ring: format!("{symbol} {tf}"),
+                        why,
+                    });
+                }
+                if before.is_none() && self.holds_what_the_origin_never_had(ring, &page) {
+                    // Kept from a forged or damaged run: rebuilt from the origin, not kept.
+                    self.rebuild = true;
+                    return Err(BridgeError::AheadOfOrigin {
+                        ring: format!("{symbol} {tf}"),
+                    });
+                }
                 let oldest = page.closed.first().map(|c| c.time);
                 let full = page.closed.len() >= HISTORY_PAGE;
                 pages.push(page);
@@ -307,6 +434,56 @@ impl Mirror {
             w.notify();
         }
         Ok(())
+    }
+}
+
+impl Mirror {
+    /// What is wrong with a page of the origin's history, if anything: its candles must be
+    /// plausible, closed, strictly increasing, older than `before`, and at most a page; the
+    /// forming bar (first page only) plausible and after them.
+    fn check_page(
+        &self,
+        tf: Timeframe,
+        page: &HistoryReply,
+        before: Option<i64>,
+    ) -> Result<(), &'static str> {
+        if page.closed.len() > HISTORY_PAGE {
+            return Err("a page longer than asked for");
+        }
+        let mut previous = i64::MIN;
+        for c in &page.closed {
+            let c = Candle::from(c);
+            if c.forming {
+                return Err("a forming candle among the closed ones");
+            }
+            self.plausible(tf, &c)?;
+            if c.time <= previous || before.is_some_and(|b| c.time >= b) {
+                return Err("candles out of order, or not before the page asked for");
+            }
+            previous = c.time;
+        }
+        if let Some(f) = &page.forming {
+            let f = Candle::from(f);
+            if before.is_some() || !f.forming || f.time <= previous {
+                return Err("a forming candle where none can be");
+            }
+            self.plausible(tf, &f)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the mirror holds a closed bar newer than anything the origin has (its newest
+    /// page): a bar of a forged or damaged run, which must not outlive a restart.
+    fn holds_what_the_origin_never_had(&self, ring: RingId, newest_page: &HistoryReply) -> bool {
+        let Some(held) = self.writer.as_ref().and_then(|w| w.last_closed(ring)) else {
+            return false;
+        };
+        let origin = newest_page
+            .forming
+            .as_ref()
+            .map(|f| f.time)
+            .or_else(|| newest_page.closed.last().map(|c| c.time));
+        origin.is_some_and(|o| held.time > o)
     }
 }
 

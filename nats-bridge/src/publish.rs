@@ -31,7 +31,7 @@ use crate::wire::{
     HistoryReply, HistoryRequest, LayoutReply, Subjects, WireCandle, WireRing, HISTORY_PAGE,
     VERSION,
 };
-use crate::BridgeError;
+use crate::{BridgeError, NatsSettings};
 
 /// Events waiting for the NATS task, at most.
 pub const QUEUE: usize = 4096;
@@ -43,8 +43,8 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// What the publisher needs.
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
-    /// The NATS server, `nats://HOST:PORT`.
-    pub url: String,
+    /// The NATS server and how to log in to it.
+    pub nats: NatsSettings,
     /// The segment to publish.
     pub segment: SegmentPath,
     /// Its name in the subjects (the segment's name on the origin).
@@ -108,7 +108,15 @@ impl Publisher {
             std::thread::Builder::new()
                 .name("mtf-nats".into())
                 .spawn(move || {
-                    runtime.block_on(serve(config, subjects, reader, rx, stop, counts));
+                    // Whatever the client is doing (connecting, TLS, a publish waiting for
+                    // room while the server is away), the stop flag ends the task: the
+                    // pending future is dropped, which cancels it.
+                    runtime.block_on(async {
+                        tokio::select! {
+                            () = serve(config, subjects, reader, rx, Arc::clone(&stop), counts) => {}
+                            () = crate::stopped(&stop) => {}
+                        }
+                    });
                 })
                 .map_err(BridgeError::Thread)?
         };
@@ -214,17 +222,22 @@ async fn serve(
     stop: Arc<AtomicBool>,
     counts: Arc<PublishCounts>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .name("mtf-streamer")
-        .connect(&config.url)
-        .await
-    {
+    let options = match config.nats.options("mtf-streamer").await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "mtf-streamer: NATS {}: {e}; candles are not published",
+                config.nats.shown()
+            );
+            return;
+        }
+    };
+    let client = match options.connect(config.nats.url()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "mtf-streamer: NATS {}: {e}; candles are not published",
-                config.url
+                config.nats.shown()
             );
             return;
         }
@@ -282,8 +295,10 @@ async fn serve(
             }
         }
     }
-    // What was published reaches the server before the process goes, if it can within 2 s.
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    // What was published reaches the server before the process goes, if it can soon.
+    if client.connection_state() == async_nats::connection::State::Connected {
+        let _ = tokio::time::timeout(Duration::from_millis(500), client.flush()).await;
+    }
 }
 
 fn layout_reply(reader: &Reader) -> String {

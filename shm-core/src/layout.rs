@@ -300,6 +300,11 @@ impl Layout {
         &self.symbols[index as usize]
     }
 
+    /// The size in bytes of a segment of this layout.
+    pub fn segment_bytes(&self) -> usize {
+        self.placement().total_size
+    }
+
     pub(crate) fn from_parts(symbols: Vec<String>, rings: Vec<RingSpec>) -> Layout {
         Layout { symbols, rings }
     }

@@ -127,12 +127,15 @@ word_enum! {
         /// Times the writer's wall clock went back by more than a second between two
         /// heartbeats (an NTP step, an operator's `date -s`); see `Status::clock_jumped_back`.
         ClockJumpsBack = 12, "clock_jumps_back";
+        /// Messages a mirror refused from NATS (malformed, another version, or candles that
+        /// break the rules: misaligned, implausibly late, out of range).
+        RejectedMessages = 13, "rejected_messages";
     }
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::TicksProcessed,
         Counter::BarsClosed,
         Counter::RejectedBadPrice,
@@ -146,6 +149,7 @@ impl Counter {
         Counter::Reconnects,
         Counter::RejectedFutureTime,
         Counter::ClockJumpsBack,
+        Counter::RejectedMessages,
     ];
 
     /// The counters of refused input, whose sum is "rejected" in summaries.

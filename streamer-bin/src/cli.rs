@@ -123,6 +123,8 @@ struct RunArgs {
     /// Forming-bar updates on NATS, at most one per ring every this many ms (default 50).
     #[arg(long, value_name = "MS", requires = "nats")]
     nats_interval_ms: Option<u64>,
+    #[command(flatten)]
+    nats_auth: nats_bridge::NatsAuth,
 }
 
 fn flag<T>(field: &str, r: Result<T, String>) -> Result<T, ConfigError> {
@@ -213,6 +215,24 @@ impl RunArgs {
         }
         if let Some(n) = &self.nats_name {
             c.nats_name = Some(n.clone());
+        }
+        // Each login or TLS flag given overrides the config file's key of the same name.
+        let (a, f) = (&mut c.nats_auth, &self.nats_auth);
+        for (to, from) in [
+            (&mut a.nats_creds, &f.nats_creds),
+            (&mut a.nats_nkey, &f.nats_nkey),
+            (&mut a.nats_password_file, &f.nats_password_file),
+            (&mut a.nats_token_file, &f.nats_token_file),
+            (&mut a.nats_ca, &f.nats_ca),
+            (&mut a.nats_cert, &f.nats_cert),
+            (&mut a.nats_key, &f.nats_key),
+        ] {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        }
+        if f.nats_user.is_some() {
+            a.nats_user.clone_from(&f.nats_user);
         }
         if let Some(ms) = self.nats_interval_ms {
             c.nats_interval_ms = flag("--nats-interval-ms", config::parse_nats_interval(ms))?;

@@ -84,6 +84,8 @@ pub struct Config {
     pub nats_name: Option<String>,
     /// Forming updates per ring on NATS, at most one every this many milliseconds.
     pub nats_interval_ms: u64,
+    /// How to log in to NATS, and its TLS (`nats_creds`, `nats_user`, ... in the file).
+    pub nats_auth: nats_bridge::NatsAuth,
 }
 
 /// `nats_interval_ms` when none is given.
@@ -201,6 +203,7 @@ impl Default for Config {
             nats: None,
             nats_name: None,
             nats_interval_ms: DEFAULT_NATS_INTERVAL_MS,
+            nats_auth: nats_bridge::NatsAuth::default(),
         }
     }
 }
@@ -463,6 +466,29 @@ impl Config {
                 self.nats = match v {
                     Value::Null => None,
                     other => Some(parse_nats_url(&string(other)?).map_err(|m| err(key, m))?),
+                }
+            }
+            "nats_creds" | "nats_nkey" | "nats_password_file" | "nats_token_file" | "nats_ca"
+            | "nats_cert" | "nats_key" => {
+                let path = match v {
+                    Value::Null => None,
+                    other => Some(std::path::PathBuf::from(string(other)?)),
+                };
+                let a = &mut self.nats_auth;
+                *match key {
+                    "nats_creds" => &mut a.nats_creds,
+                    "nats_nkey" => &mut a.nats_nkey,
+                    "nats_password_file" => &mut a.nats_password_file,
+                    "nats_token_file" => &mut a.nats_token_file,
+                    "nats_ca" => &mut a.nats_ca,
+                    "nats_cert" => &mut a.nats_cert,
+                    _ => &mut a.nats_key,
+                } = path;
+            }
+            "nats_user" => {
+                self.nats_auth.nats_user = match v {
+                    Value::Null => None,
+                    other => Some(string(other)?),
                 }
             }
             "nats_interval_ms" => {

@@ -374,8 +374,10 @@ fn start_nats(config: &Config) -> Result<Option<nats_bridge::Publisher>, Streame
             |n| n.to_string_lossy().into_owned(),
         )
     });
+    let nats = nats_bridge::NatsSettings::new(url, &config.nats_auth)
+        .map_err(|e| StreamerError::Nats(nats_bridge::BridgeError::NatsConfig(e)))?;
     nats_bridge::Publisher::start(nats_bridge::PublishConfig {
-        url: url.clone(),
+        nats,
         segment: config.segment.clone(),
         name,
         interval: std::time::Duration::from_millis(config.nats_interval_ms),
