@@ -1,0 +1,276 @@
+//! The secured configuration of docs/NATS.md, run on a real `nats-server`: the origin and the
+//! mirror log in with their own users, a client without credentials is refused, and a client
+//! with the mirror's credentials can neither forge a candle or a status nor answer a request.
+//! Passwords are generated per run; no secret reaches a banner.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::{Event, ServerError};
+use mtf_tests::{free_port, wait_for_running, workspace_bin, ChildGuard, TempSegment};
+use shm_core::{Candle, Reader, SegmentPath};
+
+/// The bundled day of EURUSD M1 bars (the repository's test data).
+const CSV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/EURUSD_M1_202401020000_202401022359.csv"
+);
+
+/// A directory for the server's configuration, removed afterwards.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The configuration of docs/NATS.md for segment `desk`, on `port`.
+fn config(port: u16, origin: &str, mirror: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:{port}
+authorization {{
+  users = [
+    {{ user: origin, password: "{origin}",
+      permissions: {{
+        publish:   {{ allow: ["mtf.desk.candles.>", "mtf.desk.status"] }}
+        subscribe: {{ allow: ["mtf.desk.req.>"] }}
+        allow_responses: true
+      }} }}
+    {{ user: mirror, password: "{mirror}",
+      permissions: {{
+        publish:   {{ allow: ["mtf.desk.req.>"] }}
+        subscribe: {{ allow: ["mtf.desk.candles.>", "mtf.desk.status", "_INBOX.>"] }}
+      }} }}
+  ]
+}}
+"#
+    )
+}
+
+fn secret(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        shm_core::now_ns() % 1_000_000_007
+    )
+}
+
+fn all_candles(path: &SegmentPath) -> Option<Vec<Vec<Candle>>> {
+    let r = Reader::open(path).ok()?;
+    let mut out = Vec::new();
+    for ring in r.rings() {
+        let mut c = Vec::new();
+        ring.read_last(ring.capacity() as usize + 1, &mut c).ok()?;
+        out.push(c);
+    }
+    Some(out)
+}
+
+fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = all_candles(origin);
+        if a.is_some() && a == all_candles(mirror) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the mirror never matched its origin"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("nats-server is not installed; ./scripts/setup installs it");
+    }
+    let (origin_pw, mirror_pw) = (secret("origin"), secret("mirror"));
+    let port = free_port();
+    let dir = TempDir(std::env::temp_dir().join(format!("mtf-nats-secured-{port}")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let conf = dir.0.join("nats.conf");
+    std::fs::write(&conf, config(port, &origin_pw, &mirror_pw)).unwrap();
+    let _server = ChildGuard::spawn("nats-server", &["-c", conf.to_str().unwrap()]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+
+    let (origin_seg, mirror_seg) = (
+        TempSegment::new("sec-origin"),
+        TempSegment::new("sec-mirror"),
+    );
+    let spawn = |program: &str, args: &[&str], password: &str| {
+        let child = Command::new(workspace_bin(program))
+            .args(args)
+            .env("MTF_NATS_PASSWORD", password)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ChildGuard(Some(child))
+    };
+    let _origin = spawn(
+        "mtf-streamer",
+        &[
+            "--segment-path",
+            origin_seg.path.path().to_str().unwrap(),
+            "--no-http",
+            "--nats",
+            &url,
+            "--nats-user",
+            "origin",
+            "--nats-name",
+            "desk",
+            "--csv",
+            CSV,
+            "--speed",
+            "max",
+            "--timeframes",
+            "M1,M5,H1",
+        ],
+        &origin_pw,
+    );
+    wait_for_running(&origin_seg.path);
+    let mut mirror = spawn(
+        "mtf-mirror",
+        &[
+            "--nats",
+            &url,
+            "--nats-user",
+            "mirror",
+            "--source-segment",
+            "desk",
+            "--segment-path",
+            mirror_seg.path.path().to_str().unwrap(),
+        ],
+        &mirror_pw,
+    );
+    let banner = mirror.first_line();
+    assert!(banner.contains("(user mirror)"), "{banner}");
+    assert!(
+        !banner.contains(&mirror_pw),
+        "the banner shows the password: {banner}"
+    );
+    wait_identical(&origin_seg.path, &mirror_seg.path);
+    let before = all_candles(&mirror_seg.path).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // No credentials: refused by the server.
+        let anonymous = async_nats::ConnectOptions::new()
+            .connect(url.as_str())
+            .await
+            .map(|_| ());
+        let refused = anonymous.expect_err("a client without credentials was let in");
+        assert_eq!(
+            refused.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation,
+            "{refused}"
+        );
+
+        // The mirror's credentials: every forgery is refused by the server, and said.
+        let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forger = async_nats::ConnectOptions::with_user_and_password("mirror".into(), mirror_pw.clone())
+            .event_callback(move |e| {
+                let tx = tx.clone();
+                async move {
+                    if let Event::ServerError(ServerError::Other(text)) = e {
+                        let _ = tx.send(text);
+                    }
+                }
+            })
+            .connect(url.as_str())
+            .await
+            .expect("the mirror's credentials are good");
+        let forged_bar = r#"{"v":1,"type":"candle","symbol":"EURUSD","timeframe":"M1","complete":true,"candle":{"time":1704239940,"open":9.0,"high":9.0,"low":9.0,"close":9.0,"volume":1,"spread":0,"real_volume":0,"complete":true}}"#;
+        let forged_status = r#"{"v":1,"type":"status","running":true,"liveness":"stopped","feed_state":"stopped","server_time_offset_seconds":0}"#;
+        for (subject, body) in [
+            ("mtf.desk.candles.EURUSD.M1", forged_bar),
+            ("mtf.desk.status", forged_status),
+            ("_INBOX.forged.1", r#"{"v":1,"rings":[{"symbol":"PWNED","timeframe":"M1","capacity":1048576}]}"#),
+        ] {
+            forger.publish(subject, body.as_bytes().to_vec().into()).await.unwrap();
+            forger.flush().await.unwrap();
+            let said = tokio::time::timeout(Duration::from_secs(30), violations.recv())
+                .await
+                .expect("the server said nothing of a forged publish")
+                .unwrap();
+            assert!(
+                said.to_lowercase().contains("permissions violation") && said.contains(subject),
+                "{said}"
+            );
+        }
+    });
+    // The mirror still holds exactly the origin's candles, and is still in step with it.
+    assert_eq!(all_candles(&mirror_seg.path).unwrap(), before);
+    wait_identical(&origin_seg.path, &mirror_seg.path);
+    let st = Reader::open(&mirror_seg.path).unwrap().status();
+    assert_eq!(st.counters.get(shm_core::Counter::RejectedMessages), 0);
+}
+
+/// SIGTERM stops the streamer and the mirror whatever their NATS client is doing: here, trying
+/// to reach a server that is not there (and a login it will never get to make).
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_both_ends_while_nats_is_unreachable() {
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let seg = TempSegment::new("sec-term");
+    let mut streamer = ChildGuard::spawn(
+        workspace_bin("mtf-streamer"),
+        &[
+            "--segment-path",
+            seg.path.path().to_str().unwrap(),
+            "--no-http",
+            "--nats",
+            &nowhere,
+            "--tick-rate",
+            "200",
+        ],
+    );
+    wait_for_running(&seg.path);
+    // Let the publisher fill its queue against the absent server first.
+    let r = Reader::open(&seg.path).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while r.status().counters.get(shm_core::Counter::TicksProcessed) < 500 {
+        assert!(Instant::now() < until, "the streamer did not tick");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    streamer.stop();
+    let (status, _, stderr) = streamer
+        .wait_for(Duration::from_secs(30))
+        .expect("mtf-streamer ignored SIGTERM with NATS unreachable");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(r.status().liveness, shm_core::Liveness::Stopped);
+
+    let mirror_seg = TempSegment::new("sec-term-mirror");
+    let mut mirror = ChildGuard::spawn(
+        workspace_bin("mtf-mirror"),
+        &[
+            "--nats",
+            &nowhere,
+            "--segment-path",
+            mirror_seg.path.path().to_str().unwrap(),
+        ],
+    );
+    let _ = mirror.first_line(); // the banner: its signal handlers are in place
+    mirror.stop();
+    let (status, _, stderr) = mirror
+        .wait_for(Duration::from_secs(30))
+        .expect("mtf-mirror ignored SIGTERM with NATS unreachable");
+    assert!(status.success(), "{stderr}");
+}
