@@ -46,7 +46,7 @@ fn open_stream(port: u16, query: &str) -> BufReader<TcpStream> {
     let mut r = BufReader::with_capacity(16 * 1024, s);
     write!(
         r.get_mut(),
-        "GET /streamer/stream?{query} HTTP/1.1\r\nHost: bench\r\n\r\n"
+        "GET /streamer/stream?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     )
     .unwrap();
     let mut line = String::new();

@@ -136,7 +136,7 @@ pub fn human_ns(ns: f64) -> String {
 
 /// The request both HTTP benchmarks send: the latest 50 M1 candles of BTCUSDc.
 pub const CANDLES_REQUEST: &[u8] =
-    b"GET /streamer/candles/BTCUSDc/M1?limit=50 HTTP/1.1\r\nHost: bench\r\n\r\n";
+    b"GET /streamer/candles/BTCUSDc/M1?limit=50 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
 /// Sends `request` on a keep-alive connection and reads the whole response into `buf`;
 /// returns the status and the body length. Panics if the server closes the connection.

@@ -37,6 +37,11 @@ pub struct Cli {
     /// TOO_MANY_STREAMS. Each also counts as a connection.
     #[arg(long, default_value_t = crate::api::DEFAULT_MAX_STREAMS)]
     max_streams: usize,
+    /// A host name to serve without a token, besides IP addresses and localhost (the name
+    /// your browser uses for this machine); repeat for more. Any other name in `Host` gets
+    /// 421, so that no other site's page can reach the API by DNS rebinding.
+    #[arg(long, value_name = "NAME")]
+    allowed_host: Vec<String>,
 }
 
 /// The whole program: parse arguments, serve until SIGINT or SIGTERM, return the exit code.
@@ -52,6 +57,7 @@ pub fn main() -> ExitCode {
         allow_remote: cli.allow_remote,
         token: cli.token,
         max_limit: cli.max_limit,
+        allowed_hosts: cli.allowed_host,
         allow_remote_without_token: cli.allow_remote_without_token,
         ..ShimConfig::default()
     };

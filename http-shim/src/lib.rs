@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod gzip;
+mod head;
 pub mod metrics;
 pub mod server;
 
@@ -46,6 +47,9 @@ pub struct ShimConfig {
     pub max_limit: usize,
     /// Connection and time limits.
     pub limits: Limits,
+    /// Host names served without a token besides addresses and `localhost` (DNS
+    /// rebinding; see `--allowed-host`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ShimConfig {
@@ -59,6 +63,7 @@ impl Default for ShimConfig {
             allow_remote_without_token: false,
             max_limit: 10_000,
             limits: Limits::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -150,6 +155,7 @@ impl Shim {
             token: config.token,
             max_streams: config.limits.max_streams,
             stream_write_timeout: config.limits.write_timeout,
+            allowed_hosts: config.allowed_hosts,
             ..ApiConfig::new(config.segment)
         }));
         let handler: Arc<server::Handler> = Arc::new(move |req: &server::Request| api.handle(req));

@@ -10,8 +10,8 @@
 //!   a GET or HEAD carrying one gets `413`, any other method the handler's answer (`405`
 //!   with `Allow` on a known path), and the connection is then drained for a moment before
 //!   it closes, so that the client reads the answer instead of a reset.
-//! - Header lines are strict (RFC 9112): whitespace before the colon, or a folded line, is a
-//!   `400`, so that no proxy in front can be made to read the head differently from us.
+//! - Heads are parsed by `httparse` and held to strict rules (`head.rs`): no proxy in front
+//!   can be made to read a head differently from us.
 //! - Near the connection cap (three quarters of it), idle keep-alive connections are closed
 //!   after 1 s instead of `idle_timeout`, so that idle sockets cannot lock other clients out.
 //! - The bytes of responses being written, over all connections, are bounded: beyond
@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::head::{self, Body, HeadError};
 
 /// Largest request head (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -94,6 +96,8 @@ pub struct Request {
     pub websocket_key: Option<String>,
     /// `Sec-WebSocket-Version`, if any.
     pub websocket_version: Option<String>,
+    /// `Host` (exactly one in HTTP/1.1; none is possible in HTTP/1.0).
+    pub host: Option<String>,
 }
 
 /// What a push endpoint does with the connection after its head is written: it owns the socket
@@ -171,6 +175,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
+        421 => "Misdirected Request",
         426 => "Upgrade Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -319,24 +324,6 @@ impl Shared {
             self.limits.idle_timeout
         }
     }
-}
-
-/// Why reading a request head stopped.
-enum HeadError {
-    /// The peer closed or went idle: close quietly.
-    Closed,
-    /// A protocol error to answer with this status, then close.
-    Reply(u16, &'static str),
-}
-
-/// What the head says of a body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    None,
-    /// `Content-Length` bytes, at most `MAX_BODY`.
-    Length(usize),
-    /// Chunked, or longer than `MAX_BODY`: not read; the connection closes after the answer.
-    Unread,
 }
 
 /// Serves one connection until it closes, errs, or asks to close.
@@ -491,8 +478,8 @@ fn read_head(
     };
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = find_head_end(buf) {
-            return parse_head(&buf[..end]).map(|(r, k, b)| (r, k, end, b));
+        if let Some(parsed) = head::parse(buf)? {
+            return Ok(parsed);
         }
         if buf.len() >= MAX_HEAD {
             return Err(
@@ -545,166 +532,6 @@ fn read_head(
     }
 }
 
-/// End of the head (index after the blank line), accepting bare LF line ends too.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let scan = &buf[..buf.len().min(MAX_HEAD)];
-    scan.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .into_iter()
-        .chain(scan.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-        .min()
-}
-
-fn parse_head(head: &[u8]) -> Result<(Request, bool, Body), HeadError> {
-    let text = std::str::from_utf8(head)
-        .map_err(|_| HeadError::Reply(400, "request head is not UTF-8"))?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().unwrap_or_default();
-    if request_line.len() > MAX_REQUEST_LINE {
-        return Err(HeadError::Reply(414, "request line too long"));
-    }
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Reply(400, "malformed request line"));
-    };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
-        return Err(HeadError::Reply(400, "malformed request line"));
-    }
-    let http10 = match version {
-        "HTTP/1.1" => false,
-        "HTTP/1.0" => true,
-        v if v.starts_with("HTTP/") => {
-            return Err(HeadError::Reply(
-                505,
-                "only HTTP/1.0 and HTTP/1.1 are supported",
-            ))
-        }
-        _ => return Err(HeadError::Reply(400, "malformed request line")),
-    };
-    let mut keep_alive = !http10;
-    let mut authorization = None;
-    let mut if_none_match = None;
-    let mut accepts_gzip = false;
-    let mut last_event_id = None;
-    let mut upgrade_websocket = false;
-    let mut websocket_key = None;
-    let mut websocket_version = None;
-    let mut body = Body::None;
-    let mut length: Option<&str> = None;
-    let mut chunked = false;
-    let mut count = 0;
-    for line in lines.filter(|l| !l.is_empty()) {
-        count += 1;
-        if count > MAX_HEADERS {
-            return Err(HeadError::Reply(431, "too many headers"));
-        }
-        // RFC 9112 5.2: obsolete line folding is refused outright.
-        if line.starts_with([' ', '\t']) {
-            return Err(HeadError::Reply(400, "folded header line"));
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(HeadError::Reply(400, "malformed header"));
-        };
-        // RFC 9112 5.1: no whitespace between the field name and the colon, and a name is a
-        // token. A lenient parser here could be desynchronised from a proxy in front.
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(HeadError::Reply(400, "malformed header name"));
-        }
-        let value = value.trim_matches([' ', '\t']);
-        if name.eq_ignore_ascii_case("connection") {
-            if value.eq_ignore_ascii_case("close") {
-                keep_alive = false;
-            } else if value.eq_ignore_ascii_case("keep-alive") {
-                keep_alive = true;
-            }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if length.is_some_and(|l| l != value) {
-                return Err(HeadError::Reply(400, "conflicting Content-Length headers"));
-            }
-            length = Some(value);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = Some(value.to_owned());
-        } else if name.eq_ignore_ascii_case("if-none-match") {
-            if_none_match = Some(value.to_owned());
-        } else if name.eq_ignore_ascii_case("accept-encoding") {
-            accepts_gzip |= accepts_gzip_in(value);
-        } else if name.eq_ignore_ascii_case("last-event-id") {
-            last_event_id = Some(value.to_owned());
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_websocket |= value
-                .split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            websocket_key = Some(value.to_owned());
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            websocket_version = Some(value.to_owned());
-        }
-    }
-    if chunked {
-        if length.is_some() {
-            // Both: the classic request-smuggling shape (RFC 9112 6.1).
-            return Err(HeadError::Reply(
-                400,
-                "both Transfer-Encoding and Content-Length",
-            ));
-        }
-        body = Body::Unread;
-    }
-    if let Some(l) = length {
-        if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeadError::Reply(400, "malformed Content-Length"));
-        }
-        match l.parse::<usize>() {
-            Ok(0) => {}
-            Ok(n) if n <= MAX_BODY => body = Body::Length(n),
-            _ => body = Body::Unread,
-        }
-    }
-    Ok((
-        Request {
-            method: method.to_owned(),
-            target: target.to_owned(),
-            authorization,
-            if_none_match,
-            accepts_gzip,
-            last_event_id,
-            websocket_key: websocket_key.filter(|_| upgrade_websocket),
-            websocket_version,
-        },
-        keep_alive,
-        body,
-    ))
-}
-
-/// Whether an `Accept-Encoding` value accepts gzip (RFC 9110 12.5.3): `gzip`, `x-gzip` or
-/// `*`, with no `q=0`.
-fn accepts_gzip_in(value: &str) -> bool {
-    value.split(',').any(|item| {
-        let mut parts = item.split(';').map(|p| p.trim_matches([' ', '\t']));
-        let coding = parts.next().unwrap_or_default();
-        let named = ["gzip", "x-gzip", "*"]
-            .iter()
-            .any(|c| coding.eq_ignore_ascii_case(c));
-        // A weight of zero refuses the coding; any other weight, or none, accepts it.
-        let refused = parts.any(|p| {
-            p.split_once('=').is_some_and(|(k, v)| {
-                k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>() == Ok(0.0)
-            })
-        });
-        named && !refused
-    })
-}
-
-/// A `tchar` of RFC 9110 5.6.2: what a header name may be made of.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 fn write_response(
     mut stream: &TcpStream,
     r: &Response,
@@ -731,7 +558,11 @@ fn write_response(
         (_, _, true) => "keep-alive",
         _ => "close",
     };
-    let _ = write!(out, "Connection: {connection}\r\nVary: Accept-Encoding\r\n");
+    // nosniff: a browser never takes a JSON answer for a script or a page.
+    let _ = write!(
+        out,
+        "Connection: {connection}\r\nVary: Accept-Encoding\r\nX-Content-Type-Options: nosniff\r\n"
+    );
     match &r.etag {
         Some(tag) => {
             let _ = write!(out, "ETag: {tag}\r\nCache-Control: no-cache\r\n");
@@ -747,89 +578,4 @@ fn write_response(
         out.extend_from_slice(&r.body);
     }
     stream.write_all(&out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(s: &str) -> Result<(Request, bool), u16> {
-        parse_with_body(s).map(|(r, k, _)| (r, k))
-    }
-
-    fn parse_with_body(s: &str) -> Result<(Request, bool, Body), u16> {
-        parse_head(s.as_bytes()).map_err(|e| match e {
-            HeadError::Reply(s, _) => s,
-            HeadError::Closed => 0,
-        })
-    }
-
-    #[test]
-    fn heads_parse_with_keep_alive_rules() {
-        let (r, k) = parse("GET /streamer/status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!(
-            (r.method.as_str(), r.target.as_str(), k),
-            ("GET", "/streamer/status", true)
-        );
-        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().1);
-        assert!(
-            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .1
-        );
-        assert!(
-            !parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .1
-        );
-        let (r, _) = parse("GET / HTTP/1.1\nAuthorization: Bearer abc\n\n").unwrap();
-        assert_eq!(r.authorization.as_deref(), Some("Bearer abc"));
-    }
-
-    #[test]
-    fn bad_heads_get_the_right_status() {
-        assert_eq!(parse("GET /\r\n\r\n"), Err(400));
-        assert_eq!(parse("get / HTTP/1.1\r\n\r\n"), Err(400));
-        assert_eq!(parse("GET / HTTP/2.0\r\n\r\n"), Err(505));
-        assert_eq!(parse("GET / HTTP/1.1\r\nbroken\r\n\r\n"), Err(400));
-        // A small body is read and dropped; the handler answers (405 for a POST).
-        assert!(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_ok());
-        assert_eq!(
-            parse_with_body("POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n").map(|p| p.2),
-            Ok(Body::Unread)
-        );
-        assert_eq!(
-            parse("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
-            Err(400)
-        );
-        assert_eq!(
-            parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Err(400)
-        );
-        // Whitespace before the colon, a tab in the name, and folded lines (RFC 9112 5.1, 5.2).
-        assert_eq!(
-            parse("GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n"),
-            Err(400)
-        );
-        assert_eq!(parse("GET / HTTP/1.1\r\nX\tY: 1\r\n\r\n"), Err(400));
-        assert_eq!(
-            parse("GET / HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n"),
-            Err(400)
-        );
-        assert_eq!(
-            parse_with_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").map(|p| p.2),
-            Ok(Body::Unread)
-        );
-        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(65));
-        assert_eq!(parse(&many), Err(431));
-        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
-        assert_eq!(parse(&long), Err(414));
-    }
-
-    #[test]
-    fn head_end_is_found_with_either_line_ending() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n"), None);
-    }
 }

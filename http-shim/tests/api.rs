@@ -259,7 +259,7 @@ fn every_error_code_has_its_status_and_shape() {
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let r = raw(
             shim.local_addr(),
-            format!("{method} /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("{method} /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         assert_eq!(status_of(&r), 405, "{method}: {r}");
         assert!(r.contains("Allow: GET, HEAD"));
@@ -268,7 +268,7 @@ fn every_error_code_has_its_status_and_shape() {
     // HEAD: the GET's headers, no body.
     let r = raw(
         shim.local_addr(),
-        b"HEAD /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"HEAD /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&r), 200);
     assert!(r.ends_with("\r\n\r\n"), "{r}");
@@ -399,12 +399,12 @@ fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
     });
     let a = shim.local_addr();
     let long_url = format!(
-        "GET /streamer/candles/{} HTTP/1.1\r\n\r\n",
+        "GET /streamer/candles/{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
         "x".repeat(5000)
     );
     assert_eq!(status_of(&raw(a, long_url.as_bytes())), 414);
     let big_headers = format!(
-        "GET / HTTP/1.1\r\n{}\r\n",
+        "GET / HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
         "X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
             .repeat(200)
     );
@@ -412,15 +412,15 @@ fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
     // A method other than GET or HEAD is 405 with Allow, body or not.
     let r = raw(
         a,
-        b"POST /streamer/status HTTP/1.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
+        b"POST /streamer/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
     );
     assert_eq!(status_of(&r), 405, "{r}");
     assert!(r.contains("Allow: GET, HEAD"), "{r}");
     // A 1 MB body or a chunked one, which the server does not read: a POST still gets its
     // 405 with Allow, and it arrives, not a connection reset.
     for head in [
-        "POST /streamer/status HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n",
-        "PUT /streamer/candles/EURUSD/M1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST /streamer/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n",
+        "PUT /streamer/candles/EURUSD/M1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
     ] {
         let mut big = head.as_bytes().to_vec();
         big.extend(std::iter::repeat_n(b'x', 1 << 20));
@@ -429,7 +429,9 @@ fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
         assert!(r.contains("Allow: GET, HEAD"), "{r}");
     }
     // A GET with such a body is refused as such.
-    let mut big = b"GET /streamer/status HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    let mut big =
+        b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n"
+            .to_vec();
     big.extend(std::iter::repeat_n(b'x', 1 << 20));
     let r = raw(a, &big);
     assert_eq!(status_of(&r), 413, "{r}");
@@ -438,7 +440,10 @@ fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
     assert_eq!(status_of(&raw(a, b"garbage\r\n\r\n")), 400);
     // Slowloris: half a head, then nothing: 408 after the head timeout.
     assert_eq!(
-        status_of(&raw(a, b"GET /streamer/status HTTP/1.1\r\nX-Slow: ")),
+        status_of(&raw(
+            a,
+            b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        )),
         408
     );
     // Still serving.
@@ -452,7 +457,7 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let shim = shim(&seg);
     let r = raw(
         shim.local_addr(),
-        b"GET /streamer/available HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /streamer/available HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /streamer/available HTTP/1.1\r\nHost: localhost\r\n\r\nGET /nope HTTP/1.1\r\nHost: localhost\r\n\r\nGET /streamer/available HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     let statuses: Vec<u16> = r
         .match_indices("HTTP/1.1 ")
@@ -472,7 +477,8 @@ fn a_thousand_idle_connections_do_not_stop_normal_requests() {
     // Some idle ones have sent half a request, some nothing at all.
     for s in idle.iter().step_by(3) {
         let mut s = s;
-        s.write_all(b"GET /streamer/status HTTP/1.1\r\n").unwrap();
+        s.write_all(b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(200));
     let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limit=50");
@@ -485,7 +491,10 @@ fn connections_beyond_the_cap_get_503_at_once() {
     let seg = TempSegment::new("shim-cap");
     let _feed = Feed::start(&seg);
     let (shim, idle) = shim_at_its_cap(&seg, 20);
-    let r = raw(shim.local_addr(), b"GET /streamer/status HTTP/1.1\r\n\r\n");
+    let r = raw(
+        shim.local_addr(),
+        b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     assert_eq!(status_of(&r), 503, "{r}");
     assert!(r.contains("TOO_MANY_CONNECTIONS"));
     drop(idle);
@@ -586,7 +595,8 @@ fn random_paths_queries_and_methods_never_get_a_500() {
         }
         // Raw bytes, so the client does not tidy anything up.
         let method = rng.pick(&methods);
-        let request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let r = raw(shim.local_addr(), request.as_bytes());
         let status = status_of(&r);
         assert!(
@@ -648,16 +658,88 @@ fn header_lines_are_strict_so_no_proxy_in_front_can_be_desynchronised() {
     let shim = shim(&seg);
     let a = shim.local_addr();
     for head in [
-        "GET /streamer/status HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
-        "GET /streamer/status HTTP/1.1\r\nX-A\t: 1\r\n\r\n",
-        "GET /streamer/status HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
-        "GET /streamer/status HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nX-A\t: 1\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n folded\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
     ] {
         // Exactly one answer, a 400, and nothing parsed from what followed the bad line.
         let r = raw(a, head.as_bytes());
         assert_eq!(status_of(&r), 400, "{head:?}: {r}");
         assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "{head:?}: {r}");
     }
+}
+
+#[test]
+fn bare_cr_nul_and_missing_or_repeated_hosts_are_400() {
+    let seg = TempSegment::new("shim-cr");
+    let _feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let a = shim.local_addr();
+    for head in [
+        // The attack's shape: a proxy treating CR as a line end would see a body here.
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nX-A: a\rContent-Length: 45\r\n\r\nGET /streamer/status HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nX-A: a\0b\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n\r\n",
+    ] {
+        let r = raw(a, head.as_bytes());
+        assert_eq!(status_of(&r), 400, "{head:?}: {r}");
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "{head:?}: {r}");
+    }
+    // An HTTP/1.0 request may come without Host, and every answer says nosniff.
+    let r = raw(a, b"GET /streamer/status HTTP/1.0\r\n\r\n");
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert!(r.contains("X-Content-Type-Options: nosniff"), "{r}");
+}
+
+#[test]
+fn without_a_token_only_addresses_localhost_and_allowed_names_are_served() {
+    let seg = TempSegment::new("shim-rebind");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| c.allowed_hosts = vec!["desk.lan".into()]);
+    let a = shim.local_addr();
+    let with_host = |host: &str| {
+        let r = raw(
+            a,
+            format!("GET /streamer/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        (status_of(&r), r)
+    };
+    for served in [
+        "127.0.0.1",
+        &a.to_string(),
+        "localhost:8000",
+        "LOCALHOST",
+        "[::1]:8000",
+        "192.168.1.20",
+        "desk.lan",
+        "desk.lan:8000",
+    ] {
+        assert_eq!(with_host(served).0, 200, "{served}");
+    }
+    // DNS rebinding: another site's name resolving to this host.
+    for refused in [
+        "evil.example",
+        "evil.example:8000",
+        "localhost.evil.example",
+        "[evil]",
+    ] {
+        let (status, r) = with_host(refused);
+        assert_eq!(status, 421, "{refused}: {r}");
+        assert!(
+            r.contains("HOST_NOT_ALLOWED") && r.contains("--allowed-host"),
+            "{r}"
+        );
+    }
+    // With a token, the token decides whatever the name.
+    let tokened = shim_with(&seg, |c| c.token = Some("s3cret".into()));
+    let r = raw(
+        tokened.local_addr(),
+        b"GET /streamer/status HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
 }
 
 #[test]
@@ -669,14 +751,14 @@ fn the_token_scheme_is_case_insensitive_and_auth_comes_before_the_method() {
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let r = raw(
             a,
-            format!("GET /streamer/status HTTP/1.1\r\nAuthorization: {scheme} s3cret\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: {scheme} s3cret\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         assert_eq!(status_of(&r), 200, "{scheme}: {r}");
     }
     // Without the token, a POST learns nothing about which methods exist.
     let r = raw(
         a,
-        b"POST /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"POST /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&r), 401, "{r}");
 }
@@ -895,7 +977,7 @@ fn idle_connections_near_the_cap_give_way_within_seconds() {
     assert_eq!(
         status_of(&raw(
             shim.local_addr(),
-            b"GET /streamer/status HTTP/1.1\r\n\r\n"
+            b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\n\r\n"
         )),
         503
     );
@@ -903,7 +985,7 @@ fn idle_connections_near_the_cap_give_way_within_seconds() {
     std::thread::sleep(Duration::from_millis(2500));
     let r = raw(
         shim.local_addr(),
-        b"GET /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&r), 200, "{r}");
     // ...as many as it takes to be below three quarters of the cap again (15 of 20); the

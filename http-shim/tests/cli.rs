@@ -101,7 +101,7 @@ fn clients_that_pipeline_large_requests_and_never_read_cannot_grow_memory_withou
     // repeats were served, about 2.4 MB once they are dropped.
     let symbols: Vec<String> = (0..100).map(|s| format!("S{}", s % 10)).collect();
     let request = format!(
-        "GET /streamer/candles?symbols={}&timeframes=M1&limit=1441 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /streamer/candles?symbols={}&timeframes=M1&limit=1441 HTTP/1.1\r\nHost: localhost\r\n\r\n",
         symbols.join(",")
     );
     let pipelined = request.repeat(50);

@@ -35,7 +35,7 @@ impl SseClient {
         let s = TcpStream::connect(shim.local_addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut conn = BufReader::new(s);
-        let mut request = format!("GET /streamer/stream?{query} HTTP/1.1\r\nHost: t\r\n");
+        let mut request = format!("GET /streamer/stream?{query} HTTP/1.1\r\nHost: localhost\r\n");
         if let Some(id) = last_event_id {
             request.push_str(&format!("Last-Event-ID: {id}\r\n"));
         }

@@ -40,7 +40,7 @@ fn exchange(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
     for (n, v) in headers {
         request.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -104,7 +104,7 @@ fn http(addr: &str, raw: &[u8]) -> (u16, String) {
 fn get(addr: &str, path: &str) -> (u16, Value) {
     let (status, body) = http(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, v)
@@ -248,37 +248,40 @@ fn bad_http_requests_get_typed_answers_and_the_server_stays_up() {
     );
     wait_for_running(&seg.path);
     wait_listening(&addr);
-    let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
     let cases: &[(&[u8], u16, Option<&str>)] = &[
         (
-            b"GET /streamer/candles/BTCUSDc/M7 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /streamer/candles/BTCUSDc/M7 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             400,
             Some("INVALID_TIMEFRAME"),
         ),
         (
-            b"GET /streamer/candles/BTCUSDc/M1?limit=abc HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /streamer/candles/BTCUSDc/M1?limit=abc HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             400,
             Some("INVALID_LIMIT"),
         ),
         (
-            b"GET /streamer/candles/NOPE/M1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /streamer/candles/NOPE/M1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             404,
             Some("SYMBOL_NOT_FOUND"),
         ),
         (
-            b"GET /streamer/candles/%FF%FE/M1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /streamer/candles/%FF%FE/M1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             400,
             Some("INVALID_SYMBOL"),
         ),
         (
-            b"DELETE /streamer/status HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"DELETE /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             405,
             Some("METHOD_NOT_ALLOWED"),
         ),
         (b"garbage\r\n\r\n", 400, None),
         (b"GET / HTTP/9.9\r\n\r\n", 505, None),
         (
-            b"POST /streamer/status HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            b"POST /streamer/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
             405,
             Some("METHOD_NOT_ALLOWED"),
         ),

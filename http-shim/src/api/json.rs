@@ -28,6 +28,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The bearer token is missing or wrong.
     Unauthorized,
+    /// Without a token, a `Host` that is not an address, `localhost` or an `--allowed-host`
+    /// name: a page of another site reaching the API by DNS rebinding.
+    HostNotAllowed,
     /// The answer would pass the byte budget of one response.
     ResponseTooLarge,
     /// A stored candle breaks the writer's invariants (a damaged or forged segment).
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::HostNotAllowed => "HOST_NOT_ALLOWED",
             ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ErrorCode::InvalidStoredData => "INVALID_STORED_DATA",
             ErrorCode::TooManyStreams => "TOO_MANY_STREAMS",
@@ -68,6 +72,7 @@ impl ErrorCode {
             | ErrorCode::InvalidParameter
             | ErrorCode::ResponseTooLarge => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::HostNotAllowed => 421,
             ErrorCode::SymbolNotFound | ErrorCode::TimeframeNotAvailable | ErrorCode::NotFound => {
                 404
             }

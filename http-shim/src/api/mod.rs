@@ -49,6 +49,8 @@ pub struct ApiConfig {
     pub max_streams: usize,
     /// How long a push stream's socket may stay full before the client is dropped.
     pub stream_write_timeout: Duration,
+    /// Host names served without a token besides addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ApiConfig {
@@ -60,6 +62,7 @@ impl ApiConfig {
             token: None,
             max_streams: DEFAULT_MAX_STREAMS,
             stream_write_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -159,6 +162,43 @@ impl Api {
         self.cache.clear();
     }
 
+    /// DNS rebinding: a page of another site that makes its own name resolve to this host
+    /// would reach a token-less API with its own name in `Host`. Without a token, only an IP
+    /// address (no site's page can be named so), `localhost`, or a name given by
+    /// `--allowed-host` is served. With a token, the token decides. A request without `Host`
+    /// (HTTP/1.0) comes from no browser and is served.
+    fn host_allowed(&self, req: &Request) -> bool {
+        if self.config.token.is_some() {
+            return true;
+        }
+        let Some(host) = req.host.as_deref() else {
+            return true;
+        };
+        let name = match host.strip_prefix('[') {
+            // `[::1]:8000`
+            Some(rest) => {
+                return rest
+                    .split(']')
+                    .next()
+                    .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            }
+            None => host.rsplit_once(':').map_or(host, |(n, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    n
+                } else {
+                    host
+                }
+            }),
+        };
+        name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self
+                .config
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name))
+    }
+
     fn authorized(&self, req: &Request) -> bool {
         let Some(token) = &self.config.token else {
             return true;
@@ -187,6 +227,20 @@ impl Api {
             p if page::asset(p).is_some() => Endpoint::Page,
             _ => Endpoint::Other,
         };
+        if !self.host_allowed(req) {
+            let host: String = req.host.as_deref().unwrap_or("").chars().take(64).collect();
+            return (
+                endpoint,
+                error(
+                    ErrorCode::HostNotAllowed,
+                    format!(
+                        "Host {host:?} is not served without a token: name the server by its \
+                         address or localhost, or start it with --allowed-host NAME"
+                    ),
+                    json!({}),
+                ),
+            );
+        }
         if !self.authorized(req) {
             let mut r = error(
                 ErrorCode::Unauthorized,
