@@ -272,6 +272,26 @@ impl Synthetic {
     }
 }
 
+impl Synthetic {
+    /// `due` ticks of every symbol, stamped `time_ms`.
+    fn ticks(&mut self, due: usize, time_ms: i64, out: &mut Vec<Event>) {
+        for _ in 0..due {
+            for w in &mut self.walkers {
+                let bid = w.step(w.sigma_tick);
+                let jitter = 1.0 + 0.2 * w.rng.normal().clamp(-2.0, 2.0);
+                let ask = w.round(bid + (w.spread * jitter).max(1.0) * w.point);
+                out.push(Event::Tick(Tick {
+                    symbol: w.index,
+                    time_ms,
+                    bid,
+                    ask,
+                    volume: 0,
+                }));
+            }
+        }
+    }
+}
+
 /// Events per poll while backfilling, so the caller heartbeats in between and memory stays flat.
 const BACKFILL_BATCH: usize = 8192;
 
@@ -285,8 +305,12 @@ impl Source for Synthetic {
             if self.backfill_some(out, BACKFILL_BATCH) {
                 self.backfill = None;
                 self.live = true;
+                // A tick exists from the moment the segment says running, as MT5 always has a
+                // latest tick for a selected symbol: one at the newest price, before `live`.
+                let time_ms = self.server_now_ms();
+                self.ticks(1, time_ms, out);
                 out.push(Event::Feed(FeedState::Live));
-                self.next_tick = Instant::now();
+                self.next_tick = Instant::now() + self.interval;
             }
             return Ok(());
         }
@@ -307,20 +331,7 @@ impl Source for Synthetic {
             self.next_tick = Instant::now() + self.interval;
         }
         let time_ms = self.server_now_ms();
-        for _ in 0..due {
-            for w in &mut self.walkers {
-                let bid = w.step(w.sigma_tick);
-                let jitter = 1.0 + 0.2 * w.rng.normal().clamp(-2.0, 2.0);
-                let ask = w.round(bid + (w.spread * jitter).max(1.0) * w.point);
-                out.push(Event::Tick(Tick {
-                    symbol: w.index,
-                    time_ms,
-                    bid,
-                    ask,
-                    volume: 0,
-                }));
-            }
-        }
+        self.ticks(due, time_ms, out);
         Ok(())
     }
 
