@@ -320,7 +320,7 @@ impl RingRef {
                 at + off::SLOT_RECORD + 8 * (RECORD_WORDS - 1),
                 Ordering::Relaxed,
             ) >> 32;
-            let s = if s % 2 == 0 && flags & u64::from(FLAG_REPAIRED) != 0 {
+            let s = if s.is_multiple_of(2) && flags & u64::from(FLAG_REPAIRED) != 0 {
                 self.write_begin(mem, at + off::SLOT_SEQ) + 1
             } else {
                 s

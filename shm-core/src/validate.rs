@@ -159,7 +159,7 @@ fn all_good_fixed<const PERIOD: u64, const BASE: u64>(candles: &[Candle]) -> boo
         // As unsigned, a time before 1970 is past 2100 too, and fails the first test; the
         // addition wraps for those (its result is then not used), and below 2100 it is exact.
         let t = c.time as u64;
-        let time = (t <= LATEST_TIME as u64) & (t.wrapping_add(PERIOD - BASE) % PERIOD == 0);
+        let time = (t <= LATEST_TIME as u64) & t.wrapping_add(PERIOD - BASE).is_multiple_of(PERIOD);
         ok &= prices & time & !c.repaired & (c.time > previous);
         previous = c.time;
     }

@@ -461,6 +461,8 @@ mod tests {
             reader.wait(&word, 7, Instant::now() + Duration::from_secs(10), || false),
             Some(8)
         );
+        // Windows will not remove a file its own handles hold open; elsewhere they hold none.
+        #[cfg(windows)]
         drop((writer, reader));
         let _ = std::fs::remove_file(wake_path(&seg));
     }
