@@ -4,7 +4,7 @@
 //!
 //! | input | rule | counter |
 //! |---|---|---|
-//! | a price that is NaN, infinite, zero or negative; a bar with `high < max(open, close)` or `low > min(open, close)` | dropped | `rejected_bad_price` |
+//! | a price that is NaN, infinite, or outside 10^-9 .. 10^9; a volume over 10^15; a bar with a negative spread, `high < max(open, close)` or `low > min(open, close)`; a tick whose bid is more than 10 times (or less than a tenth of) the symbol's last price | dropped | `rejected_bad_price` |
 //! | a tick older than the symbol's newest tick, or older than a forming candle | dropped | `rejected_out_of_order` |
 //! | a bar with the time of the newest closed bar | dropped, or with `amend` (authoritative sources) replaces it when it differs | `rejected_duplicate_bar` / `corrections` |
 //! | a bar older than the newest closed bar | dropped | `rejected_backwards_bar` |
@@ -20,6 +20,17 @@ use shm_core::{Candle, Counter, RingId, SymbolId, Timeframe, Writer};
 /// (UTC+14) plus 5 minutes for clock drift between the broker and this host. The bound does
 /// not depend on the configured offset, so a wrong `--server-offset` cannot reject good data.
 pub const FUTURE_TOLERANCE_S: i64 = 14 * 3600 + 300;
+
+/// The prices a candle may hold: no instrument quotes above a billion units or below a
+/// billionth of one (the attack stored 1e300, 1.7e308 and 1e-300, finite and absurd).
+pub const PRICE_RANGE: std::ops::RangeInclusive<f64> = 1e-9..=1e9;
+
+/// The largest volume of a tick or a bar (`u64::MAX` was stored too).
+pub const MAX_VOLUME: u64 = 1_000_000_000_000_000;
+
+/// How far one tick may move a symbol's price, as a factor either way: further is a bad
+/// quote, not a market (the worst real moves between two ticks are a few tens of percent).
+pub const MAX_TICK_JUMP: f64 = 10.0;
 
 /// The latest server time (epoch seconds) a tick or bar may carry when the writer's clock says
 /// `now_ns`.
@@ -162,7 +173,9 @@ impl Aggregator {
         let Some(s) = self.symbols.get_mut(t.symbol) else {
             return;
         };
-        if !(good_price(t.bid) && good_price(t.ask)) {
+        let last = s.frames.first().and_then(|f| f.forming).map(|c| c.close);
+        let jumped = last.is_some_and(|l| t.bid > l * MAX_TICK_JUMP || t.bid * MAX_TICK_JUMP < l);
+        if !(good_price(t.bid) && good_price(t.ask)) || t.volume > MAX_VOLUME || jumped {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
@@ -240,6 +253,9 @@ impl Aggregator {
         if ![c.open, c.high, c.low, c.close].into_iter().all(good_price)
             || c.high < c.open.max(c.close)
             || c.low > c.open.min(c.close)
+            || c.tick_volume > MAX_VOLUME
+            || c.real_volume > MAX_VOLUME
+            || c.spread < 0
         {
             w.add(Counter::RejectedBadPrice, 1);
             return;
@@ -378,5 +394,5 @@ fn merge(base: Option<Candle>, start: i64, c: &Candle) -> Candle {
 }
 
 fn good_price(p: f64) -> bool {
-    p.is_finite() && p > 0.0
+    PRICE_RANGE.contains(&p)
 }

@@ -314,6 +314,59 @@ fn bad_prices_and_out_of_order_ticks_are_counted_and_change_nothing() {
     assert_eq!(w.counter(Counter::TicksProcessed), 2);
 }
 
+#[test]
+fn finite_but_absurd_values_are_refused_and_counted() {
+    // The attack's values, each finite: 1e300, 1.7e308, 1e-300, u64::MAX volume, a negative
+    // spread, and a tick twenty times the last price.
+    let (seg, mut w, mut agg) = setup("absurd", 100);
+    let t0 = days_from_civil(2024, 3, 4) * 86_400_000;
+    agg.on_tick(&mut w, &tick(t0 + 5_000, 1.0));
+    let before = ring(&seg, Timeframe::M1);
+    for bad in [1e300, 1.7e308, 1e-300, 20.0, 0.05] {
+        agg.on_tick(&mut w, &tick(t0 + 6_000, bad));
+    }
+    agg.on_tick(
+        &mut w,
+        &Tick {
+            volume: u64::MAX,
+            ..tick(t0 + 6_000, 1.0)
+        },
+    );
+    assert_eq!(w.counter(Counter::RejectedBadPrice), 6);
+    assert_eq!(ring(&seg, Timeframe::M1), before, "nothing stored");
+    // A move the market can make is taken.
+    agg.on_tick(&mut w, &tick(t0 + 7_000, 1.5));
+    assert_eq!(w.counter(Counter::TicksProcessed), 2);
+    let t = days_from_civil(2024, 3, 4) * 86_400 + 3600;
+    for absurd in [
+        Candle {
+            high: 1e300,
+            ..bar(t, 1.0).candle
+        },
+        Candle {
+            tick_volume: u64::MAX,
+            ..bar(t, 1.0).candle
+        },
+        Candle {
+            real_volume: u64::MAX,
+            ..bar(t, 1.0).candle
+        },
+        Candle {
+            spread: i32::MIN,
+            ..bar(t, 1.0).candle
+        },
+    ] {
+        agg.on_bar(
+            &mut w,
+            &Bar {
+                candle: absurd,
+                ..bar(t, 1.0)
+            },
+        );
+    }
+    assert_eq!(w.counter(Counter::RejectedBadPrice), 10);
+}
+
 fn bar(t: i64, close: f64) -> Bar {
     Bar {
         symbol: 0,
