@@ -36,6 +36,7 @@ MAX_COUNT = 50000
 HEARTBEAT_SECONDS = 1.0
 LINE_SECONDS = 10.0  # a request line must be complete this long after its first byte
 EVICT_IDLE_SECONDS = 2.0  # when every slot is taken, a connection idle this long gives way
+AUTH_SECONDS = 5.0  # with a token set, a connection must present it this soon after connecting
 
 TIMEFRAMES = {
     "M1": 1, "M2": 2, "M3": 3, "M4": 4, "M5": 5, "M6": 6, "M10": 10, "M12": 12, "M15": 15,
@@ -587,6 +588,7 @@ class Handler(socketserver.StreamRequestHandler):
         self.pending = b""
         self.authenticated = self.server.token is None
         self.streaming = False
+        self.connected_at = time.monotonic()
 
     def send(self, obj):
         self.wfile.write(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n")
@@ -594,26 +596,27 @@ class Handler(socketserver.StreamRequestHandler):
 
     def read_line(self):
         """One request line, or b"" at the end. Waits up to the idle timeout for its first byte,
-        then LINE_SECONDS for the whole line, however slowly its bytes come; raises
-        socket.timeout past either, and ValueError for a line over MAX_LINE bytes."""
-        deadline = None
+        then LINE_SECONDS for the whole line from that first byte, whitespace included, however
+        slowly its bytes come (a drip of spaces no longer restarts the clock); without the token
+        yet, everything must arrive within AUTH_SECONDS of connecting. Raises socket.timeout
+        past any of them, and ValueError for a line over MAX_LINE bytes."""
+        deadline = time.monotonic() + LINE_SECONDS if self.pending else None
         while b"\n" not in self.pending:
             if len(self.pending) > MAX_LINE:
                 raise ValueError("line too long")
-            if deadline is None:
-                timeout = self.server.idle_timeout
-            else:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    raise socket.timeout("request line not complete in time")
+            now = time.monotonic()
+            timeout = self.server.idle_timeout if deadline is None else deadline - now
+            if not self.authenticated:
+                timeout = min(timeout, self.connected_at + AUTH_SECONDS - now)
+            if timeout <= 0:
+                raise socket.timeout("request line not complete in time")
             self.connection.settimeout(timeout)
             chunk = self.connection.recv(65536)
             if not chunk:
                 return b""
-            if not self.pending.strip():
+            if deadline is None:
                 deadline = time.monotonic() + LINE_SECONDS
             self.pending += chunk
-            self.server.touch(self)
         line, _, self.pending = self.pending.partition(b"\n")
         if len(line) > MAX_LINE:
             raise ValueError("line too long")
@@ -644,6 +647,9 @@ class Handler(socketserver.StreamRequestHandler):
                     break
                 if not line.strip():
                     continue
+                # Only a request counts as activity: bytes that make none do not keep a
+                # connection from being the idlest.
+                server.touch(self)
                 served += 1
                 req_id = None
                 try:
@@ -738,14 +744,16 @@ class Gateway(socketserver.ThreadingTCPServer):
             self.active.pop(handler, None)
 
     def evict_idlest(self):
-        """Closes the request connection idle the longest, if idle for EVICT_IDLE_SECONDS;
-        returns whether one was closed. Streams are never evicted: they are busy."""
+        """Closes a connection that has not yet presented the token (the oldest first) or, if
+        none, the request connection idle the longest, if idle for EVICT_IDLE_SECONDS; returns
+        whether one was closed. Streams are never evicted: they are busy."""
         now = time.monotonic()
         with self.active_lock:
+            strangers = [(h.connected_at, h) for h in self.active if not h.authenticated]
             idle = [(t, h) for h, t in self.active.items() if not h.streaming and now - t >= EVICT_IDLE_SECONDS]
-            if not idle:
+            if not (strangers or idle):
                 return False
-            _, victim = min(idle, key=lambda th: th[0])
+            _, victim = min(strangers or idle, key=lambda th: th[0])
             self.active.pop(victim, None)
         log.info("client %s closed: idle while another client waited", victim.peer)
         try:

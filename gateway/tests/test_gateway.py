@@ -463,6 +463,44 @@ class TokenTest(Folder):
         s.sendall(json.dumps(req).encode() + b"\n")
         return json.loads(f.readline()), f
 
+    def test_clients_without_the_token_cannot_lock_out_one_with_it(self):
+        # The attack: every slot taken by connections that send one space at a time and never
+        # a token. A client with the token is served, and the drippers are cut off.
+        self.server.slots = threading.BoundedSemaphore(2)
+        old = gw.AUTH_SECONDS
+        gw.AUTH_SECONDS = 1.0
+        self.addCleanup(setattr, gw, "AUTH_SECONDS", old)
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+        drippers = []
+        for _ in range(2):
+            s = socket.create_connection(self.server.server_address[:2], timeout=5)
+            self.addCleanup(s.close)
+            drippers.append(s)
+
+        def drip(sock):
+            while not stop.is_set():
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    return
+                time.sleep(0.2)
+        for s in drippers:
+            threading.Thread(target=drip, args=(s,), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while len(self.server.active) < 2:  # both hold a slot
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.02)
+        r, _ = self.ask({"id": 1, "op": "ping", "token": "s3cret"})
+        self.assertTrue(r["ok"], r)
+        # Neither dripper is served for long: each is closed at the token deadline at the latest.
+        for s in drippers:
+            s.settimeout(30)
+            try:
+                self.assertEqual(s.recv(1), b"")
+            except ConnectionResetError:
+                pass
+
     def test_a_request_without_the_token_is_refused_and_the_connection_closed(self):
         r, f = self.ask({"id": 1, "op": "ping"})
         self.assertEqual(r["error"]["code"], "UNAUTHORIZED")
