@@ -42,11 +42,78 @@
     color: c.close >= c.open ? 'rgba(38,166,154,0.45)' : 'rgba(239,83,80,0.45)',
   });
 
+  // A server started with MTF_SHIM_TOKEN serves this page without it, and the data calls
+  // with it: the page asks once, keeps it for this tab only (sessionStorage), and sends it in
+  // the Authorization header, never in a URL (where logs and history would keep it).
+  const TOKEN_KEY = 'mtf-shim-token';
+  const token = () => sessionStorage.getItem(TOKEN_KEY) || '';
+  const authHeaders = () => (token() ? { Authorization: 'Bearer ' + token() } : {});
+
+  function askForToken() {
+    $('login').hidden = false;
+    $('token').focus();
+  }
+
   async function getJSON(url) {
-    const r = await fetch(url, { cache: 'no-cache' });
+    const r = await fetch(url, { cache: 'no-cache', headers: authHeaders() });
+    if (r.status === 401) {
+      askForToken();
+      throw new Error('this server needs its token');
+    }
     const body = await r.json();
     if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
     return body;
+  }
+
+  // The event stream: an EventSource without a token; with one, fetch (EventSource cannot
+  // send headers), reading the same server-sent events from the body. `on` has open(),
+  // error() and event(name, data); the result has close().
+  function openStream(url, on) {
+    if (!token()) {
+      const es = new EventSource(url);
+      es.onopen = on.open;
+      es.onerror = on.error;
+      for (const name of ['status', 'candle']) {
+        es.addEventListener(name, (e) => on.event(name, e.data));
+      }
+      return { close: () => es.close() };
+    }
+    const ctrl = new AbortController();
+    (async () => {
+      try {
+        const r = await fetch(url, { headers: authHeaders(), signal: ctrl.signal, cache: 'no-store' });
+        if (r.status === 401) askForToken();
+        if (!r.ok) throw new Error('HTTP ' + r.status);
+        on.open();
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+          let end;
+          while ((end = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, end);
+            buf = buf.slice(end + 2);
+            let name = 'message';
+            const data = [];
+            for (const line of block.split('\n')) {
+              if (line.startsWith('event:')) name = line.slice(6).trim();
+              else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+            }
+            if (data.length) on.event(name, data.join('\n'));
+          }
+        }
+        throw new Error('the stream ended');
+      } catch (e) {
+        if (ctrl.signal.aborted) return;
+        on.error();
+        // EventSource reconnects by itself; this one starts the chart again.
+        setTimeout(() => { if (!ctrl.signal.aborted) load(); }, 2000);
+      }
+    })();
+    return { close: () => ctrl.abort() };
   }
 
   function showError(text) { $('error').textContent = text || ''; }
@@ -106,25 +173,27 @@
       showError('candles: ' + e.message);
     }
     const streamUrl = '/streamer/stream?symbols=' + encodeURIComponent(sym) + '&timeframes=' + tf;
-    source = new EventSource(streamUrl);
-    source.onopen = () => setText('link', 'live', 'ok');
-    source.onerror = () => {
-      setText('link', 'reconnecting', 'warn');
-      // The stream refuses to start while the writer is down; keep the strip truthful.
-      getJSON('/streamer/status').then((s) => {
-        showStatus({
-          liveness: s.metrics.liveness || 'no_segment', feed_state: s.metrics.feed_state,
-          feed_kind: s.feed_kind,
-        });
-      }).catch(() => showStatus({ liveness: 'no_segment' }));
-    };
-    source.addEventListener('status', (e) => showStatus(JSON.parse(e.data)));
-    source.addEventListener('candle', (e) => {
-      const ev = JSON.parse(e.data);
-      if (ev.symbol !== state.symbol || ev.timeframe !== state.timeframe) return;
-      state.events += 1;
-      state.lastUpdateMs = Date.now();
-      apply(ev.candle);
+    source = openStream(streamUrl, {
+      open: () => setText('link', 'live', 'ok'),
+      error: () => {
+        setText('link', 'reconnecting', 'warn');
+        // The stream refuses to start while the writer is down; keep the strip truthful.
+        getJSON('/streamer/status').then((s) => {
+          showStatus({
+            liveness: s.metrics.liveness || 'no_segment', feed_state: s.metrics.feed_state,
+            feed_kind: s.feed_kind,
+          });
+        }).catch(() => showStatus({ liveness: 'no_segment' }));
+      },
+      event: (name, data) => {
+        if (name === 'status') { showStatus(JSON.parse(data)); return; }
+        if (name !== 'candle') return;
+        const ev = JSON.parse(data);
+        if (ev.symbol !== state.symbol || ev.timeframe !== state.timeframe) return;
+        state.events += 1;
+        state.lastUpdateMs = Date.now();
+        apply(ev.candle);
+      },
     });
   }
 
@@ -137,6 +206,14 @@
     }
     if (values.includes(chosen)) select.value = chosen;
   }
+
+  $('login').onsubmit = (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $('token').value);
+    $('token').value = '';
+    $('login').hidden = true;
+    showError('');
+  };
 
   async function start() {
     let available;
