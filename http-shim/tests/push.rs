@@ -489,6 +489,43 @@ mod websocket {
         ws.send(Message::text(text)).unwrap();
     }
 
+    /// The close frame the server sends next (pings skipped), or what came instead.
+    fn close_code(ws: &mut WebSocket<TcpStream>) -> Option<u16> {
+        loop {
+            match ws.read() {
+                Ok(Message::Close(Some(f))) => return Some(f.code.into()),
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    #[test]
+    fn protocol_errors_and_endless_fragments_get_the_close_code_rfc_6455_names() {
+        let seg = TempSegment::new("push-ws-close");
+        let _feed = Feed::start(&seg);
+        let shim = shim(&seg);
+        // An unmasked frame from a client (RFC 6455 5.1): 1002, not a bare end of stream.
+        let mut ws = connect(&shim);
+        ws.get_mut().write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+        assert_eq!(close_code(&mut ws), Some(1002));
+        // A message that never completes: a text frame without FIN, then empty continuation
+        // frames (masked, as a client's must be), more than a megabyte of them: 1008.
+        let mut ws = connect(&shim);
+        let mut frames = vec![0x01, 0x80, 1, 2, 3, 4];
+        for _ in 0..200_000 {
+            frames.extend_from_slice(&[0x00, 0x80, 1, 2, 3, 4]);
+        }
+        ws.get_mut()
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let _ = ws.get_mut().write_all(&frames); // the server may close before the end
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        assert_eq!(close_code(&mut ws), Some(1008));
+    }
+
     #[test]
     fn subscribe_receive_unsubscribe_and_errors_keep_the_connection() {
         let seg = TempSegment::new("push-ws");

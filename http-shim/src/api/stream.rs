@@ -42,6 +42,51 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 /// client is disconnected.
 const WS_MAX_BUFFERED: usize = 4 * 1024 * 1024;
 
+/// Bytes a WebSocket client may send without completing a message before it is closed with
+/// 1008 (policy): a stream of empty fragments never completes one, and would hold its place
+/// for ever.
+const WS_MAX_INCOMPLETE: u64 = 1 << 20;
+
+/// A socket that counts the bytes read from it, for [`WS_MAX_INCOMPLETE`].
+struct Counted {
+    inner: TcpStream,
+    read: u64,
+}
+
+impl io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Ends a WebSocket with the close frame and code RFC 6455 (7.4.1) names for why, and tries
+/// for a moment to get it out (the socket is non-blocking).
+fn close_with(ws: &mut WebSocket<Counted>, code: CloseCode, reason: &str) {
+    let _ = ws.close(Some(CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    }));
+    let until = Instant::now() + Duration::from_millis(500);
+    while let Err(tungstenite::Error::Io(e)) = ws.flush() {
+        if e.kind() != io::ErrorKind::WouldBlock || Instant::now() > until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 impl Api {
     /// `interval_ms`, validated.
     fn interval(params: &[(String, String)]) -> Result<Duration, Response> {
@@ -255,7 +300,13 @@ impl Api {
             .max_message_size(Some(WS_MAX_MESSAGE))
             .max_frame_size(Some(WS_MAX_MESSAGE))
             .max_write_buffer_size(WS_MAX_BUFFERED);
-        let mut ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config));
+        let counted = Counted {
+            inner: stream,
+            read: 0,
+        };
+        let mut ws = WebSocket::from_partially_read(counted, leftover, Role::Server, Some(config));
+        // Bytes read when the last whole message (data or control) had arrived.
+        let mut whole_at = 0u64;
         let mut watcher: Option<Watcher> = None;
         let mut events = Vec::new();
         let mut full_since: Option<Instant> = None;
@@ -264,16 +315,16 @@ impl Api {
         loop {
             // Relaxed: a stop flag carries no data with it.
             if stop.load(Ordering::Relaxed) {
-                let _ = ws.close(Some(CloseFrame {
-                    code: CloseCode::Away,
-                    reason: "server stopping".into(),
-                }));
-                let _ = ws.flush();
+                close_with(&mut ws, CloseCode::Away, "server stopping");
                 return;
             }
             // What the client sent: subscriptions, pings (answered by tungstenite), a close.
             loop {
-                match ws.read() {
+                let message = ws.read();
+                if message.is_ok() {
+                    whole_at = ws.get_ref().read;
+                }
+                match message {
                     Ok(Message::Text(text)) => {
                         let reply = self.ws_command(text.as_str(), &mut watcher);
                         if ws.write(Message::text(reply)).is_err() {
@@ -297,13 +348,29 @@ impl Api {
                         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
                     ) => return,
                     Err(e) => {
-                        // A protocol error (a frame too large, bad UTF-8, unmasked frames):
-                        // tungstenite has queued the close frame with its code.
+                        // A protocol error: the close frame with the code RFC 6455 names for
+                        // it (7.4.1), not a bare end of stream.
+                        let code = match &e {
+                            tungstenite::Error::Capacity(_) => CloseCode::Size,
+                            tungstenite::Error::Utf8(_) => CloseCode::Invalid,
+                            _ => CloseCode::Protocol,
+                        };
                         eprintln!("mtf-shim: WebSocket client {peer} closed: {e}");
-                        let _ = ws.flush();
+                        slot.dropped_slow();
+                        close_with(&mut ws, code, "protocol error");
                         return;
                     }
                 }
+            }
+            if ws.get_ref().read - whole_at > WS_MAX_INCOMPLETE {
+                eprintln!("mtf-shim: WebSocket client {peer} closed: {WS_MAX_INCOMPLETE} bytes without a whole message");
+                slot.dropped_slow();
+                close_with(
+                    &mut ws,
+                    CloseCode::Policy,
+                    "fragments that never complete a message",
+                );
+                return;
             }
             let reader = self.current_reader();
             let since = reader.as_ref().map(|r| r.changes());
