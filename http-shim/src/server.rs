@@ -14,6 +14,9 @@
 //!   can be made to read a head differently from us.
 //! - Near the connection cap (three quarters of it), idle keep-alive connections are closed
 //!   after 1 s instead of `idle_timeout`, so that idle sockets cannot lock other clients out.
+//! - At the cap, the connection whose request head has been unfinished the longest is closed
+//!   to make room for a newcomer (`PartialHeads`): clients that send a few bytes of a head and
+//!   hold it for the whole head timeout cannot lock out those that send whole requests.
 //! - The bytes of responses being written, over all connections, are bounded: beyond
 //!   `MAX_INFLIGHT_BYTES` a request gets a small `503` at once, so that clients that send
 //!   requests and never read the answers cannot make the process hold unbounded memory.
@@ -31,6 +34,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::head::{self, Body, HeadError};
+
+/// Connections over the cap while the heads evicted to make room are still closing.
+const EVICTION_SLACK: usize = 64;
 
 /// Largest request head (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -249,6 +255,7 @@ fn accept_loop(
     let open = Arc::new(AtomicUsize::new(0));
     // Bytes of responses being written (see MAX_INFLIGHT_BYTES). Relaxed: a budget, like `open`.
     let inflight = Arc::new(AtomicUsize::new(0));
+    let partial = Arc::new(PartialHeads::default());
     let mut logged_error = false;
     // Relaxed: the stop flag carries no data with it.
     while !stop.load(Ordering::Relaxed) {
@@ -271,7 +278,14 @@ fn accept_loop(
             break;
         }
         let _ = stream.set_nodelay(true);
-        if open.load(Ordering::Relaxed) >= limits.max_connections {
+        // At the cap, the oldest unfinished head gives way: its thread sees its socket shut and
+        // leaves at once, so the cap is passed by at most the threads still leaving (bounded
+        // by EVICTION_SLACK).
+        let at_cap = open.load(Ordering::Relaxed) >= limits.max_connections;
+        let room = !at_cap
+            || (open.load(Ordering::Relaxed) < limits.max_connections + EVICTION_SLACK
+                && partial.evict_oldest());
+        if !room {
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
             let body = br#"{"success": false, "error": "too many connections", "error_code": "TOO_MANY_CONNECTIONS", "details": {}}"#;
             let _ = write_response(
@@ -289,6 +303,7 @@ fn accept_loop(
             open: Arc::clone(&open),
             inflight: Arc::clone(&inflight),
             stop: Arc::clone(&stop),
+            partial: Arc::clone(&partial),
         };
         let spawned = std::thread::Builder::new()
             .name("mtf-shim-conn".into())
@@ -312,6 +327,58 @@ struct Shared {
     /// Bytes of responses being written.
     inflight: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Connections whose request head has begun but not ended.
+    partial: Arc<PartialHeads>,
+}
+
+/// The connections in the middle of a request head, oldest first: at the connection cap the
+/// oldest is closed to make room, so that clients that never finish a head (a few bytes, then
+/// nothing, for the whole head timeout) cannot lock out those that send whole requests.
+#[derive(Default)]
+struct PartialHeads {
+    /// By registration order (so by age): a handle to each socket, to shut it down.
+    heads: std::sync::Mutex<(u64, std::collections::BTreeMap<u64, TcpStream>)>,
+}
+
+impl PartialHeads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, std::collections::BTreeMap<u64, TcpStream>)> {
+        // A panic while held leaves a map that is whole.
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `stream` as in the middle of a head; the guard unregisters it.
+    fn begin<'a>(&'a self, stream: &TcpStream) -> Option<PartialGuard<'a>> {
+        let handle = stream.try_clone().ok()?;
+        let mut g = self.lock();
+        let id = g.0;
+        g.0 += 1;
+        g.1.insert(id, handle);
+        Some(PartialGuard { heads: self, id })
+    }
+
+    /// Closes the oldest connection in the middle of a head; whether there was one.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().1.pop_first();
+        match oldest {
+            Some((_, stream)) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Unregisters a partial head when its head is complete, refused, or its connection gone.
+struct PartialGuard<'a> {
+    heads: &'a PartialHeads,
+    id: u64,
+}
+
+impl Drop for PartialGuard<'_> {
+    fn drop(&mut self) {
+        self.heads.lock().1.remove(&self.id);
+    }
 }
 
 impl Shared {
@@ -477,6 +544,12 @@ fn read_head(
         Some(Instant::now())
     };
     let mut chunk = [0u8; 4096];
+    // Registered while the head is unfinished (see `PartialHeads`).
+    let mut partial = if buf.is_empty() {
+        None
+    } else {
+        shared.partial.begin(stream)
+    };
     loop {
         if let Some(parsed) = head::parse(buf)? {
             return Ok(parsed);
@@ -509,6 +582,9 @@ fn read_head(
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => {
                 started.get_or_insert_with(Instant::now);
+                if partial.is_none() {
+                    partial = shared.partial.begin(stream);
+                }
                 buf.extend_from_slice(&chunk[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -487,6 +487,60 @@ fn a_thousand_idle_connections_do_not_stop_normal_requests() {
 }
 
 #[test]
+fn clients_that_never_finish_a_head_cannot_lock_out_whole_requests() {
+    // The attack: every connection sends the start of a head and holds it for the whole head
+    // timeout (here two minutes, so that only eviction can let the request below in).
+    let seg = TempSegment::new("shim-partial");
+    let _feed = Feed::start(&seg);
+    let shim = shim_with(&seg, |c| {
+        c.limits = Limits {
+            max_connections: 40,
+            head_timeout: Duration::from_secs(120),
+            ..Limits::default()
+        }
+    });
+    let a = shim.local_addr();
+    let mut partial: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(a).unwrap();
+            s.write_all(b"GET /streamer/status HTTP/1.1\r\nX: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Until the server has taken the partial heads in, a newcomer may still be refused; then
+    // the oldest partial head gives way to it.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = raw(
+            a,
+            b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        if status_of(&r) == 200 {
+            break;
+        }
+        assert_eq!(status_of(&r), 503, "{r}");
+        assert!(
+            std::time::Instant::now() < until,
+            "locked out by partial heads"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And one of the partial heads was the one closed.
+    let closed = partial.iter_mut().any(|s| {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    });
+    assert!(closed, "no partial head was closed");
+}
+
+#[test]
 fn connections_beyond_the_cap_get_503_at_once() {
     let seg = TempSegment::new("shim-cap");
     let _feed = Feed::start(&seg);
