@@ -150,7 +150,9 @@ impl Shim {
             return Err(StartError::BadMaxLimit);
         }
         raise_open_file_limit(config.limits.max_connections as u64 + 256);
+        let budget = Arc::new(server::Budget::new(server::MAX_INFLIGHT_BYTES));
         let api = Arc::new(Api::new(ApiConfig {
+            budget: Arc::clone(&budget),
             max_limit: config.max_limit,
             token: config.token,
             max_streams: config.limits.max_streams,
@@ -159,7 +161,7 @@ impl Shim {
             ..ApiConfig::new(config.segment)
         }));
         let handler: Arc<server::Handler> = Arc::new(move |req: &server::Request| api.handle(req));
-        let server = server::Server::start(config.bind, config.limits, handler)
+        let server = server::Server::start(config.bind, config.limits, handler, budget)
             .map_err(|e| StartError::Bind(config.bind, e))?;
         Ok(Shim { server })
     }

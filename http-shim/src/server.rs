@@ -138,6 +138,65 @@ pub struct Response {
     /// takeover writes, until the connection closes; `101` for a WebSocket), then the takeover
     /// runs on this connection's thread.
     pub takeover: Option<Takeover>,
+    /// Bytes of the [`Budget`] the handler reserved before it built the body (large
+    /// answers); released once the answer is written. Without one, the server reserves the
+    /// body's size itself, after the handler.
+    pub reservation: Option<Reservation>,
+}
+
+/// The bytes of answers being built or written, over all connections, at most `max`: a
+/// reservation is taken before an answer's bytes exist (by the handler, from its estimate)
+/// or at the latest before they are written, and given back when they are gone. Clients that
+/// send requests and never read the answers therefore cannot make the process hold more.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// `bytes` of the budget, or `None` if they would pass it.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        // Relaxed: a count compared with a limit; no other memory is published through it.
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                let after = used.checked_add(bytes)?;
+                (after <= self.max).then_some(after)
+            })
+            .ok()?;
+        Some(Reservation {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> usize {
+        // Relaxed: as in `reserve`.
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes held of a [`Budget`], given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Relaxed: as in `Budget::reserve`.
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Response {
@@ -150,6 +209,7 @@ impl Response {
             extra_headers: Vec::new(),
             etag: None,
             takeover: None,
+            reservation: None,
         }
     }
 
@@ -203,7 +263,12 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` and serves `handler` from a background thread.
-    pub fn start(addr: SocketAddr, limits: Limits, handler: Arc<Handler>) -> io::Result<Server> {
+    pub fn start(
+        addr: SocketAddr,
+        limits: Limits,
+        handler: Arc<Handler>,
+        budget: Arc<Budget>,
+    ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         // std listens with a backlog of 128; a burst of clients (a thousand event streams
         // reconnecting after a restart) would overflow it and see resets. Listening again
@@ -215,7 +280,7 @@ impl Server {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("mtf-shim-accept".into())
-                .spawn(move || accept_loop(listener, limits, handler, stop))?
+                .spawn(move || accept_loop(listener, limits, handler, stop, budget))?
         };
         Ok(Server {
             addr,
@@ -248,13 +313,12 @@ fn accept_loop(
     limits: Limits,
     handler: Arc<Handler>,
     stop: Arc<AtomicBool>,
+    budget: Arc<Budget>,
 ) {
     // Connections being served. Relaxed throughout: it is a count compared with a limit, and
     // no other memory is published through it; a momentarily stale value only lets the cap be
     // off by the connections closing at that instant.
     let open = Arc::new(AtomicUsize::new(0));
-    // Bytes of responses being written (see MAX_INFLIGHT_BYTES). Relaxed: a budget, like `open`.
-    let inflight = Arc::new(AtomicUsize::new(0));
     let partial = Arc::new(PartialHeads::default());
     let mut logged_error = false;
     // Relaxed: the stop flag carries no data with it.
@@ -301,7 +365,7 @@ fn accept_loop(
             handler: Arc::clone(&handler),
             limits: limits.clone(),
             open: Arc::clone(&open),
-            inflight: Arc::clone(&inflight),
+            budget: Arc::clone(&budget),
             stop: Arc::clone(&stop),
             partial: Arc::clone(&partial),
         };
@@ -324,8 +388,8 @@ struct Shared {
     limits: Limits,
     /// Connections being served.
     open: Arc<AtomicUsize>,
-    /// Bytes of responses being written.
-    inflight: Arc<AtomicUsize>,
+    /// Bytes of answers being built or written (see [`Budget`]).
+    budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
     /// Connections whose request head has begun but not ended.
     partial: Arc<PartialHeads>,
@@ -441,23 +505,20 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             }
             return;
         }
-        // Reserve the response's bytes in the budget of all connections; past it, a small
-        // 503 goes out instead and the large body is dropped at once.
+        // The response's bytes are held in the budget of all connections until written: the
+        // handler reserved its estimate before building a large answer; otherwise they are
+        // reserved now. Past the budget, a small 503 goes out instead and the body is dropped.
         let size = response.body.len();
-        // Relaxed: a budget (see `accept_loop`).
-        let before = shared.inflight.fetch_add(size, Ordering::Relaxed);
-        let written = if before + size > MAX_INFLIGHT_BYTES && size > 4096 {
-            shared.inflight.fetch_sub(size, Ordering::Relaxed);
+        let held = response
+            .reservation
+            .take()
+            .or_else(|| shared.budget.reserve(size));
+        let written = if held.is_none() && size > 4096 {
             drop(response);
-            let mut busy = Response::json(
-                503,
-                serde_json::json!({"success": false, "error": "the server is busy writing other answers; retry shortly", "error_code": "SERVER_BUSY", "details": {}}).to_string(),
-            );
-            busy.extra_headers.push("Retry-After: 1".into());
-            write_response(&stream, &busy, keep_alive, head_only)
+            write_response(&stream, &server_busy(), keep_alive, head_only)
         } else {
             let r = write_response(&stream, &response, keep_alive, head_only);
-            shared.inflight.fetch_sub(size, Ordering::Relaxed);
+            drop(held);
             r
         };
         if written.is_err() || !keep_alive {
@@ -475,6 +536,16 @@ fn answer(shared: &Shared, request: &Request) -> Response {
         let body = serde_json::json!({"success": false, "error": "internal error", "error_code": "INTERNAL", "details": {}});
         Response::json(500, body.to_string())
     })
+}
+
+/// `503 SERVER_BUSY`: the byte budget of all answers is spent; retry in a second.
+pub fn server_busy() -> Response {
+    let mut busy = Response::json(
+        503,
+        serde_json::json!({"success": false, "error": "the server is busy writing other answers; retry shortly", "error_code": "SERVER_BUSY", "details": {}}).to_string(),
+    );
+    busy.extra_headers.push("Retry-After: 1".into());
+    busy
 }
 
 fn bad_request(status: u16, message: &str) -> Response {
@@ -614,7 +685,10 @@ fn write_response(
     keep_alive: bool,
     head_only: bool,
 ) -> io::Result<()> {
-    let mut out = Vec::with_capacity(r.body.len() + 256);
+    // A large body is written from where it is, after the head: copying it behind the head
+    // would hold it twice while a slow client reads.
+    let inline = r.body.len() <= 16 * 1024;
+    let mut out = Vec::with_capacity(if inline { r.body.len() } else { 0 } + 512);
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     let pushed = r.takeover.is_some();
     // A 304 has no body, and no Content-Length: it would describe the answer not sent. A
@@ -650,8 +724,13 @@ fn write_response(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only && r.status != 304 {
+    let with_body = !head_only && r.status != 304;
+    if with_body && inline {
         out.extend_from_slice(&r.body);
     }
-    stream.write_all(&out)
+    stream.write_all(&out)?;
+    if with_body && !inline {
+        stream.write_all(&r.body)?;
+    }
+    Ok(())
 }

@@ -76,6 +76,66 @@ fn rss_kb(pid: u32) -> u64 {
     windows,
     ignore = "measures the shim's memory in /proc/PID/status, which Windows has not"
 )]
+fn three_hundred_pipeliners_of_large_gzip_answers_stay_within_the_budget() {
+    // The attack: 300 connections, each pipelining three batch requests of 611 kB answers
+    // (two of them gzip), never reading. Answers are reserved before they are built, so the
+    // shim holds at most its 64 MiB budget of answers, plus what each connection costs.
+    use shm_core::{Candle, Layout, Timeframe, Writer};
+    use std::io::Write;
+    let seg = TempSegment::new("shim-300-rss");
+    let mut layout = Layout::new();
+    for s in 0..14 {
+        layout
+            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
+            .unwrap();
+    }
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    for s in 0..14 {
+        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
+        for k in 0..1440 {
+            w.push_closed(ring, &Candle::flat(k * 60, 1000.0 + k as f64));
+        }
+    }
+    w.set_running();
+    let (shim, addr) = mtf_tests::spawn_shim(&seg.file());
+    let pid = shim.0.as_ref().unwrap().id();
+    let before = rss_kb(pid);
+    let symbols: Vec<String> = (0..14).map(|s| format!("S{s}")).collect();
+    let request = |gzip: bool| {
+        format!(
+            "GET /streamer/candles?symbols={}&timeframes=M1&limit=1441 HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+            symbols.join(","),
+            if gzip { "Accept-Encoding: gzip\r\n" } else { "" }
+        )
+    };
+    let pipelined = format!("{}{}{}", request(false), request(true), request(true));
+    let sockets: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(pipelined.as_bytes());
+            s
+        })
+        .collect();
+    // Let the server produce all it will while nobody reads.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = rss_kb(pid);
+    drop(sockets);
+    println!("shim RSS: {before} kB before, {during} kB with 300 non-reading pipeliners");
+    // The attack took the process to 566 MB; the budget is 64 MiB, and each connection's
+    // thread, buffers and half-built state add a little.
+    assert!(
+        during < before + 200 * 1024,
+        "RSS grew from {before} kB to {during} kB"
+    );
+    drop(w);
+}
+
+#[test]
+#[cfg_attr(
+    windows,
+    ignore = "measures the shim's memory in /proc/PID/status, which Windows has not"
+)]
 fn clients_that_pipeline_large_requests_and_never_read_cannot_grow_memory_without_bound() {
     use shm_core::{Candle, Layout, Timeframe, Writer};
     use std::io::Write;

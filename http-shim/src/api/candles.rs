@@ -178,6 +178,14 @@ impl Api {
             Ok(q) => q,
             Err(r) => return r,
         };
+        // The answer's bytes are reserved before it is built (see `server::Budget`).
+        let Some(held) = self
+            .config
+            .budget
+            .reserve(q.limit.saturating_add(1).saturating_mul(CANDLE_BYTES) + 1024)
+        else {
+            return crate::server::server_busy();
+        };
         let guard = self.reader();
         let Some(reader) = guard.as_ref() else {
             let reason = Reader::open(&self.config.segment)
@@ -234,6 +242,7 @@ impl Api {
         );
         Response {
             etag: Some(etag),
+            reservation: Some(held),
             ..Response::json(200, body)
         }
     }
@@ -295,6 +304,15 @@ impl Api {
                 json!({"details": {"max_bytes": MAX_RESPONSE_BYTES}}),
             );
         }
+        // The answer's bytes are reserved before it is built (see `server::Budget`).
+        let Some(held) = self.config.budget.reserve(
+            pairs
+                .saturating_mul(q.limit.saturating_add(1))
+                .saturating_mul(CANDLE_BYTES)
+                + 1024,
+        ) else {
+            return crate::server::server_busy();
+        };
         let guard = self.reader();
         let Some(reader) = guard.as_ref() else {
             return not_running("no_segment", None);
@@ -349,6 +367,7 @@ impl Api {
         );
         Response {
             etag,
+            reservation: Some(held),
             ..Response::json(200, body)
         }
     }

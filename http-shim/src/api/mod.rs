@@ -51,6 +51,9 @@ pub struct ApiConfig {
     pub stream_write_timeout: Duration,
     /// Host names served without a token besides addresses and `localhost`.
     pub allowed_hosts: Vec<String>,
+    /// The bytes of answers being built or written, shared with the server: a large answer
+    /// reserves its estimate here before it is built.
+    pub budget: Arc<crate::server::Budget>,
 }
 
 impl ApiConfig {
@@ -63,6 +66,9 @@ impl ApiConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             stream_write_timeout: Duration::from_secs(10),
             allowed_hosts: Vec::new(),
+            budget: Arc::new(crate::server::Budget::new(
+                crate::server::MAX_INFLIGHT_BYTES,
+            )),
         }
     }
 }
