@@ -141,7 +141,8 @@ pub struct Response {
     /// Bytes of the [`Budget`] the handler reserved before it built the body (large
     /// answers); released once the answer is written. Without one, the server reserves the
     /// body's size itself, after the handler.
-    pub reservation: Option<Reservation>,
+    /// Boxed: it is rare, and every error path moves responses around by value.
+    pub reservation: Option<Box<Reservation>>,
 }
 
 /// The bytes of answers being built or written, over all connections, at most `max`: a
@@ -512,7 +513,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         let held = response
             .reservation
             .take()
-            .or_else(|| shared.budget.reserve(size));
+            .or_else(|| shared.budget.reserve(size).map(Box::new));
         let written = if held.is_none() && size > 4096 {
             drop(response);
             write_response(&stream, &server_busy(), keep_alive, head_only)

@@ -242,7 +242,7 @@ impl Api {
         );
         Response {
             etag: Some(etag),
-            reservation: Some(held),
+            reservation: Some(Box::new(held)),
             ..Response::json(200, body)
         }
     }
@@ -367,7 +367,7 @@ impl Api {
         );
         Response {
             etag,
-            reservation: Some(held),
+            reservation: Some(Box::new(held)),
             ..Response::json(200, body)
         }
     }
