@@ -9,7 +9,7 @@
 //! | a bar with the time of the newest closed bar | dropped, or with `amend` (authoritative sources) replaces it when it differs | `rejected_duplicate_bar` / `corrections` |
 //! | a bar older than the newest closed bar | dropped | `rejected_backwards_bar` |
 //! | a bar more than one period after the previous one, on the feed's own timeframe | kept; no filler candles are invented (MT5 makes none either) | `gaps_detected` |
-//! | a tick or bar dated after UTC+14 h + 5 min by the writer's clock, later than any broker's server time can be | dropped, so one bad stamp never freezes a symbol | `rejected_future_time` |
+//! | a tick or bar dated after UTC+14 h + 5 min by the writer's clock, later than any broker's server time can be; once the feed's own offset is known (an MT5 gateway reports it), more than 2 h after the feed's clock | dropped, so one bad stamp never freezes a symbol | `rejected_future_time` |
 //!
 //! A closed bar that arrives between the newest closed bar and the forming one (a gap being
 //! backfilled after a disconnect) is inserted in order.
@@ -20,6 +20,12 @@ use shm_core::{Candle, Counter, RingId, SymbolId, Timeframe, Writer};
 /// (UTC+14) plus 5 minutes for clock drift between the broker and this host. The bound does
 /// not depend on the configured offset, so a wrong `--server-offset` cannot reject good data.
 pub const FUTURE_TOLERANCE_S: i64 = 14 * 3600 + 300;
+
+/// How far ahead of its own clock (this host's UTC plus the feed's server-time offset) a feed's
+/// tick or bar may be, once that offset is known: room for a broker clock that drifts and an
+/// offset estimate an hour off at a DST switch, and none for a bar stamped half a day ahead
+/// (the attack's now + 13 h passed the UTC+14 h bound, and froze the symbol).
+pub const FEED_CLOCK_TOLERANCE_S: i64 = 2 * 3600;
 
 /// The prices a candle may hold: no instrument quotes above a billion units or below a
 /// billionth of one (the attack stored 1e300, 1.7e308 and 1e-300, finite and absurd).
@@ -99,6 +105,8 @@ struct SymbolState {
 #[derive(Debug)]
 pub struct Aggregator {
     symbols: Vec<SymbolState>,
+    /// The feed's server-time offset, once known (see [`Aggregator::set_feed_offset`]).
+    feed_offset_s: Option<i64>,
 }
 
 /// How far a symbol's rings already go (after a warm restart).
@@ -149,7 +157,10 @@ impl Aggregator {
                     .collect(),
             })
             .collect();
-        Aggregator { symbols }
+        Aggregator {
+            symbols,
+            feed_offset_s: None,
+        }
     }
 
     /// Where each symbol's shortest ring stands, for sources that continue a warm segment.
@@ -167,9 +178,25 @@ impl Aggregator {
             .collect()
     }
 
+    /// Says the feed's server-time offset (from the feed itself, or the operator's): from now
+    /// on, ticks and bars more than [`FEED_CLOCK_TOLERANCE_S`] after the feed's clock are
+    /// refused, not only those past any broker's.
+    pub fn set_feed_offset(&mut self, seconds: i64) {
+        self.feed_offset_s = Some(seconds);
+    }
+
+    /// The latest server time (epoch s) a tick or bar may carry now.
+    fn latest_time(&self, now_ns: u64) -> i64 {
+        let any_broker = latest_plausible_server_time(now_ns);
+        self.feed_offset_s.map_or(any_broker, |o| {
+            ((now_ns / 1_000_000_000) as i64 + o + FEED_CLOCK_TOLERANCE_S).min(any_broker)
+        })
+    }
+
     /// Folds one tick into the forming candle of every timeframe of its symbol.
     #[inline]
     pub fn on_tick(&mut self, w: &mut Writer, t: &Tick) {
+        let latest = self.latest_time(w.clock_ns());
         let Some(s) = self.symbols.get_mut(t.symbol) else {
             return;
         };
@@ -180,7 +207,7 @@ impl Aggregator {
             return;
         }
         let sec = t.time_ms.div_euclid(1000);
-        if sec > latest_plausible_server_time(w.clock_ns()) {
+        if sec > latest {
             w.add(Counter::RejectedFutureTime, 1);
             return;
         }
@@ -242,6 +269,7 @@ impl Aggregator {
 
     /// Applies a bar to its own ring and, with `fold_up`, to every longer timeframe.
     pub fn on_bar(&mut self, w: &mut Writer, b: &Bar) {
+        let latest = self.latest_time(w.clock_ns());
         let Some(s) = self.symbols.get_mut(b.symbol) else {
             return;
         };
@@ -260,7 +288,7 @@ impl Aggregator {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
-        if c.time > latest_plausible_server_time(w.clock_ns()) {
+        if c.time > latest {
             w.add(Counter::RejectedFutureTime, 1);
             return;
         }

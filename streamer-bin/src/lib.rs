@@ -620,8 +620,16 @@ impl Pump<'_> {
                         );
                         self.offset_warned = true;
                     }
-                } else if self.config.server_time_offset_s == 0 && seconds != 0 {
-                    writer.set_server_time_offset(seconds);
+                } else {
+                    if self.config.server_time_offset_s == 0 && seconds != 0 {
+                        writer.set_server_time_offset(seconds);
+                    }
+                    // The feed's clock is known: bars far ahead of it are refused from now on.
+                    let offset = match self.config.server_time_offset_s {
+                        0 => seconds,
+                        configured => configured,
+                    };
+                    self.agg.set_feed_offset(offset);
                 }
             }
             Event::SymbolUnknown { symbol, unknown } => {

@@ -520,6 +520,36 @@ fn a_tick_or_bar_dated_far_in_the_future_is_refused_and_freezes_nothing() {
 }
 
 #[test]
+fn once_the_feeds_clock_is_known_a_bar_half_a_day_ahead_of_it_is_refused() {
+    // The attack: a forming M1 bar at now + 13 h passed the UTC+14 h bound and froze the
+    // symbol. The gateway reports its offset (+02:00 here): the bound is then its clock.
+    let (seg, mut w, mut agg) = setup("feed-clock", 50);
+    w.heartbeat();
+    agg.set_feed_offset(7200);
+    let now_s = (shm_core::now_ns() / 1_000_000_000) as i64 + 7200;
+    let bar = |t: i64, close: f64| Bar {
+        symbol: 0,
+        timeframe: Timeframe::M1,
+        candle: Candle {
+            forming: true,
+            ..Candle::flat(Timeframe::M1.bar_start(t), close)
+        },
+        fold_up: false,
+        amend: true,
+    };
+    agg.on_bar(&mut w, &bar(now_s - 60, 1.1));
+    agg.on_bar(&mut w, &bar(now_s + 11 * 3600, 9.9));
+    assert_eq!(w.counter(Counter::RejectedFutureTime), 1);
+    // The next real bar is taken: nothing froze.
+    agg.on_bar(&mut w, &bar(now_s, 1.2));
+    let m1 = ring(&seg, Timeframe::M1);
+    assert_eq!(m1.last().map(|c| c.close), Some(1.2));
+    // A broker clock an hour off the reported offset (a DST switch) is still accepted.
+    agg.on_bar(&mut w, &bar(now_s + 3600 + 60, 1.3));
+    assert_eq!(w.counter(Counter::RejectedFutureTime), 1);
+}
+
+#[test]
 fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
     use shm_core::FeedKind;
     use streamer_bin::start_clean_reason;
