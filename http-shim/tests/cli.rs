@@ -76,6 +76,75 @@ fn rss_kb(pid: u32) -> u64 {
     windows,
     ignore = "measures the shim's memory in /proc/PID/status, which Windows has not"
 )]
+fn a_thousand_resuming_streams_that_never_read_stay_within_the_budget() {
+    // The attack: 1,000 event streams resuming from the very start (`Last-Event-ID: 0,…`) on
+    // 14 rings, never reading. Backlogs go out in chunks charged to the byte budget.
+    use shm_core::{Candle, Layout, Timeframe, Writer};
+    use std::io::Write;
+    let seg = TempSegment::new("shim-1000-sse");
+    let mut layout = Layout::new();
+    for s in 0..14 {
+        layout
+            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
+            .unwrap();
+    }
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let now_min = Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64);
+    for s in 0..14 {
+        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
+        for k in (1..=1440).rev() {
+            w.push_closed(ring, &Candle::flat(now_min - k * 60, 1000.0 + k as f64));
+        }
+    }
+    w.set_running();
+    // Keep the writer's heartbeat fresh, or the streams refuse to start.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let stop = std::sync::Arc::clone(&stop);
+        let mut w = w;
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                w.heartbeat();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (shim, addr) = mtf_tests::spawn_shim(&seg.file());
+    let pid = shim.0.as_ref().unwrap().id();
+    let before = rss_kb(pid);
+    let symbols: Vec<String> = (0..14).map(|s| format!("S{s}")).collect();
+    let request = format!(
+        "GET /streamer/stream?symbols={}&timeframes=M1 HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {}\r\n\r\n",
+        symbols.join(","),
+        vec!["0"; 14].join(",")
+    );
+    let sockets: Vec<std::net::TcpStream> = (0..1000)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).ok()?;
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(request.as_bytes()).ok()?;
+            Some(s)
+        })
+        .collect();
+    // Let the server produce all it will while nobody reads.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = rss_kb(pid);
+    drop(sockets);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beat.join().unwrap();
+    println!("shim RSS: {before} kB before, {during} kB with 1,000 non-reading resuming streams");
+    // The attack took the process to 2.1 GB.
+    assert!(
+        during < before + 400 * 1024,
+        "RSS grew from {before} kB to {during} kB"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    windows,
+    ignore = "measures the shim's memory in /proc/PID/status, which Windows has not"
+)]
 fn three_hundred_pipeliners_of_large_gzip_answers_stay_within_the_budget() {
     // The attack: 300 connections, each pipelining three batch requests of 611 kB answers
     // (two of them gzip), never reading. Answers are reserved before they are built, so the

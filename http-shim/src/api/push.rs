@@ -36,6 +36,10 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The longest a watcher sleeps without looking at the writer's status.
 const STATUS_LOOK: Duration = Duration::from_millis(250);
+/// Closed bars one look sends per ring, at most: a client resuming far back (or a new
+/// segment's whole history) gets its backlog in pieces, each written before the next is read,
+/// so that a stream never holds a ring's whole history in memory at once.
+pub const BACKLOG_CHUNK: usize = 256;
 
 /// One ring a stream follows.
 #[derive(Debug)]
@@ -221,11 +225,17 @@ impl Watcher {
                 };
                 candles.clear();
                 if ring.snapshot(want, &mut candles).is_ok() {
-                    f.head = stats.closed_total;
+                    let mut sent = 0;
+                    let mut whole = true;
                     for c in &candles {
                         if c.time <= f.last_closed || c.defect().is_some() {
                             continue;
                         }
+                        if sent == BACKLOG_CHUNK {
+                            whole = false;
+                            break;
+                        }
+                        sent += 1;
                         f.last_closed = c.time;
                         times[k] = c.time;
                         out.push(Event::Candle {
@@ -233,6 +243,16 @@ impl Watcher {
                             json: candle_event(&f.symbol, f.timeframe, c),
                             id: Some(resume_id(&times)),
                         });
+                    }
+                    if whole {
+                        f.head = stats.closed_total;
+                    } else {
+                        // More to send: the next look reads the ring again from the last time
+                        // sent (head 0), at once, and the forming bar waits until the closed
+                        // ones before it are out.
+                        f.head = 0;
+                        next = now;
+                        continue;
                     }
                 }
             }
@@ -387,5 +407,66 @@ pub fn wait(reader: Option<&Arc<Reader>>, since: Option<ChangeToken>, until: Ins
             }
         }
         _ => std::thread::sleep(left.min(STATUS_LOOK)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_core::{Candle, Layout, SegmentPath, Writer};
+
+    /// A segment that removes itself.
+    struct Temp(SegmentPath);
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = shm_core::remove_segment(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_long_backlog_goes_out_in_chunks_in_order_and_once() {
+        let seg =
+            Temp(SegmentPath::named(&format!("mtf-test-backlog-{}", std::process::id())).unwrap());
+        let mut layout = Layout::new();
+        layout.add_ring("EURUSD", Timeframe::M1, 1000).unwrap();
+        let mut w = Writer::create(&seg.0, &layout, &Default::default()).unwrap();
+        let m1 = w.ring("EURUSD", Timeframe::M1).unwrap();
+        for k in 1..=1000 {
+            w.push_closed(m1, &Candle::flat(k * 60, 1.5));
+        }
+        w.heartbeat();
+        w.set_running();
+        let reader = Arc::new(shm_core::Reader::open(&seg.0).unwrap());
+        // A client resuming from the very start.
+        let mut watcher = Watcher::new(
+            vec![("EURUSD".to_owned(), Timeframe::M1)],
+            Duration::from_millis(100),
+            Some("0"),
+        );
+        let mut times = Vec::new();
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            watcher.poll(Some(&reader), &mut events);
+            let closed: Vec<i64> = events
+                .drain(..)
+                .filter_map(|e| match e {
+                    Event::Candle {
+                        id: Some(_), json, ..
+                    } => {
+                        let v: Value = serde_json::from_str(&json).unwrap();
+                        v["candle"]["time"].as_i64()
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                closed.len() <= BACKLOG_CHUNK,
+                "{} in one look",
+                closed.len()
+            );
+            times.extend(closed);
+        }
+        let want: Vec<i64> = (1..=1000).map(|k| k * 60).collect();
+        assert_eq!(times, want, "every bar, in order, once");
     }
 }

@@ -229,7 +229,28 @@ impl Api {
                 out.extend_from_slice(b": heartbeat\n\n");
             }
             if !out.is_empty() {
-                match stream.write_all(&out) {
+                // A large write (a backlog) is charged to the byte budget of all answers; a
+                // client that cannot get its share within the write timeout is dropped.
+                let held = if out.len() > 4096 {
+                    let until = Instant::now() + self.config.stream_write_timeout;
+                    loop {
+                        if let Some(h) = self.config.budget.reserve(out.len()) {
+                            break Some(h);
+                        }
+                        // Relaxed: a stop flag.
+                        if Instant::now() >= until || stop.load(Ordering::Relaxed) {
+                            slot.dropped_slow();
+                            eprintln!("mtf-shim: event stream to {peer} dropped: no room in the byte budget of answers");
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                } else {
+                    None
+                };
+                let written = stream.write_all(&out);
+                drop(held);
+                match written {
                     Ok(()) => {
                         slot.sent(sent);
                         last_write = Instant::now();
