@@ -274,3 +274,139 @@ fn sigterm_stops_both_ends_while_nats_is_unreachable() {
         .expect("mtf-mirror ignored SIGTERM with NATS unreachable");
     assert!(status.success(), "{stderr}");
 }
+
+/// Runs `openssl` with `args` in `dir`; panics with its message if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is not installed (./scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn origin_and_mirror_speak_tls_with_a_private_ca() {
+    let port = free_port();
+    let dir = TempDir(std::env::temp_dir().join(format!("mtf-nats-tls-{port}")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // A CA of the test's own, and a server certificate for 127.0.0.1 signed by it.
+    for args in [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mtf-test-ca",
+        ][..],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ][..],
+    ] {
+        openssl(&dir.0, args);
+    }
+    std::fs::write(
+        dir.0.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        &dir.0,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let conf = dir.0.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+            dir.0.join("server.pem").display(),
+            dir.0.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let _server = ChildGuard::spawn("nats-server", &["-c", conf.to_str().unwrap()]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("tls://127.0.0.1:{port}");
+    let ca = dir.0.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let (origin_seg, mirror_seg) = (
+        TempSegment::new("tls-origin"),
+        TempSegment::new("tls-mirror"),
+    );
+    let _origin = ChildGuard::spawn(
+        workspace_bin("mtf-streamer"),
+        &[
+            "--segment-path",
+            origin_seg.path.path().to_str().unwrap(),
+            "--no-http",
+            "--nats",
+            &url,
+            "--nats-ca",
+            ca,
+            "--nats-name",
+            "desk",
+            "--csv",
+            CSV,
+            "--speed",
+            "max",
+            "--timeframes",
+            "M1,H1",
+        ],
+    );
+    wait_for_running(&origin_seg.path);
+    let _mirror = ChildGuard::spawn(
+        workspace_bin("mtf-mirror"),
+        &[
+            "--nats",
+            &url,
+            "--nats-ca",
+            ca,
+            "--source-segment",
+            "desk",
+            "--segment-path",
+            mirror_seg.path.path().to_str().unwrap(),
+        ],
+    );
+    wait_identical(&origin_seg.path, &mirror_seg.path);
+}
