@@ -71,6 +71,27 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// A running writer on `seg` with `rings` M1 rings `S0`, `S1`, … of 1,440 closed candles each,
+/// the newest opening at `last_open` (epoch seconds).
+fn full_m1_rings(seg: &TempSegment, rings: usize, last_open: i64) -> shm_core::Writer {
+    use shm_core::{Candle, Layout, Timeframe, Writer};
+    let mut layout = Layout::new();
+    for s in 0..rings {
+        layout
+            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
+            .unwrap();
+    }
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    for s in 0..rings {
+        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
+        for k in (0..1440).rev() {
+            w.push_closed(ring, &Candle::flat(last_open - k * 60, 1000.0 + k as f64));
+        }
+    }
+    w.set_running();
+    w
+}
+
 #[test]
 #[cfg_attr(
     windows,
@@ -79,24 +100,11 @@ fn rss_kb(pid: u32) -> u64 {
 fn a_thousand_resuming_streams_that_never_read_stay_within_the_budget() {
     // The attack: 1,000 event streams resuming from the very start (`Last-Event-ID: 0,…`) on
     // 14 rings, never reading. Backlogs go out in chunks charged to the byte budget.
-    use shm_core::{Candle, Layout, Timeframe, Writer};
+    use shm_core::Timeframe;
     use std::io::Write;
     let seg = TempSegment::new("shim-1000-sse");
-    let mut layout = Layout::new();
-    for s in 0..14 {
-        layout
-            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
-            .unwrap();
-    }
-    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
     let now_min = Timeframe::M1.bar_start((shm_core::now_ns() / 1_000_000_000) as i64);
-    for s in 0..14 {
-        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
-        for k in (1..=1440).rev() {
-            w.push_closed(ring, &Candle::flat(now_min - k * 60, 1000.0 + k as f64));
-        }
-    }
-    w.set_running();
+    let w = full_m1_rings(&seg, 14, now_min - 60);
     // Keep the writer's heartbeat fresh, or the streams refuse to start.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let beat = {
@@ -149,23 +157,9 @@ fn three_hundred_pipeliners_of_large_gzip_answers_stay_within_the_budget() {
     // The attack: 300 connections, each pipelining three batch requests of 611 kB answers
     // (two of them gzip), never reading. Answers are reserved before they are built, so the
     // shim holds at most its 64 MiB budget of answers, plus what each connection costs.
-    use shm_core::{Candle, Layout, Timeframe, Writer};
     use std::io::Write;
     let seg = TempSegment::new("shim-300-rss");
-    let mut layout = Layout::new();
-    for s in 0..14 {
-        layout
-            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
-            .unwrap();
-    }
-    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
-    for s in 0..14 {
-        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
-        for k in 0..1440 {
-            w.push_closed(ring, &Candle::flat(k * 60, 1000.0 + k as f64));
-        }
-    }
-    w.set_running();
+    let w = full_m1_rings(&seg, 14, 1439 * 60);
     let (shim, addr) = mtf_tests::spawn_shim(&seg.file());
     let pid = shim.0.as_ref().unwrap().id();
     let before = rss_kb(pid);
@@ -206,23 +200,9 @@ fn three_hundred_pipeliners_of_large_gzip_answers_stay_within_the_budget() {
     ignore = "measures the shim's memory in /proc/PID/status, which Windows has not"
 )]
 fn clients_that_pipeline_large_requests_and_never_read_cannot_grow_memory_without_bound() {
-    use shm_core::{Candle, Layout, Timeframe, Writer};
     use std::io::Write;
     let seg = TempSegment::new("shim-amplify-rss");
-    let mut layout = Layout::new();
-    for s in 0..10 {
-        layout
-            .add_ring(&format!("S{s}"), Timeframe::M1, 1440)
-            .unwrap();
-    }
-    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
-    for s in 0..10 {
-        let ring = w.ring(&format!("S{s}"), Timeframe::M1).unwrap();
-        for k in 0..1440 {
-            w.push_closed(ring, &Candle::flat(k * 60, 1000.0 + k as f64));
-        }
-    }
-    w.set_running();
+    let w = full_m1_rings(&seg, 10, 1439 * 60);
     let (shim, addr) = mtf_tests::spawn_shim(&seg.file());
     let pid = shim.0.as_ref().unwrap().id();
     let before = rss_kb(pid);

@@ -57,6 +57,17 @@ fn secret(tag: &str) -> String {
     )
 }
 
+/// A `nats-server` with the configuration file `conf`, once it accepts connections on `port`.
+fn nats_server(conf: &std::path::Path, port: u16) -> ChildGuard {
+    let server = ChildGuard::spawn("nats-server", &["-c", conf.to_str().unwrap()]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
 fn all_candles(path: &SegmentPath) -> Option<Vec<Vec<Candle>>> {
     let r = Reader::open(path).ok()?;
     let mut out = Vec::new();
@@ -98,12 +109,7 @@ fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let conf = dir.0.join("nats.conf");
     std::fs::write(&conf, config(port, &origin_pw, &mirror_pw)).unwrap();
-    let _server = ChildGuard::spawn("nats-server", &["-c", conf.to_str().unwrap()]);
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _server = nats_server(&conf, port);
     let url = format!("nats://127.0.0.1:{port}");
 
     let (origin_seg, mirror_seg) = (
@@ -361,12 +367,7 @@ fn origin_and_mirror_speak_tls_with_a_private_ca() {
         ),
     )
     .unwrap();
-    let _server = ChildGuard::spawn("nats-server", &["-c", conf.to_str().unwrap()]);
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _server = nats_server(&conf, port);
     let url = format!("tls://127.0.0.1:{port}");
     let ca = dir.0.join("ca.pem");
     let ca = ca.to_str().unwrap();
