@@ -44,8 +44,24 @@ fn faketime_or_say_why() -> bool {
     false
 }
 
+/// A streamer under libfaketime. libfaketime keeps two files of its own in /dev/shm per
+/// process (`faketime_shm_PID`, `sem.faketime_sem_PID`) and removes them only at a clean
+/// exit: they are removed here after the process ends, however it ended.
+struct Faked(ChildGuard);
+
+impl Drop for Faked {
+    fn drop(&mut self) {
+        let pid = self.0 .0.as_ref().map(|c| c.id());
+        drop(self.0 .0.take().map(|c| ChildGuard(Some(c)))); // killed and reaped
+        if let Some(pid) = pid {
+            let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+            let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
+        }
+    }
+}
+
 /// A synthetic streamer whose wall clock is read from `clock`.
-fn streamer(seg: &TempSegment, clock: &FakeClock) -> ChildGuard {
+fn streamer(seg: &TempSegment, clock: &FakeClock) -> Faked {
     let child = Command::new(workspace_bin("mtf-streamer"))
         .args(["--segment-path", seg.file().to_str().unwrap()])
         .args(["--no-http", "--tick-rate", "50", "--symbols", "BTCUSDc"])
@@ -58,7 +74,7 @@ fn streamer(seg: &TempSegment, clock: &FakeClock) -> ChildGuard {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn mtf-streamer");
-    ChildGuard(Some(child))
+    Faked(ChildGuard(Some(child)))
 }
 
 /// Waits (bounded) until `ok` holds of the segment's status.
@@ -87,7 +103,7 @@ fn a_writer_whose_clock_runs_ahead_is_stalled_when_it_stops() {
     assert_eq!(r.status().liveness, Liveness::Alive);
     // SIGSTOP: its heartbeat (a day ahead by the wall clock) stops. By its boot-time clock
     // it ages, so it is stalled within the limit, not "heartbeat 0 ms ago" for a day.
-    let pid = rustix::process::Pid::from_child(child.0.as_ref().unwrap());
+    let pid = rustix::process::Pid::from_child(child.0 .0.as_ref().unwrap());
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     wait_until(&r, "a stopped writer stayed alive", |s| {
         s.liveness == Liveness::Stalled
@@ -124,9 +140,9 @@ fn a_clock_stepped_back_an_hour_is_counted_and_freezes_nothing() {
     assert_eq!(st.counters.get(Counter::RejectedOutOfOrder), 0, "{st:?}");
     assert_eq!(st.liveness, Liveness::Alive);
     // And it said so.
-    child.stop();
+    child.0.stop();
     let stderr = {
-        let mut c = child.0.take().unwrap();
+        let mut c = child.0 .0.take().unwrap();
         c.wait().unwrap();
         let mut text = String::new();
         std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut text).unwrap();
