@@ -20,8 +20,7 @@ use crate::process::{self, PidState};
 use crate::ring::{Busy, Control, RingRef, Slot};
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 use crate::trust::{Trust, TrustError};
-use crate::validate::Checked;
-use crate::validate::{self, InvalidRecord};
+use crate::validate::{self, Checked, InvalidRecord};
 use crate::wake::{self, Waiter};
 use crate::{now_ns, SegmentPath, Timeframe};
 
@@ -810,14 +809,15 @@ impl ClosedBars<'_> {
             if self.next < head {
                 let oldest = head.saturating_sub(u64::from(self.ring.capacity()));
                 self.next = self.next.max(oldest);
-                if let Some(c) = self.ring.closed_at(self.next)? {
-                    self.next += 1;
-                    return Ok(NextBar::Closed(c));
-                }
-                // Lapped while reading: look at the head again; it moves `next` on. A slot a
-                // restart dropped is passed over.
-                if self.ring.dropped(self.next)? {
-                    self.next += 1;
+                match self.ring.slot_at(self.next)? {
+                    Slot::Candle(c) => {
+                        self.next += 1;
+                        return Ok(NextBar::Closed(c));
+                    }
+                    // A slot a restart dropped is passed over.
+                    Slot::Dropped => self.next += 1,
+                    // Lapped while reading: the head, looked at again, moves `next` on.
+                    Slot::Lapped => {}
                 }
                 continue;
             }
@@ -1013,19 +1013,25 @@ impl<'a> RingReader<'a> {
     /// restart dropped it as torn). The candle is checked on its own ([`Candle::defect`] and
     /// alignment).
     pub fn closed_at(&self, position: u64) -> Result<Option<Candle>, ReadError> {
-        match self.raw().read_slot(
+        Ok(match self.slot_at(position)? {
+            Slot::Candle(c) => Some(c),
+            Slot::Lapped | Slot::Dropped => None,
+        })
+    }
+
+    /// What the slot of `position` holds; a candle is checked on its own first.
+    fn slot_at(&self, position: u64) -> Result<Slot, ReadError> {
+        let slot = self.raw().read_slot(
             self.reader.mem(),
             position,
             self.reader.max_attempts,
             &self.reader.retries,
-        )? {
-            Slot::Candle(c) => {
-                validate::check(self.timeframe(), std::slice::from_ref(&c), None)
-                    .map_err(|(time, why)| ReadError::Invalid { time, why })?;
-                Ok(Some(c))
-            }
-            Slot::Lapped | Slot::Dropped => Ok(None),
+        )?;
+        if let Slot::Candle(c) = &slot {
+            validate::check(self.timeframe(), std::slice::from_ref(c), None)
+                .map_err(|(time, why)| ReadError::Invalid { time, why })?;
         }
+        Ok(slot)
     }
 
     /// Each candle this ring closes from now on, in order, as it closes: the writer wakes the
@@ -1068,17 +1074,6 @@ impl<'a> RingReader<'a> {
             next,
             token,
         }
-    }
-
-    /// Whether the slot of `position` was dropped by a restart (see `ring.rs`).
-    fn dropped(&self, position: u64) -> Result<bool, ReadError> {
-        let slot = self.raw().read_slot(
-            self.reader.mem(),
-            position,
-            self.reader.max_attempts,
-            &self.reader.retries,
-        )?;
-        Ok(slot == Slot::Dropped)
     }
 
     /// Counts and times.

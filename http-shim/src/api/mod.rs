@@ -180,21 +180,16 @@ impl Api {
         let Some(host) = req.host.as_deref() else {
             return true;
         };
-        let name = match host.strip_prefix('[') {
-            // `[::1]:8000`
-            Some(rest) => {
-                return rest
-                    .split(']')
-                    .next()
-                    .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
-            }
-            None => host.rsplit_once(':').map_or(host, |(n, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) {
-                    n
-                } else {
-                    host
-                }
-            }),
+        // `[::1]:8000`
+        if let Some(rest) = host.strip_prefix('[') {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
         };
         name.parse::<std::net::Ipv4Addr>().is_ok()
             || name.eq_ignore_ascii_case("localhost")
