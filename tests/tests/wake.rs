@@ -235,6 +235,25 @@ fn an_idle_waiter_uses_no_cpu() {
     );
 }
 
+/// `mtf-monitor --on-bar --json` on the segment, for `symbols`, reading shared memory only,
+/// with an interval long enough that every cycle it runs was woken by a close.
+fn monitor_on_bar(seg: &TempSegment, symbols: &str) -> std::process::Child {
+    Command::new(mtf_tests::workspace_bin("mtf-monitor"))
+        .args([
+            "--on-bar",
+            "--json",
+            "--interval",
+            "300",
+            "--stats-every",
+            "0",
+        ])
+        .args(["--symbols", symbols, "--sources", "shm"])
+        .args(["--segment-path", seg.file().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `mtf-monitor --on-bar` runs a cycle when a watched symbol closes an M1 candle, long before
 /// its interval, says so, and ignores changes that close nothing.
 #[test]
@@ -256,21 +275,7 @@ fn the_monitor_on_bar_cycles_when_a_candle_closes_not_on_every_tick() {
     w.update_forming(eur, &Candle::flat(minute(0), 1.1));
     w.notify();
 
-    let file = seg.file();
-    let mut monitor = Command::new(mtf_tests::workspace_bin("mtf-monitor"))
-        .args([
-            "--on-bar",
-            "--json",
-            "--interval",
-            "300",
-            "--stats-every",
-            "0",
-        ])
-        .args(["--symbols", "EURUSD,GBPUSD", "--sources", "shm"])
-        .args(["--segment-path", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut monitor = monitor_on_bar(&seg, "EURUSD,GBPUSD");
     let mut out = BufReader::new(monitor.stdout.take().unwrap());
     let mut monitor = ChildGuard(Some(monitor)); // killed on any exit from the test
                                                  // The next line that is not a change of source.
@@ -334,21 +339,7 @@ fn the_monitor_on_bar_takes_a_restarts_backfill_for_history_not_closes() {
     w.set_running();
     w.notify();
 
-    let file = seg.file();
-    let mut monitor = Command::new(mtf_tests::workspace_bin("mtf-monitor"))
-        .args([
-            "--on-bar",
-            "--json",
-            "--interval",
-            "300",
-            "--stats-every",
-            "0",
-        ])
-        .args(["--symbols", "EURUSD", "--sources", "shm"])
-        .args(["--segment-path", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut monitor = monitor_on_bar(&seg, "EURUSD");
     let out = BufReader::new(monitor.stdout.take().unwrap());
     let _monitor = ChildGuard(Some(monitor));
     let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
