@@ -193,6 +193,19 @@ pub struct Reservation {
     bytes: usize,
 }
 
+impl Reservation {
+    /// Gives back what is held beyond `bytes` (the answer came out smaller than reserved).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            // Relaxed: as in `Budget::reserve`.
+            self.budget
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            self.bytes = bytes;
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         // Relaxed: as in `Budget::reserve`.

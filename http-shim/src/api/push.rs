@@ -36,10 +36,57 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The longest a watcher sleeps without looking at the writer's status.
 const STATUS_LOOK: Duration = Duration::from_millis(250);
-/// Closed bars one look sends per ring, at most: a client resuming far back (or a new
+/// Closed bars one look sends over all rings, at most, when the stream has reserved room for
+/// them in the byte budget of answers ([`look_bytes`]): a client resuming far back (or a new
 /// segment's whole history) gets its backlog in pieces, each written before the next is read,
 /// so that a stream never holds a ring's whole history in memory at once.
 pub const BACKLOG_CHUNK: usize = 256;
+/// Closed bars one look sends over all rings without a reservation: what any stream may hold
+/// unbudgeted, part of its fixed cost per connection (docs/API.md, "Memory").
+pub const LOOK_CLOSED: usize = 16;
+
+/// The most bytes one event of a stream of `pairs` rings can take once framed: a candle's JSON
+/// (a symbol of at most 31 plain characters, four prices and four integers at their longest)
+/// and a resume id of one time per pair; SSE framing included. An upper bound, not an
+/// estimate: a reservation of `look_bytes` is never overrun.
+pub fn event_bytes(pairs: usize) -> usize {
+    512 + 21 * pairs
+}
+
+/// The most bytes one look can produce, with at most `max_closed` closed bars: those, a
+/// forming bar per ring and a status event.
+pub fn look_bytes(pairs: usize, max_closed: usize) -> usize {
+    (max_closed + pairs + 1) * event_bytes(pairs)
+}
+
+/// The first position in `lo..hi` whose closed bar opens after `time` (`hi` if none): times
+/// rise with positions, so a binary search, where a slot with no candle (lapped while
+/// searching, or dropped at a restart) takes the time of the next slot that has one.
+fn first_after(ring: &shm_core::RingReader<'_>, lo: u64, hi: u64, time: i64) -> u64 {
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let mut probe = mid;
+        let newer = loop {
+            if probe == hi {
+                // Nothing readable from `mid` up: the answer is at or before `mid`.
+                break true;
+            }
+            match ring.closed_at(probe) {
+                Ok(Some(c)) => break c.time > time,
+                // Unreadable: search from the low end rather than guess.
+                Err(_) => return lo,
+                Ok(None) => probe += 1,
+            }
+        };
+        if newer {
+            hi = mid;
+        } else {
+            lo = probe + 1;
+        }
+    }
+    lo
+}
 
 /// One ring a stream follows.
 #[derive(Debug)]
@@ -73,6 +120,15 @@ pub enum Event {
     Status(String),
 }
 
+impl Event {
+    /// The event's JSON.
+    pub fn json(&self) -> &str {
+        match self {
+            Event::Candle { json, .. } | Event::Status(json) => json,
+        }
+    }
+}
+
 /// The writer's state as streams report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shown {
@@ -88,6 +144,8 @@ pub struct Watcher {
     shown: Option<Shown>,
     /// The reader the indexes belong to.
     reader: Option<Arc<Reader>>,
+    /// The last look left closed bars unsent for want of room.
+    behind: bool,
 }
 
 /// The pairs a stream follows, validated against the segment by the endpoint.
@@ -120,7 +178,20 @@ impl Watcher {
             interval,
             shown: None,
             reader: None,
+            // A resuming stream starts with its backlog.
+            behind: times.is_some(),
         }
+    }
+
+    /// Whether the last look stopped short of the closed bars it could have sent: the next
+    /// look may send a whole chunk, if the stream can pay for it ([`look_bytes`]).
+    pub fn behind(&self) -> bool {
+        self.behind
+    }
+
+    /// How many rings it follows.
+    pub fn ring_count(&self) -> usize {
+        self.rings.len()
     }
 
     /// The pairs followed, in order.
@@ -158,8 +229,14 @@ impl Watcher {
     }
 
     /// Looks at the rings and the writer with `reader` (the shim's current one), appends what
-    /// changed to `out`, and returns when to look again at the latest.
-    pub fn poll(&mut self, reader: Option<&Arc<Reader>>, out: &mut Vec<Event>) -> Instant {
+    /// changed to `out`, with at most `max_closed` closed bars over all rings, and returns when
+    /// to look again at the latest.
+    pub fn poll(
+        &mut self,
+        reader: Option<&Arc<Reader>>,
+        out: &mut Vec<Event>,
+        max_closed: usize,
+    ) -> Instant {
         let now = Instant::now();
         let mut next = now + STATUS_LOOK;
         let Some(reader) = reader else {
@@ -196,7 +273,8 @@ impl Watcher {
             out,
         );
         let rings: Vec<_> = reader.rings().collect();
-        let mut candles = Vec::new();
+        let mut room = max_closed;
+        self.behind = false;
         let mut times: Vec<i64> = self.rings.iter().map(|f| f.last_closed).collect();
         for (k, f) in self.rings.iter_mut().enumerate() {
             let Some(ring) = f.index.and_then(|i| rings.get(i)) else {
@@ -215,45 +293,47 @@ impl Watcher {
                 times[k] = f.last_closed;
             }
             if stats.closed_total != f.head {
-                // Bars closed since the last look, or a first look after a resume or a new
-                // segment (head 0), or a restart that moved the count back: read what the ring
-                // holds past the last time sent, oldest first.
-                let want = if f.head == 0 || stats.closed_total < f.head {
-                    ring.capacity() as usize
+                // Bars closed since the last look, or a first look after a resume, a new
+                // segment (head 0) or a restart that moved the count back: send what the ring
+                // holds past the last time sent, oldest first, a slot at a time, at most
+                // `max_closed` bars per look over all rings.
+                let total = stats.closed_total;
+                let oldest = total.saturating_sub(u64::from(ring.capacity()));
+                let mut at = if f.head == 0 || f.head > total || f.head < oldest {
+                    first_after(ring, oldest, total, f.last_closed)
                 } else {
-                    (stats.closed_total - f.head).min(u64::from(ring.capacity())) as usize
+                    f.head
                 };
-                candles.clear();
-                if ring.snapshot(want, &mut candles).is_ok() {
-                    let mut sent = 0;
-                    let mut whole = true;
-                    for c in &candles {
-                        if c.time <= f.last_closed || c.defect().is_some() {
-                            continue;
+                while at < total && room > 0 {
+                    match ring.closed_at(at) {
+                        Ok(Some(c)) if c.time > f.last_closed => {
+                            room -= 1;
+                            f.last_closed = c.time;
+                            times[k] = c.time;
+                            out.push(Event::Candle {
+                                pair: k,
+                                json: candle_event(&f.symbol, f.timeframe, &c),
+                                id: Some(resume_id(&times)),
+                            });
                         }
-                        if sent == BACKLOG_CHUNK {
-                            whole = false;
-                            break;
-                        }
-                        sent += 1;
-                        f.last_closed = c.time;
-                        times[k] = c.time;
-                        out.push(Event::Candle {
-                            pair: k,
-                            json: candle_event(&f.symbol, f.timeframe, c),
-                            id: Some(resume_id(&times)),
-                        });
+                        // Sent already, lapped or dropped at a restart: nothing to send.
+                        Ok(_) => {}
+                        // A slot being rewritten past the retries, or stored data the reader
+                        // refuses: looked at again next time, not skipped.
+                        Err(_) => break,
                     }
-                    if whole {
-                        f.head = stats.closed_total;
-                    } else {
-                        // More to send: the next look reads the ring again from the last time
-                        // sent (head 0), at once, and the forming bar waits until the closed
-                        // ones before it are out.
-                        f.head = 0;
+                    at += 1;
+                }
+                f.head = at;
+                if at < total {
+                    // More to send: the next look goes on at once (unless this one stopped at
+                    // an unreadable slot), and the forming bar waits until the closed ones
+                    // before it are out.
+                    if room == 0 {
+                        self.behind = true;
                         next = now;
-                        continue;
                     }
+                    continue;
                 }
             }
             let Ok(Some(latest)) = ring.latest() else {
@@ -446,7 +526,7 @@ mod tests {
         let mut times = Vec::new();
         let mut events = Vec::new();
         for _ in 0..10 {
-            watcher.poll(Some(&reader), &mut events);
+            watcher.poll(Some(&reader), &mut events, BACKLOG_CHUNK);
             let closed: Vec<i64> = events
                 .drain(..)
                 .filter_map(|e| match e {
@@ -468,5 +548,52 @@ mod tests {
         }
         let want: Vec<i64> = (1..=1000).map(|k| k * 60).collect();
         assert_eq!(times, want, "every bar, in order, once");
+        assert!(!watcher.behind(), "all sent");
+    }
+
+    #[test]
+    fn a_look_without_a_reservation_sends_a_few_bars_over_all_rings_and_says_it_is_behind() {
+        let seg = Temp(
+            SegmentPath::named(&format!("mtf-test-backlog-few-{}", std::process::id())).unwrap(),
+        );
+        let mut layout = Layout::new();
+        layout.add_ring("EURUSD", Timeframe::M1, 100).unwrap();
+        layout.add_ring("GBPUSD", Timeframe::M1, 100).unwrap();
+        let mut w = Writer::create(&seg.0, &layout, &Default::default()).unwrap();
+        for symbol in ["EURUSD", "GBPUSD"] {
+            let ring = w.ring(symbol, Timeframe::M1).unwrap();
+            for k in 1..=100 {
+                w.push_closed(ring, &Candle::flat(k * 60, 1.5));
+            }
+        }
+        w.heartbeat();
+        w.set_running();
+        let reader = Arc::new(shm_core::Reader::open(&seg.0).unwrap());
+        let pairs = vec![
+            ("EURUSD".to_owned(), Timeframe::M1),
+            ("GBPUSD".to_owned(), Timeframe::M1),
+        ];
+        // Resuming both rings from their 50th bar.
+        let mut watcher = Watcher::new(pairs, Duration::from_millis(100), Some("3000,3000"));
+        assert!(watcher.behind(), "a resuming stream starts behind");
+        let mut events = Vec::new();
+        let mut sent = 0;
+        let mut looks = 0;
+        loop {
+            looks += 1;
+            watcher.poll(Some(&reader), &mut events, LOOK_CLOSED);
+            let closed = events
+                .drain(..)
+                .filter(|e| matches!(e, Event::Candle { id: Some(_), .. }))
+                .count();
+            assert!(closed <= LOOK_CLOSED, "{closed} in one look");
+            sent += closed;
+            if !watcher.behind() {
+                break;
+            }
+            assert!(looks < 100, "never caught up");
+        }
+        assert_eq!(sent, 100, "50 bars of each ring, once");
+        assert_eq!(looks, 100usize.div_ceil(LOOK_CLOSED));
     }
 }

@@ -22,15 +22,19 @@ use tungstenite::{Message, WebSocket};
 use super::candles::{list_param, validate_pairs};
 use super::json::{error, ErrorCode};
 use super::push::{
-    self, Event, Pairs, StreamSlot, Watcher, DEFAULT_INTERVAL, HEARTBEAT, MIN_INTERVAL,
+    self, look_bytes, Event, Pairs, StreamSlot, Watcher, BACKLOG_CHUNK, DEFAULT_INTERVAL,
+    HEARTBEAT, LOOK_CLOSED, MIN_INTERVAL,
 };
 use super::query::param;
 use super::status::{not_running, not_running_reason};
 use super::Api;
-use crate::server::{Request, Response, Takeover};
+use crate::server::{Request, Reservation, Response, Takeover};
 
 /// Streams served at once when `--max-streams` is not given.
 pub const DEFAULT_MAX_STREAMS: usize = 1024;
+
+/// Bytes an event stream's write buffer keeps between looks.
+const FIXED_BUFFER: usize = 4096;
 
 /// Longest a WebSocket client's thread sleeps before it reads what the client sent.
 const WS_LOOK: Duration = Duration::from_millis(50);
@@ -38,9 +42,10 @@ const WS_LOOK: Duration = Duration::from_millis(50);
 /// Largest message a WebSocket client may send (a subscription is a few hundred bytes).
 const WS_MAX_MESSAGE: usize = 64 * 1024;
 
-/// Most bytes of events queued for a WebSocket client whose socket is full; past it, the
-/// client is disconnected.
-const WS_MAX_BUFFERED: usize = 4 * 1024 * 1024;
+/// Most bytes queued for a WebSocket client whose socket is full; past it, the client is
+/// disconnected. Nothing is read from the client nor looked up for it while its queue is not
+/// written out, so the queue holds one look's events and the replies of one read at most.
+const WS_MAX_BUFFERED: usize = 1024 * 1024;
 
 /// Bytes a WebSocket client may send without completing a message before it is closed with
 /// 1008 (policy): a stream of empty fragments never completes one, and would hold its place
@@ -176,6 +181,20 @@ impl Api {
         r
     }
 
+    /// How many closed bars the next look of `watcher` may send, and the reservation that
+    /// pays for them: a stream behind by more than [`LOOK_CLOSED`] bars takes a chunk's worth
+    /// of the byte budget before the chunk exists, or goes on a few bars a look when the budget
+    /// is spent; its socket's write timeout drops it if it does not drain them.
+    fn look_room(&self, watcher: &Watcher) -> (usize, Option<Reservation>) {
+        if watcher.behind() {
+            let bytes = look_bytes(watcher.ring_count(), BACKLOG_CHUNK);
+            if let Some(h) = self.config.budget.reserve(bytes) {
+                return (BACKLOG_CHUNK, Some(h));
+            }
+        }
+        (LOOK_CLOSED, None)
+    }
+
     /// The current reader, after following a replaced segment (a stream may be the only
     /// client, so it refreshes as requests do).
     fn current_reader(&self) -> Option<Arc<Reader>> {
@@ -202,7 +221,8 @@ impl Api {
             let reader = self.current_reader();
             // The token before the look: a change during the look wakes the next wait.
             let since = reader.as_ref().map(|r| r.changes());
-            let next = watcher.poll(reader.as_ref(), &mut events);
+            let (max_closed, mut held) = self.look_room(&watcher);
+            let next = watcher.poll(reader.as_ref(), &mut events, max_closed);
             let sent = events.len();
             for e in events.drain(..) {
                 match e {
@@ -229,25 +249,11 @@ impl Api {
                 out.extend_from_slice(b": heartbeat\n\n");
             }
             if !out.is_empty() {
-                // A large write (a backlog) is charged to the byte budget of all answers; a
-                // client that cannot get its share within the write timeout is dropped.
-                let held = if out.len() > 4096 {
-                    let until = Instant::now() + self.config.stream_write_timeout;
-                    loop {
-                        if let Some(h) = self.config.budget.reserve(out.len()) {
-                            break Some(h);
-                        }
-                        // Relaxed: a stop flag.
-                        if Instant::now() >= until || stop.load(Ordering::Relaxed) {
-                            slot.dropped_slow();
-                            eprintln!("mtf-shim: event stream to {peer} dropped: no room in the byte budget of answers");
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                } else {
-                    None
-                };
+                // A backlog chunk was paid for before it was built; what it did not use goes
+                // back at once.
+                if let Some(h) = held.as_mut() {
+                    h.shrink_to(out.len());
+                }
                 let written = stream.write_all(&out);
                 drop(held);
                 match written {
@@ -255,6 +261,9 @@ impl Api {
                         slot.sent(sent);
                         last_write = Instant::now();
                         out.clear();
+                        // A chunk's buffers are not kept for the quiet stream that follows.
+                        out.shrink_to(FIXED_BUFFER);
+                        events.shrink_to(LOOK_CLOSED);
                     }
                     Err(e) => {
                         if stalled(&e) {
@@ -331,6 +340,8 @@ impl Api {
         let mut watcher: Option<Watcher> = None;
         let mut events = Vec::new();
         let mut full_since: Option<Instant> = None;
+        // The byte budget paid for the events waiting in the write buffer, if a chunk.
+        let mut held: Option<Reservation> = None;
         let mut last_write = Instant::now();
         let write_limit = self.config.stream_write_timeout;
         loop {
@@ -339,8 +350,10 @@ impl Api {
                 close_with(&mut ws, CloseCode::Away, "server stopping");
                 return;
             }
-            // What the client sent: subscriptions, pings (answered by tungstenite), a close.
-            loop {
+            // What the client sent: subscriptions, pings (answered by tungstenite), a close;
+            // read only while the client reads what it is sent, so that replies to a client
+            // that never reads cannot pile up.
+            while full_since.is_none() {
                 let message = ws.read();
                 if message.is_ok() {
                     whole_at = ws.get_ref().read;
@@ -396,9 +409,17 @@ impl Api {
             let reader = self.current_reader();
             let since = reader.as_ref().map(|r| r.changes());
             let mut next = Instant::now() + WS_LOOK;
-            if let Some(w) = watcher.as_mut() {
-                next = next.min(w.poll(reader.as_ref(), &mut events));
+            // A look only once the last one's events are out: what waits for the client is
+            // at most one look (a chunk it paid for, or a few bars) and the replies above.
+            if let Some(w) = watcher.as_mut().filter(|_| full_since.is_none()) {
+                let (max_closed, reservation) = self.look_room(w);
+                held = reservation;
+                next = next.min(w.poll(reader.as_ref(), &mut events, max_closed));
                 let n = events.len();
+                if let Some(h) = held.as_mut() {
+                    // A frame's head is at most 14 bytes.
+                    h.shrink_to(events.iter().map(|e| e.json().len() + 14).sum());
+                }
                 for e in events.drain(..) {
                     let (Event::Candle { json, .. } | Event::Status(json)) = e;
                     if ws.write(Message::text(json)).is_err() {
@@ -414,7 +435,11 @@ impl Api {
                 last_write = Instant::now();
             }
             match ws.flush() {
-                Ok(()) => full_since = None,
+                Ok(()) => {
+                    full_since = None;
+                    drop(held.take());
+                    events.shrink_to(LOOK_CLOSED);
+                }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     if full_since.get_or_insert_with(Instant::now).elapsed() > write_limit {
                         slot.dropped_slow();
