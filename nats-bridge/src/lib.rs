@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod connect;
+pub mod limit;
 pub mod mirror;
 pub mod publish;
 pub mod wire;

@@ -27,6 +27,7 @@ use http_shim::api::push::{self, Event, Watcher};
 use shm_core::{Reader, SegmentPath, Timeframe};
 use tokio::sync::mpsc;
 
+use crate::limit::{Refusal, RequestLimit, CLIENT_PER_SECOND, QUEUED, TOTAL_PER_SECOND};
 use crate::wire::{
     HistoryReply, HistoryRequest, LayoutReply, Subjects, WireCandle, WireRing, HISTORY_PAGE,
     VERSION,
@@ -60,6 +61,8 @@ pub struct PublishCounts {
     pub published: AtomicU64,
     /// Forming updates and status changes dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Requests of mirrors dropped unanswered by the request limit (`limit.rs`).
+    pub refused_requests: AtomicU64,
 }
 
 /// A running publisher; dropping it stops it.
@@ -175,7 +178,8 @@ fn watch(
             }
         }
         let since = reader.changes();
-        let next = watcher.poll(Some(&reader), &mut events);
+        // A chunk a look: the events then wait in the bounded queue, never more.
+        let next = watcher.poll(Some(&reader), &mut events, push::BACKLOG_CHUNK);
         for e in events.drain(..) {
             let (out, must) = match e {
                 Event::Candle { pair, json, id } => {
@@ -232,6 +236,9 @@ async fn serve(
             return;
         }
     };
+    // Requests past the limit's rate are dropped without an answer; the client need not
+    // hold more of them than a flood's first second.
+    let options = options.subscription_capacity(QUEUED);
     let client = match options.connect(config.nats.url()).await {
         Ok(c) => c,
         Err(e) => {
@@ -249,6 +256,7 @@ async fn serve(
         eprintln!("mtf-streamer: NATS: could not subscribe to the request subjects");
         return;
     };
+    let mut limit = RequestLimit::new(Instant::now());
     let mut last_status: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut status_sent = Instant::now();
@@ -265,14 +273,22 @@ async fn serve(
                 }
             }
             Some(msg) = layout_req.next() => {
-                if let Some(reply) = msg.reply {
+                let cost = reader.layout().rings().len();
+                if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
                     let body = layout_reply(&reader);
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
             Some(msg) = history_req.next() => {
-                if let Some(reply) = msg.reply {
-                    let body = history_reply(&reader, &msg.payload);
+                let req = serde_json::from_slice::<HistoryRequest>(&msg.payload);
+                // An answer reads the whole ring asked for.
+                let cost = req
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| Some(reader.ring(&r.symbol, r.timeframe.parse().ok()?)?.capacity()))
+                    .map_or(1, |c| c as usize);
+                if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
+                    let body = history_reply(&reader, req.ok());
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
@@ -301,6 +317,44 @@ async fn serve(
     }
 }
 
+/// The reply subject of a request within the limit (see `limit.rs`); a refusal is counted,
+/// and said once a minute at most.
+fn admitted(
+    limit: &mut RequestLimit,
+    reply: Option<async_nats::Subject>,
+    cost: usize,
+    counts: &PublishCounts,
+) -> Option<async_nats::Subject> {
+    let reply = reply?;
+    let now = Instant::now();
+    match limit.admit(&reply, cost, now) {
+        Ok(()) => Some(reply),
+        Err(why) => {
+            // Relaxed: a statistic.
+            counts.refused_requests.fetch_add(1, Ordering::Relaxed);
+            if limit.should_say(now) {
+                let whom = match why {
+                    Refusal::Client => {
+                        format!(
+                            "one client asked for more than {CLIENT_PER_SECOND} candles a second"
+                        )
+                    }
+                    Refusal::Total => {
+                        format!(
+                            "all clients asked for more than {TOTAL_PER_SECOND} candles a second"
+                        )
+                    }
+                };
+                eprintln!(
+                    "mtf-streamer: NATS: requests dropped unanswered: {whom} ({} so far)",
+                    limit.refused()
+                );
+            }
+            None
+        }
+    }
+}
+
 fn layout_reply(reader: &Reader) -> String {
     let rings = reader
         .rings()
@@ -313,9 +367,9 @@ fn layout_reply(reader: &Reader) -> String {
     serde_json::to_string(&LayoutReply { v: VERSION, rings }).unwrap_or_default()
 }
 
-fn history_reply(reader: &Reader, payload: &[u8]) -> String {
+fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {
     let error = |message: &str| serde_json::json!({"v": VERSION, "error": message}).to_string();
-    let Ok(req) = serde_json::from_slice::<HistoryRequest>(payload) else {
+    let Some(req) = req else {
         return error("a history request is {\"v\":1,\"symbol\":…,\"timeframe\":…,\"before\":null,\"limit\":N}");
     };
     if req.v != VERSION {

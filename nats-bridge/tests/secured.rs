@@ -68,6 +68,99 @@ fn nats_server(conf: &std::path::Path, port: u16) -> ChildGuard {
     server
 }
 
+/// A `nats-server` running the secured configuration of docs/NATS.md, with passwords of this
+/// run; stopped and its directory removed when dropped.
+struct Secured {
+    url: String,
+    origin_pw: String,
+    mirror_pw: String,
+    _server: ChildGuard,
+    _dir: TempDir,
+}
+
+impl Secured {
+    fn start(tag: &str) -> Secured {
+        if Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            panic!("nats-server is not installed; ./scripts/setup installs it");
+        }
+        let (origin_pw, mirror_pw) = (secret("origin"), secret("mirror"));
+        let port = free_port();
+        let dir = TempDir(std::env::temp_dir().join(format!("mtf-nats-{tag}-{port}")));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let conf = dir.0.join("nats.conf");
+        std::fs::write(&conf, config(port, &origin_pw, &mirror_pw)).unwrap();
+        Secured {
+            _server: nats_server(&conf, port),
+            _dir: dir,
+            url: format!("nats://127.0.0.1:{port}"),
+            origin_pw,
+            mirror_pw,
+        }
+    }
+
+    /// `program` with `args`, its NATS password in the environment.
+    fn spawn(&self, program: &str, args: &[&str], password: &str) -> ChildGuard {
+        let child = Command::new(workspace_bin(program))
+            .args(args)
+            .env("MTF_NATS_PASSWORD", password)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ChildGuard(Some(child))
+    }
+
+    /// The origin: the bundled CSV replayed into `seg` at full speed, published as `desk`.
+    fn origin(&self, seg: &TempSegment) -> ChildGuard {
+        let origin = self.spawn(
+            "mtf-streamer",
+            &[
+                "--segment-path",
+                seg.path.path().to_str().unwrap(),
+                "--no-http",
+                "--nats",
+                &self.url,
+                "--nats-user",
+                "origin",
+                "--nats-name",
+                "desk",
+                "--csv",
+                CSV,
+                "--speed",
+                "max",
+                "--timeframes",
+                "M1,M5,H1",
+            ],
+            &self.origin_pw,
+        );
+        wait_for_running(&seg.path);
+        origin
+    }
+
+    /// A mirror of `desk` into `seg`.
+    fn mirror(&self, seg: &TempSegment) -> ChildGuard {
+        self.spawn(
+            "mtf-mirror",
+            &[
+                "--nats",
+                &self.url,
+                "--nats-user",
+                "mirror",
+                "--source-segment",
+                "desk",
+                "--segment-path",
+                seg.path.path().to_str().unwrap(),
+            ],
+            &self.mirror_pw,
+        )
+    }
+}
+
 fn all_candles(path: &SegmentPath) -> Option<Vec<Vec<Candle>>> {
     let r = Reader::open(path).ok()?;
     let mut out = Vec::new();
@@ -96,73 +189,14 @@ fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath) {
 
 #[test]
 fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
-    if Command::new("nats-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("nats-server is not installed; ./scripts/setup installs it");
-    }
-    let (origin_pw, mirror_pw) = (secret("origin"), secret("mirror"));
-    let port = free_port();
-    let dir = TempDir(std::env::temp_dir().join(format!("mtf-nats-secured-{port}")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let conf = dir.0.join("nats.conf");
-    std::fs::write(&conf, config(port, &origin_pw, &mirror_pw)).unwrap();
-    let _server = nats_server(&conf, port);
-    let url = format!("nats://127.0.0.1:{port}");
-
+    let nats = Secured::start("secured");
+    let (url, mirror_pw) = (nats.url.clone(), nats.mirror_pw.clone());
     let (origin_seg, mirror_seg) = (
         TempSegment::new("sec-origin"),
         TempSegment::new("sec-mirror"),
     );
-    let spawn = |program: &str, args: &[&str], password: &str| {
-        let child = Command::new(workspace_bin(program))
-            .args(args)
-            .env("MTF_NATS_PASSWORD", password)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        ChildGuard(Some(child))
-    };
-    let _origin = spawn(
-        "mtf-streamer",
-        &[
-            "--segment-path",
-            origin_seg.path.path().to_str().unwrap(),
-            "--no-http",
-            "--nats",
-            &url,
-            "--nats-user",
-            "origin",
-            "--nats-name",
-            "desk",
-            "--csv",
-            CSV,
-            "--speed",
-            "max",
-            "--timeframes",
-            "M1,M5,H1",
-        ],
-        &origin_pw,
-    );
-    wait_for_running(&origin_seg.path);
-    let mut mirror = spawn(
-        "mtf-mirror",
-        &[
-            "--nats",
-            &url,
-            "--nats-user",
-            "mirror",
-            "--source-segment",
-            "desk",
-            "--segment-path",
-            mirror_seg.path.path().to_str().unwrap(),
-        ],
-        &mirror_pw,
-    );
+    let _origin = nats.origin(&origin_seg);
+    let mut mirror = nats.mirror(&mirror_seg);
     let banner = mirror.first_line();
     assert!(banner.contains("(user mirror)"), "{banner}");
     assert!(
@@ -410,4 +444,72 @@ fn origin_and_mirror_speak_tls_with_a_private_ca() {
         ],
     );
     wait_identical(&origin_seg.path, &mirror_seg.path);
+}
+
+/// The flood of the attack: a client with the mirror's credentials sends history requests as
+/// fast as it can. The origin answers it within its own rate (limit.rs), so a mirror that
+/// starts during the flood still syncs.
+#[test]
+fn a_request_flood_from_a_mirror_account_does_not_keep_a_mirror_from_syncing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let nats = Secured::start("flood");
+    let (origin_seg, mirror_seg) = (
+        TempSegment::new("flood-origin"),
+        TempSegment::new("flood-mirror"),
+    );
+    let _origin = nats.origin(&origin_seg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flooder = {
+        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        let (url, password) = (nats.url.clone(), nats.mirror_pw.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client =
+                    async_nats::ConnectOptions::with_user_and_password("mirror".into(), password)
+                        .connect(url.as_str())
+                        .await
+                        .expect("the mirror's credentials are good");
+                let inbox = client.new_inbox();
+                let body = br#"{"v":1,"symbol":"EURUSD","timeframe":"M1","limit":1000}"#;
+                let mut k = 0u64;
+                // Relaxed: a stop flag and a count, no data with them.
+                while !stop.load(Ordering::Relaxed) {
+                    // 200 requests every 100 ms, each for a page of 1,000 bars: 2 million
+                    // candles a second asked for, and CPU left to the others on a busy
+                    // machine (the test's debug build parses far fewer messages a second than
+                    // a release build).
+                    for _ in 0..200 {
+                        k += 1;
+                        let reply = format!("{inbox}.{k}");
+                        client
+                            .publish_with_reply("mtf.desk.req.history", reply, body.to_vec().into())
+                            .await
+                            .unwrap();
+                    }
+                    client.flush().await.unwrap();
+                    sent.store(k, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        })
+    };
+    // The flood is going before the mirror starts.
+    let until = Instant::now() + Duration::from_secs(60);
+    // Relaxed: a count.
+    while sent.load(Ordering::Relaxed) < 2_000 {
+        assert!(Instant::now() < until, "the flood did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _mirror = nats.mirror(&mirror_seg);
+    wait_identical(&origin_seg.path, &mirror_seg.path);
+    // Relaxed: a stop flag.
+    stop.store(true, Ordering::Relaxed);
+    flooder.join().unwrap();
+    assert!(sent.load(Ordering::Relaxed) >= 2_000);
 }
