@@ -259,17 +259,37 @@ pub fn start_clean_reason(
             "the segment holds {before} candles and this run's feed is {kind}; they never mix"
         ));
     }
-    let limit = aggregate::latest_plausible_server_time(shm_core::now_ns());
+    // A candle past the feed's own clock (this run's offset, else the one the segment
+    // recorded, with the aggregator's tolerance), or past any broker's, was stamped wrong (by
+    // an earlier version without these bounds, or a hostile gateway): it would refuse every
+    // honest tick until its time came. Starting clean fetches the history again from the feed
+    // (the mt5 source backfills every ring from the terminal).
+    let now_ns = shm_core::now_ns();
+    let any_broker = aggregate::latest_plausible_server_time(now_ns);
+    let clock = offset.unwrap_or(st.server_time_offset_s);
+    let feed = ((now_ns / 1_000_000_000) as i64)
+        .saturating_add(clock)
+        .saturating_add(aggregate::FEED_CLOCK_TOLERANCE_S);
     for ring in reader.rings() {
         if let Ok(stats) = ring.stats() {
-            if let Some(t) = stats.newest_time.filter(|&t| t > limit) {
-                return Some(format!(
-                    "{} {} holds a candle dated {} (server time), beyond any broker's clock",
-                    ring.symbol(),
-                    ring.timeframe(),
-                    shm_core::iso8601_ms(t.saturating_mul(1000))
-                ));
-            }
+            let Some(t) = stats.newest_time else { continue };
+            let beyond = if t > any_broker {
+                "beyond any broker's clock".to_owned()
+            } else if t > feed {
+                format!(
+                    "more than {} h after the feed's clock ({})",
+                    aggregate::FEED_CLOCK_TOLERANCE_S / 3600,
+                    shm_core::format_server_offset(clock)
+                )
+            } else {
+                continue;
+            };
+            return Some(format!(
+                "{} {} holds a candle dated {} (server time), {beyond}; its history is read again",
+                ring.symbol(),
+                ring.timeframe(),
+                shm_core::iso8601_ms(t.saturating_mul(1000))
+            ));
         }
     }
     None

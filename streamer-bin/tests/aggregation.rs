@@ -606,4 +606,29 @@ fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
     .unwrap();
     assert_eq!(w.start(), shm_core::Start::Replaced);
     assert_eq!(w.forming(m1), None);
+    drop(w);
+
+    // The attack's shape: a forming bar 13 h ahead, inside any broker's bound (UTC+14), stored
+    // for a feed whose clock is UTC+2. A restart against an honest gateway starts clean (and
+    // backfills from the terminal) instead of refusing every tick for 11 h.
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_feed_kind(FeedKind::Mt5);
+    w.set_server_time_offset(7200);
+    w.update_forming(
+        m1,
+        &Candle::flat(Timeframe::M1.bar_start(now_s + 13 * 3600), 1.1),
+    );
+    drop(w);
+    let why = start_clean_reason(&seg.path, FeedKind::Mt5, None).expect("a bar 11 h ahead");
+    assert!(why.contains("after the feed's clock (UTC+02:00)"), "{why}");
+    // A bar an hour ahead of the recorded clock (a DST switch the offset has not caught up
+    // with) is kept.
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    w.set_server_time_offset(7200);
+    w.update_forming(
+        m1,
+        &Candle::flat(Timeframe::M1.bar_start(now_s + 3 * 3600), 1.1),
+    );
+    drop(w);
+    assert_eq!(start_clean_reason(&seg.path, FeedKind::Mt5, None), None);
 }
