@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::layout::{hdr, COUNTER_SLOTS};
-use crate::mem::Mem;
+use crate::mem::{Mem, MemMut};
 
 /// Every word of the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,7 +43,7 @@ impl Header {
     /// Writes every word of a segment being built. Release on `generation` (after the writer's
     /// pid, start time and identity) and, last, on `version`: a reader that sees the version
     /// with its Acquire load (in [`load`](Self::load)) sees every word before it.
-    pub(crate) fn store(&self, mem: &Mem) {
+    pub(crate) fn store(&self, mem: &MemMut) {
         let h = |off, v| mem.store(off, v, Ordering::Relaxed);
         h(hdr::MAGIC, self.magic);
         h(hdr::LAYOUT_HASH, self.layout_hash);

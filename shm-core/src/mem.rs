@@ -12,43 +12,59 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-/// A shared mapping of a segment file, and the word view of it: one value, so the view can
-/// never outlive the memory it points to.
+/// A shared read-only mapping of a segment file, and the word view of it: one value, so the
+/// view can never outlive the memory it points to.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     mem: Mem,
     _map: MmapRaw,
 }
 
-impl Mapping {
-    /// Maps the first `len` bytes of `file` shared and writable (the writer).
-    pub(crate) fn read_write(file: &File, len: usize) -> io::Result<Mapping> {
-        let map = MmapOptions::new().len(len).map_raw(file)?;
-        Mapping::new(map, len, true)
-    }
+/// A shared writable mapping (the writer's): its view is a [`MemMut`], the only type with
+/// stores, so code holding a reader's [`Mapping`] cannot even express a write.
+#[derive(Debug)]
+pub(crate) struct MappingMut {
+    mem: MemMut,
+    _map: MmapRaw,
+}
 
+impl Mapping {
     /// Maps the first `len` bytes of `file` shared and read-only (readers). The caller has
     /// checked that the file is at least `len` bytes long: a page past its end is SIGBUS.
     pub(crate) fn read_only(file: &File, len: usize) -> io::Result<Mapping> {
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        Mapping::new(map, len, false)
-    }
-
-    fn new(map: MmapRaw, len: usize, writable: bool) -> io::Result<Mapping> {
         if map.len() < len {
             return Err(io::Error::other("mapping shorter than the segment"));
         }
         // SAFETY: `map` is a shared mapping of `map.len()` bytes, page-aligned and so
-        // 8-aligned, writable if `writable` (the constructors above chose the protection to
-        // match); it is stored beside `mem` in this struct and unmapped only when the struct is
-        // dropped, so it outlives every use of `mem`. Every process accesses the segment only
-        // through atomic word operations (the crate's protocol, docs/LAYOUT.md).
-        let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len(), writable) };
+        // 8-aligned, readable; it is stored beside `mem` in this struct and unmapped only when
+        // the struct is dropped, so it outlives every use of `mem`. Every process accesses the
+        // segment only through atomic word operations (the crate's protocol, docs/LAYOUT.md).
+        let mem = unsafe { Mem::new(map.as_mut_ptr(), map.len()) };
         Ok(Mapping { mem, _map: map })
     }
 
     /// The word view.
     pub(crate) fn mem(&self) -> &Mem {
+        &self.mem
+    }
+}
+
+impl MappingMut {
+    /// Maps the first `len` bytes of `file` shared and writable (the writer).
+    pub(crate) fn read_write(file: &File, len: usize) -> io::Result<MappingMut> {
+        let map = MmapOptions::new().len(len).map_raw(file)?;
+        if map.len() < len {
+            return Err(io::Error::other("mapping shorter than the segment"));
+        }
+        // SAFETY: as in `Mapping::read_only`, and the mapping is writable, as `MemMut::new`
+        // requires.
+        let mem = unsafe { MemMut::new(map.as_mut_ptr(), map.len()) };
+        Ok(MappingMut { mem, _map: map })
+    }
+
+    /// The word view, with stores.
+    pub(crate) fn mem(&self) -> &MemMut {
         &self.mem
     }
 }
@@ -64,7 +80,18 @@ impl Mapping {
 pub(crate) struct Mem {
     base: *mut u8,
     len: usize,
-    writable: bool,
+}
+
+/// A [`Mem`] that may also be stored to: only a writable mapping (or test memory) makes one.
+/// It dereferences to [`Mem`] for loads.
+#[derive(Debug)]
+pub(crate) struct MemMut(Mem);
+
+impl std::ops::Deref for MemMut {
+    type Target = Mem;
+    fn deref(&self) -> &Mem {
+        &self.0
+    }
 }
 
 // SAFETY: `Mem` is a pointer to memory that is only ever accessed through atomic operations
@@ -76,16 +103,18 @@ unsafe impl Sync for Mem {}
 
 impl Mem {
     /// # Safety
-    /// `base` must be 8-byte aligned and valid for reads (and writes, if `writable`) of `len`
-    /// bytes until the returned value is dropped, and all other accesses to that memory, from
-    /// any thread or process, must be atomic word accesses.
-    pub(crate) unsafe fn new(base: *mut u8, len: usize, writable: bool) -> Mem {
+    /// `base` must be 8-byte aligned and valid for reads of `len` bytes until the returned
+    /// value is dropped, and all other accesses to that memory, from any thread or process,
+    /// must be atomic word accesses.
+    pub(crate) unsafe fn new(base: *mut u8, len: usize) -> Mem {
         debug_assert_eq!(base as usize % 8, 0, "segment base must be 8-byte aligned");
-        Mem {
-            base,
-            len,
-            writable,
-        }
+        Mem { base, len }
+    }
+
+    /// Where the region starts, as a number: what a [`RingRef`](crate::ring::RingRef)
+    /// remembers of the region it was checked against.
+    pub(crate) fn addr(&self) -> usize {
+        self.base as usize
     }
 
     /// Length of the region in bytes.
@@ -121,9 +150,9 @@ impl Mem {
         // SAFETY: `off + 8 <= len` and `off` is a multiple of 8 (the caller's contract), so the
         // pointer is aligned and in bounds. The memory stays mapped for the lifetime of
         // `&self`, and every access to it is atomic (type invariant), as
-        // `AtomicU64::from_ptr` requires. On a read-only mapping only loads are issued (see
-        // `store`), and the standard library permits atomic loads of at most pointer size on
-        // read-only memory.
+        // `AtomicU64::from_ptr` requires. On a read-only mapping only loads are issued (stores
+        // exist only on `MemMut`), and the standard library permits atomic loads of at most
+        // pointer size on read-only memory.
         unsafe { AtomicU64::from_ptr(self.base.add(off).cast::<u64>()) }
     }
 
@@ -158,23 +187,31 @@ impl Mem {
         // SAFETY: the caller's contract is `word_unchecked`'s.
         unsafe { self.word_unchecked(off) }.load(order)
     }
+}
 
-    /// Stores `value` at `off`, unchecked. Only a writable region may be stored to.
-    ///
+impl MemMut {
     /// # Safety
-    /// As for [`word_unchecked`](Self::word_unchecked).
-    #[inline(always)]
-    pub(crate) unsafe fn store_unchecked(&self, off: usize, value: u64, order: Ordering) {
-        debug_assert!(self.writable, "store to a read-only mapping");
-        // SAFETY: the caller's contract is `word_unchecked`'s.
-        unsafe { self.word_unchecked(off) }.store(value, order);
+    /// As for [`Mem::new`], and `base` must be valid for writes of `len` bytes too.
+    pub(crate) unsafe fn new(base: *mut u8, len: usize) -> MemMut {
+        // SAFETY: the caller's contract includes `Mem::new`'s.
+        MemMut(unsafe { Mem::new(base, len) })
     }
 
-    /// Stores `value` at `off` (checked). Only a writable region may be stored to.
+    /// Stores `value` at `off`, unchecked.
+    ///
+    /// # Safety
+    /// As for [`Mem::word_unchecked`].
+    #[inline(always)]
+    pub(crate) unsafe fn store_unchecked(&self, off: usize, value: u64, order: Ordering) {
+        // SAFETY: the caller's contract is `word_unchecked`'s; the region is writable (type
+        // invariant).
+        unsafe { self.0.word_unchecked(off) }.store(value, order);
+    }
+
+    /// Stores `value` at `off` (checked).
     #[inline(always)]
     pub(crate) fn store(&self, off: usize, value: u64, order: Ordering) {
-        debug_assert!(self.writable, "store to a read-only mapping");
-        self.word(off).store(value, order);
+        self.0.word(off).store(value, order);
     }
 }
 
@@ -202,11 +239,11 @@ pub(crate) mod test_support {
             }
         }
 
-        pub(crate) fn mem(&self) -> Mem {
-            // SAFETY: the boxed slice is 8-aligned, `len` bytes long, lives as long as `self`
-            // (callers keep `self` alive while they use the `Mem`), and is only accessed
-            // atomically.
-            unsafe { Mem::new(self.words.as_ptr() as *mut u8, self.words.len() * 8, true) }
+        pub(crate) fn mem(&self) -> MemMut {
+            // SAFETY: the boxed slice is 8-aligned, `len` bytes long, writable through its
+            // atomics, lives as long as `self` (callers keep `self` alive while they use the
+            // `MemMut`), and is only accessed atomically.
+            unsafe { MemMut::new(self.words.as_ptr() as *mut u8, self.words.len() * 8) }
         }
     }
 }

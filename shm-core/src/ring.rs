@@ -39,7 +39,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::candle::{Candle, FLAG_REPAIRED, RECORD_WORDS};
 use crate::layout::{ring as off, ring_size, SLOT_SIZE};
-use crate::mem::Mem;
+use crate::mem::{Mem, MemMut};
 
 /// Failed tries in a row after which a reader yields the CPU instead of spinning: on a busy
 /// machine the writer may have been descheduled inside its write section, and spinning then
@@ -61,10 +61,58 @@ fn pause(attempt: u32) {
 /// Invariant, checked once by [`RingRef::new`]: the whole ring (`ring_size(capacity)` bytes
 /// from `base`) lies inside the mapping, `base` is 8-aligned, and `capacity >= 1`. So every
 /// offset computed below is in bounds, whatever position or sequence a torn read produced.
+/// The ring remembers the region it was checked against (its start and length), and every
+/// method refuses another one ([`RingRef::bound`]), so no safe call can aim its unchecked
+/// accesses at memory the check did not cover.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RingRef {
     base: usize,
     capacity: u64,
+    /// The start of the region checked by `new`, and its length.
+    mem_addr: usize,
+    mem_len: usize,
+}
+
+/// An open write section on one sequence word (the control block's or a slot's): made by
+/// [`RingRef::write_section`], closed when dropped, after crossbeam's `SeqLockWriteGuard`. The
+/// payload stores go through it, so none can happen outside a section.
+struct WriteSection<'a> {
+    ring: &'a RingRef,
+    mem: &'a MemMut,
+    /// The sequence word.
+    seq: usize,
+    /// Its even value before the section opened.
+    s: u64,
+}
+
+impl WriteSection<'_> {
+    /// A payload store. Relaxed: the section's fence and closing Release order it.
+    #[inline(always)]
+    fn store(&self, off: usize, value: u64) {
+        self.ring.store(self.mem, off, value, Ordering::Relaxed);
+    }
+
+    /// Stores a whole record at `at`, word by word.
+    #[inline(always)]
+    fn store_record(&self, at: usize, words: &[u64; RECORD_WORDS]) {
+        for (i, &w) in words.iter().enumerate() {
+            self.store(at + 8 * i, w);
+        }
+    }
+}
+
+impl Drop for WriteSection<'_> {
+    /// Closes the section. Release (write side of the load pair): a reader that
+    /// Acquire-loads `s + 2` sees all payload stores of this section.
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.ring.store(
+            self.mem,
+            self.seq,
+            self.s.wrapping_add(2),
+            Ordering::Release,
+        );
+    }
 }
 
 /// The reader gave up: a sequence stayed odd or kept changing for `attempts` tries.
@@ -115,7 +163,19 @@ impl RingRef {
         (capacity >= 1 && base.is_multiple_of(8) && end <= mem.len()).then_some(RingRef {
             base,
             capacity: u64::from(capacity),
+            mem_addr: mem.addr(),
+            mem_len: mem.len(),
         })
+    }
+
+    /// Refuses (panics on) a region other than the one `new` checked: a programming error,
+    /// and the one way a safe call could send this ring's unchecked accesses elsewhere. Two
+    /// compares a call, not a word.
+    #[inline(always)]
+    fn bound(&self, mem: &Mem) {
+        if mem.addr() != self.mem_addr || mem.len() != self.mem_len {
+            another_region();
+        }
     }
 
     /// Closed candles the ring keeps.
@@ -134,19 +194,23 @@ impl RingRef {
     /// Loads one of this ring's words. Every caller below computes `off` from `self.base`
     /// and a field offset of the ring's layout (below 128), or from [`slot`](Self::slot)
     /// (a position modulo the capacity) and a field offset below the slot size: always a word
-    /// of this ring, whatever a torn read left in a position or sequence.
+    /// of this ring, whatever a torn read left in a position or sequence. Every caller is a
+    /// method that called [`bound`](Self::bound) with `mem` first.
     #[inline(always)]
     fn load(&self, mem: &Mem, off: usize, order: Ordering) -> u64 {
         debug_assert!(self.owns(off), "word {off} is not this ring's");
-        // SAFETY: `off` is one of this ring's words (see above), and `RingRef::new` checked
-        // that the whole ring lies inside `mem` and that `base` is 8-aligned.
+        debug_assert_eq!(mem.addr(), self.mem_addr, "another region");
+        // SAFETY: `off` is one of this ring's words (see above); `RingRef::new` checked that
+        // the whole ring lies inside the region it was given and that `base` is 8-aligned, and
+        // `bound` checked that `mem` is that region.
         unsafe { mem.load_unchecked(off, order) }
     }
 
-    /// Stores one of this ring's words; `off` as for [`load`](Self::load).
+    /// Stores one of this ring's words; `off` and `mem` as for [`load`](Self::load).
     #[inline(always)]
-    fn store(&self, mem: &Mem, off: usize, value: u64, order: Ordering) {
+    fn store(&self, mem: &MemMut, off: usize, value: u64, order: Ordering) {
         debug_assert!(self.owns(off), "word {off} is not this ring's");
+        debug_assert_eq!(mem.addr(), self.mem_addr, "another region");
         // SAFETY: as in `load`.
         unsafe { mem.store_unchecked(off, value, order) }
     }
@@ -160,12 +224,14 @@ impl RingRef {
 
     /// The ring's `source_flags` word (docs/LAYOUT.md).
     pub(crate) fn source_flags(&self, mem: &Mem) -> u64 {
+        self.bound(mem);
         // Relaxed: an independent flag word outside the seqlock; readers load it once.
         self.load(mem, self.base + off::SOURCE_FLAGS, Ordering::Relaxed)
     }
 
     /// Stores the ring's `source_flags` word. Only the writer calls this.
-    pub(crate) fn set_source_flags(&self, mem: &Mem, flags: u64) {
+    pub(crate) fn set_source_flags(&self, mem: &MemMut, flags: u64) {
+        self.bound(mem);
         // Relaxed: as in `source_flags`.
         self.store(mem, self.base + off::SOURCE_FLAGS, flags, Ordering::Relaxed);
     }
@@ -177,57 +243,69 @@ impl RingRef {
 
     // ---------------------------------------------------------------- write side
 
-    /// Opens a write section on the sequence at `seq_off`.
+    /// Opens a write section on the sequence at `seq`; the section closes when the returned
+    /// guard is dropped.
     #[inline(always)]
-    fn write_begin(&self, mem: &Mem, seq_off: usize) -> u64 {
+    fn write_section<'a>(&'a self, mem: &'a MemMut, seq: usize) -> WriteSection<'a> {
         // Relaxed: the single writer is the only one that stores to the sequence, so it reads
         // back its own last value.
-        let s = self.load(mem, seq_off, Ordering::Relaxed);
+        let s = self.load(mem, seq, Ordering::Relaxed);
         debug_assert!(s.is_multiple_of(2), "write section opened twice");
         // Relaxed store + Release fence (write side of the fence pair): the fence orders the
         // odd value before every payload store that follows, for any reader whose
         // `fence(Acquire)` comes after loading one of those payload values.
-        self.store(mem, seq_off, s.wrapping_add(1), Ordering::Relaxed);
+        self.store(mem, seq, s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        s
-    }
-
-    /// Closes the write section opened with sequence value `s`.
-    #[inline(always)]
-    fn write_end(&self, mem: &Mem, seq_off: usize, s: u64) {
-        // Release (write side of the load pair): a reader that Acquire-loads `s + 2` sees all
-        // payload stores of this section.
-        self.store(mem, seq_off, s.wrapping_add(2), Ordering::Release);
-    }
-
-    #[inline(always)]
-    fn store_record(&self, mem: &Mem, at: usize, words: &[u64; RECORD_WORDS]) {
-        for (i, &w) in words.iter().enumerate() {
-            // Relaxed: the enclosing seqlock section provides the ordering.
-            self.store(mem, at + 8 * i, w, Ordering::Relaxed);
+        WriteSection {
+            ring: self,
+            mem,
+            seq,
+            s,
         }
+    }
+
+    /// A section a writer that died left open: the sequence at `seq` holds the odd value
+    /// `odd`. Its payload stores are ordered like those of a section opened here, because the
+    /// closing Release is what readers pair with (they retried while the value was odd); the
+    /// guard closes it with `odd + 1`.
+    fn torn_section<'a>(&'a self, mem: &'a MemMut, seq: usize, odd: u64) -> WriteSection<'a> {
+        debug_assert!(odd % 2 == 1, "not an open section");
+        WriteSection {
+            ring: self,
+            mem,
+            seq,
+            s: odd.wrapping_sub(1),
+        }
+    }
+
+    /// Opens a section on the control block, stamped with the time of the change.
+    #[inline(always)]
+    fn control_section<'a>(&'a self, mem: &'a MemMut, now_ns: u64) -> WriteSection<'a> {
+        let section = self.write_section(mem, self.base + off::SEQ);
+        section.store(self.base + off::LAST_CHANGE_NS, now_ns);
+        section
     }
 
     /// Replaces the forming candle (or removes it, with `None`).
     #[inline]
-    pub(crate) fn set_forming(&self, mem: &Mem, forming: Option<&Candle>, now_ns: u64) {
+    pub(crate) fn set_forming(&self, mem: &MemMut, forming: Option<&Candle>, now_ns: u64) {
+        self.bound(mem);
         let words = forming_record(forming);
-        let seq = self.base + off::SEQ;
-        let s = self.write_begin(mem, seq);
-        self.store_record(mem, self.base + off::FORMING, &words);
-        self.store(
-            mem,
-            self.base + off::LAST_CHANGE_NS,
-            now_ns,
-            Ordering::Relaxed,
-        );
-        self.write_end(mem, seq, s);
+        self.control_section(mem, now_ns)
+            .store_record(self.base + off::FORMING, &words);
     }
 
     /// Appends `closed` at position `head` and, in the same control update, makes `forming` the
     /// forming candle. Readers see either the old head and old forming candle, or both new.
     #[inline]
-    pub(crate) fn push(&self, mem: &Mem, closed: &Candle, forming: Option<&Candle>, now_ns: u64) {
+    pub(crate) fn push(
+        &self,
+        mem: &MemMut,
+        closed: &Candle,
+        forming: Option<&Candle>,
+        now_ns: u64,
+    ) {
+        self.bound(mem);
         // Relaxed: only this writer stores `head`.
         let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
         self.write_slot(
@@ -241,21 +319,14 @@ impl RingRef {
         // The slot's closing Release store is sequenced before the control section below, so a
         // reader that sees the new head (through the control sequence's Acquire) sees the slot.
         let words = forming_record(forming);
-        let seq = self.base + off::SEQ;
-        let s = self.write_begin(mem, seq);
-        self.store(mem, self.base + off::HEAD, head + 1, Ordering::Relaxed);
-        self.store_record(mem, self.base + off::FORMING, &words);
-        self.store(
-            mem,
-            self.base + off::LAST_CHANGE_NS,
-            now_ns,
-            Ordering::Relaxed,
-        );
-        self.write_end(mem, seq, s);
+        let control = self.control_section(mem, now_ns);
+        control.store(self.base + off::HEAD, head + 1);
+        control.store_record(self.base + off::FORMING, &words);
     }
 
     /// Rewrites the newest closed candle in place. Returns `false` if the ring has none.
-    pub(crate) fn amend_last(&self, mem: &Mem, closed: &Candle, now_ns: u64) -> bool {
+    pub(crate) fn amend_last(&self, mem: &MemMut, closed: &Candle, now_ns: u64) -> bool {
+        self.bound(mem);
         let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
         if head == 0 {
             return false;
@@ -269,25 +340,15 @@ impl RingRef {
             },
         );
         // Bump the control sequence too, so that readers polling `last_change_ns` see it.
-        let seq = self.base + off::SEQ;
-        let s = self.write_begin(mem, seq);
-        self.store(
-            mem,
-            self.base + off::LAST_CHANGE_NS,
-            now_ns,
-            Ordering::Relaxed,
-        );
-        self.write_end(mem, seq, s);
+        drop(self.control_section(mem, now_ns));
         true
     }
 
-    fn write_slot(&self, mem: &Mem, position: u64, c: &Candle) {
+    fn write_slot(&self, mem: &MemMut, position: u64, c: &Candle) {
         let at = self.slot(position);
-        let seq = at + off::SLOT_SEQ;
-        let s = self.write_begin(mem, seq);
-        self.store(mem, at + off::SLOT_POSITION, position, Ordering::Relaxed);
-        self.store_record(mem, at + off::SLOT_RECORD, &c.to_words());
-        self.write_end(mem, seq, s);
+        let slot = self.write_section(mem, at + off::SLOT_SEQ);
+        slot.store(at + off::SLOT_POSITION, position);
+        slot.store_record(at + off::SLOT_RECORD, &c.to_words());
     }
 
     /// Makes every odd sequence even again after a writer died inside a write section.
@@ -298,21 +359,22 @@ impl RingRef {
     /// happened. The next push into the slot, or a correction of the newest candle from the
     /// feed, fills it again. Returns how many sections were repaired. Only the (new) single
     /// writer may call this.
-    pub(crate) fn repair(&self, mem: &Mem) -> u32 {
+    pub(crate) fn repair(&self, mem: &MemMut) -> u32 {
+        self.bound(mem);
         let mut repaired = 0;
         let seq = self.base + off::SEQ;
         let s = self.load(mem, seq, Ordering::Relaxed);
         if s % 2 == 1 {
             // `head` is a single word, so it is either the old or the new value, and both are
             // consistent with the slots (a slot is complete before head moves past it).
-            self.store_record(mem, self.base + off::FORMING, &[0; RECORD_WORDS]);
-            // Release: as `write_end`; a reader that sees the even value sees the zeroes.
-            self.store(mem, seq, s.wrapping_add(1), Ordering::Release);
+            self.torn_section(mem, seq, s)
+                .store_record(self.base + off::FORMING, &[0; RECORD_WORDS]);
             repaired += 1;
         }
         for i in 0..self.capacity {
             let at = self.base + off::SLOTS + i as usize * SLOT_SIZE;
-            let s = self.load(mem, at + off::SLOT_SEQ, Ordering::Relaxed);
+            let seq = at + off::SLOT_SEQ;
+            let s = self.load(mem, seq, Ordering::Relaxed);
             // Writers before this one kept a torn record and flagged it repaired: drop those
             // too, under a section of their own.
             let flags = self.load(
@@ -320,22 +382,16 @@ impl RingRef {
                 at + off::SLOT_RECORD + 8 * (RECORD_WORDS - 1),
                 Ordering::Relaxed,
             ) >> 32;
-            let s = if s.is_multiple_of(2) && flags & u64::from(FLAG_REPAIRED) != 0 {
-                self.write_begin(mem, at + off::SLOT_SEQ) + 1
+            let section = if s % 2 == 1 {
+                Some(self.torn_section(mem, seq, s))
+            } else if flags & u64::from(FLAG_REPAIRED) != 0 {
+                Some(self.write_section(mem, seq))
             } else {
-                s
+                None
             };
-            if s % 2 == 1 {
-                // Still inside the torn section (the sequence is odd): Relaxed stores, then
-                // the Release that closes it, as in `write_end`.
-                self.store(mem, at + off::SLOT_POSITION, DROPPED, Ordering::Relaxed);
-                self.store_record(mem, at + off::SLOT_RECORD, &[0; RECORD_WORDS]);
-                self.store(
-                    mem,
-                    at + off::SLOT_SEQ,
-                    s.wrapping_add(1),
-                    Ordering::Release,
-                );
+            if let Some(slot) = section {
+                slot.store(at + off::SLOT_POSITION, DROPPED);
+                slot.store_record(at + off::SLOT_RECORD, &[0; RECORD_WORDS]);
                 repaired += 1;
             }
         }
@@ -352,6 +408,7 @@ impl RingRef {
         max_attempts: u32,
         retries: &AtomicU64,
     ) -> Result<Control, Busy> {
+        self.bound(mem);
         let seq = self.base + off::SEQ;
         for attempt in 0..max_attempts {
             // Acquire (read side of the load pair): pairs with the writer's closing Release.
@@ -398,6 +455,7 @@ impl RingRef {
         max_attempts: u32,
         retries: &AtomicU64,
     ) -> Result<Slot, Busy> {
+        self.bound(mem);
         // `slot()` takes the position modulo capacity, so even a position from a torn read could
         // not leave the ring; callers only pass positions below a validated head.
         let at = self.slot(position);
@@ -492,6 +550,14 @@ fn forming_record(forming: Option<&Candle>) -> [u64; RECORD_WORDS] {
     })
 }
 
+/// The panic of a ring handed a region other than its own, out of line (see
+/// [`RingRef::bound`]).
+#[cold]
+#[inline(never)]
+fn another_region() -> ! {
+    panic!("a ring was handed a region other than the one it was checked against")
+}
+
 /// Counts one failed attempt. Only the retry path pays for it.
 #[cold]
 fn retried(retries: &AtomicU64) {
@@ -547,6 +613,15 @@ mod tests {
         let heap = HeapMem::new(ring_size(capacity as u32));
         let ring = RingRef::new(0, capacity as u32, &heap.mem()).expect("fits");
         (heap, ring)
+    }
+
+    #[test]
+    #[should_panic(expected = "a region other than the one it was checked against")]
+    fn a_ring_refuses_a_region_it_was_not_checked_against() {
+        let (_heap, r) = ring(4);
+        // Another region of the same size: the ring's unchecked accesses would land in it.
+        let other = HeapMem::new(ring_size(4));
+        let _ = r.read_control(&other.mem(), 1, &RETRIES);
     }
 
     #[test]
@@ -612,8 +687,8 @@ mod tests {
         let (heap, r) = ring(2);
         let mem = heap.mem();
         r.push(&mem, &derived(1), None, 0);
-        // A writer that died inside a section leaves the sequence odd.
-        r.write_begin(&mem, r.base + off::SEQ);
+        // A writer that died inside a section leaves the sequence odd: its guard never drops.
+        std::mem::forget(r.write_section(&mem, r.base + off::SEQ));
         assert_eq!(
             r.read_control(&mem, 100, &RETRIES),
             Err(Busy { attempts: 100 })
@@ -630,18 +705,15 @@ mod tests {
 
     /// Writes half of `c` into the slot of `position` and leaves the section open, as a writer
     /// killed there would; `position_word` is what it had written into the position word.
-    fn tear_slot(r: &RingRef, mem: &Mem, position: u64, position_word: u64, c: &Candle) {
+    fn tear_slot(r: &RingRef, mem: &MemMut, position: u64, position_word: u64, c: &Candle) {
         let at = r.slot(position);
-        r.write_begin(mem, at + off::SLOT_SEQ);
-        r.store(
-            mem,
-            at + off::SLOT_POSITION,
-            position_word,
-            Ordering::Relaxed,
-        );
+        let section = r.write_section(mem, at + off::SLOT_SEQ);
+        section.store(at + off::SLOT_POSITION, position_word);
         for (i, w) in c.to_words().iter().enumerate().take(RECORD_WORDS / 2) {
-            r.store(mem, at + off::SLOT_RECORD + 8 * i, *w, Ordering::Relaxed);
+            section.store(at + off::SLOT_RECORD + 8 * i, *w);
         }
+        // Killed here: the section stays open.
+        std::mem::forget(section);
     }
 
     fn times(out: &[Candle]) -> Vec<i64> {

@@ -7,7 +7,7 @@ use crate::files::{self, Untrusted};
 use crate::header::Header;
 use crate::layout::{self, hdr, sym, Layout, Placement, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 use crate::lock::{self, LockError, WriterLock};
-use crate::mem::Mapping;
+use crate::mem::MappingMut;
 use crate::process::{self, PidState};
 use crate::status::{FeedState, WriterState};
 use crate::wake::{self, Waker};
@@ -136,7 +136,7 @@ impl Writer {
             if same_layout && !options.start_clean {
                 // The mode asked for now, not the one of the run that created the file.
                 files::set_mode(&file, options.mode).map_err(io_err("set the mode of", path))?;
-                let map = Mapping::read_write(&file, placement.total_size)
+                let map = MappingMut::read_write(&file, placement.total_size)
                     .map_err(io_err("map", path))?;
                 let mut w = Writer::new(
                     Held { file, lock, wake },
@@ -349,7 +349,7 @@ fn build(
     p: &Placement,
     options: &WriterOptions,
     generation: u64,
-) -> Result<(File, Mapping, PathBuf), CreateError> {
+) -> Result<(File, MappingMut, PathBuf), CreateError> {
     let tmp = tmp_path(path);
     let _ = fs::remove_file(&tmp); // a leftover of a crashed start of a process with our pid
     let file = files::create_new(&tmp, options.mode).map_err(io_err("create", &tmp))?;
@@ -370,7 +370,8 @@ fn build(
             source,
         })
     })?;
-    let map = Mapping::read_write(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
+    let map =
+        MappingMut::read_write(&file, p.total_size).map_err(|e| fail(io_err("map", &tmp)(e)))?;
     let mem = map.mem();
     let now = now_ns();
     let me = process::this_process();

@@ -17,7 +17,7 @@ use crate::candle::Candle;
 use crate::error::{io_err, CreateError};
 use crate::layout::{self, hdr, sym, Layout, Placement};
 use crate::lock::WriterLock;
-use crate::mem::{Mapping, Mem};
+use crate::mem::{MappingMut, MemMut};
 use crate::process::{self};
 use crate::ring::{RingRef, Slot};
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
@@ -107,7 +107,7 @@ pub struct SymbolId(u32);
 #[derive(Debug)]
 pub struct Writer {
     /// The segment, mapped read-write, with its word view.
-    map: Mapping,
+    map: MappingMut,
     /// The segment file.
     _file: File,
     /// The exclusive writer lock, held for the writer's whole life.
@@ -132,7 +132,7 @@ pub struct Writer {
 impl Writer {
     fn new(
         held: Held,
-        map: Mapping,
+        map: MappingMut,
         path: &Path,
         layout: &Layout,
         p: &Placement,
@@ -177,7 +177,7 @@ impl Writer {
     }
 
     /// The word view of the segment.
-    fn mem(&self) -> &Mem {
+    fn mem(&self) -> &MemMut {
         self.map.mem()
     }
 
