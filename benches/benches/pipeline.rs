@@ -223,7 +223,7 @@ fn api_answers(c: &mut Criterion) {
     let api = Arc::new(http_shim::Api::new(http_shim::ApiConfig::new(
         seg.path.clone(),
     )));
-    let request = |if_none_match: Option<String>, accepts_gzip: bool| http_shim::server::Request {
+    let request = |if_none_match: Option<String>, accepts_gzip: bool| http_shim::message::Request {
         method: "GET".into(),
         target: "/streamer/candles/BTCUSDc/M1?limit=50".into(),
         if_none_match,

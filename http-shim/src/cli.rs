@@ -35,7 +35,7 @@ pub struct Cli {
     max_connections: usize,
     /// Most push streams (/streamer/stream and /streamer/ws) at once; more get 503
     /// TOO_MANY_STREAMS. Each also counts as a connection.
-    #[arg(long, default_value_t = crate::api::DEFAULT_MAX_STREAMS)]
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_STREAMS)]
     max_streams: usize,
     /// A host name to serve without a token, besides IP addresses and localhost (the name
     /// your browser uses for this machine); repeat for more. Any other name in `Host` gets

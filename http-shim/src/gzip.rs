@@ -10,7 +10,7 @@ use std::io::Write as _;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::server::Response;
+use crate::message::Response;
 
 /// Bodies of at most this many bytes go out as they are: below it the saving is smaller than
 /// the work and the headers.

@@ -8,15 +8,17 @@
 //! - Both `Transfer-Encoding` and `Content-Length`, or two different lengths, is a `400`
 //!   (the classic request-smuggling shapes, RFC 9112 6.1).
 
-use crate::server::{Request, MAX_BODY, MAX_HEADERS, MAX_REQUEST_LINE};
+use crate::message::Request;
+use crate::reply::ErrorCode;
+use crate::server::{MAX_BODY, MAX_HEADERS, MAX_REQUEST_LINE};
 
 /// Why reading a request head stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HeadError {
     /// The peer closed or went idle: close quietly.
     Closed,
-    /// A protocol error to answer with this status, then close.
-    Reply(u16, &'static str),
+    /// A protocol error to answer with this code (and its status), then close.
+    Reply(ErrorCode, &'static str),
 }
 
 /// What the head says of a body.
@@ -37,7 +39,10 @@ pub(crate) type Parsed = (Request, bool, usize, Body);
 pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
     let line_end = buf.iter().position(|&b| b == b'\n');
     if line_end.unwrap_or(buf.len()) > MAX_REQUEST_LINE + 1 {
-        return Err(HeadError::Reply(414, "request line too long"));
+        return Err(HeadError::Reply(
+            ErrorCode::UriTooLong,
+            "request line too long",
+        ));
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -45,32 +50,52 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Ok(httparse::Status::Complete(end)) => end,
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::Reply(431, "too many headers"))
+            return Err(HeadError::Reply(
+                ErrorCode::HeadersTooLarge,
+                "too many headers",
+            ))
         }
         Err(httparse::Error::Version) => {
             let line = &buf[..line_end.unwrap_or(buf.len())];
             return Err(if line.windows(6).any(|w| w == b" HTTP/") {
-                HeadError::Reply(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+                HeadError::Reply(
+                    ErrorCode::VersionNotSupported,
+                    "only HTTP/1.0 and HTTP/1.1 are supported",
+                )
             } else {
-                HeadError::Reply(400, "malformed request line")
+                HeadError::Reply(ErrorCode::BadRequest, "malformed request line")
             });
         }
         Err(httparse::Error::HeaderValue) => {
             return Err(HeadError::Reply(
-                400,
+                ErrorCode::BadRequest,
                 "a control character (CR, NUL, ...) in a header value",
             ))
         }
         Err(httparse::Error::HeaderName) => {
-            return Err(HeadError::Reply(400, "malformed header name"))
+            return Err(HeadError::Reply(
+                ErrorCode::BadRequest,
+                "malformed header name",
+            ))
         }
-        Err(_) => return Err(HeadError::Reply(400, "malformed request head")),
+        Err(_) => {
+            return Err(HeadError::Reply(
+                ErrorCode::BadRequest,
+                "malformed request head",
+            ))
+        }
     };
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(HeadError::Reply(400, "malformed request line"));
+        return Err(HeadError::Reply(
+            ErrorCode::BadRequest,
+            "malformed request line",
+        ));
     };
     if !method.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
-        return Err(HeadError::Reply(400, "malformed request line"));
+        return Err(HeadError::Reply(
+            ErrorCode::BadRequest,
+            "malformed request line",
+        ));
     }
     let http10 = minor == 0;
     let mut request = Request {
@@ -87,7 +112,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
         // httparse refused every byte a value may not hold; what is left is visible ASCII,
         // spaces, tabs and obs-text. Only UTF-8 is used.
         let Ok(value) = std::str::from_utf8(h.value) else {
-            return Err(HeadError::Reply(400, "a header value that is not UTF-8"));
+            return Err(HeadError::Reply(
+                ErrorCode::BadRequest,
+                "a header value that is not UTF-8",
+            ));
         };
         let value = value.trim_matches([' ', '\t']);
         let name = h.name;
@@ -103,7 +131,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
             }
         } else if is("content-length") {
             if length.is_some_and(|l| l != value) {
-                return Err(HeadError::Reply(400, "conflicting Content-Length headers"));
+                return Err(HeadError::Reply(
+                    ErrorCode::BadRequest,
+                    "conflicting Content-Length headers",
+                ));
             }
             length = Some(value);
         } else if is("transfer-encoding") {
@@ -131,7 +162,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
     }
     if hosts > 1 || (hosts == 0 && !http10) {
         return Err(HeadError::Reply(
-            400,
+            ErrorCode::BadRequest,
             "a request needs exactly one Host header (RFC 9112 3.2)",
         ));
     }
@@ -139,7 +170,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
     if chunked {
         if length.is_some() {
             return Err(HeadError::Reply(
-                400,
+                ErrorCode::BadRequest,
                 "both Transfer-Encoding and Content-Length",
             ));
         }
@@ -147,7 +178,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
     }
     if let Some(l) = length {
         if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeadError::Reply(400, "malformed Content-Length"));
+            return Err(HeadError::Reply(
+                ErrorCode::BadRequest,
+                "malformed Content-Length",
+            ));
         }
         match l.parse::<usize>() {
             Ok(0) => {}
@@ -185,7 +219,7 @@ mod tests {
         match parse(s.as_bytes()) {
             Ok(Some((r, k, _, b))) => Ok((r, k, b)),
             Ok(None) => Err(0),
-            Err(HeadError::Reply(s, _)) => Err(s),
+            Err(HeadError::Reply(c, _)) => Err(c.status()),
             Err(HeadError::Closed) => Err(1),
         }
     }

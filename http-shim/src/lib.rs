@@ -14,10 +14,14 @@
 //! ```
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod gzip;
 mod head;
+pub mod message;
 pub mod metrics;
+pub mod reply;
+mod respond;
 pub mod server;
 
 use std::fmt;
@@ -27,7 +31,7 @@ use std::sync::Arc;
 use shm_core::SegmentPath;
 
 pub use api::{Api, ApiConfig};
-pub use server::Limits;
+pub use server::{Limits, DEFAULT_MAX_STREAMS};
 
 /// Everything the shim needs.
 #[derive(Debug, Clone)]
@@ -150,9 +154,11 @@ impl Shim {
             return Err(StartError::BadMaxLimit);
         }
         raise_open_file_limit(config.limits.max_connections as u64 + 256);
-        let budget = Arc::new(server::Budget::new(server::MAX_INFLIGHT_BYTES));
+        let budget = Arc::new(budget::Budget::new(budget::MAX_INFLIGHT_BYTES));
+        let metrics = Arc::new(metrics::Metrics::default());
         let api = Arc::new(Api::new(ApiConfig {
             budget: Arc::clone(&budget),
+            metrics: Arc::clone(&metrics),
             max_limit: config.max_limit,
             token: config.token,
             max_streams: config.limits.max_streams,
@@ -160,8 +166,9 @@ impl Shim {
             allowed_hosts: config.allowed_hosts,
             ..ApiConfig::new(config.segment)
         }));
-        let handler: Arc<server::Handler> = Arc::new(move |req: &server::Request| api.handle(req));
-        let server = server::Server::start(config.bind, config.limits, handler, budget)
+        let handler: Arc<message::Handler> =
+            Arc::new(move |req: &message::Request| api.handle(req));
+        let server = server::Server::start(config.bind, config.limits, handler, budget, metrics)
             .map_err(|e| StartError::Bind(config.bind, e))?;
         Ok(Shim { server })
     }

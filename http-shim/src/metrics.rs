@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use shm_core::{Counter, Liveness, Reader};
 
+use crate::reply::ErrorCode;
+
 /// The endpoints counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -45,9 +47,22 @@ const ENDPOINTS: [(Endpoint, &str); 10] = [
     (Endpoint::Other, "other"),
 ];
 
-/// Statuses the shim answers with; anything else is counted as the last slot.
-const STATUSES: [u16; 15] = [
-    101, 200, 304, 400, 401, 404, 405, 408, 413, 414, 426, 431, 503, 505, 500,
+/// Statuses the shim answers with; anything else is counted as the last slot, `other`.
+const STATUSES: [u16; 17] = [
+    101, 200, 304, 400, 401, 404, 405, 408, 413, 414, 421, 426, 431, 500, 503, 505, 0,
+];
+
+/// The replies the server makes itself, without (or instead of) the handler's answer.
+const SERVER_REPLIES: [ErrorCode; 9] = [
+    ErrorCode::BadRequest,
+    ErrorCode::RequestTimeout,
+    ErrorCode::BodyTooLarge,
+    ErrorCode::UriTooLong,
+    ErrorCode::HeadersTooLarge,
+    ErrorCode::VersionNotSupported,
+    ErrorCode::TooManyConnections,
+    ErrorCode::ServerBusy,
+    ErrorCode::Internal,
 ];
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -66,6 +81,8 @@ pub struct Metrics {
     gzip_answers: AtomicU64,
     gzip_bytes_in: AtomicU64,
     gzip_bytes_out: AtomicU64,
+    /// The server's own replies, by [`SERVER_REPLIES`].
+    replies: [AtomicU64; SERVER_REPLIES.len()],
 }
 
 impl Default for Metrics {
@@ -78,6 +95,7 @@ impl Default for Metrics {
             gzip_answers: AtomicU64::new(0),
             gzip_bytes_in: AtomicU64::new(0),
             gzip_bytes_out: AtomicU64::new(0),
+            replies: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -104,6 +122,15 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Counts one reply the server made itself (a malformed or slow head, a full server, a
+    /// handler that failed). Codes the server never makes are not counted.
+    pub fn record_reply(&self, code: ErrorCode) {
+        if let Some(i) = SERVER_REPLIES.iter().position(|&c| c == code) {
+            // Relaxed: independent statistics, as above.
+            self.replies[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one answer sent gzipped, `before` bytes as JSON and `after` compressed.
     pub fn record_gzip(&self, before: usize, after: usize) {
         // Relaxed: independent statistics, as above.
@@ -127,7 +154,10 @@ impl Metrics {
             for (k, status) in STATUSES.iter().enumerate() {
                 let n = self.requests[i][k].load(Ordering::Relaxed);
                 if n > 0 {
-                    let status = status.to_string();
+                    let status = match status {
+                        0 => "other".to_owned(),
+                        s => s.to_string(),
+                    };
                     e.sample(&[("endpoint", name), ("status", &status)], n);
                 }
             }
@@ -151,6 +181,18 @@ impl Metrics {
         ));
         e.line(&format!("{name}_count {count}"));
         e.family(
+            "mtf_shim_server_replies_total",
+            "counter",
+            "Replies the server made itself, by error_code: heads it could not read or that came \
+             too slowly, connections over the cap, answers over the byte budget, handler failures.",
+        );
+        for (i, code) in SERVER_REPLIES.iter().enumerate() {
+            e.sample(
+                &[("code", code.as_str())],
+                self.replies[i].load(Ordering::Relaxed),
+            );
+        }
+        e.family(
             "mtf_shim_gzip_answers_total",
             "counter",
             "Answers sent gzipped (Accept-Encoding: gzip, body over 1 KiB).",
@@ -170,67 +212,6 @@ impl Metrics {
             self.gzip_bytes_out.load(Ordering::Relaxed),
         );
     }
-}
-
-/// The push streams' counts (see `api::push`).
-pub fn render_push(e: &mut Exposition, p: &crate::api::PushCounts) {
-    // Relaxed loads: independent statistics, as the increments.
-    e.family(
-        "mtf_shim_streams_open",
-        "gauge",
-        "Push streams open now (server-sent events and WebSocket).",
-    )
-    .sample(&[], p.open.load(Ordering::Relaxed));
-    e.family(
-        "mtf_shim_streams_total",
-        "counter",
-        "Push streams opened, and refused because --max-streams were open.",
-    )
-    .sample(&[("outcome", "opened")], p.opened.load(Ordering::Relaxed))
-    .sample(&[("outcome", "refused")], p.refused.load(Ordering::Relaxed));
-    e.family(
-        "mtf_shim_stream_events_total",
-        "counter",
-        "Events sent on push streams (candles and status).",
-    )
-    .sample(&[], p.events.load(Ordering::Relaxed));
-    e.family(
-        "mtf_shim_stream_clients_dropped_total",
-        "counter",
-        "Stream clients disconnected because their socket stayed full past the write timeout.",
-    )
-    .sample(&[], p.dropped_slow.load(Ordering::Relaxed));
-}
-
-/// The closed-candle cache's size and counts (see `api::cache`).
-pub fn render_cache(e: &mut Exposition, s: &crate::api::CacheStats) {
-    e.family(
-        "mtf_shim_cache_entries",
-        "gauge",
-        "Closed-candle JSON entries held (one per ring, format and order asked for).",
-    )
-    .sample(&[], s.entries);
-    e.family(
-        "mtf_shim_cache_bytes",
-        "gauge",
-        "Bytes the closed-candle cache holds (at most 32 MiB).",
-    )
-    .sample(&[], s.bytes);
-    e.family(
-        "mtf_shim_cache_answers_total",
-        "counter",
-        "Rings written into candle answers, by how the cache served their closed candles: hit, build (the entry \
-         was built first) or bypass (written without it).",
-    )
-    .sample(&[("outcome", "hit")], s.hits)
-    .sample(&[("outcome", "build")], s.builds)
-    .sample(&[("outcome", "bypass")], s.bypasses);
-    e.family(
-        "mtf_shim_cache_evictions_total",
-        "counter",
-        "Times the cache was emptied to stay under its byte limit.",
-    )
-    .sample(&[], s.evictions);
 }
 
 /// Prometheus text exposition, one family at a time: [`family`](Self::family) always writes

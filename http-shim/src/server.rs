@@ -26,14 +26,25 @@
 //!   `101` for a WebSocket), and the takeover then owns the socket on this connection's thread
 //!   until it returns; the connection still counts under the cap.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use crate::budget::Budget;
 use crate::head::{self, Body, HeadError};
+use crate::message::{Handler, Request, Response};
+use crate::metrics::Metrics;
+use crate::reply::{error, server_busy, ErrorCode};
+use crate::respond::{linger, write_response};
+
+/// Push streams (server-sent events and WebSocket) served at once when `--max-streams` is
+/// not given.
+pub const DEFAULT_MAX_STREAMS: usize = 1024;
 
 /// Connections over the cap while the heads evicted to make room are still closing.
 const EVICTION_SLACK: usize = 64;
@@ -46,8 +57,6 @@ pub const MAX_REQUEST_LINE: usize = 4 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Largest request body read (and discarded); a larger one is not read (see the module docs).
 pub const MAX_BODY: usize = 64 * 1024;
-/// Most bytes of responses being written at once, over all connections.
-pub const MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Connections waiting to be accepted, at most.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Idle keep-alive timeout when the server is near its connection cap.
@@ -77,193 +86,8 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
-            max_streams: crate::api::DEFAULT_MAX_STREAMS,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
-    }
-}
-
-/// A parsed request head.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    /// The method, as sent.
-    pub method: String,
-    /// The request target (path and query), as sent.
-    pub target: String,
-    /// `Authorization` header, if any.
-    pub authorization: Option<String>,
-    /// `If-None-Match` header, if any.
-    pub if_none_match: Option<String>,
-    /// Whether `Accept-Encoding` accepts gzip.
-    pub accepts_gzip: bool,
-    /// `Last-Event-ID` header (a server-sent events client resuming), if any.
-    pub last_event_id: Option<String>,
-    /// `Sec-WebSocket-Key`, if the request asks to upgrade to a WebSocket (`Upgrade:
-    /// websocket`).
-    pub websocket_key: Option<String>,
-    /// `Sec-WebSocket-Version`, if any.
-    pub websocket_version: Option<String>,
-    /// `Host` (exactly one in HTTP/1.1; none is possible in HTTP/1.0).
-    pub host: Option<String>,
-}
-
-/// What a push endpoint does with the connection after its head is written: it owns the socket
-/// until it returns, and the server then closes it. It gets the bytes the client sent after
-/// the request head, and the server's stop flag, which it must watch.
-pub struct Takeover(pub Box<PushFn>);
-
-/// The function of a [`Takeover`]: the socket, the bytes read past the head, the stop flag.
-pub type PushFn = dyn FnOnce(TcpStream, Vec<u8>, &AtomicBool) + Send;
-
-impl std::fmt::Debug for Takeover {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Takeover")
-    }
-}
-
-/// A response to write.
-#[derive(Debug)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type`.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: Vec<u8>,
-    /// Extra headers, complete lines without CRLF.
-    pub extra_headers: Vec<String>,
-    /// The entity tag, for answers a client may revalidate: sent as `ETag`, with
-    /// `Cache-Control: no-cache` (keep it, but ask again each time) instead of `no-store`.
-    pub etag: Option<String>,
-    /// For a push endpoint: the head goes out without a `Content-Length` (the body is what the
-    /// takeover writes, until the connection closes; `101` for a WebSocket), then the takeover
-    /// runs on this connection's thread.
-    pub takeover: Option<Takeover>,
-    /// Bytes of the [`Budget`] the handler reserved before it built the body (large
-    /// answers); released once the answer is written. Without one, the server reserves the
-    /// body's size itself, after the handler.
-    /// Boxed: it is rare, and every error path moves responses around by value.
-    pub reservation: Option<Box<Reservation>>,
-}
-
-/// The bytes of answers being built or written, over all connections, at most `max`: a
-/// reservation is taken before an answer's bytes exist (by the handler, from its estimate)
-/// or at the latest before they are written, and given back when they are gone. Clients that
-/// send requests and never read the answers therefore cannot make the process hold more.
-#[derive(Debug)]
-pub struct Budget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl Budget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Budget {
-        Budget {
-            used: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// `bytes` of the budget, or `None` if they would pass it.
-    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
-        // Relaxed: a count compared with a limit; no other memory is published through it.
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                let after = used.checked_add(bytes)?;
-                (after <= self.max).then_some(after)
-            })
-            .ok()?;
-        Some(Reservation {
-            budget: Arc::clone(self),
-            bytes,
-        })
-    }
-
-    /// Bytes reserved now.
-    pub fn used(&self) -> usize {
-        // Relaxed: as in `reserve`.
-        self.used.load(Ordering::Relaxed)
-    }
-}
-
-/// Bytes held of a [`Budget`], given back when dropped.
-#[derive(Debug)]
-pub struct Reservation {
-    budget: Arc<Budget>,
-    bytes: usize,
-}
-
-impl Reservation {
-    /// Gives back what is held beyond `bytes` (the answer came out smaller than reserved).
-    pub fn shrink_to(&mut self, bytes: usize) {
-        if bytes < self.bytes {
-            // Relaxed: as in `Budget::reserve`.
-            self.budget
-                .used
-                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
-            self.bytes = bytes;
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        // Relaxed: as in `Budget::reserve`.
-        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
-impl Response {
-    /// A response of `content_type`.
-    pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
-        Response {
-            status,
-            content_type,
-            body,
-            extra_headers: Vec::new(),
-            etag: None,
-            takeover: None,
-            reservation: None,
-        }
-    }
-
-    /// A JSON response.
-    pub fn json(status: u16, body: String) -> Response {
-        Response::new(status, "application/json", body.into_bytes())
-    }
-
-    /// `304 Not Modified` for a request whose `If-None-Match` named the current `etag`.
-    pub fn not_modified(etag: String) -> Response {
-        Response {
-            etag: Some(etag),
-            ..Response::new(304, "application/json", Vec::new())
-        }
-    }
-}
-
-/// What a handler is: called from connection threads, concurrently.
-pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        421 => "Misdirected Request",
-        426 => "Upgrade Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "",
     }
 }
 
@@ -282,6 +106,7 @@ impl Server {
         limits: Limits,
         handler: Arc<Handler>,
         budget: Arc<Budget>,
+        metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         // std listens with a backlog of 128; a burst of clients (a thousand event streams
@@ -294,7 +119,7 @@ impl Server {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("mtf-shim-accept".into())
-                .spawn(move || accept_loop(listener, limits, handler, stop, budget))?
+                .spawn(move || accept_loop(listener, limits, handler, stop, budget, metrics))?
         };
         Ok(Server {
             addr,
@@ -328,6 +153,7 @@ fn accept_loop(
     handler: Arc<Handler>,
     stop: Arc<AtomicBool>,
     budget: Arc<Budget>,
+    metrics: Arc<Metrics>,
 ) {
     // Connections being served. Relaxed throughout: it is a count compared with a limit, and
     // no other memory is published through it; a momentarily stale value only lets the cap be
@@ -365,13 +191,13 @@ fn accept_loop(
                 && partial.evict_oldest());
         if !room {
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let body = br#"{"success": false, "error": "too many connections", "error_code": "TOO_MANY_CONNECTIONS", "details": {}}"#;
-            let _ = write_response(
-                &stream,
-                &Response::json(503, String::from_utf8_lossy(body).into_owned()),
-                false,
-                false,
+            metrics.record_reply(ErrorCode::TooManyConnections);
+            let refusal = error(
+                ErrorCode::TooManyConnections,
+                "too many connections",
+                json!({}),
             );
+            let _ = write_response(&stream, &refusal, false, false);
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +206,7 @@ fn accept_loop(
             limits: limits.clone(),
             open: Arc::clone(&open),
             budget: Arc::clone(&budget),
+            metrics: Arc::clone(&metrics),
             stop: Arc::clone(&stop),
             partial: Arc::clone(&partial),
         };
@@ -404,6 +231,8 @@ struct Shared {
     open: Arc<AtomicUsize>,
     /// Bytes of answers being built or written (see [`Budget`]).
     budget: Arc<Budget>,
+    /// Where the server's own replies are counted.
+    metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     /// Connections whose request head has begun but not ended.
     partial: Arc<PartialHeads>,
@@ -460,6 +289,15 @@ impl Drop for PartialGuard<'_> {
 }
 
 impl Shared {
+    /// A reply of the server's own (not the handler's), counted in `/metrics`.
+    fn reply(&self, code: ErrorCode, message: &str) -> Response {
+        self.metrics.record_reply(code);
+        if code == ErrorCode::ServerBusy {
+            return server_busy();
+        }
+        error(code, message, json!({}))
+    }
+
     /// The idle timeout now: short when the server is near its connection cap.
     fn idle_timeout(&self) -> Duration {
         // Relaxed: see `accept_loop`.
@@ -481,8 +319,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         let (request, keep_alive, consumed, body) = match read_head(&mut stream, &mut buf, shared) {
             Ok(r) => r,
             Err(HeadError::Closed) => break,
-            Err(HeadError::Reply(status, message)) => {
-                let _ = write_response(&stream, &bad_request(status, message), false, false);
+            Err(HeadError::Reply(code, message)) => {
+                let _ = write_response(&stream, &shared.reply(code, message), false, false);
                 break;
             }
         };
@@ -499,7 +337,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             // either way the body is not read, and the connection closes after the answer.
             Body::Unread => {
                 let response = if matches!(request.method.as_str(), "GET" | "HEAD") {
-                    bad_request(413, "request bodies are not accepted")
+                    shared.reply(ErrorCode::BodyTooLarge, "request bodies are not accepted")
                 } else {
                     answer(shared, &request)
                 };
@@ -529,7 +367,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             .or_else(|| shared.budget.reserve(size).map(Box::new));
         let written = if held.is_none() && size > 4096 {
             drop(response);
-            write_response(&stream, &server_busy(), keep_alive, head_only)
+            let busy = shared.reply(ErrorCode::ServerBusy, "");
+            write_response(&stream, &busy, keep_alive, head_only)
         } else {
             let r = write_response(&stream, &response, keep_alive, head_only);
             drop(held);
@@ -545,47 +384,15 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
 /// The handler's answer; a bug in a handler costs one `500`, not the connection thread's
 /// silence.
 fn answer(shared: &Shared, request: &Request) -> Response {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler)(request))).unwrap_or_else(|_| {
-        eprintln!("mtf-shim: handler panicked on {} {}", request.method, request.target.chars().take(200).collect::<String>());
-        let body = serde_json::json!({"success": false, "error": "internal error", "error_code": "INTERNAL", "details": {}});
-        Response::json(500, body.to_string())
-    })
-}
-
-/// `503 SERVER_BUSY`: the byte budget of all answers is spent; retry in a second.
-pub fn server_busy() -> Response {
-    let mut busy = Response::json(
-        503,
-        serde_json::json!({"success": false, "error": "the server is busy writing other answers; retry shortly", "error_code": "SERVER_BUSY", "details": {}}).to_string(),
-    );
-    busy.extra_headers.push("Retry-After: 1".into());
-    busy
-}
-
-fn bad_request(status: u16, message: &str) -> Response {
-    let body = serde_json::json!({"success": false, "error": message, "error_code": if status == 413 { "BODY_TOO_LARGE" } else { "BAD_REQUEST" }, "details": {}});
-    Response::json(status, body.to_string())
-}
-
-/// After an early answer to a request whose body we do not read: stop sending, and read and
-/// drop what the client still sends for a moment (at most 1 s and 4 MiB), so that closing the
-/// socket with unread data does not reset the connection before the client reads the answer.
-fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let until = Instant::now() + Duration::from_secs(1);
-    let mut sink = [0u8; 16 * 1024];
-    let mut total = 0usize;
-    while total < 4 << 20 {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total += n,
-        }
-    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler)(request)))
+        .unwrap_or_else(|_| {
+            eprintln!(
+                "mtf-shim: handler panicked on {} {}",
+                request.method,
+                request.target.chars().take(200).collect::<String>()
+            );
+            shared.reply(ErrorCode::Internal, "internal error")
+        })
 }
 
 /// Reads and drops a body of `len` bytes, part of which may already be in `buf`.
@@ -644,9 +451,9 @@ fn read_head(
                 if buf.iter().take(MAX_REQUEST_LINE).all(|&b| b != b'\n')
                     && buf.len() >= MAX_REQUEST_LINE
                 {
-                    HeadError::Reply(414, "request line too long")
+                    HeadError::Reply(ErrorCode::UriTooLong, "request line too long")
                 } else {
-                    HeadError::Reply(431, "request head too large")
+                    HeadError::Reply(ErrorCode::HeadersTooLarge, "request head too large")
                 },
             );
         }
@@ -659,7 +466,12 @@ fn read_head(
             },
             Some(t) => match limits.head_timeout.checked_sub(t.elapsed()) {
                 Some(left) if !left.is_zero() => left,
-                _ => return Err(HeadError::Reply(408, "request head not received in time")),
+                _ => {
+                    return Err(HeadError::Reply(
+                        ErrorCode::RequestTimeout,
+                        "request head not received in time",
+                    ))
+                }
             },
         };
         let _ = stream.set_read_timeout(Some(timeout));
@@ -686,65 +498,12 @@ fn read_head(
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
             {
-                return Err(HeadError::Reply(408, "request head not received in time"));
+                return Err(HeadError::Reply(
+                    ErrorCode::RequestTimeout,
+                    "request head not received in time",
+                ));
             }
             Err(_) => return Err(HeadError::Closed),
         }
     }
-}
-
-fn write_response(
-    mut stream: &TcpStream,
-    r: &Response,
-    keep_alive: bool,
-    head_only: bool,
-) -> io::Result<()> {
-    // A large body is written from where it is, after the head: copying it behind the head
-    // would hold it twice while a slow client reads.
-    let inline = r.body.len() <= 16 * 1024;
-    let mut out = Vec::with_capacity(if inline { r.body.len() } else { 0 } + 512);
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
-    let pushed = r.takeover.is_some();
-    // A 304 has no body, and no Content-Length: it would describe the answer not sent. A
-    // pushed body has no length: it ends when the connection closes.
-    if pushed {
-        let _ = write!(out, "Content-Type: {}\r\n", r.content_type);
-    } else if r.status != 304 {
-        let _ = write!(
-            out,
-            "Content-Type: {}\r\nContent-Length: {}\r\n",
-            r.content_type,
-            r.body.len()
-        );
-    }
-    let connection = match (r.status, pushed, keep_alive) {
-        (101, true, _) => "Upgrade",
-        (_, _, true) => "keep-alive",
-        _ => "close",
-    };
-    // nosniff: a browser never takes a JSON answer for a script or a page.
-    let _ = write!(
-        out,
-        "Connection: {connection}\r\nVary: Accept-Encoding\r\nX-Content-Type-Options: nosniff\r\n"
-    );
-    match &r.etag {
-        Some(tag) => {
-            let _ = write!(out, "ETag: {tag}\r\nCache-Control: no-cache\r\n");
-        }
-        None => out.extend_from_slice(b"Cache-Control: no-store\r\n"),
-    }
-    for h in &r.extra_headers {
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    let with_body = !head_only && r.status != 304;
-    if with_body && inline {
-        out.extend_from_slice(&r.body);
-    }
-    stream.write_all(&out)?;
-    if with_body && !inline {
-        stream.write_all(&r.body)?;
-    }
-    Ok(())
 }

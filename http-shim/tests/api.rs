@@ -448,6 +448,23 @@ fn oversized_slow_and_bodied_requests_are_refused_without_harm() {
     );
     // Still serving.
     assert_eq!(get(&shim, "/streamer/status").0, 200);
+    // Each of those replies of the server's own is counted in /metrics, by its code.
+    let metrics = raw(
+        a,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    for (code, n) in [
+        ("URI_TOO_LONG", 1),
+        ("HEADERS_TOO_LARGE", 1),
+        ("BODY_TOO_LARGE", 1),
+        ("HTTP_VERSION_NOT_SUPPORTED", 1),
+        ("BAD_REQUEST", 1),
+        ("REQUEST_TIMEOUT", 1),
+        ("TOO_MANY_CONNECTIONS", 0),
+    ] {
+        let line = format!("mtf_shim_server_replies_total{{code=\"{code}\"}} {n}\n");
+        assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+    }
 }
 
 #[test]
@@ -552,12 +569,34 @@ fn connections_beyond_the_cap_get_503_at_once() {
     assert_eq!(status_of(&r), 503, "{r}");
     assert!(r.contains("TOO_MANY_CONNECTIONS"));
     drop(idle);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        get(&shim, "/streamer/status").0,
-        200,
-        "served again once connections close"
+    // Served again once the idle connections' threads have seen them close.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while raw_status(shim.local_addr(), "/streamer/status") != 200 {
+        assert!(
+            std::time::Instant::now() < until,
+            "not served again after the connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = raw(
+        shim.local_addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
+    // The refusal above, and any of the polls that met the cap still full.
+    assert!(
+        metrics.contains("mtf_shim_server_replies_total{code=\"TOO_MANY_CONNECTIONS\"} "),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("mtf_shim_server_replies_total{code=\"TOO_MANY_CONNECTIONS\"} 0\n"),
+        "{metrics}"
+    );
+}
+
+/// The status of a GET of `path` on a connection of its own.
+fn raw_status(a: std::net::SocketAddr, path: &str) -> u16 {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    status_of(&raw(a, request.as_bytes()))
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use shm_core::{Candle, RingReader};
 
 use super::json::{write_candle, write_candles};
+use crate::metrics::Exposition;
 
 /// Most closed candles one entry holds; a request for more is written without the cache.
 pub const MAX_DEPTH: usize = 1024;
@@ -293,6 +294,39 @@ impl CandleCache {
             bypasses: self.bypasses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl CacheStats {
+    /// Writes The closed-candle cache's size and counts (see `api::cache`).
+    pub fn render(&self, e: &mut Exposition) {
+        e.family(
+            "mtf_shim_cache_entries",
+            "gauge",
+            "Closed-candle JSON entries held (one per ring, format and order asked for).",
+        )
+        .sample(&[], self.entries);
+        e.family(
+            "mtf_shim_cache_bytes",
+            "gauge",
+            "Bytes the closed-candle cache holds (at most 32 MiB).",
+        )
+        .sample(&[], self.bytes);
+        e.family(
+            "mtf_shim_cache_answers_total",
+            "counter",
+            "Rings written into candle answers, by how the cache served their closed candles: hit, build (the entry \
+             was built first) or bypass (written without it).",
+        )
+        .sample(&[("outcome", "hit")], self.hits)
+        .sample(&[("outcome", "build")], self.builds)
+        .sample(&[("outcome", "bypass")], self.bypasses);
+        e.family(
+            "mtf_shim_cache_evictions_total",
+            "counter",
+            "Times the cache was emptied to stay under its byte limit.",
+        )
+        .sample(&[], self.evictions);
     }
 }
 

@@ -13,7 +13,7 @@ use super::json::{error, iso_now, ErrorCode, FIELDS};
 use super::query::{param, percent_decode};
 use super::status::{not_running, not_running_reason, open_error_reason};
 use super::Api;
-use crate::server::Response;
+use crate::message::Response;
 
 /// Most bytes one candles answer may take, estimated before it is built (about 170 bytes a
 /// candle): a batch of many rings at a high limit is refused rather than built.
@@ -184,7 +184,7 @@ impl Api {
             .budget
             .reserve(q.limit.saturating_add(1).saturating_mul(CANDLE_BYTES) + 1024)
         else {
-            return crate::server::server_busy();
+            return crate::reply::server_busy();
         };
         let guard = self.reader();
         let Some(reader) = guard.as_ref() else {
@@ -311,7 +311,7 @@ impl Api {
                 .saturating_mul(CANDLE_BYTES)
                 + 1024,
         ) else {
-            return crate::server::server_busy();
+            return crate::reply::server_busy();
         };
         let guard = self.reader();
         let Some(reader) = guard.as_ref() else {

@@ -1,88 +1,9 @@
-//! Candle JSON (dicts or raw arrays, either order) and the error envelope with its codes.
+//! Candle JSON (dicts or raw arrays, either order); the error envelope is `crate::reply`'s.
 
-use serde_json::{json, Value};
 use shm_core::{iso8601_ms, now_ns, Candle};
 
-use crate::server::Response;
-
-/// Every `error_code` the API answers with, and its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// A symbol that breaks the naming rule.
-    InvalidSymbol,
-    /// A timeframe name that does not exist.
-    InvalidTimeframe,
-    /// A `limit` out of range or not a number.
-    InvalidLimit,
-    /// An unknown, repeated-badly or malformed query parameter.
-    InvalidParameter,
-    /// A well-formed symbol the segment does not hold.
-    SymbolNotFound,
-    /// A timeframe the segment holds no ring of for the symbol.
-    TimeframeNotAvailable,
-    /// No live writer (with `details.reason`).
-    StreamerNotRunning,
-    /// No such route.
-    NotFound,
-    /// A method other than GET or HEAD.
-    MethodNotAllowed,
-    /// The bearer token is missing or wrong.
-    Unauthorized,
-    /// Without a token, a `Host` that is not an address, `localhost` or an `--allowed-host`
-    /// name: a page of another site reaching the API by DNS rebinding.
-    HostNotAllowed,
-    /// The answer would pass the byte budget of one response.
-    ResponseTooLarge,
-    /// A stored candle breaks the writer's invariants (a damaged or forged segment).
-    InvalidStoredData,
-    /// Every place for a push stream is taken (`--max-streams`).
-    TooManyStreams,
-    /// A WebSocket endpoint asked for without a WebSocket handshake, or of another version.
-    UpgradeRequired,
-}
-
-impl ErrorCode {
-    /// The `error_code` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidSymbol => "INVALID_SYMBOL",
-            ErrorCode::InvalidTimeframe => "INVALID_TIMEFRAME",
-            ErrorCode::InvalidLimit => "INVALID_LIMIT",
-            ErrorCode::InvalidParameter => "INVALID_PARAMETER",
-            ErrorCode::SymbolNotFound => "SYMBOL_NOT_FOUND",
-            ErrorCode::TimeframeNotAvailable => "TIMEFRAME_NOT_AVAILABLE",
-            ErrorCode::StreamerNotRunning => "STREAMER_NOT_RUNNING",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::HostNotAllowed => "HOST_NOT_ALLOWED",
-            ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
-            ErrorCode::InvalidStoredData => "INVALID_STORED_DATA",
-            ErrorCode::TooManyStreams => "TOO_MANY_STREAMS",
-            ErrorCode::UpgradeRequired => "UPGRADE_REQUIRED",
-        }
-    }
-
-    /// The HTTP status that goes with it.
-    pub fn status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidSymbol
-            | ErrorCode::InvalidTimeframe
-            | ErrorCode::InvalidLimit
-            | ErrorCode::InvalidParameter
-            | ErrorCode::ResponseTooLarge => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::HostNotAllowed => 421,
-            ErrorCode::SymbolNotFound | ErrorCode::TimeframeNotAvailable | ErrorCode::NotFound => {
-                404
-            }
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::UpgradeRequired => 426,
-            ErrorCode::InvalidStoredData => 500,
-            ErrorCode::StreamerNotRunning | ErrorCode::TooManyStreams => 503,
-        }
-    }
-}
+pub(super) use crate::reply::error;
+pub use crate::reply::ErrorCode;
 
 /// The candle fields of the `raw` format, in order.
 pub(super) const FIELDS: [&str; 9] = [
@@ -99,17 +20,6 @@ pub(super) const FIELDS: [&str; 9] = [
 
 pub(super) fn iso_now() -> String {
     iso8601_ms((now_ns() / 1_000_000) as i64)
-}
-
-/// An error answer in the documented shape, with the code's status.
-pub(super) fn error(code: ErrorCode, message: impl Into<String>, extra: Value) -> Response {
-    let mut body = json!({"success": false, "error": message.into(), "error_code": code.as_str(), "details": {}});
-    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-        for (k, v) in e {
-            b.insert(k, v);
-        }
-    }
-    Response::json(code.status(), body.to_string())
 }
 
 /// Writes a finite f64 as a JSON number that stays a float in every client (`2.0`, never
@@ -194,6 +104,7 @@ pub fn write_candles(out: &mut String, candles: &[Candle], asc: bool, raw: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn candles_serialise_in_both_formats_and_orders() {

@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shm_core::{now_ns, OpenError, Reader, SegmentPath};
 
+use crate::budget::{Budget, MAX_INFLIGHT_BYTES};
+use crate::message::{Request, Response};
 use crate::metrics::{Endpoint, Metrics};
-use crate::server::{Request, Response};
+use crate::server::DEFAULT_MAX_STREAMS;
 
 pub use cache::{
     CacheStats, CandleCache, MAX_BYTES as CACHE_MAX_BYTES, MAX_DEPTH as CACHE_MAX_DEPTH,
@@ -34,7 +36,6 @@ use json::error;
 pub use json::{write_candles, ErrorCode};
 pub use push::PushCounts;
 use query::query_params;
-pub use stream::DEFAULT_MAX_STREAMS;
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -53,7 +54,9 @@ pub struct ApiConfig {
     pub allowed_hosts: Vec<String>,
     /// The bytes of answers being built or written, shared with the server: a large answer
     /// reserves its estimate here before it is built.
-    pub budget: Arc<crate::server::Budget>,
+    pub budget: Arc<Budget>,
+    /// The request counters, shared with the server, which counts its own replies there.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ApiConfig {
@@ -66,9 +69,8 @@ impl ApiConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             stream_write_timeout: Duration::from_secs(10),
             allowed_hosts: Vec::new(),
-            budget: Arc::new(crate::server::Budget::new(
-                crate::server::MAX_INFLIGHT_BYTES,
-            )),
+            budget: Arc::new(Budget::new(MAX_INFLIGHT_BYTES)),
+            metrics: Arc::default(),
         }
     }
 }
@@ -83,7 +85,7 @@ pub struct Api {
     /// lock, at most every `REFRESH_NS`, and streams pick it up at their next look.
     reader: RwLock<Option<Arc<Reader>>>,
     last_refresh_ns: AtomicU64,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// The JSON of closed candles, per ring and answer shape.
     cache: CandleCache,
     /// Push streams: the open count under the cap, and what they sent.
@@ -98,11 +100,12 @@ impl Api {
     /// The API over `config.segment`; it attaches on the first request that finds the segment.
     pub fn new(config: ApiConfig) -> Api {
         let reader = Reader::open(&config.segment).ok().map(Arc::new);
+        let metrics = Arc::clone(&config.metrics);
         Api {
             config,
             reader: RwLock::new(reader),
             last_refresh_ns: AtomicU64::new(now_ns()),
-            metrics: Metrics::default(),
+            metrics,
             cache: CandleCache::default(),
             push: Arc::default(),
             started: Instant::now(),

@@ -1,7 +1,7 @@
 //! The live chart page at `/` and `/chart`, and its files, embedded in the binary so that the
 //! page works offline: no CDN, nothing fetched but this server's API.
 
-use crate::server::Response;
+use crate::message::Response;
 
 /// The page's files: path, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[

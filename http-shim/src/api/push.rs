@@ -23,6 +23,7 @@ use shm_core::{Candle, ChangeToken, FeedState, Liveness, Reader, Timeframe, Wait
 
 use super::cache::same_bits;
 use super::json::write_candle;
+use crate::metrics::Exposition;
 
 /// The version of the events' JSON (`v`), shared by every transport that carries them: server-
 /// sent events, WebSocket and NATS (docs/NATS.md).
@@ -487,6 +488,44 @@ pub fn wait(reader: Option<&Arc<Reader>>, since: Option<ChangeToken>, until: Ins
             }
         }
         _ => std::thread::sleep(left.min(STATUS_LOOK)),
+    }
+}
+
+impl PushCounts {
+    /// Writes The push streams' counts (see `api::push`).
+    pub fn render(&self, e: &mut Exposition) {
+        // Relaxed loads: independent statistics, as the increments.
+        e.family(
+            "mtf_shim_streams_open",
+            "gauge",
+            "Push streams open now (server-sent events and WebSocket).",
+        )
+        .sample(&[], self.open.load(Ordering::Relaxed));
+        e.family(
+            "mtf_shim_streams_total",
+            "counter",
+            "Push streams opened, and refused because --max-streams were open.",
+        )
+        .sample(
+            &[("outcome", "opened")],
+            self.opened.load(Ordering::Relaxed),
+        )
+        .sample(
+            &[("outcome", "refused")],
+            self.refused.load(Ordering::Relaxed),
+        );
+        e.family(
+            "mtf_shim_stream_events_total",
+            "counter",
+            "Events sent on push streams (candles and status).",
+        )
+        .sample(&[], self.events.load(Ordering::Relaxed));
+        e.family(
+            "mtf_shim_stream_clients_dropped_total",
+            "counter",
+            "Stream clients disconnected because their socket stayed full past the write timeout.",
+        )
+        .sample(&[], self.dropped_slow.load(Ordering::Relaxed));
     }
 }
 

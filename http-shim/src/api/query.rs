@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::json::{error, ErrorCode};
 use super::Api;
-use crate::server::Response;
+use crate::message::Response;
 
 /// `limit` when none is given.
 const DEFAULT_LIMIT: usize = 50;

@@ -8,7 +8,7 @@ use shm_core::{
 
 use super::json::{error, iso_now, ErrorCode};
 use super::Api;
-use crate::server::Response;
+use crate::message::Response;
 
 /// Symbols whose rings the writer flagged as unknown to its source.
 fn unknown_symbols(reader: &Reader) -> Vec<String> {
@@ -237,8 +237,8 @@ impl Api {
             "Time since the shim started.",
         )
         .sample(&[], self.started.elapsed().as_secs_f64());
-        crate::metrics::render_cache(&mut e, &self.cache.stats());
-        crate::metrics::render_push(&mut e, &self.push);
+        self.cache.stats().render(&mut e);
+        self.push.render(&mut e);
         crate::metrics::render_segment(&mut e, self.reader().as_deref());
         Response::new(200, "text/plain; version=0.0.4", e.finish().into_bytes())
     }

@@ -28,10 +28,8 @@ use super::push::{
 use super::query::param;
 use super::status::{not_running, not_running_reason};
 use super::Api;
-use crate::server::{Request, Reservation, Response, Takeover};
-
-/// Streams served at once when `--max-streams` is not given.
-pub const DEFAULT_MAX_STREAMS: usize = 1024;
+use crate::budget::Reservation;
+use crate::message::{Request, Response, Takeover};
 
 /// Bytes an event stream's write buffer keeps between looks.
 const FIXED_BUFFER: usize = 4096;
