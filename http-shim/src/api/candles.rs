@@ -3,14 +3,11 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
-use shm_core::{
-    validate_symbol, Candle, InvalidRecord, ReadError, Reader, RingReader, SymbolError, Timeframe,
-    UnknownTimeframe,
-};
+use shm_core::{Candle, InvalidRecord, ReadError, Reader, RingReader, Timeframe};
 
 use super::etag::{none_match_hits, EtagInput};
 use super::json::{error, iso_now, ErrorCode, FIELDS};
-use super::query::{param, percent_decode};
+use super::request::{BatchRequest, CandlesRequest};
 use super::status::{not_running, not_running_reason, open_error_reason};
 use super::Api;
 use crate::message::Response;
@@ -22,62 +19,6 @@ pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of JSON per candle, at the most, for the estimate above.
 const CANDLE_BYTES: usize = 170;
 
-/// Most (symbol, timeframe) pairs in one batch request, after duplicates are dropped.
-pub const MAX_BATCH_PAIRS: usize = 100;
-
-/// A comma-separated list parameter, trimmed, without empty items.
-pub(super) fn list_param(params: &[(String, String)], name: &str) -> Vec<String> {
-    param(params, name)
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Symbols and timeframes of a batch or a stream, validated: both given, at most
-/// [`MAX_BATCH_PAIRS`] pairs once duplicates are dropped (the first kept), every symbol well
-/// formed and every timeframe known.
-pub(super) fn validate_pairs(
-    symbols: Vec<String>,
-    timeframes: Vec<String>,
-) -> Result<(Vec<String>, Vec<Timeframe>), Response> {
-    // Duplicates are dropped: `symbols=A,A,A...` must not multiply the work.
-    let dedup = |mut v: Vec<String>| {
-        let mut seen = std::collections::HashSet::new();
-        v.retain(|s| seen.insert(s.clone()));
-        v
-    };
-    let (symbols, tfs) = (dedup(symbols), dedup(timeframes));
-    if symbols.is_empty() || tfs.is_empty() {
-        return Err(error(
-            ErrorCode::InvalidParameter,
-            "symbols and timeframes are required, e.g. ?symbols=BTCUSDc,XAUUSDc&timeframes=M1,M5",
-            json!({}),
-        ));
-    }
-    if symbols.len() * tfs.len() > MAX_BATCH_PAIRS {
-        return Err(error(
-            ErrorCode::InvalidParameter,
-            format!("at most {MAX_BATCH_PAIRS} symbol and timeframe pairs per request"),
-            json!({}),
-        ));
-    }
-    if let Some(bad) = symbols.iter().find(|s| validate_symbol(s).is_err()) {
-        return Err(bad_symbol(bad.chars().take(64).collect()));
-    }
-    let mut timeframes = Vec::new();
-    for t in &tfs {
-        match t.parse::<Timeframe>() {
-            Ok(tf) => timeframes.push(tf),
-            Err(_) => return Err(bad_timeframe(t, None)),
-        }
-    }
-    Ok((symbols, timeframes))
-}
-
 /// One pair's error inside a batch answer.
 fn inline_error(body: &mut String, symbol: &str, tf: Timeframe, code: ErrorCode, message: &str) {
     let _ = write!(
@@ -86,32 +27,6 @@ fn inline_error(body: &mut String, symbol: &str, tf: Timeframe, code: ErrorCode,
         Value::String(message.to_owned()),
         code.as_str()
     );
-}
-
-/// `400 INVALID_SYMBOL`, worded by the naming rule's own error.
-fn bad_symbol(shown: String) -> Response {
-    let e = SymbolError {
-        symbol: shown.clone(),
-    };
-    error(
-        ErrorCode::InvalidSymbol,
-        e.to_string(),
-        json!({"symbol": shown}),
-    )
-}
-
-/// `400 INVALID_TIMEFRAME`, worded by the timeframe parser's own error.
-fn bad_timeframe(text: &str, symbol: Option<&str>) -> Response {
-    let shown: String = text.chars().take(16).collect();
-    let mut extra = json!({"timeframe": shown});
-    if let Some(s) = symbol {
-        extra["symbol"] = json!(s);
-    }
-    error(
-        ErrorCode::InvalidTimeframe,
-        UnknownTimeframe(shown).to_string(),
-        extra,
-    )
 }
 
 /// The `500 INVALID_STORED_DATA` of a snapshot the reader refused (a damaged or forged
@@ -145,36 +60,21 @@ impl Missing {
 }
 
 impl Api {
-    pub(super) fn candles(
-        &self,
-        rest: &str,
-        params: &[(String, String)],
-        if_none_match: Option<&str>,
-    ) -> Response {
-        let mut parts = rest.split('/');
-        let (Some(sym), Some(tf), None) = (parts.next(), parts.next(), parts.next()) else {
-            return error(
-                ErrorCode::NotFound,
-                "expected /streamer/candles/{symbol}/{timeframe}",
-                json!({}),
-            );
-        };
-        let symbol = match percent_decode(sym, false).filter(|s| validate_symbol(s).is_ok()) {
-            Some(s) => s,
-            None => {
-                let shown: String = percent_decode(sym, false)
-                    .unwrap_or_else(|| sym.to_owned())
-                    .chars()
-                    .take(64)
-                    .collect();
-                return bad_symbol(shown);
-            }
-        };
-        let tf_text = percent_decode(tf, false).unwrap_or_else(|| tf.to_owned());
-        let Ok(timeframe) = tf_text.parse::<Timeframe>() else {
-            return bad_timeframe(&tf_text, Some(&symbol));
-        };
-        let q = match self.candle_query(params) {
+    /// The largest `limit` a candles request may ask for: what the largest ring of `reader`
+    /// holds (its capacity and the forming candle), at most `--max-limit`.
+    fn max_limit(&self, reader: Option<&Reader>) -> usize {
+        let largest = reader.and_then(|r| r.rings().map(|ring| ring.capacity() as usize + 1).max());
+        largest.map_or(self.config.max_limit, |l| l.min(self.config.max_limit))
+    }
+
+    pub(super) fn candles(&self, req: CandlesRequest, if_none_match: Option<&str>) -> Response {
+        let CandlesRequest {
+            symbol,
+            timeframe,
+            shape,
+        } = req;
+        let guard = self.reader();
+        let q = match shape.resolve(self.max_limit(guard.as_deref())) {
             Ok(q) => q,
             Err(r) => return r,
         };
@@ -186,7 +86,6 @@ impl Api {
         else {
             return crate::reply::server_busy();
         };
-        let guard = self.reader();
         let Some(reader) = guard.as_ref() else {
             let reason = Reader::open(&self.config.segment)
                 .err()
@@ -275,23 +174,13 @@ impl Api {
         })
     }
 
-    pub(super) fn candles_batch(
-        &self,
-        params: &[(String, String)],
-        if_none_match: Option<&str>,
-    ) -> Response {
-        let (symbols, timeframes) = match validate_pairs(
-            list_param(params, "symbols"),
-            list_param(params, "timeframes"),
-        ) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
-        let q = match self.candle_query(params) {
+    pub(super) fn candles_batch(&self, req: BatchRequest, if_none_match: Option<&str>) -> Response {
+        let guard = self.reader();
+        let q = match req.shape.resolve(self.max_limit(guard.as_deref())) {
             Ok(q) => q,
             Err(r) => return r,
         };
-        let pairs = symbols.len() * timeframes.len();
+        let pairs = req.pairs.count();
         if pairs.saturating_mul(q.limit).saturating_mul(CANDLE_BYTES) > MAX_RESPONSE_BYTES {
             return error(
                 ErrorCode::ResponseTooLarge,
@@ -313,7 +202,6 @@ impl Api {
         ) else {
             return crate::reply::server_busy();
         };
-        let guard = self.reader();
         let Some(reader) = guard.as_ref() else {
             return not_running("no_segment", None);
         };
@@ -327,15 +215,13 @@ impl Api {
         // An answer with an inline error gets no tag: its messages depend on more than the
         // candles (what the segment holds), which the tag does not cover.
         let mut taggable = true;
-        for symbol in &symbols {
-            for &tf in &timeframes {
-                let part = self.batch_part(reader, symbol, tf, q.limit);
-                match &part {
-                    BatchPart::Candles(ring, candles) => tag.ring(ring.index(), candles),
-                    BatchPart::Error(..) => taggable = false,
-                }
-                parts.push((symbol, tf, part));
+        for (symbol, tf) in req.pairs.iter() {
+            let part = self.batch_part(reader, symbol, tf, q.limit);
+            match &part {
+                BatchPart::Candles(ring, candles) => tag.ring(ring.index(), candles),
+                BatchPart::Error(..) => taggable = false,
             }
+            parts.push((symbol, tf, part));
         }
         let etag = taggable.then(|| tag.finish());
         if let (Some(etag), Some(h)) = (&etag, if_none_match) {

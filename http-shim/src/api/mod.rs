@@ -1,9 +1,11 @@
 //! The `/streamer/*` endpoints and `/metrics`, answered from the segment alone.
 //!
-//! One file per concern, after mini-redis: `query.rs` parses and validates what a request asks
-//! for, `json.rs` writes candles and the error envelope, `candles.rs` answers the candle
-//! endpoints, `status.rs` the status, available, health and metrics ones, and this file
-//! routes, checks the token, and keeps the reader attached. Prometheus text is written by
+//! One file per concern, after mini-redis: `request.rs` parses each endpoint's request into a
+//! type (its known parameters, every check that needs no segment), with the helpers of
+//! `query.rs`; `candles.rs` answers the candle endpoints, `stream.rs` the push ones (events
+//! from `push.rs`), `status.rs` the status, available, health and metrics ones; `json.rs`
+//! writes candles (the error envelope is `crate::reply`'s); this file routes, checks the host
+//! and the token, and keeps the reader attached. Prometheus text is written by
 //! [`crate::metrics`].
 
 mod cache;
@@ -13,6 +15,7 @@ mod json;
 mod page;
 pub mod push;
 mod query;
+mod request;
 mod status;
 mod stream;
 
@@ -31,11 +34,13 @@ use crate::server::DEFAULT_MAX_STREAMS;
 pub use cache::{
     CacheStats, CandleCache, MAX_BYTES as CACHE_MAX_BYTES, MAX_DEPTH as CACHE_MAX_DEPTH,
 };
-pub use candles::{MAX_BATCH_PAIRS, MAX_RESPONSE_BYTES};
+pub use candles::MAX_RESPONSE_BYTES;
 use json::error;
 pub use json::{write_candles, ErrorCode};
 pub use push::PushCounts;
-use query::query_params;
+use query::{only_known, query_params};
+pub use request::MAX_BATCH_PAIRS;
+use request::{BatchRequest, CandlesRequest, StreamRequest};
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -278,44 +283,33 @@ impl Api {
                 )
             }
         };
-        let known: &[&str] = match endpoint {
-            Endpoint::Candles => &["limit", "format", "order"],
-            Endpoint::CandlesBatch => &["symbols", "timeframes", "limit", "format", "order"],
-            Endpoint::Stream => &["symbols", "timeframes", "interval_ms"],
-            _ => &[],
+        // Each endpoint's request is parsed into its type first (request.rs), which refuses
+        // parameters it does not know; the others take none.
+        let parsed = match endpoint {
+            Endpoint::Candles => {
+                CandlesRequest::parse(&path["/streamer/candles/".len()..], &params)
+                    .map(Parsed::Candles)
+            }
+            Endpoint::CandlesBatch => BatchRequest::parse(&params).map(Parsed::Batch),
+            Endpoint::Stream => StreamRequest::parse(&params).map(Parsed::Stream),
+            _ => only_known(&params, &[]).map(|()| Parsed::Bare),
         };
-        if let Some((bad, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            let shown: String = bad.chars().take(50).collect();
-            let hint = if known.is_empty() {
-                "this endpoint takes no parameters".to_owned()
-            } else {
-                format!("known parameters: {}", known.join(", "))
-            };
-            return (
-                endpoint,
-                error(
-                    ErrorCode::InvalidParameter,
-                    format!("unknown query parameter {shown:?}; {hint}"),
-                    json!({"details": {"parameter": shown, "known": known}}),
-                ),
-            );
-        }
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(r) => return (endpoint, r),
+        };
         self.refresh();
-        let response = match endpoint {
-            Endpoint::Candles => self.candles(
-                &path["/streamer/candles/".len()..],
-                &params,
-                req.if_none_match.as_deref(),
-            ),
-            Endpoint::CandlesBatch => self.candles_batch(&params, req.if_none_match.as_deref()),
-            Endpoint::Status => self.status(),
-            Endpoint::Available => self.available(),
-            Endpoint::Health => self.health(),
-            Endpoint::Metrics => self.prometheus(),
-            Endpoint::Stream => self.stream(&params, req),
-            Endpoint::WebSocket => self.websocket(req),
-            Endpoint::Page => page::serve(path),
-            Endpoint::Other => error(
+        let response = match (endpoint, parsed) {
+            (_, Parsed::Candles(c)) => self.candles(c, req.if_none_match.as_deref()),
+            (_, Parsed::Batch(b)) => self.candles_batch(b, req.if_none_match.as_deref()),
+            (_, Parsed::Stream(s)) => self.stream(s, req),
+            (Endpoint::Status, _) => self.status(),
+            (Endpoint::Available, _) => self.available(),
+            (Endpoint::Health, _) => self.health(),
+            (Endpoint::Metrics, _) => self.prometheus(),
+            (Endpoint::WebSocket, _) => self.websocket(req),
+            (Endpoint::Page, _) => page::serve(path),
+            _ => error(
                 ErrorCode::NotFound,
                 format!("no route {}", path.chars().take(200).collect::<String>()),
                 json!({}),
@@ -323,6 +317,15 @@ impl Api {
         };
         (endpoint, response)
     }
+}
+
+/// A request parsed for its endpoint.
+enum Parsed {
+    Candles(CandlesRequest),
+    Batch(BatchRequest),
+    Stream(StreamRequest),
+    /// An endpoint that takes no parameters.
+    Bare,
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -1,14 +1,10 @@
-//! What a request asks for: percent-decoding, query parameters, and the validated
-//! [`CandleQuery`] of the candle endpoints.
+//! The parsing helpers of requests: percent-decoding, query parameters, lists, and the check
+//! that every parameter is one the endpoint knows (see `request.rs` for the typed requests).
 
 use serde_json::json;
 
 use super::json::{error, ErrorCode};
-use super::Api;
 use crate::message::Response;
-
-/// `limit` when none is given.
-const DEFAULT_LIMIT: usize = 50;
 
 /// Decodes `%XX` escapes and `+` (in queries); `None` for malformed escapes or non-UTF-8.
 pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
@@ -62,82 +58,34 @@ pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
         .map(|(_, v)| v.as_str())
 }
 
-/// What a candles request asks for, validated.
-pub(super) struct CandleQuery {
-    pub(super) limit: usize,
-    pub(super) asc: bool,
-    pub(super) raw: bool,
+/// A comma-separated list parameter, trimmed, without empty items.
+pub(super) fn list_param(params: &[(String, String)], name: &str) -> Vec<String> {
+    param(params, name)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-impl Api {
-    /// The largest `limit`: what the largest ring can hold (its capacity and the forming
-    /// candle), at most the configured `max_limit`.
-    fn max_limit(&self) -> usize {
-        let guard = self.reader();
-        let largest = guard
-            .as_ref()
-            .and_then(|r| r.rings().map(|ring| ring.capacity() as usize + 1).max());
-        largest.map_or(self.config.max_limit, |l| l.min(self.config.max_limit))
-    }
-
-    pub(super) fn candle_query(
-        &self,
-        params: &[(String, String)],
-    ) -> Result<CandleQuery, Response> {
-        let max = self.max_limit();
-        let limit = match param(params, "limit") {
-            None => DEFAULT_LIMIT.min(max),
-            // Digits only: `usize::from_str` would also take "+5".
-            Some(s) => match s
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| s.parse::<usize>().ok())
-                .flatten()
-            {
-                Some(n) if (1..=max).contains(&n) => n,
-                _ => {
-                    return Err(error(
-                        ErrorCode::InvalidLimit,
-                        format!(
-                            "limit must be an integer from 1 to {max} (the largest ring's \
-                             capacity plus the forming candle, at most --max-limit), got {:?}",
-                            s.chars().take(50).collect::<String>()
-                        ),
-                        json!({"details": {"min": 1, "max": max}}),
-                    ))
-                }
-            },
-        };
-        let raw = match param(params, "format").unwrap_or("dict") {
-            "dict" => false,
-            "raw" => true,
-            other => {
-                return Err(error(
-                    ErrorCode::InvalidParameter,
-                    format!(
-                        "format must be dict or raw, got {:?}",
-                        other.chars().take(50).collect::<String>()
-                    ),
-                    json!({}),
-                ))
-            }
-        };
-        let asc = match param(params, "order").unwrap_or("desc") {
-            "desc" => false,
-            "asc" => true,
-            other => {
-                return Err(error(
-                    ErrorCode::InvalidParameter,
-                    format!(
-                        "order must be desc or asc, got {:?}",
-                        other.chars().take(50).collect::<String>()
-                    ),
-                    json!({}),
-                ))
-            }
-        };
-        Ok(CandleQuery { limit, asc, raw })
-    }
+/// Refuses a parameter not in `known` (a misspelt `limt=5` must not be ignored silently).
+pub(super) fn only_known(params: &[(String, String)], known: &[&str]) -> Result<(), Response> {
+    let Some((bad, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let shown: String = bad.chars().take(50).collect();
+    let hint = if known.is_empty() {
+        "this endpoint takes no parameters".to_owned()
+    } else {
+        format!("known parameters: {}", known.join(", "))
+    };
+    Err(error(
+        ErrorCode::InvalidParameter,
+        format!("unknown query parameter {shown:?}; {hint}"),
+        json!({"details": {"parameter": shown, "known": known}}),
+    ))
 }
 
 #[cfg(test)]

@@ -19,13 +19,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::candles::{list_param, validate_pairs};
 use super::json::{error, ErrorCode};
 use super::push::{
-    self, look_bytes, Event, Pairs, StreamSlot, Watcher, BACKLOG_CHUNK, DEFAULT_INTERVAL,
-    HEARTBEAT, LOOK_CLOSED, MIN_INTERVAL,
+    self, look_bytes, Event, Pairs, StreamSlot, Watcher, BACKLOG_CHUNK, HEARTBEAT, LOOK_CLOSED,
 };
-use super::query::param;
+use super::request::{PairsRequest, StreamRequest};
 use super::status::{not_running, not_running_reason};
 use super::Api;
 use crate::budget::Reservation;
@@ -91,44 +89,22 @@ fn close_with(ws: &mut WebSocket<Counted>, code: CloseCode, reason: &str) {
 }
 
 impl Api {
-    /// `interval_ms`, validated.
-    fn interval(params: &[(String, String)]) -> Result<Duration, Response> {
-        let Some(text) = param(params, "interval_ms") else {
-            return Ok(DEFAULT_INTERVAL);
-        };
-        match text.parse::<u64>() {
-            Ok(ms) if ms >= MIN_INTERVAL.as_millis() as u64 && ms <= 60_000 => {
-                Ok(Duration::from_millis(ms))
-            }
-            _ => Err(error(
-                ErrorCode::InvalidParameter,
-                format!(
-                    "interval_ms must be an integer from {} to 60000, got {:?}",
-                    MIN_INTERVAL.as_millis(),
-                    text.chars().take(50).collect::<String>()
-                ),
-                json!({}),
-            )),
-        }
-    }
-
     /// The pairs a stream asks for, each held by the segment; or the answer that refuses it.
-    fn stream_pairs(&self, symbols: Vec<String>, tfs: Vec<String>) -> Result<Pairs, Response> {
-        let (symbols, timeframes) = validate_pairs(symbols, tfs)?;
-        let reader = self.reader();
-        let Some(reader) = reader.as_deref() else {
+    fn stream_pairs(
+        &self,
+        asked: &PairsRequest,
+        reader: Option<&Reader>,
+    ) -> Result<Pairs, Response> {
+        let Some(reader) = reader else {
             return Err(not_running("no_segment", None));
         };
-        let mut pairs = Vec::new();
-        for symbol in &symbols {
-            for &tf in &timeframes {
-                if let Err(missing) = self.lookup(reader, symbol, tf) {
-                    return Err(missing.response(symbol, tf));
-                }
-                pairs.push((symbol.clone(), tf));
-            }
-        }
-        Ok(pairs)
+        asked
+            .iter()
+            .map(|(symbol, tf)| match self.lookup(reader, symbol, tf) {
+                Ok(_) => Ok((symbol.to_owned(), tf)),
+                Err(missing) => Err(missing.response(symbol, tf)),
+            })
+            .collect()
     }
 
     /// A place under the stream cap, or the `503` that says it is full.
@@ -148,23 +124,18 @@ impl Api {
     }
 
     /// `GET /streamer/stream?symbols=…&timeframes=…[&interval_ms=…]`.
-    pub(super) fn stream(self: &Arc<Self>, params: &[(String, String)], req: &Request) -> Response {
-        let interval = match Self::interval(params) {
-            Ok(i) => i,
-            Err(r) => return r,
-        };
-        let pairs = match self.stream_pairs(
-            list_param(params, "symbols"),
-            list_param(params, "timeframes"),
-        ) {
+    pub(super) fn stream(self: &Arc<Self>, asked: StreamRequest, req: &Request) -> Response {
+        let reader = self.reader();
+        let pairs = match self.stream_pairs(&asked.pairs, reader.as_deref()) {
             Ok(p) => p,
             Err(r) => return r,
         };
-        if let Some(status) = self.reader().map(|r| r.status()) {
+        if let Some(status) = reader.map(|r| r.status()) {
             if let Some(reason) = not_running_reason(&status) {
                 return not_running(reason, Some(&status));
             }
         }
+        let interval = asked.interval;
         let slot = match self.stream_slot() {
             Ok(s) => s,
             Err(r) => return r,
@@ -456,13 +427,6 @@ impl Api {
         let Ok(v) = serde_json::from_str::<Value>(text) else {
             return ws_error(ErrorCode::InvalidParameter, "messages are JSON, e.g. {\"op\":\"subscribe\",\"symbols\":[\"BTCUSDc\"],\"timeframes\":[\"M1\"]}");
         };
-        let list = |name: &str| -> Option<Vec<String>> {
-            v.get(name)?
-                .as_array()?
-                .iter()
-                .map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        };
         let op = v.get("op").and_then(Value::as_str).unwrap_or("");
         if !matches!(op, "subscribe" | "unsubscribe") {
             return ws_error(
@@ -470,32 +434,20 @@ impl Api {
                 "op must be subscribe or unsubscribe",
             );
         }
-        let (Some(symbols), Some(tfs)) = (list("symbols"), list("timeframes")) else {
-            return ws_error(
-                ErrorCode::InvalidParameter,
-                "symbols and timeframes are lists of strings",
-            );
+        // The same rules, codes and messages as the HTTP endpoints, as a message.
+        let as_message = |r: Response| {
+            let mut body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            body["type"] = json!("error");
+            body.to_string()
         };
-        let interval = match v.get("interval_ms").map(Value::as_u64) {
-            None => DEFAULT_INTERVAL,
-            Some(Some(ms)) if ms >= MIN_INTERVAL.as_millis() as u64 && ms <= 60_000 => {
-                Duration::from_millis(ms)
-            }
-            Some(_) => {
-                return ws_error(
-                    ErrorCode::InvalidParameter,
-                    "interval_ms must be an integer from 10 to 60000",
-                )
-            }
+        let asked = match StreamRequest::from_message(&v) {
+            Ok(a) => a,
+            Err(r) => return as_message(r),
         };
-        let pairs = match self.stream_pairs(symbols, tfs) {
+        let interval = asked.interval;
+        let pairs = match self.stream_pairs(&asked.pairs, self.reader().as_deref()) {
             Ok(p) => p,
-            // The same codes and messages as the HTTP endpoints, as a message.
-            Err(r) => {
-                let mut body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                body["type"] = json!("error");
-                return body.to_string();
-            }
+            Err(r) => return as_message(r),
         };
         let mut now: Pairs = watcher.as_ref().map(Watcher::pairs).unwrap_or_default();
         if op == "subscribe" {
