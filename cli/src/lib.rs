@@ -35,9 +35,11 @@ pub const EXIT_FAILURE: u8 = 1;
 /// `--segment NAME` / `--segment-path PATH`: which segment to use; `--trust ACCOUNTS`: whose.
 #[derive(Debug, Clone, Args)]
 pub struct SegmentArgs {
-    /// Segment name, in /dev/shm (Linux) or %LOCALAPPDATA%\mtf-candles (Windows).
-    #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
-    pub segment: String,
+    /// Segment name, in /dev/shm (Linux) or %LOCALAPPDATA%\mtf-candles (Windows) [default:
+    /// mtf-candles]. Without a default value here, so that a program with a config file can
+    /// tell whether it was given.
+    #[arg(long, value_name = "NAME")]
+    pub segment: Option<String>,
     /// Segment file path (overrides --segment).
     #[arg(long, value_name = "PATH")]
     pub segment_path: Option<PathBuf>,
@@ -62,7 +64,11 @@ impl SegmentArgs {
         }
         match &self.segment_path {
             Some(p) => Ok(SegmentPath::at(p)),
-            None => SegmentPath::named(&self.segment),
+            None => SegmentPath::named(
+                self.segment
+                    .as_deref()
+                    .unwrap_or(shm_core::DEFAULT_SEGMENT_NAME),
+            ),
         }
     }
 }
@@ -128,13 +134,13 @@ mod tests {
     #[test]
     fn a_path_wins_over_a_name_and_bad_names_are_refused() {
         let a = SegmentArgs {
-            segment: "x".into(),
+            segment: Some("x".into()),
             segment_path: Some("/tmp/y".into()),
             trust: None,
         };
         assert_eq!(a.path().unwrap().path(), std::path::Path::new("/tmp/y"));
         let bad = SegmentArgs {
-            segment: "../etc".into(),
+            segment: Some("../etc".into()),
             segment_path: None,
             trust: None,
         };

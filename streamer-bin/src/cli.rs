@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use mtf_cli::SegmentArgs;
-use shm_core::{SegmentPath, Timeframe};
+use serde_json::Value;
+use shm_core::Timeframe;
 
-use crate::config::{self, Config, ConfigError, SourceKind};
+use crate::config::{Config, ConfigError, SourceKind};
+use crate::settings;
 
 /// Multi-timeframe candles from a feed into shared memory, for every process on the host.
 ///
@@ -54,7 +56,7 @@ struct RunArgs {
     config: Option<PathBuf>,
     /// Feed: synthetic (seeded random walk), csv (MT5 export replay), mt5 (MT5 gateway).
     #[arg(long, value_name = "SOURCE")]
-    source: Option<SourceKind>,
+    source: Option<String>,
     /// Symbols, comma-separated (default BTCUSDc,XAUUSDc; for csv, taken from the file names).
     #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
     symbols: Option<Vec<String>>,
@@ -66,11 +68,11 @@ struct RunArgs {
     #[arg(long, value_name = "TF=N")]
     buffer: Vec<String>,
     /// Seed of the synthetic feed (same seed, same price path).
-    #[arg(long)]
-    seed: Option<u64>,
+    #[arg(long, value_name = "N")]
+    seed: Option<String>,
     /// Synthetic ticks per second per symbol (default 10).
     #[arg(long, value_name = "N")]
-    tick_rate: Option<f64>,
+    tick_rate: Option<String>,
     /// MT5 export files to replay (bars or ticks); implies --source csv.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     csv: Vec<PathBuf>,
@@ -79,7 +81,7 @@ struct RunArgs {
     csv_symbol: Option<String>,
     /// Timeframe of the CSV bar files, when their names do not say it.
     #[arg(long, value_name = "TF")]
-    csv_timeframe: Option<Timeframe>,
+    csv_timeframe: Option<String>,
     /// CSV replay speed: N for N x real time, or max (default).
     #[arg(long, value_name = "N|max")]
     speed: Option<String>,
@@ -87,12 +89,8 @@ struct RunArgs {
     /// MT5_GATEWAY_TOKEN if it has a token).
     #[arg(long, value_name = "HOST:PORT")]
     gateway: Option<String>,
-    /// Segment name in /dev/shm, or %LOCALAPPDATA%\mtf-candles on Windows (default mtf-candles).
-    #[arg(long, value_name = "NAME")]
-    segment: Option<String>,
-    /// Segment file path, instead of a name in the segment directory.
-    #[arg(long, value_name = "PATH")]
-    segment_path: Option<PathBuf>,
+    #[command(flatten)]
+    segment: SegmentArgs,
     /// Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).
     #[arg(long, value_name = "OCTAL")]
     segment_mode: Option<String>,
@@ -122,126 +120,127 @@ struct RunArgs {
     nats_name: Option<String>,
     /// Forming-bar updates on NATS, at most one per ring every this many ms (default 50).
     #[arg(long, value_name = "MS", requires = "nats")]
-    nats_interval_ms: Option<u64>,
+    nats_interval_ms: Option<String>,
     #[command(flatten)]
     nats_auth: nats_bridge::NatsAuth,
 }
 
-fn flag<T>(field: &str, r: Result<T, String>) -> Result<T, ConfigError> {
-    r.map_err(|message| ConfigError {
-        field: field.into(),
-        message,
-    })
+/// A flag's text as the value its setting takes.
+fn text(s: &Option<String>) -> Option<Value> {
+    s.clone().map(Value::String)
+}
+
+/// A list flag's items.
+fn list(items: &Option<Vec<String>>) -> Option<Value> {
+    items
+        .as_ref()
+        .map(|v| Value::Array(v.iter().cloned().map(Value::String).collect()))
+}
+
+/// A path flag's text (paths that are not UTF-8 are refused, not mangled).
+fn path(flag: &str, p: &Option<PathBuf>) -> Result<Option<Value>, ConfigError> {
+    p.as_ref()
+        .map(|p| {
+            p.to_str()
+                .map(|s| Value::String(s.to_owned()))
+                .ok_or_else(|| ConfigError {
+                    field: flag.into(),
+                    message: format!("{} is not UTF-8", p.display()),
+                })
+        })
+        .transpose()
+}
+
+/// A switch: only when given (it adds to the file's setting, never clears it).
+fn switch(on: bool) -> Option<Value> {
+    on.then_some(Value::Bool(true))
 }
 
 impl RunArgs {
-    /// Defaults, then the config file, then these flags. Returns the warnings to print.
+    /// Each flag given, as (config key, value), in the order they apply: `--segment-path`
+    /// after `--segment`, `--no-http` after `--http`.
+    fn given(&self) -> Result<Vec<(&'static str, Value)>, ConfigError> {
+        let csv = self
+            .csv
+            .iter()
+            .map(|p| path("--csv", &Some(p.clone())).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()?;
+        let a = &self.nats_auth;
+        let all = [
+            ("source", text(&self.source)),
+            ("symbols", list(&self.symbols)),
+            ("timeframes", list(&self.timeframes)),
+            (
+                "buffer_sizes",
+                (!self.buffer.is_empty())
+                    .then(|| settings::buffer_flags(&self.buffer))
+                    .transpose()?,
+            ),
+            ("seed", text(&self.seed)),
+            ("tick_rate", text(&self.tick_rate)),
+            ("csv", (!csv.is_empty()).then_some(Value::Array(csv))),
+            ("csv_symbol", text(&self.csv_symbol)),
+            ("csv_timeframe", text(&self.csv_timeframe)),
+            ("speed", text(&self.speed)),
+            ("gateway", text(&self.gateway)),
+            ("segment", text(&self.segment.segment)),
+            (
+                "segment_path",
+                path("--segment-path", &self.segment.segment_path)?,
+            ),
+            ("segment_mode", text(&self.segment_mode)),
+            ("http", text(&self.http)),
+            ("http", self.no_http.then_some(Value::Null)),
+            ("http_allow_remote", switch(self.http_allow_remote)),
+            (
+                "http_allow_remote_without_token",
+                switch(self.http_allow_remote_without_token),
+            ),
+            ("server_time_offset", text(&self.server_offset)),
+            ("nats", text(&self.nats)),
+            ("nats_name", text(&self.nats_name)),
+            ("nats_interval_ms", text(&self.nats_interval_ms)),
+            ("nats_user", text(&a.nats_user)),
+            ("nats_creds", path("--nats-creds", &a.nats_creds)?),
+            ("nats_nkey", path("--nats-nkey", &a.nats_nkey)?),
+            (
+                "nats_password_file",
+                path("--nats-password-file", &a.nats_password_file)?,
+            ),
+            (
+                "nats_token_file",
+                path("--nats-token-file", &a.nats_token_file)?,
+            ),
+            ("nats_ca", path("--nats-ca", &a.nats_ca)?),
+            ("nats_cert", path("--nats-cert", &a.nats_cert)?),
+            ("nats_key", path("--nats-key", &a.nats_key)?),
+        ];
+        Ok(all
+            .into_iter()
+            .filter_map(|(key, v)| v.map(|v| (key, v)))
+            .collect())
+    }
+
+    /// Defaults, then the config file, then these flags, each through its setting's one
+    /// parser (`settings.rs`). Returns the warnings to print.
     fn config(&self) -> Result<(Config, Vec<String>), ConfigError> {
         let mut c = Config::default();
         let warnings = match &self.config {
             Some(path) => c.apply_file(path)?,
             None => Vec::new(),
         };
-        if let Some(s) = self.source {
-            c.source = s;
+        for (key, value) in self.given()? {
+            let setting = settings::by_key(key).ok_or_else(|| ConfigError {
+                field: key.into(),
+                message: "no such setting (a bug: every flag names one)".into(),
+            })?;
+            setting.apply(&mut c, &value, true)?;
         }
-        if let Some(s) = &self.symbols {
-            c.symbols = Some(flag("--symbols", config::parse_symbols(s))?);
+        if !self.csv.is_empty() && self.source.is_none() {
+            c.source = SourceKind::Csv;
         }
-        if let Some(t) = &self.timeframes {
-            c.timeframes = flag("--timeframes", config::parse_timeframes(t))?;
-        }
-        c.apply_buffer_flags(&self.buffer)?;
-        if let Some(s) = self.seed {
-            c.seed = s;
-        }
-        if let Some(r) = self.tick_rate {
-            if !(r > 0.0 && r <= 100_000.0) {
-                return Err(ConfigError {
-                    field: "--tick-rate".into(),
-                    message: format!("{r} is not in (0, 100000]"),
-                });
-            }
-            c.tick_rate = r;
-        }
-        if !self.csv.is_empty() {
-            c.csv_files = self.csv.clone();
-            if self.source.is_none() {
-                c.source = SourceKind::Csv;
-            }
-        }
-        if let Some(s) = &self.csv_symbol {
-            flag(
-                "--csv-symbol",
-                shm_core::validate_symbol(s).map_err(|e| e.to_string()),
-            )?;
-            c.csv_symbol = Some(s.clone());
-        }
-        if let Some(t) = self.csv_timeframe {
-            c.csv_timeframe = Some(t);
-        }
-        if let Some(s) = &self.speed {
-            c.speed = flag("--speed", config::parse_speed(s))?;
-        }
-        if let Some(g) = &self.gateway {
-            c.gateway = g.clone();
-        }
-        if let Some(n) = &self.segment {
-            c.segment = flag(
-                "--segment",
-                SegmentPath::named(n).map_err(|e| e.to_string()),
-            )?;
-        }
-        if let Some(p) = &self.segment_path {
-            c.segment = SegmentPath::at(p);
-        }
-        if let Some(m) = &self.segment_mode {
-            c.segment_mode = flag("--segment-mode", config::parse_mode(m))?;
-        }
-        if let Some(h) = &self.http {
-            c.http = config::HttpBind::Asked(flag(
-                "--http",
-                h.parse()
-                    .map_err(|_| format!("expected an address like 127.0.0.1:8000, found {h:?}")),
-            )?);
-        }
-        if self.no_http {
-            c.http = config::HttpBind::Off;
-        }
-        c.http_allow_remote |= self.http_allow_remote;
-        c.http_allow_remote_without_token |= self.http_allow_remote_without_token;
-        if let Some(u) = &self.nats {
-            c.nats = Some(flag("--nats", config::parse_nats_url(u))?);
-        }
-        if let Some(n) = &self.nats_name {
-            c.nats_name = Some(n.clone());
-        }
-        // Each login or TLS flag given overrides the config file's key of the same name.
-        let (a, f) = (&mut c.nats_auth, &self.nats_auth);
-        for (to, from) in [
-            (&mut a.nats_creds, &f.nats_creds),
-            (&mut a.nats_nkey, &f.nats_nkey),
-            (&mut a.nats_password_file, &f.nats_password_file),
-            (&mut a.nats_token_file, &f.nats_token_file),
-            (&mut a.nats_ca, &f.nats_ca),
-            (&mut a.nats_cert, &f.nats_cert),
-            (&mut a.nats_key, &f.nats_key),
-        ] {
-            if from.is_some() {
-                to.clone_from(from);
-            }
-        }
-        if f.nats_user.is_some() {
-            a.nats_user.clone_from(&f.nats_user);
-        }
-        if let Some(ms) = self.nats_interval_ms {
-            c.nats_interval_ms = flag("--nats-interval-ms", config::parse_nats_interval(ms))?;
-        }
-        if let Some(o) = &self.server_offset {
-            c.server_time_offset_s = flag(
-                "--server-offset",
-                shm_core::parse_server_offset(o).map_err(|e| e.to_string()),
-            )?;
+        if let Some(trust) = &self.segment.trust {
+            shm_core::set_process_trust(trust);
         }
         Ok((c, warnings))
     }

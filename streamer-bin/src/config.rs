@@ -1,4 +1,5 @@
-//! Configuration: defaults, then an optional JSON file, then command-line flags.
+//! Configuration: defaults, then an optional JSON file, then command-line flags, each setting
+//! parsed by the one function `settings.rs` gives it.
 //!
 //! The file accepts the original system's `multi_tf_streamer_config.json` unchanged. Its fields
 //! that do not apply here each produce one warning line; our own fields sit beside them.
@@ -8,8 +9,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
-use shm_core::{validate_symbol, SegmentPath, Timeframe, MAX_CAPACITY};
+use serde_json::Value;
+use shm_core::{validate_symbol, SegmentPath, Timeframe};
 
 use crate::source::csv::Speed;
 
@@ -336,209 +337,12 @@ impl Config {
                 warnings.push(format!("config field `{key}` is ignored: {why}"));
                 continue;
             }
-            self.apply_field(key, value, &mut warnings)?;
+            match crate::settings::by_key(key) {
+                Some(setting) => setting.apply(self, value, false)?,
+                None => warnings.push(format!("config field `{key}` is unknown and ignored")),
+            }
         }
         Ok(warnings)
-    }
-
-    fn apply_field(
-        &mut self,
-        key: &str,
-        v: &Value,
-        warnings: &mut Vec<String>,
-    ) -> Result<(), ConfigError> {
-        let string = |v: &Value| {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| err(key, format!("expected a string, found {v}")))
-        };
-        let strings = |v: &Value| -> Result<Vec<String>, ConfigError> {
-            let Value::Array(items) = v else {
-                return Err(err(key, format!("expected a list of strings, found {v}")));
-            };
-            items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| err(key, format!("expected strings, found {i}")))
-                })
-                .collect()
-        };
-        match key {
-            "symbols" => {
-                self.symbols = Some(parse_symbols(&strings(v)?).map_err(|m| err(key, m))?);
-            }
-            "buffer_sizes" => {
-                let Value::Object(sizes) = v else {
-                    return Err(err(
-                        key,
-                        format!("expected an object like {{\"M1\": 1440}}, found {v}"),
-                    ));
-                };
-                self.apply_buffer_sizes(sizes)?;
-            }
-            "timeframes" => {
-                self.timeframes = parse_timeframes(&strings(v)?).map_err(|m| err(key, m))?
-            }
-            "source" => self.source = string(v)?.parse().map_err(|m: String| err(key, m))?,
-            "seed" => {
-                self.seed = v.as_u64().ok_or_else(|| {
-                    err(key, format!("expected a non-negative integer, found {v}"))
-                })?
-            }
-            "tick_rate" => {
-                self.tick_rate = match v.as_f64() {
-                    Some(r) if r > 0.0 && r <= 100_000.0 => r,
-                    _ => {
-                        return Err(err(
-                            key,
-                            format!(
-                                "expected a number of ticks per second in (0, 100000], found {v}"
-                            ),
-                        ))
-                    }
-                }
-            }
-            "csv" => self.csv_files = strings(v)?.into_iter().map(PathBuf::from).collect(),
-            "csv_symbol" => {
-                let s = string(v)?;
-                validate_symbol(&s).map_err(|e| err(key, e.to_string()))?;
-                self.csv_symbol = Some(s);
-            }
-            "csv_timeframe" => {
-                self.csv_timeframe = Some(
-                    string(v)?
-                        .parse()
-                        .map_err(|e: shm_core::UnknownTimeframe| err(key, e.to_string()))?,
-                )
-            }
-            "speed" => {
-                let s = match v {
-                    Value::Number(n) => n.to_string(),
-                    other => string(other)?,
-                };
-                self.speed = parse_speed(&s).map_err(|m| err(key, m))?;
-            }
-            "gateway" => self.gateway = string(v)?,
-            "segment" => {
-                self.segment =
-                    SegmentPath::named(&string(v)?).map_err(|e| err(key, e.to_string()))?
-            }
-            "segment_path" => self.segment = SegmentPath::at(string(v)?),
-            "segment_mode" => {
-                let s = match v {
-                    Value::Number(n) => format!("{n}"),
-                    other => string(other)?,
-                };
-                self.segment_mode = parse_mode(&s).map_err(|m| err(key, m))?;
-            }
-            "http" => {
-                self.http = match v {
-                    Value::Null | Value::Bool(false) => HttpBind::Off,
-                    other => HttpBind::Asked(string(other)?.parse().map_err(|_| {
-                        err(
-                            key,
-                            format!("expected an address like 127.0.0.1:8000, found {other}"),
-                        )
-                    })?),
-                }
-            }
-            "server_time_offset" => {
-                self.server_time_offset_s = match v {
-                    // A JSON number is seconds, whatever its sign.
-                    Value::Number(n) => {
-                        n.as_i64().filter(|s| s.abs() <= 14 * 3600).ok_or_else(|| {
-                            err(key, format!("expected seconds within 14 hours, found {n}"))
-                        })?
-                    }
-                    other => shm_core::parse_server_offset(&string(other)?)
-                        .map_err(|e| err(key, e.to_string()))?,
-                };
-            }
-            "max_memory_mb" => {
-                self.max_memory_mb =
-                    Some(v.as_u64().filter(|&m| m > 0).ok_or_else(|| {
-                        err(key, format!("expected a positive integer, found {v}"))
-                    })?)
-            }
-            "nats" => {
-                self.nats = match v {
-                    Value::Null => None,
-                    other => Some(parse_nats_url(&string(other)?).map_err(|m| err(key, m))?),
-                }
-            }
-            "nats_creds" | "nats_nkey" | "nats_password_file" | "nats_token_file" | "nats_ca"
-            | "nats_cert" | "nats_key" => {
-                let path = match v {
-                    Value::Null => None,
-                    other => Some(std::path::PathBuf::from(string(other)?)),
-                };
-                let a = &mut self.nats_auth;
-                *match key {
-                    "nats_creds" => &mut a.nats_creds,
-                    "nats_nkey" => &mut a.nats_nkey,
-                    "nats_password_file" => &mut a.nats_password_file,
-                    "nats_token_file" => &mut a.nats_token_file,
-                    "nats_ca" => &mut a.nats_ca,
-                    "nats_cert" => &mut a.nats_cert,
-                    _ => &mut a.nats_key,
-                } = path;
-            }
-            "nats_user" => {
-                self.nats_auth.nats_user = match v {
-                    Value::Null => None,
-                    other => Some(string(other)?),
-                }
-            }
-            "nats_interval_ms" => {
-                let n = v
-                    .as_u64()
-                    .ok_or_else(|| err(key, format!("expected milliseconds, found {v}")))?;
-                self.nats_interval_ms = parse_nats_interval(n).map_err(|m| err(key, m))?;
-            }
-            other => warnings.push(format!("config field `{other}` is unknown and ignored")),
-        }
-        Ok(())
-    }
-
-    fn apply_buffer_sizes(&mut self, sizes: &Map<String, Value>) -> Result<(), ConfigError> {
-        for (tf, n) in sizes {
-            let field = format!("buffer_sizes.{tf}");
-            let tf: Timeframe = tf
-                .parse()
-                .map_err(|e: shm_core::UnknownTimeframe| err(&field, e.to_string()))?;
-            let n = n
-                .as_u64()
-                .filter(|&n| (1..=u64::from(MAX_CAPACITY)).contains(&n))
-                .ok_or_else(|| {
-                    err(
-                        &field,
-                        format!("expected an integer from 1 to {MAX_CAPACITY}, found {n}"),
-                    )
-                })?;
-            self.buffer_sizes.insert(tf, n as u32);
-        }
-        Ok(())
-    }
-
-    /// Applies `TF=N` buffer-size overrides from the command line.
-    pub fn apply_buffer_flags(&mut self, items: &[String]) -> Result<(), ConfigError> {
-        for item in items {
-            let (tf, n) = item
-                .split_once('=')
-                .ok_or_else(|| err("--buffer", format!("expected TF=N, found {item:?}")))?;
-            let mut map = Map::new();
-            map.insert(
-                tf.to_owned(),
-                n.parse::<u64>()
-                    .map(Value::from)
-                    .unwrap_or(Value::String(n.to_owned())),
-            );
-            self.apply_buffer_sizes(&map)
-                .map_err(|e| err("--buffer", format!("{item}: {}", e.message)))?;
-        }
-        Ok(())
     }
 }
 
@@ -653,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn modes_speeds_and_buffer_flags_parse() {
+    fn modes_and_speeds_parse() {
         assert_eq!(parse_mode("0640"), Ok(0o640));
         assert!(
             parse_mode("0200").is_err(),
@@ -661,13 +465,6 @@ mod tests {
         );
         assert_eq!(parse_speed("MAX"), Ok(Speed::Max));
         assert!(parse_speed("-1").is_err());
-        let mut c = Config::default();
-        c.apply_buffer_flags(&["M1=2000".into()]).unwrap();
-        assert_eq!(c.buffer_sizes[&Timeframe::M1], 2000);
-        assert_eq!(
-            c.apply_buffer_flags(&["M1".into()]).unwrap_err().field,
-            "--buffer"
-        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod config;
 pub mod ops;
+pub mod settings;
 pub mod source;
 
 use std::fmt;
