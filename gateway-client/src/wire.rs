@@ -1,0 +1,161 @@
+//! The protocol's messages (docs/MT5_GATEWAY.md): bars, ticks, the hello, and the envelopes
+//! answers and stream lines come in.
+
+use crate::error::Error;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The protocol version this client speaks.
+pub const PROTOCOL: u32 = 1;
+/// The longest response line accepted for rates: the protocol's 50,000 bars at about 200
+/// bytes each is 10 MB; this leaves room for longer symbol names and number forms.
+pub const MAX_RATES_LINE: usize = 16 * 1024 * 1024;
+/// The longest line accepted for any other answer (hello, ping, a tick, a stream event).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// One bar, with exactly MT5's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Rate {
+    /// Open time, epoch seconds, broker server time.
+    pub time: i64,
+    /// Open price.
+    pub open: f64,
+    /// High price.
+    pub high: f64,
+    /// Low price.
+    pub low: f64,
+    /// Close price.
+    pub close: f64,
+    /// Ticks in the bar.
+    pub tick_volume: u64,
+    /// Spread in points.
+    pub spread: i32,
+    /// Exchange volume.
+    pub real_volume: u64,
+}
+
+impl Rate {
+    /// The bar as a segment candle (same server-time stamp), `forming` or closed.
+    pub fn to_candle(&self, forming: bool) -> shm_core::Candle {
+        shm_core::Candle {
+            time: self.time,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            tick_volume: self.tick_volume,
+            spread: self.spread,
+            real_volume: self.real_volume,
+            forming,
+            repaired: false,
+        }
+    }
+}
+
+/// One tick, with exactly MT5's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Tick {
+    /// Epoch seconds, server time.
+    pub time: i64,
+    /// Bid.
+    pub bid: f64,
+    /// Ask.
+    pub ask: f64,
+    /// Last deal price (0 for most FX/CFD).
+    pub last: f64,
+    /// Volume of the last deal.
+    pub volume: u64,
+    /// Epoch milliseconds, server time.
+    pub time_msc: i64,
+    /// MT5 `TICK_FLAG_*` bits.
+    pub flags: u32,
+    /// Volume of the last deal, with fractions.
+    pub volume_real: f64,
+}
+
+/// What `hello` tells about the gateway.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Hello {
+    /// Protocol version served.
+    pub protocol: u32,
+    /// Gateway name and version.
+    pub gateway: String,
+    /// `metatrader5`, `mt5linux` or `csv`.
+    pub backend: String,
+    /// Terminal details, where there is a terminal.
+    pub terminal: Option<Value>,
+    /// Account server and login, where there is an account.
+    pub account: Option<Value>,
+    /// Broker server time minus UTC, if known.
+    pub server_time_offset_seconds: Option<i64>,
+    /// Known symbols.
+    #[serde(default)]
+    pub symbols: Vec<String>,
+}
+
+/// The `error` object of an `ok: false` answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub(crate) code: Option<String>,
+    #[serde(default)]
+    pub(crate) message: Option<String>,
+    #[serde(default)]
+    mt5_code: Option<i64>,
+    #[serde(default)]
+    mt5_message: Option<String>,
+}
+
+impl ErrorBody {
+    pub(crate) fn into_error(self) -> Error {
+        let code = self.code.unwrap_or_else(|| "UNKNOWN".into());
+        let message = self.message.unwrap_or_default();
+        match (code.as_str(), self.mt5_code) {
+            ("MT5_ERROR", Some(mt5)) => Error::Mt5 {
+                code: mt5,
+                message: self.mt5_message.unwrap_or(message),
+            },
+            _ => Error::Gateway { code, message },
+        }
+    }
+}
+
+/// Every answer line: the request's id, and a result or an error.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Envelope<T> {
+    #[serde(default)]
+    pub(crate) id: Option<u64>,
+    #[serde(default)]
+    pub(crate) ok: Option<bool>,
+    #[serde(default = "none")]
+    pub(crate) result: Option<T>,
+    #[serde(default)]
+    pub(crate) error: Option<ErrorBody>,
+}
+
+pub(crate) fn none<T>() -> Option<T> {
+    None
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Rates {
+    pub(crate) rates: Vec<Rate>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TickResult {
+    pub(crate) tick: Tick,
+}
+
+/// One line of a tick stream.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamLine {
+    #[serde(default)]
+    pub(crate) event: Option<String>,
+    #[serde(default)]
+    pub(crate) symbol: Option<String>,
+    #[serde(default)]
+    pub(crate) tick: Option<Tick>,
+    #[serde(default)]
+    pub(crate) reason: Option<String>,
+}
