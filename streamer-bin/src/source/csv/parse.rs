@@ -1,25 +1,13 @@
-//! MetaTrader 5 CSV exports: "Export bars" and tick exports, replayed at N× real time or as
-//! fast as possible.
-//!
-//! - Bars: `<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>`; D1
-//!   and longer have no `<TIME>`.
-//! - Ticks: `<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>`, times `HH:MM:SS.mmm`. An
-//!   empty BID or ASK means "unchanged" (MT5 writes only what the tick changed).
-//! - UTF-8 with or without BOM, UTF-16LE/BE with BOM; CRLF or LF. Columns are found by their
-//!   header names, so their order does not matter.
-//! - Symbol and timeframe come from MT5's file names (`EURUSD_H1_201701012200_201712292100.csv`,
-//!   ticks `EURUSD_202401020000_202401022359.csv`) unless given explicitly.
-//! - A row that cannot be used is skipped and reported with its line number; it never stops
-//!   the replay.
+//! Reading MT5's CSV exports: encodings, headers, file names, and each row into a bar or a
+//! tick, with the reason a row cannot be used.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use shm_core::{days_from_civil, Candle, FeedState, Timeframe};
+use shm_core::{days_from_civil, Candle, Timeframe};
 
-use super::{Event, Source, SourceError};
 use crate::aggregate::{Bar, Tick};
+use crate::source::Event;
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +139,7 @@ pub fn parse_file_name(path: &Path) -> (Option<String>, Option<Kind>) {
 /// Where the columns of a file are, found in its header: bars or ticks, each with only the
 /// columns it has.
 #[derive(Debug, Clone, Copy)]
-enum Columns {
+pub(super) enum Columns {
     /// An "Export bars" file.
     Bars {
         date: usize,
@@ -176,7 +164,7 @@ enum Columns {
 }
 
 /// The separator and the columns of a header line; `None` if it is not an MT5 export header.
-fn header(line: &str) -> Option<(char, Columns)> {
+pub(super) fn header(line: &str) -> Option<(char, Columns)> {
     let sep = if line.contains('\t') {
         '\t'
     } else if line.contains(';') {
@@ -227,7 +215,7 @@ fn header(line: &str) -> Option<(char, Columns)> {
 }
 
 /// `YYYY.MM.DD` (or `YYYY-MM-DD`) to days since the epoch.
-fn parse_date(s: &str) -> Result<i64, String> {
+pub(super) fn parse_date(s: &str) -> Result<i64, String> {
     let mut it = s.split(['.', '-']);
     let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(format!("bad date {s:?}"));
@@ -249,7 +237,7 @@ fn parse_date(s: &str) -> Result<i64, String> {
 }
 
 /// `HH:MM[:SS[.mmm]]` to milliseconds of the day.
-fn parse_time(s: &str) -> Result<i64, String> {
+pub(super) fn parse_time(s: &str) -> Result<i64, String> {
     let bad = || format!("bad time {s:?}");
     let (hms, ms) = match s.split_once('.') {
         Some((hms, frac))
@@ -279,19 +267,19 @@ fn parse_time(s: &str) -> Result<i64, String> {
     Ok(((h * 60 + m) * 60 + sec) * 1000 + ms)
 }
 
-fn field<'a>(fields: &[&'a str], i: usize, name: &str) -> Result<&'a str, String> {
+pub(super) fn field<'a>(fields: &[&'a str], i: usize, name: &str) -> Result<&'a str, String> {
     fields
         .get(i)
         .map(|s| s.trim())
         .ok_or_else(|| format!("missing {name} column"))
 }
 
-fn price(fields: &[&str], i: usize, name: &str) -> Result<f64, String> {
+pub(super) fn price(fields: &[&str], i: usize, name: &str) -> Result<f64, String> {
     let s = field(fields, i, name)?;
     s.parse::<f64>().map_err(|_| format!("bad {name} {s:?}"))
 }
 
-fn optional_u64(fields: &[&str], i: Option<usize>, name: &str) -> Result<u64, String> {
+pub(super) fn optional_u64(fields: &[&str], i: Option<usize>, name: &str) -> Result<u64, String> {
     match i.map(|i| fields.get(i).map_or("", |s| s.trim())) {
         None | Some("") => Ok(0),
         Some(s) => match s.parse::<f64>() {
@@ -304,14 +292,14 @@ fn optional_u64(fields: &[&str], i: Option<usize>, name: &str) -> Result<u64, St
 /// When a read-ahead event is due: a bad row at once (it is reported where it was found),
 /// anything else at its server time in ms. Derived order: every `Now` before every `At`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum When {
+pub(super) enum When {
     Now,
     At(i64),
 }
 
 /// The latest bid and ask of a tick file.
 #[derive(Debug, Clone, Copy, Default)]
-struct Quote {
+pub(super) struct Quote {
     bid: Option<f64>,
     ask: Option<f64>,
 }
@@ -319,19 +307,19 @@ struct Quote {
 /// One parsed, replayable file.
 #[derive(Debug)]
 pub struct CsvFile {
-    name: String,
-    symbol: usize,
+    pub(super) name: String,
+    pub(super) symbol: usize,
     /// The bars' timeframe; M1 for ticks, which build M1 and up.
-    timeframe: Timeframe,
-    sep: char,
-    columns: Columns,
+    pub(super) timeframe: Timeframe,
+    pub(super) sep: char,
+    pub(super) columns: Columns,
     /// Decoded text and the byte offset of the next unread line.
-    text: String,
-    pos: usize,
-    line: u64,
-    quote: Quote,
+    pub(super) text: String,
+    pub(super) pos: usize,
+    pub(super) line: u64,
+    pub(super) quote: Quote,
     /// The next event, read ahead so files can be merged by time.
-    pending: Option<(When, Event)>,
+    pub(super) pending: Option<(When, Event)>,
 }
 
 impl CsvFile {
@@ -452,7 +440,7 @@ impl CsvFile {
         }
     }
 
-    fn peek(&mut self) -> Option<&(When, Event)> {
+    pub(super) fn peek(&mut self) -> Option<&(When, Event)> {
         if self.pending.is_none() {
             self.pending = self.read_next();
         }
@@ -462,7 +450,7 @@ impl CsvFile {
 
 /// Parses one data row of a file of `timeframe` with `columns`. `quote` carries bid and ask
 /// forward over the empty cells of tick rows.
-fn parse_row(
+pub(super) fn parse_row(
     timeframe: Timeframe,
     columns: &Columns,
     symbol: usize,
@@ -545,186 +533,6 @@ fn parse_row(
                     volume,
                 }),
             ))
-        }
-    }
-}
-
-/// Replay speed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    /// As fast as the streamer can take it.
-    Max,
-    /// N times real time.
-    Times(f64),
-}
-
-/// Replays one or more files, merged by time.
-#[derive(Debug)]
-pub struct CsvReplay {
-    files: Vec<CsvFile>,
-    speed: Speed,
-    /// Server time of the first event and the instant it was replayed.
-    anchor: Option<(i64, Instant)>,
-    finished: bool,
-    /// Events handed out so far.
-    events: u64,
-}
-
-/// Events handed out per poll at `--speed max`, so the caller heartbeats in between.
-const BATCH: usize = 4096;
-
-impl CsvReplay {
-    /// A replay of `files` at `speed`.
-    pub fn new(files: Vec<CsvFile>, speed: Speed) -> CsvReplay {
-        CsvReplay {
-            files,
-            speed,
-            anchor: None,
-            finished: false,
-            events: 0,
-        }
-    }
-
-    /// The file whose next event is earliest (bad rows first, so they are reported in place).
-    fn earliest(&mut self) -> Option<usize> {
-        let mut best: Option<(When, usize)> = None;
-        for i in 0..self.files.len() {
-            if let Some(&(t, _)) = self.files[i].peek() {
-                if best.is_none_or(|(bt, _)| t < bt) {
-                    best = Some((t, i));
-                }
-            }
-        }
-        best.map(|(_, i)| i)
-    }
-}
-
-impl Source for CsvReplay {
-    fn poll(&mut self, out: &mut Vec<Event>, wait: Duration) -> Result<(), SourceError> {
-        if self.finished {
-            std::thread::sleep(wait);
-            return Ok(());
-        }
-        if self.anchor.is_none() {
-            out.push(Event::Feed(FeedState::Live));
-        }
-        let deadline = Instant::now() + wait;
-        while out.len() < BATCH {
-            let Some(i) = self.earliest() else {
-                self.finished = true;
-                out.push(Event::Feed(FeedState::Finished));
-                return Ok(());
-            };
-            let due_at = self.files[i].pending.as_ref().map(|p| p.0);
-            if let (Speed::Times(n), Some(When::At(t))) = (self.speed, due_at) {
-                let &mut (t0, w0) = self.anchor.get_or_insert((t, Instant::now()));
-                let due = w0 + Duration::from_secs_f64(((t - t0).max(0) as f64 / 1000.0) / n);
-                let now = Instant::now();
-                if due > now {
-                    if !out.is_empty() || due > deadline {
-                        // Hand over what we have, or wait out the caller's budget.
-                        if out.is_empty() {
-                            std::thread::sleep(deadline.saturating_duration_since(now));
-                        }
-                        return Ok(());
-                    }
-                    std::thread::sleep(due - now);
-                }
-            } else if let (None, Some(When::At(t))) = (self.anchor, due_at) {
-                self.anchor = Some((t, Instant::now()));
-            }
-            let (_, ev) = self.files[i].pending.take().expect("peeked");
-            if matches!(ev, Event::Bar(_) | Event::Tick(_)) {
-                self.events += 1;
-            }
-            out.push(ev);
-        }
-        Ok(())
-    }
-
-    fn progress(&self) -> Option<super::Progress> {
-        let total: usize = self.files.iter().map(|f| f.text.len()).sum();
-        let done: usize = self.files.iter().map(|f| f.pos.min(f.text.len())).sum();
-        Some(super::Progress {
-            events: self.events,
-            fraction: if self.finished || total == 0 {
-                1.0
-            } else {
-                done as f64 / total as f64
-            },
-        })
-    }
-
-    fn describe(&self) -> String {
-        let speed = match self.speed {
-            Speed::Max => "as fast as possible".to_owned(),
-            Speed::Times(n) => format!("{n}x real time"),
-        };
-        let names: Vec<_> = self.files.iter().map(|f| f.name.as_str()).collect();
-        format!("csv replay of {} ({speed})", names.join(", "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_follow_mt5() {
-        let p = |s: &str| parse_file_name(Path::new(s));
-        assert_eq!(
-            p("EURUSD_H1_201701012200_201712292100.csv"),
-            (Some("EURUSD".into()), Some(Kind::Bars(Timeframe::H1)))
-        );
-        assert_eq!(
-            p("/x/US_TECH100_M5_202401010000_202401020000.csv"),
-            (Some("US_TECH100".into()), Some(Kind::Bars(Timeframe::M5)))
-        );
-        assert_eq!(
-            p("EURUSD_202401020000_202401022359.csv"),
-            (Some("EURUSD".into()), Some(Kind::Ticks))
-        );
-        assert_eq!(
-            p("XAUUSDc_D1.csv"),
-            (Some("XAUUSDc".into()), Some(Kind::Bars(Timeframe::D1)))
-        );
-        assert_eq!(p("prices.csv"), (Some("prices".into()), None));
-    }
-
-    #[test]
-    fn dates_and_times_parse_strictly() {
-        assert_eq!(parse_date("1970.01.02"), Ok(1));
-        assert_eq!(parse_date("2017-01-01"), Ok(17_167));
-        assert!(parse_date("2017.02.30").is_err());
-        assert!(parse_date("2017.13.01").is_err());
-        assert!(parse_date("17.01.01").is_err());
-        assert_eq!(parse_time("00:00:01"), Ok(1000));
-        assert_eq!(parse_time("23:59"), Ok((23 * 60 + 59) * 60_000));
-        assert_eq!(parse_time("10:00:00.5"), Ok(36_000_500));
-        assert_eq!(parse_time("10:00:00.123"), Ok(36_000_123));
-        for bad in [
-            "24:00:00",
-            "10:60",
-            "1:2:3:4",
-            "10:00:00.",
-            "10:00:00.1234",
-            "ab:cd",
-        ] {
-            assert!(parse_time(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn every_encoding_decodes_to_the_same_text() {
-        let text = "<DATE>\t<TIME>\r\n2017.01.01\t00:00\r\n";
-        let mut bom8 = vec![0xEF, 0xBB, 0xBF];
-        bom8.extend_from_slice(text.as_bytes());
-        let mut le = vec![0xFF, 0xFE];
-        le.extend(text.encode_utf16().flat_map(|u| u.to_le_bytes()));
-        let mut be = vec![0xFE, 0xFF];
-        be.extend(text.encode_utf16().flat_map(|u| u.to_be_bytes()));
-        for bytes in [text.as_bytes().to_vec(), bom8, le, be] {
-            assert_eq!(decode(&bytes), text);
         }
     }
 }
