@@ -4,50 +4,15 @@
 use std::fs;
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 #[cfg(unix)]
+use mtf_tests::TempSegment;
 use shm_core::WriterOptions;
 use shm_core::{
     Candle, Counter, CreateError, FeedState, Layout, Liveness, OpenError, Reader, SegmentPath,
     Start, Timeframe, Writer, WriterState,
 };
 
-/// A uniquely named segment in /dev/shm, removed on drop even if the test panics.
-struct TempSegment {
-    path: SegmentPath,
-}
-
-impl TempSegment {
-    fn new(tag: &str) -> TempSegment {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "shm-core-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        TempSegment {
-            path: SegmentPath::named(&name).unwrap(),
-        }
-    }
-
-    fn file(&self) -> PathBuf {
-        self.path.path().to_owned()
-    }
-}
-
-impl Drop for TempSegment {
-    fn drop(&mut self) {
-        // The segment and its writer lock file (`NAME.lock`).
-        let _ = std::fs::remove_file(self.path.path());
-        for extra in [".lock", ".wake"] {
-            let mut file = self.path.path().as_os_str().to_owned();
-            file.push(extra);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
 
 /// Writes `bytes` at `offset` of `file`, as a hostile or crashed process would.
 fn write_at(file: &std::path::Path, bytes: &[u8], offset: u64) {
