@@ -44,25 +44,11 @@ impl M1Bar {
         }
     }
 
-    /// Why the bar cannot be used, if its values are impossible (a non-finite or non-positive
-    /// price, or a high below another price).
+    /// Why the bar cannot be used, if its prices are impossible: the rule every candle keeps
+    /// ([`shm_core::CandleDefect::of_prices`]).
     pub fn defect(&self) -> Option<String> {
-        let prices = [self.open, self.high, self.low, self.close];
-        if prices.iter().any(|p| !p.is_finite() || *p <= 0.0) {
-            return Some(format!(
-                "bar at {} has a non-positive or non-finite price",
-                self.time
-            ));
-        }
-        let top = self.open.max(self.close).max(self.low);
-        let bottom = self.open.min(self.close).min(self.high);
-        if self.high < top || self.low > bottom {
-            return Some(format!(
-                "bar at {} has high/low outside open/close",
-                self.time
-            ));
-        }
-        None
+        shm_core::CandleDefect::of_prices(self.open, self.high, self.low, self.close)
+            .map(|d| format!("bar at {} has {d}", self.time))
     }
 }
 

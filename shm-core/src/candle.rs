@@ -51,6 +51,24 @@ pub enum CandleDefect {
     Time,
 }
 
+impl CandleDefect {
+    /// The rule every bar keeps on its prices, wherever it comes from (the writer, a reader,
+    /// the monitor's sources, the streamer's feeds): every price finite and positive, and the
+    /// high and low around the open and close (so the low is at most the high).
+    pub fn of_prices(open: f64, high: f64, low: f64, close: f64) -> Option<CandleDefect> {
+        if [open, high, low, close]
+            .iter()
+            .any(|p| !p.is_finite() || *p <= 0.0)
+        {
+            return Some(CandleDefect::BadPrice);
+        }
+        if high < open.max(close) || low > open.min(close) {
+            return Some(CandleDefect::HighLow);
+        }
+        None
+    }
+}
+
 impl std::fmt::Display for CandleDefect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -86,12 +104,8 @@ impl Candle {
     /// assert!(Candle::flat(i64::MAX, 1.5).defect().is_some());
     /// ```
     pub fn defect(&self) -> Option<CandleDefect> {
-        let prices = [self.open, self.high, self.low, self.close];
-        if prices.iter().any(|p| !p.is_finite() || *p <= 0.0) {
-            return Some(CandleDefect::BadPrice);
-        }
-        if self.high < self.open.max(self.close) || self.low > self.open.min(self.close) {
-            return Some(CandleDefect::HighLow);
+        if let Some(d) = CandleDefect::of_prices(self.open, self.high, self.low, self.close) {
+            return Some(d);
         }
         if !(0..=LATEST_TIME).contains(&self.time) {
             return Some(CandleDefect::Time);

@@ -13,7 +13,6 @@ use shm_core::{
     Start, Timeframe, Writer, WriterState,
 };
 
-
 /// Writes `bytes` at `offset` of `file`, as a hostile or crashed process would.
 fn write_at(file: &std::path::Path, bytes: &[u8], offset: u64) {
     let f = fs::OpenOptions::new().write(true).open(file).unwrap();

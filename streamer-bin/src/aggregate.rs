@@ -14,7 +14,7 @@
 //! A closed bar that arrives between the newest closed bar and the forming one (a gap being
 //! backfilled after a disconnect) is inserted in order.
 
-use shm_core::{Candle, Counter, RingId, SymbolId, Timeframe, Writer};
+use shm_core::{Candle, CandleDefect, Counter, RingId, SymbolId, Timeframe, Writer};
 
 /// How far ahead of the writer's UTC clock a server time may be: the largest offset there is
 /// (UTC+14) plus 5 minutes for clock drift between the broker and this host. The bound does
@@ -278,9 +278,9 @@ impl Aggregator {
             repaired: false,
             ..b.candle
         };
-        if ![c.open, c.high, c.low, c.close].into_iter().all(good_price)
-            || c.high < c.open.max(c.close)
-            || c.low > c.open.min(c.close)
+        // The rule every candle keeps, then this feed's tighter bounds.
+        if CandleDefect::of_prices(c.open, c.high, c.low, c.close).is_some()
+            || ![c.open, c.high, c.low, c.close].into_iter().all(good_price)
             || c.tick_volume > MAX_VOLUME
             || c.real_volume > MAX_VOLUME
             || c.spread < 0
