@@ -45,6 +45,7 @@ impl Mapping {
     }
 
     /// The word view.
+    #[inline(always)]
     pub(crate) fn mem(&self) -> &Mem {
         &self.mem
     }
@@ -64,6 +65,7 @@ impl MappingMut {
     }
 
     /// The word view, with stores.
+    #[inline(always)]
     pub(crate) fn mem(&self) -> &MemMut {
         &self.mem
     }
@@ -89,6 +91,7 @@ pub(crate) struct MemMut(Mem);
 
 impl std::ops::Deref for MemMut {
     type Target = Mem;
+    #[inline(always)]
     fn deref(&self) -> &Mem {
         &self.0
     }
@@ -113,11 +116,13 @@ impl Mem {
 
     /// Where the region starts, as a number: what a [`RingRef`](crate::ring::RingRef)
     /// remembers of the region it was checked against.
+    #[inline(always)]
     pub(crate) fn addr(&self) -> usize {
         self.base as usize
     }
 
     /// Length of the region in bytes.
+    #[inline(always)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -177,6 +177,7 @@ impl Writer {
     }
 
     /// The word view of the segment.
+    #[inline(always)]
     fn mem(&self) -> &MemMut {
         self.map.mem()
     }
