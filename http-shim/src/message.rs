@@ -62,7 +62,7 @@ pub struct Response {
     /// takeover writes, until the connection closes; `101` for a WebSocket), then the takeover
     /// runs on this connection's thread.
     pub takeover: Option<Takeover>,
-    /// Bytes of the [`Budget`] the handler reserved before it built the body (large
+    /// Bytes of the [`Budget`](crate::budget::Budget) the handler reserved before it built the body (large
     /// answers); released once the answer is written. Without one, the server reserves the
     /// body's size itself, after the handler.
     /// Boxed: it is rare, and every error path moves responses around by value.

@@ -22,7 +22,7 @@
 //!   requests and never read the answers cannot make the process hold unbounded memory.
 //! - Accept errors (such as running out of file descriptors) are logged and retried after a
 //!   pause; they never stop the server.
-//! - A push endpoint's answer carries a [`Takeover`]: its head goes out without a length (or as
+//! - A push endpoint's answer carries a [`Takeover`](crate::message::Takeover): its head goes out without a length (or as
 //!   `101` for a WebSocket), and the takeover then owns the socket on this connection's thread
 //!   until it returns; the connection still counts under the cap.
 

@@ -10,7 +10,7 @@ use crate::ring::Busy;
 use crate::trust::TrustError;
 use crate::validate::InvalidRecord;
 
-/// Why [`Reader::open`] refused a segment. Every variant says what was found and expected.
+/// Why [`Reader::open`](crate::Reader::open) refused a segment. Every variant says what was found and expected.
 #[derive(Debug)]
 pub enum OpenError {
     /// No file at the path: the writer has not started yet.
@@ -157,7 +157,7 @@ impl std::error::Error for OpenError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadError {
     /// The ring stayed mid-write for `attempts` tries. Either the writer is extremely busy or it
-    /// died inside a write; [`Reader::status`] tells which.
+    /// died inside a write; [`Reader::status`](crate::Reader::status) tells which.
     Busy {
         /// Tries made.
         attempts: u32,
@@ -196,7 +196,7 @@ impl From<Busy> for ReadError {
     }
 }
 
-/// Why [`Writer::create`] failed.
+/// Why [`Writer::create`](crate::Writer::create) failed.
 #[derive(Debug)]
 pub enum CreateError {
     /// Another live writer holds the segment.

@@ -65,7 +65,7 @@ impl SegmentPath {
 ///   none).
 /// - Windows: `%LOCALAPPDATA%\mtf-candles` (the temporary directory's `mtf-candles` if that
 ///   variable is unset), a per-user directory that only this user, SYSTEM and the
-///   administrators may open. [`Writer::create`] makes it if it is missing. The file is
+///   administrators may open. [`Writer::create`](crate::Writer::create) makes it if it is missing. The file is
 ///   cached in memory while mapped; it also keeps the candles on disk for a warm restart.
 pub fn segment_dir() -> PathBuf {
     if cfg!(windows) {

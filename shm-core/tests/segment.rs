@@ -5,8 +5,8 @@ use std::fs;
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 
-#[cfg(unix)]
 use mtf_tests::TempSegment;
+#[cfg(unix)]
 use shm_core::WriterOptions;
 use shm_core::{
     Candle, Counter, CreateError, FeedState, Layout, Liveness, OpenError, Reader, SegmentPath,

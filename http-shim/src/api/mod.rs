@@ -118,7 +118,7 @@ impl Api {
     }
 
     /// Answers one request and counts it. A push endpoint's answer carries the
-    /// [`Takeover`](crate::server::Takeover) that streams on the connection, which is why
+    /// [`Takeover`](crate::message::Takeover) that streams on the connection, which is why
     /// the API is shared behind an `Arc`.
     pub fn handle(self: &Arc<Self>, req: &Request) -> Response {
         let start = Instant::now();

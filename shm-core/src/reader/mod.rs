@@ -29,7 +29,7 @@ use crate::trust::Trust;
 use crate::wake::Waiter;
 use crate::{now_ns, SegmentPath, Timeframe};
 
-/// Default number of tries before a read gives up with [`ReadError::Busy`].
+/// Default number of tries before a read gives up with [`ReadError::Busy`](crate::ReadError::Busy).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10_000;
 /// Default heartbeat age after which a writer holding the lock counts as stalled.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(1);
@@ -122,7 +122,7 @@ impl Reader {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// Sets how many tries a read makes before returning [`ReadError::Busy`] (at least 1).
+    /// Sets how many tries a read makes before returning [`ReadError::Busy`](crate::ReadError::Busy) (at least 1).
     pub fn set_max_attempts(&mut self, attempts: u32) {
         self.max_attempts = attempts.max(1);
     }
