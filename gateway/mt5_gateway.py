@@ -117,10 +117,13 @@ def record_to_dict(record, fields):
 class TerminalBackend:
     """The MetaTrader5 API, from the official package or from mt5linux."""
 
-    def __init__(self, mt5, name, server_offset=None, init_kwargs=None):
+    def __init__(self, mt5, name, server_offset=None, init_kwargs=None, polling=(0.001, 0.05, 0.25)):
         self.mt5 = mt5
         self.name = name
         self.server_offset = server_offset
+        # The tick polling's bounds: shortest and longest interval (s), share of a core.
+        self.polling = polling
+        self.poll_intervals = {}  # symbol -> ms, of the newest tick stream
         self.lock = threading.Lock()  # the MetaTrader5 package is not thread-safe
         self.selected = set()
         with self.lock:
@@ -151,7 +154,10 @@ class TerminalBackend:
             offset = self._estimate_offset()
             source = "estimated" if offset is not None else None
         return {"terminal": terminal, "account": account, "server_time_offset_seconds": offset,
-                "server_time_offset_source": source, "symbols": sorted(self.selected)}
+                "server_time_offset_source": source, "symbols": sorted(self.selected),
+                "polling": {"interval_ms": dict(self.poll_intervals),
+                            "min_ms": self.polling[0] * 1000, "max_ms": self.polling[1] * 1000,
+                            "cpu_share": self.polling[2]}}
 
     def _estimate_offset(self):
         """Server minus UTC from a fresh tick: only when the difference is within a minute of a
@@ -194,50 +200,131 @@ class TerminalBackend:
         return record_to_dict(tick, TICK_FIELDS)
 
     def tick_stream(self, symbols):
-        return TerminalTicks(self, symbols)
+        return TerminalTicks(self, symbols, *self.polling)
 
 
 class TerminalTicks:
-    """Polls copy_ticks_from for every tick after the subscription began, each sent once.
+    """Change-driven polling of the terminal: every tick after the subscription began, each
+    sent once, about a millisecond after the terminal has it.
 
-    Several ticks can share a millisecond, so the cursor is (last time_msc sent, how many ticks
-    with that time_msc were sent); a poll re-reads from that second and skips what was sent.
+    The MetaTrader5 package has no push, so the terminal is polled, but cheaply: each
+    subscribed symbol's newest tick (``symbol_info_tick``, one small call) is looked at on an
+    interval that adapts, and the ticks themselves (``copy_ticks_from``) are fetched only when
+    that newest tick changed:
+
+    - a symbol that ticked in the last second is looked at every ``min_interval`` (1 ms by
+      default); one quiet for 10 s every ``max_interval`` (50 ms), and in between, 10 times
+      ``min_interval``;
+    - when the gateway's process uses more than ``cpu_share`` of one core (the terminal's
+      calls included), every interval widens, and narrows again when it uses less than half
+      of it; ``intervals()`` says what each symbol gets (the ``hello`` answer's ``polling``).
+
+    Several ticks can share a millisecond, so the cursor is (time_msc of the last tick sent,
+    how many ticks with that time_msc were sent); a fetch re-reads from that second (MT5's
+    ``copy_ticks_from`` takes seconds) and skips what was sent. A change is any difference in
+    the newest tick, so a second tick in the same millisecond is seen too. A burst longer than
+    one call returns is fetched in as many calls as it takes, none lost.
     """
 
-    POLL_SECONDS = 0.05
+    BATCH = 10000  # ticks one copy_ticks_from returns at most, doubled while a second holds more
+    QUIET_SECONDS = 10.0
 
-    def __init__(self, backend, symbols):
+    def __init__(self, backend, symbols, min_interval=0.001, max_interval=0.05, cpu_share=0.25):
         self.b = backend
-        # Start after the current tick: skip everything at its millisecond.
-        self.cursor = {s: (backend.symbol_info_tick(s)["time_msc"], float("inf")) for s in symbols}
+        self.min_interval, self.max_interval, self.cpu_share = min_interval, max_interval, cpu_share
+        self.flags = getattr(backend.mt5, "COPY_TICKS_ALL", -1)
+        now = time.monotonic()
+        self.cursor, self.newest, self.moved_at, self.due = {}, {}, {}, {}
+        for s in symbols:
+            newest = backend.symbol_info_tick(s)  # raises for a symbol the terminal lacks
+            m = newest["time_msc"]
+            # Start after the ticks the terminal already has: those at the newest tick's
+            # millisecond are counted, so that a later one at the same millisecond is sent.
+            with backend.lock:
+                ticks = backend.mt5.copy_ticks_from(s, m // 1000, self.BATCH, self.flags)
+            at_m = sum(1 for t in ticks or () if record_to_dict(t, ("time_msc",))["time_msc"] == m)
+            self.cursor[s] = (m, max(at_m, 1))
+            self.newest[s] = tuple(newest[f] for f in TICK_FIELDS)
+            self.moved_at[s], self.due[s] = now, now
+        self.widen = 1.0
+        self.cpu_at = (now, time.process_time())
 
-    def poll(self):
-        """New ticks as (symbol, tick) in time order (a live stream never ends)."""
+    def interval(self, s, now):
+        quiet = now - self.moved_at[s]
+        base = self.min_interval if quiet < 1.0 else (
+            self.min_interval * 10 if quiet < self.QUIET_SECONDS else self.max_interval)
+        return min(self.max_interval, base * self.widen)
+
+    def intervals(self):
+        """What each symbol is looked at every, in milliseconds, now."""
+        now = time.monotonic()
+        return {s: round(self.interval(s, now) * 1000, 3) for s in self.cursor}
+
+    def _budget(self, now):
+        """Widens or narrows every interval by the process's share of a core over the last
+        half second."""
+        then, cpu_then = self.cpu_at
+        if now - then < 0.5:
+            return
+        cpu = time.process_time()
+        share = (cpu - cpu_then) / (now - then)
+        if share > self.cpu_share:
+            self.widen = min(self.widen * 1.5, self.max_interval / self.min_interval)
+        elif share < self.cpu_share / 2:
+            self.widen = max(1.0, self.widen / 1.5)
+        self.cpu_at = (now, cpu)
+
+    def _fetch(self, s):
+        """The ticks of `s` after the cursor, however many calls that takes."""
         out = []
-        mt5 = self.b.mt5
-        flags = getattr(mt5, "COPY_TICKS_ALL", -1)
-        for s, (last, sent_at_last) in list(self.cursor.items()):
+        last, sent_at_last = self.cursor[s]
+        batch = self.BATCH
+        while True:
             with self.b.lock:
-                ticks = mt5.copy_ticks_from(s, last // 1000, 10000, flags)
+                ticks = self.b.mt5.copy_ticks_from(s, last // 1000, batch, self.flags)
             if ticks is None:
-                continue
+                return out
             new_last, new_count, skipped = last, sent_at_last, 0
             for t in ticks:
                 d = record_to_dict(t, TICK_FIELDS)
                 m = d["time_msc"]
-                if m < last:
-                    continue
-                if m == last and skipped < sent_at_last:
-                    skipped += 1
+                if m < last or (m == last and skipped < sent_at_last):
+                    skipped += m == last
                     continue
                 out.append((s, d))
                 if m == new_last:
                     new_count += 1
                 else:
                     new_last, new_count = m, 1
+            full = len(ticks) >= batch
             self.cursor[s] = (new_last, new_count)
-        if not out:
-            time.sleep(self.POLL_SECONDS)
+            if not full:
+                return out
+            # A full answer: more may follow. From the new cursor's second, or with a larger
+            # batch if one second holds more ticks than this one.
+            if new_last // 1000 == last // 1000:
+                batch *= 2
+            last, sent_at_last = new_last, new_count
+
+    def poll(self):
+        """Waits until the next look is due, looks at the symbols due, and returns their new
+        ticks as (symbol, tick) in time order (often none; a live stream never ends)."""
+        wait = min(self.due.values()) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        now = time.monotonic()
+        self._budget(now)
+        out = []
+        for s in [s for s, due in self.due.items() if due <= now]:
+            with self.b.lock:
+                t = self.b.mt5.symbol_info_tick(s)
+            newest = None if t is None else tuple(plain(v) for v in record_to_dict(t, TICK_FIELDS).values())
+            if newest is not None and newest != self.newest[s]:
+                self.newest[s] = newest
+                self.moved_at[s] = now
+                out.extend(self._fetch(s))
+            self.due[s] = now + self.interval(s, now)
+        self.b.poll_intervals = self.intervals()
         out.sort(key=lambda st: st[1]["time_msc"])
         return out
 
@@ -584,6 +671,11 @@ class Handler(socketserver.StreamRequestHandler):
 
     def setup(self):
         super().setup()
+        # A tick goes out the moment it is written: no Nagle delay behind the previous one.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self.peer = "%s:%d" % self.client_address[:2]
         self.pending = b""
         self.authenticated = self.server.token is None
@@ -591,7 +683,11 @@ class Handler(socketserver.StreamRequestHandler):
         self.connected_at = time.monotonic()
 
     def send(self, obj):
-        self.wfile.write(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n")
+        self.send_all([obj])
+
+    def send_all(self, objs):
+        """Writes lines in one write: a batch of ticks leaves as soon as it is had, together."""
+        self.wfile.write(b"".join(json.dumps(o, separators=(",", ":"), allow_nan=False).encode() + b"\n" for o in objs))
         self.wfile.flush()
 
     def read_line(self):
@@ -706,8 +802,8 @@ class Handler(socketserver.StreamRequestHandler):
                 if batch is None:
                     self.send({"event": "end", "reason": "replay finished"})
                     return
-                for s, t in batch:
-                    self.send({"event": "tick", "symbol": s, "tick": t})
+                if batch:
+                    self.send_all([{"event": "tick", "symbol": s, "tick": t} for s, t in batch])
                 if batch:
                     last_sent = time.monotonic()
                 elif time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
@@ -821,12 +917,20 @@ def make_backend(args):
             import MetaTrader5 as mt5  # Windows, or Python under Wine
         except ImportError:
             raise SystemExit("mt5_gateway: the MetaTrader5 package is not installed (pip install MetaTrader5; Windows or Wine only)")
-        return TerminalBackend(mt5, "metatrader5", args.server_offset, init)
+        return TerminalBackend(mt5, "metatrader5", args.server_offset, init, polling(args))
     try:
         from mt5linux import MetaTrader5  # the RPyC client
     except ImportError:
         raise SystemExit("mt5_gateway: the mt5linux package is not installed (pip install mt5linux)")
-    return TerminalBackend(MetaTrader5(host=args.mt5linux_host, port=args.mt5linux_port), "mt5linux", args.server_offset, init)
+    return TerminalBackend(MetaTrader5(host=args.mt5linux_host, port=args.mt5linux_port), "mt5linux", args.server_offset, init, polling(args))
+
+
+def polling(args):
+    """The tick polling's bounds from the command line, checked."""
+    lo, hi, share = args.poll_min_ms, args.poll_max_ms, args.poll_cpu_share
+    if not (0 < lo <= hi <= 10000) or not (0 < share <= 1):
+        raise SystemExit("mt5_gateway: expected 0 < --poll-min-ms <= --poll-max-ms <= 10000 and 0 < --poll-cpu-share <= 1")
+    return (lo / 1000.0, hi / 1000.0, share)
 
 
 def main(argv=None):
@@ -847,6 +951,12 @@ def main(argv=None):
                    help="shared secret clients must send (or env MT5_GATEWAY_TOKEN); required for a non-loopback --bind (default: none)")
     p.add_argument("--allow-remote-without-token", action="store_true",
                    help="serve a non-loopback --bind without a token, on a network you trust")
+    p.add_argument("--poll-min-ms", type=float, default=1.0,
+                   help="terminal backends: how often a symbol that ticked in the last second is looked at (default: 1)")
+    p.add_argument("--poll-max-ms", type=float, default=50.0,
+                   help="terminal backends: how often a symbol quiet for 10 s is looked at, and the widest interval (default: 50)")
+    p.add_argument("--poll-cpu-share", type=float, default=0.25,
+                   help="terminal backends: the share of one core the gateway may use before its intervals widen (default: 0.25)")
     p.add_argument("--mt5-path", help="terminal64.exe to start (metatrader5/mt5linux; default: the running terminal)")
     p.add_argument("--mt5-login", type=int, help="account to log in (default: the terminal's)")
     p.add_argument("--mt5-password", help="its password")

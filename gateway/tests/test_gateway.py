@@ -6,6 +6,7 @@ MetaTrader5 module, and protocol v1 over a real socket. Standard library only:
 
 import calendar
 import codecs
+import importlib.util
 import json
 import os
 import shutil
@@ -270,14 +271,82 @@ class TerminalBackendTest(unittest.TestCase):
         m.ticks = [tick(base, 1.0)]
         b = gw.TerminalBackend(m, "metatrader5")
         stream = b.tick_stream(["EURUSD"])
-        gw.TerminalTicks.POLL_SECONDS = 0.001
         self.assertEqual(stream.poll(), [], "nothing before the subscription")
+        # A tick at the subscription's own millisecond that came after it is new: sent.
         m.ticks += [tick(base, 1.01), tick(base + 5, 1.02), tick(base + 5, 1.03)]
         got = [t["bid"] for _, t in stream.poll()]
-        self.assertEqual(got, [1.02, 1.03], "ticks at the subscription's own millisecond are not resent")
+        self.assertEqual(got, [1.01, 1.02, 1.03])
         m.ticks += [tick(base + 5, 1.04), tick(base + 900, 1.05)]
         self.assertEqual([t["bid"] for _, t in stream.poll()], [1.04, 1.05])
         self.assertEqual(stream.poll(), [])
+
+    def test_a_burst_longer_than_one_call_returns_is_fetched_whole(self):
+        m = FakeMt5()
+        base = (T0 + 10) * 1000
+        m.ticks = [tick(base, 1.0)]
+        b = gw.TerminalBackend(m, "metatrader5")
+        stream = b.tick_stream(["EURUSD"])
+        stream.BATCH = 7
+        # 30 ticks, 20 of them in one millisecond: more than a call returns, even in a second.
+        m.ticks += [tick(base + 1, 1.0 + i / 1000) for i in range(20)]
+        m.ticks += [tick(base + 2000 + i, 2.0 + i / 1000) for i in range(10)]
+        got = [t["bid"] for _, t in stream.poll()]
+        self.assertEqual(got, [1.0 + i / 1000 for i in range(20)] + [2.0 + i / 1000 for i in range(10)])
+        self.assertEqual(stream.poll(), [])
+
+    def test_quiet_symbols_are_looked_at_less_often(self):
+        m = FakeMt5()
+        m.ticks = [tick((T0 + 10) * 1000, 1.0)]
+        b = gw.TerminalBackend(m, "metatrader5", polling=(0.001, 0.05, 0.25))
+        stream = b.tick_stream(["EURUSD"])
+        now = time.monotonic()
+        self.assertEqual(stream.interval("EURUSD", now), 0.001)
+        self.assertAlmostEqual(stream.interval("EURUSD", now + 2), 0.01)
+        self.assertEqual(stream.interval("EURUSD", now + 60), 0.05)
+        stream.poll()
+        self.assertIn("EURUSD", b.hello()["polling"]["interval_ms"])
+
+
+class StandInTerminalTest(unittest.TestCase):
+    """The gateway's terminal backend against the stand-in MetaTrader5 module
+    (gateway/standin/MetaTrader5.py), which makes ticks in real time."""
+
+    def test_every_tick_the_terminal_makes_is_sent_once_in_order(self):
+        env = {"MT5_STANDIN_SYMBOLS": "EURUSD=400,GBPUSD=200", "MT5_STANDIN_CALL_US": "5",
+               "MT5_STANDIN_SAME_MS": "0.3", "MT5_STANDIN_MAX_TICKS": "300"}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            spec = importlib.util.spec_from_file_location(
+                "standin_mt5", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "standin", "MetaTrader5.py"))
+            mt5 = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mt5)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        b = gw.TerminalBackend(mt5, "metatrader5")
+        stream = b.tick_stream(["EURUSD", "GBPUSD"])
+        first = dict(stream.cursor)  # (newest time_msc, ticks at it) when it subscribed
+        got = {"EURUSD": [], "GBPUSD": []}
+        until = time.monotonic() + 30
+        while time.monotonic() < until and any(mt5.standin_made(s) < 300 or len(got[s]) < len(self.expected(mt5, s, first[s])) for s in got):
+            for s, t in stream.poll():
+                got[s].append(t)
+        for s in got:
+            want = self.expected(mt5, s, first[s])
+            self.assertEqual(len(got[s]), len(want), s)
+            self.assertEqual([(t["time_msc"], t["bid"]) for t in got[s]], want, s)
+
+    @staticmethod
+    def expected(mt5, s, cursor):
+        """The stand-in's ticks made after the subscription: after the `n` it had at the
+        millisecond `m` of its newest tick then."""
+        m, n = cursor
+        ticks = [t for t in mt5.copy_ticks_from(s, 0, 10 ** 6, mt5.COPY_TICKS_ALL) if t.time_msc >= m]
+        return [(t.time_msc, t.bid) for t in ticks[n:]]
 
 
 class ProtocolTest(Folder):
