@@ -267,6 +267,30 @@ impl Aggregator {
         w.add(Counter::TicksProcessed, 1);
     }
 
+    /// Records `t` as its symbol's newest tick without folding it into a candle: the feed's
+    /// backfilled bars already count it. Held to the checks of [`on_tick`](Self::on_tick)
+    /// (prices, the feed's clock, order).
+    pub fn on_latest_tick(&mut self, w: &mut Writer, t: &Tick) {
+        let latest = self.latest_time(w.clock_ns());
+        let Some(s) = self.symbols.get_mut(t.symbol) else {
+            return;
+        };
+        if !(good_price(t.bid) && good_price(t.ask)) || t.volume > MAX_VOLUME {
+            w.add(Counter::RejectedBadPrice, 1);
+            return;
+        }
+        if t.time_ms.div_euclid(1000) > latest {
+            w.add(Counter::RejectedFutureTime, 1);
+            return;
+        }
+        if s.last_tick_ms.is_some_and(|last| t.time_ms < last) {
+            w.add(Counter::RejectedOutOfOrder, 1);
+            return;
+        }
+        s.last_tick_ms = Some(t.time_ms);
+        w.record_tick(s.id, t.time_ms, t.bid, t.ask);
+    }
+
     /// Applies a bar to its own ring and, with `fold_up`, to every longer timeframe.
     pub fn on_bar(&mut self, w: &mut Writer, b: &Bar) {
         let latest = self.latest_time(w.clock_ns());

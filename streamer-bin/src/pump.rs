@@ -107,6 +107,7 @@ impl Pump<'_> {
         let writer = &mut self.writer;
         match ev {
             Event::Tick(t) => self.agg.on_tick(writer, &t),
+            Event::LatestTick(t) => self.agg.on_latest_tick(writer, &t),
             Event::Bar(b) => self.agg.on_bar(writer, &b),
             Event::Feed(state) => {
                 writer.set_feed_state(state);

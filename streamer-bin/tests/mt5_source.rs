@@ -3,9 +3,12 @@
 //! gateway restart is survived.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mtf_tests::{python3_available, spawn_csv_gateway, wait_for_status, ChildGuard, TempSegment};
+use mtf_tests::{
+    python3_available, spawn_csv_gateway, spawn_standin_gateway, wait_for_status, ChildGuard,
+    TempSegment,
+};
 use shm_core::{Candle, Counter, FeedState, Reader, Status, Timeframe};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
@@ -362,4 +365,104 @@ fn a_gateway_that_trickles_bytes_never_delays_shutdown() {
     assert!(status.success(), "{stderr}");
     // It used to take 24.6 s: the worker waited on the gateway.
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}
+
+/// Two terminals on one host (stand-ins, with other symbols and prices), a gateway and a
+/// streamer each: each segment holds its own terminal's symbols only, and ends on exactly its
+/// terminal's newest tick. A bot picks a terminal by segment name.
+#[test]
+fn two_terminals_on_one_host_each_fill_their_own_segment() {
+    if !python_available() {
+        return;
+    }
+    let terminals = [
+        (
+            "EURUSD=40,GBPUSD=40",
+            "1.1",
+            "1001",
+            &["EURUSD", "GBPUSD"][..],
+        ),
+        ("XAUUSD=40", "2000", "1002", &["XAUUSD"][..]),
+    ];
+    // Built before the terminals start making ticks.
+    let streamer_bin = mtf_tests::workspace_bin("mtf-streamer");
+    let mut running = Vec::new();
+    for (k, (symbols, price, login, names)) in terminals.iter().enumerate() {
+        let (gw, addr) = spawn_standin_gateway(
+            &[
+                ("MT5_STANDIN_SYMBOLS", symbols),
+                ("MT5_STANDIN_PRICE", price),
+                ("MT5_STANDIN_LOGIN", login),
+                ("MT5_STANDIN_SEED", &(k + 7).to_string()),
+                ("MT5_STANDIN_MAX_TICKS", "400"),
+            ],
+            &[],
+        );
+        let seg = TempSegment::new(&format!("terminal-{k}"));
+        let streamer = ChildGuard::spawn(
+            &streamer_bin,
+            &[
+                "--source",
+                "mt5",
+                "--gateway",
+                &addr,
+                "--symbols",
+                &names.join(","),
+                "--timeframes",
+                "M1,M5",
+                "--segment-path",
+                seg.path.path().to_str().unwrap(),
+                "--no-http",
+            ],
+        );
+        running.push((
+            gw,
+            addr,
+            seg,
+            streamer,
+            names.to_vec(),
+            price.parse::<f64>().unwrap(),
+        ));
+    }
+    for (_gw, addr, seg, _streamer, names, price) in &running {
+        let mut client = mt5_gateway_client::Client::new(mt5_gateway_client::Config::new(addr));
+        let r = wait_for_status(
+            &seg.path,
+            "the mt5 feed to be live",
+            Duration::from_secs(60),
+            |s| s.feed_state == Some(FeedState::Live),
+        );
+        let held: Vec<&str> = r.layout().symbols().collect();
+        assert_eq!(
+            held, *names,
+            "a segment holds its own terminal's symbols only"
+        );
+        for (i, name) in names.iter().enumerate() {
+            // Each symbol's prices are its terminal's: 1.1, 11, ... or 2000, 20000, ...
+            let near = price * 10f64.powi(i as i32);
+            // The terminal stops after 400 ticks a symbol (10 s); the segment ends on its
+            // newest, whether it came live or with the backfill.
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                let terminal = client.symbol_info_tick(name).expect("the stand-in's tick");
+                let seen = r.last_tick(name);
+                if seen
+                    .is_some_and(|t| t.server_time_ms == terminal.time_msc && t.bid == terminal.bid)
+                {
+                    assert!(
+                        (terminal.bid / near - 1.0).abs() < 0.5,
+                        "{name} at {}",
+                        terminal.bid
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "{name}: the segment holds {seen:?}, the terminal {terminal:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        assert!(r.status().counters.get(Counter::TicksProcessed) > 0);
+    }
 }

@@ -260,6 +260,37 @@ pub fn spawn_csv_gateway(
     (gw, addr)
 }
 
+/// Starts `gateway/mt5_gateway.py --backend metatrader5` on 127.0.0.1 (a free port) over the
+/// stand-in terminal (`gateway/standin/MetaTrader5.py`, first on `PYTHONPATH`), configured by
+/// `env` (`MT5_STANDIN_SYMBOLS`, ...), with `extra` arguments; returns it and its address.
+pub fn spawn_standin_gateway(env: &[(&str, &str)], extra: &[&str]) -> (ChildGuard, String) {
+    let gateway = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway");
+    let script = gateway.join("mt5_gateway.py");
+    let mut command = Command::new("python3");
+    command
+        .args([
+            script.to_str().expect("utf-8 path"),
+            "--backend",
+            "metatrader5",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env("PYTHONPATH", gateway.join("standin"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut gw = ChildGuard(Some(command.spawn().expect("spawn python3")));
+    let line = gw.first_line();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the gateway said {line:?}"))
+        .to_owned();
+    (gw, addr)
+}
+
 /// The path of a workspace binary (`mtf-streamer`, `mtf-shim`, `mtf-monitor`), built first
 /// with the profile of the running test, so that a test of one package can spawn another's.
 /// Built once per test process.

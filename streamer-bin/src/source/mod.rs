@@ -17,6 +17,10 @@ pub mod synthetic;
 pub enum Event {
     /// A price update.
     Tick(Tick),
+    /// The feed's newest tick, which the bars it backfilled already count (MT5's latest tick
+    /// at the end of a backfill): recorded as the symbol's last tick, never folded into a
+    /// candle, so that readers have a tick from the moment the segment runs, as MT5 does.
+    LatestTick(Tick),
     /// A bar (closed or forming).
     Bar(Bar),
     /// The feed changed state (backfilling, live, finished, disconnected).

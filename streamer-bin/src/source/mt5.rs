@@ -410,9 +410,26 @@ impl Worker {
             }
             self.send(Event::Count(Counter::BarsBackfilled, sent));
         }
-        // The terminal's latest tick, which the forming M1 bar above already counts.
+        // The terminal's latest tick, which the forming M1 bar above already counts: recorded
+        // as the symbol's last tick (readers have one from the moment the segment runs), and
+        // not counted again when the stream sends it.
         self.included[i] = match forming_m1 {
             Some(minute) => match client.symbol_info_tick(&plan.symbol) {
+                // A terminal's latest tick is in its newest bar (ticks make bars); one that is
+                // not (a csv gateway whose tick file runs past its bars) is not counted by it.
+                Ok(t) if Timeframe::M1.bar_start(t.time_msc.div_euclid(1000)) == minute => {
+                    let latest = Tick {
+                        symbol: i,
+                        time_ms: t.time_msc,
+                        bid: t.bid,
+                        ask: t.ask,
+                        volume: t.volume,
+                    };
+                    if !self.send(Event::LatestTick(latest)) {
+                        return Err(Ended::Stop);
+                    }
+                    Some((minute, t.time_msc))
+                }
                 Ok(t) => Some((minute, t.time_msc)),
                 Err(GwError::Mt5 { .. }) => None,
                 Err(e) => return Err(Ended::Disconnected(why(&e))),
