@@ -117,7 +117,7 @@ def record_to_dict(record, fields):
 class TerminalBackend:
     """The MetaTrader5 API, from the official package or from mt5linux."""
 
-    def __init__(self, mt5, name, server_offset=None, init_kwargs=None, polling=(0.001, 0.05, 0.25)):
+    def __init__(self, mt5, name, server_offset=None, init_kwargs=None, polling=(0.0005, 0.05, 0.25)):
         self.mt5 = mt5
         self.name = name
         self.server_offset = server_offset
@@ -212,12 +212,13 @@ class TerminalTicks:
     interval that adapts, and the ticks themselves (``copy_ticks_from``) are fetched only when
     that newest tick changed:
 
-    - a symbol that ticked in the last second is looked at every ``min_interval`` (1 ms by
-      default); one quiet for 10 s every ``max_interval`` (50 ms), and in between, 10 times
-      ``min_interval``;
-    - when the gateway's process uses more than ``cpu_share`` of one core (the terminal's
-      calls included), every interval widens, and narrows again when it uses less than half
-      of it; ``intervals()`` says what each symbol gets (the ``hello`` answer's ``polling``).
+    - a symbol that ticked in the last second is looked at every ``min_interval`` (0.5 ms by
+      default, so a tick waits 0.25 ms on average); one quiet for 10 s every ``max_interval``
+      (50 ms), and in between, 10 times ``min_interval``;
+    - the gateway's process is held to ``cpu_share`` of one core (the terminal's calls
+      included): every interval is scaled in proportion to how far it is off, never below the
+      configured ones; ``intervals()`` says what each symbol gets (the ``hello`` answer's
+      ``polling``).
 
     Several ticks can share a millisecond, so the cursor is (time_msc of the last tick sent,
     how many ticks with that time_msc were sent); a fetch re-reads from that second (MT5's
@@ -229,12 +230,13 @@ class TerminalTicks:
     BATCH = 10000  # ticks one copy_ticks_from returns at most, doubled while a second holds more
     QUIET_SECONDS = 10.0
 
-    def __init__(self, backend, symbols, min_interval=0.001, max_interval=0.05, cpu_share=0.25):
+    def __init__(self, backend, symbols, min_interval=0.0005, max_interval=0.05, cpu_share=0.25):
         self.b = backend
         self.min_interval, self.max_interval, self.cpu_share = min_interval, max_interval, cpu_share
         self.flags = getattr(backend.mt5, "COPY_TICKS_ALL", -1)
         now = time.monotonic()
         self.cursor, self.newest, self.moved_at, self.due = {}, {}, {}, {}
+        look_cost = 0.0
         for s in symbols:
             newest = backend.symbol_info_tick(s)  # raises for a symbol the terminal lacks
             m = newest["time_msc"]
@@ -244,9 +246,16 @@ class TerminalTicks:
                 ticks = backend.mt5.copy_ticks_from(s, m // 1000, self.BATCH, self.flags)
             at_m = sum(1 for t in ticks or () if record_to_dict(t, ("time_msc",))["time_msc"] == m)
             self.cursor[s] = (m, max(at_m, 1))
-            self.newest[s] = tuple(newest[f] for f in TICK_FIELDS)
+            look = time.perf_counter()
+            with backend.lock:
+                t = backend.mt5.symbol_info_tick(s)
+            look_cost = max(look_cost, time.perf_counter() - look)
+            self.newest[s] = tuple(t) if isinstance(t, tuple) else tuple(newest[f] for f in TICK_FIELDS)
             self.moved_at[s], self.due[s] = now, now
-        self.widen = 1.0
+        # The first guess of the budget's scale, from what one look cost just now, so that
+        # many symbols do not start at a rate the budget then has to bring down.
+        start = len(self.cursor) * look_cost / (self.cpu_share * 0.9 * self.min_interval)
+        self.widen = min(max(1.0, start), self.max_interval / self.min_interval)
         self.cpu_at = (now, time.process_time())
 
     def interval(self, s, now):
@@ -261,17 +270,17 @@ class TerminalTicks:
         return {s: round(self.interval(s, now) * 1000, 3) for s in self.cursor}
 
     def _budget(self, now):
-        """Widens or narrows every interval by the process's share of a core over the last
-        half second."""
+        """Scales every interval so that the process uses `cpu_share` of a core, measured over
+        the last half second: in proportion to how far it is off, at most 1.5 times a step,
+        never below the configured intervals."""
         then, cpu_then = self.cpu_at
         if now - then < 0.5:
             return
         cpu = time.process_time()
         share = (cpu - cpu_then) / (now - then)
-        if share > self.cpu_share:
-            self.widen = min(self.widen * 1.5, self.max_interval / self.min_interval)
-        elif share < self.cpu_share / 2:
-            self.widen = max(1.0, self.widen / 1.5)
+        # Aimed a tenth under the share, so that the overshoot of a step stays within it.
+        step = min(1.5, max(1 / 1.5, share / (self.cpu_share * 0.9)))
+        self.widen = min(max(1.0, self.widen * step), self.max_interval / self.min_interval)
         self.cpu_at = (now, cpu)
 
     def _fetch(self, s):
@@ -318,12 +327,17 @@ class TerminalTicks:
         for s in [s for s, due in self.due.items() if due <= now]:
             with self.b.lock:
                 t = self.b.mt5.symbol_info_tick(s)
-            newest = None if t is None else tuple(plain(v) for v in record_to_dict(t, TICK_FIELDS).values())
+            # The package's Tick is a named tuple: compared whole, at C speed; anything else
+            # (a bridge's proxy) field by field.
+            newest = None if t is None else tuple(t) if isinstance(t, tuple) else tuple(
+                plain(v) for v in record_to_dict(t, TICK_FIELDS).values())
             if newest is not None and newest != self.newest[s]:
                 self.newest[s] = newest
                 self.moved_at[s] = now
                 out.extend(self._fetch(s))
-            self.due[s] = now + self.interval(s, now)
+            # At a fixed rate from the last due time (not from now, which would add this
+            # look's own time to every interval), never in the past.
+            self.due[s] = max(self.due[s] + self.interval(s, now), now)
         self.b.poll_intervals = self.intervals()
         out.sort(key=lambda st: st[1]["time_msc"])
         return out
@@ -951,8 +965,8 @@ def main(argv=None):
                    help="shared secret clients must send (or env MT5_GATEWAY_TOKEN); required for a non-loopback --bind (default: none)")
     p.add_argument("--allow-remote-without-token", action="store_true",
                    help="serve a non-loopback --bind without a token, on a network you trust")
-    p.add_argument("--poll-min-ms", type=float, default=1.0,
-                   help="terminal backends: how often a symbol that ticked in the last second is looked at (default: 1)")
+    p.add_argument("--poll-min-ms", type=float, default=0.5,
+                   help="terminal backends: how often a symbol that ticked in the last second is looked at (default: 0.5)")
     p.add_argument("--poll-max-ms", type=float, default=50.0,
                    help="terminal backends: how often a symbol quiet for 10 s is looked at, and the widest interval (default: 50)")
     p.add_argument("--poll-cpu-share", type=float, default=0.25,

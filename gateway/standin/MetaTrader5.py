@@ -23,7 +23,10 @@ Configured by the environment, read at import:
 - ``MT5_STANDIN_SYMBOLS``: ``EURUSD=20,GBPUSD=5``: symbols and their ticks per second;
 - ``MT5_STANDIN_SEED`` (1), ``MT5_STANDIN_SAME_MS`` (0.1: the chance a tick shares the
   previous one's millisecond), ``MT5_STANDIN_PRICE`` (1.1: the first symbol's price; each
-  next symbol's is 10 times the previous one's, so terminals and symbols differ);
+  next symbol's is ``MT5_STANDIN_PRICE_STEP`` (10) times the previous one's, so terminals and
+  symbols differ);
+- ``MT5_STANDIN_REPORT``: a file the ticks made per symbol are written to, as JSON, when the
+  process exits normally (SIGINT, not SIGTERM);
 - ``MT5_STANDIN_MAX_TICKS``: stop making ticks after this many per symbol (a quiet terminal
   that tests can compare with the segment); ``MT5_STANDIN_NAME``, ``MT5_STANDIN_COMPANY``,
   ``MT5_STANDIN_LOGIN``: the terminal's and account's identity.
@@ -33,9 +36,11 @@ Times are the terminal's: this stand-in's server time is UTC (offset 0), so a ti
 minus ``time_msc``.
 """
 
+import atexit
 import calendar
 import collections
 import datetime
+import json
 import os
 import random
 import threading
@@ -84,13 +89,14 @@ class _Terminal:
         self.same_ms = float(os.environ.get("MT5_STANDIN_SAME_MS", "0.1"))
         self.max_ticks = int(os.environ.get("MT5_STANDIN_MAX_TICKS", "0")) or None
         price = float(os.environ.get("MT5_STANDIN_PRICE", "1.1"))
+        price_step = float(os.environ.get("MT5_STANDIN_PRICE_STEP", "10"))
         start_ms = int(time.time() * 1000)
         self.symbols = {}
         for name, rate in _env_symbols():
             self.symbols[name] = {
                 "rate": rate, "price": price, "next_ms": start_ms, "ticks": [], "made": 0,
             }
-            price *= 10
+            price *= price_step
         self.error = (RES_S_OK, "Success")
         self.initialized = False
 
@@ -100,10 +106,11 @@ class _Terminal:
         while time.perf_counter() < until:
             pass
 
-    def advance(self):
-        """Makes every tick due by now."""
+    def advance(self, only=None):
+        """Makes every tick due by now (of the symbol `only`, if given: each symbol's ticks
+        are its own, so a call pays only for the symbol it asks about)."""
         now_ms = int(time.time() * 1000)
-        for s in self.symbols.values():
+        for s in self.symbols.values() if only is None else (only,):
             while s["next_ms"] <= now_ms and (self.max_ticks is None or s["made"] < self.max_ticks):
                 step = max(s["price"] * 0.0001, 1e-5)
                 bid = round(max(s["price"] + self.rng.choice((-1, 1)) * step, step), 5)
@@ -126,16 +133,30 @@ class _Terminal:
         if not self.initialized:
             self.error = (RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, MetaTrader 5 x64 not found")
             return None
-        self.advance()
         if symbol is None:
             return True
         s = self.symbols.get(symbol)
         if s is None:
             self.error = (RES_E_NOT_FOUND, "Terminal: Not found")
+            return None
+        self.advance(s)
         return s
 
 
 _t = _Terminal()
+
+
+def _report():
+    path = os.environ.get("MT5_STANDIN_REPORT")
+    if path:
+        with _t.lock:
+            _t.advance()
+            made = {name: s["made"] for name, s in _t.symbols.items()}
+        with open(path, "w") as f:
+            json.dump(made, f)
+
+
+atexit.register(_report)
 
 
 def initialize(path=None, login=None, password=None, server=None, timeout=None, portable=False):
