@@ -88,7 +88,7 @@ def main():
         until = time.time() + 60
         while True:
             try:
-                if mt5.initialize(path=segment) and mt5.status()["feed_state"] == "live":
+                if mt5.initialize(segment=segment) and mt5.status()["feed_state"] == "live":
                     break
             except Exception:
                 pass

@@ -62,7 +62,7 @@ _SECONDS = {1: 60, 2: 120, 3: 180, 4: 240, 5: 300, 6: 360, 10: 600, 12: 720, 15:
             16392: 28800, 16396: 43200, 16408: 86400}
 
 RES_S_OK, RES_E_FAIL, RES_E_INVALID_PARAMS, RES_E_NOT_FOUND = 1, -1, -2, -4
-RES_E_INTERNAL_FAIL_INIT = -10004
+RES_E_INTERNAL_FAIL_CONNECT = -10004
 
 Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
 TerminalInfo = collections.namedtuple("TerminalInfo", "name company build connected")
@@ -131,7 +131,7 @@ class _Terminal:
         last_error set for an unknown one)."""
         self.busy()
         if not self.initialized:
-            self.error = (RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, MetaTrader 5 x64 not found")
+            self.error = (RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
             return None
         if symbol is None:
             return True

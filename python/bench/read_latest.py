@@ -36,7 +36,7 @@ def main():
     p.add_argument("--rounds", type=int, default=20000)
     args = p.parse_args()
 
-    assert mt5.initialize(path=args.segment), mt5.last_error()
+    assert mt5.initialize(segment=args.segment), mt5.last_error()
     ref = layout_reader.Segment(args.segment)
     host, port = args.http.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)

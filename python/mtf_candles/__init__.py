@@ -40,10 +40,12 @@ __all__ = [
     "initialize", "shutdown", "last_error", "version", "copy_rates_from_pos", "copy_rates_from",
     "copy_rates_range", "symbol_info_tick", "symbols_total", "symbols_get", "Segment", "Tick",
     "SymbolInfo", "RATES_DTYPE", "SegmentError", "SegmentNotFound", "SegmentVersionError",
-    "WriterGone", "NotFound", "DEFAULT_SEGMENT", "wait_for_update", "status",
+    "WriterGone", "NotFound", "DEFAULT_SEGMENT", "wait_for_update", "status", "symbol_select",
+    "login",
 ]
 
 __version__ = "0.1.0"
+__author__ = "the mtf-streamer authors (MetaTrader5's API, MetaQuotes Ltd.)"
 
 DEFAULT_SEGMENT = "mtf-candles"
 
@@ -77,6 +79,7 @@ RES_S_OK = 1
 RES_E_FAIL = -1
 RES_E_INVALID_PARAMS = -2
 RES_E_NOT_FOUND = -4
+RES_E_UNSUPPORTED = -7
 RES_E_INTERNAL_FAIL_INIT = -10003
 
 Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
@@ -229,13 +232,59 @@ def _ok(value):
     return value
 
 
-def initialize(name=DEFAULT_SEGMENT, path=None, trust=None, **_terminal_arguments):
-    """Attaches to the segment (``name`` in /dev/shm, or ``path``; see :class:`Segment` for
-    ``trust``). MT5's terminal arguments (``login``, ``password``, ``server``, ``timeout``,
-    ...) are accepted and ignored. Returns True, or False with ``last_error()`` saying why."""
-    global _segment
+# The MetaTrader5 package, where it is installed (Windows, beside the terminal): calls the
+# segment does not serve are forwarded to it, and `initialize` initializes it too.
+_terminal = None
+_terminal_looked = False
+# The terminal and account arguments `initialize` was given, for `login` and later records.
+_terminal_arguments = {}
+
+
+def _terminal_module():
+    """The MetaTrader5 package, imported once, or None where it is not installed."""
+    global _terminal, _terminal_looked
+    if not _terminal_looked:
+        _terminal_looked = True
+        try:
+            import MetaTrader5  # noqa: PLC0415  (only where it exists)
+        except ImportError:
+            MetaTrader5 = None
+        _terminal = MetaTrader5
+    return _terminal
+
+
+def _segment_choice(segment):
+    """A segment name or file path: ``segment=``, else ``MTF_SEGMENT``, else the default. A
+    value with a path separator (or a leading dot) is a file; anything else a name."""
+    if segment is None:
+        segment = os.environ.get("MTF_SEGMENT") or DEFAULT_SEGMENT
+    segment = os.fspath(segment)
+    if os.sep in segment or "/" in segment or segment.startswith("."):
+        return None, segment
+    return segment, None
+
+
+def initialize(path=None, *, login=None, password=None, server=None, timeout=None,
+               portable=False, segment=None, trust=None):
+    """MT5's ``initialize``: attaches to the segment, and where the MetaTrader5 package is
+    installed, initializes it with the same arguments.
+
+    ``path`` (the terminal's ``terminal64.exe``), ``login``, ``password``, ``server``,
+    ``timeout`` and ``portable`` keep MT5's meanings. Market data comes from the segment, so
+    where the package is not installed they are kept (for ``login``) and never make this fail:
+    a bot's call with its Windows terminal path and account works unchanged on Linux.
+    ``segment`` (a name, or a file path) chooses the segment, else ``MTF_SEGMENT``, else
+    ``mtf-candles``; ``trust`` names further accounts whose segments may be read (see
+    :class:`Segment`). A keyword MT5 does not know raises TypeError, as a Python function
+    does. Returns True, or False with ``last_error()`` saying why."""
+    global _segment, _terminal_arguments
+    given = {k: v for k, v in (("login", login), ("password", password), ("server", server),
+                               ("timeout", timeout)) if v is not None}
+    if portable:
+        given["portable"] = True
+    name, file = _segment_choice(segment)
     try:
-        _segment = Segment(name, path, trust)
+        attached = Segment(name, file, trust)
     except SegmentError as e:
         _segment = None
         _fail(RES_E_INTERNAL_FAIL_INIT, str(e))
@@ -244,28 +293,119 @@ def initialize(name=DEFAULT_SEGMENT, path=None, trust=None, **_terminal_argument
         _segment = None
         _fail(RES_E_INVALID_PARAMS, "Invalid arguments: %s" % e)
         return False
+    terminal = _terminal_module()
+    if terminal is not None:
+        args = (path,) if path is not None else ()
+        if not terminal.initialize(*args, **given):
+            _segment = None
+            return _fail(*terminal.last_error()) or False
+    _segment = attached
+    _terminal_arguments = dict(given, path=path)
     _ok(None)
     return True
 
 
 def shutdown():
-    """Detaches from the segment."""
+    """Detaches from the segment (and shuts the MetaTrader5 package down where it runs)."""
     global _segment
     _segment = None
+    terminal = _terminal_module()
+    if terminal is not None:
+        terminal.shutdown()
     return True
 
 
 def last_error():
     """``(code, message)`` of this thread's last call, as MT5's: ``(1, 'Success')``,
     ``(-4, ...)`` for an unknown symbol or timeframe, ``(-2, ...)`` for bad arguments,
-    ``(-10003, ...)`` when ``initialize`` failed or was not called."""
+    ``(-7, ...)`` for a call only a terminal answers where none is installed, ``(-10003, ...)``
+    when ``initialize`` failed or was not called. A call forwarded to the MetaTrader5 package
+    leaves the package's own."""
+    terminal = _terminal_module()
+    if _error.value is _FORWARDED and terminal is not None:
+        return terminal.last_error()
     return _error.value
 
 
+# The release this package's `version()` reports as MT5's "release date".
+RELEASE_DATE = "03 Dec 2026"
+
+
 def version():
-    """``(500, layout version, 'mtf_candles VERSION')``, in the shape of MT5's
-    ``(terminal version, build, release date)``."""
-    return (500, _native.LAYOUT_VERSION, "mtf_candles " + __version__)
+    """MT5's ``version()``: ``(500, build, 'DD Mon YYYY')``. Where the MetaTrader5 package is
+    installed, the terminal's own; elsewhere build 0 (the terminal's build is not known to
+    the segment) and this package's release date."""
+    terminal = _terminal_module()
+    if terminal is not None:
+        return terminal.version()
+    return (500, 0, RELEASE_DATE)
+
+
+def symbol_select(symbol, enable=True):
+    """MT5's ``symbol_select``: True for a symbol the segment holds (its Market Watch); False
+    with ``-4`` otherwise. Where the MetaTrader5 package is installed, the terminal selects it
+    too."""
+    syms = _call("symbols")
+    if syms is None:
+        return False
+    if symbol not in syms:
+        _fail(RES_E_NOT_FOUND, "symbol %s is not in the segment" % (symbol,))
+        return False
+    terminal = _terminal_module()
+    if terminal is not None:
+        terminal.symbol_select(symbol, enable)
+    return _ok(True)
+
+
+def login(login, password=None, server=None, timeout=None):
+    """MT5's ``login``: forwarded to the MetaTrader5 package where it is installed. Elsewhere
+    False with ``-7``: the segment does not record which account feeds it yet."""
+    terminal = _terminal_module()
+    if terminal is not None:
+        _error.value = _FORWARDED
+        kw = {k: v for k, v in (("password", password), ("server", server), ("timeout", timeout)) if v is not None}
+        return terminal.login(login, **kw)
+    _fail(RES_E_UNSUPPORTED, "login: no MetaTrader5 package here to log in with, and the segment "
+          "does not record which account feeds it")
+    return False
+
+
+# The MetaTrader5 package's other functions: forwarded to it where it is installed; elsewhere
+# None with MT5's "unsupported" (-7), never AttributeError.
+_TERMINAL_CALLS = frozenset((
+    "account_info", "terminal_info", "symbol_info", "copy_ticks_from", "copy_ticks_range",
+    "orders_total", "orders_get", "order_calc_margin", "order_calc_profit", "order_check",
+    "order_send", "positions_total", "positions_get", "history_orders_total",
+    "history_orders_get", "history_deals_total", "history_deals_get", "market_book_add",
+    "market_book_get", "market_book_release",
+))
+
+# A marker: the last call went to the MetaTrader5 package, whose last_error() tells.
+_FORWARDED = (RES_S_OK, "forwarded")
+
+
+def __getattr__(name):
+    """Forwards what this module does not define to the MetaTrader5 package where it is
+    installed (its functions and constants alike); elsewhere, a function of the package's
+    API returns None with MT5's "unsupported" error."""
+    terminal = _terminal_module()
+    if terminal is not None and not name.startswith("__"):
+        target = getattr(terminal, name)
+        if callable(target):
+            def forwarded(*args, **kwargs):
+                _error.value = _FORWARDED
+                return target(*args, **kwargs)
+            forwarded.__name__ = name
+            forwarded.__doc__ = "Forwarded to the MetaTrader5 package: %s" % (target.__doc__ or name)
+            return forwarded
+        return target
+    if name in _TERMINAL_CALLS:
+        def unsupported(*args, **kwargs):
+            return _fail(RES_E_UNSUPPORTED, "%s: served by a terminal, and no MetaTrader5 package "
+                         "is installed here (see the README's table of calls)" % name)
+        unsupported.__name__ = name
+        return unsupported
+    raise AttributeError("module 'mtf_candles' has no attribute %r" % (name,))
 
 
 # What a read can raise, and MT5's code for each (NotFound before SegmentError: it is more

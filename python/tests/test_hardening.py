@@ -24,7 +24,7 @@ def test_ctrl_c_interrupts_a_long_wait(replay):
     script = """
 import os, signal, sys, threading, time
 import mtf_candles as mt5
-assert mt5.initialize(path=sys.argv[1]), mt5.last_error()
+assert mt5.initialize(segment=sys.argv[1]), mt5.last_error()
 def interrupt():
     time.sleep(0.3)
     os.kill(os.getpid(), signal.SIGINT)
@@ -76,7 +76,7 @@ def test_a_child_forked_while_a_thread_waits_reads_and_refreshes(replay):
 
 
 def test_mt5s_argument_conventions(replay, tmp_path):
-    assert mt5.initialize(path=replay.segment), mt5.last_error()
+    assert mt5.initialize(segment=replay.segment), mt5.last_error()
     m1 = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 10)
     # A numpy integer date, as a bot takes it from the rates it got: accepted, as a float is.
     last = m1["time"][-1]
@@ -94,22 +94,22 @@ def test_mt5s_argument_conventions(replay, tmp_path):
     # An unknown symbol is said at once, not waited for.
     with pytest.raises(mt5.NotFound):
         mt5.wait_for_update("NOPE", 30)
-    # name=None is the default segment; a name with a '/' is refused, not taken for a path.
-    assert mt5.initialize(name=None) in (True, False)
+    # segment=None is the default segment; a value with a '/' is a file path, not a name.
+    assert mt5.initialize(segment=None) in (True, False)
     assert mt5.last_error()[0] in (1, -10003)
-    assert not mt5.initialize(name="a/b")
-    assert mt5.last_error()[0] == -2
+    assert not mt5.initialize(segment="a/b")
+    assert mt5.last_error()[0] == -10003
     # A relative path is relative to the working directory, not to /dev/shm.
     here = os.getcwd()
     os.chdir(os.path.dirname(replay.segment))
     try:
-        assert mt5.initialize(path=os.path.basename(replay.segment)), mt5.last_error()
+        assert mt5.initialize(segment="./" + os.path.basename(replay.segment)), mt5.last_error()
     finally:
         os.chdir(here)
 
 
 def test_last_error_is_each_threads_own(replay):
-    assert mt5.initialize(path=replay.segment)
+    assert mt5.initialize(segment=replay.segment)
     seen = []
 
     def failing():
@@ -156,10 +156,10 @@ def test_a_segment_of_another_account_is_refused_unless_trusted(replay, other_ac
         mt5.Segment(path=replay.segment)
     assert other_account.pw_name in str(refused.value)
     assert "MTF_TRUST" in str(refused.value)
-    assert not mt5.initialize(path=replay.segment)
+    assert not mt5.initialize(segment=replay.segment)
     assert mt5.last_error()[0] == -10003
     # Trusted by name, it is read.
-    assert mt5.initialize(path=replay.segment, trust=other_account.pw_name), mt5.last_error()
+    assert mt5.initialize(segment=replay.segment, trust=other_account.pw_name), mt5.last_error()
     assert len(mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
     seg = mt5.Segment(path=replay.segment, trust=str(other_account.pw_uid))
     assert len(seg.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5)) == 5
@@ -187,7 +187,7 @@ def test_forged_disorder_is_refused_not_served(replay):
     older, newer = ref.word(record(head - 2)), ref.word(record(head - 1))
     _put(replay.segment, record(head - 2), newer)
     _put(replay.segment, record(head - 1), older)
-    assert mt5.initialize(path=replay.segment)
+    assert mt5.initialize(segment=replay.segment)
     assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 10) is None
     code, message = mt5.last_error()
     assert code == -1 and "not later than" in message, message
@@ -196,7 +196,7 @@ def test_forged_disorder_is_refused_not_served(replay):
     # Put back in order, but the newest 7 s off its minute: refused too.
     _put(replay.segment, record(head - 2), older)
     _put(replay.segment, record(head - 1), newer + 7)
-    assert mt5.initialize(path=replay.segment)
+    assert mt5.initialize(segment=replay.segment)
     assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 10) is None
     assert "start of a bar" in mt5.last_error()[1]
     # The rings nobody forged are still served.
@@ -219,7 +219,7 @@ def test_a_torn_write_of_a_killed_streamer_is_dropped_at_its_restart(live):
         f.seek(slot + 16 + 16)
         f.write(struct.pack("<d", 120545.0))  # high
     live.start()
-    assert mt5.initialize(path=live.segment), mt5.last_error()
+    assert mt5.initialize(segment=live.segment), mt5.last_error()
     rates = mt5.copy_rates_from_pos("BTCUSDc", mt5.TIMEFRAME_M1, 0, 5000)
     assert rates is not None, mt5.last_error()
     times = [int(t) for t in rates["time"]]

@@ -33,7 +33,7 @@ def test_the_dtype_is_mt5s_field_by_field():
 
 
 def test_every_timeframe_equals_the_reference_reader_and_the_http_api(replay):
-    assert mt5.initialize(path=replay.segment), mt5.last_error()
+    assert mt5.initialize(segment=replay.segment), mt5.last_error()
     ref = layout_reader.Segment(replay.segment)
     for name, code in TIMEFRAMES.items():
         for n in (1, 7, 50, 2000):
@@ -49,7 +49,7 @@ def test_every_timeframe_equals_the_reference_reader_and_the_http_api(replay):
 
 
 def test_positions_counts_and_ranges_follow_mt5(replay):
-    assert mt5.initialize(path=replay.segment)
+    assert mt5.initialize(segment=replay.segment)
     h1 = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_H1, 0, 100)
     assert len(h1) == 24, "a day of H1 bars (the last one still forming)"
     assert list(h1["time"]) == sorted(h1["time"]), "oldest first"
@@ -72,7 +72,7 @@ def test_positions_counts_and_ranges_follow_mt5(replay):
 def test_failures_are_none_with_mt5s_last_error(replay):
     assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5) is None
     assert mt5.last_error()[0] == -10003, "not initialized"
-    assert mt5.initialize(path=replay.segment)
+    assert mt5.initialize(segment=replay.segment)
     assert mt5.copy_rates_from_pos("GBPUSD", mt5.TIMEFRAME_M1, 0, 5) is None
     assert mt5.last_error()[0] == -4
     assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_W1, 0, 5) is None, "no W1 ring"
@@ -85,13 +85,13 @@ def test_failures_are_none_with_mt5s_last_error(replay):
     assert mt5.last_error()[0] == -2
     assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5) is not None
     assert mt5.last_error() == (1, "Success")
-    assert not mt5.initialize("no-such-segment-here")
+    assert not mt5.initialize(segment="no-such-segment-here")
     code, message = mt5.last_error()
     assert code == -10003 and "no segment" in message
 
 
 def test_ticks_symbols_and_a_dataframe(live):
-    assert mt5.initialize(path=live.segment)
+    assert mt5.initialize(segment=live.segment)
     assert mt5.symbols_total() == 2
     infos = mt5.symbols_get()
     assert [s.name for s in infos] == ["BTCUSDc", "XAUUSDc"]
@@ -108,7 +108,7 @@ def test_ticks_symbols_and_a_dataframe(live):
 
 
 def test_a_reader_survives_a_sigkill_and_a_restart_of_the_streamer(live):
-    assert mt5.initialize(path=live.segment)
+    assert mt5.initialize(segment=live.segment)
     before = mt5.copy_rates_from_pos("BTCUSDc", mt5.TIMEFRAME_M1, 0, 50)
     generation = mt5.status()["generation"]
     live.kill()
@@ -166,7 +166,7 @@ def test_damaged_segments_fail_cleanly(tmp_path, replay):
     junk = tmp_path / "junk"
     junk.write_bytes(b"not a segment" * 100)
     os.chmod(junk, 0o600)
-    assert not mt5.initialize(path=str(junk))
+    assert not mt5.initialize(segment=str(junk))
     assert mt5.last_error()[0] == -10003
     with pytest.raises(mt5.SegmentError):
         mt5.Segment(path=str(junk))
@@ -184,7 +184,7 @@ def test_damaged_segments_fail_cleanly(tmp_path, replay):
     with open(replay.segment, "r+b") as f:
         f.seek(offset + 128 + 16 + 32)  # slot 0, its record, the close
         f.write(np.array([np.nan]).tobytes())
-    assert mt5.initialize(path=replay.segment)
+    assert mt5.initialize(segment=replay.segment)
     assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 2000) is None
     code, message = mt5.last_error()
     assert code == -1 and "damaged" in message, message

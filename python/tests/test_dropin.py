@@ -1,0 +1,95 @@
+"""mtf_candles as a drop-in for the MetaTrader5 package: MT5's own `initialize`, the segment
+chosen by `segment=` or MTF_SEGMENT, `symbol_select`, `version`, and every other call of the
+package forwarded to it where it is installed (here: the stand-in terminal module,
+gateway/standin/MetaTrader5.py) or answered with MT5's "unsupported" where it is not."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import mtf_candles as mt5
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STANDIN = os.path.join(ROOT, "gateway", "standin")
+
+
+def test_initialize_takes_mt5s_arguments_and_refuses_others(replay):
+    # A bot's own call, with its Windows terminal and account: the market data comes from the
+    # segment, so it succeeds without a terminal here.
+    assert mt5.initialize("C:\\Program Files\\MetaTrader 5\\terminal64.exe", login=123456,
+                          password="secret", server="Broker-Demo", timeout=60000,
+                          segment=replay.segment), mt5.last_error()
+    assert mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 5) is not None
+    # A keyword MT5 does not know is a TypeError, as for any Python function: a misspelt
+    # `segmnet=` must never open the default segment and say Success.
+    with pytest.raises(TypeError):
+        mt5.initialize(segmnet=replay.segment)
+
+
+def test_the_segment_comes_from_mtf_segment_when_not_given(replay, monkeypatch):
+    monkeypatch.setenv("MTF_SEGMENT", replay.segment)
+    assert mt5.initialize(), mt5.last_error()
+    assert mt5.symbols_total() == 1
+    monkeypatch.setenv("MTF_SEGMENT", "no-such-segment-here")
+    assert not mt5.initialize()
+    assert mt5.last_error()[0] == -10003
+
+
+def test_symbol_select_version_and_the_module_identity(replay):
+    assert mt5.initialize(segment=replay.segment)
+    assert mt5.symbol_select("EURUSD", True) is True
+    assert mt5.last_error() == (1, "Success")
+    assert mt5.symbol_select("NOPE") is False
+    assert mt5.last_error()[0] == -4
+    major, build, date = mt5.version()
+    assert major == 500 and isinstance(build, int)
+    # MT5's form: 'DD Mon YYYY'.
+    day, month, year = date.split(" ")
+    assert len(day) == 2 and month in ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
+                                       "Oct", "Nov", "Dec") and len(year) == 4
+    assert mt5.__author__ and mt5.__version__
+
+
+def test_terminal_calls_without_a_terminal_are_unsupported_not_attribute_errors(replay):
+    assert mt5.initialize(segment=replay.segment)
+    for call, args in [("account_info", ()), ("positions_get", ()), ("orders_get", ()),
+                       ("order_send", ({"action": 1},)), ("history_deals_get", (0, 1)),
+                       ("market_book_add", ("EURUSD",)), ("terminal_info", ())]:
+        assert getattr(mt5, call)(*args) is None, call
+        code, message = mt5.last_error()
+        assert code == -7 and call in message, (call, code, message)
+    assert mt5.login(123456, password="secret", server="Broker-Demo") is False
+    assert mt5.last_error()[0] == -7
+    with pytest.raises(AttributeError):
+        mt5.no_such_function_in_mt5
+
+
+def test_where_the_package_is_installed_other_calls_reach_the_terminal(replay):
+    """With a module named MetaTrader5 on the path (the stand-in terminal), `initialize` also
+    initializes it with the bot's arguments, its calls are forwarded, and market data still
+    comes from the segment. Run in a process of its own: the package is looked for once."""
+    script = r"""
+import sys
+import mtf_candles as mt5
+import MetaTrader5
+assert mt5.initialize("C:\\MT5\\terminal64.exe", login=1000, segment=sys.argv[1]), mt5.last_error()
+assert MetaTrader5.terminal_info() is not None, "the package was initialized too"
+account = mt5.account_info()
+assert account is not None and account.login == 1000, account
+assert mt5.terminal_info().company == "Stand-in Broker"
+ticks = mt5.copy_ticks_from("EURUSD", 0, 10, mt5.COPY_TICKS_ALL)
+assert ticks is not None and len(ticks) > 0
+# Market data still from the segment: the replay's EURUSD candles, not the stand-in's.
+rates = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 3)
+assert rates is not None and rates["time"][-1] < 1750000000, rates
+assert mt5.version()[1] == 4755, mt5.version()
+MetaTrader5.shutdown()
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([STANDIN] + sys.path),
+               MT5_STANDIN_SYMBOLS="EURUSD=50", MT5_STANDIN_LOGIN="1000")
+    out = subprocess.run([sys.executable, "-c", script, replay.segment], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
