@@ -32,7 +32,9 @@ import time
 MAGIC = int.from_bytes(b"MTFCANDL", "little")
 VERSION = 1
 HEADER_SIZE, SYMBOL_ENTRY, DIR_ENTRY, RING_CONTROL, RECORD, SLOT, COUNTERS = 512, 64, 32, 64, 64, 80, 32
-TIMEFRAMES = {1: "M1", 5: "M5", 15: "M15", 30: "M30", 16385: "H1", 16388: "H4", 16408: "D1", 32769: "W1", 49153: "MN1"}
+TIMEFRAMES = {1: "M1", 2: "M2", 3: "M3", 4: "M4", 5: "M5", 6: "M6", 10: "M10", 12: "M12", 15: "M15", 20: "M20",
+              30: "M30", 16385: "H1", 16386: "H2", 16387: "H3", 16388: "H4", 16390: "H6", 16392: "H8",
+              16396: "H12", 16408: "D1", 32769: "W1", 49153: "MN1"}
 WRITER_STATES = {0: "initializing", 1: "running", 2: "stopped", 3: "replaced"}
 FEED_STATES = {0: "starting", 1: "backfilling", 2: "live", 3: "finished", 4: "disconnected", 5: "stopped"}
 FEED_KINDS = {0: "unrecorded", 1: "synthetic", 2: "csv", 3: "mt5"}
@@ -63,7 +65,9 @@ class Busy(Exception):
 DROPPED = (1 << 64) - 1
 
 # Bar lengths of the timeframes whose bars start at multiples of a fixed period.
-_PERIODS = {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14400, "D1": 86400}
+_PERIODS = {"M1": 60, "M2": 120, "M3": 180, "M4": 240, "M5": 300, "M6": 360, "M10": 600, "M12": 720, "M15": 900,
+            "M20": 1200, "M30": 1800, "H1": 3600, "H2": 7200, "H3": 10800, "H4": 14400, "H6": 21600,
+            "H8": 28800, "H12": 43200, "D1": 86400}
 
 
 def _aligned(tf, t):

@@ -93,3 +93,22 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", script, replay.segment], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_every_mt5_timeframe_can_be_a_ring(tmp_path):
+    """MT5's 21 timeframes, M2 to H12 included, can each be configured as a ring and read
+    with MT5's constants: bars aligned to their period from midnight, the newest forming."""
+    from conftest import Streamer
+    s = Streamer(tmp_path, ["--timeframes", "M1,M2,M3,M4,M6,M10,M12,M20,H2,H3,H6,H8,H12",
+                            "--buffer", "H12=10"], http=False)
+    try:
+        assert mt5.initialize(segment=s.segment), mt5.last_error()
+        for name, seconds in [("M2", 120), ("M3", 180), ("M4", 240), ("M6", 360), ("M10", 600), ("M12", 720),
+                              ("M20", 1200), ("H2", 7200), ("H3", 10800), ("H6", 21600), ("H8", 28800),
+                              ("H12", 43200)]:
+            rates = mt5.copy_rates_from_pos("BTCUSDc", getattr(mt5, "TIMEFRAME_" + name), 0, 5)
+            assert rates is not None and len(rates) >= 1, (name, mt5.last_error())
+            assert all(t % seconds == 0 for t in rates["time"]), name
+            assert list(rates["time"]) == sorted(set(rates["time"])), name
+    finally:
+        s.stop()

@@ -12,35 +12,71 @@ use crate::time::{civil_from_days, days_from_civil};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum Timeframe {
-    /// One minute.
+    /// 1 minute (MT5 `TIMEFRAME_M1`).
     M1 = 1,
-    /// Five minutes.
+    /// 2 minutes (MT5 `TIMEFRAME_M2`).
+    M2 = 2,
+    /// 3 minutes (MT5 `TIMEFRAME_M3`).
+    M3 = 3,
+    /// 4 minutes (MT5 `TIMEFRAME_M4`).
+    M4 = 4,
+    /// 5 minutes (MT5 `TIMEFRAME_M5`).
     M5 = 5,
-    /// Fifteen minutes.
+    /// 6 minutes (MT5 `TIMEFRAME_M6`).
+    M6 = 6,
+    /// 10 minutes (MT5 `TIMEFRAME_M10`).
+    M10 = 10,
+    /// 12 minutes (MT5 `TIMEFRAME_M12`).
+    M12 = 12,
+    /// 15 minutes (MT5 `TIMEFRAME_M15`).
     M15 = 15,
-    /// Thirty minutes.
+    /// 20 minutes (MT5 `TIMEFRAME_M20`).
+    M20 = 20,
+    /// 30 minutes (MT5 `TIMEFRAME_M30`).
     M30 = 30,
-    /// One hour.
+    /// 1 hour (MT5 `TIMEFRAME_H1`).
     H1 = 16385,
-    /// Four hours.
+    /// 2 hours (MT5 `TIMEFRAME_H2`).
+    H2 = 16386,
+    /// 3 hours (MT5 `TIMEFRAME_H3`).
+    H3 = 16387,
+    /// 4 hours (MT5 `TIMEFRAME_H4`).
     H4 = 16388,
-    /// One day, starting at 00:00 server time.
+    /// 6 hours (MT5 `TIMEFRAME_H6`).
+    H6 = 16390,
+    /// 8 hours (MT5 `TIMEFRAME_H8`).
+    H8 = 16392,
+    /// 12 hours (MT5 `TIMEFRAME_H12`).
+    H12 = 16396,
+    /// 1 day (MT5 `TIMEFRAME_D1`).
     D1 = 16408,
-    /// One week, starting on Sunday 00:00 server time (as MT5 does).
+    /// 1 week, from Sunday 00:00 (MT5 `TIMEFRAME_W1`).
     W1 = 32769,
-    /// One calendar month.
+    /// 1 calendar month, from the 1st (MT5 `TIMEFRAME_MN1`).
     MN1 = 49153,
 }
 
 impl Timeframe {
     /// Every timeframe, shortest first.
-    pub const ALL: [Timeframe; 9] = [
+    pub const ALL: [Timeframe; 21] = [
         Timeframe::M1,
+        Timeframe::M2,
+        Timeframe::M3,
+        Timeframe::M4,
         Timeframe::M5,
+        Timeframe::M6,
+        Timeframe::M10,
+        Timeframe::M12,
         Timeframe::M15,
+        Timeframe::M20,
         Timeframe::M30,
         Timeframe::H1,
+        Timeframe::H2,
+        Timeframe::H3,
         Timeframe::H4,
+        Timeframe::H6,
+        Timeframe::H8,
+        Timeframe::H12,
         Timeframe::D1,
         Timeframe::W1,
         Timeframe::MN1,
@@ -60,11 +96,23 @@ impl Timeframe {
     pub const fn name(self) -> &'static str {
         match self {
             Timeframe::M1 => "M1",
+            Timeframe::M2 => "M2",
+            Timeframe::M3 => "M3",
+            Timeframe::M4 => "M4",
             Timeframe::M5 => "M5",
+            Timeframe::M6 => "M6",
+            Timeframe::M10 => "M10",
+            Timeframe::M12 => "M12",
             Timeframe::M15 => "M15",
+            Timeframe::M20 => "M20",
             Timeframe::M30 => "M30",
             Timeframe::H1 => "H1",
+            Timeframe::H2 => "H2",
+            Timeframe::H3 => "H3",
             Timeframe::H4 => "H4",
+            Timeframe::H6 => "H6",
+            Timeframe::H8 => "H8",
+            Timeframe::H12 => "H12",
             Timeframe::D1 => "D1",
             Timeframe::W1 => "W1",
             Timeframe::MN1 => "MN1",
@@ -77,14 +125,26 @@ impl Timeframe {
     pub const fn nominal_seconds(self) -> i64 {
         match self {
             Timeframe::M1 => 60,
+            Timeframe::M2 => 120,
+            Timeframe::M3 => 180,
+            Timeframe::M4 => 240,
             Timeframe::M5 => 300,
+            Timeframe::M6 => 360,
+            Timeframe::M10 => 600,
+            Timeframe::M12 => 720,
             Timeframe::M15 => 900,
+            Timeframe::M20 => 1200,
             Timeframe::M30 => 1800,
             Timeframe::H1 => 3600,
-            Timeframe::H4 => 14_400,
-            Timeframe::D1 => 86_400,
-            Timeframe::W1 => 604_800,
-            Timeframe::MN1 => 2_592_000,
+            Timeframe::H2 => 7200,
+            Timeframe::H3 => 10800,
+            Timeframe::H4 => 14400,
+            Timeframe::H6 => 21600,
+            Timeframe::H8 => 28800,
+            Timeframe::H12 => 43200,
+            Timeframe::D1 => 86400,
+            Timeframe::W1 => 604800,
+            Timeframe::MN1 => 2592000,
         }
     }
 
@@ -132,7 +192,8 @@ impl fmt::Display for UnknownTimeframe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown timeframe {:?} (expected one of M1, M5, M15, M30, H1, H4, D1, W1, MN1)",
+            "unknown timeframe {:?} (expected one of M1, M2, M3, M4, M5, M6, M10, M12, M15, M20, \
+             M30, H1, H2, H3, H4, H6, H8, H12, D1, W1, MN1)",
             self.0
         )
     }
@@ -163,9 +224,21 @@ mod tests {
             assert_eq!(tf.name().to_lowercase().parse::<Timeframe>(), Ok(tf));
             assert_eq!(Timeframe::from_mt5_code(tf.mt5_code()), Some(tf));
         }
-        assert!("M2".parse::<Timeframe>().is_err());
+        assert!("M7".parse::<Timeframe>().is_err());
         assert!("".parse::<Timeframe>().is_err());
-        assert_eq!(Timeframe::from_mt5_code(2), None);
+        assert_eq!(Timeframe::from_mt5_code(7), None);
+        // MT5's 21 timeframes, shortest first (the order rings are sorted in).
+        assert_eq!(Timeframe::ALL.len(), 21);
+        assert!(Timeframe::ALL
+            .windows(2)
+            .all(|w| w[0] < w[1] && w[0].nominal_seconds() < w[1].nominal_seconds()));
+        // The intraday ones divide a day, so their bars start at midnight as MT5's do.
+        for tf in Timeframe::ALL
+            .into_iter()
+            .filter(|tf| tf.nominal_seconds() < 86_400)
+        {
+            assert_eq!(86_400 % tf.nominal_seconds(), 0, "{tf}");
+        }
     }
 
     #[test]

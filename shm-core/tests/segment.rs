@@ -377,7 +377,7 @@ fn bad_segments_get_typed_errors_saying_found_and_expected() {
     let (_s, e) = corrupted("capacity", 512 + 64 + 16, 6);
     assert!(matches!(e, OpenError::LayoutHashMismatch { .. }), "{e:?}");
 
-    let (_s, e) = corrupted("tf", 512 + 64 + 8, 2);
+    let (_s, e) = corrupted("tf", 512 + 64 + 8, 7); // no MT5 timeframe has code 7
     assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
 
     let (_s, e) = corrupted("rings", 48, 0);
