@@ -199,13 +199,17 @@ impl Segment {
         let tf = Timeframe::from_mt5_code(timeframe)
             .ok_or_else(|| NotFound::new_err(format!("no timeframe with MT5 code {timeframe}")))?;
         let Inner { reader, scratch } = inner;
-        let ring = reader.ring(symbol, tf).ok_or_else(|| {
-            NotFound::new_err(format!("the segment has no {symbol} {}", tf.name()))
+        // Its ring, or one that tiles it (H2 from H1, W1 from D1: built on read).
+        let timeline = reader.timeline(symbol, tf).ok_or_else(|| {
+            NotFound::new_err(format!(
+                "the segment has no {symbol} {}, nor a shorter timeframe of it to build it from",
+                tf.name()
+            ))
         })?;
         // The reader refuses a snapshot that breaks the writer's rules (a damaged or forged
         // segment: a bad record, disordered or misaligned times): the caller gets an error,
         // never a plausible-looking array.
-        ring.read_last(n, &mut *scratch).map_err(|e| match e {
+        timeline.read_last(n, &mut *scratch).map_err(|e| match e {
             ReadError::Invalid { time, why } => SegmentError::new_err(format!(
                 "damaged {symbol} {} candle at {time}: {why}",
                 tf.name()
@@ -214,12 +218,13 @@ impl Segment {
         })
     }
 
-    /// Every candle a ring holds, oldest first (its capacity and the forming one).
+    /// Every candle a timeline holds, oldest first (a ring's capacity and the forming one; what
+    /// its source gives for one built on read).
     fn read_all(&self, inner: &mut Inner, symbol: &str, timeframe: u32) -> PyResult<()> {
-        let capacity = Timeframe::from_mt5_code(timeframe)
-            .and_then(|tf| inner.reader.ring(symbol, tf))
-            .map_or(0, |r| r.capacity() as usize);
-        self.read(inner, symbol, timeframe, capacity + 1)
+        let most = Timeframe::from_mt5_code(timeframe)
+            .and_then(|tf| inner.reader.timeline(symbol, tf))
+            .map_or(1, |t| t.max_candles());
+        self.read(inner, symbol, timeframe, most)
     }
 }
 

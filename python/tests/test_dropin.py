@@ -112,3 +112,49 @@ def test_every_mt5_timeframe_can_be_a_ring(tmp_path):
             assert list(rates["time"]) == sorted(set(rates["time"])), name
     finally:
         s.stop()
+
+
+def _grouped(rates, start_of):
+    """MT5's rule for a longer bar, computed here independently: first open, last close,
+    highest high, lowest low, volumes summed, the smallest spread."""
+    out = []
+    for r in rates:
+        t = start_of(int(r["time"]))
+        if out and out[-1][0] == t:
+            b = out[-1]
+            out[-1] = (t, b[1], max(b[2], r["high"]), min(b[3], r["low"]), r["close"],
+                       b[5] + int(r["tick_volume"]), min(b[6], int(r["spread"])), b[7] + int(r["real_volume"]))
+        else:
+            out.append((t, r["open"], r["high"], r["low"], r["close"], int(r["tick_volume"]), int(r["spread"]),
+                        int(r["real_volume"])))
+    return out
+
+
+def test_a_timeframe_without_a_ring_is_built_from_one_that_tiles_it(replay):
+    """The replay holds M1, M5, M15, M30, H1, H4 and D1 rings; MT5's other 14 timeframes are
+    built on read from the longest ring that tiles each, and equal an independent grouping."""
+    assert mt5.initialize(segment=replay.segment)
+    import calendar
+    week = lambda t: t - (t // 86400 + 4) % 7 * 86400 - t % 86400  # noqa: E731  (Sunday 00:00)
+    month = lambda t: calendar.timegm(time_tuple(t)[:2] + (1, 0, 0, 0))  # noqa: E731
+    cases = [("M2", "M1", 120), ("M3", "M1", 180), ("M4", "M1", 240), ("M6", "M1", 360),
+             ("M10", "M5", 600), ("M12", "M1", 720), ("M20", "M5", 1200), ("H2", "H1", 7200),
+             ("H3", "H1", 10800), ("H6", "H1", 21600), ("H8", "H4", 28800), ("H12", "H4", 43200),
+             ("W1", "D1", week), ("MN1", "D1", month)]
+    for name, source, period in cases:
+        start_of = period if callable(period) else (lambda t, p=period: t - t % p)
+        src = mt5.copy_rates_from_pos("EURUSD", getattr(mt5, "TIMEFRAME_" + source), 0, 100000)
+        built = mt5.copy_rates_from_pos("EURUSD", getattr(mt5, "TIMEFRAME_" + name), 0, 100000)
+        assert built is not None, (name, mt5.last_error())
+        want = _grouped(src, start_of)
+        got = [tuple(r.item()) for r in built]
+        assert got == [(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]) for w in want], name
+        # copy_rates_range and copy_rates_from answer from the same built candles.
+        first, last = int(built["time"][0]), int(built["time"][-1])
+        assert len(mt5.copy_rates_range("EURUSD", getattr(mt5, "TIMEFRAME_" + name), first, last)) == len(built)
+        assert mt5.copy_rates_from("EURUSD", getattr(mt5, "TIMEFRAME_" + name), last, 2)["time"][-1] == last
+
+
+def time_tuple(t):
+    import time as _time
+    return _time.gmtime(t)

@@ -71,8 +71,8 @@ pub use layout::{
 };
 pub use path::{segment_dir, SegmentNameError, SegmentPath, DEFAULT_SEGMENT_NAME};
 pub use reader::{
-    ChangeToken, ClosedBars, NextBar, Reader, RingReader, RingStats, TickInfo, WaitOutcome,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
+    tiles, ChangeToken, ClosedBars, NextBar, Reader, RingReader, RingStats, TickInfo, Timeline,
+    WaitOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
 };
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 pub use time::{

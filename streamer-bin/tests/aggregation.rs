@@ -626,3 +626,77 @@ fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
     drop(w);
     assert_eq!(start_clean_reason(&seg.path, FeedKind::Mt5, None), None);
 }
+
+/// Every timeframe that another tiles, built on read from it (`Timeline::Built`), equals the
+/// ring the aggregator wrote for it: every candle, the forming flag included, over what the
+/// source ring still holds (a lapped source gives fewer, never a partial bar).
+#[test]
+fn a_timeframe_built_on_read_equals_the_ring_written_for_it() {
+    let (seg, mut w, mut agg) = setup("built", 20_000);
+    let start = days_from_civil(2017, 1, 1) * 86_400;
+    for b in &m1_bars(start, 20_000 + 43_200) {
+        agg.on_bar(
+            &mut w,
+            &Bar {
+                symbol: 0,
+                timeframe: Timeframe::M1,
+                candle: *b,
+                fold_up: true,
+                amend: false,
+            },
+        );
+    }
+    let r = Reader::open(&seg.path).unwrap();
+    let mut pairs = 0;
+    for target in TFS {
+        let mut written = Vec::new();
+        r.ring("EURUSD", target)
+            .unwrap()
+            .read_last(100_000, &mut written)
+            .unwrap();
+        for source in TFS.into_iter().filter(|&s| shm_core::tiles(s, target)) {
+            let built = shm_core::Timeline::Built {
+                source: r.ring("EURUSD", source).unwrap(),
+                timeframe: target,
+            };
+            let mut got = Vec::new();
+            built.read_last(100_000, &mut got).unwrap();
+            assert!(!got.is_empty(), "{target} from {source}");
+            let tail = &written[written.len() - got.len()..];
+            if let Some(k) = (0..got.len()).find(|&k| got[k] != tail[k]) {
+                panic!(
+                    "{target} built from {source}: candle {k} of {}: {:?} against {:?}",
+                    got.len(),
+                    got[k],
+                    tail[k]
+                );
+            }
+            // A source that never lapped gives the whole of it.
+            if r.ring("EURUSD", source)
+                .unwrap()
+                .stats()
+                .unwrap()
+                .closed_total
+                < 20_000
+            {
+                assert_eq!(got.len(), written.len(), "{target} from {source}");
+            }
+            // The newest n, as a ring gives them.
+            let mut three = Vec::new();
+            built.read_last(3, &mut three).unwrap();
+            assert_eq!(
+                three,
+                got[got.len().saturating_sub(3)..],
+                "{target} from {source}, newest 3"
+            );
+            pairs += 1;
+        }
+    }
+    assert!(pairs > 100, "{pairs} pairs");
+    // The segment's own answer: a timeframe without a ring is built from the longest that
+    // tiles it.
+    assert!(matches!(
+        r.timeline("EURUSD", Timeframe::H4),
+        Some(shm_core::Timeline::Ring(_))
+    ));
+}

@@ -2,12 +2,15 @@
 //!
 //! - `open.rs`: attaching, and every check a segment must pass first;
 //! - `wait.rs`: waiting for the writer (the futex wake-up) and following closed bars;
-//! - `ring.rs`: the reads of one ring.
+//! - `ring.rs`: the reads of one ring;
+//! - `built.rs`: timeframes without a ring, built on read from one that tiles them.
 
+mod built;
 mod open;
 mod ring;
 mod wait;
 
+pub use built::{tiles, Timeline};
 pub use ring::{RingReader, RingStats, TickInfo};
 pub use wait::{ChangeToken, ClosedBars, NextBar, WaitOutcome};
 
