@@ -149,6 +149,11 @@ def test_a_timeframe_without_a_ring_is_built_from_one_that_tiles_it(replay):
         want = _grouped(src, start_of)
         got = [tuple(r.item()) for r in built]
         assert got == [(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]) for w in want], name
+        # The HTTP API serves the same built candles.
+        status, body = replay.http_json("/streamer/candles/EURUSD/%s?limit=1000&order=asc&format=raw" % name)
+        assert status == 200, (name, body)
+        assert [(c[0], c[1], c[2], c[3], c[4], c[5]) for c in body["candles"]] == \
+            [(g[0], g[1], g[2], g[3], g[4], g[5]) for g in got], name
         # copy_rates_range and copy_rates_from answer from the same built candles.
         first, last = int(built["time"][0]), int(built["time"][-1])
         assert len(mt5.copy_rates_range("EURUSD", getattr(mt5, "TIMEFRAME_" + name), first, last)) == len(built)

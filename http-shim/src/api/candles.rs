@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
-use shm_core::{Candle, InvalidRecord, ReadError, Reader, RingReader, Timeframe};
+use shm_core::{Candle, InvalidRecord, ReadError, Reader, RingReader, Timeframe, Timeline};
 
 use super::etag::{none_match_hits, EtagInput};
-use super::json::{error, iso_now, ErrorCode, FIELDS};
+use super::json::{error, iso_now, write_candles, ErrorCode, FIELDS};
 use super::request::{BatchRequest, CandlesRequest};
 use super::status::{not_running, not_running_reason, open_error_reason};
 use super::Api;
@@ -92,8 +92,8 @@ impl Api {
                 .map_or("no_segment", |e| open_error_reason(&e));
             return not_running(reason, None);
         };
-        let ring = match self.lookup(reader, &symbol, timeframe) {
-            Ok(ring) => ring,
+        let timeline = match self.lookup_timeline(reader, &symbol, timeframe) {
+            Ok(t) => t,
             Err(missing) => return missing.response(&symbol, timeframe),
         };
         let status = reader.status();
@@ -101,7 +101,7 @@ impl Api {
             return not_running(reason, Some(&status));
         }
         let mut candles = Vec::with_capacity(q.limit);
-        match ring.read_last(q.limit, &mut candles) {
+        match timeline.read_last(q.limit, &mut candles) {
             Ok(()) => {}
             Err(ReadError::Busy { .. }) => return not_running("ring_busy", Some(&status)),
             Err(ReadError::Invalid { time, why }) => {
@@ -109,7 +109,7 @@ impl Api {
             }
         }
         let mut tag = EtagInput::new(&q, status.server_time_offset_s, 1);
-        tag.ring(ring.index(), &candles);
+        tag.ring(tag_index(&timeline), &candles);
         let etag = tag.finish();
         if if_none_match.is_some_and(|h| none_match_hits(h, &etag)) {
             return Response::not_modified(etag);
@@ -122,7 +122,7 @@ impl Api {
             body.push(',');
         }
         body.push_str("\"candles\":");
-        self.cache.write(&mut body, &ring, &candles, q.raw, q.asc);
+        self.write_timeline(&mut body, &timeline, &candles, q.raw, q.asc);
         if candles.len() < q.limit {
             let _ = write!(
                 body,
@@ -174,6 +174,36 @@ impl Api {
         })
     }
 
+    /// The candles of `symbol` at `timeframe`: its ring, or built on read from a ring that
+    /// tiles it (H2 from H1, W1 from D1); or why the segment holds neither.
+    fn lookup_timeline<'r>(
+        &self,
+        reader: &'r Reader,
+        symbol: &str,
+        timeframe: Timeframe,
+    ) -> Result<Timeline<'r>, Missing> {
+        match reader.timeline(symbol, timeframe) {
+            Some(t) => Ok(t),
+            None => self.lookup(reader, symbol, timeframe).map(Timeline::Ring),
+        }
+    }
+
+    /// Writes candles as JSON: a ring's closed ones through the cache, a built timeline's
+    /// directly (they are not a ring's, and change with its source).
+    fn write_timeline(
+        &self,
+        out: &mut String,
+        timeline: &Timeline<'_>,
+        candles: &[Candle],
+        raw: bool,
+        asc: bool,
+    ) {
+        match timeline {
+            Timeline::Ring(ring) => self.cache.write(out, ring, candles, raw, asc),
+            Timeline::Built { .. } => write_candles(out, candles, asc, raw),
+        }
+    }
+
     pub(super) fn candles_batch(&self, req: BatchRequest, if_none_match: Option<&str>) -> Response {
         let guard = self.reader();
         let q = match req.shape.resolve(self.max_limit(guard.as_deref())) {
@@ -218,7 +248,7 @@ impl Api {
         for (symbol, tf) in req.pairs.iter() {
             let part = self.batch_part(reader, symbol, tf, q.limit);
             match &part {
-                BatchPart::Candles(ring, candles) => tag.ring(ring.index(), candles),
+                BatchPart::Candles(timeline, candles) => tag.ring(tag_index(timeline), candles),
                 BatchPart::Error(..) => taggable = false,
             }
             parts.push((symbol, tf, part));
@@ -238,9 +268,9 @@ impl Api {
                 BatchPart::Error(code, message) => {
                     inline_error(&mut body, symbol, *tf, *code, message)
                 }
-                BatchPart::Candles(ring, candles) => {
+                BatchPart::Candles(timeline, candles) => {
                     let _ = write!(body, "{{\"symbol\":\"{symbol}\",\"timeframe\":\"{tf}\",\"success\":true,\"count\":{},\"candles\":", candles.len());
-                    self.cache.write(&mut body, ring, candles, q.raw, q.asc);
+                    self.write_timeline(&mut body, timeline, candles, q.raw, q.asc);
                     body.push('}');
                 }
             }
@@ -266,12 +296,12 @@ impl Api {
         tf: Timeframe,
         limit: usize,
     ) -> BatchPart<'r> {
-        let ring = match self.lookup(reader, symbol, tf) {
-            Ok(ring) => ring,
+        let timeline = match self.lookup_timeline(reader, symbol, tf) {
+            Ok(t) => t,
             Err(missing) => return BatchPart::Error(missing.code, missing.message),
         };
         let mut candles = Vec::with_capacity(limit);
-        match ring.read_last(limit, &mut candles) {
+        match timeline.read_last(limit, &mut candles) {
             Ok(()) => {}
             Err(ReadError::Busy { .. }) => {
                 return BatchPart::Error(ErrorCode::StreamerNotRunning, "ring busy".into())
@@ -281,14 +311,25 @@ impl Api {
                 return BatchPart::Error(ErrorCode::InvalidStoredData, message);
             }
         }
-        BatchPart::Candles(ring, candles)
+        BatchPart::Candles(timeline, candles)
+    }
+}
+
+/// What the entity tag says a timeline is: its ring's index, or for one built on read, its
+/// source's index and its timeframe (so that H2 and H3 built from one H1 ring differ).
+fn tag_index(timeline: &Timeline<'_>) -> usize {
+    match timeline {
+        Timeline::Ring(ring) => ring.index(),
+        Timeline::Built { source, timeframe } => {
+            source.index() | (timeframe.mt5_code() as usize) << 32
+        }
     }
 }
 
 /// One (symbol, timeframe) pair of a batch answer, read and checked.
 enum BatchPart<'r> {
-    /// The ring and its candles, oldest first.
-    Candles(RingReader<'r>, Vec<Candle>),
+    /// Where the candles came from, and the candles, oldest first.
+    Candles(Timeline<'r>, Vec<Candle>),
     /// An inline error.
     Error(ErrorCode, String),
 }
