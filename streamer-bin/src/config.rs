@@ -429,7 +429,7 @@ mod tests {
             (r#"{"symbols": ["BTC/USD"]}"#, "symbols"),
             (r#"{"symbols": "BTCUSD"}"#, "symbols"),
             (r#"{"buffer_sizes": {"M1": 0}}"#, "buffer_sizes.M1"),
-            (r#"{"buffer_sizes": {"M2": 10}}"#, "buffer_sizes.M2"),
+            (r#"{"buffer_sizes": {"M7": 10}}"#, "buffer_sizes.M7"),
             (r#"{"buffer_sizes": {"H1": -5}}"#, "buffer_sizes.H1"),
             (r#"{"source": "mt4"}"#, "source"),
             (r#"{"tick_rate": 0}"#, "tick_rate"),
