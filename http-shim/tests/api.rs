@@ -143,7 +143,10 @@ fn batch_returns_one_object_per_pair_with_errors_inline() {
     assert_eq!(results[1]["count"], 0, "BTCUSDc M5 exists but is empty");
     // XAUUSDc has no M5 ring: its M5 is built on read from its M1 ring.
     assert_eq!(
-        (results[3]["success"].as_bool(), results[3]["timeframe"].as_str()),
+        (
+            results[3]["success"].as_bool(),
+            results[3]["timeframe"].as_str()
+        ),
         (Some(true), Some("M5"))
     );
     assert_eq!(results[4]["error_code"], "SYMBOL_NOT_FOUND");
