@@ -71,6 +71,23 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// The highest RSS of process `pid`, sampled every 100 ms until it has not grown for a second
+/// (the server has produced all it will), or for 30 s at most.
+fn settled_peak_rss_kb(pid: u32) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let mut peak = rss_kb(pid);
+    let mut grew_at = std::time::Instant::now();
+    while std::time::Instant::now() < until && grew_at.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = rss_kb(pid);
+        if now > peak {
+            peak = now;
+            grew_at = std::time::Instant::now();
+        }
+    }
+    peak
+}
+
 /// A running writer on `seg` with `rings` M1 rings `S0`, `S1`, … of 1,440 closed candles each,
 /// the newest opening at `last_open` (epoch seconds).
 fn full_m1_rings(seg: &TempSegment, rings: usize, last_open: i64) -> shm_core::Writer {
@@ -134,9 +151,8 @@ fn a_thousand_resuming_streams_that_never_read_stay_within_the_budget() {
             Some(s)
         })
         .collect();
-    // Let the server produce all it will while nobody reads.
-    std::thread::sleep(Duration::from_secs(3));
-    let during = rss_kb(pid);
+    // What the server holds once it has produced all it will while nobody reads.
+    let during = settled_peak_rss_kb(pid);
     drop(sockets);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     beat.join().unwrap();
@@ -181,9 +197,8 @@ fn three_hundred_pipeliners_of_large_gzip_answers_stay_within_the_budget() {
             s
         })
         .collect();
-    // Let the server produce all it will while nobody reads.
-    std::thread::sleep(Duration::from_secs(3));
-    let during = rss_kb(pid);
+    // What the server holds once it has produced all it will while nobody reads.
+    let during = settled_peak_rss_kb(pid);
     drop(sockets);
     println!("shim RSS: {before} kB before, {during} kB with 300 non-reading pipeliners");
     // The attack took the process to 566 MB; the budget is 64 MiB, and each connection's
@@ -223,9 +238,8 @@ fn clients_that_pipeline_large_requests_and_never_read_cannot_grow_memory_withou
             s
         })
         .collect();
-    // Let the server produce all it will while nobody reads.
-    std::thread::sleep(Duration::from_secs(3));
-    let during = rss_kb(pid);
+    // What the server holds once it has produced all it will while nobody reads.
+    let during = settled_peak_rss_kb(pid);
     // The answers are real ones (200 or, past the budget, 503), not refusals of the request.
     let mut first = String::new();
     BufReader::new(&sockets[0]).read_line(&mut first).unwrap();
