@@ -238,7 +238,9 @@ class TerminalTicks:
         self.cursor, self.newest, self.moved_at, self.due = {}, {}, {}, {}
         look_cost = 0.0
         for s in symbols:
+            look = time.perf_counter()
             newest = backend.symbol_info_tick(s)  # raises for a symbol the terminal lacks
+            look_cost = max(look_cost, time.perf_counter() - look)
             m = newest["time_msc"]
             # Start after the ticks the terminal already has: those at the newest tick's
             # millisecond are counted, so that a later one at the same millisecond is sent.
@@ -246,11 +248,10 @@ class TerminalTicks:
                 ticks = backend.mt5.copy_ticks_from(s, m // 1000, self.BATCH, self.flags)
             at_m = sum(1 for t in ticks or () if record_to_dict(t, ("time_msc",))["time_msc"] == m)
             self.cursor[s] = (m, max(at_m, 1))
-            look = time.perf_counter()
-            with backend.lock:
-                t = backend.mt5.symbol_info_tick(s)
-            look_cost = max(look_cost, time.perf_counter() - look)
-            self.newest[s] = tuple(t) if isinstance(t, tuple) else tuple(newest[f] for f in TICK_FIELDS)
+            # The tick the cursor starts from: a newer one, even made meanwhile, shows as a change.
+            # (Compared by value with what a look returns: a named tuple's fields are in
+            # TICK_FIELDS order.)
+            self.newest[s] = tuple(newest[f] for f in TICK_FIELDS)
             self.moved_at[s], self.due[s] = now, now
         # The first guess of the budget's scale, from what one look cost just now, so that
         # many symbols do not start at a rate the budget then has to bring down.

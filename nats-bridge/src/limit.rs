@@ -98,13 +98,17 @@ impl RequestLimit {
         // still answered once the bucket is full).
         let cost = (cost.max(1) as f64).min(CLIENT_BURST);
         let client = reply.rsplit_once('.').map_or(reply, |(prefix, _)| prefix);
+        // A known client is looked up without allocating: a flood is mostly known clients.
         if !self.clients.contains_key(client) && self.clients.len() >= CLIENTS {
             self.clients.clear();
         }
-        let own = self
-            .clients
-            .entry(client.to_owned())
-            .or_insert_with(|| Bucket::full(CLIENT_BURST, now));
+        let own = match self.clients.get_mut(client) {
+            Some(bucket) => bucket,
+            None => self
+                .clients
+                .entry(client.to_owned())
+                .or_insert_with(|| Bucket::full(CLIENT_BURST, now)),
+        };
         let refusal = if !own.has(cost, CLIENT_PER_SECOND, CLIENT_BURST, now) {
             Some(Refusal::Client)
         } else if !self.total.has(cost, TOTAL_PER_SECOND, TOTAL_BURST, now) {

@@ -137,18 +137,19 @@ fn list(items: &Option<Vec<String>>) -> Option<Value> {
         .map(|v| Value::Array(v.iter().cloned().map(Value::String).collect()))
 }
 
-/// A path flag's text (paths that are not UTF-8 are refused, not mangled).
-fn path(flag: &str, p: &Option<PathBuf>) -> Result<Option<Value>, ConfigError> {
-    p.as_ref()
-        .map(|p| {
-            p.to_str()
-                .map(|s| Value::String(s.to_owned()))
-                .ok_or_else(|| ConfigError {
-                    field: flag.into(),
-                    message: format!("{} is not UTF-8", p.display()),
-                })
+/// A path as the text its setting takes (a path that is not UTF-8 is refused, not mangled).
+fn utf8(flag: &str, p: &std::path::Path) -> Result<Value, ConfigError> {
+    p.to_str()
+        .map(|s| Value::String(s.to_owned()))
+        .ok_or_else(|| ConfigError {
+            field: flag.into(),
+            message: format!("{} is not UTF-8", p.display()),
         })
-        .transpose()
+}
+
+/// A path flag's text, if given.
+fn path(flag: &str, p: &Option<PathBuf>) -> Result<Option<Value>, ConfigError> {
+    p.as_deref().map(|p| utf8(flag, p)).transpose()
 }
 
 /// A switch: only when given (it adds to the file's setting, never clears it).
@@ -163,7 +164,7 @@ impl RunArgs {
         let csv = self
             .csv
             .iter()
-            .map(|p| path("--csv", &Some(p.clone())).map(Option::unwrap_or_default))
+            .map(|p| utf8("--csv", p))
             .collect::<Result<Vec<_>, _>>()?;
         let a = &self.nats_auth;
         let all = [

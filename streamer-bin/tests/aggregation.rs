@@ -60,6 +60,22 @@ fn m1_bars(start: i64, minutes: i64) -> Vec<Candle> {
     out
 }
 
+/// Feeds closed M1 bars to the aggregator, folded into every longer timeframe.
+fn fold_m1(w: &mut Writer, agg: &mut Aggregator, bars: &[Candle]) {
+    for b in bars {
+        agg.on_bar(
+            w,
+            &Bar {
+                symbol: 0,
+                timeframe: Timeframe::M1,
+                candle: *b,
+                fold_up: true,
+                amend: false,
+            },
+        );
+    }
+}
+
 /// The independent computation: group by `bar_start`, in a plain loop.
 fn group(bars: &[Candle], tf: Timeframe) -> Vec<Candle> {
     let mut out: Vec<Candle> = Vec::new();
@@ -114,18 +130,7 @@ fn bars_fold_into_longer_timeframes_exactly_as_an_independent_grouping() {
     // 2017-01-01 is a Sunday; 20,000 minutes cross weeks and a month end.
     let start = days_from_civil(2017, 1, 1) * 86_400;
     let bars = m1_bars(start, 20_000 + 43_200);
-    for b in &bars {
-        agg.on_bar(
-            &mut w,
-            &Bar {
-                symbol: 0,
-                timeframe: Timeframe::M1,
-                candle: *b,
-                fold_up: true,
-                amend: false,
-            },
-        );
-    }
+    fold_m1(&mut w, &mut agg, &bars);
     for tf in TFS {
         let got = ring(&seg, tf);
         let want = if tf == Timeframe::M1 {
@@ -634,18 +639,7 @@ fn a_segment_holding_a_future_candle_or_another_feed_starts_clean() {
 fn a_timeframe_built_on_read_equals_the_ring_written_for_it() {
     let (seg, mut w, mut agg) = setup("built", 20_000);
     let start = days_from_civil(2017, 1, 1) * 86_400;
-    for b in &m1_bars(start, 20_000 + 43_200) {
-        agg.on_bar(
-            &mut w,
-            &Bar {
-                symbol: 0,
-                timeframe: Timeframe::M1,
-                candle: *b,
-                fold_up: true,
-                amend: false,
-            },
-        );
-    }
+    fold_m1(&mut w, &mut agg, &m1_bars(start, 20_000 + 43_200));
     let r = Reader::open(&seg.path).unwrap();
     let mut pairs = 0;
     for target in TFS {

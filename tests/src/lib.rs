@@ -251,13 +251,17 @@ pub fn spawn_csv_gateway(
     args.extend([data.to_str().expect("utf-8 path"), "--bind", &bind]);
     args.extend(extra);
     let mut gw = ChildGuard::spawn("python3", &args);
+    let addr = listening_address(&mut gw);
+    (gw, addr)
+}
+
+/// The address a gateway says it listens on, in its first line (`listening on HOST:PORT`).
+fn listening_address(gw: &mut ChildGuard) -> String {
     let line = gw.first_line();
-    let addr = line
-        .trim()
+    line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("the gateway said {line:?}"))
-        .to_owned();
-    (gw, addr)
+        .to_owned()
 }
 
 /// Starts `gateway/mt5_gateway.py --backend metatrader5` on 127.0.0.1 (a free port) over the
@@ -282,12 +286,7 @@ pub fn spawn_standin_gateway(env: &[(&str, &str)], extra: &[&str]) -> (ChildGuar
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut gw = ChildGuard(Some(command.spawn().expect("spawn python3")));
-    let line = gw.first_line();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the gateway said {line:?}"))
-        .to_owned();
+    let addr = listening_address(&mut gw);
     (gw, addr)
 }
 
