@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::files::Untrusted;
 use crate::ring::Busy;
 use crate::trust::TrustError;
+use crate::tick::TickDefect;
 use crate::validate::InvalidRecord;
 
 /// Why [`Reader::open`](crate::Reader::open) refused a segment. Every variant says what was found and expected.
@@ -170,6 +171,20 @@ pub enum ReadError {
         /// What is wrong with it.
         why: InvalidRecord,
     },
+    /// A tick of the snapshot breaks a rule the writer keeps (see [`TickDefect`]): the
+    /// segment is damaged or forged, and nothing of the snapshot is handed out.
+    InvalidTick {
+        /// The offending tick's time, ms, as stored.
+        time_msc: i64,
+        /// What is wrong with it.
+        why: TickDefect,
+    },
+    /// A word no writer leaves: a tick ring's counters out of order, or a field of a symbol
+    /// information or terminal record that is not a value of its type.
+    Damaged {
+        /// Which word or field.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for ReadError {
@@ -181,6 +196,12 @@ impl fmt::Display for ReadError {
             ),
             ReadError::Invalid { time, why } => {
                 write!(f, "damaged or forged candle at time {time}: {why}")
+            }
+            ReadError::InvalidTick { time_msc, why } => {
+                write!(f, "damaged or forged tick at {time_msc} ms: {why}")
+            }
+            ReadError::Damaged { what } => {
+                write!(f, "damaged or forged segment: {what} holds an impossible value")
             }
         }
     }

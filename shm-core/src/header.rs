@@ -36,6 +36,10 @@ pub(crate) struct Header {
     pub(crate) writer_start_ticks: u64,
     pub(crate) feed_kind: u64,
     pub(crate) heartbeat_boot_ns: u64,
+    pub(crate) tick_depth: u64,
+    pub(crate) terminal_offset: u64,
+    pub(crate) infos_offset: u64,
+    pub(crate) ticks_offset: u64,
     pub(crate) counters: [u64; COUNTER_SLOTS],
 }
 
@@ -65,6 +69,10 @@ impl Header {
         h(hdr::WRITER_START_TICKS, self.writer_start_ticks);
         h(hdr::FEED_KIND, self.feed_kind);
         h(hdr::HEARTBEAT_BOOT_NS, self.heartbeat_boot_ns);
+        h(hdr::TICK_DEPTH, self.tick_depth);
+        h(hdr::TERMINAL_OFFSET, self.terminal_offset);
+        h(hdr::INFOS_OFFSET, self.infos_offset);
+        h(hdr::TICKS_OFFSET, self.ticks_offset);
         for (i, &c) in self.counters.iter().enumerate() {
             h(hdr::COUNTERS + 8 * i, c);
         }
@@ -112,6 +120,10 @@ impl Header {
             writer_start_ticks: w(hdr::WRITER_START_TICKS),
             feed_kind: w(hdr::FEED_KIND),
             heartbeat_boot_ns: w(hdr::HEARTBEAT_BOOT_NS),
+            tick_depth: w(hdr::TICK_DEPTH),
+            terminal_offset: w(hdr::TERMINAL_OFFSET),
+            infos_offset: w(hdr::INFOS_OFFSET),
+            ticks_offset: w(hdr::TICKS_OFFSET),
             counters: std::array::from_fn(|i| w(hdr::COUNTERS + 8 * i)),
         }
     }
@@ -151,12 +163,16 @@ mod tests {
             writer_start_ticks: 20,
             feed_kind: 21,
             heartbeat_boot_ns: 22,
+            tick_depth: 23,
+            terminal_offset: 24,
+            infos_offset: 25,
+            ticks_offset: 26,
             counters: std::array::from_fn(|i| 100 + i as u64),
         };
         h.store(&mem);
         assert_eq!(Header::load(&mem), h);
         // The reserved words stay zero (the wake words between are the wake-up's own).
-        for off in (hdr::HEARTBEAT_BOOT_NS + 8..hdr::COUNTERS).step_by(8) {
+        for off in (hdr::TICKS_OFFSET + 8..hdr::COUNTERS).step_by(8) {
             assert_eq!(mem.load(off, Ordering::Relaxed), 0, "reserved word {off}");
         }
     }

@@ -1,4 +1,4 @@
-//! Layout v1: every size and offset of the segment, and the layout hash.
+//! Layout v2: every size and offset of the segment, and the layout hash.
 //!
 //! `docs/LAYOUT.md` documents the same numbers byte by byte; the unit tests below pin them so
 //! the two cannot drift apart silently. Every field is a little-endian 64-bit word at an offset
@@ -6,12 +6,16 @@
 
 use std::fmt;
 
+use crate::record::{INFO_SIZE, TERMINAL_SIZE};
+use crate::tickring::{tick_ring_size, TICK_SLOT_SIZE};
 use crate::Timeframe;
 
 /// The first 8 bytes of every segment: ASCII `MTFCANDL`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MTFCANDL");
 /// The layout version this crate reads and writes. Lives at byte 8 forever.
-pub const LAYOUT_VERSION: u64 = 1;
+/// Version 2 added the terminal record, and a symbol information record and a tick ring per
+/// symbol (DESIGN.md, "Ticks and symbol information: layout version 2").
+pub const LAYOUT_VERSION: u64 = 2;
 
 /// Size of the header, which starts at byte 0.
 pub const HEADER_SIZE: usize = 512;
@@ -35,6 +39,11 @@ pub const MAX_CAPACITY: u32 = 1 << 20;
 pub const MAX_SYMBOLS: usize = 1024;
 /// Most rings in one segment.
 pub const MAX_RINGS: usize = 16_384;
+
+/// Ticks a symbol's tick ring keeps unless told otherwise: MT5's own fast tick cache.
+pub const DEFAULT_TICK_DEPTH: u32 = 4096;
+/// Largest tick depth.
+pub const MAX_TICK_DEPTH: u32 = 1 << 20;
 
 /// Rings start on 64-byte boundaries so that a ring's control block owns its cache line.
 const RING_ALIGN: usize = 64;
@@ -71,6 +80,14 @@ pub(crate) mod hdr {
     /// where the platform has none or the writer predates the word. Readers judge the
     /// heartbeat's age by it, so a wall clock set ahead cannot make a stalled writer look alive.
     pub const HEARTBEAT_BOOT_NS: usize = 184;
+    /// Ticks each symbol's tick ring keeps (version 2).
+    pub const TICK_DEPTH: usize = 192;
+    /// Where the terminal record starts (version 2).
+    pub const TERMINAL_OFFSET: usize = 200;
+    /// Where the symbol information records start (version 2).
+    pub const INFOS_OFFSET: usize = 208;
+    /// Where the tick rings start (version 2).
+    pub const TICKS_OFFSET: usize = 216;
     pub const COUNTERS: usize = 256;
 }
 
@@ -120,10 +137,22 @@ pub(crate) mod ring {
 /// assert!(layout.add_ring("BTC/USD", Timeframe::M1, 10).is_err());
 /// # Ok::<(), shm_core::LayoutError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     symbols: Vec<String>,
     rings: Vec<RingSpec>,
+    /// Ticks each symbol's tick ring keeps.
+    tick_depth: u32,
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout {
+            symbols: Vec::new(),
+            rings: Vec::new(),
+            tick_depth: DEFAULT_TICK_DEPTH,
+        }
+    }
 }
 
 /// One ring of a [`Layout`].
@@ -162,6 +191,11 @@ pub enum LayoutError {
     TooLarge,
     /// A segment needs at least one ring.
     Empty,
+    /// A tick depth outside `1..=MAX_TICK_DEPTH`.
+    BadTickDepth {
+        /// The depth asked for.
+        depth: u32,
+    },
 }
 
 impl fmt::Display for LayoutError {
@@ -184,6 +218,9 @@ impl fmt::Display for LayoutError {
                 "too many rings (at most {MAX_SYMBOLS} symbols and {MAX_RINGS} rings)"
             ),
             LayoutError::Empty => f.write_str("the layout has no rings"),
+            LayoutError::BadTickDepth { depth } => {
+                write!(f, "tick depth {depth} is outside 1..={MAX_TICK_DEPTH}")
+            }
         }
     }
 }
@@ -285,6 +322,20 @@ impl Layout {
         Ok(self)
     }
 
+    /// Sets how many ticks each symbol's tick ring keeps (default [`DEFAULT_TICK_DEPTH`]).
+    pub fn set_tick_depth(&mut self, depth: u32) -> Result<&mut Layout, LayoutError> {
+        if !(1..=MAX_TICK_DEPTH).contains(&depth) {
+            return Err(LayoutError::BadTickDepth { depth });
+        }
+        self.tick_depth = depth;
+        Ok(self)
+    }
+
+    /// Ticks each symbol's tick ring keeps.
+    pub fn tick_depth(&self) -> u32 {
+        self.tick_depth
+    }
+
     /// The symbols, in index order.
     pub fn symbols(&self) -> impl ExactSizeIterator<Item = &str> {
         self.symbols.iter().map(String::as_str)
@@ -305,8 +356,16 @@ impl Layout {
         self.placement().total_size
     }
 
-    pub(crate) fn from_parts(symbols: Vec<String>, rings: Vec<RingSpec>) -> Layout {
-        Layout { symbols, rings }
+    pub(crate) fn from_parts(
+        symbols: Vec<String>,
+        rings: Vec<RingSpec>,
+        tick_depth: u32,
+    ) -> Layout {
+        Layout {
+            symbols,
+            rings,
+            tick_depth,
+        }
     }
 
     /// Where everything goes, and the layout hash.
@@ -326,7 +385,10 @@ impl Layout {
                 at
             })
             .collect::<Vec<_>>();
-        let total_size = next;
+        let terminal_offset = align_up(next, RING_ALIGN);
+        let infos_offset = terminal_offset + TERMINAL_SIZE;
+        let ticks_offset = infos_offset + self.symbols.len() * INFO_SIZE;
+        let total_size = ticks_offset + self.symbols.len() * tick_ring_size(self.tick_depth);
 
         let mut h = Fnv1a::new();
         for word in [
@@ -355,10 +417,24 @@ impl Layout {
             h.word(u64::from(r.capacity));
             h.word(offset as u64);
         }
+        for word in [
+            TERMINAL_SIZE,
+            INFO_SIZE,
+            TICK_SLOT_SIZE,
+            self.tick_depth as usize,
+            terminal_offset,
+            infos_offset,
+            ticks_offset,
+        ] {
+            h.word(word as u64);
+        }
         Placement {
             symbols_offset,
             directory_offset,
             ring_offsets,
+            terminal_offset,
+            infos_offset,
+            ticks_offset,
             total_size,
             hash: h.finish(),
         }
@@ -371,8 +447,23 @@ pub(crate) struct Placement {
     pub symbols_offset: usize,
     pub directory_offset: usize,
     pub ring_offsets: Vec<usize>,
+    pub terminal_offset: usize,
+    pub infos_offset: usize,
+    pub ticks_offset: usize,
     pub total_size: usize,
     pub hash: u64,
+}
+
+impl Placement {
+    /// Where symbol `i`'s information record starts.
+    pub fn info_offset(&self, i: usize) -> usize {
+        self.infos_offset + i * INFO_SIZE
+    }
+
+    /// Where symbol `i`'s tick ring starts, for rings of `depth` ticks.
+    pub fn tick_ring_offset(&self, i: usize, depth: u32) -> usize {
+        self.ticks_offset + i * tick_ring_size(depth)
+    }
 }
 
 /// Bytes taken by a ring of `capacity` closed slots, rounded up to the ring alignment.
@@ -447,7 +538,17 @@ mod tests {
         assert_eq!(ring_size(1440), 128 + 1440 * 80);
         assert_eq!(p.ring_offsets[1], 768 + 128 + 1440 * 80);
         assert_eq!(ring_size(3), 384); // 128 + 240 = 368, rounded up to 384
-        assert_eq!(p.total_size, p.ring_offsets[2] + 384);
+        // Version 2: the terminal record, then a symbol record per symbol, then a tick ring
+        // per symbol.
+        assert_eq!(p.terminal_offset, p.ring_offsets[2] + 384);
+        assert_eq!(p.infos_offset, p.terminal_offset + 512);
+        assert_eq!(p.ticks_offset, p.infos_offset + 2 * 2432);
+        assert_eq!(tick_ring_size(4096), 64 + 4096 * 64);
+        assert_eq!(p.total_size, p.ticks_offset + 2 * (64 + 4096 * 64));
+        let mut shallow = two_symbols();
+        shallow.set_tick_depth(10).unwrap();
+        assert_ne!(shallow.placement().hash, p.hash);
+        assert!(shallow.set_tick_depth(0).is_err());
         assert!(p.ring_offsets.iter().all(|o| o % 64 == 0));
     }
 
@@ -486,6 +587,22 @@ mod tests {
             ("writer_start_ticks", hdr::WRITER_START_TICKS),
             ("feed_kind", hdr::FEED_KIND),
             ("heartbeat_boot_ns", hdr::HEARTBEAT_BOOT_NS),
+            ("tick_depth", hdr::TICK_DEPTH),
+            ("terminal_offset", hdr::TERMINAL_OFFSET),
+            ("infos_offset", hdr::INFOS_OFFSET),
+            ("ticks_offset", hdr::TICKS_OFFSET),
+            ("begun", crate::tickring::off::BEGUN),
+            ("updated_ns", crate::record::info_off::UPDATED_NS),
+            ("source", crate::record::info_off::SOURCE),
+            ("numbers[83]", crate::record::info_off::NUMBERS),
+            ("strings[13]", crate::record::info_off::STRINGS),
+            ("confirmed_ns", crate::record::term_off::CONFIRMED_NS),
+            ("present", crate::record::term_off::PRESENT),
+            ("build", crate::record::term_off::BUILD),
+            ("connected", crate::record::term_off::CONNECTED),
+            ("login", crate::record::term_off::LOGIN),
+            ("company", crate::record::term_off::COMPANY),
+            ("server", crate::record::term_off::SERVER),
             ("counters[32]", hdr::COUNTERS),
             ("seq", ring::SEQ),
             ("head", ring::HEAD),

@@ -47,14 +47,18 @@ mod candle;
 mod error;
 mod files;
 mod header;
+mod info;
 mod layout;
 mod lock;
 mod mem;
 mod path;
 mod process;
 mod reader;
+mod record;
 mod ring;
 mod status;
+mod tick;
+mod tickring;
 pub mod time;
 mod timeframe;
 mod trust;
@@ -65,14 +69,26 @@ mod writer;
 pub use candle::{Candle, CandleDefect, LATEST_TIME};
 pub use error::{CreateError, OpenError, ReadError};
 pub use files::Untrusted;
+pub use info::{
+    FieldKind, InfoError, InfoSource, InfoValue, SymbolInfo, TerminalInfo, INFO_STRING_MAX,
+    SYMBOL_INFO_FIELDS,
+};
+pub use record::{INFO_SIZE, TERMINAL_SIZE};
+pub use tick::{
+    Tick, TickDefect, TICK_FLAGS_KNOWN, TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_BUY,
+    TICK_FLAG_LAST, TICK_FLAG_SELL, TICK_FLAG_VOLUME,
+};
+pub use tickring::TICK_SLOT_SIZE;
 pub use layout::{
-    validate_symbol, Layout, LayoutError, RingSpec, SymbolError, HEADER_SIZE, LAYOUT_VERSION,
-    MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, RECORD_SIZE, SLOT_SIZE, SYMBOL_MAX_LEN,
+    validate_symbol, Layout, LayoutError, RingSpec, SymbolError, DEFAULT_TICK_DEPTH, HEADER_SIZE,
+    LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, MAX_TICK_DEPTH, RECORD_SIZE,
+    SLOT_SIZE, SYMBOL_MAX_LEN,
 };
 pub use path::{segment_dir, SegmentNameError, SegmentPath, DEFAULT_SEGMENT_NAME};
 pub use reader::{
-    tiles, ChangeToken, ClosedBars, NextBar, Reader, RingReader, RingStats, TickInfo, Timeline,
-    WaitOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
+    tiles, ChangeToken, ClosedBars, NextBar, Reader, RingReader, RingStats, SymbolRecord,
+    TerminalRecord, TickInfo, TickRingReader, TickSpan, Timeline, WaitOutcome,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
 };
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 pub use time::{

@@ -130,12 +130,17 @@ word_enum! {
         /// Messages a mirror refused from NATS (malformed, another version, or candles that
         /// break the rules: misaligned, implausibly late, out of range).
         RejectedMessages = 13, "rejected_messages";
+        /// Symbol information records refused from the source (a string too long, a field
+        /// of the wrong type, too many fields); the record held before stays.
+        RejectedSymbolInfo = 14, "rejected_symbol_info";
+        /// Ticks written into the symbols' tick rings (version 2).
+        TicksRecorded = 15, "ticks_recorded";
     }
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 16] = [
         Counter::TicksProcessed,
         Counter::BarsClosed,
         Counter::RejectedBadPrice,
@@ -150,6 +155,8 @@ impl Counter {
         Counter::RejectedFutureTime,
         Counter::ClockJumpsBack,
         Counter::RejectedMessages,
+        Counter::RejectedSymbolInfo,
+        Counter::TicksRecorded,
     ];
 
     /// The counters of refused input, whose sum is "rejected" in summaries.

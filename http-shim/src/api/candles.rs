@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
-use shm_core::{Candle, InvalidRecord, ReadError, Reader, RingReader, Timeframe, Timeline};
+use shm_core::{Candle, ReadError, Reader, RingReader, Timeframe, Timeline};
 
 use super::etag::{none_match_hits, EtagInput};
 use super::json::{error, iso_now, write_candles, ErrorCode, FIELDS};
@@ -32,10 +32,10 @@ fn inline_error(body: &mut String, symbol: &str, tf: Timeframe, code: ErrorCode,
 /// The `500 INVALID_STORED_DATA` of a snapshot the reader refused (a damaged or forged
 /// segment: a candle that breaks the writer's rules, or disordered times): such data is never
 /// served as `success: true`.
-fn refuse_damaged(time: i64, why: InvalidRecord, symbol: &str, timeframe: Timeframe) -> Response {
+fn refuse_damaged(why: &ReadError, symbol: &str, timeframe: Timeframe) -> Response {
     error(
         ErrorCode::InvalidStoredData,
-        format!("the segment holds a damaged {symbol} {timeframe} candle (time {time}): {why}"),
+        format!("the segment's {symbol} {timeframe} ring: {why}"),
         json!({"symbol": symbol, "timeframe": timeframe.name()}),
     )
 }
@@ -104,9 +104,7 @@ impl Api {
         match timeline.read_last(q.limit, &mut candles) {
             Ok(()) => {}
             Err(ReadError::Busy { .. }) => return not_running("ring_busy", Some(&status)),
-            Err(ReadError::Invalid { time, why }) => {
-                return refuse_damaged(time, why, &symbol, timeframe)
-            }
+            Err(e) => return refuse_damaged(&e, &symbol, timeframe),
         }
         let mut tag = EtagInput::new(&q, status.server_time_offset_s, 1);
         tag.ring(tag_index(&timeline), &candles);
@@ -306,10 +304,7 @@ impl Api {
             Err(ReadError::Busy { .. }) => {
                 return BatchPart::Error(ErrorCode::StreamerNotRunning, "ring busy".into())
             }
-            Err(ReadError::Invalid { time, why }) => {
-                let message = format!("damaged candle (time {time}): {why}");
-                return BatchPart::Error(ErrorCode::InvalidStoredData, message);
-            }
+            Err(e) => return BatchPart::Error(ErrorCode::InvalidStoredData, e.to_string()),
         }
         BatchPart::Candles(timeline, candles)
     }

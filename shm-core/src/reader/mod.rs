@@ -8,10 +8,12 @@
 mod built;
 mod open;
 mod ring;
+mod ticks;
 mod wait;
 
 pub use built::{tiles, Timeline};
 pub use ring::{RingReader, RingStats, TickInfo};
+pub use ticks::{SymbolRecord, TerminalRecord, TickRingReader, TickSpan};
 pub use wait::{ChangeToken, ClosedBars, NextBar, WaitOutcome};
 
 use std::fs::File;
@@ -26,7 +28,9 @@ use crate::layout::{self, hdr, sym, Layout};
 use crate::lock::{self, Probe};
 use crate::mem::{Mapping, Mem};
 use crate::process::{self, PidState};
+use crate::record::Block;
 use crate::ring::RingRef;
+use crate::tickring::TickRingRef;
 use crate::status::{Counters, FeedKind, FeedState, Liveness, Status, WriterState};
 use crate::trust::Trust;
 use crate::wake::Waiter;
@@ -71,6 +75,12 @@ pub struct Reader {
     layout: Layout,
     /// Validated against the mapping's length in `open`.
     rings: Vec<RingRef>,
+    /// One per symbol, validated likewise.
+    tick_rings: Vec<TickRingRef>,
+    /// One information record per symbol.
+    infos: Vec<Block>,
+    /// The terminal record.
+    terminal: Block,
     symbols_offset: usize,
     max_attempts: u32,
     stall_after: Duration,

@@ -9,8 +9,10 @@ use crate::files::{self, Untrusted};
 use crate::header::Header;
 use crate::layout::{
     self, dir, sym, Layout, RingSpec, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_RINGS,
-    MAX_SYMBOLS,
+    MAX_SYMBOLS, MAX_TICK_DEPTH,
 };
+use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
+use crate::tickring::TickRingRef;
 use crate::lock::{self};
 use crate::mem::Mapping;
 use crate::ring::RingRef;
@@ -189,7 +191,11 @@ impl Reader {
                 symbols[dup.symbol_index as usize], dup.timeframe
             )));
         }
-        let layout = Layout::from_parts(symbols, specs);
+        let depth = h.tick_depth;
+        if !(1..=u64::from(MAX_TICK_DEPTH)).contains(&depth) {
+            return Err(corrupt(format!("tick depth {depth}")));
+        }
+        let layout = Layout::from_parts(symbols, specs, depth as u32);
         let placement = layout.placement();
         let stored_hash = h.layout_hash;
         if stored_hash != placement.hash {
@@ -206,6 +212,9 @@ impl Reader {
                 .iter()
                 .zip(&placement.ring_offsets)
                 .any(|(&s, &c)| s != c as u64)
+            || h.terminal_offset != placement.terminal_offset as u64
+            || h.infos_offset != placement.infos_offset as u64
+            || h.ticks_offset != placement.ticks_offset as u64
         {
             return Err(corrupt("ring offsets differ from the layout".into()));
         }
@@ -216,6 +225,20 @@ impl Reader {
             .map(|(r, &base)| RingRef::new(base, r.capacity, mem))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| corrupt("a ring lies outside the file".into()))?;
+        let tick_rings = (0..layout.symbols().len())
+            .map(|i| TickRingRef::new(placement.tick_ring_offset(i, depth as u32), depth as u32, mem))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| corrupt("a tick ring lies outside the file".into()))?;
+        let infos = (0..layout.symbols().len())
+            .map(|i| Block {
+                base: placement.info_offset(i),
+                size: INFO_SIZE,
+            })
+            .collect();
+        let terminal = Block {
+            base: placement.terminal_offset,
+            size: TERMINAL_SIZE,
+        };
         Ok(Reader {
             map,
             file,
@@ -225,6 +248,9 @@ impl Reader {
             trust: trust.clone(),
             layout,
             rings,
+            tick_rings,
+            infos,
+            terminal,
             symbols_offset,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             stall_after: DEFAULT_STALL_AFTER,

@@ -146,7 +146,8 @@ impl Writer {
                     &placement,
                     Start::Fresh,
                 )?;
-                let repaired = w.rings.iter().map(|r| r.repair(w.mem())).sum();
+                let repaired = w.rings.iter().map(|r| r.repair(w.mem())).sum::<u32>()
+                    + w.repair_records();
                 w.start = Start::Warm { repaired };
                 w.begin_generation(old_generation + 1);
                 return Ok(w);
@@ -413,6 +414,10 @@ fn build(
         feed_state: FeedState::Starting as u64,
         writer_pidns: me.pidns,
         writer_start_ticks: me.start_ticks,
+        tick_depth: u64::from(layout.tick_depth()),
+        terminal_offset: p.terminal_offset as u64,
+        infos_offset: p.infos_offset as u64,
+        ticks_offset: p.ticks_offset as u64,
         ..Header::default()
     }
     .store(mem);

@@ -2,6 +2,7 @@
 //! Creating, warm-restarting or replacing the segment is `create.rs`.
 
 mod create;
+mod ticks;
 
 use create::Held;
 
@@ -19,7 +20,9 @@ use crate::layout::{self, hdr, sym, Layout, Placement};
 use crate::lock::WriterLock;
 use crate::mem::{MappingMut, MemMut};
 use crate::process::{self};
+use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
 use crate::ring::{RingRef, Slot};
+use crate::tickring::TickRingRef;
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
 use crate::wake::Waker;
 use crate::{now_ns, Timeframe};
@@ -118,6 +121,14 @@ pub struct Writer {
     layout: Layout,
     /// One entry per directory entry, validated against the mapping's length at creation.
     rings: Vec<RingRef>,
+    /// One tick ring per symbol, validated likewise.
+    tick_rings: Vec<TickRingRef>,
+    /// The newest tick time (ms) of each symbol's tick ring, which every later tick follows.
+    newest_tick_msc: Vec<Option<i64>>,
+    /// One information record per symbol.
+    infos: Vec<Block>,
+    /// The terminal record.
+    terminal: Block,
     symbols_offset: usize,
     generation: u64,
     start: Start,
@@ -147,6 +158,23 @@ impl Writer {
             .ok_or_else(|| {
                 io_err("map", path)(io::Error::other("mapping shorter than the layout"))
             })?;
+        let depth = layout.tick_depth();
+        let tick_rings = (0..layout.symbols().len())
+            .map(|i| TickRingRef::new(p.tick_ring_offset(i, depth), depth, map.mem()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                io_err("map", path)(io::Error::other("mapping shorter than the layout"))
+            })?;
+        let infos = (0..layout.symbols().len())
+            .map(|i| Block {
+                base: p.info_offset(i),
+                size: INFO_SIZE,
+            })
+            .collect();
+        let terminal = Block {
+            base: p.terminal_offset,
+            size: TERMINAL_SIZE,
+        };
         // Relaxed: this process wrote it, or holds the lock of the process that did.
         let generation = map.mem().load(hdr::GENERATION, Ordering::Relaxed);
         // Relaxed: a flag for readers, set once per file and never cleared; a reader that
@@ -167,6 +195,10 @@ impl Writer {
             path: path.to_owned(),
             layout: layout.clone(),
             rings,
+            newest_tick_msc: vec![None; tick_rings.len()],
+            tick_rings,
+            infos,
+            terminal,
             symbols_offset: p.symbols_offset,
             generation,
             start,

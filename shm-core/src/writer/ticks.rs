@@ -1,0 +1,115 @@
+//! The writer's side of version 2: ticks into each symbol's tick ring, symbol information and
+//! the terminal's identity into their records.
+
+use std::sync::atomic::Ordering;
+
+use super::{SymbolId, Writer};
+use crate::info::{InfoError, InfoSource, SymbolInfo, TerminalInfo};
+use crate::record::{self, INFO_SIZE, TERMINAL_SIZE};
+use crate::tick::{Tick, TickDefect};
+use crate::tickring::{self, From};
+
+impl Writer {
+    /// Closes what a killed writer left open in the records and tick rings (see
+    /// `docs/LAYOUT.md`, "Torn records"), and learns each ring's newest tick. A record caught
+    /// mid-write is emptied; a tick ring needs nothing (its half-written slot is never
+    /// served), unless its counters are ones no writer leaves (a damaged file): then it is
+    /// emptied too. Returns how many it closed or emptied.
+    pub(crate) fn repair_records(&mut self) -> u32 {
+        let mut repaired = 0;
+        for block in self.infos.iter().chain([&self.terminal]) {
+            repaired += u32::from(block.repair(self.map.mem()));
+        }
+        for i in 0..self.tick_rings.len() {
+            let ring = self.tick_rings[i];
+            let (begun, head) = ring.counters(self.map.mem());
+            if begun == head + 1 {
+                repaired += 1;
+            } else if begun != head {
+                let base = self.placement_tick_ring(i);
+                for off in (0..tickring::tick_ring_size(ring.capacity() as u32)).step_by(8) {
+                    // Relaxed: before `running`, under the writer lock; no reader trusts this
+                    // ring's counters meanwhile, and the zero counters are stored last.
+                    self.mem().store(base + off, 0, Ordering::Relaxed);
+                }
+                repaired += 1;
+            }
+            self.newest_tick_msc[i] = self.newest_tick(SymbolId(i as u32)).map(|t| t.time_msc);
+        }
+        repaired
+    }
+
+    fn placement_tick_ring(&self, i: usize) -> usize {
+        self.layout
+            .placement()
+            .tick_ring_offset(i, self.layout.tick_depth())
+    }
+
+    /// Appends a tick to its symbol's tick ring, and records it as the symbol's last tick.
+    /// A tick that breaks a rule of the record, or is older than the ring's newest, is
+    /// refused and nothing is written: readers can trust the ring's order.
+    #[inline]
+    pub fn push_tick(&mut self, symbol: SymbolId, tick: &Tick) -> Result<(), TickDefect> {
+        let i = symbol.0 as usize;
+        if let Some(d) = tick.defect() {
+            return Err(d);
+        }
+        if let Some(previous) = self.newest_tick_msc[i].filter(|&p| tick.time_msc < p) {
+            return Err(TickDefect::OutOfOrder { previous });
+        }
+        self.tick_rings[i].push(self.map.mem(), tick, self.now_ns);
+        self.newest_tick_msc[i] = Some(tick.time_msc);
+        self.record_tick(symbol, tick.time_msc, tick.bid, tick.ask);
+        self.add(crate::Counter::TicksRecorded, 1);
+        self.touched();
+        Ok(())
+    }
+
+    /// The newest tick of a symbol's tick ring, as stored.
+    pub fn newest_tick(&self, symbol: SymbolId) -> Option<Tick> {
+        let mut out = Vec::with_capacity(1);
+        // The single writer reads its own ring: nothing overwrites it meanwhile.
+        self.tick_rings[symbol.0 as usize]
+            .read(self.map.mem(), From::Newest(1), 1, &mut out, 1)
+            .ok()?;
+        out.pop()
+    }
+
+    /// Stores a symbol's information, stamped with the writer's clock.
+    pub fn set_symbol_info(&mut self, symbol: SymbolId, info: &SymbolInfo, source: InfoSource) {
+        let payload = record::info_payload(info, source, self.now_ns);
+        self.infos[symbol.0 as usize].write(self.map.mem(), &payload);
+        self.touched();
+    }
+
+    /// A symbol's information as stored, and where it came from.
+    pub fn symbol_info(&self, symbol: SymbolId) -> Option<(SymbolInfo, InfoSource)> {
+        let block = self.infos[symbol.0 as usize];
+        let payload = block.read(self.map.mem(), (INFO_SIZE - 8) / 8, 1).ok()?;
+        record::info_from_payload(&payload)
+            .ok()
+            .flatten()
+            .map(|(info, source, _)| (info, source))
+    }
+
+    /// Stores the terminal's identity, stamped with the writer's clock as the time it was
+    /// last confirmed: call it again whenever the source confirms it.
+    pub fn set_terminal(&mut self, terminal: &TerminalInfo) -> Result<(), InfoError> {
+        terminal.check()?;
+        let payload = record::terminal_payload(terminal, self.now_ns);
+        self.terminal.write(self.map.mem(), &payload);
+        Ok(())
+    }
+
+    /// The terminal's identity as stored.
+    pub fn terminal(&self) -> Option<TerminalInfo> {
+        let payload = self
+            .terminal
+            .read(self.map.mem(), (TERMINAL_SIZE - 8) / 8, 1)
+            .ok()?;
+        record::terminal_from_payload(&payload)
+            .ok()
+            .flatten()
+            .map(|(t, _)| t)
+    }
+}
