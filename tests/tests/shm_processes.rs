@@ -121,3 +121,95 @@ fn sigkilled_writer_is_reported_gone_and_its_candles_survive() {
         .unwrap();
     assert_eq!(last, derived(last.time as u64 / 60));
 }
+
+/// The tick mode's tick number `k` (as `shm-stress` writes it).
+fn derived_tick(k: u64) -> shm_core::Tick {
+    shm_core::Tick {
+        time_msc: 1_600_000_000_000 + (k / 4) as i64,
+        bid: 1.0 + k as f64,
+        ask: 1.5 + k as f64,
+        last: 0.0,
+        volume: k,
+        volume_real: k as f64 * 0.25,
+        flags: if k % 2 == 0 { 6 } else { 2 },
+        published_ns: 0,
+    }
+}
+
+#[test]
+fn tick_readers_against_a_writer_at_100k_ticks_a_second_find_no_torn_or_reordered_tick() {
+    let seg = TempSegment::new("tickstress");
+    let file = seg.file();
+    let path = file.to_str().unwrap();
+    let writer = spawn(&["ticks", path, "3", "100000"]);
+    wait_for_running(&seg.path);
+    let readers: Vec<_> = (0..2).map(|_| spawn(&["tick-reader", path, "3"])).collect();
+    let (ok, text) = finish(writer);
+    assert!(ok, "writer failed: {text}");
+    println!("writer: {}", text.trim());
+    for r in readers {
+        let (ok, text) = finish(r);
+        assert!(ok, "a reader found a torn or reordered tick: {text}");
+        println!("reader: {}", text.trim());
+        let ticks: u64 = text
+            .split_whitespace()
+            .skip_while(|w| *w != "ticks")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("reader prints its count");
+        assert!(ticks > 0, "a reader followed no tick: {text}");
+    }
+}
+
+#[test]
+fn a_writer_sigkilled_among_ticks_leaves_no_torn_tick_and_a_restart_keeps_the_ring() {
+    let seg = TempSegment::new("tickkill");
+    let file = seg.file();
+    let mut writer = spawn(&["ticks", file.to_str().unwrap(), "forever", "0"]);
+    let reader = wait_for_running(&seg.path);
+    let ring = reader.ticks("STRESS").unwrap();
+    // Busy-free: the tick ring never makes a reader wait; wait for a few laps of it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ring.total() < 10_000 {
+        assert!(Instant::now() < deadline, "the writer wrote no ticks");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut child = writer.0.take().unwrap();
+    child.kill().unwrap(); // SIGKILL, somewhere among the ticks
+    child.wait().unwrap();
+
+    let mut before = Vec::new();
+    ring.read_last(256, &mut before).unwrap();
+    assert!(before.len() >= 255, "a killed write costs at most one tick: {}", before.len());
+    for pair in before.windows(2) {
+        assert_eq!(pair[1].volume, pair[0].volume + 1);
+    }
+    for t in &before {
+        assert_eq!(
+            *t,
+            shm_core::Tick {
+                published_ns: t.published_ns,
+                ..derived_tick(t.volume)
+            }
+        );
+    }
+
+    // A new writer keeps the ring and continues after its newest tick.
+    let mut layout = Layout::new();
+    layout.add_ring("STRESS", Timeframe::M1, 10).unwrap();
+    layout.set_tick_depth(256).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    assert!(matches!(w.start(), Start::Warm { .. }), "{:?}", w.start());
+    let sym = w.symbol("STRESS").unwrap();
+    let newest = w.newest_tick(sym).unwrap();
+    assert_eq!(newest, *before.last().unwrap());
+    let mut after = Vec::new();
+    ring.read_last(256, &mut after).unwrap();
+    assert_eq!(after, before, "the restart changed the ring");
+    w.push_tick(sym, &derived_tick(newest.volume + 1)).unwrap();
+    // An older tick is refused, and nothing is written.
+    assert!(w.push_tick(sym, &derived_tick(0)).is_err());
+    ring.read_last(2, &mut after).unwrap();
+    assert_eq!(after[1].volume, newest.volume + 1);
+    assert_eq!(after[0], newest);
+}
