@@ -97,6 +97,29 @@ def plain(value):
     return item() if callable(item) else value
 
 
+# Bounds of a `symbol_info` answer: MT5's SymbolInfo has 96 fields, none longer than a few
+# dozen characters; anything far past that is not a terminal's and is not forwarded.
+MAX_INFO_FIELDS = 256
+MAX_INFO_STRING = 1024
+
+
+def info_to_dict(info):
+    """MT5's SymbolInfo named tuple as a dict of plain values, kept as they come (the reader
+    decides what fits), within the bounds above."""
+    fields = info._asdict() if hasattr(info, "_asdict") else dict(info)
+    if len(fields) > MAX_INFO_FIELDS:
+        raise GatewayError("BAD_ANSWER", "symbol_info has %d fields, at most %d" % (len(fields), MAX_INFO_FIELDS))
+    out = {}
+    for name, value in fields.items():
+        value = plain(value)
+        if isinstance(value, str) and len(value) > MAX_INFO_STRING:
+            raise GatewayError("BAD_ANSWER", "symbol_info field %s is %d characters long" % (name, len(value)))
+        if not isinstance(value, (bool, int, float, str)):
+            raise GatewayError("BAD_ANSWER", "symbol_info field %s is not a number or string" % name)
+        out[str(name)] = value
+    return out
+
+
 def record_to_dict(record, fields):
     """One numpy structured record (or namedtuple, or dict) as a dict of plain values."""
     out = {}
@@ -198,6 +221,14 @@ class TerminalBackend:
             if tick is None:
                 raise self._fail()
         return record_to_dict(tick, TICK_FIELDS)
+
+    def symbol_info(self, symbol):
+        with self.lock:
+            self._select(symbol)
+            info = self.mt5.symbol_info(symbol)
+            if info is None:
+                raise self._fail()
+        return info_to_dict(info)
 
     def tick_stream(self, symbols):
         return TerminalTicks(self, symbols, *self.polling)
@@ -581,6 +612,24 @@ class CsvBackend:
             raise mt5_error(-4, "Terminal: Not found")
         return dict(ticks[-1])
 
+    def symbol_info(self, symbol):
+        """What an export shows of a symbol: its name, digits and point from the prices'
+        precision, and for a six-letter FX name its currencies; every other field MT5's value
+        for a missing property (0, False, empty)."""
+        if symbol in self.ticks:
+            prices = self.ticks[symbol]
+        elif symbol in self.bars:
+            prices = [{"bid": r["close"], "ask": r["open"]} for r in self.bars[symbol][1]]
+        else:
+            raise mt5_error(-4, "Terminal: Not found")
+        digits = price_digits(prices)
+        info = {"name": symbol, "digits": digits, "point": 10.0 ** -digits,
+                "trade_tick_size": 10.0 ** -digits, "spread_float": True, "select": True,
+                "visible": True}
+        if len(symbol) >= 6 and symbol[:6].isalpha() and symbol[:6].isupper():
+            info.update(currency_base=symbol[:3], currency_profit=symbol[3:6], currency_margin=symbol[:3])
+        return info
+
     def tick_stream(self, symbols):
         for s in symbols:
             if s not in self.symbols():
@@ -674,6 +723,8 @@ def handle_request(backend, req, limits):
         return {"rates": backend.copy_rates_range(s, tf, frm, to)}
     if op == "symbol_info_tick":
         return {"tick": backend.symbol_info_tick(symbol(req))}
+    if op == "symbol_info":
+        return {"info": backend.symbol_info(symbol(req))}
     raise GatewayError("UNKNOWN_OP", "unknown op %r" % (op,))
 
 

@@ -39,13 +39,7 @@ fn aggregator_ticks(c: &mut Criterion) {
             let bid = 90_000.0 + (i % 1000) as f64 * 0.5;
             agg.on_tick(
                 &mut w,
-                black_box(&Tick {
-                    symbol: 0,
-                    time_ms: start_ms + i * 100,
-                    bid,
-                    ask: bid + 15.0,
-                    volume: 0,
-                }),
+                black_box(&Tick::quote(0, start_ms + i * 100, bid, bid + 15.0, 0)),
             );
         })
     });

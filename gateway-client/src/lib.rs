@@ -30,7 +30,7 @@ mod wire;
 pub use conn::{Backoff, Config};
 pub use error::Error;
 pub use stream::{Event, TickStream};
-pub use wire::{Hello, Rate, Tick, MAX_LINE, MAX_RATES_LINE, PROTOCOL};
+pub use wire::{Hello, InfoField, Rate, Tick, MAX_INFO_FIELDS, MAX_LINE, MAX_RATES_LINE, PROTOCOL};
 
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 use shm_core::Timeframe;
 
 use conn::Conn;
-use wire::{Envelope, Rates, TickResult};
+use wire::{Envelope, InfoResult, Rates, TickResult};
 
 /// A client of one gateway. Not thread-safe: use one per thread.
 #[derive(Debug)]
@@ -229,6 +229,19 @@ impl Client {
         Ok(self
             .call::<TickResult>("symbol_info_tick", json!({"symbol": symbol}), MAX_LINE)?
             .tick)
+    }
+
+    /// MT5's `symbol_info(symbol)`: every field the terminal gives, as it gives it. An answer
+    /// with more than [`MAX_INFO_FIELDS`] fields, or a field that is not a number or string,
+    /// is refused as [`Error::Gateway`] with code `BAD_ANSWER`; the connection stays.
+    pub fn symbol_info(&mut self, symbol: &str) -> Result<Vec<(String, InfoField)>, Error> {
+        let map = self
+            .call::<InfoResult>("symbol_info", json!({"symbol": symbol}), MAX_LINE)?
+            .info;
+        wire::info_fields(map).map_err(|message| Error::Gateway {
+            code: "BAD_ANSWER".into(),
+            message: format!("symbol_info {symbol}: {message}"),
+        })
     }
 
     /// Opens a second connection and subscribes it to the ticks of `symbols`.

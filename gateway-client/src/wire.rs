@@ -143,6 +143,53 @@ pub(crate) struct Rates {
 }
 
 #[derive(Deserialize)]
+pub(crate) struct InfoResult {
+    pub(crate) info: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Most fields a `symbol_info` answer may have (MT5's SymbolInfo has 96).
+pub const MAX_INFO_FIELDS: usize = 256;
+
+/// One field of a `symbol_info` answer, as the terminal gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InfoField {
+    /// A boolean (`select`, `spread_float`, …).
+    Bool(bool),
+    /// An integer (`digits`, `trade_mode`, …).
+    Int(i64),
+    /// A double (`point`, `volume_min`, …).
+    Float(f64),
+    /// A string (`description`, `path`, …).
+    Str(String),
+}
+
+/// A `symbol_info` answer's fields, in the order the gateway sent them: scalars only, at most
+/// [`MAX_INFO_FIELDS`]. What each must be is the caller's to check (the segment keeps MT5's
+/// 96 fields, and strings of at most 127 bytes).
+pub(crate) fn info_fields(
+    map: serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<(String, InfoField)>, String> {
+    use serde_json::Value;
+    if map.len() > MAX_INFO_FIELDS {
+        return Err(format!("{} fields, at most {MAX_INFO_FIELDS}", map.len()));
+    }
+    map.into_iter()
+        .map(|(name, v)| {
+            let field = match v {
+                Value::Bool(b) => InfoField::Bool(b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => InfoField::Int(i),
+                    None => InfoField::Float(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Value::String(s) => InfoField::Str(s),
+                _ => return Err(format!("field {name:?} is not a number or string")),
+            };
+            Ok((name, field))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
 pub(crate) struct TickResult {
     pub(crate) tick: Tick,
 }

@@ -29,7 +29,9 @@ Configured by the environment, read at import:
   process exits normally (SIGINT, not SIGTERM);
 - ``MT5_STANDIN_MAX_TICKS``: stop making ticks after this many per symbol (a quiet terminal
   that tests can compare with the segment); ``MT5_STANDIN_NAME``, ``MT5_STANDIN_COMPANY``,
-  ``MT5_STANDIN_LOGIN``: the terminal's and account's identity.
+  ``MT5_STANDIN_LOGIN``: the terminal's and account's identity;
+- ``MT5_STANDIN_DESCRIPTION``: the symbols' `description` (default ``NAME stand-in``), to
+  try a record the reader must refuse (a string longer than the segment keeps).
 
 Times are the terminal's: this stand-in's server time is UTC (offset 0), so a tick's
 ``time_msc`` is when it happened, to the millisecond, and a reader's latency is its clock
@@ -67,6 +69,24 @@ RES_E_INTERNAL_FAIL_CONNECT = -10004
 Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
 TerminalInfo = collections.namedtuple("TerminalInfo", "name company build connected")
 AccountInfo = collections.namedtuple("AccountInfo", "server login")
+# The package's SymbolInfo: 31 integers and booleans, 52 doubles, 13 strings, in its order.
+_INFO_FIELDS = (
+    "custom chart_mode select visible session_deals session_buy_orders session_sell_orders volume "
+    "volumehigh volumelow time digits spread spread_float ticks_bookdepth trade_calc_mode trade_mode "
+    "start_time expiration_time trade_stops_level trade_freeze_level trade_exemode swap_mode "
+    "swap_rollover3days margin_hedged_use_leg expiration_mode filling_mode order_mode order_gtc_mode "
+    "option_mode option_right bid bidhigh bidlow ask askhigh asklow last lasthigh lastlow volume_real "
+    "volumehigh_real volumelow_real option_strike point trade_tick_value trade_tick_value_profit "
+    "trade_tick_value_loss trade_tick_size trade_contract_size trade_accrued_interest trade_face_value "
+    "trade_liquidity_rate volume_min volume_max volume_step volume_limit swap_long swap_short "
+    "margin_initial margin_maintenance session_volume session_turnover session_interest "
+    "session_buy_orders_volume session_sell_orders_volume session_open session_close session_aw "
+    "session_price_settlement session_price_limit_min session_price_limit_max margin_hedged "
+    "price_change price_volatility price_theoretical price_greeks_delta price_greeks_theta "
+    "price_greeks_gamma price_greeks_vega price_greeks_rho price_greeks_omega price_sensitivity "
+    "basis category currency_base currency_profit currency_margin bank description exchange formula "
+    "isin name page path")
+SymbolInfo = collections.namedtuple("SymbolInfo", _INFO_FIELDS)
 Rate = collections.namedtuple("Rate", "time open high low close tick_volume spread real_volume")
 
 
@@ -210,6 +230,32 @@ def symbol_info_tick(symbol):
             _t.error = (RES_E_NOT_FOUND, "Terminal: Not found")
             return None
         return s["ticks"][-1]
+
+
+def symbol_info(symbol):
+    """The symbol's properties: a 5-digit FX-like symbol of this stand-in broker, with the
+    newest tick's prices."""
+    with _t.lock:
+        s = _t.call(symbol)
+        if s is None:
+            return None
+        tick = s["ticks"][-1] if s["ticks"] else None
+        values = dict.fromkeys(SymbolInfo._fields, 0)
+        values.update({f: 0.0 for f in SymbolInfo._fields[31:83]})
+        values.update({f: "" for f in SymbolInfo._fields[83:]})
+        values.update(
+            custom=False, select=True, visible=True, spread_float=True, margin_hedged_use_leg=False,
+            digits=5, point=0.00001, trade_tick_size=0.00001, trade_tick_value=1.0,
+            trade_contract_size=100000.0, volume_min=0.01, volume_max=500.0, volume_step=0.01,
+            trade_mode=4, trade_exemode=2, filling_mode=1, order_mode=127, expiration_mode=15,
+            swap_long=-0.5, swap_short=0.25, swap_rollover3days=3, ticks_bookdepth=10,
+            name=symbol, path="StandIn\\" + symbol, currency_base=symbol[:3],
+            currency_profit=symbol[3:6], currency_margin=symbol[:3],
+            description=os.environ.get("MT5_STANDIN_DESCRIPTION", symbol + " stand-in"))
+        if tick is not None:
+            values.update(bid=tick.bid, ask=tick.ask, time=tick.time,
+                          spread=int(round((tick.ask - tick.bid) / 0.00001)))
+        return SymbolInfo(**values)
 
 
 def _seconds(date):

@@ -57,6 +57,62 @@ pub struct Tick {
     pub ask: f64,
     /// Exchange volume of the tick (0 where there is none); summed into `real_volume`.
     pub volume: u64,
+    /// Price of the last deal (0 where the feed has none).
+    pub last: f64,
+    /// `volume` with fractions, as MT5's `volume_real`.
+    pub volume_real: f64,
+    /// MT5's `TICK_FLAG_*` bits as the feed gave them; 0 for a feed that has none (synthetic,
+    /// CSV), whose flags are then derived from what changed since the symbol's tick before
+    /// (see [`Aggregator::on_tick`]).
+    pub flags: u32,
+}
+
+impl Tick {
+    /// A quote tick: bid and ask, no deal, flags to be derived.
+    pub fn quote(symbol: usize, time_ms: i64, bid: f64, ask: f64, volume: u64) -> Tick {
+        Tick {
+            symbol,
+            time_ms,
+            bid,
+            ask,
+            volume,
+            last: 0.0,
+            volume_real: volume as f64,
+            flags: 0,
+        }
+    }
+}
+
+/// Writes an accepted tick into its symbol's tick ring, with the feed's flags or, for a feed
+/// without them, flags derived from what changed: `TICK_FLAG_BID`, `_ASK` and `_LAST` for a
+/// changed price (every non-zero one on a symbol's first tick), `_VOLUME` for a deal volume.
+fn record(w: &mut Writer, s: &mut SymbolState, t: &Tick) {
+    let flags = if t.flags != 0 {
+        t.flags
+    } else {
+        let (bid, ask, last) = s.last_prices.unwrap_or((0.0, 0.0, 0.0));
+        let changed = |now: f64, before: f64, flag: u32| if now != before { flag } else { 0 };
+        changed(t.bid, bid, shm_core::TICK_FLAG_BID)
+            | changed(t.ask, ask, shm_core::TICK_FLAG_ASK)
+            | changed(t.last, last, shm_core::TICK_FLAG_LAST)
+            | if t.volume > 0 { shm_core::TICK_FLAG_VOLUME } else { 0 }
+    };
+    s.last_prices = Some((t.bid, t.ask, t.last));
+    let tick = shm_core::Tick {
+        time_msc: t.time_ms,
+        bid: t.bid,
+        ask: t.ask,
+        last: t.last,
+        volume: t.volume,
+        volume_real: t.volume_real,
+        flags,
+        published_ns: 0,
+    };
+    // The checks above are the ring's own (prices, order), so this is refused only for a
+    // value the candles accept and the ring does not (a flag MT5 does not define).
+    if w.push_tick(s.id, &tick).is_err() {
+        w.add(Counter::RejectedBadPrice, 1);
+    }
 }
 
 /// A bar from a source that delivers bars (CSV exports, the MT5 gateway).
@@ -97,6 +153,8 @@ struct SymbolState {
     /// Price of one point, for spreads in points.
     point: f64,
     last_tick_ms: Option<i64>,
+    /// The newest tick's bid, ask and last, for deriving the flags of a feed without them.
+    last_prices: Option<(f64, f64, f64)>,
     /// Ascending by timeframe.
     frames: Vec<Frame>,
 }
@@ -130,12 +188,17 @@ impl Aggregator {
         tfs.dedup();
         let symbols = symbols
             .iter()
-            .map(|(name, point)| SymbolState {
-                id: writer
+            .map(|(name, point)| {
+                let id = writer
                     .symbol(name)
-                    .expect("layout built from the same symbols"),
+                    .expect("layout built from the same symbols");
+                let newest = writer.newest_tick(id);
+                SymbolState {
+                id,
                 point: *point,
-                last_tick_ms: None,
+                // A warm ring's ticks are the ones later ticks must follow.
+                last_tick_ms: newest.map(|t| t.time_msc),
+                last_prices: newest.map(|t| (t.bid, t.ask, t.last)),
                 // A symbol fed by bars has no rings below the bars' timeframe.
                 frames: tfs
                     .iter()
@@ -155,7 +218,7 @@ impl Aggregator {
                         }
                     })
                     .collect(),
-            })
+            }})
             .collect();
         Aggregator {
             symbols,
@@ -263,7 +326,7 @@ impl Aggregator {
         if closed > 0 {
             w.add(Counter::BarsClosed, closed);
         }
-        w.record_tick(s.id, t.time_ms, t.bid, t.ask);
+        record(w, s, t);
         w.add(Counter::TicksProcessed, 1);
     }
 
@@ -288,7 +351,7 @@ impl Aggregator {
             return;
         }
         s.last_tick_ms = Some(t.time_ms);
-        w.record_tick(s.id, t.time_ms, t.bid, t.ask);
+        record(w, s, t);
     }
 
     /// Applies a bar to its own ring and, with `fold_up`, to every longer timeframe.

@@ -73,6 +73,9 @@ struct RunArgs {
     /// Synthetic ticks per second per symbol (default 10).
     #[arg(long, value_name = "N")]
     tick_rate: Option<String>,
+    /// Ticks each symbol's tick ring keeps (default 4096, MT5's fast tick cache).
+    #[arg(long, value_name = "N")]
+    tick_depth: Option<String>,
     /// MT5 export files to replay (bars or ticks); implies --source csv.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     csv: Vec<PathBuf>,
@@ -179,6 +182,7 @@ impl RunArgs {
             ),
             ("seed", text(&self.seed)),
             ("tick_rate", text(&self.tick_rate)),
+            ("tick_depth", text(&self.tick_depth)),
             ("csv", (!csv.is_empty()).then_some(Value::Array(csv))),
             ("csv_symbol", text(&self.csv_symbol)),
             ("csv_timeframe", text(&self.csv_timeframe)),

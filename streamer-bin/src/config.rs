@@ -55,6 +55,8 @@ pub struct Config {
     pub seed: u64,
     /// Ticks per second per symbol of the synthetic feed.
     pub tick_rate: f64,
+    /// Ticks each symbol's tick ring keeps.
+    pub tick_depth: u32,
     /// CSV files to replay.
     pub csv_files: Vec<PathBuf>,
     /// Symbol of the CSV files, overriding their names.
@@ -188,6 +190,7 @@ impl Default for Config {
             source: SourceKind::Synthetic,
             seed: 42,
             tick_rate: 10.0,
+            tick_depth: shm_core::DEFAULT_TICK_DEPTH,
             csv_files: Vec::new(),
             csv_symbol: None,
             csv_timeframe: None,

@@ -24,6 +24,7 @@ pub mod aggregate;
 mod banner;
 pub mod cli;
 pub mod config;
+pub mod derive;
 mod error;
 pub mod ops;
 mod plan;
@@ -82,6 +83,22 @@ pub fn run(
         .map(|s| (s.clone(), profile(s).point))
         .collect();
     let agg = Aggregator::new(&writer, &points, &config.timeframes);
+    // A terminal's feed brings its own symbol information; the others' is derived from their
+    // prices (the synthetic feed's precision is known from the start).
+    let known_digits = plan
+        .symbols
+        .iter()
+        .map(|s| match config.source {
+            config::SourceKind::Synthetic => Some(derive::price_digits(profile(s).point)),
+            _ => None,
+        })
+        .collect();
+    let mut derive = derive::Derive::new(&writer, &plan.symbols, known_digits);
+    if config.source == config::SourceKind::Mt5 {
+        derive = derive::Derive::new(&writer, &[], Vec::new());
+    }
+    let mut writer = writer;
+    derive.publish_known(&mut writer);
     let source = open_source(
         config,
         plan.files,
@@ -104,6 +121,7 @@ pub fn run(
         symbols: &plan.symbols,
         writer,
         agg,
+        derive,
         source,
         banner,
         started,

@@ -111,6 +111,7 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
             }
         }
     }
+    write_ticks_and_info(&mut out, &reader);
     let _ = writeln!(
         out,
         "\n{:<20} {:>14} {:>10} {:>20} {:>14}",
@@ -256,4 +257,64 @@ pub fn tail(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// The tick rings (held against their depth, ticks ever written) and each symbol's key
+/// information, and the terminal that feeds the segment.
+fn write_ticks_and_info(out: &mut String, reader: &Reader) {
+    match reader.terminal() {
+        Ok(Some(t)) => {
+            let i = &t.info;
+            let _ = writeln!(
+                out,
+                "\nterminal   {} ({}, build {}, {}), account {} on {}, confirmed {}",
+                i.name,
+                i.company,
+                i.build,
+                if i.connected { "connected" } else { "disconnected" },
+                i.login,
+                i.server,
+                ago(t.confirmed_ns)
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = writeln!(out, "\nterminal   unreadable: {e}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<14} {:>16} {:>12} {:>7} {:>12} {:>10} {:>10}",
+        "ticks", "held/depth", "written", "digits", "point", "info", "updated"
+    );
+    for symbol in reader.layout().symbols() {
+        let Some(ticks) = reader.ticks(symbol) else {
+            continue;
+        };
+        let total = ticks.total();
+        let held = format!("{}/{}", total.min(ticks.capacity()), ticks.capacity());
+        let (digits, point, source, updated) = match reader.symbol_info(symbol) {
+            Ok(Some(r)) => (
+                match r.info.get("digits") {
+                    Some(shm_core::InfoValue::Int(d)) => d.to_string(),
+                    _ => "-".into(),
+                },
+                match r.info.get("point") {
+                    Some(shm_core::InfoValue::Float(p)) => p.to_string(),
+                    _ => "-".into(),
+                },
+                match r.source {
+                    shm_core::InfoSource::Terminal => "terminal",
+                    shm_core::InfoSource::Derived => "derived",
+                },
+                ago(r.updated_ns),
+            ),
+            Ok(None) => ("-".into(), "-".into(), "none", "-".into()),
+            Err(_) => ("-".into(), "-".into(), "damaged", "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{symbol:<14} {held:>16} {total:>12} {digits:>7} {point:>12} {source:>10} {updated:>10}"
+        );
+    }
 }

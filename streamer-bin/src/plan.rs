@@ -107,6 +107,9 @@ pub fn layout(
     tfs: &[Vec<Timeframe>],
 ) -> Result<Layout, StreamerError> {
     let mut layout = Layout::new();
+    layout
+        .set_tick_depth(config.tick_depth)
+        .map_err(StreamerError::Layout)?;
     for (symbol, tfs) in symbols.iter().zip(tfs) {
         for &tf in tfs {
             let capacity = config.capacity(tf);

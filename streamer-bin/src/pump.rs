@@ -36,6 +36,8 @@ pub(crate) struct Pump<'a> {
     pub(crate) symbols: &'a [String],
     pub(crate) writer: Writer,
     pub(crate) agg: Aggregator,
+    /// Symbol information of a feed without a terminal (none is derived for the mt5 feed).
+    pub(crate) derive: crate::derive::Derive,
     pub(crate) source: Box<dyn Source>,
     pub(crate) banner: &'a mut dyn Write,
     pub(crate) started: Instant,
@@ -106,9 +108,31 @@ impl Pump<'_> {
     fn apply(&mut self, ev: Event) {
         let writer = &mut self.writer;
         match ev {
-            Event::Tick(t) => self.agg.on_tick(writer, &t),
-            Event::LatestTick(t) => self.agg.on_latest_tick(writer, &t),
-            Event::Bar(b) => self.agg.on_bar(writer, &b),
+            Event::Tick(t) => {
+                self.derive.observe(writer, t.symbol, &[t.bid, t.ask]);
+                self.agg.on_tick(writer, &t);
+            }
+            Event::LatestTick(t) => {
+                self.derive.observe(writer, t.symbol, &[t.bid, t.ask]);
+                self.agg.on_latest_tick(writer, &t);
+            }
+            Event::Bar(b) => {
+                let c = &b.candle;
+                self.derive
+                    .observe(writer, b.symbol, &[c.open, c.high, c.low, c.close]);
+                self.agg.on_bar(writer, &b);
+            }
+            Event::SymbolInfo { symbol, info } => {
+                if let Some(id) = self.symbols.get(symbol).and_then(|s| writer.symbol(s)) {
+                    writer.set_symbol_info(id, &info, shm_core::InfoSource::Terminal);
+                }
+            }
+            Event::Terminal(terminal) => {
+                if let Err(e) = writer.set_terminal(&terminal) {
+                    writer.add(Counter::RejectedSymbolInfo, 1);
+                    eprintln!("warning: the terminal's identity was refused: {e}");
+                }
+            }
             Event::Feed(state) => {
                 writer.set_feed_state(state);
                 if state != FeedState::Backfilling && !self.running {

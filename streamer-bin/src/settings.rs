@@ -73,6 +73,19 @@ pub const SETTINGS: &[Setting] = &[
         };
         Ok(())
     }),
+    setting("tick_depth", Some("--tick-depth"), |c, v| {
+        c.tick_depth = match number_text(v)?.parse::<u32>() {
+            Ok(d) if (1..=shm_core::MAX_TICK_DEPTH).contains(&d) => d,
+            _ => {
+                return Err(format!(
+                    "expected the ticks each symbol keeps, 1 to {}, found {v}",
+                    shm_core::MAX_TICK_DEPTH
+                )
+                .into())
+            }
+        };
+        Ok(())
+    }),
     setting("csv", Some("--csv"), |c, v| {
         c.csv_files = strings(v)?.into_iter().map(PathBuf::from).collect();
         Ok(())

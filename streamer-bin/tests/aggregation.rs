@@ -170,13 +170,7 @@ fn ticks_build_every_timeframe_as_an_independent_grouping_of_the_ticks() {
             .wrapping_add(1442695040888963407);
         t += (x >> 60) as i64 * 700; // 0 to 10.5 s apart, often several per second
         let bid = 1.1 + ((x >> 20) % 1000) as f64 * 1e-5;
-        ticks.push(Tick {
-            symbol: 0,
-            time_ms: t,
-            bid,
-            ask: bid + 0.00012,
-            volume: i % 2,
-        });
+        ticks.push(Tick::quote(0, t, bid, bid + 0.00012, i % 2));
     }
     for tick in &ticks {
         agg.on_tick(&mut w, tick);
@@ -206,13 +200,7 @@ fn ticks_build_every_timeframe_as_an_independent_grouping_of_the_ticks() {
 }
 
 fn tick(ms: i64, bid: f64) -> Tick {
-    Tick {
-        symbol: 0,
-        time_ms: ms,
-        bid,
-        ask: bid + 0.0001,
-        volume: 0,
-    }
+    Tick::quote(0, ms, bid, bid + 0.0001, 0)
 }
 
 #[test]
@@ -433,13 +421,7 @@ fn an_authoritative_source_corrects_the_forming_and_the_just_closed_bar() {
     // Ticks moved us into the next hour; then the terminal's final word on the closed hour.
     agg.on_tick(
         &mut w,
-        &Tick {
-            symbol: 0,
-            time_ms: (t0 + 3600) * 1000,
-            bid: 1.2,
-            ask: 1.2001,
-            volume: 0,
-        },
+        &Tick::quote(0, (t0 + 3600) * 1000, 1.2, 1.2001, 0),
     );
     let closed_final = Bar {
         amend: true,
@@ -487,13 +469,7 @@ fn a_tick_or_bar_dated_far_in_the_future_is_refused_and_freezes_nothing() {
     let (seg, mut w, mut agg) = setup("future", 50);
     w.heartbeat();
     let now_s = (shm_core::now_ns() / 1_000_000_000) as i64;
-    let tick = |s: i64, bid: f64| Tick {
-        symbol: 0,
-        time_ms: s * 1000,
-        bid,
-        ask: bid + 0.0001,
-        volume: 0,
-    };
+    let tick = |s: i64, bid: f64| Tick::quote(0, s * 1000, bid, bid + 0.0001, 0);
     agg.on_tick(&mut w, &tick(now_s - 120, 1.1));
     // 50 years ahead: once it was accepted, every later tick was "out of order".
     agg.on_tick(&mut w, &tick(now_s + 50 * 365 * 86_400, 9.9));

@@ -23,6 +23,16 @@ pub enum Event {
     LatestTick(Tick),
     /// A bar (closed or forming).
     Bar(Bar),
+    /// The terminal's information on a symbol (MT5's `symbol_info`), already checked to fit
+    /// the segment's record.
+    SymbolInfo {
+        /// Index of the symbol in the streamer's symbol list.
+        symbol: usize,
+        /// The record.
+        info: Box<shm_core::SymbolInfo>,
+    },
+    /// The terminal and its account, as the gateway's `hello` reported them just now.
+    Terminal(shm_core::TerminalInfo),
     /// The feed changed state (backfilling, live, finished, disconnected).
     Feed(FeedState),
     /// Something to count in the segment header (reconnects, backfilled bars).

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mt5_gateway_client::{Backoff, Client, Config, Error as GwError, Event as GwEvent, Rate};
+use mt5_gateway_client::{
+    Backoff, Client, Config, Error as GwError, Event as GwEvent, InfoField, Rate,
+};
 use shm_core::{Counter, FeedState, Timeframe};
 
 use super::{Event, Source, SourceError};
@@ -32,6 +34,9 @@ use crate::aggregate::{Bar, Tick};
 
 /// How often symbols the gateway did not know are asked about again.
 pub const UNKNOWN_RETRY: Duration = Duration::from_secs(60);
+
+/// How often the terminal's identity and the symbols' information are asked for again.
+pub const INFO_REFRESH: Duration = Duration::from_secs(60);
 
 /// MT5's `last_error` code for "not found".
 const MT5_NOT_FOUND: i64 = -4;
@@ -86,6 +91,7 @@ impl Mt5Source {
                         latest_minute: HashMap::new(),
                         unknown: vec![false; n],
                         included: vec![None; n],
+                        infos: vec![None; n],
                     }
                     .run()
                 })
@@ -154,6 +160,8 @@ struct Worker {
     /// Per symbol: the minute of the backfilled forming M1 bar and the time (ms) of the
     /// terminal's latest tick, which that bar already counts.
     included: Vec<Option<(i64, i64)>>,
+    /// Per symbol: the information last sent (so an unchanged record is not written again).
+    infos: Vec<Option<shm_core::SymbolInfo>>,
 }
 
 /// Why a session with the gateway ended.
@@ -251,6 +259,7 @@ impl Worker {
         if let Some(offset) = hello.server_time_offset_seconds {
             self.send(Event::ServerTimeOffset(offset));
         }
+        self.confirm_terminal(&hello);
         for i in 0..self.plans.len() {
             let symbol = self.plans[i].symbol.clone();
             let known = match Self::knows(client, &symbol, &hello.symbols) {
@@ -311,9 +320,24 @@ impl Worker {
             .map(|&i| (self.plans[i].symbol.clone(), i))
             .collect();
         let mut next_unknown_check = Instant::now() + UNKNOWN_RETRY;
+        let mut next_info = Instant::now() + INFO_REFRESH;
         loop {
             if self.stopped() {
                 return Ended::Stop;
+            }
+            // The terminal's identity and the symbols' information, again each minute: a
+            // record changes when the broker changes a property (a swap, a trade mode).
+            if Instant::now() >= next_info {
+                next_info = Instant::now() + INFO_REFRESH;
+                match client.hello() {
+                    Ok(h) => self.confirm_terminal(&h),
+                    Err(e) => return Ended::Disconnected(why(&e)),
+                }
+                for &i in &live {
+                    if let Err(e) = self.fetch_info(client, i) {
+                        return e;
+                    }
+                }
             }
             if Instant::now() >= next_unknown_check {
                 next_unknown_check = Instant::now() + UNKNOWN_RETRY;
@@ -339,13 +363,7 @@ impl Worker {
                         Some((bar, _)) if minute > bar => self.included[i] = None,
                         _ => {}
                     }
-                    let t = Tick {
-                        symbol: i,
-                        time_ms: tick.time_msc,
-                        bid: tick.bid,
-                        ask: tick.ask,
-                        volume: tick.volume,
-                    };
+                    let t = feed_tick(i, &tick);
                     if !self.send(Event::Tick(t)) {
                         return Ended::Stop;
                     }
@@ -361,6 +379,68 @@ impl Worker {
                 Err(e) => return Ended::Disconnected(why(&e)),
             }
         }
+    }
+
+    /// The terminal and account of a `hello`, as the segment records them (nothing when the
+    /// gateway has no terminal, as a csv gateway has not).
+    fn confirm_terminal(&mut self, hello: &mt5_gateway_client::Hello) {
+        let Some(term) = &hello.terminal else {
+            return;
+        };
+        let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let account = hello.account.clone().unwrap_or_default();
+        self.send(Event::Terminal(shm_core::TerminalInfo {
+            name: text(term, "name"),
+            company: text(term, "company"),
+            build: term["build"].as_i64().unwrap_or(0),
+            connected: term["connected"].as_bool().unwrap_or(false),
+            server: text(&account, "server"),
+            login: account["login"].as_i64().unwrap_or(0),
+        }));
+    }
+
+    /// Fetches symbol `i`'s information and sends it when it changed. A record that does not
+    /// fit the segment's (a string too long, a value of the wrong type) is counted and
+    /// logged, and the record held before stays; fields MT5 may add later are left out.
+    fn fetch_info(&mut self, client: &mut Client, i: usize) -> Result<(), Ended> {
+        let symbol = self.plans[i].symbol.clone();
+        let fields = match client.symbol_info(&symbol) {
+            Ok(f) => f,
+            // MT5 has no information for it, or an older gateway lacks the operation.
+            Err(GwError::Mt5 { .. } | GwError::Gateway { .. }) => {
+                self.send(Event::Count(Counter::RejectedSymbolInfo, 1));
+                return Ok(());
+            }
+            Err(e) => return Err(Ended::Disconnected(why(&e))),
+        };
+        let mut info = shm_core::SymbolInfo::new(&symbol);
+        for (name, field) in &fields {
+            let value = match field {
+                InfoField::Bool(b) => shm_core::InfoValue::Bool(*b),
+                InfoField::Int(n) => shm_core::InfoValue::Int(*n),
+                InfoField::Float(x) => shm_core::InfoValue::Float(*x),
+                InfoField::Str(s) => shm_core::InfoValue::Str(s),
+            };
+            match info.set(name, value) {
+                Ok(()) | Err(shm_core::InfoError::UnknownField { .. }) => {}
+                Err(e) => {
+                    self.send(Event::Count(Counter::RejectedSymbolInfo, 1));
+                    eprintln!(
+                        "warning: MT5 gateway {}: {symbol}'s symbol information refused: {e}",
+                        self.config.addr
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        if self.infos[i].as_ref() != Some(&info) {
+            self.infos[i] = Some(info.clone());
+            self.send(Event::SymbolInfo {
+                symbol: i,
+                info: Box::new(info),
+            });
+        }
+        Ok(())
     }
 
     /// Fetches what the rings of symbol `i` lack: everything on a cold start, the gap since
@@ -410,6 +490,7 @@ impl Worker {
             }
             self.send(Event::Count(Counter::BarsBackfilled, sent));
         }
+        self.fetch_info(client, i)?;
         // The terminal's latest tick, which the forming M1 bar above already counts: recorded
         // as the symbol's last tick (readers have one from the moment the segment runs), and
         // not counted again when the stream sends it.
@@ -418,13 +499,7 @@ impl Worker {
                 // A terminal's latest tick is in its newest bar (ticks make bars); one that is
                 // not (a csv gateway whose tick file runs past its bars) is not counted by it.
                 Ok(t) if Timeframe::M1.bar_start(t.time_msc.div_euclid(1000)) == minute => {
-                    let latest = Tick {
-                        symbol: i,
-                        time_ms: t.time_msc,
-                        bid: t.bid,
-                        ask: t.ask,
-                        volume: t.volume,
-                    };
+                    let latest = feed_tick(i, &t);
                     if !self.send(Event::LatestTick(latest)) {
                         return Err(Ended::Stop);
                     }
@@ -531,5 +606,20 @@ mod tests {
             "the gateway knows EURUSD, XAUUSD, XAGUSD"
         );
         assert!(suggest("BTCUSD", &[]).contains("Market Watch"));
+    }
+}
+
+/// A terminal's tick as the streamer's, with every field MT5 gave it. A terminal tick
+/// without flags (never seen, but the wire allows it) has them derived like a CSV feed's.
+fn feed_tick(symbol: usize, t: &mt5_gateway_client::Tick) -> Tick {
+    Tick {
+        symbol,
+        time_ms: t.time_msc,
+        bid: t.bid,
+        ask: t.ask,
+        volume: t.volume,
+        last: t.last,
+        volume_real: t.volume_real,
+        flags: t.flags,
     }
 }

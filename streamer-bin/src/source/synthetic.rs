@@ -280,13 +280,7 @@ impl Synthetic {
                 let bid = w.step(w.sigma_tick);
                 let jitter = 1.0 + 0.2 * w.rng.normal().clamp(-2.0, 2.0);
                 let ask = w.round(bid + (w.spread * jitter).max(1.0) * w.point);
-                out.push(Event::Tick(Tick {
-                    symbol: w.index,
-                    time_ms,
-                    bid,
-                    ask,
-                    volume: 0,
-                }));
+                out.push(Event::Tick(Tick::quote(w.index, time_ms, bid, ask, 0)));
             }
         }
     }

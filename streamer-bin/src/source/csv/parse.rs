@@ -525,13 +525,7 @@ pub(super) fn parse_row(
             let volume = optional_u64(f, volume_at, "volume")?;
             Ok((
                 time_ms,
-                Event::Tick(Tick {
-                    symbol,
-                    time_ms,
-                    bid,
-                    ask,
-                    volume,
-                }),
+                Event::Tick(Tick::quote(symbol, time_ms, bid, ask, volume)),
             ))
         }
     }
