@@ -22,6 +22,10 @@ pub enum Endpoint {
     Available,
     /// `/streamer/health`
     Health,
+    /// `/streamer/ticks/{symbol}`
+    Ticks,
+    /// `/streamer/symbols/{symbol}`
+    Symbol,
     /// `/metrics`
     Metrics,
     /// `/streamer/stream` (server-sent events)
@@ -34,12 +38,14 @@ pub enum Endpoint {
     Other,
 }
 
-const ENDPOINTS: [(Endpoint, &str); 10] = [
+const ENDPOINTS: [(Endpoint, &str); 12] = [
     (Endpoint::Candles, "candles"),
     (Endpoint::CandlesBatch, "candles_batch"),
     (Endpoint::Status, "status"),
     (Endpoint::Available, "available"),
     (Endpoint::Health, "health"),
+    (Endpoint::Ticks, "ticks"),
+    (Endpoint::Symbol, "symbols"),
     (Endpoint::Metrics, "metrics"),
     (Endpoint::Stream, "stream"),
     (Endpoint::WebSocket, "websocket"),

@@ -18,6 +18,7 @@ mod query;
 mod request;
 mod status;
 mod stream;
+mod ticks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -232,6 +233,8 @@ impl Api {
             "/streamer/health" => Endpoint::Health,
             "/streamer/stream" => Endpoint::Stream,
             "/streamer/ws" => Endpoint::WebSocket,
+            p if p.starts_with("/streamer/ticks/") => Endpoint::Ticks,
+            p if p.starts_with("/streamer/symbols/") => Endpoint::Symbol,
             "/metrics" => Endpoint::Metrics,
             p if page::asset(p).is_some() => Endpoint::Page,
             _ => Endpoint::Other,
@@ -292,6 +295,14 @@ impl Api {
             }
             Endpoint::CandlesBatch => BatchRequest::parse(&params).map(Parsed::Batch),
             Endpoint::Stream => StreamRequest::parse(&params).map(Parsed::Stream),
+            Endpoint::Ticks => {
+                ticks::TicksRequest::parse(&path["/streamer/ticks/".len()..], &params)
+                    .map(Parsed::Ticks)
+            }
+            Endpoint::Symbol => {
+                ticks::SymbolRequest::parse(&path["/streamer/symbols/".len()..], &params)
+                    .map(Parsed::Symbol)
+            }
             _ => only_known(&params, &[]).map(|()| Parsed::Bare),
         };
         let parsed = match parsed {
@@ -303,6 +314,8 @@ impl Api {
             (_, Parsed::Candles(c)) => self.candles(c, req.if_none_match.as_deref()),
             (_, Parsed::Batch(b)) => self.candles_batch(b, req.if_none_match.as_deref()),
             (_, Parsed::Stream(s)) => self.stream(s, req),
+            (_, Parsed::Ticks(t)) => self.ticks(t, req.if_none_match.as_deref()),
+            (_, Parsed::Symbol(s)) => self.symbol(s, req.if_none_match.as_deref()),
             (Endpoint::Status, _) => self.status(),
             (Endpoint::Available, _) => self.available(),
             (Endpoint::Health, _) => self.health(),
@@ -324,6 +337,8 @@ enum Parsed {
     Candles(CandlesRequest),
     Batch(BatchRequest),
     Stream(StreamRequest),
+    Ticks(ticks::TicksRequest),
+    Symbol(ticks::SymbolRequest),
     /// An endpoint that takes no parameters.
     Bare,
 }
