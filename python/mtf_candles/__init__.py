@@ -29,6 +29,7 @@ import threading
 from . import _native
 from ._native import (  # noqa: F401  (re-exported)
     RATES_DTYPE,
+    TICKS_DTYPE,
     NotFound,
     SegmentError,
     SegmentNotFound,
@@ -41,7 +42,8 @@ __all__ = [
     "copy_rates_range", "symbol_info_tick", "symbols_total", "symbols_get", "Segment", "Tick",
     "SymbolInfo", "RATES_DTYPE", "SegmentError", "SegmentNotFound", "SegmentVersionError",
     "WriterGone", "NotFound", "DEFAULT_SEGMENT", "wait_for_update", "status", "symbol_select",
-    "login",
+    "login", "copy_ticks_from", "copy_ticks_range", "symbol_info", "terminal_info",
+    "TerminalInfo", "TICKS_DTYPE",
 ]
 
 __version__ = "0.1.0"
@@ -79,15 +81,57 @@ RES_S_OK = 1
 RES_E_FAIL = -1
 RES_E_INVALID_PARAMS = -2
 RES_E_NOT_FOUND = -4
+RES_E_AUTH_FAILED = -6
 RES_E_UNSUPPORTED = -7
 RES_E_INTERNAL_FAIL_INIT = -10003
 
-Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
-"""MT5's tick: only bid, ask and their times are known to the segment; `last` and the volumes
-are 0, and `flags` is 6 (TICK_FLAG_BID | TICK_FLAG_ASK)."""
+# MetaTrader5's copy_ticks_* filters and tick flags, with its values (MQL5 reference,
+# "copy_ticks_from" and "CopyTicks").
+COPY_TICKS_ALL = -1
+COPY_TICKS_INFO = 1
+COPY_TICKS_TRADE = 2
+TICK_FLAG_BID = 0x02
+TICK_FLAG_ASK = 0x04
+TICK_FLAG_LAST = 0x08
+TICK_FLAG_VOLUME = 0x10
+TICK_FLAG_BUY = 0x20
+TICK_FLAG_SELL = 0x40
 
-SymbolInfo = collections.namedtuple("SymbolInfo", "name visible select bid ask time timeframes")
-"""The few fields of MT5's SymbolInfo that the segment knows, plus its timeframes."""
+__all__ += [n for n in list(globals()) if n.startswith(("COPY_TICKS_", "TICK_FLAG_"))]
+
+Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
+"""MT5's tick, all eight fields, as the feed delivered it."""
+
+SymbolInfo = collections.namedtuple("SymbolInfo", (
+    "custom chart_mode select visible session_deals session_buy_orders session_sell_orders "
+    "volume volumehigh volumelow time digits spread spread_float ticks_bookdepth trade_calc_mode "
+    "trade_mode start_time expiration_time trade_stops_level trade_freeze_level trade_exemode "
+    "swap_mode swap_rollover3days margin_hedged_use_leg expiration_mode filling_mode order_mode "
+    "order_gtc_mode option_mode option_right bid bidhigh bidlow ask askhigh asklow last lasthigh "
+    "lastlow volume_real volumehigh_real volumelow_real option_strike point trade_tick_value "
+    "trade_tick_value_profit trade_tick_value_loss trade_tick_size trade_contract_size "
+    "trade_accrued_interest trade_face_value trade_liquidity_rate volume_min volume_max "
+    "volume_step volume_limit swap_long swap_short margin_initial margin_maintenance "
+    "session_volume session_turnover session_interest session_buy_orders_volume "
+    "session_sell_orders_volume session_open session_close session_aw session_price_settlement "
+    "session_price_limit_min session_price_limit_max margin_hedged price_change price_volatility "
+    "price_theoretical price_greeks_delta price_greeks_theta price_greeks_gamma price_greeks_vega "
+    "price_greeks_rho price_greeks_omega price_sensitivity basis category currency_base "
+    "currency_profit currency_margin bank description exchange formula isin name page path"))
+"""MT5's SymbolInfo: the MetaTrader5 package's 96 fields in its order. From the terminal's
+record where a terminal feeds the segment; for synthetic and CSV feeds, what their prices
+show (name, digits, point, currencies of an FX name) and MT5's value for a missing property
+elsewhere (see DESIGN.md). `bid`, `ask`, `last`, `time`, `volume`, `volume_real` and a
+floating `spread` come from the newest tick."""
+
+TerminalInfo = collections.namedtuple("TerminalInfo", (
+    "community_account community_connection connected dlls_allowed trade_allowed "
+    "tradeapi_disabled email_enabled ftp_enabled notifications_enabled mqid build maxbars "
+    "codepage ping_last community_balance retransmission company name language path data_path "
+    "commondata_path"))
+"""MT5's TerminalInfo, in its order. From the segment: `name`, `company`, `build` and
+`connected` as the terminal last reported them, `path` as given to `initialize`; the rest is
+the terminal's own and reads as MT5's missing value (False, 0, empty)."""
 
 
 def _seconds(date):
@@ -147,12 +191,40 @@ class Segment:
         return self._native.copy_rates_range(symbol, timeframe, _seconds(date_from), _seconds(date_to))
 
     def symbol_info_tick(self, symbol):
-        """The latest tick, as MT5's Tick; None before the first."""
+        """The newest tick, as MT5's Tick; None before the first."""
+        t = self._native.tick(symbol)
+        if t is not None:
+            return Tick._make(t)
+        # A segment whose tick ring is empty (a mirror's) still records the last quote.
         t = self._native.last_tick(symbol)
         if t is None:
             return None
         time_msc, bid, ask = t
-        return Tick(time_msc // 1000, bid, ask, 0.0, 0, time_msc, 6, 0.0)
+        return Tick(time_msc // 1000, bid, ask, 0.0, 0, time_msc, TICK_FLAG_BID | TICK_FLAG_ASK, 0.0)
+
+    def copy_ticks_from(self, symbol, date_from, count, flags):
+        """At most `count` ticks from `date_from` on that pass `flags` (COPY_TICKS_*), oldest
+        first, as MT5's ticks array."""
+        return self._native.copy_ticks_from(symbol, _seconds(date_from) * 1000, count, flags)
+
+    def copy_ticks_range(self, symbol, date_from, date_to, flags):
+        """The ticks from `date_from` to `date_to` (its whole second included) that pass
+        `flags`, oldest first."""
+        return self._native.copy_ticks_range(
+            symbol, _seconds(date_from) * 1000, _seconds(date_to) * 1000 + 999, flags)
+
+    def symbol_info(self, symbol):
+        """MT5's SymbolInfo of `symbol`; None if the feed gave none."""
+        found = self._native.symbol_info(symbol)
+        return None if found is None else SymbolInfo._make(found[0])
+
+    def terminal(self):
+        """The terminal that feeds the segment, as a dict (name, company, build, connected,
+        server, login, confirmed_ns); None for a feed without one."""
+        t = self._native.terminal()
+        if t is None:
+            return None
+        return dict(zip(("name", "company", "build", "connected", "server", "login", "confirmed_ns"), t))
 
     def symbols(self):
         """The symbols, in segment order."""
@@ -166,12 +238,12 @@ class Segment:
         for name in self._native.symbols():
             if group is not None and not _in_group(name, group):
                 continue
-            tick = self.symbol_info_tick(name)
-            out.append(SymbolInfo(
-                name, True, True,
-                tick.bid if tick else 0.0, tick.ask if tick else 0.0, tick.time if tick else 0,
-                tuple(self._native.timeframes(name)),
-            ))
+            info = self.symbol_info(name)
+            if info is None:
+                # No record yet: the name, and MT5's missing values.
+                info = SymbolInfo._make(
+                    [name if f == "name" else "" if i >= 83 else 0 for i, f in enumerate(SymbolInfo._fields)])
+            out.append(info)
         return tuple(out)
 
     def status(self):
@@ -359,22 +431,77 @@ def symbol_select(symbol, enable=True):
 
 def login(login, password=None, server=None, timeout=None):
     """MT5's ``login``: forwarded to the MetaTrader5 package where it is installed. Elsewhere
-    False with ``-7``: the segment does not record which account feeds it yet."""
+    True when the segment's feed is that account (on that server, if given), as the terminal
+    recorded it; else False with ``-6`` (MT5's "authorization failed") saying whose account
+    feeds the segment, or ``-7`` for a feed without a terminal."""
     terminal = _terminal_module()
     if terminal is not None:
         _error.value = _FORWARDED
         kw = {k: v for k, v in (("password", password), ("server", server), ("timeout", timeout)) if v is not None}
         return terminal.login(login, **kw)
-    _fail(RES_E_UNSUPPORTED, "login: no MetaTrader5 package here to log in with, and the segment "
-          "does not record which account feeds it")
+    fed_by = _call("terminal")
+    if fed_by is None:
+        if _error.value[0] == RES_S_OK:
+            _fail(RES_E_UNSUPPORTED, "login: the segment's feed has no terminal account "
+                  "(a synthetic or CSV feed)")
+        return False
+    if fed_by["login"] == login and server in (None, fed_by["server"]):
+        return _ok(True)
+    _fail(RES_E_AUTH_FAILED, "Authorization failed: the segment is fed by account %d on %s"
+          % (fed_by["login"], fed_by["server"] or "an unknown server"))
     return False
+
+
+def copy_ticks_from(symbol, date_from, count, flags):
+    """MT5's ``copy_ticks_from``: at most ``count`` ticks from ``date_from`` on that pass
+    ``flags`` (COPY_TICKS_ALL, _INFO, _TRADE), as a numpy array of MT5's ticks dtype, or None.
+    The segment holds each symbol's newest ticks (``--tick-depth``, 4,096 by default): a date
+    before the oldest gives the ticks from the oldest held, as MT5 does past its cache."""
+    return _call("copy_ticks_from", symbol, date_from, count, flags)
+
+
+def copy_ticks_range(symbol, date_from, date_to, flags):
+    """MT5's ``copy_ticks_range``: the ticks from ``date_from`` to ``date_to`` that pass
+    ``flags``, or None."""
+    return _call("copy_ticks_range", symbol, date_from, date_to, flags)
+
+
+def symbol_info(symbol):
+    """MT5's ``symbol_info``: a SymbolInfo named tuple, or None (``-4`` for a symbol the
+    segment does not hold, or whose feed has given no information yet)."""
+    info = _call("symbol_info", symbol)
+    if info is None and _error.value[0] == RES_S_OK:
+        return _fail(RES_E_NOT_FOUND, "no symbol information for %s yet" % symbol)
+    return info
+
+
+def terminal_info():
+    """MT5's ``terminal_info``: forwarded to the MetaTrader5 package where it is installed;
+    elsewhere the segment's record of the terminal that feeds it, or None with ``-7`` for a
+    feed without one."""
+    terminal = _terminal_module()
+    if terminal is not None:
+        _error.value = _FORWARDED
+        return terminal.terminal_info()
+    t = _call("terminal")
+    if t is None:
+        if _error.value[0] == RES_S_OK:
+            _fail(RES_E_UNSUPPORTED, "terminal_info: the segment's feed has no terminal "
+                  "(a synthetic or CSV feed)")
+        return None
+    values = dict.fromkeys(TerminalInfo._fields, False)
+    values.update({f: 0 for f in ("build", "maxbars", "codepage", "ping_last")})
+    values.update({f: 0.0 for f in ("community_balance", "retransmission")})
+    values.update({f: "" for f in ("company", "name", "language", "path", "data_path", "commondata_path")})
+    values.update(name=t["name"], company=t["company"], build=t["build"], connected=t["connected"],
+                  path=str(_terminal_arguments.get("path") or ""))
+    return TerminalInfo(**values)
 
 
 # The MetaTrader5 package's other functions: forwarded to it where it is installed; elsewhere
 # None with MT5's "unsupported" (-7), never AttributeError.
 _TERMINAL_CALLS = frozenset((
-    "account_info", "terminal_info", "symbol_info", "copy_ticks_from", "copy_ticks_range",
-    "orders_total", "orders_get", "order_calc_margin", "order_calc_profit", "order_check",
+    "account_info", "orders_total", "orders_get", "order_calc_margin", "order_calc_profit", "order_check",
     "order_send", "positions_total", "positions_get", "history_orders_total",
     "history_orders_get", "history_deals_total", "history_deals_get", "market_book_add",
     "market_book_get", "market_book_release",

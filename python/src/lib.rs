@@ -12,7 +12,7 @@ use pyo3::exceptions::{PyException, PyLookupError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
-use shm_core::{
+use shm_core::{InfoValue, Tick, 
     Candle, Counter, OpenError, ReadError, Reader, SegmentPath, Timeframe, Trust, WaitOutcome,
 };
 
@@ -128,6 +128,99 @@ unsafe impl Element for Rate {
     }
 }
 
+/// One row of MetaTrader 5's ticks array, byte for byte as numpy lays out its dtype
+/// `[('time','<i8'),('bid','<f8'),('ask','<f8'),('last','<f8'),('volume','<u8'),
+/// ('time_msc','<i8'),('flags','<u4'),('volume_real','<f8')]`: packed, 60 bytes.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct TickRow {
+    time: i64,
+    bid: f64,
+    ask: f64,
+    last: f64,
+    volume: u64,
+    time_msc: i64,
+    flags: u32,
+    volume_real: f64,
+}
+
+impl From<&Tick> for TickRow {
+    fn from(t: &Tick) -> TickRow {
+        TickRow {
+            time: t.time(),
+            bid: t.bid,
+            ask: t.ask,
+            last: t.last,
+            volume: t.volume,
+            time_msc: t.time_msc,
+            flags: t.flags,
+            volume_real: t.volume_real,
+        }
+    }
+}
+
+/// MT5's ticks dtype, built once.
+static TICK_DTYPE: PyOnceLock<Py<PyArrayDescr>> = PyOnceLock::new();
+
+fn tick_dtype(py: Python<'_>) -> PyResult<Bound<'_, PyArrayDescr>> {
+    let dtype = TICK_DTYPE.get_or_try_init(py, || -> PyResult<Py<PyArrayDescr>> {
+        let fields = [
+            ("time", "<i8"),
+            ("bid", "<f8"),
+            ("ask", "<f8"),
+            ("last", "<f8"),
+            ("volume", "<u8"),
+            ("time_msc", "<i8"),
+            ("flags", "<u4"),
+            ("volume_real", "<f8"),
+        ];
+        let list = PyList::empty(py);
+        for (name, code) in fields {
+            list.append(PyTuple::new(py, [name, code])?)?;
+        }
+        let dtype = PyArrayDescr::new(py, list)?;
+        let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
+        if itemsize != std::mem::size_of::<TickRow>() {
+            return Err(PyValueError::new_err(format!(
+                "numpy lays MT5's ticks out in {itemsize} bytes, this package in {}",
+                std::mem::size_of::<TickRow>()
+            )));
+        }
+        Ok(dtype.unbind())
+    })?;
+    Ok(dtype.bind(py).clone())
+}
+
+// SAFETY: as for `Rate`: `TickRow` is `repr(C, packed)` with exactly the fields, types and
+// order of `tick_dtype`, whose item size is checked against it when it is built; it holds no
+// Python object and is `Copy`.
+unsafe impl Element for TickRow {
+    const IS_COPY: bool = true;
+
+    fn get_dtype(py: Python<'_>) -> Bound<'_, PyArrayDescr> {
+        // Built (and checked) when the module loads, so this cannot fail here.
+        tick_dtype(py).expect("the ticks dtype was built when the module loaded")
+    }
+
+    fn clone_ref(&self, _py: Python<'_>) -> Self {
+        *self
+    }
+}
+
+/// MT5's `COPY_TICKS_*` filter (`flags` of `copy_ticks_from`): whether a tick passes it.
+/// ALL (-1) every tick; INFO (1) ticks that changed bid or ask; TRADE (2) ticks that changed
+/// last or volume (MQL5 reference, `CopyTicks`).
+fn tick_filter(flags: i64) -> PyResult<fn(&Tick) -> bool> {
+    match flags {
+        -1 => Ok(|_| true),
+        1 => Ok(|t| t.flags & (shm_core::TICK_FLAG_BID | shm_core::TICK_FLAG_ASK) != 0),
+        2 => Ok(|t| t.flags & (shm_core::TICK_FLAG_LAST | shm_core::TICK_FLAG_VOLUME) != 0),
+        other => Err(PyValueError::new_err(format!(
+            "flags must be COPY_TICKS_ALL (-1), COPY_TICKS_INFO (1) or COPY_TICKS_TRADE (2), not {other}"
+        ))),
+    }
+}
+
 fn open_error(e: OpenError) -> PyErr {
     match e {
         OpenError::NotFound { .. } => SegmentNotFound::new_err(e.to_string()),
@@ -181,6 +274,12 @@ fn timeframe_arg(value: &Bound<'_, PyAny>) -> PyResult<u32> {
 impl Segment {
     /// The current reader, shared. A panic while the lock was held left nothing half-done:
     /// the `Arc` is swapped whole.
+    fn tick_ring<'r>(&self, reader: &'r Reader, symbol: &str) -> PyResult<shm_core::TickRingReader<'r>> {
+        reader
+            .ticks(symbol)
+            .ok_or_else(|| NotFound::new_err(format!("the segment has no symbol {symbol}")))
+    }
+
     fn reader(&self) -> Arc<Reader> {
         Arc::clone(&self.reader.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -214,7 +313,7 @@ impl Segment {
                 "damaged {symbol} {} candle at {time}: {why}",
                 tf.name()
             )),
-            ReadError::Busy { .. } => busy(e),
+            other => busy(other),
         })
     }
 
@@ -355,6 +454,103 @@ impl Segment {
             .map(|t| (t.server_time_ms, t.bid, t.ask)))
     }
 
+    /// At most `count` ticks from the first at or after `from_msc` (server time, ms) that
+    /// pass MT5's `flags` filter, oldest first, as MT5's ticks array.
+    fn copy_ticks_from<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: &str,
+        from_msc: i64,
+        count: &Bound<'py, PyAny>,
+        flags: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<TickRow>>> {
+        let count = usize::try_from(int_arg(count, "count")?)
+            .map_err(|_| PyValueError::new_err("count must not be negative"))?;
+        let flags = int_arg(flags, "flags")?;
+        let keep = tick_filter(flags)?;
+        let reader = self.reader();
+        let ring = self.tick_ring(&reader, symbol)?;
+        let mut ticks = Vec::new();
+        // Filtered: every tick from the start, then the first `count` that pass.
+        let want = if flags == -1 { count } else { usize::MAX };
+        ring.read_since(from_msc, want, &mut ticks).map_err(busy)?;
+        let rows: Vec<TickRow> = ticks.iter().filter(|t| keep(t)).take(count).map(TickRow::from).collect();
+        Ok(PyArray1::from_vec(py, rows))
+    }
+
+    /// The ticks from `from_msc` to `to_msc` (server time, ms, both inclusive) that pass
+    /// MT5's `flags` filter, oldest first.
+    fn copy_ticks_range<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: &str,
+        from_msc: i64,
+        to_msc: i64,
+        flags: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<TickRow>>> {
+        let keep = tick_filter(int_arg(flags, "flags")?)?;
+        let reader = self.reader();
+        let ring = self.tick_ring(&reader, symbol)?;
+        let mut ticks = Vec::new();
+        ring.read_range(from_msc, to_msc, usize::MAX, &mut ticks)
+            .map_err(busy)?;
+        let rows: Vec<TickRow> = ticks.iter().filter(|t| keep(t)).map(TickRow::from).collect();
+        Ok(PyArray1::from_vec(py, rows))
+    }
+
+    /// The newest tick as MT5's Tick fields `(time, bid, ask, last, volume, time_msc, flags,
+    /// volume_real)`, or `None` if the tick ring holds none.
+    #[allow(clippy::type_complexity)]
+    fn tick(&self, symbol: &str) -> PyResult<Option<(i64, f64, f64, f64, u64, i64, u32, f64)>> {
+        let reader = self.reader();
+        let ring = self.tick_ring(&reader, symbol)?;
+        Ok(ring.latest().map_err(busy)?.map(|t| {
+            (t.time(), t.bid, t.ask, t.last, t.volume, t.time_msc, t.flags, t.volume_real)
+        }))
+    }
+
+    /// MT5's SymbolInfo fields, in its order, with the moving ones from the newest tick; and
+    /// where the record came from (`terminal` or `derived`). `None` if the feed gave none.
+    fn symbol_info<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: &str,
+    ) -> PyResult<Option<(Bound<'py, PyTuple>, &'static str)>> {
+        let reader = self.reader();
+        let ring = self.tick_ring(&reader, symbol)?;
+        let Some(record) = reader.symbol_info(symbol).map_err(busy)? else {
+            return Ok(None);
+        };
+        let info = match ring.latest().map_err(busy)? {
+            Some(t) => record.info.with_tick(&t),
+            None => record.info,
+        };
+        let values = info
+            .fields()
+            .map(|(_, v)| match v {
+                InfoValue::Int(n) => n.into_pyobject(py).map(|o| o.into_any()).map_err(PyErr::from),
+                InfoValue::Bool(b) => Ok(PyBool::new(py, b).to_owned().into_any()),
+                InfoValue::Float(x) => x.into_pyobject(py).map(|o| o.into_any()).map_err(PyErr::from),
+                InfoValue::Str(s) => Ok(pyo3::types::PyString::new(py, s).into_any()),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let source = match record.source {
+            shm_core::InfoSource::Terminal => "terminal",
+            shm_core::InfoSource::Derived => "derived",
+        };
+        Ok(Some((PyTuple::new(py, values)?, source)))
+    }
+
+    /// The terminal that feeds the segment: `(name, company, build, connected, server, login,
+    /// confirmed_ns)`, or `None` for a feed without one.
+    #[allow(clippy::type_complexity)]
+    fn terminal(&self) -> PyResult<Option<(String, String, i64, bool, String, i64, u64)>> {
+        Ok(self.reader().terminal().map_err(busy)?.map(|t| {
+            let i = t.info;
+            (i.name, i.company, i.build, i.connected, i.server, i.login, t.confirmed_ns)
+        }))
+    }
+
     /// The symbols, in segment order.
     fn symbols(&self) -> Vec<String> {
         self.reader()
@@ -485,6 +681,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Built (and checked) now, so that no read can fail on it later.
     m.add("RATES_DTYPE", rate_dtype(py)?)?;
+    m.add("TICKS_DTYPE", tick_dtype(py)?)?;
     m.add_class::<Segment>()?;
     m.add("SegmentError", py.get_type::<SegmentError>())?;
     m.add("SegmentNotFound", py.get_type::<SegmentNotFound>())?;

@@ -30,7 +30,7 @@ import struct
 import time
 
 MAGIC = int.from_bytes(b"MTFCANDL", "little")
-VERSION = 1
+VERSION = 2
 HEADER_SIZE, SYMBOL_ENTRY, DIR_ENTRY, RING_CONTROL, RECORD, SLOT, COUNTERS = 512, 64, 32, 64, 64, 80, 32
 TIMEFRAMES = {1: "M1", 2: "M2", 3: "M3", 4: "M4", 5: "M5", 6: "M6", 10: "M10", 12: "M12", 15: "M15", 20: "M20",
               30: "M30", 16385: "H1", 16386: "H2", 16387: "H3", 16388: "H4", 16390: "H6", 16392: "H8",
@@ -47,6 +47,31 @@ F_OFD_GETLK = 36  # Linux; fcntl has no name for it before Python 3.12 on every 
 U64 = struct.Struct("<Q")
 MAX_ATTEMPTS = 10000
 SPIN_TRIES = 100  # failed tries in a row after which a reader yields the CPU (LAYOUT.md, Retries)
+
+
+TERMINAL_SIZE = 512
+INFO_SIZE = 2432
+TICK_SLOT = 64
+# MT5's SymbolInfo fields in its order, with their kinds: i integer, b boolean, d double, s string.
+SYMBOL_INFO_FIELDS = [(n, "b" if n in ("custom", "select", "visible", "spread_float", "margin_hedged_use_leg") else "i")
+                      for n in ("custom chart_mode select visible session_deals session_buy_orders session_sell_orders "
+                                "volume volumehigh volumelow time digits spread spread_float ticks_bookdepth "
+                                "trade_calc_mode trade_mode start_time expiration_time trade_stops_level "
+                                "trade_freeze_level trade_exemode swap_mode swap_rollover3days margin_hedged_use_leg "
+                                "expiration_mode filling_mode order_mode order_gtc_mode option_mode option_right").split()]
+SYMBOL_INFO_FIELDS += [(n, "d") for n in (
+    "bid bidhigh bidlow ask askhigh asklow last lasthigh lastlow volume_real volumehigh_real volumelow_real "
+    "option_strike point trade_tick_value trade_tick_value_profit trade_tick_value_loss trade_tick_size "
+    "trade_contract_size trade_accrued_interest trade_face_value trade_liquidity_rate volume_min volume_max "
+    "volume_step volume_limit swap_long swap_short margin_initial margin_maintenance session_volume "
+    "session_turnover session_interest session_buy_orders_volume session_sell_orders_volume session_open "
+    "session_close session_aw session_price_settlement session_price_limit_min session_price_limit_max "
+    "margin_hedged price_change price_volatility price_theoretical price_greeks_delta price_greeks_theta "
+    "price_greeks_gamma price_greeks_vega price_greeks_rho price_greeks_omega price_sensitivity").split()]
+SYMBOL_INFO_FIELDS += [(n, "s") for n in (
+    "basis category currency_base currency_profit currency_margin bank description exchange formula isin "
+    "name page path").split()]
+assert len(SYMBOL_INFO_FIELDS) == 96
 
 
 class SegmentError(Exception):
@@ -158,8 +183,21 @@ class Segment:
             hash_words += [s, tf, cap, offset]
             self.rings.append((self.symbols[s], TIMEFRAMES[tf], cap, offset))
             offset += align64(128 + SLOT * cap)
-        if offset != total:
-            raise SegmentError("%s: rings end at %d, segment at %d" % (path, offset, total))
+        # Version 2: the terminal record, a symbol information record per symbol, a tick ring
+        # per symbol (LAYOUT.md, "Placement and layout hash").
+        depth = w(192)
+        if not 1 <= depth <= 1 << 20:
+            raise SegmentError("%s: tick depth %d" % (path, depth))
+        self.terminal_off = align64(offset)
+        self.infos_off = self.terminal_off + TERMINAL_SIZE
+        self.ticks_off = self.infos_off + INFO_SIZE * nsym
+        self.tick_depth = depth
+        end = self.ticks_off + (64 + TICK_SLOT * depth) * nsym
+        if (w(200), w(208), w(216)) != (self.terminal_off, self.infos_off, self.ticks_off):
+            raise SegmentError("%s: the terminal, symbol or tick offsets differ from the layout" % path)
+        if end != total:
+            raise SegmentError("%s: the layout ends at %d, the segment at %d" % (path, end, total))
+        hash_words += [TERMINAL_SIZE, INFO_SIZE, TICK_SLOT, depth, self.terminal_off, self.infos_off, self.ticks_off]
         if fnv1a(hash_words) != w(16):
             raise SegmentError("%s: layout hash %#x, computed %#x" % (path, w(16), fnv1a(hash_words)))
 
@@ -246,6 +284,104 @@ class Segment:
                     previous = r["time"]
                 return out
         raise Busy("%s %s stayed mid-write" % (symbol, tf))
+
+    def _tick_ring(self, symbol):
+        return self.ticks_off + self.symbols.index(symbol) * (64 + TICK_SLOT * self.tick_depth)
+
+    def read_ticks(self, symbol, n):
+        """The newest `n` ticks of `symbol`, oldest first, as dicts of MT5's Tick fields
+        (LAYOUT.md, "Tick ring": head, copy, then begun; positions the writer overwrote while
+        we copied are dropped from the front)."""
+        base, depth = self._tick_ring(symbol), self.tick_depth
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt >= SPIN_TRIES:
+                time.sleep(0)
+            head = self.word(base + 8)
+            first = max(head - min(n, depth), 0)
+            records = [struct.unpack_from("<qdddQdQQ", self.mm, base + 64 + (p % depth) * TICK_SLOT)
+                       for p in range(first, head)]
+            begun = self.word(base)
+            if begun < head:
+                raise DamagedRecord("%s: tick ring counters begun %d < head %d" % (symbol, begun, head))
+            if first < begun - depth:
+                continue  # the writer lapped the copy: take it again
+            out, previous = [], -1
+            for time_msc, bid, ask, last, volume, volume_real, flags, _published in records:
+                why = None
+                if not all(math.isfinite(x) and x >= 0 for x in (bid, ask, last, volume_real)):
+                    why = "a price or volume that is not finite and >= 0"
+                elif bid == 0 and ask == 0 and last == 0:
+                    why = "no price"
+                elif flags & ~0x7E:
+                    why = "flag bits MT5 does not define"
+                elif not 0 <= time_msc <= LATEST_TIME * 1000:
+                    why = "a time outside 1970 to 2100"
+                elif time_msc < previous:
+                    why = "a time before the tick it follows"
+                if why:
+                    raise DamagedRecord("%s tick at %d ms: %s" % (symbol, time_msc, why))
+                previous = time_msc
+                out.append({"time": time_msc // 1000, "bid": bid, "ask": ask, "last": last, "volume": volume,
+                            "time_msc": time_msc, "flags": flags, "volume_real": volume_real})
+            return out
+        raise Busy("%s's tick ring kept being lapped" % symbol)
+
+    def _block(self, base, size):
+        """A record under its own sequence (LAYOUT.md, "Symbol information record")."""
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt >= SPIN_TRIES:
+                time.sleep(0)
+            s1 = self.word(base)
+            if s1 & 1:
+                continue
+            data = bytes(self.mm[base:base + size])
+            if self.word(base) == s1:
+                return data
+        raise Busy("a record stayed mid-write")
+
+    @staticmethod
+    def _string(raw, what):
+        text, _, rest = raw.partition(b"\0")
+        if rest.strip(b"\0") or len(text) >= len(raw):
+            raise DamagedRecord("%s is not a NUL-padded string" % what)
+        return text.decode("utf-8")
+
+    def symbol_info(self, symbol):
+        """MT5's SymbolInfo fields of `symbol` as a dict in MT5's order, as stored, or None."""
+        data = self._block(self.infos_off + self.symbols.index(symbol) * INFO_SIZE, INFO_SIZE)
+        source = U64.unpack_from(data, 16)[0]
+        if source == 0:
+            return None
+        if source not in (1, 2):
+            raise DamagedRecord("%s: symbol information source %d" % (symbol, source))
+        out = {}
+        for i, (name, kind) in enumerate(SYMBOL_INFO_FIELDS):
+            if kind == "s":
+                at = 728 + (i - 83) * 128
+                out[name] = self._string(data[at:at + 128], name)
+                continue
+            word = U64.unpack_from(data, 64 + 8 * i)[0]
+            if kind == "i":
+                out[name] = word - (1 << 64) if word >= 1 << 63 else word
+            elif kind == "b":
+                if word > 1:
+                    raise DamagedRecord("%s: %s is %d, not a boolean" % (symbol, name, word))
+                out[name] = bool(word)
+            else:
+                out[name] = struct.unpack("<d", struct.pack("<Q", word))[0]
+                if not math.isfinite(out[name]):
+                    raise DamagedRecord("%s: %s is not finite" % (symbol, name))
+        return out
+
+    def terminal(self):
+        """The terminal record as a dict, or None (LAYOUT.md, "Terminal record")."""
+        data = self._block(self.terminal_off, TERMINAL_SIZE)
+        present, build, connected, login = struct.unpack_from("<QqQq", data, 16)
+        if present == 0:
+            return None
+        return {"name": self._string(data[64:192], "name"), "company": self._string(data[192:320], "company"),
+                "build": build, "connected": bool(connected), "server": self._string(data[320:448], "server"),
+                "login": login, "confirmed_ns": U64.unpack_from(data, 8)[0]}
 
     def unknown_to_source(self, symbol):
         """Whether the writer's source said it does not know `symbol` (LAYOUT.md, ring word 24)."""
