@@ -351,13 +351,14 @@ fn bad_segments_get_typed_errors_saying_found_and_expected() {
     assert!(matches!(e, OpenError::BadMagic { .. }), "{e:?}");
     assert!(e.to_string().contains("NOTCANDL"), "{e}");
 
-    let (_s, e) = corrupted("version", 8, 2);
+    // A version-1 file (no tick rings) is another layout: refused, never misread.
+    let (_s, e) = corrupted("version", 8, 1);
     assert!(
         matches!(
             e,
             OpenError::VersionMismatch {
-                found: 2,
-                expected: 1,
+                found: 1,
+                expected: 2,
                 ..
             }
         ),
@@ -382,6 +383,99 @@ fn bad_segments_get_typed_errors_saying_found_and_expected() {
 
     let (_s, e) = corrupted("rings", 48, 0);
     assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
+
+    // Version 2's header words: a tick depth out of range, and offsets that are not the
+    // computed ones.
+    let (_s, e) = corrupted("depth", 192, 0);
+    assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
+    let (_s, e) = corrupted("depth-big", 192, 1 << 21);
+    assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
+    for (tag, off) in [("term", 200), ("infos", 208), ("ticks", 216)] {
+        let (_s, e) = corrupted(tag, off, 64);
+        assert!(matches!(e, OpenError::Corrupt { .. }), "{tag}: {e:?}");
+    }
+}
+
+#[test]
+fn damaged_tick_and_symbol_records_are_refused_with_a_typed_error() {
+    use shm_core::{InfoSource, InfoValue, ReadError, SymbolInfo, Tick, TickDefect};
+    let seg = TempSegment::new("damaged-v2");
+    let mut l = layout(&["EURUSD"], 5);
+    l.set_tick_depth(8).unwrap();
+    let mut w = Writer::create(&seg.path, &l, &Default::default()).unwrap();
+    let sym = w.symbol("EURUSD").unwrap();
+    for ms in 1..=3 {
+        let t = Tick {
+            time_msc: ms * 1000,
+            bid: 1.1,
+            ask: 1.2,
+            flags: 6,
+            ..Tick::default()
+        };
+        w.push_tick(sym, &t).unwrap();
+    }
+    // The writer refuses what the record may not hold.
+    let nan = Tick {
+        time_msc: 5000,
+        bid: f64::NAN,
+        ask: 1.2,
+        ..Tick::default()
+    };
+    assert_eq!(w.push_tick(sym, &nan), Err(TickDefect::BadValue));
+    let mut info = SymbolInfo::new("EURUSD");
+    info.set("digits", InfoValue::Int(5)).unwrap();
+    w.set_symbol_info(sym, &info, InfoSource::Terminal);
+    drop(w);
+    let file = seg.file();
+    let r = Reader::open(&seg.path).unwrap();
+    let (ticks_off, infos_off) = {
+        let bytes = fs::read(&file).unwrap();
+        let word = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap()) as usize;
+        (word(216), word(208))
+    };
+    let mut out = Vec::new();
+    r.ticks("EURUSD").unwrap().read_last(8, &mut out).unwrap();
+    assert_eq!(out.len(), 3);
+    assert_eq!(r.symbol_info("EURUSD").unwrap().unwrap().info, info);
+
+    // A tick's bid made NaN (slot 1 holds position 1): the whole snapshot is refused.
+    write_at(&file, &f64::NAN.to_bits().to_le_bytes(), (ticks_off + 64 + 64 + 8) as u64);
+    match r.ticks("EURUSD").unwrap().read_last(8, &mut out) {
+        Err(ReadError::InvalidTick {
+            time_msc: 2000,
+            why: TickDefect::BadValue,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(out.is_empty(), "nothing of a refused snapshot is handed out");
+    // Times that go back.
+    write_at(&file, &1.1f64.to_bits().to_le_bytes(), (ticks_off + 64 + 64 + 8) as u64);
+    write_at(&file, &9_000i64.to_le_bytes(), (ticks_off + 64) as u64);
+    assert!(matches!(
+        r.ticks("EURUSD").unwrap().read_last(8, &mut out),
+        Err(ReadError::InvalidTick {
+            why: TickDefect::OutOfOrder { .. },
+            ..
+        })
+    ));
+    // Counters no writer leaves.
+    write_at(&file, &0u64.to_le_bytes(), ticks_off as u64);
+    assert!(matches!(
+        r.ticks("EURUSD").unwrap().read_last(8, &mut out),
+        Err(ReadError::Damaged { .. })
+    ));
+    // A boolean field that is not 0 or 1 (`select`, field 2), and a string without its NUL.
+    write_at(&file, &7u64.to_le_bytes(), (infos_off + 64 + 16) as u64);
+    assert!(matches!(
+        r.symbol_info("EURUSD"),
+        Err(ReadError::Damaged { what: "select" })
+    ));
+    write_at(&file, &1u64.to_le_bytes(), (infos_off + 64 + 16) as u64);
+    write_at(&file, &[b'x'; 128], (infos_off + 728) as u64);
+    assert!(matches!(
+        r.symbol_info("EURUSD"),
+        Err(ReadError::Damaged { what: "basis" })
+    ));
 }
 
 #[test]
