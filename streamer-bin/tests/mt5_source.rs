@@ -186,6 +186,33 @@ fn backfills_from_the_terminal_streams_ticks_and_survives_a_down_gateway() {
         bars[..60].iter().map(|b| b.tick_volume).sum::<u64>()
     );
     assert!(h1[5].forming);
+
+    // Every tick the terminal delivered, in its tick ring: in order, each once, as the file
+    // has them (the csv gateway's flags, 6: bid and ask).
+    let mut ticks = Vec::new();
+    reader
+        .ticks("EURUSD")
+        .unwrap()
+        .read_last(4096, &mut ticks)
+        .unwrap();
+    assert_eq!(ticks.len(), 400);
+    let day = shm_core::days_from_civil(2024, 3, 4) * 86_400_000;
+    for (i, t) in ticks.iter().enumerate() {
+        let bid = format!("{:.5}", 1.08 + (i % 23) as f64 * 0.00001);
+        assert_eq!(t.time_msc, day + 15 * 3_600_000 + i as i64 * 250, "tick {i}");
+        assert_eq!(format!("{:.5}", t.bid), bid, "tick {i}");
+        assert_eq!(t.flags, 6);
+    }
+    // The csv gateway's symbol information: what its export shows.
+    let info = reader.symbol_info("EURUSD").unwrap().expect("a record");
+    assert_eq!(info.source, shm_core::InfoSource::Terminal);
+    assert_eq!(info.info.get("digits"), Some(shm_core::InfoValue::Int(5)));
+    assert_eq!(
+        info.info.get("currency_profit"),
+        Some(shm_core::InfoValue::Str("USD"))
+    );
+    // A csv gateway has no terminal.
+    assert_eq!(reader.terminal().unwrap(), None);
 }
 
 #[test]
@@ -465,4 +492,72 @@ fn two_terminals_on_one_host_each_fill_their_own_segment() {
         }
         assert!(r.status().counters.get(Counter::TicksProcessed) > 0);
     }
+}
+
+#[test]
+fn symbol_information_and_identity_equal_what_the_terminal_serves_and_a_bad_record_is_refused() {
+    if !python_available() {
+        return;
+    }
+    let (_gw, addr) = spawn_standin_gateway(
+        &[
+            ("MT5_STANDIN_SYMBOLS", "EURUSD=50,GBPUSD=50"),
+            ("MT5_STANDIN_LOGIN", "777"),
+            ("MT5_STANDIN_NAME", "Terminal Q"),
+        ],
+        &[],
+    );
+    let seg = TempSegment::new("mt5info");
+    let _streamer = streamer(&addr, &seg.file(), &["--timeframes", "M1"]);
+    let reader = wait_for(&seg, "running", Duration::from_secs(30), |s| {
+        s.writer_state == Some(shm_core::WriterState::Running)
+    });
+    let mut client = mt5_gateway_client::Client::new(mt5_gateway_client::Config::new(&addr));
+    let served = client.symbol_info("EURUSD").unwrap();
+    assert_eq!(served.len(), 96);
+    let record = reader.symbol_info("EURUSD").unwrap().expect("a record");
+    // Every field the terminal served, except those that move with each tick.
+    let moving = ["bid", "ask", "time", "spread", "last", "volume", "volume_real"];
+    for (name, field) in &served {
+        if moving.contains(&name.as_str()) {
+            continue;
+        }
+        let ours = record.info.get(name).unwrap_or_else(|| panic!("{name}"));
+        let same = match (field, ours) {
+            (mt5_gateway_client::InfoField::Bool(a), shm_core::InfoValue::Bool(b)) => *a == b,
+            (mt5_gateway_client::InfoField::Int(a), shm_core::InfoValue::Int(b)) => *a == b,
+            (mt5_gateway_client::InfoField::Int(a), shm_core::InfoValue::Float(b)) => *a as f64 == b,
+            (mt5_gateway_client::InfoField::Float(a), shm_core::InfoValue::Float(b)) => *a == b,
+            (mt5_gateway_client::InfoField::Str(a), shm_core::InfoValue::Str(b)) => a == b,
+            _ => false,
+        };
+        assert!(same, "{name}: served {field:?}, stored {ours:?}");
+    }
+    let terminal = reader.terminal().unwrap().expect("a terminal record");
+    assert_eq!(
+        (terminal.info.name.as_str(), terminal.info.login, terminal.info.server.as_str()),
+        ("Terminal Q", 777, "StandIn-Demo")
+    );
+    assert!(terminal.info.connected && terminal.info.build == 4755);
+    let tick = reader.ticks("EURUSD").unwrap().latest().unwrap().expect("a tick at running");
+    assert_eq!(tick.flags, shm_core::TICK_FLAG_BID | shm_core::TICK_FLAG_ASK);
+
+    // A terminal whose description does not fit the record (200 bytes): refused, counted, and
+    // the symbol has no record rather than a cut one.
+    let long = "d".repeat(200);
+    let (_gw2, addr2) = spawn_standin_gateway(
+        &[
+            ("MT5_STANDIN_SYMBOLS", "EURUSD=50"),
+            ("MT5_STANDIN_DESCRIPTION", long.as_str()),
+        ],
+        &[],
+    );
+    let seg2 = TempSegment::new("mt5info-long");
+    let _streamer2 = streamer(&addr2, &seg2.file(), &["--timeframes", "M1"]);
+    let reader2 = wait_for(&seg2, "running", Duration::from_secs(30), |s| {
+        s.writer_state == Some(shm_core::WriterState::Running)
+    });
+    assert!(reader2.status().counters.get(Counter::RejectedSymbolInfo) >= 1);
+    assert_eq!(reader2.symbol_info("EURUSD").unwrap(), None);
+    assert!(reader2.ticks("EURUSD").unwrap().latest().unwrap().is_some());
 }
