@@ -28,9 +28,12 @@ use shm_core::{Reader, SegmentPath, Timeframe};
 use tokio::sync::mpsc;
 
 use crate::limit::{Refusal, RequestLimit, CLIENT_PER_SECOND, QUEUED, TOTAL_PER_SECOND};
+use crate::ticks::{
+    symbol_reply, terminal_of, tick_history_reply, tick_request_cost, TickFollower,
+};
 use crate::wire::{
-    HistoryReply, HistoryRequest, LayoutReply, Subjects, WireCandle, WireRing, HISTORY_PAGE,
-    VERSION,
+    HistoryReply, HistoryRequest, LayoutReply, Subjects, SymbolRequest, TickHistoryRequest,
+    WireCandle, WireRing, HISTORY_PAGE, VERSION,
 };
 use crate::{BridgeError, NatsSettings};
 
@@ -169,12 +172,27 @@ fn watch(
         .map(|r| (r.symbol().to_owned(), r.timeframe()))
         .collect();
     let mut watcher = Watcher::new(pairs.clone(), interval, None);
+    let mut ticks = TickFollower::new(&reader);
+    let mut batches = Vec::new();
     let mut events = Vec::new();
     // Relaxed: a stop flag.
     while !stop.load(Ordering::Relaxed) {
         if reader.needs_reopen() {
             if let Ok(fresh) = reader.reopen() {
                 reader = Arc::new(fresh);
+                ticks = TickFollower::new(&reader);
+            }
+        }
+        // Every tick once: a batch waits for room in the queue, as a closed bar does.
+        ticks.poll(&reader, &subjects, &mut batches);
+        for (subject, payload) in batches.drain(..) {
+            let out = Outgoing {
+                subject,
+                payload,
+                status: false,
+            };
+            if tx.blocking_send(out).is_err() {
+                return;
             }
         }
         let since = reader.changes();
@@ -249,9 +267,11 @@ async fn serve(
             return;
         }
     };
-    let (Ok(mut layout_req), Ok(mut history_req)) = (
+    let (Ok(mut layout_req), Ok(mut history_req), Ok(mut ticks_req), Ok(mut symbol_req)) = (
         client.subscribe(subjects.layout()).await,
         client.subscribe(subjects.history()).await,
+        client.subscribe(subjects.tick_history()).await,
+        client.subscribe(subjects.symbol_info()).await,
     ) else {
         eprintln!("mtf-streamer: NATS: could not subscribe to the request subjects");
         return;
@@ -289,6 +309,22 @@ async fn serve(
                     .map_or(1, |c| c as usize);
                 if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
                     let body = history_reply(&reader, req.ok());
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+            Some(msg) = ticks_req.next() => {
+                let req = serde_json::from_slice::<TickHistoryRequest>(&msg.payload).ok();
+                let cost = tick_request_cost(req.as_ref());
+                if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
+                    let body = tick_history_reply(&reader, req);
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+            Some(msg) = symbol_req.next() => {
+                // One record: about as much to read as a page of candles' tenth.
+                if let Some(reply) = admitted(&mut limit, msg.reply, 100, &counts) {
+                    let req = serde_json::from_slice::<SymbolRequest>(&msg.payload).ok();
+                    let body = symbol_reply(&reader, req);
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
@@ -364,7 +400,13 @@ fn layout_reply(reader: &Reader) -> String {
             capacity: r.capacity(),
         })
         .collect();
-    serde_json::to_string(&LayoutReply { v: VERSION, rings }).unwrap_or_default()
+    serde_json::to_string(&LayoutReply {
+        v: VERSION,
+        rings,
+        tick_depth: reader.layout().tick_depth(),
+        terminal: terminal_of(reader),
+    })
+    .unwrap_or_default()
 }
 
 fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {

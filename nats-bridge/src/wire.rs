@@ -6,15 +6,19 @@
 //!   "candle":{…}}`. Closed bars (`complete: true`) once each, in order; forming bars at most
 //!   once per ring every `--nats-interval-ms`.
 //! - `mtf.<segment>.status`: `{"v":1,"type":"status",…}` on every change and every second.
-//! - `mtf.<segment>.req.layout` and `mtf.<segment>.req.history`: requests answered by the
-//!   origin, for mirrors that start late or come back.
+//! - `mtf.<segment>.ticks.<SYMBOL>`: the symbol's ticks, each once, in order, in batches
+//!   that say the origin position of their first tick: `{"v":1,"type":"ticks","symbol":…,
+//!   "first":P,"ticks":[…]}`.
+//! - `mtf.<segment>.req.layout`, `mtf.<segment>.req.history`, `mtf.<segment>.req.ticks` and
+//!   `mtf.<segment>.req.symbol`: requests answered by the origin, for mirrors that start late
+//!   or come back.
 //!
 //! JSON, because it is what every other reader of this project already speaks, and because it
 //! costs nothing that matters here: the origin writes it once per change, not per tick, and a
 //! 200-byte message is far below what the link carries (docs/BENCHMARKS.md).
 
 use serde::{Deserialize, Serialize};
-use shm_core::{Candle, Timeframe};
+use shm_core::{Candle, Tick, Timeframe};
 
 /// The payload version; a message of another version is refused with a typed error.
 pub const VERSION: u64 = 1;
@@ -75,6 +79,160 @@ impl Subjects {
     pub fn history(&self) -> String {
         format!("{}.req.history", self.prefix)
     }
+
+    /// Where a symbol's ticks go.
+    pub fn ticks(&self, symbol: &str) -> String {
+        format!("{}.ticks.{}", self.prefix, subject_token(symbol))
+    }
+
+    /// Every symbol's ticks, for a subscription.
+    pub fn all_ticks(&self) -> String {
+        format!("{}.ticks.>", self.prefix)
+    }
+
+    /// The tick history request.
+    pub fn tick_history(&self) -> String {
+        format!("{}.req.ticks", self.prefix)
+    }
+
+    /// The symbol information request.
+    pub fn symbol_info(&self) -> String {
+        format!("{}.req.symbol", self.prefix)
+    }
+}
+
+/// A tick, with short keys: a batch of them is most of the traffic.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct WireTick {
+    /// `time_msc`.
+    pub t: i64,
+    /// `bid`.
+    pub b: f64,
+    /// `ask`.
+    pub a: f64,
+    /// `last`.
+    pub l: f64,
+    /// `volume`.
+    pub v: u64,
+    /// `volume_real`.
+    pub vr: f64,
+    /// `flags`.
+    pub f: u32,
+}
+
+impl From<&Tick> for WireTick {
+    fn from(t: &Tick) -> WireTick {
+        WireTick {
+            t: t.time_msc,
+            b: t.bid,
+            a: t.ask,
+            l: t.last,
+            v: t.volume,
+            vr: t.volume_real,
+            f: t.flags,
+        }
+    }
+}
+
+impl From<&WireTick> for Tick {
+    fn from(w: &WireTick) -> Tick {
+        Tick {
+            time_msc: w.t,
+            bid: w.b,
+            ask: w.a,
+            last: w.l,
+            volume: w.v,
+            volume_real: w.vr,
+            flags: w.f,
+            published_ns: 0,
+        }
+    }
+}
+
+/// A batch of one symbol's ticks: positions `first`, `first + 1`, … of the origin's ring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TickBatch {
+    /// Payload version.
+    pub v: u64,
+    /// The symbol.
+    pub symbol: String,
+    /// The origin position of the first tick.
+    pub first: u64,
+    /// The ticks, oldest first.
+    pub ticks: Vec<WireTick>,
+}
+
+/// A tick history request: at most `limit` ticks from origin position `from` on (or from the
+/// oldest the origin holds, if it is older).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TickHistoryRequest {
+    /// Payload version.
+    pub v: u64,
+    /// The symbol.
+    pub symbol: String,
+    /// The first position wanted.
+    pub from: u64,
+    /// Most ticks in the answer.
+    pub limit: usize,
+}
+
+/// The answer to a tick history request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TickHistoryReply {
+    /// Payload version.
+    pub v: u64,
+    /// The origin position of the first tick.
+    pub first: u64,
+    /// Ticks the origin had written, as of the answer.
+    pub head: u64,
+    /// The ticks, oldest first.
+    pub ticks: Vec<WireTick>,
+}
+
+/// Most ticks in one tick history answer: about 200 KB of JSON.
+pub const TICK_PAGE: usize = 2000;
+
+/// A symbol information request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SymbolRequest {
+    /// Payload version.
+    pub v: u64,
+    /// The symbol.
+    pub symbol: String,
+}
+
+/// The answer to a symbol information request: MT5's fields by name, and where the origin's
+/// record came from (`terminal` or `derived`); `info` is `null` when it has none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SymbolReply {
+    /// Payload version.
+    pub v: u64,
+    /// `terminal` or `derived`.
+    pub source: String,
+    /// The fields.
+    pub info: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The terminal behind the origin, in a layout answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireTerminal {
+    /// Name.
+    pub name: String,
+    /// Company.
+    pub company: String,
+    /// Build.
+    pub build: i64,
+    /// Connected to its trade server.
+    pub connected: bool,
+    /// The account's server.
+    pub server: String,
+    /// The account's login.
+    pub login: i64,
+}
+
+/// The tick depth a layout answer without one means (an origin before tick rings).
+fn default_tick_depth() -> u32 {
+    shm_core::DEFAULT_TICK_DEPTH
 }
 
 /// A candle as the JSON API writes it.
@@ -179,6 +337,12 @@ pub struct LayoutReply {
     pub v: u64,
     /// The rings, in layout order.
     pub rings: Vec<WireRing>,
+    /// Ticks each symbol's tick ring keeps.
+    #[serde(default = "default_tick_depth")]
+    pub tick_depth: u32,
+    /// The terminal behind the origin, if it has one.
+    #[serde(default)]
+    pub terminal: Option<WireTerminal>,
 }
 
 /// A history request: the newest `limit` closed bars of a ring older than `before` (all if

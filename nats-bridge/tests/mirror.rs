@@ -12,7 +12,10 @@ use mtf_tests::{
     free_port, spawn_mirror, spawn_nats_server, wait_for_running, workspace_bin, ChildGuard,
     TempSegment,
 };
-use shm_core::{Candle, FeedKind, FeedState, Liveness, Reader, SegmentPath};
+use shm_core::{
+    Candle, FeedKind, FeedState, InfoSource, Liveness, Reader, SegmentPath, SymbolInfo,
+    TerminalInfo, Tick,
+};
 
 /// The bundled day of EURUSD M1 bars (the repository's test data), folded into M5 to D1.
 const CSV: &str = "examples/EURUSD_M1_202401020000_202401022359.csv";
@@ -88,6 +91,29 @@ fn all_candles(path: &SegmentPath) -> Option<Vec<(String, Vec<Candle>)>> {
     Some(out)
 }
 
+/// Every tick of every symbol (without the writer's own publication stamp), its symbol
+/// information, and the terminal record.
+type Records = Vec<(String, Vec<Tick>, Option<(SymbolInfo, InfoSource)>)>;
+
+fn all_records(path: &SegmentPath) -> Option<(Records, Option<TerminalInfo>)> {
+    let r = Reader::open(path).ok()?;
+    let mut out = Vec::new();
+    for symbol in r.layout().symbols() {
+        let ring = r.ticks(symbol)?;
+        let mut ticks = Vec::new();
+        ring.read_last(ring.capacity() as usize, &mut ticks).ok()?;
+        for t in &mut ticks {
+            t.published_ns = 0;
+        }
+        let info = r
+            .symbol_info(symbol)
+            .ok()?
+            .map(|rec| (rec.info, rec.source));
+        out.push((symbol.to_owned(), ticks, info));
+    }
+    Some((out, r.terminal().ok()?.map(|t| t.info)))
+}
+
 /// Waits until the mirror at `path` says it is not live: `disconnected`, and its writer
 /// stalled (no heartbeat), so that no reader takes its candles for live ones.
 fn wait_not_live(path: &SegmentPath, when: &str) {
@@ -115,7 +141,8 @@ fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath, within: Duration) 
     let until = Instant::now() + within;
     loop {
         let (a, b) = (all_candles(origin), all_candles(mirror));
-        if a.is_some() && a == b {
+        let (ra, rb) = (all_records(origin), all_records(mirror));
+        if a.is_some() && a == b && ra.is_some() && ra == rb {
             return;
         }
         if Instant::now() > until {
@@ -130,10 +157,19 @@ fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath, within: Duration) 
                     y.1.last()
                 )
             });
+            let ticks = |r: &Option<(Records, Option<TerminalInfo>)>| {
+                r.as_ref().map(|(v, t)| {
+                    let counts: Vec<_> = v.iter().map(|(s, ticks, i)| (s.clone(), ticks.len(), i.is_some())).collect();
+                    (counts, t.clone())
+                })
+            };
             panic!(
-                "the mirror is not identical: rings {} vs {}; first difference: {diff:?}",
+                "the mirror is not identical: rings {} vs {}; first difference: {diff:?}; \
+                 ticks and records {:?} vs {:?}",
                 a.len(),
-                b.len()
+                b.len(),
+                ticks(&ra),
+                ticks(&rb)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -184,6 +220,108 @@ fn a_mirror_is_identical_after_a_csv_replay_and_a_late_one_gets_the_history() {
     // A mirror started after the replay ended gets the whole history.
     let _late = mirror(&m2, &nats.url(), "replay");
     wait_identical(&o.path, &m2.path, Duration::from_secs(30));
+}
+
+/// `n` EURUSD ticks as MT5 exports them, a quarter second apart from 2024-03-04 10:00, a
+/// new price each (so that no two are equal); returns the file and the ticks' times and bids.
+fn tick_export(dir: &Path, n: u32) -> (std::path::PathBuf, Vec<(i64, f64)>) {
+    let mut text = String::from("<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\n");
+    let day = shm_core::days_from_civil(2024, 3, 4) * 86_400_000;
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let ms = 10 * 3_600_000 + i64::from(i) * 250;
+        let bid = 1.08 + f64::from(i % 997) * 0.00001;
+        let bid_text = format!("{bid:.5}");
+        text.push_str(&format!(
+            "2024.03.04\t{:02}:{:02}:{:02}.{:03}\t{bid_text}\t{:.5}\t\t\t6\n",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000,
+            bid + 0.00012
+        ));
+        expected.push((day + ms, bid_text.parse().unwrap()));
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join("EURUSD_202403041000_202403041400.csv");
+    std::fs::write(&file, text).unwrap();
+    (file, expected)
+}
+
+#[test]
+fn every_tick_of_a_tick_replay_reaches_the_segment_http_and_mirrors_in_order_each_once() {
+    let nats = Nats::start();
+    let dir = std::env::temp_dir().join(format!("mtf-nats-ticks-{}", std::process::id()));
+    let _cleanup = Cleanup(dir.clone());
+    // More ticks than one page of the origin's tick answers (2,000), fewer than the ring's
+    // depth, so that a late mirror pages through all of them.
+    let (file, expected) = tick_export(&dir, 4500);
+    let (o, m1, m2) = (
+        TempSegment::new("nats-tick-origin"),
+        TempSegment::new("nats-tick-mirror"),
+        TempSegment::new("nats-tick-late"),
+    );
+    let _mirror = mirror(&m1, &nats.url(), "ticks");
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let _origin = ChildGuard::spawn(
+        workspace_bin("mtf-streamer"),
+        &[
+            "--segment-path",
+            o.path.path().to_str().unwrap(),
+            "--http",
+            &http,
+            "--nats",
+            &nats.url(),
+            "--nats-name",
+            "ticks",
+            "--csv",
+            file.to_str().unwrap(),
+            "--speed",
+            "200",
+            "--tick-depth",
+            "5000",
+            "--timeframes",
+            "M1,M5",
+        ],
+    );
+    wait_for_running(&o.path);
+    let until = Instant::now() + Duration::from_secs(60);
+    while feed_state(&o.path) != Some(FeedState::Finished) {
+        assert!(Instant::now() < until, "the replay did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The segment: every tick of the file, in order, once.
+    let (records, _) = all_records(&o.path).unwrap();
+    let got: Vec<(i64, f64)> = records[0].1.iter().map(|t| (t.time_msc, t.bid)).collect();
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected, "the segment's ticks are the file's");
+    // HTTP: the same, from the first.
+    let body = mtf_tests::http_get(&http, "/streamer/ticks/EURUSD?since_msc=0&limit=10000");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let over_http: Vec<(i64, f64)> = v["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["time_msc"].as_i64().unwrap(), t["bid"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(over_http, expected, "the HTTP API's ticks are the file's");
+    // A mirror that followed the replay, and one that starts after it.
+    wait_identical(&o.path, &m1.path, Duration::from_secs(30));
+    let _late = mirror(&m2, &nats.url(), "ticks");
+    wait_identical(&o.path, &m2.path, Duration::from_secs(30));
+    let (mirrored, _) = all_records(&m2.path).unwrap();
+    assert_eq!(mirrored[0].1.len(), 4500);
+    assert_eq!(mirrored[0].2.as_ref().map(|i| i.1), Some(InfoSource::Derived));
+}
+
+/// Removes a directory when dropped.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]

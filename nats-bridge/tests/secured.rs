@@ -34,14 +34,14 @@ authorization {{
   users = [
     {{ user: origin, password: "{origin}",
       permissions: {{
-        publish:   {{ allow: ["mtf.desk.candles.>", "mtf.desk.status"] }}
+        publish:   {{ allow: ["mtf.desk.candles.>", "mtf.desk.ticks.>", "mtf.desk.status"] }}
         subscribe: {{ allow: ["mtf.desk.req.>"] }}
         allow_responses: true
       }} }}
     {{ user: mirror, password: "{mirror}",
       permissions: {{
         publish:   {{ allow: ["mtf.desk.req.>"] }}
-        subscribe: {{ allow: ["mtf.desk.candles.>", "mtf.desk.status", "_INBOX.>"] }}
+        subscribe: {{ allow: ["mtf.desk.candles.>", "mtf.desk.ticks.>", "mtf.desk.status", "_INBOX.>"] }}
       }} }}
   ]
 }}
@@ -242,6 +242,7 @@ fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
         for (subject, body) in [
             ("mtf.desk.candles.EURUSD.M1", forged_bar),
             ("mtf.desk.status", forged_status),
+            ("mtf.desk.ticks.EURUSD", r#"{"v":1,"symbol":"EURUSD","first":0,"ticks":[{"t":1704239940000,"b":9.0,"a":9.1,"l":0.0,"v":0,"vr":0.0,"f":6}]}"#),
             ("_INBOX.forged.1", r#"{"v":1,"rings":[{"symbol":"PWNED","timeframe":"M1","capacity":1048576}]}"#),
         ] {
             forger.publish(subject, body.as_bytes().to_vec().into()).await.unwrap();

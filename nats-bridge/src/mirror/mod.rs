@@ -13,6 +13,8 @@
 //!   when the origin or the link goes, readers see `feed_state: disconnected` at once and the
 //!   writer `stalled` a second later: stale data never passes as live.
 
+mod ticks;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -91,7 +93,17 @@ struct Mirror {
     offset_s: i64,
     /// The next sync builds the segment anew (it held bars the origin never had).
     rebuild: bool,
+    /// Per symbol, the origin position of the next tick expected.
+    tick_next: HashMap<String, u64>,
+    /// When the symbols' information and the terminal were last asked for.
+    records_synced: Option<Instant>,
+    /// The origin's terminal, from its last layout answer.
+    terminal: Option<crate::wire::WireTerminal>,
 }
+
+/// How often a synced mirror asks the origin for its symbols' information and terminal again
+/// (the origin's own records change at most each minute).
+const RECORDS_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the mirror until `stop` is set.
 pub fn run(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
@@ -137,7 +149,14 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
         refused_kinds: Vec::new(),
         offset_s: 0,
         rebuild: false,
+        tick_next: HashMap::new(),
+        records_synced: None,
+        terminal: None,
     };
+    let mut tick_batches = client
+        .subscribe(subjects.all_ticks())
+        .await
+        .map_err(BridgeError::Subscribe)?;
     let mut synced = false;
     let mut last_sync_try: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -147,6 +166,13 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                 // Before the first sync the origin's history answers for these.
                 if synced {
                     m.apply_candle(&msg.payload);
+                }
+            }
+            Some(msg) = tick_batches.next() => {
+                if synced && m.apply_ticks(&msg.payload) == ticks::Applied::Gap {
+                    // Ticks were missed (the link or this mirror fell behind the origin's
+                    // ring): catch up from the ring at the next sync.
+                    synced = false;
                 }
             }
             Some(msg) = status.next() => m.apply_status(&msg.payload),
@@ -176,6 +202,12 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                             synced = true;
                         }
                         Err(e) => eprintln!("mtf-mirror: catching up from the origin failed ({e}); retrying"),
+                    }
+                }
+                if synced && m.records_synced.is_some_and(|t| t.elapsed() >= RECORDS_EVERY) {
+                    let terminal = m.terminal.clone();
+                    if let Err(e) = m.sync_records(&client, &subjects, terminal.as_ref()).await {
+                        eprintln!("mtf-mirror: refreshing the symbols' information failed ({e})");
                     }
                 }
                 m.beat(connected && synced);
@@ -327,6 +359,9 @@ impl Mirror {
                 .add_ring(&r.symbol, tf, r.capacity)
                 .map_err(BridgeError::Layout)?;
         }
+        wanted
+            .set_tick_depth(layout.tick_depth)
+            .map_err(BridgeError::Layout)?;
         if wanted.segment_bytes() > self.config.budget.bytes {
             return Err(BridgeError::OverBudget {
                 what: "bytes",
@@ -429,6 +464,10 @@ impl Mirror {
                 apply(w, ring, &Candle::from(&f));
             }
         }
+        self.terminal = layout.terminal.clone();
+        self.sync_ticks(client, subjects, layout.tick_depth).await?;
+        self.sync_records(client, subjects, layout.terminal.as_ref())
+            .await?;
         if let Some(w) = self.writer.as_mut() {
             w.set_running();
             w.notify();
