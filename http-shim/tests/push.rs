@@ -615,3 +615,84 @@ mod websocket {
         );
     }
 }
+
+#[test]
+fn a_stream_that_asks_for_ticks_gets_them_coalesced_and_bounded() {
+    let seg = TempSegment::new("push-ticks");
+    let feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let tick = |k: u64| shm_core::Tick {
+        time_msc: 1_700_000_000_000 + k as i64,
+        bid: 90_000.0 + k as f64,
+        ask: 90_010.0 + k as f64,
+        flags: 6,
+        ..shm_core::Tick::default()
+    };
+    let mut client = SseClient::open(
+        &shim,
+        "symbols=BTCUSDc&timeframes=M1&interval_ms=100&ticks=1",
+        None,
+    );
+    assert_eq!(client.status, 200);
+    // A stream without ticks=1 gets none.
+    let mut quiet = SseClient::open(&shim, "symbols=BTCUSDc&timeframes=M1&interval_ms=100", None);
+    // Let both streams take their first look (they start at the ring's head).
+    let until = Instant::now() + Duration::from_secs(10);
+    while client.next(Duration::from_millis(300)).is_some() && Instant::now() < until {}
+    while quiet.next(Duration::from_millis(300)).is_some() && Instant::now() < until {}
+    // Five ticks, then a burst of 500 in one batch: the newest 32 reach the client, with the
+    // number left out; never a backlog.
+    write(&feed, |w| {
+        let sym = w.symbol("BTCUSDc").unwrap();
+        for k in 0..5 {
+            w.push_tick(sym, &tick(k)).unwrap();
+        }
+    });
+    let mut events = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while events.is_empty() {
+        assert!(Instant::now() < until, "no tick event");
+        if let Some(e) = client.next(Duration::from_secs(1)) {
+            if e.event == "ticks" {
+                events.push(e);
+            }
+        }
+    }
+    let first = &events[0].data;
+    assert_eq!(first["symbol"], "BTCUSDc");
+    assert_eq!(first["skipped"], 0);
+    let volumes: Vec<f64> = first["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["bid"].as_f64().unwrap())
+        .collect();
+    assert_eq!(volumes, [90_000.0, 90_001.0, 90_002.0, 90_003.0, 90_004.0]);
+    assert_eq!(first["ticks"][0]["flags"], 6);
+    write(&feed, |w| {
+        let sym = w.symbol("BTCUSDc").unwrap();
+        for k in 5..505 {
+            w.push_tick(sym, &tick(k)).unwrap();
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    let burst = loop {
+        assert!(Instant::now() < until, "no second tick event");
+        if let Some(e) = client.next(Duration::from_secs(1)) {
+            if e.event == "ticks" {
+                break e;
+            }
+        }
+    };
+    let ticks = burst.data["ticks"].as_array().unwrap();
+    assert_eq!(ticks.len(), http_shim::api::push::TICK_EVENT_MAX);
+    assert_eq!(burst.data["skipped"], 500 - ticks.len());
+    assert_eq!(ticks.last().unwrap()["bid"], 90_504.0);
+    // The other stream saw no tick event.
+    while let Some(e) = quiet.next(Duration::from_millis(300)) {
+        assert_ne!(e.event, "ticks");
+    }
+    // A bad value of ticks is refused before the stream starts.
+    let bad = SseClient::open(&shim, "symbols=BTCUSDc&timeframes=M1&ticks=yes", None);
+    assert_eq!(bad.status, 400);
+}

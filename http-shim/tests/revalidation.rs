@@ -267,3 +267,112 @@ fn large_answers_are_gzipped_for_clients_that_ask() {
     let head = exchange(&mut conn, "HEAD", path, &[("Accept-Encoding", "gzip")]);
     assert_eq!(head.header("content-encoding"), Some("gzip"));
 }
+
+#[test]
+fn ticks_and_symbol_information_answer_with_validation_etags_and_gzip() {
+    use shm_core::{InfoSource, InfoValue, SymbolInfo, Tick};
+    let seg = TempSegment::new("shim-ticks");
+    let feed = Feed::start(&seg);
+    let shim = shim(&seg);
+    let mut conn = connect(&shim);
+    // No record yet: 404 with the reason; a symbol the segment lacks: SYMBOL_NOT_FOUND.
+    let none = exchange(&mut conn, "GET", "/streamer/symbols/BTCUSDc", &[]);
+    assert_eq!(none.status, 404);
+    let missing = exchange(&mut conn, "GET", "/streamer/ticks/EURUSD", &[]);
+    assert_eq!(
+        (missing.status, missing.json()["error_code"].as_str()),
+        (404, Some("SYMBOL_NOT_FOUND"))
+    );
+    for bad in [
+        "/streamer/ticks/BTCUSDc?limit=0",
+        "/streamer/ticks/BTCUSDc?limit=10001",
+        "/streamer/ticks/BTCUSDc?since_msc=-1",
+        "/streamer/ticks/BTCUSDc?since_msc=x",
+        "/streamer/ticks/BTCUSDc?format=raw",
+        "/streamer/ticks/BTC%2FUSD",
+        "/streamer/symbols/BTCUSDc?limit=1",
+    ] {
+        let a = exchange(&mut conn, "GET", bad, &[]);
+        assert_eq!(
+            a.status,
+            400,
+            "{bad}: {:?}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    {
+        let mut guard = feed.writer.lock().unwrap();
+        let w = guard.as_mut().unwrap();
+        let sym = w.symbol("BTCUSDc").unwrap();
+        for k in 0..300i64 {
+            let t = Tick {
+                time_msc: 1_700_000_000_000 + k * 10,
+                bid: 90_000.0 + k as f64,
+                ask: 90_015.0 + k as f64,
+                flags: 6,
+                ..Tick::default()
+            };
+            w.push_tick(sym, &t).unwrap();
+        }
+        let mut info = SymbolInfo::new("BTCUSDc");
+        info.set("digits", InfoValue::Int(2)).unwrap();
+        info.set("point", InfoValue::Float(0.01)).unwrap();
+        info.set("spread_float", InfoValue::Bool(true)).unwrap();
+        info.set("description", InfoValue::Str("Bitcoin vs US Dollar"))
+            .unwrap();
+        w.set_symbol_info(sym, &info, InfoSource::Terminal);
+    }
+    let last = exchange(&mut conn, "GET", "/streamer/ticks/BTCUSDc?limit=3", &[]);
+    assert_eq!(last.status, 200);
+    let v = last.json();
+    assert_eq!(v["count"], 3);
+    let bids: Vec<f64> = v["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["bid"].as_f64().unwrap())
+        .collect();
+    assert_eq!(bids, [90_297.0, 90_298.0, 90_299.0]);
+    assert_eq!(v["ticks"][2]["time"], 1_700_000_002);
+    assert_eq!(v["ticks"][2]["time_msc"], 1_700_000_002_990i64);
+    let since = exchange(
+        &mut conn,
+        "GET",
+        "/streamer/ticks/BTCUSDc?since_msc=1700000002950",
+        &[],
+    );
+    assert_eq!(since.json()["count"], 5);
+    // Unchanged: 304; a new tick changes it.
+    let tag = last.header("etag").expect("an ETag").to_owned();
+    let again = exchange(
+        &mut conn,
+        "GET",
+        "/streamer/ticks/BTCUSDc?limit=3",
+        &[("If-None-Match", &tag)],
+    );
+    assert_eq!(again.status, 304);
+    // Gzip for a client that takes it, the same JSON inside.
+    let zipped = exchange(
+        &mut conn,
+        "GET",
+        "/streamer/ticks/BTCUSDc?limit=300",
+        &[("Accept-Encoding", "gzip")],
+    );
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["count"], 300);
+    // The symbol record: MT5's 96 fields, the moving ones from the newest tick.
+    let info = exchange(&mut conn, "GET", "/streamer/symbols/BTCUSDc", &[]);
+    assert_eq!(info.status, 200);
+    let v = info.json();
+    assert_eq!(v["source"], "terminal");
+    assert_eq!(v["info"].as_object().unwrap().len(), 96);
+    assert_eq!(v["info"]["description"], "Bitcoin vs US Dollar");
+    assert_eq!(v["info"]["bid"], 90_299.0);
+    assert_eq!(v["info"]["spread"], 1500);
+    assert_eq!(v["info"]["time"], 1_700_000_002);
+}

@@ -220,6 +220,8 @@ fn watch(
                     },
                     false,
                 ),
+                // This watcher follows no ticks (every tick goes out through `TickFollower`).
+                Event::Ticks(_) => continue,
             };
             if must {
                 // Waits for room: only this thread waits, never the writer.

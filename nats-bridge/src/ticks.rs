@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use shm_core::{InfoSource, InfoValue, Reader, SymbolInfo, TerminalInfo, Tick};
 
 use crate::wire::{
-    SymbolReply, SymbolRequest, Subjects, TickBatch, TickHistoryReply, TickHistoryRequest,
+    Subjects, SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest,
     WireTerminal, WireTick, TICK_PAGE, VERSION,
 };
 
@@ -46,7 +46,12 @@ impl TickFollower {
     /// The batches of ticks new since the last look, as (subject, payload). A ring that
     /// lapped the follower gives a batch that starts later than the last one ended: the
     /// mirrors see the gap and catch up from the ring.
-    pub(crate) fn poll(&mut self, reader: &Reader, subjects: &Subjects, out: &mut Vec<(String, String)>) {
+    pub(crate) fn poll(
+        &mut self,
+        reader: &Reader,
+        subjects: &Subjects,
+        out: &mut Vec<(String, String)>,
+    ) {
         for (i, symbol) in self.symbols.iter().enumerate() {
             let Some(ring) = reader.ticks(symbol) else {
                 continue;
@@ -164,7 +169,10 @@ pub(crate) fn terminal_from_wire(t: &WireTerminal) -> TerminalInfo {
 
 /// A symbol information answer as the record the mirror stores: every field MT5's, of its
 /// type, strings within the record's bound; else why not.
-pub(crate) fn info_from_reply(symbol: &str, reply: &SymbolReply) -> Result<Option<(SymbolInfo, InfoSource)>, String> {
+pub(crate) fn info_from_reply(
+    symbol: &str,
+    reply: &SymbolReply,
+) -> Result<Option<(SymbolInfo, InfoSource)>, String> {
     let Some(fields) = &reply.info else {
         return Ok(None);
     };
@@ -205,7 +213,15 @@ pub(crate) fn align(mine: Option<&Tick>, origin: &[Tick]) -> Alignment {
     let Some(mine) = mine else {
         return Alignment::From(0);
     };
-    let same = |t: &Tick| Tick { published_ns: 0, ..*t } == Tick { published_ns: 0, ..*mine };
+    let same = |t: &Tick| {
+        Tick {
+            published_ns: 0,
+            ..*t
+        } == Tick {
+            published_ns: 0,
+            ..*mine
+        }
+    };
     if let Some(i) = origin.iter().rposition(same) {
         return Alignment::From(i + 1);
     }

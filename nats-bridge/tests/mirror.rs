@@ -159,7 +159,10 @@ fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath, within: Duration) 
             });
             let ticks = |r: &Option<(Records, Option<TerminalInfo>)>| {
                 r.as_ref().map(|(v, t)| {
-                    let counts: Vec<_> = v.iter().map(|(s, ticks, i)| (s.clone(), ticks.len(), i.is_some())).collect();
+                    let counts: Vec<_> = v
+                        .iter()
+                        .map(|(s, ticks, i)| (s.clone(), ticks.len(), i.is_some()))
+                        .collect();
                     (counts, t.clone())
                 })
             };
@@ -312,7 +315,10 @@ fn every_tick_of_a_tick_replay_reaches_the_segment_http_and_mirrors_in_order_eac
     wait_identical(&o.path, &m2.path, Duration::from_secs(30));
     let (mirrored, _) = all_records(&m2.path).unwrap();
     assert_eq!(mirrored[0].1.len(), 4500);
-    assert_eq!(mirrored[0].2.as_ref().map(|i| i.1), Some(InfoSource::Derived));
+    assert_eq!(
+        mirrored[0].2.as_ref().map(|i| i.1),
+        Some(InfoSource::Derived)
+    );
 }
 
 /// Removes a directory when dropped.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::files::Untrusted;
 use crate::ring::Busy;
-use crate::trust::TrustError;
 use crate::tick::TickDefect;
+use crate::trust::TrustError;
 use crate::validate::InvalidRecord;
 
 /// Why [`Reader::open`](crate::Reader::open) refused a segment. Every variant says what was found and expected.

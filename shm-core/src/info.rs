@@ -358,7 +358,9 @@ pub(crate) fn string_words(s: &str) -> [u64; INFO_STRING_SIZE / 8] {
     let mut bytes = [0u8; INFO_STRING_SIZE];
     let n = s.len().min(INFO_STRING_MAX);
     bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
-    std::array::from_fn(|k| u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().unwrap_or([0; 8])))
+    std::array::from_fn(|k| {
+        u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]))
+    })
 }
 
 /// A string field back from its words: `None` unless it is UTF-8 ending in NULs only.
@@ -378,7 +380,9 @@ mod tests {
     #[test]
     fn the_table_is_mt5s_ninety_six_fields_ints_then_doubles_then_strings() {
         assert_eq!(SYMBOL_INFO_FIELDS.len(), INFO_NUMBERS + INFO_STRINGS);
-        assert!(SYMBOL_INFO_FIELDS[..31].iter().all(|(_, k)| matches!(k, I | B)));
+        assert!(SYMBOL_INFO_FIELDS[..31]
+            .iter()
+            .all(|(_, k)| matches!(k, I | B)));
         assert!(SYMBOL_INFO_FIELDS[31..83].iter().all(|(_, k)| *k == F));
         assert!(SYMBOL_INFO_FIELDS[83..].iter().all(|(_, k)| *k == S));
         assert_eq!(SYMBOL_INFO_FIELDS[0].0, "custom");

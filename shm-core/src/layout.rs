@@ -538,8 +538,8 @@ mod tests {
         assert_eq!(ring_size(1440), 128 + 1440 * 80);
         assert_eq!(p.ring_offsets[1], 768 + 128 + 1440 * 80);
         assert_eq!(ring_size(3), 384); // 128 + 240 = 368, rounded up to 384
-        // Version 2: the terminal record, then a symbol record per symbol, then a tick ring
-        // per symbol.
+                                       // Version 2: the terminal record, then a symbol record per symbol, then a tick ring
+                                       // per symbol.
         assert_eq!(p.terminal_offset, p.ring_offsets[2] + 384);
         assert_eq!(p.infos_offset, p.terminal_offset + 512);
         assert_eq!(p.ticks_offset, p.infos_offset + 2 * 2432);

@@ -73,12 +73,6 @@ pub use info::{
     FieldKind, InfoError, InfoSource, InfoValue, SymbolInfo, TerminalInfo, INFO_STRING_MAX,
     SYMBOL_INFO_FIELDS,
 };
-pub use record::{INFO_SIZE, TERMINAL_SIZE};
-pub use tick::{
-    Tick, TickDefect, TICK_FLAGS_KNOWN, TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_BUY,
-    TICK_FLAG_LAST, TICK_FLAG_SELL, TICK_FLAG_VOLUME,
-};
-pub use tickring::TICK_SLOT_SIZE;
 pub use layout::{
     validate_symbol, Layout, LayoutError, RingSpec, SymbolError, DEFAULT_TICK_DEPTH, HEADER_SIZE,
     LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_RINGS, MAX_SYMBOLS, MAX_TICK_DEPTH, RECORD_SIZE,
@@ -90,7 +84,13 @@ pub use reader::{
     TerminalRecord, TickInfo, TickRingReader, TickSpan, Timeline, WaitOutcome,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
 };
+pub use record::{INFO_SIZE, TERMINAL_SIZE};
 pub use status::{Counter, Counters, FeedKind, FeedState, Liveness, Status, WriterState};
+pub use tick::{
+    Tick, TickDefect, TICK_FLAGS_KNOWN, TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_BUY,
+    TICK_FLAG_LAST, TICK_FLAG_SELL, TICK_FLAG_VOLUME,
+};
+pub use tickring::TICK_SLOT_SIZE;
 pub use time::{
     civil_from_days, days_from_civil, format_server_offset, iso8601_ms, now_ns,
     parse_server_offset, OffsetError, SERVER_OFFSET_RANGE,

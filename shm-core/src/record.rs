@@ -67,7 +67,12 @@ impl Block {
     }
 
     /// A consistent copy of the first `words` payload words.
-    pub(crate) fn read(&self, mem: &Mem, words: usize, attempts: u32) -> Result<Vec<u64>, BlockBusy> {
+    pub(crate) fn read(
+        &self,
+        mem: &Mem,
+        words: usize,
+        attempts: u32,
+    ) -> Result<Vec<u64>, BlockBusy> {
         let mut out = vec![0u64; words];
         for attempt in 0..attempts.max(1) {
             // Acquire (read side of the closing Release).
@@ -149,8 +154,9 @@ pub(crate) fn info_from_payload(
     }
     for k in 0..INFO_STRINGS {
         let from = at(info_off::STRINGS) + k * INFO_STRING_SIZE / 8;
-        info.strings[k] = string_from_words(&p[from..from + INFO_STRING_SIZE / 8])
-            .ok_or(BadField(crate::info::SYMBOL_INFO_FIELDS[INFO_NUMBERS + k].0))?;
+        info.strings[k] = string_from_words(&p[from..from + INFO_STRING_SIZE / 8]).ok_or(
+            BadField(crate::info::SYMBOL_INFO_FIELDS[INFO_NUMBERS + k].0),
+        )?;
     }
     Ok(Some((info, source, p[at(info_off::UPDATED_NS)])))
 }
@@ -223,7 +229,8 @@ mod tests {
         assert_eq!(info_from_payload(&empty), Ok(None));
         let mut info = SymbolInfo::new("EURUSD");
         info.set("digits", InfoValue::Int(5)).unwrap();
-        info.set("description", InfoValue::Str("Euro vs US Dollar")).unwrap();
+        info.set("description", InfoValue::Str("Euro vs US Dollar"))
+            .unwrap();
         block.write(&mem, &info_payload(&info, InfoSource::Terminal, 42));
         let back = info_from_payload(&block.read(&mem, words, 3).unwrap()).unwrap();
         assert_eq!(back, Some((info, InfoSource::Terminal, 42)));

@@ -186,8 +186,14 @@ mod tests {
     fn damaged_ticks_are_named() {
         let t = tick(5);
         assert_eq!(t.defect(), None);
-        assert_eq!(Tick { bid: f64::NAN, ..t }.defect(), Some(TickDefect::BadValue));
-        assert_eq!(Tick { last: -1.0, ..t }.defect(), Some(TickDefect::BadValue));
+        assert_eq!(
+            Tick { bid: f64::NAN, ..t }.defect(),
+            Some(TickDefect::BadValue)
+        );
+        assert_eq!(
+            Tick { last: -1.0, ..t }.defect(),
+            Some(TickDefect::BadValue)
+        );
         let none = Tick {
             bid: 0.0,
             ask: 0.0,

@@ -126,7 +126,9 @@ impl TickRingRef {
     /// of [`slot`](Self::slot) plus a word below the slot size; callers called `bound` first.
     #[inline(always)]
     fn load(&self, mem: &Mem, off: usize, order: Ordering) -> u64 {
-        debug_assert!(off >= self.base && off + 8 <= self.base + tick_ring_size(self.capacity as u32));
+        debug_assert!(
+            off >= self.base && off + 8 <= self.base + tick_ring_size(self.capacity as u32)
+        );
         // SAFETY: `off` is one of this ring's words (see above); `new` checked that the whole
         // ring lies inside the region it was given and that `base` is 8-aligned, and `bound`
         // checked that `mem` is that region.
@@ -136,7 +138,9 @@ impl TickRingRef {
     /// Stores one of this ring's words; `off` and `mem` as for [`load`](Self::load).
     #[inline(always)]
     fn store(&self, mem: &MemMut, off: usize, value: u64, order: Ordering) {
-        debug_assert!(off >= self.base && off + 8 <= self.base + tick_ring_size(self.capacity as u32));
+        debug_assert!(
+            off >= self.base && off + 8 <= self.base + tick_ring_size(self.capacity as u32)
+        );
         // SAFETY: as in `load`.
         unsafe { mem.store_unchecked(off, value, order) }
     }
@@ -186,7 +190,12 @@ impl TickRingRef {
             self.store(mem, at + 8 * i, w, Ordering::Relaxed);
         }
         // Relaxed: an independent timestamp word.
-        self.store(mem, self.base + off::LAST_CHANGE_NS, now_ns, Ordering::Relaxed);
+        self.store(
+            mem,
+            self.base + off::LAST_CHANGE_NS,
+            now_ns,
+            Ordering::Relaxed,
+        );
         // Release (write side of the head pair): whoever sees `head + 1` sees the slot.
         self.store(mem, self.base + off::HEAD, head + 1, Ordering::Release);
     }
@@ -310,7 +319,10 @@ mod tests {
         }
         let times = |out: &Vec<Tick>| out.iter().map(|t| t.time_msc).collect::<Vec<_>>();
         let (span, _) = r.read(&mem, From::Newest(3), 10, &mut out, 10).unwrap();
-        assert_eq!((times(&out), span.first, span.head), (vec![30, 40, 50], 3, 6));
+        assert_eq!(
+            (times(&out), span.first, span.head),
+            (vec![30, 40, 50], 3, 6)
+        );
         assert!(out.iter().all(|t| t.published_ns == 7));
         // Only four are kept: the oldest readable is position 2 (time 20).
         r.read(&mem, From::Newest(100), 100, &mut out, 10).unwrap();
@@ -368,7 +380,14 @@ mod tests {
                         for (i, t) in out.iter().enumerate() {
                             let k = t.volume;
                             assert_eq!(k, span.first + i as u64, "position and tick agree");
-                            assert_eq!(*t, Tick { published_ns: k, ..derived(k) }, "torn");
+                            assert_eq!(
+                                *t,
+                                Tick {
+                                    published_ns: k,
+                                    ..derived(k)
+                                },
+                                "torn"
+                            );
                         }
                         copies += 1;
                     }
@@ -392,7 +411,11 @@ mod tests {
         }
         // A writer killed after `begun` and half a slot: position 6 (slot 2, which held 2).
         mem.store(off::BEGUN, 7, Ordering::Relaxed);
-        mem.store(off::SLOTS + 2 * TICK_SLOT_SIZE + 8, 999f64.to_bits(), Ordering::Relaxed);
+        mem.store(
+            off::SLOTS + 2 * TICK_SLOT_SIZE + 8,
+            999f64.to_bits(),
+            Ordering::Relaxed,
+        );
         let mut out = Vec::new();
         r.read(&mem, From::Newest(10), 10, &mut out, 3).unwrap();
         let times: Vec<_> = out.iter().map(|t| t.time_msc).collect();

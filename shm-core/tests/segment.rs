@@ -439,7 +439,11 @@ fn damaged_tick_and_symbol_records_are_refused_with_a_typed_error() {
     assert_eq!(r.symbol_info("EURUSD").unwrap().unwrap().info, info);
 
     // A tick's bid made NaN (slot 1 holds position 1): the whole snapshot is refused.
-    write_at(&file, &f64::NAN.to_bits().to_le_bytes(), (ticks_off + 64 + 64 + 8) as u64);
+    write_at(
+        &file,
+        &f64::NAN.to_bits().to_le_bytes(),
+        (ticks_off + 64 + 64 + 8) as u64,
+    );
     match r.ticks("EURUSD").unwrap().read_last(8, &mut out) {
         Err(ReadError::InvalidTick {
             time_msc: 2000,
@@ -447,9 +451,16 @@ fn damaged_tick_and_symbol_records_are_refused_with_a_typed_error() {
         }) => {}
         other => panic!("{other:?}"),
     }
-    assert!(out.is_empty(), "nothing of a refused snapshot is handed out");
+    assert!(
+        out.is_empty(),
+        "nothing of a refused snapshot is handed out"
+    );
     // Times that go back.
-    write_at(&file, &1.1f64.to_bits().to_le_bytes(), (ticks_off + 64 + 64 + 8) as u64);
+    write_at(
+        &file,
+        &1.1f64.to_bits().to_le_bytes(),
+        (ticks_off + 64 + 64 + 8) as u64,
+    );
     write_at(&file, &9_000i64.to_le_bytes(), (ticks_off + 64) as u64);
     assert!(matches!(
         r.ticks("EURUSD").unwrap().read_last(8, &mut out),

@@ -95,7 +95,11 @@ fn record(w: &mut Writer, s: &mut SymbolState, t: &Tick) {
         changed(t.bid, bid, shm_core::TICK_FLAG_BID)
             | changed(t.ask, ask, shm_core::TICK_FLAG_ASK)
             | changed(t.last, last, shm_core::TICK_FLAG_LAST)
-            | if t.volume > 0 { shm_core::TICK_FLAG_VOLUME } else { 0 }
+            | if t.volume > 0 {
+                shm_core::TICK_FLAG_VOLUME
+            } else {
+                0
+            }
     };
     s.last_prices = Some((t.bid, t.ask, t.last));
     let tick = shm_core::Tick {
@@ -194,31 +198,33 @@ impl Aggregator {
                     .expect("layout built from the same symbols");
                 let newest = writer.newest_tick(id);
                 SymbolState {
-                id,
-                point: *point,
-                // A warm ring's ticks are the ones later ticks must follow.
-                last_tick_ms: newest.map(|t| t.time_msc),
-                last_prices: newest.map(|t| (t.bid, t.ask, t.last)),
-                // A symbol fed by bars has no rings below the bars' timeframe.
-                frames: tfs
-                    .iter()
-                    .filter_map(|&tf| Some((tf, writer.ring(name, tf)?)))
-                    .map(|(tf, ring)| {
-                        let forming = writer.forming(ring).map(|c| Candle {
-                            forming: false,
-                            ..c
-                        });
-                        Frame {
-                            tf,
-                            ring,
-                            forming_end: forming.map_or(i64::MIN, |c| tf.next_bar_start(c.time)),
-                            forming,
-                            last_closed: writer.last_closed(ring).map(|c| c.time),
-                            base: forming,
-                        }
-                    })
-                    .collect(),
-            }})
+                    id,
+                    point: *point,
+                    // A warm ring's ticks are the ones later ticks must follow.
+                    last_tick_ms: newest.map(|t| t.time_msc),
+                    last_prices: newest.map(|t| (t.bid, t.ask, t.last)),
+                    // A symbol fed by bars has no rings below the bars' timeframe.
+                    frames: tfs
+                        .iter()
+                        .filter_map(|&tf| Some((tf, writer.ring(name, tf)?)))
+                        .map(|(tf, ring)| {
+                            let forming = writer.forming(ring).map(|c| Candle {
+                                forming: false,
+                                ..c
+                            });
+                            Frame {
+                                tf,
+                                ring,
+                                forming_end: forming
+                                    .map_or(i64::MIN, |c| tf.next_bar_start(c.time)),
+                                forming,
+                                last_closed: writer.last_closed(ring).map(|c| c.time),
+                                base: forming,
+                            }
+                        })
+                        .collect(),
+                }
+            })
             .collect();
         Aggregator {
             symbols,

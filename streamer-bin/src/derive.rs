@@ -116,7 +116,13 @@ mod tests {
         let info = derived("EURUSD", 5);
         assert_eq!(info.get("point"), Some(InfoValue::Float(0.00001)));
         assert_eq!(info.get("currency_profit"), Some(InfoValue::Str("USD")));
-        assert_eq!(derived("XAUUSDc", 2).get("currency_base"), Some(InfoValue::Str("XAU")));
-        assert_eq!(derived("US30.cash", 2).get("currency_base"), Some(InfoValue::Str("")));
+        assert_eq!(
+            derived("XAUUSDc", 2).get("currency_base"),
+            Some(InfoValue::Str("XAU"))
+        );
+        assert_eq!(
+            derived("US30.cash", 2).get("currency_base"),
+            Some(InfoValue::Str(""))
+        );
     }
 }

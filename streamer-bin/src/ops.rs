@@ -271,7 +271,11 @@ fn write_ticks_and_info(out: &mut String, reader: &Reader) {
                 i.name,
                 i.company,
                 i.build,
-                if i.connected { "connected" } else { "disconnected" },
+                if i.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
                 i.login,
                 i.server,
                 ago(t.confirmed_ns)

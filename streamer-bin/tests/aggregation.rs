@@ -419,10 +419,7 @@ fn an_authoritative_source_corrects_the_forming_and_the_just_closed_bar() {
         Some((1.05, true))
     );
     // Ticks moved us into the next hour; then the terminal's final word on the closed hour.
-    agg.on_tick(
-        &mut w,
-        &Tick::quote(0, (t0 + 3600) * 1000, 1.2, 1.2001, 0),
-    );
+    agg.on_tick(&mut w, &Tick::quote(0, (t0 + 3600) * 1000, 1.2, 1.2001, 0));
     let closed_final = Bar {
         amend: true,
         fold_up: false,

@@ -199,7 +199,11 @@ fn backfills_from_the_terminal_streams_ticks_and_survives_a_down_gateway() {
     let day = shm_core::days_from_civil(2024, 3, 4) * 86_400_000;
     for (i, t) in ticks.iter().enumerate() {
         let bid = format!("{:.5}", 1.08 + (i % 23) as f64 * 0.00001);
-        assert_eq!(t.time_msc, day + 15 * 3_600_000 + i as i64 * 250, "tick {i}");
+        assert_eq!(
+            t.time_msc,
+            day + 15 * 3_600_000 + i as i64 * 250,
+            "tick {i}"
+        );
         assert_eq!(format!("{:.5}", t.bid), bid, "tick {i}");
         assert_eq!(t.flags, 6);
     }
@@ -517,7 +521,15 @@ fn symbol_information_and_identity_equal_what_the_terminal_serves_and_a_bad_reco
     assert_eq!(served.len(), 96);
     let record = reader.symbol_info("EURUSD").unwrap().expect("a record");
     // Every field the terminal served, except those that move with each tick.
-    let moving = ["bid", "ask", "time", "spread", "last", "volume", "volume_real"];
+    let moving = [
+        "bid",
+        "ask",
+        "time",
+        "spread",
+        "last",
+        "volume",
+        "volume_real",
+    ];
     for (name, field) in &served {
         if moving.contains(&name.as_str()) {
             continue;
@@ -526,7 +538,9 @@ fn symbol_information_and_identity_equal_what_the_terminal_serves_and_a_bad_reco
         let same = match (field, ours) {
             (mt5_gateway_client::InfoField::Bool(a), shm_core::InfoValue::Bool(b)) => *a == b,
             (mt5_gateway_client::InfoField::Int(a), shm_core::InfoValue::Int(b)) => *a == b,
-            (mt5_gateway_client::InfoField::Int(a), shm_core::InfoValue::Float(b)) => *a as f64 == b,
+            (mt5_gateway_client::InfoField::Int(a), shm_core::InfoValue::Float(b)) => {
+                *a as f64 == b
+            }
             (mt5_gateway_client::InfoField::Float(a), shm_core::InfoValue::Float(b)) => *a == b,
             (mt5_gateway_client::InfoField::Str(a), shm_core::InfoValue::Str(b)) => a == b,
             _ => false,
@@ -535,12 +549,24 @@ fn symbol_information_and_identity_equal_what_the_terminal_serves_and_a_bad_reco
     }
     let terminal = reader.terminal().unwrap().expect("a terminal record");
     assert_eq!(
-        (terminal.info.name.as_str(), terminal.info.login, terminal.info.server.as_str()),
+        (
+            terminal.info.name.as_str(),
+            terminal.info.login,
+            terminal.info.server.as_str()
+        ),
         ("Terminal Q", 777, "StandIn-Demo")
     );
     assert!(terminal.info.connected && terminal.info.build == 4755);
-    let tick = reader.ticks("EURUSD").unwrap().latest().unwrap().expect("a tick at running");
-    assert_eq!(tick.flags, shm_core::TICK_FLAG_BID | shm_core::TICK_FLAG_ASK);
+    let tick = reader
+        .ticks("EURUSD")
+        .unwrap()
+        .latest()
+        .unwrap()
+        .expect("a tick at running");
+    assert_eq!(
+        tick.flags,
+        shm_core::TICK_FLAG_BID | shm_core::TICK_FLAG_ASK
+    );
 
     // A terminal whose description does not fit the record (200 bytes): refused, counted, and
     // the symbol has no record rather than a cut one.

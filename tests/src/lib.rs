@@ -515,6 +515,9 @@ pub fn http_get(addr: &str, path: &str) -> String {
     s.read_to_end(&mut raw).expect("read the answer");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}\n{body}");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {head}\n{body}"
+    );
     body.to_owned()
 }

@@ -180,7 +180,11 @@ fn a_writer_sigkilled_among_ticks_leaves_no_torn_tick_and_a_restart_keeps_the_ri
 
     let mut before = Vec::new();
     ring.read_last(256, &mut before).unwrap();
-    assert!(before.len() >= 255, "a killed write costs at most one tick: {}", before.len());
+    assert!(
+        before.len() >= 255,
+        "a killed write costs at most one tick: {}",
+        before.len()
+    );
     for pair in before.windows(2) {
         assert_eq!(pair[1].volume, pair[0].volume + 1);
     }

@@ -119,13 +119,15 @@ pub enum Event {
     },
     /// The writer's liveness or feed state changed.
     Status(String),
+    /// A symbol's newest ticks since the last such event (`ticks=1`).
+    Ticks(String),
 }
 
 impl Event {
     /// The event's JSON.
     pub fn json(&self) -> &str {
         match self {
-            Event::Candle { json, .. } | Event::Status(json) => json,
+            Event::Candle { json, .. } | Event::Status(json) | Event::Ticks(json) => json,
         }
     }
 }
@@ -137,10 +139,28 @@ struct Shown {
     feed: Option<FeedState>,
 }
 
+/// Ticks one tick event carries at most: a stream that asks for ticks gets, per symbol and
+/// interval, the newest ticks since its last event, and the number it skipped, never a
+/// backlog (every tick is in `/streamer/ticks`, NATS and the segment itself).
+pub const TICK_EVENT_MAX: usize = 32;
+
+/// The most bytes one tick event takes once framed: 32 ticks of at most 200 bytes.
+pub const TICK_EVENT_BYTES: usize = 512 + TICK_EVENT_MAX * 200;
+
+/// One symbol whose ticks a stream follows.
+#[derive(Debug)]
+struct FollowedTicks {
+    symbol: String,
+    /// The next position to send (`None` until the first look, which starts at the head).
+    next: Option<u64>,
+    sent_at: Option<Instant>,
+}
+
 /// Follows rings and turns their changes into events.
 #[derive(Debug)]
 pub struct Watcher {
     rings: Vec<Followed>,
+    ticks: Vec<FollowedTicks>,
     interval: Duration,
     shown: Option<Shown>,
     /// The reader the indexes belong to.
@@ -176,12 +196,43 @@ impl Watcher {
             .collect();
         Watcher {
             rings,
+            ticks: Vec::new(),
             interval,
             shown: None,
             reader: None,
             // A resuming stream starts with its backlog.
             behind: times.is_some(),
         }
+    }
+
+    /// Also follows the ticks of the symbols of its pairs (or stops, with `false`): an event
+    /// per symbol at most every interval, with the ticks since the last one.
+    pub fn follow_ticks(&mut self, on: bool) {
+        let mut symbols: Vec<String> = Vec::new();
+        if on {
+            for f in &self.rings {
+                if !symbols.contains(&f.symbol) {
+                    symbols.push(f.symbol.clone());
+                }
+            }
+        }
+        let mut old = std::mem::take(&mut self.ticks);
+        self.ticks = symbols
+            .into_iter()
+            .map(|symbol| match old.iter().position(|t| t.symbol == symbol) {
+                Some(i) => old.swap_remove(i),
+                None => FollowedTicks {
+                    symbol,
+                    next: None,
+                    sent_at: None,
+                },
+            })
+            .collect();
+    }
+
+    /// Symbols whose ticks it follows.
+    pub fn tick_symbols(&self) -> usize {
+        self.ticks.len()
     }
 
     /// Whether the last look stopped short of the closed bars it could have sent: the next
@@ -359,7 +410,45 @@ impl Watcher {
                 next = next.min(due);
             }
         }
+        self.poll_ticks(reader, now, &mut next, out);
         next
+    }
+
+    /// The tick events that are due.
+    fn poll_ticks(
+        &mut self,
+        reader: &Reader,
+        now: Instant,
+        next: &mut Instant,
+        out: &mut Vec<Event>,
+    ) {
+        let mut ticks = Vec::with_capacity(TICK_EVENT_MAX);
+        for f in &mut self.ticks {
+            let Some(ring) = reader.ticks(&f.symbol) else {
+                continue;
+            };
+            let head = ring.total();
+            let from = *f.next.get_or_insert(head);
+            if head <= from {
+                // Nothing new; or a new segment whose ring starts again: follow it from now.
+                f.next = Some(head);
+                continue;
+            }
+            let due = f.sent_at.map_or(now, |t| t + self.interval);
+            if due > now {
+                *next = (*next).min(due);
+                continue;
+            }
+            // The newest ticks since the last event, at most TICK_EVENT_MAX of them.
+            let start = from.max(head.saturating_sub(TICK_EVENT_MAX as u64));
+            let Ok(span) = ring.read_from(start, TICK_EVENT_MAX, &mut ticks) else {
+                continue;
+            };
+            let skipped = span.first - from.min(span.first);
+            f.next = Some(span.first + ticks.len() as u64);
+            f.sent_at = Some(now);
+            out.push(Event::Ticks(ticks_event(&f.symbol, &ticks, skipped)));
+        }
     }
 
     /// Appends a status event if what is shown changed.
@@ -386,6 +475,20 @@ impl Watcher {
         };
         out.push(Event::Status(body.to_string()));
     }
+}
+
+/// One tick event's JSON: MT5's Tick fields per tick, oldest first, and how many ticks since
+/// the last event were left out to keep the stream bounded.
+fn ticks_event(symbol: &str, ticks: &[shm_core::Tick], skipped: u64) -> String {
+    let list: Vec<Value> = ticks
+        .iter()
+        .map(|t| {
+            json!({"time": t.time(), "bid": t.bid, "ask": t.ask, "last": t.last, "volume": t.volume,
+                   "time_msc": t.time_msc, "flags": t.flags, "volume_real": t.volume_real})
+        })
+        .collect();
+    json!({"v": EVENT_VERSION, "type": "ticks", "symbol": symbol, "skipped": skipped, "ticks": list})
+        .to_string()
 }
 
 /// The resume point: the newest closed-bar time sent, per ring, in subscription order.

@@ -43,6 +43,8 @@ pub(super) struct BatchRequest {
 pub(super) struct StreamRequest {
     pub pairs: PairsRequest,
     pub interval: Duration,
+    /// Also send the symbols' ticks (`ticks=1`), coalesced per interval.
+    pub ticks: bool,
 }
 
 /// Symbols and timeframes of a batch or a stream, validated: both given, at most
@@ -129,7 +131,7 @@ impl BatchRequest {
 
 impl StreamRequest {
     /// The query parameters it knows.
-    pub const KNOWN: &'static [&'static str] = &["symbols", "timeframes", "interval_ms"];
+    pub const KNOWN: &'static [&'static str] = &["symbols", "timeframes", "interval_ms", "ticks"];
 
     /// Parses the query parameters of `/streamer/stream`.
     pub fn parse(params: &[(String, String)]) -> Result<StreamRequest, Response> {
@@ -146,12 +148,27 @@ impl StreamRequest {
                 })?
             }
         };
+        let ticks = match param(params, "ticks") {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(other) => {
+                return Err(error(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "ticks must be 1 or 0, got {:?}",
+                        other.chars().take(50).collect::<String>()
+                    ),
+                    json!({}),
+                ))
+            }
+        };
         Ok(StreamRequest {
             pairs: PairsRequest::parse(
                 list_param(params, "symbols"),
                 list_param(params, "timeframes"),
             )?,
             interval,
+            ticks,
         })
     }
 
@@ -176,9 +193,21 @@ impl StreamRequest {
             None => DEFAULT_INTERVAL,
             Some(ms) => interval(ms.as_u64()).ok_or_else(|| bad_interval(String::new()))?,
         };
+        let ticks = match v.get("ticks") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(error(
+                    ErrorCode::InvalidParameter,
+                    "ticks is true or false",
+                    json!({}),
+                ))
+            }
+        };
         Ok(StreamRequest {
             pairs: PairsRequest::parse(symbols, timeframes)?,
             interval,
+            ticks,
         })
     }
 }

@@ -140,7 +140,8 @@ impl Api {
             Ok(s) => s,
             Err(r) => return r,
         };
-        let watcher = Watcher::new(pairs, interval, req.last_event_id.as_deref());
+        let mut watcher = Watcher::new(pairs, interval, req.last_event_id.as_deref());
+        watcher.follow_ticks(asked.ticks);
         let api = Arc::clone(self);
         let mut r = Response::new(200, "text/event-stream", Vec::new());
         r.extra_headers.push("X-Accel-Buffering: no".into());
@@ -206,6 +207,11 @@ impl Api {
                     }
                     Event::Status(json) => {
                         out.extend_from_slice(b"event: status\ndata: ");
+                        out.extend_from_slice(json.as_bytes());
+                        out.extend_from_slice(b"\n\n");
+                    }
+                    Event::Ticks(json) => {
+                        out.extend_from_slice(b"event: ticks\ndata: ");
                         out.extend_from_slice(json.as_bytes());
                         out.extend_from_slice(b"\n\n");
                     }
@@ -390,7 +396,7 @@ impl Api {
                     h.shrink_to(events.iter().map(|e| e.json().len() + 14).sum());
                 }
                 for e in events.drain(..) {
-                    let (Event::Candle { json, .. } | Event::Status(json)) = e;
+                    let (Event::Candle { json, .. } | Event::Status(json) | Event::Ticks(json)) = e;
                     if ws.write(Message::text(json)).is_err() {
                         slot.dropped_slow();
                         eprintln!("mtf-shim: WebSocket client {peer} dropped: {WS_MAX_BUFFERED} bytes of events waiting");
@@ -459,10 +465,10 @@ impl Api {
         } else {
             now.retain(|p| !pairs.contains(p));
         }
-        match watcher {
-            Some(w) => w.set_pairs(now.clone(), interval),
-            None => *watcher = Some(Watcher::new(now.clone(), interval, None)),
-        }
+        let w = watcher.get_or_insert_with(|| Watcher::new(Vec::new(), interval, None));
+        w.set_pairs(now.clone(), interval);
+        // Ticks follow the symbols of the pairs, as the last message asked.
+        w.follow_ticks(asked.ticks);
         let listed: Vec<Value> = now
             .iter()
             .map(|(s, tf)| json!({"symbol": s, "timeframe": tf.name()}))

@@ -95,7 +95,11 @@ impl TicksRequest {
                 }
             },
         };
-        let limit = limit.unwrap_or(if since_msc.is_some() { MAX_TICKS } else { DEFAULT_TICKS });
+        let limit = limit.unwrap_or(if since_msc.is_some() {
+            MAX_TICKS
+        } else {
+            DEFAULT_TICKS
+        });
         Ok(TicksRequest {
             symbol,
             limit,

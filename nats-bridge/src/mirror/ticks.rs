@@ -114,7 +114,11 @@ impl Mirror {
                 let page: TickHistoryReply = request(client, subjects.tick_history(), body).await?;
                 let ticks: Vec<Tick> = page.ticks.iter().map(Tick::from).collect();
                 let end = page.first.saturating_add(ticks.len() as u64);
-                if page.v != VERSION || ticks.len() > TICK_PAGE || end > page.head || page.first < from {
+                if page.v != VERSION
+                    || ticks.len() > TICK_PAGE
+                    || end > page.head
+                    || page.first < from
+                {
                     return Err(bad(&symbol, "a page that is not the one asked for"));
                 }
                 if let Some(why) = ticks.iter().find_map(|t| self.plausible_tick(t).err()) {

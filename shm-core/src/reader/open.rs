@@ -11,11 +11,11 @@ use crate::layout::{
     self, dir, sym, Layout, RingSpec, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_RINGS,
     MAX_SYMBOLS, MAX_TICK_DEPTH,
 };
-use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
-use crate::tickring::TickRingRef;
 use crate::lock::{self};
 use crate::mem::Mapping;
+use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
 use crate::ring::RingRef;
+use crate::tickring::TickRingRef;
 use crate::trust::Trust;
 use crate::wake::Waiter;
 use crate::{SegmentPath, Timeframe};
@@ -226,7 +226,13 @@ impl Reader {
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| corrupt("a ring lies outside the file".into()))?;
         let tick_rings = (0..layout.symbols().len())
-            .map(|i| TickRingRef::new(placement.tick_ring_offset(i, depth as u32), depth as u32, mem))
+            .map(|i| {
+                TickRingRef::new(
+                    placement.tick_ring_offset(i, depth as u32),
+                    depth as u32,
+                    mem,
+                )
+            })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| corrupt("a tick ring lies outside the file".into()))?;
         let infos = (0..layout.symbols().len())

@@ -146,8 +146,8 @@ impl Writer {
                     &placement,
                     Start::Fresh,
                 )?;
-                let repaired = w.rings.iter().map(|r| r.repair(w.mem())).sum::<u32>()
-                    + w.repair_records();
+                let repaired =
+                    w.rings.iter().map(|r| r.repair(w.mem())).sum::<u32>() + w.repair_records();
                 w.start = Start::Warm { repaired };
                 w.begin_generation(old_generation + 1);
                 return Ok(w);

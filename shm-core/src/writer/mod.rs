@@ -22,8 +22,8 @@ use crate::mem::{MappingMut, MemMut};
 use crate::process::{self};
 use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
 use crate::ring::{RingRef, Slot};
-use crate::tickring::TickRingRef;
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
+use crate::tickring::TickRingRef;
 use crate::wake::Waker;
 use crate::{now_ns, Timeframe};
 

@@ -181,7 +181,8 @@ fn write_ticks(path: &str, run_for: Option<Duration>, rate: u64) -> Result<(), S
             }
         }
         for _ in 0..100 {
-            w.push_tick(sym, &derived_tick(k)).map_err(|e| e.to_string())?;
+            w.push_tick(sym, &derived_tick(k))
+                .map_err(|e| e.to_string())?;
             k += 1;
         }
         w.heartbeat();
@@ -209,11 +210,19 @@ fn read_ticks(path: &str, run_for: Duration) -> Result<(), String> {
     let check = |out: &[Tick]| -> Result<(), String> {
         for pair in out.windows(2) {
             if pair[1].volume != pair[0].volume + 1 {
-                return Err(format!("tick {} follows tick {}", pair[1].volume, pair[0].volume));
+                return Err(format!(
+                    "tick {} follows tick {}",
+                    pair[1].volume, pair[0].volume
+                ));
             }
         }
         for t in out {
-            if *t != (Tick { published_ns: t.published_ns, ..derived_tick(t.volume) }) {
+            if *t
+                != (Tick {
+                    published_ns: t.published_ns,
+                    ..derived_tick(t.volume)
+                })
+            {
                 return Err(format!("torn tick {t:?}"));
             }
         }
@@ -226,7 +235,9 @@ fn read_ticks(path: &str, run_for: Duration) -> Result<(), String> {
             copies += 1;
         }
         // Following: every tick from `next` on, or from the oldest still held.
-        let span = ring.read_from(next, 256, &mut out).map_err(|e| e.to_string())?;
+        let span = ring
+            .read_from(next, 256, &mut out)
+            .map_err(|e| e.to_string())?;
         check(&out).map_err(|e| format!("following, after {copies} good copies: {e}"))?;
         if let Some(first) = out.first() {
             if span.first == next && next > 0 && first.volume != next {
