@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use mtf_cli::SegmentArgs;
 use serde_json::Value;
-use shm_core::Timeframe;
 
 use crate::config::{Config, ConfigError, SourceKind};
 use crate::settings;
@@ -37,12 +36,13 @@ enum Command {
         #[command(flatten)]
         segment: SegmentArgs,
     },
-    /// Print the candles of one ring as they change, until Ctrl-C.
+    /// Print the candles of one ring, or a symbol's ticks (`tail SYMBOL ticks`), as they
+    /// change, until Ctrl-C.
     Tail {
         /// Symbol, matched exactly (e.g. BTCUSDc).
         symbol: String,
-        /// Timeframe (M1, M5, M15, M30, H1, H4, D1, W1, MN1; any case).
-        timeframe: Timeframe,
+        /// A timeframe (M1 to MN1, any case), or `ticks` for every tick as it arrives.
+        timeframe: crate::ops::TailWhat,
         #[command(flatten)]
         segment: SegmentArgs,
     },
@@ -301,7 +301,16 @@ pub fn main() -> ExitCode {
                 Err(e) => return report_config(&e),
             };
             let stop = mtf_cli::stop_flag();
-            match crate::ops::tail(&path, &symbol, timeframe, &stop, &mut std::io::stdout()) {
+            let mut stdout = std::io::stdout();
+            let done = match timeframe {
+                crate::ops::TailWhat::Candles(tf) => {
+                    crate::ops::tail(&path, &symbol, tf, &stop, &mut stdout)
+                }
+                crate::ops::TailWhat::Ticks => {
+                    crate::ops::tail_ticks(&path, &symbol, &stop, &mut stdout)
+                }
+            };
+            match done {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => report(&e),
             }

@@ -180,6 +180,13 @@ pub enum TailError {
         /// What it has.
         available: String,
     },
+    /// The segment has no such symbol.
+    NoSymbol {
+        /// The symbol asked for.
+        symbol: String,
+        /// The symbols it has.
+        available: String,
+    },
 }
 
 impl std::fmt::Display for TailError {
@@ -195,6 +202,9 @@ impl std::fmt::Display for TailError {
                     f,
                     "the segment has no {symbol} {timeframe} ring; it has: {available}"
                 )
+            }
+            TailError::NoSymbol { symbol, available } => {
+                write!(f, "the segment has no symbol {symbol}; it has: {available}")
             }
         }
     }
@@ -255,6 +265,100 @@ pub fn tail(
         }
         let _ = out.flush();
         std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// What `tail` follows: a ring's candles, or a symbol's ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailWhat {
+    /// The candles of the ring of this timeframe.
+    Candles(Timeframe),
+    /// Every tick of the symbol's tick ring.
+    Ticks,
+}
+
+impl std::str::FromStr for TailWhat {
+    type Err = shm_core::UnknownTimeframe;
+
+    fn from_str(s: &str) -> Result<TailWhat, Self::Err> {
+        if s.eq_ignore_ascii_case("ticks") {
+            return Ok(TailWhat::Ticks);
+        }
+        s.parse().map(TailWhat::Candles)
+    }
+}
+
+/// One tick as `tail SYMBOL ticks` prints it: server time, prices, volume and MT5's flags.
+fn tick_line(t: &shm_core::Tick) -> String {
+    let names = [
+        (shm_core::TICK_FLAG_BID, "BID"),
+        (shm_core::TICK_FLAG_ASK, "ASK"),
+        (shm_core::TICK_FLAG_LAST, "LAST"),
+        (shm_core::TICK_FLAG_VOLUME, "VOLUME"),
+        (shm_core::TICK_FLAG_BUY, "BUY"),
+        (shm_core::TICK_FLAG_SELL, "SELL"),
+    ];
+    let flags: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| t.flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    format!(
+        "{}  bid {}  ask {}  last {}  volume {}  flags {}",
+        server_time_ms(t.time_msc),
+        t.bid,
+        t.ask,
+        t.last,
+        t.volume_real,
+        flags.join("|")
+    )
+}
+
+/// Prints a symbol's ticks as they arrive (the newest five first) until `stop` is set: each
+/// once, in order; a line says so when the ring lapped the printer (a slow terminal).
+pub fn tail_ticks(
+    path: &SegmentPath,
+    symbol: &str,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+) -> Result<(), TailError> {
+    let mut reader = Reader::open(path).map_err(TailError::Open)?;
+    if reader.ticks(symbol).is_none() {
+        let available: Vec<&str> = reader.layout().symbols().collect();
+        return Err(TailError::NoSymbol {
+            symbol: symbol.into(),
+            available: available.join(", "),
+        });
+    }
+    let mut ticks = Vec::new();
+    let mut next: Option<u64> = None;
+    let mut last_liveness = None;
+    // Relaxed: the stop flag carries no data with it.
+    while !stop.load(Ordering::Relaxed) {
+        if reader.refresh().unwrap_or(false) {
+            next = None; // another segment: its positions start again
+        }
+        let liveness = reader.status().liveness;
+        if last_liveness != Some(liveness) {
+            let _ = writeln!(out, "# writer {liveness}");
+            last_liveness = Some(liveness);
+        }
+        let since = reader.changes();
+        if let Some(ring) = reader.ticks(symbol) {
+            let from = *next.get_or_insert_with(|| ring.total().saturating_sub(5));
+            if let Ok(span) = ring.read_from(from, 4096, &mut ticks) {
+                if span.first > from {
+                    let _ = writeln!(out, "# {} ticks passed while printing", span.first - from);
+                }
+                for t in &ticks {
+                    let _ = writeln!(out, "{}", tick_line(t));
+                }
+                next = Some(span.first + ticks.len() as u64);
+            }
+        }
+        let _ = out.flush();
+        reader.wait_for_change(since, Duration::from_millis(100));
     }
     Ok(())
 }

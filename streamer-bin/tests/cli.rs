@@ -432,3 +432,89 @@ fn remove_refuses_a_running_writer_and_deletes_the_segment_after_it_stops() {
     assert!(!file.exists());
     assert!(!std::path::Path::new(&format!("{path}.lock")).exists());
 }
+
+#[test]
+fn tail_ticks_prints_every_tick_once_in_order_as_it_arrives() {
+    use shm_core::{Layout, Tick, Timeframe, Writer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let seg = TempSegment::new("tail-ticks");
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10).unwrap();
+    let mut w = Writer::create(&seg.path, &layout, &Default::default()).unwrap();
+    let sym = w.symbol("EURUSD").unwrap();
+    let tick = |k: i64| Tick {
+        time_msc: 1_700_000_000_000 + k * 100,
+        bid: (110_000 + k) as f64 / 100_000.0,
+        ask: 1.2,
+        flags: shm_core::TICK_FLAG_BID,
+        ..Tick::default()
+    };
+    for k in 0..8 {
+        w.push_tick(sym, &tick(k)).unwrap();
+    }
+    w.set_running();
+
+    #[derive(Clone)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Shared(Arc::new(Mutex::new(Vec::new())));
+    let stop = Arc::new(AtomicBool::new(false));
+    let text = || String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let tail = {
+        let (path, stop, mut sink) = (seg.path.clone(), Arc::clone(&stop), out.clone());
+        std::thread::spawn(move || streamer_bin::ops::tail_ticks(&path, "EURUSD", &stop, &mut sink))
+    };
+    let wait_for = |needle: &str| {
+        let start = Instant::now();
+        while !text().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no {needle:?} in:\n{}",
+                text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for("bid 1.10007");
+    for k in 8..11 {
+        w.push_tick(sym, &tick(k)).unwrap();
+    }
+    w.notify();
+    wait_for("bid 1.1001 ");
+    stop.store(true, Ordering::Relaxed);
+    tail.join().unwrap().unwrap();
+    let bids: Vec<String> = text()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split("  ").nth(1).unwrap().to_owned())
+        .collect();
+    // The newest five of the first eight, then the three new ones: each once, in order.
+    assert_eq!(
+        bids,
+        [
+            "bid 1.10003",
+            "bid 1.10004",
+            "bid 1.10005",
+            "bid 1.10006",
+            "bid 1.10007",
+            "bid 1.10008",
+            "bid 1.10009",
+            "bid 1.1001"
+        ]
+    );
+    assert!(text().contains("flags BID"), "{}", text());
+    // A symbol the segment lacks: the error names the ones it has.
+    let err = streamer_bin::ops::tail_ticks(&seg.path, "GBPUSD", &stop, &mut std::io::sink())
+        .unwrap_err();
+    assert!(err.to_string().contains("EURUSD"), "{err}");
+}
