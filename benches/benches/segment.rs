@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use shm_core::{Candle, Counter, Layout, Reader, SegmentPath, Timeframe, Writer};
+use shm_core::{Candle, Counter, Layout, Reader, SegmentPath, Tick, Timeframe, Writer};
 
 /// The streamer's default rings, M1 to D1.
 fn timeframes() -> impl Iterator<Item = (Timeframe, u32)> {
@@ -64,12 +64,15 @@ fn tick_update(c: &mut Criterion) {
     let mut forming: Vec<Candle> = rings.iter().map(|&r| w.forming(r).unwrap()).collect();
     let mut price = 90_000.0;
     // The same tick without and with the wake-up call the streamer makes after each batch
-    // (nobody waiting), one after the other in one run.
-    for notify in [false, true] {
-        let name = if notify {
-            "tick_update_7_timeframes_then_notify"
-        } else {
-            "tick_update_7_timeframes"
+    // (nobody waiting), and with the tick written into the symbol's tick ring (what the
+    // streamer does per tick since layout version 2) instead of only its last-tick words, one
+    // after the other in one run.
+    let mut ms = 0i64;
+    for (notify, ring_too) in [(false, false), (true, false), (false, true)] {
+        let name = match (notify, ring_too) {
+            (true, _) => "tick_update_7_timeframes_then_notify",
+            (false, false) => "tick_update_7_timeframes",
+            (false, true) => "tick_update_7_timeframes_and_tick_ring",
         };
         c.bench_function(name, |b| {
             b.iter(|| {
@@ -83,7 +86,19 @@ fn tick_update(c: &mut Criterion) {
                     f.tick_volume += 1;
                     w.update_forming(*ring, f);
                 }
-                w.record_tick(sym, 0, price, price + 1.0);
+                if ring_too {
+                    ms += 1;
+                    let tick = Tick {
+                        time_msc: ms,
+                        bid: price,
+                        ask: price + 1.0,
+                        flags: 6,
+                        ..Tick::default()
+                    };
+                    w.push_tick(sym, &tick).unwrap();
+                } else {
+                    w.record_tick(sym, 0, price, price + 1.0);
+                }
                 w.add(Counter::TicksProcessed, 1);
                 if notify {
                     w.notify();
@@ -93,6 +108,42 @@ fn tick_update(c: &mut Criterion) {
     }
 }
 
+fn read_ticks(c: &mut Criterion) {
+    let (seg, mut w) = full_segment("ticks");
+    let sym = w.symbol("BTCUSDc").unwrap();
+    // A full ring of the default depth (4,096).
+    for k in 0..5000i64 {
+        let t = Tick {
+            time_msc: k * 100,
+            bid: 90_000.0 + k as f64,
+            ask: 90_001.0 + k as f64,
+            flags: 6,
+            ..Tick::default()
+        };
+        w.push_tick(sym, &t).unwrap();
+    }
+    let reader = Reader::open(&seg.0).unwrap();
+    let ring = reader.ticks("BTCUSDc").unwrap();
+    let mut group = c.benchmark_group("read_ticks");
+    for n in [1usize, 100, 1000] {
+        let mut out = Vec::with_capacity(n);
+        group.bench_with_input(BenchmarkId::new("newest", n), &n, |b, &n| {
+            b.iter(|| {
+                ring.read_last(black_box(n), &mut out).unwrap();
+                black_box(&out);
+            })
+        });
+    }
+    let mut out = Vec::with_capacity(1000);
+    group.bench_function("since_time_1000", |b| {
+        b.iter(|| {
+            ring.read_since(black_box(400_000), 1000, &mut out).unwrap();
+            black_box(&out);
+        })
+    });
+    group.finish();
+}
+
 fn notify(c: &mut Criterion) {
     let (_seg, w) = full_segment("notify");
     // What each published batch adds for readers that sleep: with nobody waiting, one atomic
@@ -100,5 +151,5 @@ fn notify(c: &mut Criterion) {
     c.bench_function("notify_no_waiter", |b| b.iter(|| w.notify()));
 }
 
-criterion_group!(benches, read_latest, tick_update, notify);
+criterion_group!(benches, read_latest, tick_update, read_ticks, notify);
 criterion_main!(benches);

@@ -52,6 +52,8 @@ class Streamer:
             if "running after" in line:
                 break
             if not line or time.monotonic() > deadline:
+                self.proc.kill()  # never left running behind a failed test
+                self.proc.wait()
                 raise RuntimeError("the streamer did not start: %s" % self.proc.stderr.read().decode())
 
     def kill(self):
@@ -85,21 +87,26 @@ def replay(tmp_path):
     its end: the candles no longer change, so every reader must agree on them."""
     s = Streamer(tmp_path, ["--csv", "examples/EURUSD_M1_202401020000_202401022359.csv", "--speed", "max",
                             "--timeframes", "M1,M5,M15,M30,H1,H4,D1"])
-    deadline = time.monotonic() + 30
-    import layout_reader
-    while layout_reader.Segment(s.segment).status()["feed_state"] != "finished":
-        assert time.monotonic() < deadline, "the replay did not finish"
-        time.sleep(0.05)
-    yield s
-    s.stop()
+    try:
+        deadline = time.monotonic() + 30
+        import layout_reader
+        while layout_reader.Segment(s.segment).status()["feed_state"] != "finished":
+            assert time.monotonic() < deadline, "the replay did not finish"
+            time.sleep(0.05)
+        yield s
+    finally:
+        # Stopped even when the setup above fails: no streamer outlives its test.
+        s.stop()
 
 
 @pytest.fixture
 def live(tmp_path):
     """The synthetic streamer, live, without HTTP."""
     s = Streamer(tmp_path, ["--tick-rate", "50"], http=False)
-    yield s
-    s.stop()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,7 @@ use std::hint::spin_loop;
 use std::sync::atomic::{fence, Ordering};
 
 use crate::mem::{Mem, MemMut};
-use crate::tick::{Tick, TICK_WORDS};
+use crate::tick::{self, Tick, TICK_WORDS};
 
 /// Byte offsets inside a tick ring (docs/LAYOUT.md, "Tick ring").
 pub(crate) mod off {
@@ -169,23 +169,43 @@ impl TickRingRef {
 
     // ---------------------------------------------------------------- write side
 
-    /// Appends `tick` at position `head`. Only the single writer calls this.
-    #[inline]
+    /// Appends `tick` at position `head` (the tests' way; the writer keeps a cursor and calls
+    /// [`push_at`](Self::push_at)).
+    #[cfg(test)]
     pub(crate) fn push(&self, mem: &MemMut, tick: &Tick, now_ns: u64) {
         self.bound(mem);
         // Relaxed: only this writer stores `head`.
         let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
-        // Relaxed store + Release fence (write side of the fence pair in the module table):
-        // a reader that copies any store below sees `begun > head` after its Acquire fence.
-        self.store(mem, self.base + off::BEGUN, head + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        let at = self.slot(head);
         let words = Tick {
             published_ns: now_ns,
             ..*tick
         }
         .to_words();
-        for (i, w) in words.into_iter().enumerate() {
+        self.push_at(mem, &words, now_ns, head, (head % self.capacity) as usize);
+    }
+
+    /// [`push`](Self::push) of a record's words (its `published_ns` set), for a writer that
+    /// knows `head` and its slot (`head % capacity`, kept as a cursor so that the tick path
+    /// has no division).
+    #[inline]
+    pub(crate) fn push_at(
+        &self,
+        mem: &MemMut,
+        words: &[u64; TICK_WORDS],
+        now_ns: u64,
+        head: u64,
+        slot: usize,
+    ) {
+        self.bound(mem);
+        debug_assert_eq!(head % self.capacity, slot as u64);
+        // Bounds: the slot must be one of the ring's, whatever the caller says.
+        let slot = if (slot as u64) < self.capacity { slot } else { 0 };
+        // Relaxed store + Release fence (write side of the fence pair in the module table):
+        // a reader that copies any store below sees `begun > head` after its Acquire fence.
+        self.store(mem, self.base + off::BEGUN, head + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let at = self.base + off::SLOTS + slot * TICK_SLOT_SIZE;
+        for (i, &w) in words.iter().enumerate() {
             // Relaxed: ordered by the fence above and the Release store of `head` below.
             self.store(mem, at + 8 * i, w, Ordering::Relaxed);
         }
@@ -205,7 +225,9 @@ impl TickRingRef {
     /// Copies at most `max` ticks chosen by `from` into `out` (which is cleared first), oldest
     /// first, torn-free. Ticks the writer overwrote during the copy are dropped from the
     /// front and the copy is tried again, up to `attempts` times; after that the intact rest
-    /// is returned. `Err` only for counters no writer leaves.
+    /// is returned. Also says whether every tick copied keeps the record's rules (`false`
+    /// means: look with `tick::check`, which says which). `Err` only for counters no writer
+    /// leaves.
     pub(crate) fn read(
         &self,
         mem: &Mem,
@@ -213,7 +235,7 @@ impl TickRingRef {
         max: usize,
         out: &mut Vec<Tick>,
         attempts: u32,
-    ) -> Result<(TickSpan, u32), BadCounters> {
+    ) -> Result<(TickSpan, u32, bool), BadCounters> {
         self.bound(mem);
         let mut retries = 0;
         loop {
@@ -227,7 +249,23 @@ impl TickRingRef {
                 From::Time(t) => self.search(mem, oldest, head, t),
             };
             let end = head.min(first.saturating_add(max as u64));
-            out.extend((first..end).map(|p| self.load_tick(mem, p)));
+            // At most two runs of slots (the ring wraps once), each extended from a range, so
+            // that the copy has no division and no capacity check per tick. The records are
+            // checked as they are copied (`tick::words_good`), while their words are in
+            // registers: a second pass over them would cost as much as the copy.
+            let n = (end - first) as usize;
+            let capacity = self.capacity as usize;
+            let start = (first % self.capacity) as usize;
+            let run = n.min(capacity - start);
+            let (mut previous, mut good) = (i64::MIN, true);
+            out.reserve(n);
+            for slots in [start..start + run, 0..n - run] {
+                for slot in slots {
+                    let words = self.load_words_at(mem, slot);
+                    good &= tick::words_good(&words, &mut previous);
+                    out.push(Tick::from_words(&words));
+                }
+            }
             // Acquire fence (read side of the fence pair), then `begun`.
             fence(Ordering::Acquire);
             let begun = self.load(mem, self.base + off::BEGUN, Ordering::Relaxed);
@@ -241,14 +279,15 @@ impl TickRingRef {
                 _ => first,
             };
             if searched_from >= intact_from || first >= end {
-                return Ok((TickSpan { first, head }, retries));
+                return Ok((TickSpan { first, head }, retries, good));
             }
             retries += 1;
             if retries >= attempts {
                 let lost = intact_from.min(end).saturating_sub(first) as usize;
                 out.drain(..lost);
                 let first = first.max(intact_from.min(end));
-                return Ok((TickSpan { first, head }, retries));
+                // Checked again whole: the copy's check covered the dropped ones too.
+                return Ok((TickSpan { first, head }, retries, false));
             }
             pause(retries);
         }
@@ -271,13 +310,13 @@ impl TickRingRef {
         lo
     }
 
+    /// The record's words in slot `slot` (below the capacity: the callers' ranges end there).
     #[inline(always)]
-    fn load_tick(&self, mem: &Mem, position: u64) -> Tick {
-        let at = self.slot(position);
+    fn load_words_at(&self, mem: &Mem, slot: usize) -> [u64; TICK_WORDS] {
+        debug_assert!((slot as u64) < self.capacity);
+        let at = self.base + off::SLOTS + slot * TICK_SLOT_SIZE;
         // Relaxed: validated by the `begun` check after the Acquire fence.
-        let words: [u64; TICK_WORDS] =
-            std::array::from_fn(|i| self.load(mem, at + 8 * i, Ordering::Relaxed));
-        Tick::from_words(&words)
+        std::array::from_fn(|i| self.load(mem, at + 8 * i, Ordering::Relaxed))
     }
 }
 
@@ -312,13 +351,13 @@ mod tests {
         let mem = heap.mem();
         let r = TickRingRef::new(0, 4, &mem).unwrap();
         let mut out = Vec::new();
-        let (span, _) = r.read(&mem, From::Newest(3), 10, &mut out, 10).unwrap();
+        let (span, _, _) = r.read(&mem, From::Newest(3), 10, &mut out, 10).unwrap();
         assert_eq!((out.len(), span.first, span.head), (0, 0, 0));
         for ms in [10, 20, 20, 30, 40, 50] {
             r.push(&mem, &tick(ms), 7);
         }
         let times = |out: &Vec<Tick>| out.iter().map(|t| t.time_msc).collect::<Vec<_>>();
-        let (span, _) = r.read(&mem, From::Newest(3), 10, &mut out, 10).unwrap();
+        let (span, _, _) = r.read(&mem, From::Newest(3), 10, &mut out, 10).unwrap();
         assert_eq!(
             (times(&out), span.first, span.head),
             (vec![30, 40, 50], 3, 6)
@@ -333,9 +372,9 @@ mod tests {
         assert_eq!(times(&out), [20, 30]);
         r.read(&mem, From::Time(51), 2, &mut out, 10).unwrap();
         assert!(out.is_empty());
-        let (span, _) = r.read(&mem, From::Position(5), 9, &mut out, 10).unwrap();
+        let (span, _, _) = r.read(&mem, From::Position(5), 9, &mut out, 10).unwrap();
         assert_eq!((times(&out), span.first), (vec![50], 5));
-        let (span, _) = r.read(&mem, From::Position(0), 1, &mut out, 10).unwrap();
+        let (span, _, _) = r.read(&mem, From::Position(0), 1, &mut out, 10).unwrap();
         assert_eq!((times(&out), span.first), (vec![20], 2));
     }
 
@@ -376,7 +415,7 @@ mod tests {
                     let mut copies = 0u64;
                     // Relaxed: a stop flag.
                     while !done.load(Ordering::Relaxed) || copies == 0 {
-                        let (span, _) = r.read(&mem, From::Newest(8), 8, &mut out, 10).unwrap();
+                        let (span, _, _) = r.read(&mem, From::Newest(8), 8, &mut out, 10).unwrap();
                         for (i, t) in out.iter().enumerate() {
                             let k = t.volume;
                             assert_eq!(k, span.first + i as u64, "position and tick agree");

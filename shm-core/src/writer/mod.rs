@@ -125,6 +125,9 @@ pub struct Writer {
     tick_rings: Vec<TickRingRef>,
     /// The newest tick time (ms) of each symbol's tick ring, which every later tick follows.
     newest_tick_msc: Vec<Option<i64>>,
+    /// Each tick ring's `head` and its slot (`head % capacity`), kept so that the tick path
+    /// has no division.
+    tick_cursor: Vec<(u64, usize)>,
     /// One information record per symbol.
     infos: Vec<Block>,
     /// The terminal record.
@@ -165,6 +168,13 @@ impl Writer {
             .ok_or_else(|| {
                 io_err("map", path)(io::Error::other("mapping shorter than the layout"))
             })?;
+        let tick_cursor = tick_rings
+            .iter()
+            .map(|r| {
+                let head = r.counters(map.mem()).1;
+                (head, (head % r.capacity()) as usize)
+            })
+            .collect();
         let infos = (0..layout.symbols().len())
             .map(|i| Block {
                 base: p.info_offset(i),
@@ -196,6 +206,7 @@ impl Writer {
             layout: layout.clone(),
             rings,
             newest_tick_msc: vec![None; tick_rings.len()],
+            tick_cursor,
             tick_rings,
             infos,
             terminal,

@@ -34,6 +34,8 @@ impl Writer {
                 }
                 repaired += 1;
             }
+            let head = ring.counters(self.map.mem()).1;
+            self.tick_cursor[i] = (head, (head % ring.capacity()) as usize);
             self.newest_tick_msc[i] = self.newest_tick(SymbolId(i as u32)).map(|t| t.time_msc);
         }
         repaired
@@ -51,17 +53,35 @@ impl Writer {
     #[inline]
     pub fn push_tick(&mut self, symbol: SymbolId, tick: &Tick) -> Result<(), TickDefect> {
         let i = symbol.0 as usize;
-        if let Some(d) = tick.defect() {
-            return Err(d);
+        let words = Tick {
+            published_ns: self.now_ns,
+            ..*tick
         }
-        if let Some(previous) = self.newest_tick_msc[i].filter(|&p| tick.time_msc < p) {
-            return Err(TickDefect::OutOfOrder { previous });
+        .to_words();
+        // The readers' own check, on the bits (a few instructions, no branch per rule); the
+        // rule it broke is worked out only when it did.
+        let mut previous = self.newest_tick_msc[i].unwrap_or(i64::MIN);
+        if !crate::tick::words_good(&words, &mut previous) {
+            return Err(match tick.defect() {
+                Some(d) => d,
+                None => TickDefect::OutOfOrder {
+                    previous: self.newest_tick_msc[i].unwrap_or(i64::MIN),
+                },
+            });
         }
-        self.tick_rings[i].push(self.map.mem(), tick, self.now_ns);
+        let ring = &self.tick_rings[i];
+        let (head, slot) = self.tick_cursor[i];
+        ring.push_at(self.map.mem(), &words, self.now_ns, head, slot);
+        let next = slot + 1;
+        self.tick_cursor[i] = (
+            head + 1,
+            if next as u64 == ring.capacity() { 0 } else { next },
+        );
         self.newest_tick_msc[i] = Some(tick.time_msc);
         self.record_tick(symbol, tick.time_msc, tick.bid, tick.ask);
+        // Not `last_update_ns`: that word is the candles' (docs/LAYOUT.md); a tick ring has its
+        // own `last_change_ns`.
         self.add(crate::Counter::TicksRecorded, 1);
-        self.touched();
         Ok(())
     }
 
