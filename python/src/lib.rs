@@ -12,8 +12,9 @@ use pyo3::exceptions::{PyException, PyLookupError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
-use shm_core::{InfoValue, Tick, 
-    Candle, Counter, OpenError, ReadError, Reader, SegmentPath, Timeframe, Trust, WaitOutcome,
+use shm_core::{
+    Candle, Counter, InfoValue, OpenError, ReadError, Reader, SegmentPath, Tick, Timeframe, Trust,
+    WaitOutcome,
 };
 
 create_exception!(
@@ -207,18 +208,47 @@ unsafe impl Element for TickRow {
     }
 }
 
-/// MT5's `COPY_TICKS_*` filter (`flags` of `copy_ticks_from`): whether a tick passes it.
-/// ALL (-1) every tick; INFO (1) ticks that changed bid or ask; TRADE (2) ticks that changed
-/// last or volume (MQL5 reference, `CopyTicks`).
-fn tick_filter(flags: i64) -> PyResult<fn(&Tick) -> bool> {
+/// MT5's `COPY_TICKS_*` filter (`flags` of `copy_ticks_from`): the flag bits a tick must have
+/// one of to pass, or `None` for every tick. ALL (-1) every tick; INFO (1) ticks that changed
+/// bid or ask; TRADE (2) ticks that changed last or volume (MQL5 reference, `CopyTicks`).
+fn tick_filter(flags: i64) -> PyResult<Option<u32>> {
     match flags {
-        -1 => Ok(|_| true),
-        1 => Ok(|t| t.flags & (shm_core::TICK_FLAG_BID | shm_core::TICK_FLAG_ASK) != 0),
-        2 => Ok(|t| t.flags & (shm_core::TICK_FLAG_LAST | shm_core::TICK_FLAG_VOLUME) != 0),
+        -1 => Ok(None),
+        1 => Ok(Some(shm_core::TICK_FLAG_BID | shm_core::TICK_FLAG_ASK)),
+        2 => Ok(Some(shm_core::TICK_FLAG_LAST | shm_core::TICK_FLAG_VOLUME)),
         other => Err(PyValueError::new_err(format!(
             "flags must be COPY_TICKS_ALL (-1), COPY_TICKS_INFO (1) or COPY_TICKS_TRADE (2), not {other}"
         ))),
     }
+}
+
+/// At most `count` of `ticks` that pass `filter`, as MT5's rows: without a filter a plain
+/// copy of a known length (no check per row).
+fn tick_rows(ticks: &[Tick], filter: Option<u32>, count: usize) -> Vec<TickRow> {
+    match filter {
+        None => {
+            let n = ticks.len().min(count);
+            let mut rows = Vec::with_capacity(n);
+            rows.extend(ticks[..n].iter().map(TickRow::from));
+            rows
+        }
+        Some(bits) => ticks
+            .iter()
+            .filter(|t| t.flags & bits != 0)
+            .take(count)
+            .map(TickRow::from)
+            .collect(),
+    }
+}
+
+/// One field's value as the Python object MT5's tuple holds.
+fn py_value(py: Python<'_>, v: InfoValue<'_>) -> PyResult<Py<PyAny>> {
+    Ok(match v {
+        InfoValue::Int(n) => n.into_pyobject(py)?.into_any().unbind(),
+        InfoValue::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
+        InfoValue::Float(x) => x.into_pyobject(py)?.into_any().unbind(),
+        InfoValue::Str(s) => pyo3::types::PyString::new(py, s).into_any().unbind(),
+    })
 }
 
 fn open_error(e: OpenError) -> PyErr {
@@ -250,7 +280,21 @@ pub struct Segment {
     /// The buffer reads copy into, one read at a time. Reads hold the GIL, which `fork`
     /// also holds, so a child never inherits it locked.
     scratch: Mutex<Vec<Candle>>,
+    /// The buffer tick reads copy into, as `scratch`.
+    tick_scratch: Mutex<Vec<Tick>>,
+    /// Per symbol, its information as Python values, with the record's version they were
+    /// decoded from (`Reader::symbol_info_version`): decoded again only when it changed.
+    info_cache: Mutex<std::collections::HashMap<String, CachedInfo>>,
     path: String,
+}
+
+/// A symbol's information, decoded: the version, the record (for its moving fields), its
+/// values as Python objects in MT5's order, and its source.
+struct CachedInfo {
+    version: u64,
+    info: shm_core::SymbolInfo,
+    values: Vec<Py<PyAny>>,
+    source: &'static str,
 }
 
 /// A Python integer argument as an integer: `True` and `False` are refused (Python counts
@@ -274,7 +318,11 @@ fn timeframe_arg(value: &Bound<'_, PyAny>) -> PyResult<u32> {
 impl Segment {
     /// The current reader, shared. A panic while the lock was held left nothing half-done:
     /// the `Arc` is swapped whole.
-    fn tick_ring<'r>(&self, reader: &'r Reader, symbol: &str) -> PyResult<shm_core::TickRingReader<'r>> {
+    fn tick_ring<'r>(
+        &self,
+        reader: &'r Reader,
+        symbol: &str,
+    ) -> PyResult<shm_core::TickRingReader<'r>> {
         reader
             .ticks(symbol)
             .ok_or_else(|| NotFound::new_err(format!("the segment has no symbol {symbol}")))
@@ -361,6 +409,8 @@ impl Segment {
         Ok(Segment {
             reader: RwLock::new(Arc::new(reader)),
             scratch: Mutex::new(Vec::with_capacity(1500)),
+            tick_scratch: Mutex::new(Vec::new()),
+            info_cache: Mutex::new(std::collections::HashMap::new()),
             path: path.to_string(),
         })
     }
@@ -470,12 +520,18 @@ impl Segment {
         let keep = tick_filter(flags)?;
         let reader = self.reader();
         let ring = self.tick_ring(&reader, symbol)?;
-        let mut ticks = Vec::new();
+        if keep.is_none() {
+            // Every tick: straight into MT5's rows as they are copied, one pass.
+            let mut rows = Vec::new();
+            ring.read_since_as(from_msc, count, &mut rows, |t| TickRow::from(t))
+                .map_err(busy)?;
+            return Ok(PyArray1::from_vec(py, rows));
+        }
         // Filtered: every tick from the start, then the first `count` that pass.
-        let want = if flags == -1 { count } else { usize::MAX };
-        ring.read_since(from_msc, want, &mut ticks).map_err(busy)?;
-        let rows: Vec<TickRow> = ticks.iter().filter(|t| keep(t)).take(count).map(TickRow::from).collect();
-        Ok(PyArray1::from_vec(py, rows))
+        let mut ticks = self.tick_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        ring.read_since(from_msc, usize::MAX, &mut ticks)
+            .map_err(busy)?;
+        Ok(PyArray1::from_vec(py, tick_rows(&ticks, keep, count)))
     }
 
     /// The ticks from `from_msc` to `to_msc` (server time, ms, both inclusive) that pass
@@ -491,11 +547,10 @@ impl Segment {
         let keep = tick_filter(int_arg(flags, "flags")?)?;
         let reader = self.reader();
         let ring = self.tick_ring(&reader, symbol)?;
-        let mut ticks = Vec::new();
+        let mut ticks = self.tick_scratch.lock().unwrap_or_else(|p| p.into_inner());
         ring.read_range(from_msc, to_msc, usize::MAX, &mut ticks)
             .map_err(busy)?;
-        let rows: Vec<TickRow> = ticks.iter().filter(|t| keep(t)).map(TickRow::from).collect();
-        Ok(PyArray1::from_vec(py, rows))
+        Ok(PyArray1::from_vec(py, tick_rows(&ticks, keep, usize::MAX)))
     }
 
     /// The newest tick as MT5's Tick fields `(time, bid, ask, last, volume, time_msc, flags,
@@ -505,7 +560,16 @@ impl Segment {
         let reader = self.reader();
         let ring = self.tick_ring(&reader, symbol)?;
         Ok(ring.latest().map_err(busy)?.map(|t| {
-            (t.time(), t.bid, t.ask, t.last, t.volume, t.time_msc, t.flags, t.volume_real)
+            (
+                t.time(),
+                t.bid,
+                t.ask,
+                t.last,
+                t.volume,
+                t.time_msc,
+                t.flags,
+                t.volume_real,
+            )
         }))
     }
 
@@ -518,27 +582,54 @@ impl Segment {
     ) -> PyResult<Option<(Bound<'py, PyTuple>, &'static str)>> {
         let reader = self.reader();
         let ring = self.tick_ring(&reader, symbol)?;
-        let Some(record) = reader.symbol_info(symbol).map_err(busy)? else {
+        let mut cache = self.info_cache.lock().unwrap_or_else(|p| p.into_inner());
+        // The record is decoded (96 fields, 13 strings) only when its version moved; a cached
+        // one made under the version read now is still the record (`Reader::symbol_info_version`).
+        let version = reader.symbol_info_version(symbol);
+        let fresh = cache
+            .get(symbol)
+            .is_some_and(|c| Some(c.version) == version && c.version % 2 == 0);
+        if !fresh {
+            let Some(record) = reader.symbol_info(symbol).map_err(busy)? else {
+                cache.remove(symbol);
+                return Ok(None);
+            };
+            let values = record
+                .info
+                .fields()
+                .map(|(_, v)| py_value(py, v))
+                .collect::<PyResult<Vec<_>>>()?;
+            let source = match record.source {
+                shm_core::InfoSource::Terminal => "terminal",
+                shm_core::InfoSource::Derived => "derived",
+            };
+            // Kept only if no write came between the version and the copy: else the next call
+            // decodes again.
+            let after = reader.symbol_info_version(symbol);
+            let cached = CachedInfo {
+                version: if after == version {
+                    version.unwrap_or(1)
+                } else {
+                    1
+                },
+                info: record.info,
+                values,
+                source,
+            };
+            cache.insert(symbol.to_owned(), cached);
+        }
+        let Some(cached) = cache.get(symbol) else {
             return Ok(None);
         };
-        let info = match ring.latest().map_err(busy)? {
-            Some(t) => record.info.with_tick(&t),
-            None => record.info,
-        };
-        let values = info
-            .fields()
-            .map(|(_, v)| match v {
-                InfoValue::Int(n) => n.into_pyobject(py).map(|o| o.into_any()).map_err(PyErr::from),
-                InfoValue::Bool(b) => Ok(PyBool::new(py, b).to_owned().into_any()),
-                InfoValue::Float(x) => x.into_pyobject(py).map(|o| o.into_any()).map_err(PyErr::from),
-                InfoValue::Str(s) => Ok(pyo3::types::PyString::new(py, s).into_any()),
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let source = match record.source {
-            shm_core::InfoSource::Terminal => "terminal",
-            shm_core::InfoSource::Derived => "derived",
-        };
-        Ok(Some((PyTuple::new(py, values)?, source)))
+        // The moving fields from the newest tick, never stale.
+        let mut values: Vec<Bound<'py, PyAny>> =
+            cached.values.iter().map(|v| v.bind(py).clone()).collect();
+        if let Some(tick) = ring.latest().map_err(busy)? {
+            for (i, v) in cached.info.moving_fields(&tick).into_iter().flatten() {
+                values[i] = py_value(py, v)?.into_bound(py);
+            }
+        }
+        Ok(Some((PyTuple::new(py, values)?, cached.source)))
     }
 
     /// The terminal that feeds the segment: `(name, company, build, connected, server, login,
@@ -547,7 +638,15 @@ impl Segment {
     fn terminal(&self) -> PyResult<Option<(String, String, i64, bool, String, i64, u64)>> {
         Ok(self.reader().terminal().map_err(busy)?.map(|t| {
             let i = t.info;
-            (i.name, i.company, i.build, i.connected, i.server, i.login, t.confirmed_ns)
+            (
+                i.name,
+                i.company,
+                i.build,
+                i.connected,
+                i.server,
+                i.login,
+                t.confirmed_ns,
+            )
         }))
     }
 
@@ -602,6 +701,11 @@ impl Segment {
         }
         let fresh = Arc::new(current.reopen().map_err(open_error)?);
         *self.reader.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        // Another file: its records' versions say nothing of the ones decoded from the old.
+        self.info_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(true)
     }
 

@@ -294,25 +294,45 @@ impl SymbolInfo {
     /// newest: `bid`, `ask`, `last`, `time`, `volume`, `volume_real`, and `spread` (in points,
     /// from the bid and ask) where the spread floats. So they are never staler than the ring.
     pub fn with_tick(mut self, tick: &crate::Tick) -> SymbolInfo {
-        let set = |info: &mut SymbolInfo, name: &str, v: u64| {
-            if let Some(i) = Self::field_index(name) {
-                info.numbers[i] = v;
-            }
-        };
-        set(&mut self, "bid", tick.bid.to_bits());
-        set(&mut self, "ask", tick.ask.to_bits());
-        set(&mut self, "last", tick.last.to_bits());
-        set(&mut self, "time", tick.time() as u64);
-        set(&mut self, "volume", tick.volume);
-        set(&mut self, "volume_real", tick.volume_real.to_bits());
-        let floating = self.get("spread_float") == Some(InfoValue::Bool(true));
-        if let (true, Some(InfoValue::Float(point))) = (floating, self.get("point")) {
-            if point > 0.0 && tick.ask >= tick.bid && tick.bid > 0.0 {
-                let spread = ((tick.ask - tick.bid) / point).round().min(i32::MAX as f64);
-                set(&mut self, "spread", spread as i64 as u64);
-            }
+        for (i, value) in self.moving_fields(tick).into_iter().flatten() {
+            self.numbers[i] = match value {
+                InfoValue::Int(n) => n as u64,
+                InfoValue::Float(x) => x.to_bits(),
+                InfoValue::Bool(b) => u64::from(b),
+                InfoValue::Str(_) => continue,
+            };
         }
         self
+    }
+
+    /// The fields `tick` gives new values (see [`with_tick`](Self::with_tick)), by index in
+    /// [`SYMBOL_INFO_FIELDS`]: for a reader that keeps the rest of a record and updates only
+    /// these. `spread` is `None` where the record's spread is fixed or its point unknown.
+    pub fn moving_fields(&self, tick: &crate::Tick) -> [Option<(usize, InfoValue<'static>)>; 7] {
+        // Indexes in MT5's order (checked by the table's test).
+        const VOLUME: usize = 7;
+        const TIME: usize = 10;
+        const SPREAD: usize = 12;
+        const BID: usize = 31;
+        const ASK: usize = 34;
+        const LAST: usize = 37;
+        const VOLUME_REAL: usize = 40;
+        let floating = self.numbers[13] != 0; // spread_float
+        let point = f64::from_bits(self.numbers[44]); // point
+        let spread =
+            (floating && point > 0.0 && tick.ask >= tick.bid && tick.bid > 0.0).then(|| {
+                let points = ((tick.ask - tick.bid) / point).round().min(i32::MAX as f64);
+                (SPREAD, InfoValue::Int(points as i64))
+            });
+        [
+            Some((BID, InfoValue::Float(tick.bid))),
+            Some((ASK, InfoValue::Float(tick.ask))),
+            Some((LAST, InfoValue::Float(tick.last))),
+            Some((TIME, InfoValue::Int(tick.time()))),
+            Some((VOLUME, InfoValue::Int(tick.volume as i64))),
+            Some((VOLUME_REAL, InfoValue::Float(tick.volume_real))),
+            spread,
+        ]
     }
 }
 
@@ -387,6 +407,20 @@ mod tests {
         assert!(SYMBOL_INFO_FIELDS[83..].iter().all(|(_, k)| *k == S));
         assert_eq!(SYMBOL_INFO_FIELDS[0].0, "custom");
         assert_eq!(SYMBOL_INFO_FIELDS[95].0, "path");
+        // The indexes `moving_fields` uses.
+        for (i, name) in [
+            (7, "volume"),
+            (10, "time"),
+            (12, "spread"),
+            (13, "spread_float"),
+            (31, "bid"),
+            (34, "ask"),
+            (37, "last"),
+            (40, "volume_real"),
+            (44, "point"),
+        ] {
+            assert_eq!(SYMBOL_INFO_FIELDS[i].0, name);
+        }
     }
 
     #[test]

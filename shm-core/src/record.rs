@@ -66,6 +66,13 @@ impl Block {
         mem.store(self.base, (s | 1).wrapping_add(1), Ordering::Release);
     }
 
+    /// The block's sequence. Acquire (read side of the closing Release): a reader that loads
+    /// an even value it has seen before, after a copy made under that value, knows the copy
+    /// is still the block's content (sequences only grow, by two per write).
+    pub(crate) fn sequence(&self, mem: &Mem) -> u64 {
+        mem.load(self.base, Ordering::Acquire)
+    }
+
     /// A consistent copy of the first `words` payload words.
     pub(crate) fn read(
         &self,

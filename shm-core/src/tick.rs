@@ -84,11 +84,13 @@ impl std::error::Error for TickDefect {}
 
 impl Tick {
     /// MT5's `time`: the tick's server time in whole seconds.
+    #[inline]
     pub fn time(&self) -> i64 {
         self.time_msc.div_euclid(1000)
     }
 
     /// The first rule this single tick breaks, if any (order is checked across ticks).
+    #[inline]
     pub fn defect(&self) -> Option<TickDefect> {
         // Finite and not negative, `-0.0` included (see `words_good`).
         let fine = |x: f64| x.is_finite() && x.is_sign_positive();
@@ -249,12 +251,21 @@ mod tests {
         // The fast pass and the careful one agree on every defect.
         for bad in [
             Tick { bid: f64::NAN, ..t },
-            Tick { ask: f64::INFINITY, ..t },
-            Tick { volume_real: -0.5, ..t },
+            Tick {
+                ask: f64::INFINITY,
+                ..t
+            },
+            Tick {
+                volume_real: -0.5,
+                ..t
+            },
             none,
             Tick { flags: 0x80, ..t },
             Tick { time_msc: -1, ..t },
-            Tick { time_msc: LATEST_TIME * 1000 + 1, ..t },
+            Tick {
+                time_msc: LATEST_TIME * 1000 + 1,
+                ..t
+            },
             Tick { bid: -0.0, ..t },
         ] {
             assert!(!all_good(&[t, bad]), "{bad:?}");

@@ -199,7 +199,11 @@ impl TickRingRef {
         self.bound(mem);
         debug_assert_eq!(head % self.capacity, slot as u64);
         // Bounds: the slot must be one of the ring's, whatever the caller says.
-        let slot = if (slot as u64) < self.capacity { slot } else { 0 };
+        let slot = if (slot as u64) < self.capacity {
+            slot
+        } else {
+            0
+        };
         // Relaxed store + Release fence (write side of the fence pair in the module table):
         // a reader that copies any store below sees `begun > head` after its Acquire fence.
         self.store(mem, self.base + off::BEGUN, head + 1, Ordering::Relaxed);
@@ -236,6 +240,20 @@ impl TickRingRef {
         out: &mut Vec<Tick>,
         attempts: u32,
     ) -> Result<(TickSpan, u32, bool), BadCounters> {
+        self.read_as(mem, from, max, out, attempts, |t| *t)
+    }
+
+    /// [`read`](Self::read) into rows of the caller's type, each made by `map` from a tick as
+    /// it is copied (a reader that hands out its own layout saves a pass over the ticks).
+    pub(crate) fn read_as<T>(
+        &self,
+        mem: &Mem,
+        from: From,
+        max: usize,
+        out: &mut Vec<T>,
+        attempts: u32,
+        map: impl Fn(&Tick) -> T,
+    ) -> Result<(TickSpan, u32, bool), BadCounters> {
         self.bound(mem);
         let mut retries = 0;
         loop {
@@ -263,7 +281,7 @@ impl TickRingRef {
                 for slot in slots {
                     let words = self.load_words_at(mem, slot);
                     good &= tick::words_good(&words, &mut previous);
-                    out.push(Tick::from_words(&words));
+                    out.push(map(&Tick::from_words(&words)));
                 }
             }
             // Acquire fence (read side of the fence pair), then `begun`.

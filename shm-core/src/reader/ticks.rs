@@ -90,6 +90,14 @@ impl Reader {
         }))
     }
 
+    /// A number that changes whenever the record of `symbol` is written (its sequence; odd
+    /// while a write is open): a reader that keeps a decoded record reads it again only
+    /// when this changed. `None` for a symbol the segment does not hold.
+    pub fn symbol_info_version(&self, symbol: &str) -> Option<u64> {
+        let i = self.layout.symbols().position(|s| s == symbol)?;
+        Some(self.infos[i].sequence(self.mem()))
+    }
+
     /// The terminal's identity: `Ok(None)` if the feed has no terminal (synthetic, CSV).
     pub fn terminal(&self) -> Result<Option<TerminalRecord>, ReadError> {
         let payload = self
@@ -187,6 +195,52 @@ impl<'a> TickRingReader<'a> {
         Ok(out.pop())
     }
 
+    /// At most `max` ticks from the first at or after `time_msc`, each made into the caller's
+    /// row by `map` as it is copied (MT5's 60-byte numpy row, a wire message, …): one pass
+    /// instead of a copy and a conversion. The rows are handed out only if every tick keeps
+    /// the record's rules, as with [`read_since`](Self::read_since).
+    pub fn read_since_as<T>(
+        &self,
+        time_msc: i64,
+        max: usize,
+        out: &mut Vec<T>,
+        map: impl Fn(&Tick) -> T,
+    ) -> Result<TickSpan, ReadError> {
+        let ring = &self.reader.tick_rings[self.index];
+        let max = max.min(ring.capacity() as usize);
+        let (span, retries, good) = ring
+            .read_as(
+                self.reader.mem(),
+                From::Time(time_msc),
+                max,
+                out,
+                self.reader.max_attempts,
+                map,
+            )
+            .map_err(|BadCounters { .. }| ReadError::Damaged {
+                what: "a tick ring's counters",
+            })?;
+        self.count_retries(retries);
+        if !good {
+            out.clear();
+            // The slow path: the same ticks again, as ticks, to say which rule broke.
+            let mut ticks = Vec::new();
+            self.read(From::Time(time_msc), max, &mut ticks)?;
+            return Err(ReadError::Damaged {
+                what: "a tick that changed while it was read",
+            });
+        }
+        Ok(span)
+    }
+
+    fn count_retries(&self, retries: u32) {
+        if retries > 0 {
+            self.reader
+                .retries
+                .fetch_add(u64::from(retries), Ordering::Relaxed);
+        }
+    }
+
     fn read(&self, from: From, max: usize, out: &mut Vec<Tick>) -> Result<TickSpan, ReadError> {
         let ring = &self.reader.tick_rings[self.index];
         let max = max.min(ring.capacity() as usize);
@@ -195,11 +249,7 @@ impl<'a> TickRingReader<'a> {
             .map_err(|BadCounters { .. }| ReadError::Damaged {
                 what: "a tick ring's counters",
             })?;
-        if retries > 0 {
-            self.reader
-                .retries
-                .fetch_add(u64::from(retries), Ordering::Relaxed);
-        }
+        self.count_retries(retries);
         if let Err((time_msc, why)) = if good { Ok(()) } else { tick::check(out) } {
             out.clear();
             return Err(ReadError::InvalidTick { time_msc, why });

@@ -75,7 +75,11 @@ impl Writer {
         let next = slot + 1;
         self.tick_cursor[i] = (
             head + 1,
-            if next as u64 == ring.capacity() { 0 } else { next },
+            if next as u64 == ring.capacity() {
+                0
+            } else {
+                next
+            },
         );
         self.newest_tick_msc[i] = Some(tick.time_msc);
         self.record_tick(symbol, tick.time_msc, tick.bid, tick.ask);
