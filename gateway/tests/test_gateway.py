@@ -135,10 +135,18 @@ class CsvBackendTest(Folder):
         rates = b.copy_rates_range("EURUSD", "H1", T0 + 3600, T0 + 3 * 3600)
         self.assertEqual([r["time"] - T0 for r in rates], [3600, 7200, 10800])
 
+    def test_symbol_info_says_what_the_export_shows(self):
+        b = self.backend()
+        info = b.symbol_info("EURUSD")
+        # The ticks show five decimals (1.04679).
+        self.assertEqual((info["name"], info["digits"], info["point"]), ("EURUSD", 5, 0.00001))
+        self.assertEqual((info["currency_base"], info["currency_profit"]), ("EUR", "USD"))
+        self.assertNotIn("trade_contract_size", info)
+
     def test_unknown_symbols_are_mt5_not_found(self):
         b = self.backend()
         for call in (lambda: b.copy_rates_from_pos("GBPUSD", "H1", 0, 1), lambda: b.symbol_info_tick("GBPUSD"),
-                     lambda: b.tick_stream(["GBPUSD"])):
+                     lambda: b.symbol_info("GBPUSD"), lambda: b.tick_stream(["GBPUSD"])):
             with self.assertRaises(gw.GatewayError) as e:
                 call()
             self.assertEqual(e.exception.mt5_code, -4)
@@ -230,6 +238,11 @@ class FakeMt5:
         last = self.ticks[-1] if self.ticks else dict(time=T0, bid=1.0, ask=1.1, last=0.0, volume=0, time_msc=T0 * 1000, flags=6, volume_real=0.0)
         return FakeTick(**last)
 
+    def symbol_info(self, s):
+        self.info_calls = getattr(self, "info_calls", 0) + 1
+        return getattr(self, "info", FakeTick(name=s, digits=5, point=0.00001, select=True,
+                                              description="Euro vs US Dollar", spread=FakeScalar(12)))
+
     def copy_ticks_from(self, s, frm, count, flags):
         return [FakeRecord(**t) for t in self.ticks if t["time"] >= frm][:count]
 
@@ -247,6 +260,27 @@ class TerminalBackendTest(unittest.TestCase):
         hello = b.hello()
         self.assertEqual(hello["terminal"]["build"], 4755)
         self.assertEqual(hello["account"], {"server": "Broker-Demo", "login": 123})
+
+    def test_symbol_info_is_forwarded_as_plain_values_within_bounds(self):
+        mt5 = FakeMt5()
+        b = gw.TerminalBackend(mt5, "metatrader5")
+        info = b.symbol_info("EURUSD")
+        self.assertEqual(info, {"name": "EURUSD", "digits": 5, "point": 0.00001, "select": True,
+                                "description": "Euro vs US Dollar", "spread": 12})
+        json.dumps(info)
+        # A terminal (or stand-in) past the bounds: refused, never forwarded.
+        mt5.info = FakeTick(description="x" * 2000)
+        with self.assertRaises(gw.GatewayError) as e:
+            b.symbol_info("EURUSD")
+        self.assertEqual(e.exception.code, "BAD_ANSWER")
+        mt5.info = FakeTick(**{"f%d" % i: i for i in range(300)})
+        with self.assertRaises(gw.GatewayError) as e:
+            b.symbol_info("EURUSD")
+        self.assertEqual(e.exception.code, "BAD_ANSWER")
+        mt5.info = FakeTick(nested=[1, 2])
+        with self.assertRaises(gw.GatewayError) as e:
+            b.symbol_info("EURUSD")
+        self.assertEqual(e.exception.code, "BAD_ANSWER")
 
     def test_failures_carry_last_error(self):
         b = gw.TerminalBackend(FakeMt5(), "metatrader5")

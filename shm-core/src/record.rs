@@ -84,7 +84,7 @@ impl Block {
         for attempt in 0..attempts.max(1) {
             // Acquire (read side of the closing Release).
             let s1 = mem.load(self.base, Ordering::Acquire);
-            if s1 % 2 == 0 {
+            if s1.is_multiple_of(2) {
                 for (i, w) in out.iter_mut().enumerate() {
                     *w = mem.load(self.base + 8 + 8 * i, Ordering::Relaxed);
                 }
@@ -107,7 +107,7 @@ impl Block {
     /// half of two writes. Returns whether it did.
     pub(crate) fn repair(&self, mem: &MemMut) -> bool {
         let s = mem.load(self.base, Ordering::Relaxed);
-        if s % 2 == 0 {
+        if s.is_multiple_of(2) {
             return false;
         }
         for off in (8..self.size).step_by(8) {

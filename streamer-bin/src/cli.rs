@@ -63,8 +63,8 @@ struct RunArgs {
     /// Timeframes to publish, comma-separated (default M1,M5,M15,M30,H1,H4,D1).
     #[arg(long, value_delimiter = ',', value_name = "TFS")]
     timeframes: Option<Vec<String>>,
-    /// Ring size of one timeframe, e.g. --buffer M1=2880 (repeatable). Defaults: M1 1440,
-    /// M5 300, M15 150, M30 100, H1 100, H4 50, D1 30, W1 52, MN1 12.
+    /// Ring size of one timeframe, e.g. --buffer M1=20160 (repeatable). Defaults: M1 10080,
+    /// M5 2016, 1000 for every other timeframe.
     #[arg(long, value_name = "TF=N")]
     buffer: Vec<String>,
     /// Seed of the synthetic feed (same seed, same price path).

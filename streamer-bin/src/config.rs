@@ -144,17 +144,20 @@ pub const DEFAULT_SYMBOLS: [&str; 2] = ["BTCUSDc", "XAUUSDc"];
 pub const DEFAULT_HTTP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
 
-/// The buffer sizes of the original system, plus D1, W1 and MN1.
+/// Closed candles kept per ring unless told otherwise: the history bots ask for. A week of
+/// M1 (10,080 bars) and of M5 (2,016), and 1,000 bars of every other timeframe (MT5's own
+/// default "max bars in chart" is 100,000; `--buffer` holds more). About 1.6 MB a symbol with
+/// the default tick ring (README, "How much memory").
 pub const DEFAULT_BUFFER_SIZES: [(Timeframe, u32); 9] = [
-    (Timeframe::M1, 1440),
-    (Timeframe::M5, 300),
-    (Timeframe::M15, 150),
-    (Timeframe::M30, 100),
-    (Timeframe::H1, 100),
-    (Timeframe::H4, 50),
-    (Timeframe::D1, 30),
-    (Timeframe::W1, 52),
-    (Timeframe::MN1, 12),
+    (Timeframe::M1, 10_080),
+    (Timeframe::M5, 2_016),
+    (Timeframe::M15, 1_000),
+    (Timeframe::M30, 1_000),
+    (Timeframe::H1, 1_000),
+    (Timeframe::H4, 1_000),
+    (Timeframe::D1, 1_000),
+    (Timeframe::W1, 1_000),
+    (Timeframe::MN1, 1_000),
 ];
 
 /// The timeframes published by default: M1 to D1. W1 and MN1 are available with
@@ -377,7 +380,7 @@ mod tests {
         assert_eq!(c.buffer_sizes[&Timeframe::M1], 1440);
         assert_eq!(
             c.buffer_sizes[&Timeframe::D1],
-            30,
+            1_000,
             "defaults fill what the file leaves out"
         );
         assert_eq!(c.max_memory_mb, Some(512));

@@ -119,12 +119,13 @@ pub(crate) fn open_source(
 ) -> Box<dyn Source> {
     match config.source {
         SourceKind::Synthetic => {
-            // Enough M1 history to fill the longest-reaching ring.
-            let span = tfs[0]
-                .iter()
-                .map(|&tf| tf.nominal_seconds() * i64::from(config.capacity(tf)))
-                .max()
-                .unwrap_or(86_400);
+            // Enough history to fill the shortest timeframe's ring (a week of M1 by default);
+            // the longer rings fill as far as that reaches, and then as it runs. Filling the
+            // longest-reaching ring (1,000 D1 bars: three years of M1) would hold up the start
+            // for the sake of a made-up past.
+            let span = tfs[0].iter().min().map_or(86_400, |&tf| {
+                tf.nominal_seconds() * i64::from(config.capacity(tf))
+            });
             Box::new(Synthetic::new(
                 symbols,
                 config.seed,

@@ -123,7 +123,7 @@ fn inspect_reports_liveness_and_every_ring() {
         assert!(text.contains(&format!("XAUUSDc {tf} ")), "{tf}: {text}");
     }
     assert!(
-        text.contains("1440/1440 +1"),
+        text.contains("10080/10080 +1"),
         "M1 full, and the forming candle beside it: {text}"
     );
 }

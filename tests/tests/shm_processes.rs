@@ -131,7 +131,7 @@ fn derived_tick(k: u64) -> shm_core::Tick {
         last: 0.0,
         volume: k,
         volume_real: k as f64 * 0.25,
-        flags: if k % 2 == 0 { 6 } else { 2 },
+        flags: if k.is_multiple_of(2) { 6 } else { 2 },
         published_ns: 0,
     }
 }

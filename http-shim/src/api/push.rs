@@ -43,7 +43,7 @@ const STATUS_LOOK: Duration = Duration::from_millis(250);
 /// so that a stream never holds a ring's whole history in memory at once.
 pub const BACKLOG_CHUNK: usize = 256;
 /// Closed bars one look sends over all rings without a reservation: what any stream may hold
-/// unbudgeted, part of its fixed cost per connection (docs/API.md, "Memory").
+/// unbudgeted, part of its fixed cost per connection (docs/DESIGN.md, "Bounded answers").
 pub const LOOK_CLOSED: usize = 16;
 
 /// The most bytes one event of a stream of `pairs` rings can take once framed: a candle's JSON
