@@ -211,6 +211,58 @@ fn tick_exports_carry_unchanged_bid_and_ask_forward() {
     let tick = r.last_tick("EURUSD").unwrap();
     assert_eq!((tick.bid, tick.ask), (1.0999, 1.1));
     assert_eq!(r.status().counters.get(Counter::TicksProcessed), 4);
+    // Every tick in the tick ring, in order, with the export's own flags.
+    let mut ticks = Vec::new();
+    r.ticks("EURUSD").unwrap().read_last(100, &mut ticks).unwrap();
+    let got: Vec<(i64, f64, f64, u32)> = ticks
+        .iter()
+        .map(|t| (t.time_msc % 86_400_000, t.bid, t.ask, t.flags))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (36_000_100, 1.1, 1.1001, 6),
+            (36_000_350, 1.1, 1.10012, 4),
+            (36_059_999, 1.10005, 1.10012, 2),
+            (36_060_000, 1.0999, 1.1, 6),
+        ]
+    );
+}
+
+#[test]
+fn exchange_tick_exports_keep_last_volume_and_flags() {
+    let dir = TempDir::new("trades");
+    // A deal tick (LAST, VOLUME, BUY), a quote, a deal carried forward, and a row without
+    // flags, whose flags are derived from what changed.
+    let text = "<DATE>	<TIME>	<BID>	<ASK>	<LAST>	<VOLUME>	<FLAGS>
+2024.01.02	10:00:00.100	100.10	100.20	100.15	3	56
+2024.01.02	10:00:00.200	100.11				2
+2024.01.02	10:00:00.300			100.18	2	88
+2024.01.02	10:00:00.400		100.25			
+";
+    let f = dir.write("SBER_202401021000_202401021001.csv", text.as_bytes());
+    let (_seg, r) = replay("trades", vec![f], |_| {});
+    let mut ticks = Vec::new();
+    r.ticks("SBER").unwrap().read_last(100, &mut ticks).unwrap();
+    let got: Vec<(f64, f64, f64, u64, u32)> = ticks
+        .iter()
+        .map(|t| (t.bid, t.ask, t.last, t.volume, t.flags))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (100.10, 100.20, 100.15, 3, 56),
+            (100.11, 100.20, 100.15, 0, 2),
+            (100.11, 100.20, 100.18, 2, 88),
+            // No flags in the file: the ask changed.
+            (100.11, 100.25, 100.18, 0, shm_core::TICK_FLAG_ASK),
+        ]
+    );
+    // Its symbol information: what the prices show.
+    let info = r.symbol_info("SBER").unwrap().expect("a derived record");
+    assert_eq!(info.source, shm_core::InfoSource::Derived);
+    assert_eq!(info.info.get("digits"), Some(shm_core::InfoValue::Int(2)));
+    assert_eq!(info.info.get("currency_base"), Some(shm_core::InfoValue::Str("")));
 }
 
 #[test]

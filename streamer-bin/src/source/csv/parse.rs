@@ -159,7 +159,9 @@ pub(super) enum Columns {
         time: usize,
         bid: usize,
         ask: usize,
+        last: Option<usize>,
         volume: Option<usize>,
+        flags: Option<usize>,
     },
 }
 
@@ -207,7 +209,9 @@ pub(super) fn header(line: &str) -> Option<(char, Columns)> {
                 time,
                 bid,
                 ask,
+                last: find("<LAST>"),
                 volume: find("<VOLUME>"),
+                flags: find("<FLAGS>"),
             },
         ));
     }
@@ -297,11 +301,13 @@ pub(super) enum When {
     At(i64),
 }
 
-/// The latest bid and ask of a tick file.
+/// The latest bid, ask and last of a tick file: MT5's export leaves a cell empty when the
+/// tick did not change it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Quote {
     bid: Option<f64>,
     ask: Option<f64>,
+    last: f64,
 }
 
 /// One parsed, replayable file.
@@ -507,7 +513,9 @@ pub(super) fn parse_row(
         Columns::Ticks {
             bid: bid_at,
             ask: ask_at,
+            last: last_at,
             volume: volume_at,
+            flags: flags_at,
             ..
         } => {
             let cell = |i: usize| f.get(i).map_or("", |s| s.trim());
@@ -522,10 +530,27 @@ pub(super) fn parse_row(
             let (Some(bid), Some(ask)) = (quote.bid, quote.ask) else {
                 return Err("no bid and ask yet (a tick export must start with both)".into());
             };
+            if let Some(i) = last_at.filter(|&i| !cell(i).is_empty()) {
+                quote.last = parse(cell(i), "last")?;
+            }
             let volume = optional_u64(f, volume_at, "volume")?;
+            // MT5's own TICK_FLAG_* bits, as the export has them; bits MT5 does not define
+            // are left out (the tick ring keeps only MT5's), and an empty cell leaves the
+            // flags to be derived from what changed.
+            let flags = match flags_at.map(cell).filter(|c| !c.is_empty()) {
+                Some(c) => c
+                    .parse::<u32>()
+                    .map_err(|_| format!("bad flags {c:?}"))?
+                    & shm_core::TICK_FLAGS_KNOWN,
+                None => 0,
+            };
             Ok((
                 time_ms,
-                Event::Tick(Tick::quote(symbol, time_ms, bid, ask, volume)),
+                Event::Tick(Tick {
+                    last: quote.last,
+                    flags,
+                    ..Tick::quote(symbol, time_ms, bid, ask, volume)
+                }),
             ))
         }
     }
