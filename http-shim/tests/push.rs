@@ -527,6 +527,62 @@ mod websocket {
     }
 
     #[test]
+    fn a_subscription_with_ticks_gets_tick_events() {
+        let seg = TempSegment::new("push-ws-ticks");
+        let feed = Feed::start(&seg);
+        let shim = shim(&seg);
+        let mut ws = connect(&shim);
+        send(
+            &mut ws,
+            r#"{"op":"subscribe","symbols":["BTCUSDc"],"timeframes":["M1"],"ticks":"yes"}"#,
+        );
+        assert_eq!(next_json(&mut ws)["error_code"], "INVALID_PARAMETER");
+        send(
+            &mut ws,
+            r#"{"op":"subscribe","symbols":["BTCUSDc"],"timeframes":["M1"],"interval_ms":50,"ticks":true}"#,
+        );
+        // The stream follows each ring from its head at its first look, which may come after
+        // a write: write a tick, look for a tick event, and again, until one comes.
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        for k in 0i64.. {
+            assert!(Instant::now() < until, "no tick event");
+            write(&feed, |w| {
+                let sym = w.symbol("BTCUSDc").unwrap();
+                let t = shm_core::Tick {
+                    time_msc: 1_700_000_000_000 + k,
+                    bid: 90_000.5,
+                    ask: 90_010.0,
+                    flags: 6,
+                    ..shm_core::Tick::default()
+                };
+                w.push_tick(sym, &t).unwrap();
+            });
+            let m = match ws.read() {
+                Ok(Message::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap(),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("{e}"),
+            };
+            if m["type"] == "ticks" {
+                assert_eq!(m["symbol"], "BTCUSDc");
+                assert_eq!(m["ticks"][0]["bid"], 90_000.5);
+                assert_eq!(m["ticks"][0]["flags"], 6);
+                break;
+            }
+        }
+    }
+
+    #[test]
     fn subscribe_receive_unsubscribe_and_errors_keep_the_connection() {
         let seg = TempSegment::new("push-ws");
         let feed = Feed::start(&seg);
@@ -636,10 +692,12 @@ fn a_stream_that_asks_for_ticks_gets_them_coalesced_and_bounded() {
     assert_eq!(client.status, 200);
     // A stream without ticks=1 gets none.
     let mut quiet = SseClient::open(&shim, "symbols=BTCUSDc&timeframes=M1&interval_ms=100", None);
-    // Let both streams take their first look (they start at the ring's head).
-    let until = Instant::now() + Duration::from_secs(10);
-    while client.next(Duration::from_millis(300)).is_some() && Instant::now() < until {}
-    while quiet.next(Duration::from_millis(300)).is_some() && Instant::now() < until {}
+    // Each stream's first look sends its status event, in the look that also starts its
+    // tick follower at the ring's head: after it, every tick written reaches the stream.
+    for c in [&mut client, &mut quiet] {
+        let first = c.next(Duration::from_secs(30)).expect("a first event");
+        assert_eq!(first.event, "status");
+    }
     // Five ticks, then a burst of 500 in one batch: the newest 32 reach the client, with the
     // number left out; never a backlog.
     write(&feed, |w| {

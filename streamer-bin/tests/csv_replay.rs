@@ -213,7 +213,10 @@ fn tick_exports_carry_unchanged_bid_and_ask_forward() {
     assert_eq!(r.status().counters.get(Counter::TicksProcessed), 4);
     // Every tick in the tick ring, in order, with the export's own flags.
     let mut ticks = Vec::new();
-    r.ticks("EURUSD").unwrap().read_last(100, &mut ticks).unwrap();
+    r.ticks("EURUSD")
+        .unwrap()
+        .read_last(100, &mut ticks)
+        .unwrap();
     let got: Vec<(i64, f64, f64, u32)> = ticks
         .iter()
         .map(|t| (t.time_msc % 86_400_000, t.bid, t.ask, t.flags))
@@ -262,7 +265,10 @@ fn exchange_tick_exports_keep_last_volume_and_flags() {
     let info = r.symbol_info("SBER").unwrap().expect("a derived record");
     assert_eq!(info.source, shm_core::InfoSource::Derived);
     assert_eq!(info.info.get("digits"), Some(shm_core::InfoValue::Int(2)));
-    assert_eq!(info.info.get("currency_base"), Some(shm_core::InfoValue::Str("")));
+    assert_eq!(
+        info.info.get("currency_base"),
+        Some(shm_core::InfoValue::Str(""))
+    );
 }
 
 #[test]

@@ -538,10 +538,10 @@ pub(super) fn parse_row(
             // are left out (the tick ring keeps only MT5's), and an empty cell leaves the
             // flags to be derived from what changed.
             let flags = match flags_at.map(cell).filter(|c| !c.is_empty()) {
-                Some(c) => c
-                    .parse::<u32>()
-                    .map_err(|_| format!("bad flags {c:?}"))?
-                    & shm_core::TICK_FLAGS_KNOWN,
+                Some(c) => {
+                    c.parse::<u32>().map_err(|_| format!("bad flags {c:?}"))?
+                        & shm_core::TICK_FLAGS_KNOWN
+                }
                 None => 0,
             };
             Ok((
