@@ -706,46 +706,53 @@ fn a_stream_that_asks_for_ticks_gets_them_coalesced_and_bounded() {
             w.push_tick(sym, &tick(k)).unwrap();
         }
     });
-    let mut events = Vec::new();
-    let until = Instant::now() + Duration::from_secs(10);
-    while events.is_empty() {
-        assert!(Instant::now() < until, "no tick event");
-        if let Some(e) = client.next(Duration::from_secs(1)) {
-            if e.event == "ticks" {
-                events.push(e);
+    // Tick events until the last tick written has come: (bids, skipped) of each.
+    let mut tick_events = |client: &mut SseClient, last: f64| {
+        let mut got: Vec<(Vec<f64>, u64)> = Vec::new();
+        let until = Instant::now() + Duration::from_secs(30);
+        while got
+            .last()
+            .is_none_or(|(bids, _)| bids.last() != Some(&last))
+        {
+            assert!(Instant::now() < until, "no tick event with {last}: {got:?}");
+            if let Some(e) = client.next(Duration::from_secs(1)) {
+                if e.event == "ticks" {
+                    assert_eq!(e.data["symbol"], "BTCUSDc");
+                    assert_eq!(e.data["ticks"][0]["flags"], 6);
+                    let bids = e.data["ticks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t["bid"].as_f64().unwrap())
+                        .collect();
+                    got.push((bids, e.data["skipped"].as_u64().unwrap()));
+                }
             }
         }
-    }
-    let first = &events[0].data;
-    assert_eq!(first["symbol"], "BTCUSDc");
-    assert_eq!(first["skipped"], 0);
-    let volumes: Vec<f64> = first["ticks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["bid"].as_f64().unwrap())
-        .collect();
-    assert_eq!(volumes, [90_000.0, 90_001.0, 90_002.0, 90_003.0, 90_004.0]);
-    assert_eq!(first["ticks"][0]["flags"], 6);
+        got
+    };
+    // Few ticks: every one, in order, none left out (in one event, or a few if a look came
+    // between the writes).
+    let got = tick_events(&mut client, 90_004.0);
+    let bids: Vec<f64> = got.iter().flat_map(|(b, _)| b.clone()).collect();
+    assert_eq!(bids, [90_000.0, 90_001.0, 90_002.0, 90_003.0, 90_004.0]);
+    assert!(got.iter().all(|(_, skipped)| *skipped == 0));
+    // A burst of 500: never more than 32 an event; what is sent and what is left out add up
+    // to the burst, in order, ending with the newest.
     write(&feed, |w| {
         let sym = w.symbol("BTCUSDc").unwrap();
         for k in 5..505 {
             w.push_tick(sym, &tick(k)).unwrap();
         }
     });
-    let until = Instant::now() + Duration::from_secs(10);
-    let burst = loop {
-        assert!(Instant::now() < until, "no second tick event");
-        if let Some(e) = client.next(Duration::from_secs(1)) {
-            if e.event == "ticks" {
-                break e;
-            }
-        }
-    };
-    let ticks = burst.data["ticks"].as_array().unwrap();
-    assert_eq!(ticks.len(), http_shim::api::push::TICK_EVENT_MAX);
-    assert_eq!(burst.data["skipped"], 500 - ticks.len());
-    assert_eq!(ticks.last().unwrap()["bid"], 90_504.0);
+    let got = tick_events(&mut client, 90_504.0);
+    let max = http_shim::api::push::TICK_EVENT_MAX;
+    assert!(got.iter().all(|(bids, _)| bids.len() <= max), "{got:?}");
+    let sent: usize = got.iter().map(|(b, _)| b.len()).sum();
+    let skipped: u64 = got.iter().map(|(_, s)| s).sum();
+    assert_eq!(sent as u64 + skipped, 500, "{got:?}");
+    let bids: Vec<f64> = got.iter().flat_map(|(b, _)| b.clone()).collect();
+    assert!(bids.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
     // The other stream saw no tick event.
     while let Some(e) = quiet.next(Duration::from_millis(300)) {
         assert_ne!(e.event, "ticks");
