@@ -707,7 +707,7 @@ fn a_stream_that_asks_for_ticks_gets_them_coalesced_and_bounded() {
         }
     });
     // Tick events until the last tick written has come: (bids, skipped) of each.
-    let mut tick_events = |client: &mut SseClient, last: f64| {
+    let tick_events = |client: &mut SseClient, last: f64| {
         let mut got: Vec<(Vec<f64>, u64)> = Vec::new();
         let until = Instant::now() + Duration::from_secs(30);
         while got
