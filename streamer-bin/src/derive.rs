@@ -19,12 +19,17 @@ use shm_core::{InfoSource, InfoValue, SymbolId, SymbolInfo, Writer};
 /// precision of any real price series, and nothing on the hot path after that.
 const LOOK_AT: u32 = 1000;
 
+/// Powers of ten, exact as literals: `powi` is the platform's, and on some (Windows) its
+/// 10⁻⁵ is not the double nearest to 0.00001.
+const TENS: [f64; 9] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+const TENTHS: [f64; 9] = [1.0, 0.1, 0.01, 0.001, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8];
+
 /// The most decimal places `price` shows, at most 8: the smallest `d` for which
 /// `price × 10^d` is a whole number (to the double's own precision).
 pub fn price_digits(price: f64) -> u32 {
     (0..8)
         .find(|&d| {
-            let scaled = price * 10f64.powi(d as i32);
+            let scaled = price * TENS[d as usize];
             (scaled - scaled.round()).abs() <= scaled.abs() * 1e-12
         })
         .unwrap_or(8)
@@ -33,7 +38,7 @@ pub fn price_digits(price: f64) -> u32 {
 /// The record of a symbol whose prices show `digits` decimal places.
 pub fn derived(name: &str, digits: u32) -> SymbolInfo {
     let mut info = SymbolInfo::new(name);
-    let point = 10f64.powi(-(digits as i32));
+    let point = TENTHS[digits.min(8) as usize];
     let mut set = |field: &str, value: InfoValue<'_>| {
         // Every field and value below is one of MT5's: a failure is a bug of this table.
         let _ = info.set(field, value);
