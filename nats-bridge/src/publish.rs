@@ -303,12 +303,10 @@ async fn serve(
             }
             Some(msg) = history_req.next() => {
                 let req = serde_json::from_slice::<HistoryRequest>(&msg.payload);
-                // An answer reads the whole ring asked for.
+                // An answer reads its page (and a binary search's few slots).
                 let cost = req
                     .as_ref()
-                    .ok()
-                    .and_then(|r| Some(reader.ring(&r.symbol, r.timeframe.parse().ok()?)?.capacity()))
-                    .map_or(1, |c| c as usize);
+                    .map_or(1, |r| r.limit.clamp(1, HISTORY_PAGE) + 32);
                 if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
                     let body = history_reply(&reader, req.ok());
                     let _ = client.publish(reply, body.into()).await;
@@ -425,27 +423,45 @@ fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {
     let Some(ring) = reader.ring(&req.symbol, tf) else {
         return error("no such ring");
     };
-    let mut closed = Vec::new();
-    let Ok(forming) = ring.snapshot(ring.capacity() as usize, &mut closed) else {
-        return error("ring busy");
+    // Only the page is read, never the whole ring: an answer costs what it holds (its cost
+    // to the request limit is the same, see `history_cost`).
+    let keep = req.limit.min(HISTORY_PAGE);
+    let mut closed = Vec::with_capacity(keep);
+    let forming = match req.before {
+        // The newest page and the forming bar, from one snapshot: no bar that closes during
+        // the answer falls between them.
+        None => match ring.snapshot(keep, &mut closed) {
+            Ok(f) => f,
+            Err(_) => return error("ring busy"),
+        },
+        // An older page: the bars before `before`, found by binary search, read slot by slot
+        // (a slot lapped meanwhile is left out; the page stays in order).
+        Some(before) => {
+            let Ok(stats) = ring.stats() else {
+                return error("ring busy");
+            };
+            let total = stats.closed_total;
+            let oldest = total.saturating_sub(u64::from(ring.capacity()));
+            let end = push::first_after(&ring, oldest, total, before.saturating_sub(1));
+            for p in end.saturating_sub(keep as u64).max(oldest)..end {
+                match ring.closed_at(p) {
+                    Ok(Some(c)) if c.time < before => closed.push(c),
+                    Ok(_) => {}
+                    Err(_) => return error("ring busy"),
+                }
+            }
+            None
+        }
     };
-    let before = req.before.unwrap_or(i64::MAX);
-    let mut page: Vec<WireCandle> = closed
+    let page: Vec<WireCandle> = closed
         .iter()
-        .filter(|c| c.time < before && c.defect().is_none())
+        .filter(|c| c.defect().is_none())
         .map(WireCandle::from)
         .collect();
-    let keep = req.limit.min(HISTORY_PAGE);
-    if page.len() > keep {
-        page.drain(..page.len() - keep);
-    }
     serde_json::to_string(&HistoryReply {
         v: VERSION,
         closed: page,
-        forming: forming
-            .filter(|_| req.before.is_none())
-            .as_ref()
-            .map(WireCandle::from),
+        forming: forming.as_ref().map(WireCandle::from),
     })
     .unwrap_or_default()
 }

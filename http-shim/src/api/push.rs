@@ -63,7 +63,7 @@ pub fn look_bytes(pairs: usize, max_closed: usize) -> usize {
 /// The first position in `lo..hi` whose closed bar opens after `time` (`hi` if none): times
 /// rise with positions, so a binary search, where a slot with no candle (lapped while
 /// searching, or dropped at a restart) takes the time of the next slot that has one.
-fn first_after(ring: &shm_core::RingReader<'_>, lo: u64, hi: u64, time: i64) -> u64 {
+pub fn first_after(ring: &shm_core::RingReader<'_>, lo: u64, hi: u64, time: i64) -> u64 {
     let (mut lo, mut hi) = (lo, hi);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
