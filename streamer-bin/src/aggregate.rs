@@ -463,6 +463,14 @@ impl Aggregator {
             for f in &mut s.frames[i + 1..] {
                 fold(w, f, &c, b.candle.forming);
             }
+            // A replay of bars has no ticks: its newest price is the bar's close, recorded as
+            // the symbol's last quote (not as a tick of its ring, which holds only ticks the
+            // feed delivered), stamped with the bar's open time, the one time it knows. So
+            // readers have a latest price from the moment the segment runs.
+            if s.last_tick_ms.is_none() {
+                let ask = c.close + f64::from(c.spread) * s.point;
+                w.record_tick(s.id, c.time * 1000, c.close, ask);
+            }
         }
     }
 }

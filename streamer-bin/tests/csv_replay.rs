@@ -149,6 +149,27 @@ fn bar_exports_in_every_encoding_and_line_ending_give_the_same_candles() {
 }
 
 #[test]
+fn a_bar_replay_records_its_newest_close_as_the_last_quote_and_no_tick() {
+    let dir = TempDir::new("barquote");
+    let text = "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n\
+2024.01.02\t10:00:00\t1.10000\t1.10050\t1.09950\t1.10020\t100\t0\t12\n\
+2024.01.02\t10:01:00\t1.10020\t1.10080\t1.10010\t1.10070\t90\t0\t10\n";
+    let f = dir.write("EURUSD_M1_202401021000_202401021001.csv", text.as_bytes());
+    let (_seg, r) = replay("barquote", vec![f], |_| {});
+    let quote = r.last_tick("EURUSD").expect("a last quote");
+    let day = shm_core::days_from_civil(2024, 1, 2) * 86_400_000;
+    assert_eq!(quote.server_time_ms, day + 10 * 3_600_000 + 60_000);
+    assert_eq!(quote.bid, 1.1007);
+    assert!(
+        (quote.ask - (1.1007 + 10.0 * 0.00001)).abs() < 1e-12,
+        "{}",
+        quote.ask
+    );
+    // Not a tick: the tick ring holds only ticks the feed delivered.
+    assert_eq!(r.ticks("EURUSD").unwrap().total(), 0);
+}
+
+#[test]
 fn symbol_and_timeframe_come_from_mt5_file_names() {
     let dir = TempDir::new("names");
     let f = dir.write(
