@@ -14,10 +14,13 @@
 //! - the NATS connection queues at most [`QUEUED`] requests (async-nats drops the rest as a
 //!   slow consumer), so what arrived during a flood is gone within a fraction of a second.
 //!
-//! A mirror's sync asks one question at a time (a layout, then history pages) and reads each
-//! ring once, so the rates below let a mirror of 100 rings of 2,000 bars sync at once, and a
-//! mirror of 1,000 such rings in about 36 s, while a flood costs the origin at most a fifth of
-//! a core (about 1 µs a candle in release builds).
+//! A mirror's sync asks one question at a time (a layout, then history pages, tick pages and
+//! symbol records), and each answer costs what it holds. With the default rings a symbol costs
+//! about 20,000 (eleven pages of a week of M1, three of M5, one of each longer timeframe), so
+//! the rates below let a mirror of ten symbols sync at once and one of 100 in about 90 s,
+//! while one flooding client costs the origin at most 20,000 candles a second: a fiftieth of
+//! a core in release builds (about 1 µs a candle read and written out), a fifth in the tests'
+//! debug builds, which must keep up on a busy machine.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,8 +30,8 @@ pub const TOTAL_PER_SECOND: f64 = 200_000.0;
 /// The burst over all clients.
 pub const TOTAL_BURST: f64 = 1_000_000.0;
 /// Candles read per second to answer one client (one reply-subject prefix).
-pub const CLIENT_PER_SECOND: f64 = 50_000.0;
-/// The burst of one client: a sync of 100 rings of 2,000 bars goes through at once.
+pub const CLIENT_PER_SECOND: f64 = 20_000.0;
+/// The burst of one client: a sync of ten symbols with the default rings goes through at once.
 pub const CLIENT_BURST: f64 = 200_000.0;
 /// Requests the NATS client holds for the origin before it drops more.
 pub const QUEUED: usize = 1024;
