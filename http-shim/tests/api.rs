@@ -1046,12 +1046,16 @@ fn damaged_stored_candles_are_refused_not_served_as_success() {
     w.update_forming(m1, &Candle::flat(now, 1.1));
     w.set_running();
     let shim = shim(&seg);
+    // No heartbeat thread here: the writer beats before each request, so that a slow machine
+    // (Wine under load) never sees it stalled.
+    w.heartbeat();
     let (status, v) = get(&shim, "/streamer/candles/EURUSD/M1?limit=5");
     assert_eq!(
         (status, v["error_code"].as_str()),
         (500, Some("INVALID_STORED_DATA")),
         "{v}"
     );
+    w.heartbeat();
     let (status, v) = get(
         &shim,
         "/streamer/candles?symbols=EURUSD&timeframes=M1&limit=5",
@@ -1063,6 +1067,7 @@ fn damaged_stored_candles_are_refused_not_served_as_success() {
         "the batch carries the offset too"
     );
     // The newest candle alone is sound, and is served.
+    w.heartbeat();
     assert_eq!(get(&shim, "/streamer/candles/EURUSD/M1?limit=1").0, 200);
     drop(w);
 }

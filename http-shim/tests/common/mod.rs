@@ -118,7 +118,8 @@ pub fn shim_with(seg: &TempSegment, tweak: impl FnOnce(&mut ShimConfig)) -> Shim
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
+        // Generous: the Windows build's tests run under Wine, on a machine that may be busy.
+        .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .new_agent()
 }
