@@ -184,18 +184,6 @@ fn tail_prints_history_then_each_change_until_stopped() {
     w.update_forming(m1, &Candle::flat(600, 1.5));
     w.set_running();
 
-    /// A `Write` whose bytes the test can look at while `tail` runs.
-    #[derive(Clone)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let out = Shared(Arc::new(Mutex::new(Vec::new())));
     let stop = Arc::new(AtomicBool::new(false));
     let text = || String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
@@ -456,17 +444,6 @@ fn tail_ticks_prints_every_tick_once_in_order_as_it_arrives() {
     }
     w.set_running();
 
-    #[derive(Clone)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let out = Shared(Arc::new(Mutex::new(Vec::new())));
     let stop = Arc::new(AtomicBool::new(false));
     let text = || String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
@@ -517,4 +494,18 @@ fn tail_ticks_prints_every_tick_once_in_order_as_it_arrives() {
     let err = streamer_bin::ops::tail_ticks(&seg.path, "GBPUSD", &stop, &mut std::io::sink())
         .unwrap_err();
     assert!(err.to_string().contains("EURUSD"), "{err}");
+}
+
+/// A `Write` whose bytes a test can look at while `tail` writes to it from another thread.
+#[derive(Clone)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

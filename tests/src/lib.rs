@@ -521,3 +521,19 @@ pub fn http_get(addr: &str, path: &str) -> String {
     );
     body.to_owned()
 }
+
+/// Tick number `k` of the tick stress tests (`shm-stress ticks`): every field follows from `k`
+/// (its `volume`), four ticks share each millisecond, so a torn record or a reordered pair
+/// shows.
+pub fn derived_tick(k: u64) -> shm_core::Tick {
+    shm_core::Tick {
+        time_msc: 1_600_000_000_000 + (k / 4) as i64,
+        bid: 1.0 + k as f64,
+        ask: 1.5 + k as f64,
+        last: 0.0,
+        volume: k,
+        volume_real: k as f64 * 0.25,
+        flags: if k.is_multiple_of(2) { 6 } else { 2 },
+        published_ns: 0,
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mtf_tests::{check_snapshot, derived, wait_for_running, ChildGuard, TempSegment};
+use mtf_tests::{check_snapshot, derived, derived_tick, wait_for_running, ChildGuard, TempSegment};
 use shm_core::{Layout, Liveness, Reader, Start, Timeframe, Writer};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_shm-stress");
@@ -120,20 +120,6 @@ fn sigkilled_writer_is_reported_gone_and_its_candles_survive() {
         .last_closed(w.ring("STRESS", Timeframe::M1).unwrap())
         .unwrap();
     assert_eq!(last, derived(last.time as u64 / 60));
-}
-
-/// The tick mode's tick number `k` (as `shm-stress` writes it).
-fn derived_tick(k: u64) -> shm_core::Tick {
-    shm_core::Tick {
-        time_msc: 1_600_000_000_000 + (k / 4) as i64,
-        bid: 1.0 + k as f64,
-        ask: 1.5 + k as f64,
-        last: 0.0,
-        volume: k,
-        volume_real: k as f64 * 0.25,
-        flags: if k.is_multiple_of(2) { 6 } else { 2 },
-        published_ns: 0,
-    }
 }
 
 #[test]

@@ -13,9 +13,8 @@ use crate::layout::{
 };
 use crate::lock::{self};
 use crate::mem::Mapping;
-use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
+use crate::record::Parts;
 use crate::ring::RingRef;
-use crate::tickring::TickRingRef;
 use crate::trust::Trust;
 use crate::wake::Waiter;
 use crate::{SegmentPath, Timeframe};
@@ -225,26 +224,12 @@ impl Reader {
             .map(|(r, &base)| RingRef::new(base, r.capacity, mem))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| corrupt("a ring lies outside the file".into()))?;
-        let tick_rings = (0..layout.symbols().len())
-            .map(|i| {
-                TickRingRef::new(
-                    placement.tick_ring_offset(i, depth as u32),
-                    depth as u32,
-                    mem,
-                )
-            })
-            .collect::<Option<Vec<_>>>()
+        let Parts {
+            tick_rings,
+            infos,
+            terminal,
+        } = Parts::locate(&layout, &placement, mem)
             .ok_or_else(|| corrupt("a tick ring lies outside the file".into()))?;
-        let infos = (0..layout.symbols().len())
-            .map(|i| Block {
-                base: placement.info_offset(i),
-                size: INFO_SIZE,
-            })
-            .collect();
-        let terminal = Block {
-            base: placement.terminal_offset,
-            size: TERMINAL_SIZE,
-        };
         Ok(Reader {
             map,
             file,

@@ -20,7 +20,7 @@ use crate::layout::{self, hdr, sym, Layout, Placement};
 use crate::lock::WriterLock;
 use crate::mem::{MappingMut, MemMut};
 use crate::process::{self};
-use crate::record::{Block, INFO_SIZE, TERMINAL_SIZE};
+use crate::record::{Block, Parts};
 use crate::ring::{RingRef, Slot};
 use crate::status::{Counter, FeedKind, FeedState, WriterState};
 use crate::tickring::TickRingRef;
@@ -161,13 +161,13 @@ impl Writer {
             .ok_or_else(|| {
                 io_err("map", path)(io::Error::other("mapping shorter than the layout"))
             })?;
-        let depth = layout.tick_depth();
-        let tick_rings = (0..layout.symbols().len())
-            .map(|i| TickRingRef::new(p.tick_ring_offset(i, depth), depth, map.mem()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                io_err("map", path)(io::Error::other("mapping shorter than the layout"))
-            })?;
+        let Parts {
+            tick_rings,
+            infos,
+            terminal,
+        } = Parts::locate(layout, p, map.mem()).ok_or_else(|| {
+            io_err("map", path)(io::Error::other("mapping shorter than the layout"))
+        })?;
         let tick_cursor = tick_rings
             .iter()
             .map(|r| {
@@ -175,16 +175,6 @@ impl Writer {
                 (head, (head % r.capacity()) as usize)
             })
             .collect();
-        let infos = (0..layout.symbols().len())
-            .map(|i| Block {
-                base: p.info_offset(i),
-                size: INFO_SIZE,
-            })
-            .collect();
-        let terminal = Block {
-            base: p.terminal_offset,
-            size: TERMINAL_SIZE,
-        };
         // Relaxed: this process wrote it, or holds the lock of the process that did.
         let generation = map.mem().load(hdr::GENERATION, Ordering::Relaxed);
         // Relaxed: a flag for readers, set once per file and never cleared; a reader that

@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mtf_tests::{check_snapshot, derived};
+use mtf_tests::{check_snapshot, derived, derived_tick};
 use shm_core::{Layout, Liveness, Reader, SegmentPath, Tick, Timeframe, Writer};
 
 const SYMBOL: &str = "STRESS";
@@ -90,13 +90,7 @@ fn write(path: &str, run_for: Option<Duration>) -> Result<(), String> {
 
 fn read(path: &str, run_for: Duration) -> Result<(), String> {
     let start = Instant::now();
-    let reader = loop {
-        match Reader::open(&SegmentPath::at(path)) {
-            Ok(r) => break r,
-            Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e.to_string()),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let reader = open_within(path, Duration::from_secs(10))?;
     let ring = reader.ring(SYMBOL, Timeframe::M1).ok_or("no ring")?;
     let mut out = Vec::new();
     let (mut checked, mut busy) = (0u64, 0u64);
@@ -144,21 +138,6 @@ fn wait(path: &str, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// Tick number `k` of the tick modes: every field follows from `k` (its `volume`), four ticks
-/// share each millisecond, so a torn record or a reordered pair shows.
-pub fn derived_tick(k: u64) -> Tick {
-    Tick {
-        time_msc: 1_600_000_000_000 + (k / 4) as i64,
-        bid: 1.0 + k as f64,
-        ask: 1.5 + k as f64,
-        last: 0.0,
-        volume: k,
-        volume_real: k as f64 * 0.25,
-        flags: if k.is_multiple_of(2) { 6 } else { 2 },
-        published_ns: 0,
-    }
-}
-
 fn write_ticks(path: &str, run_for: Option<Duration>, rate: u64) -> Result<(), String> {
     let mut layout = Layout::new();
     layout
@@ -197,13 +176,7 @@ fn write_ticks(path: &str, run_for: Option<Duration>, rate: u64) -> Result<(), S
 
 fn read_ticks(path: &str, run_for: Duration) -> Result<(), String> {
     let start = Instant::now();
-    let reader = loop {
-        match Reader::open(&SegmentPath::at(path)) {
-            Ok(r) => break r,
-            Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e.to_string()),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let reader = open_within(path, Duration::from_secs(10))?;
     let ring = reader.ticks(SYMBOL).ok_or("no tick ring")?;
     let mut out = Vec::new();
     let (mut copies, mut ticks, mut next) = (0u64, 0u64, 0u64);
@@ -253,4 +226,16 @@ fn read_ticks(path: &str, run_for: Duration) -> Result<(), String> {
     }
     println!("checked {copies} ticks {ticks}");
     Ok(())
+}
+
+/// The segment at `path`, once its writer has made it (within `limit`).
+fn open_within(path: &str, limit: Duration) -> Result<Reader, String> {
+    let start = Instant::now();
+    loop {
+        match Reader::open(&SegmentPath::at(path)) {
+            Ok(r) => return Ok(r),
+            Err(e) if start.elapsed() > limit => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
