@@ -169,6 +169,19 @@ impl TickRingRef {
 
     // ---------------------------------------------------------------- write side
 
+    /// Empties a ring whose counters no writer leaves (a damaged file): the slots first, the
+    /// counters last. Only a starting writer calls this, under the writer lock and before
+    /// `running`; readers refuse the ring until the counters are consistent again.
+    pub(crate) fn clear(&self, mem: &MemMut) {
+        self.bound(mem);
+        let end = self.base + tick_ring_size(self.capacity as u32);
+        for off in (self.base + 8..end).step_by(8).rev() {
+            // Relaxed: see above; `begun` (word 0) goes last, equal to the zero `head`.
+            self.store(mem, off, 0, Ordering::Relaxed);
+        }
+        self.store(mem, self.base + off::BEGUN, 0, Ordering::Relaxed);
+    }
+
     /// Appends `tick` at position `head` (the tests' way; the writer keeps a cursor and calls
     /// [`push_at`](Self::push_at)).
     #[cfg(test)]
@@ -483,8 +496,12 @@ mod tests {
         let times: Vec<_> = out.iter().map(|t| t.time_msc).collect();
         assert_eq!(times, [3, 4, 5, 6]);
         assert_eq!(r.counters(&mem), (7, 7));
-        // Counters no writer leaves are refused.
+        // Counters no writer leaves are refused, and a starting writer empties the ring.
         mem.store(off::BEGUN, 3, Ordering::Relaxed);
         assert!(r.read(&mem, From::Newest(1), 1, &mut out, 3).is_err());
+        r.clear(&mem);
+        assert_eq!(r.counters(&mem), (0, 0));
+        r.read(&mem, From::Newest(10), 10, &mut out, 3).unwrap();
+        assert!(out.is_empty());
     }
 }

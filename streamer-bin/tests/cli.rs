@@ -193,17 +193,7 @@ fn tail_prints_history_then_each_change_until_stopped() {
             streamer_bin::ops::tail(&path, "EURUSD", Timeframe::M1, &stop, &mut sink)
         })
     };
-    let wait_for = |needle: &str| {
-        let start = Instant::now();
-        while !text().contains(needle) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no {needle:?} in:\n{}",
-                text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let wait_for = |needle: &str| out.wait_for(needle);
     wait_for("forming");
     w.roll(m1, &Candle::flat(600, 1.5), Some(&Candle::flat(660, 1.75)));
     wait_for("C 1.75");
@@ -451,17 +441,7 @@ fn tail_ticks_prints_every_tick_once_in_order_as_it_arrives() {
         let (path, stop, mut sink) = (seg.path.clone(), Arc::clone(&stop), out.clone());
         std::thread::spawn(move || streamer_bin::ops::tail_ticks(&path, "EURUSD", &stop, &mut sink))
     };
-    let wait_for = |needle: &str| {
-        let start = Instant::now();
-        while !text().contains(needle) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no {needle:?} in:\n{}",
-                text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let wait_for = |needle: &str| out.wait_for(needle);
     wait_for("bid 1.10007");
     for k in 8..11 {
         w.push_tick(sym, &tick(k)).unwrap();
@@ -499,6 +479,25 @@ fn tail_ticks_prints_every_tick_once_in_order_as_it_arrives() {
 /// A `Write` whose bytes a test can look at while `tail` writes to it from another thread.
 #[derive(Clone)]
 struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Waits until the text holds `needle` (polled every 10 ms, at most 30 s).
+    fn wait_for(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.text().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no {needle:?} in:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
 
 impl std::io::Write for Shared {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {

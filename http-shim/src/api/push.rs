@@ -144,9 +144,6 @@ struct Shown {
 /// backlog (every tick is in `/streamer/ticks`, NATS and the segment itself).
 pub const TICK_EVENT_MAX: usize = 32;
 
-/// The most bytes one tick event takes once framed: 32 ticks of at most 200 bytes.
-pub const TICK_EVENT_BYTES: usize = 512 + TICK_EVENT_MAX * 200;
-
 /// One symbol whose ticks a stream follows.
 #[derive(Debug)]
 struct FollowedTicks {
@@ -228,11 +225,6 @@ impl Watcher {
                 },
             })
             .collect();
-    }
-
-    /// Symbols whose ticks it follows.
-    pub fn tick_symbols(&self) -> usize {
-        self.ticks.len()
     }
 
     /// Whether the last look stopped short of the closed bars it could have sent: the next

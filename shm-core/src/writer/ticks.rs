@@ -1,13 +1,11 @@
 //! The writer's side of version 2: ticks into each symbol's tick ring, symbol information and
 //! the terminal's identity into their records.
 
-use std::sync::atomic::Ordering;
-
 use super::{SymbolId, Writer};
 use crate::info::{InfoError, InfoSource, SymbolInfo, TerminalInfo};
 use crate::record::{self, INFO_SIZE, TERMINAL_SIZE};
 use crate::tick::{Tick, TickDefect};
-use crate::tickring::{self, From};
+use crate::tickring::From;
 
 impl Writer {
     /// Closes what a killed writer left open in the records and tick rings (see
@@ -26,12 +24,7 @@ impl Writer {
             if begun == head + 1 {
                 repaired += 1;
             } else if begun != head {
-                let base = self.placement_tick_ring(i);
-                for off in (0..tickring::tick_ring_size(ring.capacity() as u32)).step_by(8) {
-                    // Relaxed: before `running`, under the writer lock; no reader trusts this
-                    // ring's counters meanwhile, and the zero counters are stored last.
-                    self.mem().store(base + off, 0, Ordering::Relaxed);
-                }
+                ring.clear(self.map.mem());
                 repaired += 1;
             }
             let head = ring.counters(self.map.mem()).1;
@@ -39,12 +32,6 @@ impl Writer {
             self.newest_tick_msc[i] = self.newest_tick(SymbolId(i as u32)).map(|t| t.time_msc);
         }
         repaired
-    }
-
-    fn placement_tick_ring(&self, i: usize) -> usize {
-        self.layout
-            .placement()
-            .tick_ring_offset(i, self.layout.tick_depth())
     }
 
     /// Appends a tick to its symbol's tick ring, and records it as the symbol's last tick.
