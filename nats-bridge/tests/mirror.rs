@@ -208,6 +208,12 @@ fn a_mirror_is_identical_after_a_csv_replay_and_a_late_one_gets_the_history() {
     }
     wait_identical(&o.path, &m1.path, Duration::from_secs(30));
     let r = Reader::open(&m1.path).unwrap();
+    // The origin's feed state comes with its status (once a second), which may come after
+    // the last candles on a busy machine: wait for it, with a deadline.
+    let until = Instant::now() + Duration::from_secs(30);
+    while r.status().feed_state != Some(FeedState::Finished) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let st = r.status();
     assert_eq!(st.feed_kind, Some(FeedKind::Mirror));
     assert_eq!(st.liveness, Liveness::Alive);
