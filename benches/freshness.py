@@ -141,7 +141,7 @@ def main():
                 os.remove(f)
             except OSError:
                 pass
-    made = sum(json.load(open(report)).values()) if os.path.exists(report) else None
+    made = sum(json.load(open(report))["made"].values()) if os.path.exists(report) else None
     ages.sort()
     print("symbols %d x %g ticks/s, %g s, stand-in %g us a call, gateway %s %s" % (
         args.symbols, args.rate, args.seconds, args.call_us, os.path.basename(args.gateway_script),

@@ -120,8 +120,12 @@ def info_to_dict(info):
     return out
 
 
+FLOAT_FIELDS = frozenset(("open", "high", "low", "close", "bid", "ask", "last", "volume_real"))
+
+
 def record_to_dict(record, fields):
-    """One numpy structured record (or namedtuple, or dict) as a dict of plain values."""
+    """One record the package returned (a numpy structured record, a named tuple, a bridge's
+    proxy of either, or a dict) as a dict of plain values."""
     out = {}
     for f in fields:
         if isinstance(record, dict):
@@ -131,8 +135,24 @@ def record_to_dict(record, fields):
         else:
             v = record[f]
         v = plain(v)
-        out[f] = float(v) if f in ("open", "high", "low", "close", "bid", "ask", "last", "volume_real") else int(v)
+        out[f] = float(v) if f in FLOAT_FIELDS else int(v)
     return out
+
+
+def records(values, fields):
+    """What a ``copy_rates_*`` or ``copy_ticks_*`` call returned, as a list of dicts of plain
+    values: the package's numpy structured array (empty, one element or many; see
+    mt5copyratesfrom, mt5copyticksfrom), or a sequence of records from a bridge. Never tests
+    the array for truth (an array of more than one element has none) and never assumes a
+    list: ``None`` is the caller's to handle, with ``last_error()``."""
+    names = getattr(getattr(values, "dtype", None), "names", None)
+    if names is not None and hasattr(values, "tolist"):
+        # One conversion at C speed: tolist() gives a tuple of plain Python values a row.
+        at = [names.index(f) for f in fields]
+        floats = [f in FLOAT_FIELDS for f in fields]
+        return [{f: (float(row[i]) if fl else int(row[i])) for f, i, fl in zip(fields, at, floats)}
+                for row in values.tolist()]
+    return [record_to_dict(r, fields) for r in values]
 
 
 # --------------------------------------------------------------------------- live terminals
@@ -202,7 +222,7 @@ class TerminalBackend:
             rates = self.mt5.copy_rates_from_pos(symbol, TIMEFRAMES[tf], start_pos, count)
             if rates is None:
                 raise self._fail()
-        return [record_to_dict(r, RATE_FIELDS) for r in rates]
+        return records(rates, RATE_FIELDS)
 
     def copy_rates_range(self, symbol, tf, frm, to):
         with self.lock:
@@ -212,7 +232,7 @@ class TerminalBackend:
                 raise self._fail()
         if len(rates) > MAX_COUNT:
             raise GatewayError("COUNT_TOO_LARGE", "the range holds %d bars, more than %d" % (len(rates), MAX_COUNT))
-        return [record_to_dict(r, RATE_FIELDS) for r in rates]
+        return records(rates, RATE_FIELDS)
 
     def symbol_info_tick(self, symbol):
         with self.lock:
@@ -277,7 +297,8 @@ class TerminalTicks:
             # millisecond are counted, so that a later one at the same millisecond is sent.
             with backend.lock:
                 ticks = backend.mt5.copy_ticks_from(s, m // 1000, self.BATCH, self.flags)
-            at_m = sum(1 for t in ticks or () if record_to_dict(t, ("time_msc",))["time_msc"] == m)
+            # The package returns a numpy array (never test it for truth) or None.
+            at_m = 0 if ticks is None else sum(1 for t in records(ticks, ("time_msc",)) if t["time_msc"] == m)
             self.cursor[s] = (m, max(at_m, 1))
             # The tick the cursor starts from: a newer one, even made meanwhile, shows as a change.
             # (Compared by value with what a look returns: a named tuple's fields are in
@@ -326,8 +347,7 @@ class TerminalTicks:
             if ticks is None:
                 return out
             new_last, new_count, skipped = last, sent_at_last, 0
-            for t in ticks:
-                d = record_to_dict(t, TICK_FIELDS)
+            for d in records(ticks, TICK_FIELDS):
                 m = d["time_msc"]
                 if m < last or (m == last and skipped < sent_at_last):
                     skipped += m == last

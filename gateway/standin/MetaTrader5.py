@@ -3,8 +3,19 @@ terminal that makes ticks in real time. For tests and benchmarks where no termin
 (Linux, CI): put this folder first on PYTHONPATH and start the gateway with
 ``--backend metatrader5``.
 
-It keeps the package's documented semantics where the gateway depends on them
-(https://www.mql5.com/en/docs/python_metatrader5):
+It keeps the package's documented semantics **and types** where the gateway depends on them
+(https://www.mql5.com/en/docs/python_metatrader5; ``gateway/tests/test_standin_conformance.py``
+checks every return type against those pages, so a stand-in that drifts fails):
+
+- ``copy_ticks_from``/``copy_ticks_range`` return a numpy structured array of MT5's tick dtype
+  (``mt5copyticksfrom``: "ticks as numpy array with named columns time, bid, ask, last and
+  flags"); ``copy_rates_from``/``copy_rates_from_pos``/``copy_rates_range`` one of MT5's rates
+  dtype (``mt5copyratesfrom``). An array with more than one element has no truth value, as
+  the package's has none: code that tests it with ``if ticks`` or ``ticks or ()`` fails here as
+  it fails against the real package.
+- ``symbol_info_tick``, ``symbol_info``, ``terminal_info``, ``account_info`` return the
+  package's named tuples with all their documented fields, in order; ``symbols_get`` a tuple
+  of ``SymbolInfo``.
 
 - ``copy_ticks_from(symbol, date_from, count, flags)``: ticks from ``date_from``, which is
   seconds (or a datetime), so a call re-reads the whole current second; at most ``count``;
@@ -25,8 +36,10 @@ Configured by the environment, read at import:
   previous one's millisecond), ``MT5_STANDIN_PRICE`` (1.1: the first symbol's price; each
   next symbol's is ``MT5_STANDIN_PRICE_STEP`` (10) times the previous one's, so terminals and
   symbols differ);
-- ``MT5_STANDIN_REPORT``: a file the ticks made per symbol are written to, as JSON, when the
-  process exits normally (SIGINT, not SIGTERM);
+- ``MT5_STANDIN_REPORT``: a file the ticks made per symbol (``made``) and the ticks themselves
+  (``ticks``: ``[time_msc, bid, ask, flags]`` each) are written to, as JSON, when every symbol
+  has made ``MT5_STANDIN_MAX_TICKS`` and again when the process exits normally (SIGINT, not
+  SIGTERM);
 - ``MT5_STANDIN_MAX_TICKS``: stop making ticks after this many per symbol (a quiet terminal
   that tests can compare with the segment); ``MT5_STANDIN_NAME``, ``MT5_STANDIN_COMPANY``,
   ``MT5_STANDIN_LOGIN``: the terminal's and account's identity;
@@ -42,11 +55,14 @@ import atexit
 import calendar
 import collections
 import datetime
+import fnmatch
 import json
 import os
 import random
 import threading
 import time
+
+import numpy as np
 
 __version__ = "5.0.standin"
 
@@ -55,8 +71,10 @@ COPY_TICKS_INFO = 1
 COPY_TICKS_TRADE = 2
 TICK_FLAG_BID, TICK_FLAG_ASK, TICK_FLAG_LAST, TICK_FLAG_VOLUME = 2, 4, 8, 16
 
-TIMEFRAME_M1, TIMEFRAME_M5, TIMEFRAME_M15, TIMEFRAME_M30 = 1, 5, 15, 30
-TIMEFRAME_H1, TIMEFRAME_H4, TIMEFRAME_D1 = 16385, 16388, 16408
+TIMEFRAME_M1, TIMEFRAME_M2, TIMEFRAME_M3, TIMEFRAME_M4, TIMEFRAME_M5, TIMEFRAME_M6 = 1, 2, 3, 4, 5, 6
+TIMEFRAME_M10, TIMEFRAME_M12, TIMEFRAME_M15, TIMEFRAME_M20, TIMEFRAME_M30 = 10, 12, 15, 20, 30
+TIMEFRAME_H1, TIMEFRAME_H2, TIMEFRAME_H3, TIMEFRAME_H4 = 16385, 16386, 16387, 16388
+TIMEFRAME_H6, TIMEFRAME_H8, TIMEFRAME_H12, TIMEFRAME_D1 = 16390, 16392, 16396, 16408
 TIMEFRAME_W1, TIMEFRAME_MN1 = 32769, 49153
 # Bar length in seconds of the timeframes with a fixed length (MT5's minute and hour codes).
 _SECONDS = {1: 60, 2: 120, 3: 180, 4: 240, 5: 300, 6: 360, 10: 600, 12: 720, 15: 900, 20: 1200,
@@ -66,9 +84,25 @@ _SECONDS = {1: 60, 2: 120, 3: 180, 4: 240, 5: 300, 6: 360, 10: 600, 12: 720, 15:
 RES_S_OK, RES_E_FAIL, RES_E_INVALID_PARAMS, RES_E_NOT_FOUND = 1, -1, -2, -4
 RES_E_INTERNAL_FAIL_CONNECT = -10004
 
+# The package's array dtypes, as its copy_* functions return them (mt5copyticksfrom,
+# mt5copyratesfrom: printed there as the arrays' dtype).
+TICK_DTYPE = np.dtype([("time", "<i8"), ("bid", "<f8"), ("ask", "<f8"), ("last", "<f8"), ("volume", "<u8"),
+                       ("time_msc", "<i8"), ("flags", "<u4"), ("volume_real", "<f8")])
+RATE_DTYPE = np.dtype([("time", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"), ("close", "<f8"),
+                       ("tick_volume", "<u8"), ("spread", "<i4"), ("real_volume", "<u8")])
+
 Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
-TerminalInfo = collections.namedtuple("TerminalInfo", "name company build connected")
-AccountInfo = collections.namedtuple("AccountInfo", "server login")
+# mt5terminalinfo: every field of its example's TerminalInfo, in that order.
+TerminalInfo = collections.namedtuple("TerminalInfo", (
+    "community_account community_connection connected dlls_allowed trade_allowed tradeapi_disabled "
+    "email_enabled ftp_enabled notifications_enabled mqid build maxbars codepage ping_last "
+    "community_balance retransmission company name language path data_path commondata_path"))
+# mt5accountinfo: every field of its example's AccountInfo, in that order.
+AccountInfo = collections.namedtuple("AccountInfo", (
+    "login trade_mode leverage limit_orders margin_so_mode trade_allowed trade_expert margin_mode "
+    "currency_digits fifo_close balance credit profit equity margin margin_free margin_level "
+    "margin_so_call margin_so_so margin_initial margin_maintenance assets liabilities "
+    "commission_blocked name server currency company"))
 # The package's SymbolInfo: 31 integers and booleans, 52 doubles, 13 strings, in its order.
 _INFO_FIELDS = (
     "custom chart_mode select visible session_deals session_buy_orders session_sell_orders volume "
@@ -87,7 +121,14 @@ _INFO_FIELDS = (
     "basis category currency_base currency_profit currency_margin bank description exchange formula "
     "isin name page path")
 SymbolInfo = collections.namedtuple("SymbolInfo", _INFO_FIELDS)
-Rate = collections.namedtuple("Rate", "time open high low close tick_volume spread real_volume")
+
+
+def _ticks_array(ticks):
+    return np.array([tuple(t) for t in ticks], dtype=TICK_DTYPE)
+
+
+def _rates_array(bars):
+    return np.array([tuple(b) for b in bars], dtype=RATE_DTYPE)
 
 
 def _env_symbols():
@@ -119,6 +160,7 @@ class _Terminal:
             price *= price_step
         self.error = (RES_S_OK, "Success")
         self.initialized = False
+        self.reported = False
 
     def busy(self):
         """What one call to the terminal costs."""
@@ -128,7 +170,16 @@ class _Terminal:
 
     def advance(self, only=None):
         """Makes every tick due by now (of the symbol `only`, if given: each symbol's ticks
-        are its own, so a call pays only for the symbol it asks about)."""
+        are its own, so a call pays only for the symbol it asks about). The first time every
+        symbol has made ``MT5_STANDIN_MAX_TICKS``, the report is written (the terminal is
+        quiet from then on)."""
+        self._make(only)
+        if (self.max_ticks is not None and not self.reported
+                and all(s["made"] >= self.max_ticks for s in self.symbols.values())):
+            self.reported = True
+            _write_report()
+
+    def _make(self, only):
         now_ms = int(time.time() * 1000)
         for s in self.symbols.values() if only is None else (only,):
             while s["next_ms"] <= now_ms and (self.max_ticks is None or s["made"] < self.max_ticks):
@@ -166,14 +217,26 @@ class _Terminal:
 _t = _Terminal()
 
 
-def _report():
+def _write_report():
+    """The report (``MT5_STANDIN_REPORT``): the ticks made per symbol, and each symbol's ticks
+    still held (``[time_msc, bid, ask, flags]``, oldest first), so that a test can compare a
+    segment with what the terminal made. Written whole to a temporary name, then renamed, so
+    a reader never sees half of it. Called with the lock held."""
     path = os.environ.get("MT5_STANDIN_REPORT")
-    if path:
-        with _t.lock:
-            _t.advance()
-            made = {name: s["made"] for name, s in _t.symbols.items()}
-        with open(path, "w") as f:
-            json.dump(made, f)
+    if not path:
+        return
+    report = {"made": {name: s["made"] for name, s in _t.symbols.items()},
+              "ticks": {name: [[t.time_msc, t.bid, t.ask, t.flags] for t in s["ticks"]]
+                        for name, s in _t.symbols.items()}}
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f)
+    os.replace(path + ".tmp", path)
+
+
+def _report():
+    with _t.lock:
+        _t.advance()
+        _write_report()
 
 
 atexit.register(_report)
@@ -205,15 +268,29 @@ def terminal_info():
     with _t.lock:
         if _t.call() is None:
             return None
-        return TerminalInfo(os.environ.get("MT5_STANDIN_NAME", "MetaTrader 5 (stand-in)"),
-                            os.environ.get("MT5_STANDIN_COMPANY", "Stand-in Broker"), 4755, True)
+        return TerminalInfo(
+            community_account=False, community_connection=False, connected=True, dlls_allowed=False,
+            trade_allowed=True, tradeapi_disabled=False, email_enabled=False, ftp_enabled=False,
+            notifications_enabled=False, mqid=False, build=4755, maxbars=100000, codepage=0,
+            ping_last=25000, community_balance=0.0, retransmission=0.0,
+            company=os.environ.get("MT5_STANDIN_COMPANY", "Stand-in Broker"),
+            name=os.environ.get("MT5_STANDIN_NAME", "MetaTrader 5 (stand-in)"), language="English",
+            path="C:\\Program Files\\MetaTrader 5", data_path="C:\\Program Files\\MetaTrader 5",
+            commondata_path="C:\\Users\\trader\\AppData\\Roaming\\MetaQuotes\\Terminal\\Common")
 
 
 def account_info():
     with _t.lock:
         if _t.call() is None:
             return None
-        return AccountInfo("StandIn-Demo", int(os.environ.get("MT5_STANDIN_LOGIN", "1000")))
+        return AccountInfo(
+            login=int(os.environ.get("MT5_STANDIN_LOGIN", "1000")), trade_mode=0, leverage=100,
+            limit_orders=200, margin_so_mode=0, trade_allowed=True, trade_expert=True, margin_mode=2,
+            currency_digits=2, fifo_close=False, balance=10000.0, credit=0.0, profit=0.0,
+            equity=10000.0, margin=0.0, margin_free=10000.0, margin_level=0.0, margin_so_call=50.0,
+            margin_so_so=30.0, margin_initial=0.0, margin_maintenance=0.0, assets=0.0,
+            liabilities=0.0, commission_blocked=0.0, name="Stand-in Trader", server="StandIn-Demo",
+            currency="USD", company=os.environ.get("MT5_STANDIN_COMPANY", "Stand-in Broker"))
 
 
 def symbol_select(symbol, enable=True):
@@ -232,30 +309,66 @@ def symbol_info_tick(symbol):
         return s["ticks"][-1]
 
 
-def symbol_info(symbol):
+def _info(name, s):
     """The symbol's properties: a 5-digit FX-like symbol of this stand-in broker, with the
     newest tick's prices."""
+    tick = s["ticks"][-1] if s["ticks"] else None
+    values = dict.fromkeys(SymbolInfo._fields, 0)
+    values.update({f: 0.0 for f in SymbolInfo._fields[31:83]})
+    values.update({f: "" for f in SymbolInfo._fields[83:]})
+    values.update(
+        custom=False, select=True, visible=True, spread_float=True, margin_hedged_use_leg=False,
+        digits=5, point=0.00001, trade_tick_size=0.00001, trade_tick_value=1.0,
+        trade_contract_size=100000.0, volume_min=0.01, volume_max=500.0, volume_step=0.01,
+        trade_mode=4, trade_exemode=2, filling_mode=1, order_mode=127, expiration_mode=15,
+        swap_long=-0.5, swap_short=0.25, swap_rollover3days=3, ticks_bookdepth=10,
+        name=name, path="StandIn\\" + name, currency_base=name[:3],
+        currency_profit=name[3:6], currency_margin=name[:3],
+        description=os.environ.get("MT5_STANDIN_DESCRIPTION", name + " stand-in"))
+    if tick is not None:
+        values.update(bid=tick.bid, ask=tick.ask, time=tick.time,
+                      spread=int(round((tick.ask - tick.bid) / 0.00001)))
+    return SymbolInfo(**values)
+
+
+def symbol_info(symbol):
     with _t.lock:
         s = _t.call(symbol)
         if s is None:
             return None
-        tick = s["ticks"][-1] if s["ticks"] else None
-        values = dict.fromkeys(SymbolInfo._fields, 0)
-        values.update({f: 0.0 for f in SymbolInfo._fields[31:83]})
-        values.update({f: "" for f in SymbolInfo._fields[83:]})
-        values.update(
-            custom=False, select=True, visible=True, spread_float=True, margin_hedged_use_leg=False,
-            digits=5, point=0.00001, trade_tick_size=0.00001, trade_tick_value=1.0,
-            trade_contract_size=100000.0, volume_min=0.01, volume_max=500.0, volume_step=0.01,
-            trade_mode=4, trade_exemode=2, filling_mode=1, order_mode=127, expiration_mode=15,
-            swap_long=-0.5, swap_short=0.25, swap_rollover3days=3, ticks_bookdepth=10,
-            name=symbol, path="StandIn\\" + symbol, currency_base=symbol[:3],
-            currency_profit=symbol[3:6], currency_margin=symbol[:3],
-            description=os.environ.get("MT5_STANDIN_DESCRIPTION", symbol + " stand-in"))
-        if tick is not None:
-            values.update(bid=tick.bid, ask=tick.ask, time=tick.time,
-                          spread=int(round((tick.ask - tick.bid) / 0.00001)))
-        return SymbolInfo(**values)
+        return _info(symbol, s)
+
+
+def symbols_total():
+    with _t.lock:
+        if _t.call() is None:
+            return None
+        return len(_t.symbols)
+
+
+def symbols_get(group=None):
+    """A tuple of SymbolInfo (mt5symbolsget), every symbol's, or those `group` names (``*``
+    masks, ``!`` exclusions, in order)."""
+    with _t.lock:
+        if _t.call() is None:
+            return None
+        _t.advance()
+        names = list(_t.symbols)
+        if group is not None:
+            chosen = []
+            for name in names:
+                keep = False
+                for rule in str(group).split(","):
+                    rule = rule.strip()
+                    if rule.startswith("!"):
+                        if fnmatch.fnmatchcase(name, rule[1:]):
+                            keep = False
+                    elif fnmatch.fnmatchcase(name, rule):
+                        keep = True
+                if keep:
+                    chosen.append(name)
+            names = chosen
+        return tuple(_info(n, _t.symbols[n]) for n in names)
 
 
 def _seconds(date):
@@ -264,24 +377,54 @@ def _seconds(date):
     return int(date)
 
 
+def _filtered(ticks, flags):
+    """MT5's COPY_TICKS_* filter: INFO, ticks that changed bid or ask; TRADE, ticks that
+    changed last or volume; ALL, every one."""
+    if flags == COPY_TICKS_INFO:
+        return [t for t in ticks if t.flags & (TICK_FLAG_BID | TICK_FLAG_ASK)]
+    if flags == COPY_TICKS_TRADE:
+        return [t for t in ticks if t.flags & (TICK_FLAG_LAST | TICK_FLAG_VOLUME)]
+    return ticks
+
+
+def _first_at(ticks, ms):
+    lo, hi = 0, len(ticks)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ticks[mid].time_msc < ms:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 def copy_ticks_from(symbol, date_from, count, flags):
     with _t.lock:
         s = _t.call(symbol)
         if s is None:
             return None
-        if count <= 0:
+        if count <= 0 or flags not in (COPY_TICKS_ALL, COPY_TICKS_INFO, COPY_TICKS_TRADE):
             _t.error = (RES_E_INVALID_PARAMS, "Invalid params")
             return None
-        start_ms = _seconds(date_from) * 1000
         ticks = s["ticks"]
-        lo, hi = 0, len(ticks)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ticks[mid].time_msc < start_ms:
-                lo = mid + 1
-            else:
-                hi = mid
-        return list(ticks[lo:lo + count])
+        lo = _first_at(ticks, _seconds(date_from) * 1000)
+        if flags == COPY_TICKS_ALL:
+            return _ticks_array(ticks[lo:lo + count])
+        return _ticks_array(_filtered(ticks[lo:], flags)[:count])
+
+
+def copy_ticks_range(symbol, date_from, date_to, flags):
+    with _t.lock:
+        s = _t.call(symbol)
+        if s is None:
+            return None
+        if flags not in (COPY_TICKS_ALL, COPY_TICKS_INFO, COPY_TICKS_TRADE):
+            _t.error = (RES_E_INVALID_PARAMS, "Invalid params")
+            return None
+        ticks = s["ticks"]
+        lo = _first_at(ticks, _seconds(date_from) * 1000)
+        hi = _first_at(ticks, (_seconds(date_to) + 1) * 1000)
+        return _ticks_array(_filtered(ticks[lo:hi], flags))
 
 
 def _bar_start(t, tf):
@@ -303,7 +446,11 @@ def _bars(ticks, tf):
             b[2], b[3], b[4], b[5] = max(b[2], k.bid), min(b[3], k.bid), k.bid, b[5] + 1
         else:
             bars.append([start, k.bid, k.bid, k.bid, k.bid, 1])
-    return [Rate(b[0], b[1], b[2], b[3], b[4], b[5], 2, 0) for b in bars]
+    return [(b[0], b[1], b[2], b[3], b[4], b[5], 2, 0) for b in bars]
+
+
+def _timeframe_ok(timeframe):
+    return timeframe in _SECONDS or timeframe in (TIMEFRAME_W1, TIMEFRAME_MN1)
 
 
 def copy_rates_from_pos(symbol, timeframe, start_pos, count):
@@ -311,7 +458,7 @@ def copy_rates_from_pos(symbol, timeframe, start_pos, count):
         s = _t.call(symbol)
         if s is None:
             return None
-        if timeframe not in _SECONDS and timeframe not in (TIMEFRAME_W1, TIMEFRAME_MN1) or count <= 0 or start_pos < 0:
+        if not _timeframe_ok(timeframe) or count <= 0 or start_pos < 0:
             _t.error = (RES_E_INVALID_PARAMS, "Invalid params")
             return None
         bars = _bars(s["ticks"], timeframe)
@@ -319,7 +466,21 @@ def copy_rates_from_pos(symbol, timeframe, start_pos, count):
         if end <= 0:
             _t.error = (RES_E_NOT_FOUND, "Terminal: Not found")
             return None
-        return bars[max(0, end - count):end]
+        return _rates_array(bars[max(0, end - count):end])
+
+
+def copy_rates_from(symbol, timeframe, date_from, count):
+    """Bars opened at or before `date_from`, at most `count`, oldest first."""
+    with _t.lock:
+        s = _t.call(symbol)
+        if s is None:
+            return None
+        if not _timeframe_ok(timeframe) or count <= 0:
+            _t.error = (RES_E_INVALID_PARAMS, "Invalid params")
+            return None
+        at = _seconds(date_from)
+        bars = [b for b in _bars(s["ticks"], timeframe) if b[0] <= at]
+        return _rates_array(bars[-count:])
 
 
 def copy_rates_range(symbol, timeframe, date_from, date_to):
@@ -327,8 +488,11 @@ def copy_rates_range(symbol, timeframe, date_from, date_to):
         s = _t.call(symbol)
         if s is None:
             return None
+        if not _timeframe_ok(timeframe):
+            _t.error = (RES_E_INVALID_PARAMS, "Invalid params")
+            return None
         lo, hi = _seconds(date_from), _seconds(date_to)
-        return [b for b in _bars(s["ticks"], timeframe) if lo <= b.time <= hi]
+        return _rates_array([b for b in _bars(s["ticks"], timeframe) if lo <= b[0] <= hi])
 
 
 def standin_made(symbol):

@@ -1,11 +1,14 @@
 """Tests of the MT5 gateway: parsing, the csv backend, the terminal backend against a fake
-MetaTrader5 module, and protocol v1 over a real socket. Standard library only:
+MetaTrader5 module that returns what the package returns (numpy structured arrays, named
+tuples), and protocol v1 over a real socket. The gateway itself needs only the standard
+library; these tests need numpy, as the MetaTrader5 package does:
 
-    python3 -m unittest discover -s gateway/tests -v
+    .venv/bin/python -m unittest discover -s gateway/tests -v
 """
 
 import calendar
 import codecs
+import collections
 import importlib.util
 import json
 import os
@@ -16,6 +19,8 @@ import tempfile
 import threading
 import time
 import unittest
+
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import mt5_gateway as gw  # noqa: E402
@@ -176,16 +181,13 @@ class FakeScalar:
         return self.v
 
 
-class FakeRecord:
-    """Stands in for a numpy structured record: indexed by field name."""
-
-    dtype = "record"
-
-    def __init__(self, **fields):
-        self.fields = {k: FakeScalar(v) for k, v in fields.items()}
-
-    def __getitem__(self, k):
-        return self.fields[k]
+# The package's dtypes and Tick (mt5copyticksfrom_py, mt5copyratesfrom_py, mt5symbolinfotick_py;
+# test_standin_conformance.py checks the stand-in against the same).
+TICK_DTYPE = np.dtype([("time", "<i8"), ("bid", "<f8"), ("ask", "<f8"), ("last", "<f8"), ("volume", "<u8"),
+                       ("time_msc", "<i8"), ("flags", "<u4"), ("volume_real", "<f8")])
+RATE_DTYPE = np.dtype([("time", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"), ("close", "<f8"),
+                       ("tick_volume", "<u8"), ("spread", "<i4"), ("real_volume", "<u8")])
+Tick = collections.namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
 
 
 class FakeTick:
@@ -229,14 +231,14 @@ class FakeMt5:
         if tf == gw.TIMEFRAMES["MN1"]:
             self.error = (-4, "Terminal: Not found")
             return None
-        return [FakeRecord(time=T0 + i * 60, open=1.0, high=1.2, low=0.9, close=1.1, tick_volume=10, spread=2, real_volume=0) for i in range(count)]
+        return np.array([(T0 + i * 60, 1.0, 1.2, 0.9, 1.1, 10, 2, 0) for i in range(count)], dtype=RATE_DTYPE)
 
     def copy_rates_range(self, s, tf, frm, to):
-        return []
+        return np.array([], dtype=RATE_DTYPE)
 
     def symbol_info_tick(self, s):
         last = self.ticks[-1] if self.ticks else dict(time=T0, bid=1.0, ask=1.1, last=0.0, volume=0, time_msc=T0 * 1000, flags=6, volume_real=0.0)
-        return FakeTick(**last)
+        return Tick(**last)
 
     def symbol_info(self, s):
         self.info_calls = getattr(self, "info_calls", 0) + 1
@@ -244,7 +246,8 @@ class FakeMt5:
                                               description="Euro vs US Dollar", spread=FakeScalar(12)))
 
     def copy_ticks_from(self, s, frm, count, flags):
-        return [FakeRecord(**t) for t in self.ticks if t["time"] >= frm][:count]
+        chosen = [t for t in self.ticks if t["time"] >= frm][:count]
+        return np.array([tuple(t[f] for f in gw.TICK_FIELDS) for t in chosen], dtype=TICK_DTYPE)
 
 
 def tick(msc, bid):
@@ -379,8 +382,9 @@ class StandInTerminalTest(unittest.TestCase):
         """The stand-in's ticks made after the subscription: after the `n` it had at the
         millisecond `m` of its newest tick then."""
         m, n = cursor
-        ticks = [t for t in mt5.copy_ticks_from(s, 0, 10 ** 6, mt5.COPY_TICKS_ALL) if t.time_msc >= m]
-        return [(t.time_msc, t.bid) for t in ticks[n:]]
+        ticks = mt5.copy_ticks_from(s, 0, 10 ** 6, mt5.COPY_TICKS_ALL)  # a numpy array, as MT5's
+        ticks = ticks[ticks["time_msc"] >= m]
+        return [(int(t["time_msc"]), float(t["bid"])) for t in ticks[n:]]
 
 
 class ProtocolTest(Folder):

@@ -233,6 +233,23 @@ pub fn python3_available(what: &str) -> bool {
     ok
 }
 
+/// The project's Python, with numpy (the MetaTrader5 package's own dependency, so the stand-in
+/// terminal's too): `MTF_PYTHON`, else the `.venv` that `./scripts/python-env` makes. Panics,
+/// saying how to make it, where there is none: a test that needs it fails loudly, never skips.
+pub fn project_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MTF_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "NOT RUN: the stand-in terminal needs the project's Python with numpy, and {} does not \
+         exist: run ./scripts/python-env (./scripts/test does), or set MTF_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
 /// Starts `gateway/mt5_gateway.py --backend csv` on 127.0.0.1:`port` (0 for any) serving
 /// `data`, with `extra` arguments; returns it and the address it listens on.
 pub fn spawn_csv_gateway(
@@ -267,10 +284,12 @@ fn listening_address(gw: &mut ChildGuard) -> String {
 /// Starts `gateway/mt5_gateway.py --backend metatrader5` on 127.0.0.1 (a free port) over the
 /// stand-in terminal (`gateway/standin/MetaTrader5.py`, first on `PYTHONPATH`), configured by
 /// `env` (`MT5_STANDIN_SYMBOLS`, ...), with `extra` arguments; returns it and its address.
+/// The stand-in returns numpy arrays, as MetaQuotes' package does, so it runs in the
+/// project's Python ([`project_python`]), which has numpy.
 pub fn spawn_standin_gateway(env: &[(&str, &str)], extra: &[&str]) -> (ChildGuard, String) {
     let gateway = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway");
     let script = gateway.join("mt5_gateway.py");
-    let mut command = Command::new("python3");
+    let mut command = Command::new(project_python());
     command
         .args([
             script.to_str().expect("utf-8 path"),

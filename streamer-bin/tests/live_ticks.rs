@@ -1,0 +1,187 @@
+//! The live path as traders run it: a terminal whose package returns numpy arrays (the
+//! stand-in, `gateway/standin/MetaTrader5.py`, keeps MetaQuotes' types) → the real gateway →
+//! `mtf-streamer --source mt5` → the segment. Every tick the terminal makes after the feed is
+//! live reaches the tick ring, once, in order, with its prices and flags, for 2 and for 20
+//! symbols.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mtf_tests::{spawn_standin_gateway, wait_for_status, ChildGuard, TempSegment};
+use shm_core::{FeedState, Reader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
+
+/// A tick as the stand-in reports it: `[time_msc, bid, ask, flags]`.
+type Made = (i64, f64, f64, u32);
+
+struct Report(std::path::PathBuf);
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("json.tmp"));
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The stand-in's report, once it has made every tick (it writes it then, whole).
+fn made_ticks(report: &Report, limit: Duration) -> HashMap<String, Vec<Made>> {
+    let until = Instant::now() + limit;
+    let text = loop {
+        if let Ok(text) = std::fs::read_to_string(&report.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < until,
+            "the stand-in did not make its ticks in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    let mut out = HashMap::new();
+    for (name, ticks) in json["ticks"].as_object().expect("ticks by symbol") {
+        let ticks = ticks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t[0].as_i64().unwrap(),
+                    t[1].as_f64().unwrap(),
+                    t[2].as_f64().unwrap(),
+                    t[3].as_u64().unwrap() as u32,
+                )
+            })
+            .collect();
+        out.insert(name.clone(), ticks);
+    }
+    out
+}
+
+fn segment_ticks(reader: &Reader, symbol: &str) -> Vec<Made> {
+    let mut out = Vec::new();
+    reader
+        .ticks(symbol)
+        .expect("a tick ring")
+        .read_last(100_000, &mut out)
+        .expect("a clean read");
+    out.iter()
+        .map(|t| (t.time_msc, t.bid, t.ask, t.flags))
+        .collect()
+}
+
+/// `n` symbols at `rate` ticks a second each, `per_symbol` ticks each.
+fn every_tick_reaches_the_segment(n: usize, rate: u32, per_symbol: u32) {
+    let names: Vec<String> = (0..n).map(|i| format!("SYM{i:02}")).collect();
+    let spec = names
+        .iter()
+        .map(|s| format!("{s}={rate}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let report = Report(
+        std::env::temp_dir().join(format!("mtf-live-ticks-{n}-{}.json", std::process::id())),
+    );
+    let (_gw, addr) = spawn_standin_gateway(
+        &[
+            ("MT5_STANDIN_SYMBOLS", &spec),
+            ("MT5_STANDIN_PRICE_STEP", "1"),
+            ("MT5_STANDIN_SAME_MS", "0.2"),
+            ("MT5_STANDIN_MAX_TICKS", &per_symbol.to_string()),
+            ("MT5_STANDIN_REPORT", report.0.to_str().unwrap()),
+        ],
+        &["--log-level", "WARNING"],
+    );
+    let seg = TempSegment::new(&format!("live-ticks-{n}"));
+    let _streamer = ChildGuard::spawn(
+        BIN,
+        &[
+            "--source",
+            "mt5",
+            "--gateway",
+            &addr,
+            "--symbols",
+            &names.join(","),
+            "--timeframes",
+            "M1",
+            "--segment-path",
+            seg.path.path().to_str().unwrap(),
+            "--no-http",
+        ],
+    );
+    let reader = wait_for_status(
+        &seg.path,
+        "the mt5 feed to be live",
+        Duration::from_secs(120),
+        |s| s.feed_state == Some(FeedState::Live),
+    );
+    // The subscription began before this: every tick stamped after it must arrive.
+    let live_ms = now_ms();
+    let made = made_ticks(&report, Duration::from_secs(180));
+    for name in &names {
+        let made = &made[name];
+        assert_eq!(
+            made.len(),
+            per_symbol as usize,
+            "{name}: the stand-in's ticks"
+        );
+        let last = *made.last().unwrap();
+        // Wait, with a deadline, until the newest tick the terminal made is in the ring.
+        let until = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            let got = segment_ticks(&reader, name);
+            if got.last() == Some(&last) {
+                break got;
+            }
+            assert!(
+                Instant::now() < until,
+                "{name}: the terminal's last tick {last:?} never reached the segment (newest there: {:?})",
+                got.last()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The ring holds a contiguous run of the terminal's ticks, ending at its last: in
+        // order, none twice, none left out, each with its prices and flags.
+        let start = made.len().checked_sub(got.len()).unwrap_or_else(|| {
+            panic!(
+                "{name}: {} ticks in the segment, the terminal made {}",
+                got.len(),
+                made.len()
+            )
+        });
+        assert_eq!(
+            got,
+            made[start..],
+            "{name}: the segment's ticks are not the terminal's last {}",
+            got.len()
+        );
+        // And that run reaches back past the moment the feed went live.
+        let first_after_live = made.iter().position(|t| t.0 > live_ms + 1);
+        if let Some(k) = first_after_live {
+            assert!(
+                start <= k,
+                "{name}: ticks made after the feed went live are missing ({start} > {k})"
+            );
+        }
+        assert!(
+            first_after_live.is_some_and(|k| made.len() - k >= 10),
+            "{name}: the stand-in made too few ticks after the feed went live to test anything"
+        );
+    }
+}
+
+#[test]
+fn every_tick_of_two_symbols_reaches_the_segment_once_in_order() {
+    every_tick_reaches_the_segment(2, 20, 240);
+}
+
+#[test]
+fn every_tick_of_twenty_symbols_reaches_the_segment_once_in_order() {
+    every_tick_reaches_the_segment(20, 5, 60);
+}
