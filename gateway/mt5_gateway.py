@@ -37,6 +37,7 @@ HEARTBEAT_SECONDS = 1.0
 LINE_SECONDS = 10.0  # a request line must be complete this long after its first byte
 EVICT_IDLE_SECONDS = 2.0  # when every slot is taken, a connection idle this long gives way
 AUTH_SECONDS = 5.0  # with a token set, a connection must present it this soon after connecting
+WAKE_SECONDS = 0.25  # a waiting read looks at its connection's eviction flag this often
 
 TIMEFRAMES = {
     "M1": 1, "M2": 2, "M3": 3, "M4": 4, "M5": 5, "M6": 6, "M10": 10, "M12": 12, "M15": 15,
@@ -766,6 +767,7 @@ class Handler(socketserver.StreamRequestHandler):
         self.pending = b""
         self.authenticated = self.server.token is None
         self.streaming = False
+        self.evicted = False  # set by the server when another client needs this slot
         self.connected_at = time.monotonic()
 
     def send(self, obj):
@@ -783,17 +785,25 @@ class Handler(socketserver.StreamRequestHandler):
         yet, everything must arrive within AUTH_SECONDS of connecting. Raises socket.timeout
         past any of them, and ValueError for a line over MAX_LINE bytes."""
         deadline = time.monotonic() + LINE_SECONDS if self.pending else None
+        idle_until = time.monotonic() + self.server.idle_timeout
         while b"\n" not in self.pending:
             if len(self.pending) > MAX_LINE:
                 raise ValueError("line too long")
+            if self.evicted:
+                raise socket.timeout("evicted")
             now = time.monotonic()
-            timeout = self.server.idle_timeout if deadline is None else deadline - now
+            timeout = idle_until - now if deadline is None else deadline - now
             if not self.authenticated:
                 timeout = min(timeout, self.connected_at + AUTH_SECONDS - now)
             if timeout <= 0:
                 raise socket.timeout("request line not complete in time")
-            self.connection.settimeout(timeout)
-            chunk = self.connection.recv(65536)
+            # Waits in slices: on Windows, shutdown() from another thread does not wake a
+            # blocked recv (Linux's does), so an evicted connection notices its flag here.
+            self.connection.settimeout(min(timeout, WAKE_SECONDS))
+            try:
+                chunk = self.connection.recv(65536)
+            except socket.timeout:
+                continue
             if not chunk:
                 return b""
             if deadline is None:
@@ -937,6 +947,7 @@ class Gateway(socketserver.ThreadingTCPServer):
                 return False
             _, victim = min(strangers or idle, key=lambda th: th[0])
             self.active.pop(victim, None)
+            victim.evicted = True
         log.info("client %s closed: idle while another client waited", victim.peer)
         try:
             victim.connection.shutdown(socket.SHUT_RDWR)

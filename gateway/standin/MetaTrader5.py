@@ -495,6 +495,61 @@ def copy_rates_range(symbol, timeframe, date_from, date_to):
         return _rates_array([b for b in _bars(s["ticks"], timeframe) if lo <= b[0] <= hi])
 
 
+# Trading, as far as a bot's forwarded call needs it (mt5ordersend_py): market deals are
+# filled at once at the newest price; anything else is refused with MT5's retcode.
+TRADE_ACTION_DEAL, TRADE_ACTION_PENDING = 1, 5
+ORDER_TYPE_BUY, ORDER_TYPE_SELL = 0, 1
+ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
+ORDER_TIME_GTC = 0
+TRADE_RETCODE_DONE, TRADE_RETCODE_INVALID, TRADE_RETCODE_INVALID_VOLUME = 10009, 10013, 10014
+TradeRequest = collections.namedtuple("TradeRequest", (
+    "action magic order symbol volume price stoplimit sl tp deviation type type_filling type_time "
+    "expiration comment position position_by"))
+OrderSendResult = collections.namedtuple("OrderSendResult", (
+    "retcode deal order volume price bid ask comment request_id retcode_external request"))
+
+
+def order_send(request):
+    """Fills a market deal (TRADE_ACTION_DEAL, buy or sell, volume within 0.01..500 by 0.01)
+    at the newest ask or bid; records it in ``deals`` for tests."""
+    with _t.lock:
+        if _t.call() is None:
+            return None
+        if not isinstance(request, dict):
+            _t.error = (RES_E_INVALID_PARAMS, "Invalid params")
+            return None
+        unknown = set(request) - set(TradeRequest._fields)
+        if unknown:
+            _t.error = (RES_E_INVALID_PARAMS, "Invalid params: %s" % ", ".join(sorted(unknown)))
+            return None
+        fields = dict(dict.fromkeys(TradeRequest._fields, 0), comment="", symbol="")
+        fields.update(request)
+        req = TradeRequest(**fields)
+        s = _t.symbols.get(req.symbol)
+        if s is not None:
+            _t.advance(s)
+        tick = s["ticks"][-1] if s and s["ticks"] else None
+        steps = round(req.volume / 0.01)
+        if (req.action != TRADE_ACTION_DEAL or req.type not in (ORDER_TYPE_BUY, ORDER_TYPE_SELL)
+                or tick is None):
+            code, price = TRADE_RETCODE_INVALID, 0.0
+        elif not (1 <= steps <= 50000 and abs(steps * 0.01 - req.volume) < 1e-9):
+            code, price = TRADE_RETCODE_INVALID_VOLUME, 0.0
+        else:
+            code, price = TRADE_RETCODE_DONE, tick.ask if req.type == ORDER_TYPE_BUY else tick.bid
+        done = code == TRADE_RETCODE_DONE
+        ticket = len(deals) + 1 if done else 0
+        if done:
+            deals.append(req)
+        _t.error = (RES_S_OK, "Success")
+        return OrderSendResult(code, ticket, ticket, req.volume if done else 0.0, price,
+                               tick.bid if tick else 0.0, tick.ask if tick else 0.0,
+                               "Request executed" if done else "Invalid request", 0, 0, req)
+
+
+deals = []
+
+
 def standin_made(symbol):
     """Ticks made so far for `symbol` (not part of MetaTrader5: for tests and benchmarks)."""
     with _t.lock:

@@ -16,7 +16,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # layout_reader
 
 
 def binary(name):
-    """The workspace's debug build of `name`, built first if it is not there."""
+    """The workspace's debug build of `name`, built first if it is not there. In Windows
+    Python (./scripts/test-windows, under Wine) the Windows build, which that script builds
+    first: there is no cargo on the Windows side, so a missing one fails loudly."""
+    if sys.platform == "win32":
+        path = os.path.join(ROOT, "target", "x86_64-pc-windows-gnu", "debug", name + ".exe")
+        if not os.path.exists(path):
+            raise RuntimeError("NOT RUN: %s is missing: ./scripts/test-windows builds it first" % path)
+        return path
     path = os.path.join(ROOT, "target", "debug", name)
     subprocess.run(["cargo", "build", "-q", "--bin", name], cwd=ROOT, check=True)
     return path
@@ -89,8 +96,8 @@ def replay(tmp_path):
                             "--timeframes", "M1,M5,M15,M30,H1,H4,D1"])
     try:
         deadline = time.monotonic() + 30
-        import layout_reader
-        while layout_reader.Segment(s.segment).status()["feed_state"] != "finished":
+        import mtf_candles
+        while mtf_candles.Segment(path=s.segment).status()["feed_state"] != "finished":
             assert time.monotonic() < deadline, "the replay did not finish"
             time.sleep(0.05)
         yield s
@@ -107,6 +114,28 @@ def live(tmp_path):
         yield s
     finally:
         s.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "linux_only(reason): needs something only Linux has; left out, with the reason "
+        "printed, in Windows Python (./scripts/test-windows)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """In Windows Python, the tests marked linux_only are left out, each named with its reason
+    on stderr and counted by pytest as deselected: never skipped silently."""
+    if sys.platform != "win32":
+        return
+    kept, left = [], []
+    for item in items:
+        mark = item.get_closest_marker("linux_only")
+        (left if mark else kept).append(item)
+        if mark:
+            sys.stderr.write("LEFT OUT on Windows: %s: %s\n" % (item.nodeid, mark.kwargs.get("reason") or mark.args[0]))
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True)

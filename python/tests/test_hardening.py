@@ -2,7 +2,6 @@
 while another thread waits, trust by owner, and MT5's argument conventions."""
 
 import os
-import pwd
 import signal
 import struct
 import subprocess
@@ -17,6 +16,7 @@ import layout_reader
 import mtf_candles as mt5
 
 
+@pytest.mark.linux_only(reason='sends SIGINT to a child, which Windows has no equivalent of for a console-less process')
 def test_ctrl_c_interrupts_a_long_wait(replay):
     # C3: a live writer that publishes nothing more (a finished replay), a wait of a day, and
     # SIGINT: KeyboardInterrupt, not the end of the day. In a child process, so that the
@@ -39,6 +39,7 @@ except KeyboardInterrupt:
     assert out.stdout.strip() == "interrupted", out.stderr
 
 
+@pytest.mark.linux_only(reason='os.fork does not exist on Windows')
 def test_a_child_forked_while_a_thread_waits_reads_and_refreshes(replay):
     # C4: fork() while another thread is inside wait_for_update; the child's refresh() used
     # to block for ever on the lock the waiting thread held.
@@ -141,12 +142,14 @@ def other_account():
             pytest.fail("useradd failed: %s" % made.stderr)
         time.sleep(0.05)
     try:
+        import pwd  # POSIX accounts: this test is linux_only
         yield pwd.getpwnam(name)
     finally:
         while subprocess.run(["userdel", name], capture_output=True).returncode == 10:
             time.sleep(0.05)
 
 
+@pytest.mark.linux_only(reason='creates a second POSIX account (useradd, pwd)')
 def test_a_segment_of_another_account_is_refused_unless_trusted(replay, other_account):
     # W1: the segment and its lock file now belong to another account, as if it had taken the
     # name first and kept a writer heartbeating in it.
@@ -177,6 +180,7 @@ def _put(path, at, value):
         f.write(struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
 def test_forged_disorder_is_refused_not_served(replay):
     # W2, in the file as the attack forged it: two swapped times, then a time 7 s off the minute.
     replay.proc.terminate()
@@ -203,6 +207,7 @@ def test_forged_disorder_is_refused_not_served(replay):
     assert len(mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M5, 0, 10)) == 10
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
 def test_a_torn_write_of_a_killed_streamer_is_dropped_at_its_restart(live):
     # W3/C6: the streamer killed inside a correction of the newest closed M1 candle (built by
     # hand: the slot's sequence odd, half of a record a day newer with an absurd high, the old

@@ -32,6 +32,7 @@ def test_the_dtype_is_mt5s_field_by_field():
         (1, 16385, 16408, 32769, 49153)
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
 def test_every_timeframe_equals_the_reference_reader_and_the_http_api(replay):
     assert mt5.initialize(segment=replay.segment), mt5.last_error()
     ref = layout_reader.Segment(replay.segment)
@@ -162,6 +163,7 @@ def test_a_quiet_segment_keeps_the_timeout(replay):
     assert 0.3 <= time.monotonic() - started < 2.0
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
 def test_damaged_segments_fail_cleanly(tmp_path, replay):
     junk = tmp_path / "junk"
     junk.write_bytes(b"not a segment" * 100)

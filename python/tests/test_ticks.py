@@ -18,6 +18,7 @@ from conftest import ROOT, Streamer
 FIELDS = ("time", "bid", "ask", "last", "volume", "time_msc", "flags", "volume_real")
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
 def test_ticks_are_mt5s_and_agree_with_the_layout_reader(live):
     assert mt5.initialize(segment=live.segment)
     # A tick exists from the moment the segment runs: all eight fields.
@@ -58,6 +59,7 @@ def test_ticks_are_mt5s_and_agree_with_the_layout_reader(live):
     assert list(frame.columns) == list(FIELDS)
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
 def test_symbol_info_is_mt5s_named_tuple_for_pip_arithmetic(live):
     assert mt5.initialize(segment=live.segment)
     info = mt5.symbol_info("BTCUSDc")
@@ -120,6 +122,7 @@ def standin(tmp_path):
         gateway.wait(10)
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes); the Windows deployment with the stand-in terminal runs end to end in test_deployment.py')
 def test_a_terminal_feed_brings_its_symbol_information_identity_and_account(standin):
     assert mt5.initialize(segment=standin.segment)
     info = mt5.symbol_info("EURUSD")
