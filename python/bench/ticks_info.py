@@ -13,7 +13,10 @@ few seconds). Prints medians and percentiles in microseconds.
 """
 
 import argparse
+import sys
 import time
+
+import numpy as np
 
 import mtf_candles as mt5
 
@@ -27,11 +30,18 @@ def main():
     p.add_argument("--segment", required=True)
     p.add_argument("--symbol", default="BTCUSDc")
     p.add_argument("--rounds", type=int, default=20000)
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for 2,000 ticks")
     args = p.parse_args()
-    assert mt5.initialize(segment=args.segment), mt5.last_error()
     s = args.symbol
-    held = mt5.copy_ticks_from(s, 0, 100000, mt5.COPY_TICKS_ALL)
-    assert len(held) >= 2000, "the tick ring holds %d ticks; let the streamer run longer" % len(held)
+    until = time.monotonic() + args.wait
+    while True:  # the streamer may have just started: wait, with a deadline, for 2,000 ticks
+        held = mt5.copy_ticks_from(s, 0, 100000, mt5.COPY_TICKS_ALL) if mt5.initialize(segment=args.segment) else None
+        if held is not None and len(held) >= 2000:
+            break
+        assert time.monotonic() < until, "the tick ring holds %s ticks after %g s" % (
+            None if held is None else len(held), args.wait)
+        time.sleep(0.1)
+    print("%s %s, numpy %s" % (sys.platform, sys.version.split()[0], np.__version__))
     # A start with at least 1,000 ticks after it, in whole seconds as MT5 takes it.
     start = int(held["time"][-1500])
     ways = {

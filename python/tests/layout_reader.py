@@ -296,7 +296,8 @@ class Segment:
             if attempt >= SPIN_TRIES:
                 time.sleep(0)
             head = self.word(base + 8)
-            first = max(head - min(n, depth), 0)
+            begun_hint = self.word(base)  # LAYOUT.md: where intact positions begin, as a hint
+            first = max(head - min(n, depth), 0, min(head, begun_hint - depth))
             records = [struct.unpack_from("<qdddQdQQ", self.mm, base + 64 + (p % depth) * TICK_SLOT)
                        for p in range(first, head)]
             begun = self.word(base)
@@ -311,6 +312,8 @@ class Segment:
                     why = "a price or volume that is not finite and >= 0"
                 elif bid == 0 and ask == 0 and last == 0:
                     why = "no price"
+                elif bid > ask > 0:
+                    why = "a crossed quote (bid above ask)"
                 elif flags & ~0x7E:
                     why = "flag bits MT5 does not define"
                 elif not 0 <= time_msc <= LATEST_TIME * 1000:

@@ -55,6 +55,9 @@ pub enum TickDefect {
     BadValue,
     /// No price at all: bid, ask and last all zero.
     NoPrice,
+    /// A crossed quote: bid above ask, both non-zero. No market quotes one; a feed that
+    /// sends it is wrong, and serving it would make every spread negative.
+    Crossed,
     /// A flag bit MT5 does not define, or reserved bits set.
     Flags,
     /// A time before 1970 or after 2100.
@@ -71,6 +74,7 @@ impl fmt::Display for TickDefect {
         match self {
             TickDefect::BadValue => f.write_str("a price or volume that is not finite and ≥ 0"),
             TickDefect::NoPrice => f.write_str("no price (bid, ask and last all 0)"),
+            TickDefect::Crossed => f.write_str("a crossed quote (bid above ask)"),
             TickDefect::Flags => f.write_str("flag bits MT5 does not define"),
             TickDefect::Time => f.write_str("a time outside 1970 to 2100"),
             TickDefect::OutOfOrder { previous } => {
@@ -99,6 +103,9 @@ impl Tick {
         }
         if self.bid == 0.0 && self.ask == 0.0 && self.last == 0.0 {
             return Some(TickDefect::NoPrice);
+        }
+        if self.ask != 0.0 && self.bid > self.ask {
+            return Some(TickDefect::Crossed);
         }
         if self.flags & !TICK_FLAGS_KNOWN != 0 {
             return Some(TickDefect::Flags);
@@ -169,18 +176,22 @@ fn all_good(ticks: &[Tick]) -> bool {
 /// finite and not negative exactly when its bits, as an unsigned number, are below those of
 /// infinity (`0x7FF0…`: the sign bit clear, the exponent not all ones), and all three prices
 /// are 0 exactly when their bits are. So `-0.0` is refused, as [`Tick::defect`] refuses it.
+/// A crossed quote (bid above a non-zero ask) is refused too.
 #[inline(always)]
 pub(crate) fn words_good(w: &[u64; TICK_WORDS], previous: &mut i64) -> bool {
     const INFINITY_BITS: u64 = 0x7FF0_0000_0000_0000;
     let (bid, ask, last, real) = (w[1], w[2], w[3], w[5]);
     let values = bid.max(ask).max(last).max(real) < INFINITY_BITS;
     let priced = (bid | ask | last) != 0;
+    // On finite, non-negative doubles the bits order as the values do; an ask of 0 (a
+    // trade-only tick) is no quote to cross.
+    let uncrossed = (ask == 0) | (bid <= ask);
     let flags = w[6] & !u64::from(TICK_FLAGS_KNOWN) == 0;
     // As unsigned, a time before 1970 is past 2100 too.
     let time = w[0] <= (LATEST_TIME * 1000) as u64;
     let ordered = w[0] as i64 >= *previous;
     *previous = w[0] as i64;
-    values & priced & flags & time & ordered
+    values & priced & uncrossed & flags & time & ordered
 }
 
 /// The first tick that breaks a rule, and which: the slow path.
@@ -242,6 +253,20 @@ mod tests {
             ..t
         };
         assert_eq!(none.defect(), Some(TickDefect::NoPrice));
+        let crossed = Tick {
+            bid: 1.3,
+            ask: 1.2,
+            ..t
+        };
+        assert_eq!(crossed.defect(), Some(TickDefect::Crossed));
+        // A zero spread, and a trade-only tick without an ask, are markets.
+        assert_eq!(Tick { bid: 1.2, ..t }.defect(), None);
+        assert_eq!(Tick { ask: 0.0, ..t }.defect(), None);
+        assert!(all_good(&[
+            t,
+            Tick { bid: 1.2, ..t },
+            Tick { ask: 0.0, ..t }
+        ]));
         assert_eq!(Tick { flags: 1, ..t }.defect(), Some(TickDefect::Flags));
         let mut words = t.to_words();
         words[6] |= 1 << 40;
@@ -260,6 +285,7 @@ mod tests {
                 ..t
             },
             none,
+            crossed,
             Tick { flags: 0x80, ..t },
             Tick { time_msc: -1, ..t },
             Tick {

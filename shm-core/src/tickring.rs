@@ -273,7 +273,17 @@ impl TickRingRef {
             out.clear();
             // Acquire (read side of the head pair).
             let head = self.load(mem, self.base + off::HEAD, Ordering::Acquire);
-            let oldest = head.saturating_sub(self.capacity);
+            // Where the intact positions begin as far as `begun` says now. Relaxed: only a
+            // hint of where to start (it never grows smaller); what the copy may use is
+            // decided by the load of `begun` after the Acquire fence below. Without it, a
+            // writer killed mid-write (`begun = head + 1`, docs/LAYOUT.md) would leave the
+            // oldest slot of a full ring forever "being overwritten": every read from the
+            // oldest tick (a time search, `copy_ticks_from(…, 0, …)`) would retry to its
+            // limit instead of dropping that one slot.
+            let begun_hint = self.load(mem, self.base + off::BEGUN, Ordering::Relaxed);
+            let oldest = head
+                .saturating_sub(self.capacity)
+                .max(begun_hint.saturating_sub(self.capacity).min(head));
             let first = match from {
                 From::Newest(n) => head.saturating_sub(n.min(max) as u64).max(oldest),
                 From::Position(p) => p.clamp(oldest, head),
@@ -490,6 +500,14 @@ mod tests {
         r.read(&mem, From::Newest(10), 10, &mut out, 3).unwrap();
         let times: Vec<_> = out.iter().map(|t| t.time_msc).collect();
         assert_eq!(times, [3, 4, 5]);
+        // From the oldest tick, as `copy_ticks_from(…, 0, …)` asks after a crash: the slot
+        // being written is dropped at once, not retried to the limit.
+        let (span, retries, good) = r.read(&mem, From::Time(0), 10, &mut out, 3).unwrap();
+        let times: Vec<_> = out.iter().map(|t| t.time_msc).collect();
+        assert_eq!(
+            (times, span.first, retries, good),
+            (vec![3, 4, 5], 3, 0, true)
+        );
         // The next writer's tick takes the slot again.
         r.push(&mem, &tick(6), 1);
         r.read(&mem, From::Newest(10), 10, &mut out, 3).unwrap();

@@ -4,17 +4,19 @@
 //!
 //! | input | rule | counter |
 //! |---|---|---|
-//! | a price that is NaN, infinite, or outside 10^-9 .. 10^9; a volume over 10^15; a bar with a negative spread, `high < max(open, close)` or `low > min(open, close)`; a tick whose bid is more than 10 times (or less than a tenth of) the symbol's last price | dropped | `rejected_bad_price` |
+//! | a price that is NaN, infinite, or outside 10^-9 .. 10^9; a volume over 10^15; a bar with a negative spread, `high < max(open, close)` or `low > min(open, close)`; a crossed quote (bid above a non-zero ask); a tick whose bid is more than 1.25 times (or less than 1/1.25 of) the symbol's last price, until 3 ticks in a row confirm the new level | dropped | `rejected_bad_price` |
 //! | a tick older than the symbol's newest tick, or older than a forming candle | dropped | `rejected_out_of_order` |
 //! | a bar with the time of the newest closed bar | dropped, or with `amend` (authoritative sources) replaces it when it differs | `rejected_duplicate_bar` / `corrections` |
 //! | a bar older than the newest closed bar | dropped | `rejected_backwards_bar` |
 //! | a bar more than one period after the previous one, on the feed's own timeframe | kept; no filler candles are invented (MT5 makes none either) | `gaps_detected` |
-//! | a tick or bar dated after UTC+14 h + 5 min by the writer's clock, later than any broker's server time can be; once the feed's own offset is known (an MT5 gateway reports it), more than 2 h after the feed's clock | dropped, so one bad stamp never freezes a symbol | `rejected_future_time` |
+//! | a tick or bar dated after UTC+14 h + 5 min by the writer's clock, later than any broker's server time can be; a bar, once the feed's own offset is known (an MT5 gateway reports it), more than 2 h after the feed's clock; a live feed's tick more than 10 s ahead of the feed's clock as its own ticks show it (`feedclock.rs`) | dropped, so one bad stamp never freezes a symbol | `rejected_future_time` |
 //!
 //! A closed bar that arrives between the newest closed bar and the forming one (a gap being
 //! backfilled after a disconnect) is inserted in order.
 
 use shm_core::{Candle, CandleDefect, Counter, RingId, SymbolId, Timeframe, Writer};
+
+use crate::feedclock::FeedClock;
 
 /// How far ahead of the writer's UTC clock a server time may be: the largest offset there is
 /// (UTC+14) plus 5 minutes for clock drift between the broker and this host. The bound does
@@ -34,9 +36,18 @@ pub const PRICE_RANGE: std::ops::RangeInclusive<f64> = 1e-9..=1e9;
 /// The largest volume of a tick or a bar (`u64::MAX` was stored too).
 pub const MAX_VOLUME: u64 = 1_000_000_000_000_000;
 
-/// How far one tick may move a symbol's price, as a factor either way: further is a bad
-/// quote, not a market (the worst real moves between two ticks are a few tens of percent).
-pub const MAX_TICK_JUMP: f64 = 10.0;
+/// How far one tick may move a symbol's price from the quote it follows, as a factor either
+/// way: further is a bad quote, not a market, unless the market confirms it (see
+/// [`JUMP_CONFIRMATIONS`]). The largest real moves between two ticks are a few percent even
+/// in a crash (the Swiss franc's 30 % of January 2015 took many ticks); a forged quote of the
+/// attack round was 7 times the price.
+pub const MAX_TICK_JUMP: f64 = 1.25;
+
+/// How many ticks in a row, agreeing with each other, must quote a level past
+/// [`MAX_TICK_JUMP`] before it is taken as the market's (a gap over a weekend, a crash): the
+/// first of them are refused and counted, the last is accepted, and the symbol moves on. One
+/// bad quote never moves a symbol.
+pub const JUMP_CONFIRMATIONS: u32 = 3;
 
 /// The latest server time (epoch seconds) a tick or bar may carry when the writer's clock says
 /// `now_ns`.
@@ -159,6 +170,9 @@ struct SymbolState {
     last_tick_ms: Option<i64>,
     /// The newest tick's bid, ask and last, for deriving the flags of a feed without them.
     last_prices: Option<(f64, f64, f64)>,
+    /// Ticks in a row past [`MAX_TICK_JUMP`] that agree with each other: their bid, and how
+    /// many.
+    jump: Option<(f64, u32)>,
     /// Ascending by timeframe.
     frames: Vec<Frame>,
 }
@@ -169,6 +183,9 @@ pub struct Aggregator {
     symbols: Vec<SymbolState>,
     /// The feed's server-time offset, once known (see [`Aggregator::set_feed_offset`]).
     feed_offset_s: Option<i64>,
+    /// The live feed's clock, learned from its ticks; `None` for a replay, whose server time
+    /// runs at its own speed.
+    clock: Option<FeedClock>,
 }
 
 /// How far a symbol's rings already go (after a warm restart).
@@ -203,6 +220,7 @@ impl Aggregator {
                     // A warm ring's ticks are the ones later ticks must follow.
                     last_tick_ms: newest.map(|t| t.time_msc),
                     last_prices: newest.map(|t| (t.bid, t.ask, t.last)),
+                    jump: None,
                     // A symbol fed by bars has no rings below the bars' timeframe.
                     frames: tfs
                         .iter()
@@ -229,7 +247,14 @@ impl Aggregator {
         Aggregator {
             symbols,
             feed_offset_s: None,
+            clock: None,
         }
+    }
+
+    /// Holds a live feed's ticks to the feed's own clock (see `feedclock.rs`): for feeds whose
+    /// server time runs with the wall clock (a terminal, the synthetic feed), not replays.
+    pub fn follow_feed_clock(&mut self) {
+        self.clock.get_or_insert_with(FeedClock::default);
     }
 
     /// Where each symbol's shortest ring stands, for sources that continue a warm segment.
@@ -252,6 +277,9 @@ impl Aggregator {
     /// refused, not only those past any broker's.
     pub fn set_feed_offset(&mut self, seconds: i64) {
         self.feed_offset_s = Some(seconds);
+        if let Some(clock) = &mut self.clock {
+            clock.start_from_offset(seconds);
+        }
     }
 
     /// The latest server time (epoch s) a tick or bar may carry now.
@@ -265,18 +293,22 @@ impl Aggregator {
     /// Folds one tick into the forming candle of every timeframe of its symbol.
     #[inline]
     pub fn on_tick(&mut self, w: &mut Writer, t: &Tick) {
-        let latest = self.latest_time(w.clock_ns());
+        let now_ns = w.clock_ns();
+        let latest = self.latest_time(now_ns);
         let Some(s) = self.symbols.get_mut(t.symbol) else {
             return;
         };
-        let last = s.frames.first().and_then(|f| f.forming).map(|c| c.close);
-        let jumped = last.is_some_and(|l| t.bid > l * MAX_TICK_JUMP || t.bid * MAX_TICK_JUMP < l);
-        if !(good_price(t.bid) && good_price(t.ask)) || t.volume > MAX_VOLUME || jumped {
+        if !quote_good(t) || !s.confirmed(t.bid) {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
         let sec = t.time_ms.div_euclid(1000);
-        if sec > latest {
+        if sec > latest
+            || self
+                .clock
+                .as_mut()
+                .is_some_and(|c| !c.admit(t.time_ms, now_ns))
+        {
             w.add(Counter::RejectedFutureTime, 1);
             return;
         }
@@ -340,15 +372,21 @@ impl Aggregator {
     /// backfilled bars already count it. Held to the checks of [`on_tick`](Self::on_tick)
     /// (prices, the feed's clock, order).
     pub fn on_latest_tick(&mut self, w: &mut Writer, t: &Tick) {
-        let latest = self.latest_time(w.clock_ns());
+        let now_ns = w.clock_ns();
+        let latest = self.latest_time(now_ns);
         let Some(s) = self.symbols.get_mut(t.symbol) else {
             return;
         };
-        if !(good_price(t.bid) && good_price(t.ask)) || t.volume > MAX_VOLUME {
+        if !quote_good(t) {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
-        if t.time_ms.div_euclid(1000) > latest {
+        if t.time_ms.div_euclid(1000) > latest
+            || self
+                .clock
+                .as_mut()
+                .is_some_and(|c| !c.admit(t.time_ms, now_ns))
+        {
             w.add(Counter::RejectedFutureTime, 1);
             return;
         }
@@ -524,4 +562,35 @@ fn merge(base: Option<Candle>, start: i64, c: &Candle) -> Candle {
 
 fn good_price(p: f64) -> bool {
     PRICE_RANGE.contains(&p)
+}
+
+/// A quote a market can have: prices in range, a volume in bounds, bid not above the ask.
+fn quote_good(t: &Tick) -> bool {
+    good_price(t.bid) && good_price(t.ask) && t.volume <= MAX_VOLUME && t.bid <= t.ask
+}
+
+impl SymbolState {
+    /// Whether `bid` is within [`MAX_TICK_JUMP`] of the symbol's last price, or the
+    /// [`JUMP_CONFIRMATIONS`]th tick in a row to quote a new level (each within the bound of
+    /// the one before); counts the run.
+    fn confirmed(&mut self, bid: f64) -> bool {
+        let near = |a: f64, b: f64| a <= b * MAX_TICK_JUMP && a * MAX_TICK_JUMP >= b;
+        let Some(last) = self.frames.first().and_then(|f| f.forming).map(|c| c.close) else {
+            return true;
+        };
+        if near(bid, last) {
+            self.jump = None;
+            return true;
+        }
+        let run = match self.jump {
+            Some((level, n)) if near(bid, level) => n + 1,
+            _ => 1,
+        };
+        if run >= JUMP_CONFIRMATIONS {
+            self.jump = None;
+            return true;
+        }
+        self.jump = Some((bid, run));
+        false
+    }
 }

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod derive;
 mod error;
+pub mod feedclock;
 pub mod ops;
 mod plan;
 mod pump;
@@ -82,7 +83,11 @@ pub fn run(
         .iter()
         .map(|s| (s.clone(), profile(s).point))
         .collect();
-    let agg = Aggregator::new(&writer, &points, &config.timeframes);
+    let mut agg = Aggregator::new(&writer, &points, &config.timeframes);
+    if config.source != config::SourceKind::Csv {
+        // Server time runs with the wall clock: a tick far ahead of the feed's is wrong.
+        agg.follow_feed_clock();
+    }
     // A terminal's feed brings its own symbol information; the others' is derived from their
     // prices (the synthetic feed's precision is known from the start).
     let known_digits = plan

@@ -208,7 +208,7 @@ fn a_tick_exactly_on_a_boundary_opens_the_new_bar() {
     let (seg, mut w, mut agg) = setup("boundary", 100);
     let day = days_from_civil(2024, 3, 4) * 86_400_000; // a Monday
     agg.on_tick(&mut w, &tick(day + 59_999, 1.0));
-    agg.on_tick(&mut w, &tick(day + 60_000, 2.0));
+    agg.on_tick(&mut w, &tick(day + 60_000, 1.2));
     let m1 = ring(&seg, Timeframe::M1);
     assert_eq!(m1.len(), 2);
     assert_eq!(
@@ -217,11 +217,11 @@ fn a_tick_exactly_on_a_boundary_opens_the_new_bar() {
     );
     assert_eq!(
         (m1[1].time, m1[1].open, m1[1].forming),
-        (day / 1000 + 60, 2.0, true)
+        (day / 1000 + 60, 1.2, true)
     );
     let h1 = ring(&seg, Timeframe::H1);
     assert_eq!(h1.len(), 1, "still the same hour");
-    assert_eq!((h1[0].open, h1[0].close, h1[0].tick_volume), (1.0, 2.0, 2));
+    assert_eq!((h1[0].open, h1[0].close, h1[0].tick_volume), (1.0, 1.2, 2));
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn a_gap_of_several_bars_closes_one_candle_and_invents_none() {
     let (seg, mut w, mut agg) = setup("gap", 100);
     let t0 = days_from_civil(2024, 3, 4) * 86_400_000;
     agg.on_tick(&mut w, &tick(t0, 1.0));
-    agg.on_tick(&mut w, &tick(t0 + 7 * 60_000 + 5, 1.5));
+    agg.on_tick(&mut w, &tick(t0 + 7 * 60_000 + 5, 1.2));
     let m1 = ring(&seg, Timeframe::M1);
     assert_eq!(
         m1.iter()
@@ -288,7 +288,7 @@ fn bad_prices_and_out_of_order_ticks_are_counted_and_change_nothing() {
         );
     }
     assert_eq!(w.counter(Counter::RejectedBadPrice), 8);
-    agg.on_tick(&mut w, &tick(t0 + 4_000, 1.3));
+    agg.on_tick(&mut w, &tick(t0 + 4_000, 1.2));
     assert_eq!(w.counter(Counter::RejectedOutOfOrder), 1);
     assert_eq!(
         ring(&seg, Timeframe::M1),
@@ -322,7 +322,7 @@ fn finite_but_absurd_values_are_refused_and_counted() {
     assert_eq!(w.counter(Counter::RejectedBadPrice), 6);
     assert_eq!(ring(&seg, Timeframe::M1), before, "nothing stored");
     // A move the market can make is taken.
-    agg.on_tick(&mut w, &tick(t0 + 7_000, 1.5));
+    agg.on_tick(&mut w, &tick(t0 + 7_000, 1.2));
     assert_eq!(w.counter(Counter::TicksProcessed), 2);
     let t = days_from_civil(2024, 3, 4) * 86_400 + 3600;
     for absurd in [
@@ -469,13 +469,13 @@ fn a_tick_or_bar_dated_far_in_the_future_is_refused_and_freezes_nothing() {
     let tick = |s: i64, bid: f64| Tick::quote(0, s * 1000, bid, bid + 0.0001, 0);
     agg.on_tick(&mut w, &tick(now_s - 120, 1.1));
     // 50 years ahead: once it was accepted, every later tick was "out of order".
-    agg.on_tick(&mut w, &tick(now_s + 50 * 365 * 86_400, 9.9));
+    agg.on_tick(&mut w, &tick(now_s + 50 * 365 * 86_400, 1.15));
     agg.on_bar(
         &mut w,
         &Bar {
             symbol: 0,
             timeframe: Timeframe::M1,
-            candle: Candle::flat(Timeframe::M1.bar_start(now_s + 86_400), 9.9),
+            candle: Candle::flat(Timeframe::M1.bar_start(now_s + 86_400), 1.15),
             fold_up: false,
             amend: true,
         },
