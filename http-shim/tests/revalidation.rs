@@ -320,7 +320,7 @@ fn ticks_and_symbol_information_answer_with_validation_etags_and_gzip() {
         info.set("spread_float", InfoValue::Bool(true)).unwrap();
         info.set("description", InfoValue::Str("Bitcoin vs US Dollar"))
             .unwrap();
-        w.set_symbol_info(sym, &info, InfoSource::Terminal);
+        w.set_symbol_info(sym, &info, InfoSource::Terminal).unwrap();
     }
     let last = exchange(&mut conn, "GET", "/streamer/ticks/BTCUSDc?limit=3", &[]);
     assert_eq!(last.status, 200);

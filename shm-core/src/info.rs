@@ -184,6 +184,12 @@ pub enum InfoError {
         /// The field.
         field: &'static str,
     },
+    /// A value no symbol can have: a negative `point`, `digits`, contract size, volume or
+    /// spread, more than 15 digits, or a smallest volume above the largest.
+    Impossible {
+        /// The field.
+        field: &'static str,
+    },
     /// A string longer than [`INFO_STRING_MAX`] bytes, or holding a NUL.
     BadString {
         /// The field.
@@ -199,6 +205,9 @@ impl fmt::Display for InfoError {
             InfoError::UnknownField { name } => write!(f, "{name:?} is not a SymbolInfo field"),
             InfoError::WrongKind { field } => write!(f, "{field}: a value of the wrong type"),
             InfoError::NotFinite { field } => write!(f, "{field}: not a finite number"),
+            InfoError::Impossible { field } => {
+                write!(f, "{field}: a value no symbol can have")
+            }
             InfoError::BadString { field, len } => write!(
                 f,
                 "{field}: a string of {len} bytes (at most {INFO_STRING_MAX}, without NUL)"
@@ -288,6 +297,43 @@ impl SymbolInfo {
             _ => return Err(wrong),
         }
         Ok(())
+    }
+
+    /// The first field whose value no symbol can have (MT5's `SymbolInfoInteger` and
+    /// `SymbolInfoDouble` define these as sizes and counts): `digits` negative or above 15,
+    /// a negative `spread`, `point`, `trade_tick_size`, `trade_contract_size`, `volume_min`,
+    /// `volume_max`, `volume_step` or `volume_limit`, or `volume_min` above a non-zero
+    /// `volume_max`. Zero stays allowed everywhere: it is MT5's value for "not known".
+    pub fn impossible(&self) -> Option<&'static str> {
+        let int = |name| match self.get(name) {
+            Some(InfoValue::Int(v)) => v,
+            _ => 0,
+        };
+        let float = |name| match self.get(name) {
+            Some(InfoValue::Float(v)) => v,
+            _ => 0.0,
+        };
+        if !(0..=15).contains(&int("digits")) {
+            return Some("digits");
+        }
+        if int("spread") < 0 {
+            return Some("spread");
+        }
+        for name in [
+            "point",
+            "trade_tick_size",
+            "trade_contract_size",
+            "volume_min",
+            "volume_max",
+            "volume_step",
+            "volume_limit",
+        ] {
+            if float(name) < 0.0 {
+                return Some(name);
+            }
+        }
+        let (min, max) = (float("volume_min"), float("volume_max"));
+        (max > 0.0 && min > max).then_some("volume_min")
     }
 
     /// The record with the fields that move with every tick taken from `tick`, the symbol's

@@ -202,6 +202,9 @@ pub(crate) fn info_from_payload(
             BadField(crate::info::SYMBOL_INFO_FIELDS[INFO_NUMBERS + k].0),
         )?;
     }
+    if let Some(field) = info.impossible() {
+        return Err(BadField(field));
+    }
     Ok(Some((info, source, p[at(info_off::UPDATED_NS)])))
 }
 

@@ -424,7 +424,25 @@ fn damaged_tick_and_symbol_records_are_refused_with_a_typed_error() {
     assert_eq!(w.push_tick(sym, &nan), Err(TickDefect::BadValue));
     let mut info = SymbolInfo::new("EURUSD");
     info.set("digits", InfoValue::Int(5)).unwrap();
-    w.set_symbol_info(sym, &info, InfoSource::Terminal);
+    w.set_symbol_info(sym, &info, InfoSource::Terminal).unwrap();
+    // And a record no symbol can have (issue 40): refused whole, the one stored stays.
+    for (field, value) in [
+        ("point", InfoValue::Float(-0.00001)),
+        ("digits", InfoValue::Int(-5)),
+        ("trade_contract_size", InfoValue::Float(-100_000.0)),
+        ("volume_min", InfoValue::Float(-0.01)),
+    ] {
+        let mut bad = info.clone();
+        bad.set(field, value).unwrap();
+        assert_eq!(
+            w.set_symbol_info(sym, &bad, InfoSource::Terminal),
+            Err(shm_core::InfoError::Impossible { field })
+        );
+    }
+    assert_eq!(
+        w.symbol_info(sym),
+        Some((info.clone(), InfoSource::Terminal))
+    );
     drop(w);
     let file = seg.file();
     let r = Reader::open(&seg.path).unwrap();
@@ -475,6 +493,14 @@ fn damaged_tick_and_symbol_records_are_refused_with_a_typed_error() {
         r.ticks("EURUSD").unwrap().read_last(8, &mut out),
         Err(ReadError::Damaged { .. })
     ));
+    // A forged record no symbol can have (`digits` -1, field 11): refused by the reader too.
+    write_at(&file, &(-1i64).to_le_bytes(), (infos_off + 64 + 88) as u64);
+    assert!(matches!(
+        r.symbol_info("EURUSD"),
+        Err(ReadError::Damaged { what: "digits" })
+    ));
+    write_at(&file, &5i64.to_le_bytes(), (infos_off + 64 + 88) as u64);
+    assert_eq!(r.symbol_info("EURUSD").unwrap().unwrap().info, info);
     // A boolean field that is not 0 or 1 (`select`, field 2), and a string without its NUL.
     write_at(&file, &7u64.to_le_bytes(), (infos_off + 64 + 16) as u64);
     assert!(matches!(

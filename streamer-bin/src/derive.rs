@@ -82,7 +82,7 @@ impl Derive {
     pub fn publish_known(&self, writer: &mut Writer) {
         for i in 0..self.names.len() {
             if let (Some(id), Some(d)) = (self.ids[i], self.digits[i]) {
-                writer.set_symbol_info(id, &derived(&self.names[i], d), InfoSource::Derived);
+                publish(writer, id, &derived(&self.names[i], d));
             }
         }
     }
@@ -101,9 +101,20 @@ impl Derive {
         if self.digits[i].is_none_or(|known| d > known) {
             self.digits[i] = Some(d);
             if let Some(id) = self.ids[i] {
-                writer.set_symbol_info(id, &derived(&self.names[i], d), InfoSource::Derived);
+                publish(writer, id, &derived(&self.names[i], d));
             }
         }
+    }
+}
+
+/// Writes a derived record; one the writer refuses (it never should: a feed's prices show
+/// at most 15 digits) is counted, as a terminal's would be.
+fn publish(writer: &mut Writer, id: SymbolId, info: &SymbolInfo) {
+    if writer
+        .set_symbol_info(id, info, InfoSource::Derived)
+        .is_err()
+    {
+        writer.add(shm_core::Counter::RejectedSymbolInfo, 1);
     }
 }
 

@@ -124,7 +124,16 @@ impl Pump<'_> {
             }
             Event::SymbolInfo { symbol, info } => {
                 if let Some(id) = self.symbols.get(symbol).and_then(|s| writer.symbol(s)) {
-                    writer.set_symbol_info(id, &info, shm_core::InfoSource::Terminal);
+                    if let Err(e) =
+                        writer.set_symbol_info(id, &info, shm_core::InfoSource::Terminal)
+                    {
+                        // A record no symbol can have is never served: the old one stays.
+                        writer.add(Counter::RejectedSymbolInfo, 1);
+                        eprintln!(
+                            "warning: {}'s symbol information was refused: {e}",
+                            self.symbols[symbol]
+                        );
+                    }
                 }
             }
             Event::Terminal(terminal) => {

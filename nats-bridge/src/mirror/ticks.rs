@@ -189,12 +189,16 @@ impl Mirror {
             let reply: SymbolReply = request(client, subjects.symbol_info(), body).await?;
             match info_from_reply(&symbol, &reply) {
                 Ok(Some((info, source))) => {
+                    let mut refused = None;
                     if let Some(w) = self.writer.as_mut() {
                         if let Some(sym) = w.symbol(&symbol) {
                             if w.symbol_info(sym) != Some((info.clone(), source)) {
-                                w.set_symbol_info(sym, &info, source);
+                                refused = w.set_symbol_info(sym, &info, source).err();
                             }
                         }
+                    }
+                    if let Some(e) = refused {
+                        self.refuse("symbol information", e);
                     }
                 }
                 Ok(None) => {}

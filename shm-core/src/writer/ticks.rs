@@ -86,11 +86,21 @@ impl Writer {
         out.pop()
     }
 
-    /// Stores a symbol's information, stamped with the writer's clock.
-    pub fn set_symbol_info(&mut self, symbol: SymbolId, info: &SymbolInfo, source: InfoSource) {
+    /// Stores a symbol's information, stamped with the writer's clock; refuses a record with
+    /// a value no symbol can have ([`SymbolInfo::impossible`]), which readers refuse too.
+    pub fn set_symbol_info(
+        &mut self,
+        symbol: SymbolId,
+        info: &SymbolInfo,
+        source: InfoSource,
+    ) -> Result<(), InfoError> {
+        if let Some(field) = info.impossible() {
+            return Err(InfoError::Impossible { field });
+        }
         let payload = record::info_payload(info, source, self.now_ns);
         self.infos[symbol.0 as usize].write(self.map.mem(), &payload);
         self.touched();
+        Ok(())
     }
 
     /// A symbol's information as stored, and where it came from.
