@@ -456,6 +456,52 @@ fn damaged_tick_and_symbol_records_are_refused_with_a_typed_error() {
     assert_eq!(out.len(), 3);
     assert_eq!(r.symbol_info("EURUSD").unwrap().unwrap().info, info);
 
+    // Every reader of the newest tick checks it against the symbol table (issue 40): a head
+    // set back by one, or a newest tick dated a millisecond back, is refused, not served.
+    write_at(&file, &2u64.to_le_bytes(), (ticks_off + 8) as u64);
+    let damaged = |r: Result<(), ReadError>| matches!(r, Err(ReadError::Damaged { .. }));
+    assert!(damaged(r.ticks("EURUSD").unwrap().latest().map(|_| ())));
+    assert!(damaged(
+        r.ticks("EURUSD")
+            .unwrap()
+            .read_last(8, &mut out)
+            .map(|_| ())
+    ));
+    let mut rows = Vec::new();
+    assert!(damaged(
+        r.ticks("EURUSD")
+            .unwrap()
+            .read_since_as(0, 8, &mut rows, |t| t.time_msc)
+            .map(|_| ())
+    ));
+    write_at(&file, &3u64.to_le_bytes(), (ticks_off + 8) as u64);
+    write_at(
+        &file,
+        &2_999i64.to_le_bytes(),
+        (ticks_off + 64 + 2 * 64) as u64,
+    );
+    assert!(damaged(r.ticks("EURUSD").unwrap().latest().map(|_| ())));
+    write_at(
+        &file,
+        &3_000i64.to_le_bytes(),
+        (ticks_off + 64 + 2 * 64) as u64,
+    );
+    assert_eq!(
+        r.ticks("EURUSD")
+            .unwrap()
+            .latest()
+            .unwrap()
+            .unwrap()
+            .time_msc,
+        3_000
+    );
+    // A read that ends before the newest is not the newest's: older ticks still read.
+    r.ticks("EURUSD")
+        .unwrap()
+        .read_range(0, 2_000, 8, &mut out)
+        .unwrap();
+    assert_eq!(out.len(), 2);
+
     // A tick's bid made NaN (slot 1 holds position 1): the whole snapshot is refused.
     write_at(
         &file,

@@ -208,6 +208,8 @@ impl<'a> TickRingReader<'a> {
     ) -> Result<TickSpan, ReadError> {
         let ring = &self.reader.tick_rings[self.index];
         let max = max.min(ring.capacity() as usize);
+        let table = self.table_newest_ms();
+        let newest = std::cell::Cell::new(None);
         let (span, retries, good) = ring
             .read_as(
                 self.reader.mem(),
@@ -215,7 +217,10 @@ impl<'a> TickRingReader<'a> {
                 max,
                 out,
                 self.reader.max_attempts,
-                map,
+                |t| {
+                    newest.set(Some(t.time_msc));
+                    map(t)
+                },
             )
             .map_err(|BadCounters { .. }| ReadError::Damaged {
                 what: "a tick ring's counters",
@@ -230,7 +235,49 @@ impl<'a> TickRingReader<'a> {
                 what: "a tick that changed while it was read",
             });
         }
+        if let Err(e) = Self::agrees_with_table(table, &span, out.len(), newest.get()) {
+            out.clear();
+            return Err(e);
+        }
         Ok(span)
+    }
+
+    /// The symbol table's newest tick time (ms), if the writer recorded one: loaded before
+    /// the ring is read. Acquire: the writer stores it with Release after the ring's `head`
+    /// (`Writer::push_tick` then `record_tick`), so once this load sees a tick's time, the
+    /// ring's head loaded after it covers that tick (on ARM as on x86).
+    fn table_newest_ms(&self) -> Option<i64> {
+        let at = self.reader.symbols_offset + self.index * crate::layout::SYMBOL_ENTRY_SIZE;
+        let ms = self
+            .reader
+            .mem()
+            .load(at + crate::layout::sym::LAST_TICK_MS, Ordering::Acquire) as i64;
+        // Relaxed: only whether any tick was recorded (0 before the first).
+        let wall = self.reader.mem().load(
+            at + crate::layout::sym::LAST_TICK_WALL_NS,
+            Ordering::Relaxed,
+        );
+        (wall != 0).then_some(ms)
+    }
+
+    /// Every reader of the newest tick checks it the same way: a read that reaches the ring's
+    /// newest position must end at a tick no older than the symbol table's, read before it.
+    /// A `head` set back, or a newest tick dated back, would otherwise pass as the newest.
+    fn agrees_with_table(
+        table_ms: Option<i64>,
+        span: &TickSpan,
+        read: usize,
+        newest_ms: Option<i64>,
+    ) -> Result<(), ReadError> {
+        let reaches_newest = span.first + read as u64 == span.head;
+        match (table_ms, newest_ms) {
+            (Some(table), Some(newest)) if reaches_newest && newest < table => {
+                Err(ReadError::Damaged {
+                    what: "a tick ring whose newest tick is older than the symbol table's",
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn count_retries(&self, retries: u32) {
@@ -244,6 +291,7 @@ impl<'a> TickRingReader<'a> {
     fn read(&self, from: From, max: usize, out: &mut Vec<Tick>) -> Result<TickSpan, ReadError> {
         let ring = &self.reader.tick_rings[self.index];
         let max = max.min(ring.capacity() as usize);
+        let table = self.table_newest_ms();
         let (span, retries, good) = ring
             .read(self.reader.mem(), from, max, out, self.reader.max_attempts)
             .map_err(|BadCounters { .. }| ReadError::Damaged {
@@ -253,6 +301,11 @@ impl<'a> TickRingReader<'a> {
         if let Err((time_msc, why)) = if good { Ok(()) } else { tick::check(out) } {
             out.clear();
             return Err(ReadError::InvalidTick { time_msc, why });
+        }
+        let newest = out.last().map(|t| t.time_msc);
+        if let Err(e) = Self::agrees_with_table(table, &span, out.len(), newest) {
+            out.clear();
+            return Err(e);
         }
         Ok(span)
     }

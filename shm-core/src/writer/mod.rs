@@ -390,11 +390,14 @@ impl Writer {
     #[inline]
     pub fn record_tick(&mut self, symbol: SymbolId, server_time_ms: i64, bid: f64, ask: f64) {
         let at = self.symbols_offset + symbol.0 as usize * layout::SYMBOL_ENTRY_SIZE;
-        // Relaxed: independent words; readers need no consistency between them.
+        // Release: stored after the tick ring's `head` (`push_tick`), so that a reader whose
+        // Acquire load sees this time also sees the tick in the ring, and can refuse a ring
+        // whose newest tick is older (a `head` set back). The other words are independent
+        // (Relaxed): readers need no consistency between them.
         self.mem().store(
             at + sym::LAST_TICK_MS,
             server_time_ms as u64,
-            Ordering::Relaxed,
+            Ordering::Release,
         );
         self.mem()
             .store(at + sym::LAST_TICK_WALL_NS, self.now_ns, Ordering::Relaxed);
