@@ -328,16 +328,41 @@ impl Segment {
             .ok_or_else(|| NotFound::new_err(format!("the segment has no symbol {symbol}")))
     }
 
-    fn reader(&self) -> Arc<Reader> {
+    fn attached(&self) -> Arc<Reader> {
         Arc::clone(&self.reader.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The reader and the scratch buffer, for one read.
-    fn inner(&self) -> Inner<'_> {
-        Inner {
-            reader: self.reader(),
-            scratch: self.scratch.lock().unwrap_or_else(|p| p.into_inner()),
+    /// The reader for one call, following the segment if its writer replaced the file (a
+    /// restart with another layout marks the old file `replaced`): one load of the header's
+    /// state word a call. A bot written for MT5 never calls a refresh, so a replaced file is
+    /// never served as current: it is followed, or the call fails saying why.
+    fn reader(&self) -> PyResult<Arc<Reader>> {
+        let current = self.attached();
+        if current.writer_state() != Some(shm_core::WriterState::Replaced) {
+            return Ok(current);
         }
+        self.follow(&current)?;
+        Ok(self.attached())
+    }
+
+    /// Attaches to the segment that replaced `current` at its path.
+    fn follow(&self, current: &Reader) -> PyResult<()> {
+        let fresh = Arc::new(current.reopen().map_err(open_error)?);
+        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        // Another file: its records' versions say nothing of the ones decoded from the old.
+        self.info_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    /// The reader and the scratch buffer, for one read.
+    fn inner(&self) -> PyResult<Inner<'_>> {
+        Ok(Inner {
+            reader: self.reader()?,
+            scratch: self.scratch.lock().unwrap_or_else(|p| p.into_inner()),
+        })
     }
 
     /// The newest `n` candles of `symbol` at `timeframe` (MT5 code), oldest first, into the
@@ -439,7 +464,7 @@ impl Segment {
                 "start_pos and count must not be negative",
             ));
         };
-        let mut inner = self.inner();
+        let mut inner = self.inner()?;
         let want = start.saturating_add(count).min(1 << 21);
         self.read(&mut inner, symbol, timeframe, want)?;
         let held = inner.scratch.len();
@@ -463,7 +488,7 @@ impl Segment {
         let count = int_arg(count, "count")?;
         let count = usize::try_from(count)
             .map_err(|_| PyValueError::new_err("count must not be negative"))?;
-        let mut inner = self.inner();
+        let mut inner = self.inner()?;
         self.read_all(&mut inner, symbol, timeframe)?;
         let end = inner.scratch.partition_point(|c| c.time <= date);
         Ok(rates(py, &inner.scratch[end.saturating_sub(count)..end]))
@@ -480,7 +505,7 @@ impl Segment {
         date_to: i64,
     ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
         let timeframe = timeframe_arg(timeframe)?;
-        let mut inner = self.inner();
+        let mut inner = self.inner()?;
         self.read_all(&mut inner, symbol, timeframe)?;
         let from = inner.scratch.partition_point(|c| c.time < date_from);
         let to = inner
@@ -493,7 +518,7 @@ impl Segment {
     /// The latest tick the writer recorded for `symbol`: `(time_msc, bid, ask)` in server
     /// time, or `None` before the first tick.
     fn last_tick(&self, symbol: &str) -> PyResult<Option<(i64, f64, f64)>> {
-        let reader = self.reader();
+        let reader = self.reader()?;
         if !reader.layout().symbols().any(|s| s == symbol) {
             return Err(NotFound::new_err(format!(
                 "the segment has no symbol {symbol}"
@@ -518,7 +543,7 @@ impl Segment {
             .map_err(|_| PyValueError::new_err("count must not be negative"))?;
         let flags = int_arg(flags, "flags")?;
         let keep = tick_filter(flags)?;
-        let reader = self.reader();
+        let reader = self.reader()?;
         let ring = self.tick_ring(&reader, symbol)?;
         if keep.is_none() {
             // Every tick: straight into MT5's rows as they are copied, one pass.
@@ -545,7 +570,7 @@ impl Segment {
         flags: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<TickRow>>> {
         let keep = tick_filter(int_arg(flags, "flags")?)?;
-        let reader = self.reader();
+        let reader = self.reader()?;
         let ring = self.tick_ring(&reader, symbol)?;
         let mut ticks = self.tick_scratch.lock().unwrap_or_else(|p| p.into_inner());
         ring.read_range(from_msc, to_msc, usize::MAX, &mut ticks)
@@ -557,7 +582,7 @@ impl Segment {
     /// volume_real)`, or `None` if the tick ring holds none.
     #[allow(clippy::type_complexity)]
     fn tick(&self, symbol: &str) -> PyResult<Option<(i64, f64, f64, f64, u64, i64, u32, f64)>> {
-        let reader = self.reader();
+        let reader = self.reader()?;
         let ring = self.tick_ring(&reader, symbol)?;
         Ok(ring.latest().map_err(busy)?.map(|t| {
             (
@@ -580,7 +605,7 @@ impl Segment {
         py: Python<'py>,
         symbol: &str,
     ) -> PyResult<Option<(Bound<'py, PyTuple>, &'static str)>> {
-        let reader = self.reader();
+        let reader = self.reader()?;
         let ring = self.tick_ring(&reader, symbol)?;
         let mut cache = self.info_cache.lock().unwrap_or_else(|p| p.into_inner());
         // The record is decoded (96 fields, 13 strings) only when its version moved; a cached
@@ -636,7 +661,7 @@ impl Segment {
     /// confirmed_ns)`, or `None` for a feed without one.
     #[allow(clippy::type_complexity)]
     fn terminal(&self) -> PyResult<Option<(String, String, i64, bool, String, i64, u64)>> {
-        Ok(self.reader().terminal().map_err(busy)?.map(|t| {
+        Ok(self.reader()?.terminal().map_err(busy)?.map(|t| {
             let i = t.info;
             (
                 i.name,
@@ -651,29 +676,30 @@ impl Segment {
     }
 
     /// The symbols, in segment order.
-    fn symbols(&self) -> Vec<String> {
-        self.reader()
+    fn symbols(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .reader()?
             .layout()
             .symbols()
             .map(str::to_owned)
-            .collect()
+            .collect())
     }
 
     /// The MT5 timeframe codes of `symbol`'s rings, shortest first.
-    fn timeframes(&self, symbol: &str) -> Vec<u32> {
-        let reader = self.reader();
+    fn timeframes(&self, symbol: &str) -> PyResult<Vec<u32>> {
+        let reader = self.reader()?;
         let mut tfs: Vec<Timeframe> = reader
             .rings()
             .filter(|r| r.symbol() == symbol)
             .map(|r| r.timeframe())
             .collect();
         tfs.sort();
-        tfs.into_iter().map(Timeframe::mt5_code).collect()
+        Ok(tfs.into_iter().map(Timeframe::mt5_code).collect())
     }
 
     /// Liveness, feed, offset, counters: a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let st = self.reader().status();
+        let st = self.reader()?.status();
         let d = PyDict::new(py);
         d.set_item("liveness", st.liveness.as_str())?;
         d.set_item("writer_state", st.writer_state.map(|s| s.as_str()))?;
@@ -695,17 +721,11 @@ impl Segment {
     /// Follows the segment if its writer replaced the file (another layout); `True` if it
     /// re-attached.
     fn refresh(&self) -> PyResult<bool> {
-        let current = self.reader();
+        let current = self.attached();
         if !current.needs_reopen() {
             return Ok(false);
         }
-        let fresh = Arc::new(current.reopen().map_err(open_error)?);
-        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        // Another file: its records' versions say nothing of the ones decoded from the old.
-        self.info_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.follow(&current)?;
         Ok(true)
     }
 
@@ -740,7 +760,7 @@ impl Segment {
             })
         };
         // The reader of the whole wait: a `refresh` meanwhile swaps in another for later calls.
-        let reader = self.reader();
+        let reader = self.reader()?;
         if let Some(s) = symbol {
             if !reader.layout().symbols().any(|name| name == s) {
                 return Err(NotFound::new_err(format!("the segment has no symbol {s}")));

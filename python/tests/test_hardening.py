@@ -230,3 +230,31 @@ def test_a_torn_write_of_a_killed_streamer_is_dropped_at_its_restart(live):
     times = [int(t) for t in rates["time"]]
     assert times == sorted(set(times)), "strictly increasing"
     assert time_ + 86400 not in times and 120545.0 not in list(rates["high"])
+
+
+def test_the_module_api_follows_a_restart_that_replaces_the_segment(live):
+    """A restart with another layout (here another --tick-depth) replaces the segment file. An
+    MT5-style bot never calls a refresh: every module call must answer from the new file, never
+    serve the replaced one as current (issue 40)."""
+    assert mt5.initialize(segment=live.segment), mt5.last_error()
+    deadline = time.monotonic() + 30
+    while (before := mt5.copy_ticks_from("BTCUSDc", 0, 100000, mt5.COPY_TICKS_ALL)) is None or len(before) < 2:
+        assert time.monotonic() < deadline, mt5.last_error()
+        time.sleep(0.05)
+    live.proc.terminate()
+    live.proc.wait(10)
+    old_newest = int(mt5.copy_ticks_from("BTCUSDc", 0, 100000, mt5.COPY_TICKS_ALL)["time_msc"][-1])
+    live.args = ["--tick-rate", "50", "--tick-depth", "8192"]
+    live.start()
+    deadline = time.monotonic() + 30
+    while True:
+        ticks = mt5.copy_ticks_from("BTCUSDc", 0, 100000, mt5.COPY_TICKS_ALL)
+        assert ticks is not None, mt5.last_error()
+        if len(ticks) and int(ticks["time_msc"][0]) > old_newest:
+            break  # the new file's ticks only: it was followed
+        assert time.monotonic() < deadline, "still the replaced file's ticks: %r" % (ticks["time_msc"][:3],)
+        time.sleep(0.05)
+    tick = mt5.symbol_info_tick("BTCUSDc")
+    assert tick is not None and tick.time_msc > old_newest
+    assert mt5.copy_rates_from_pos("BTCUSDc", mt5.TIMEFRAME_M1, 0, 5) is not None, mt5.last_error()
+    assert mt5.status()["liveness"] == "alive"
