@@ -104,6 +104,14 @@ MAX_INFO_FIELDS = 256
 MAX_INFO_STRING = 1024
 
 
+def _has_surrogate(text):
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
 def info_to_dict(info):
     """MT5's SymbolInfo named tuple as a dict of plain values, kept as they come (the reader
     decides what fits), within the bounds above."""
@@ -115,6 +123,12 @@ def info_to_dict(info):
         value = plain(value)
         if isinstance(value, str) and len(value) > MAX_INFO_STRING:
             raise GatewayError("BAD_ANSWER", "symbol_info field %s is %d characters long" % (name, len(value)))
+        if isinstance(value, str):
+            # A terminal string that is not Unicode (the package hands undecodable bytes on as
+            # lone surrogates, "\udcff"): JSON readers refuse such a string, and with it the
+            # whole answer. Each such character becomes U+FFFD, the rest of the record stays.
+            if _has_surrogate(value):
+                value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
         if not isinstance(value, (bool, int, float, str)):
             raise GatewayError("BAD_ANSWER", "symbol_info field %s is not a number or string" % name)
         out[str(name)] = value

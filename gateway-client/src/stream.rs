@@ -16,6 +16,15 @@ pub enum Event {
         /// The tick.
         tick: Tick,
     },
+    /// A tick line whose tick breaks the protocol (a field of the wrong type or sign, a
+    /// `time` that disagrees with its `time_msc`): refused alone, the stream goes on. One bad
+    /// field never costs the connection (issue 40).
+    Refused {
+        /// Its symbol.
+        symbol: String,
+        /// What was wrong.
+        why: String,
+    },
     /// The gateway is alive but had no tick to send (at least every second).
     Heartbeat,
     /// The stream is over (a csv replay reached its end); further reads fail.
@@ -47,11 +56,27 @@ impl TickStream {
         // every second), however its bytes trickle in.
         let within = self.conn.read_timeout;
         let line = self.conn.receive_line(op, MAX_LINE, within)?;
-        let ev: StreamLine = serde_json::from_slice(&line)
-            .map_err(|e| Error::Protocol(format!("bad stream line: {e}")))?;
+        let ev: StreamLine = match serde_json::from_slice(&line) {
+            Ok(ev) => ev,
+            // A whole line that is JSON but whose tick is not a tick: that tick alone is
+            // refused (the framing is intact, so the next line is the next event).
+            Err(e) => {
+                return refused_tick(&line, &e)
+                    .ok_or_else(|| Error::Protocol(format!("bad stream line: {e}")))
+            }
+        };
         match ev.event.as_deref() {
             Some("tick") => match (ev.symbol, ev.tick) {
-                (Some(symbol), Some(tick)) => Ok(Event::Tick { symbol, tick }),
+                (Some(symbol), Some(tick)) if tick.time == tick.time_msc.div_euclid(1000) => {
+                    Ok(Event::Tick { symbol, tick })
+                }
+                (Some(symbol), Some(tick)) => Ok(Event::Refused {
+                    symbol,
+                    why: format!(
+                        "time {} disagrees with time_msc {}",
+                        tick.time, tick.time_msc
+                    ),
+                }),
                 _ => Err(Error::Protocol("tick without symbol or tick".into())),
             },
             Some("heartbeat") => Ok(Event::Heartbeat),
@@ -67,4 +92,18 @@ impl TickStream {
             ))),
         }
     }
+}
+
+/// A tick event whose tick did not parse, as [`Event::Refused`]; `None` for anything else
+/// (a line that is not JSON, or not a tick event), which stays a protocol error.
+fn refused_tick(line: &[u8], e: &serde_json::Error) -> Option<Event> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    if v.get("event")?.as_str()? != "tick" {
+        return None;
+    }
+    let symbol = v.get("symbol")?.as_str()?.chars().take(64).collect();
+    Some(Event::Refused {
+        symbol,
+        why: e.to_string().chars().take(200).collect(),
+    })
 }

@@ -282,6 +282,12 @@ class TerminalBackendTest(unittest.TestCase):
         with self.assertRaises(gw.GatewayError) as e:
             b.symbol_info("EURUSD")
         self.assertEqual(e.exception.code, "BAD_ANSWER")
+        # A description the terminal could not decode (lone surrogates): forwarded as
+        # Unicode, the bad characters replaced, the record kept (issue 40).
+        mt5.info = FakeTick(name="EURUSD", digits=5, description="Euro \udcff\ud800 Dollar")
+        info = b.symbol_info("EURUSD")
+        self.assertEqual((info["digits"], info["description"]), (5, "Euro \ufffd\ufffd Dollar"))
+        json.dumps(info, ensure_ascii=False).encode("utf-8")
         mt5.info = FakeTick(nested=[1, 2])
         with self.assertRaises(gw.GatewayError) as e:
             b.symbol_info("EURUSD")

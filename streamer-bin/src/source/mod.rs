@@ -10,6 +10,7 @@ use crate::aggregate::{Bar, Tick};
 
 pub mod csv;
 pub mod mt5;
+mod mt5_info;
 pub mod synthetic;
 
 /// What a source delivers.

@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mt5_gateway_client::{
-    Backoff, Client, Config, Error as GwError, Event as GwEvent, InfoField, Rate,
-};
+use mt5_gateway_client::{Backoff, Client, Config, Error as GwError, Event as GwEvent, Rate};
 use shm_core::{Counter, FeedState, Timeframe};
 
 use super::{Event, Source, SourceError};
@@ -35,8 +33,8 @@ use crate::aggregate::{Bar, Tick};
 /// How often symbols the gateway did not know are asked about again.
 pub const UNKNOWN_RETRY: Duration = Duration::from_secs(60);
 
-/// How often the terminal's identity and the symbols' information are asked for again.
-pub const INFO_REFRESH: Duration = Duration::from_secs(60);
+pub use super::mt5_info::INFO_REFRESH;
+use super::mt5_info::{self, Infos, Refresher};
 
 /// MT5's `last_error` code for "not found".
 const MT5_NOT_FOUND: i64 = -4;
@@ -91,7 +89,6 @@ impl Mt5Source {
                         latest_minute: HashMap::new(),
                         unknown: vec![false; n],
                         included: vec![None; n],
-                        infos: vec![None; n],
                     }
                     .run()
                 })
@@ -160,8 +157,6 @@ struct Worker {
     /// Per symbol: the minute of the backfilled forming M1 bar and the time (ms) of the
     /// terminal's latest tick, which that bar already counts.
     included: Vec<Option<(i64, i64)>>,
-    /// Per symbol: the information last sent (so an unchanged record is not written again).
-    infos: Vec<Option<shm_core::SymbolInfo>>,
 }
 
 /// Why a session with the gateway ended.
@@ -259,7 +254,9 @@ impl Worker {
         if let Some(offset) = hello.server_time_offset_seconds {
             self.send(Event::ServerTimeOffset(offset));
         }
-        self.confirm_terminal(&hello);
+        if let Some(t) = mt5_info::terminal(&hello) {
+            self.send(Event::Terminal(t));
+        }
         for i in 0..self.plans.len() {
             let symbol = self.plans[i].symbol.clone();
             let known = match Self::knows(client, &symbol, &hello.symbols) {
@@ -294,6 +291,18 @@ impl Worker {
             return Ended::Disconnected("the gateway knows none of the symbols".into());
         }
         self.send(Event::Feed(FeedState::Backfilling));
+        // The symbols' information on a connection of its own (see `mt5_info`): first here,
+        // so the records are there when the feed goes live, then each minute beside it.
+        let mut infos = Infos::new(
+            &self.config,
+            live.iter()
+                .map(|&i| (i, self.plans[i].symbol.clone()))
+                .collect(),
+            self.plans.len(),
+        );
+        if !infos.refresh(&self.tx, &self.stop) {
+            return Ended::Stop;
+        }
         for &i in &live {
             if let Err(e) = self.backfill(client, i) {
                 return e;
@@ -315,29 +324,25 @@ impl Worker {
         );
         self.send(Event::Feed(FeedState::Live));
         backoff.reset();
+        let _refresher = match Refresher::start(infos, self.tx.clone(), Arc::clone(&self.stop)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!(
+                    "warning: MT5 gateway {}: no thread for the minute refresh of symbol                      information ({e}); the records from the start of the session stay",
+                    self.config.addr
+                );
+                None
+            }
+        };
+        let mut refused_said = false;
         let index: HashMap<String, usize> = live
             .iter()
             .map(|&i| (self.plans[i].symbol.clone(), i))
             .collect();
         let mut next_unknown_check = Instant::now() + UNKNOWN_RETRY;
-        let mut next_info = Instant::now() + INFO_REFRESH;
         loop {
             if self.stopped() {
                 return Ended::Stop;
-            }
-            // The terminal's identity and the symbols' information, again each minute: a
-            // record changes when the broker changes a property (a swap, a trade mode).
-            if Instant::now() >= next_info {
-                next_info = Instant::now() + INFO_REFRESH;
-                match client.hello() {
-                    Ok(h) => self.confirm_terminal(&h),
-                    Err(e) => return Ended::Disconnected(why(&e)),
-                }
-                for &i in &live {
-                    if let Err(e) = self.fetch_info(client, i) {
-                        return e;
-                    }
-                }
             }
             if Instant::now() >= next_unknown_check {
                 next_unknown_check = Instant::now() + UNKNOWN_RETRY;
@@ -374,73 +379,22 @@ impl Worker {
                         }
                     }
                 }
+                Ok(GwEvent::Refused { symbol, why }) => {
+                    // One bad tick is refused alone; the stream goes on (issue 40).
+                    if !refused_said {
+                        refused_said = true;
+                        eprintln!(
+                            "warning: MT5 gateway {}: a tick of {symbol} refused ({why}); later                              ones are counted (rejected_bad_price)",
+                            self.config.addr
+                        );
+                    }
+                    self.send(Event::Count(Counter::RejectedBadPrice, 1));
+                }
                 Ok(GwEvent::Heartbeat) => {}
                 Ok(GwEvent::End { .. }) => return Ended::Finished,
                 Err(e) => return Ended::Disconnected(why(&e)),
             }
         }
-    }
-
-    /// The terminal and account of a `hello`, as the segment records them (nothing when the
-    /// gateway has no terminal, as a csv gateway has not).
-    fn confirm_terminal(&mut self, hello: &mt5_gateway_client::Hello) {
-        let Some(term) = &hello.terminal else {
-            return;
-        };
-        let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        let account = hello.account.clone().unwrap_or_default();
-        self.send(Event::Terminal(shm_core::TerminalInfo {
-            name: text(term, "name"),
-            company: text(term, "company"),
-            build: term["build"].as_i64().unwrap_or(0),
-            connected: term["connected"].as_bool().unwrap_or(false),
-            server: text(&account, "server"),
-            login: account["login"].as_i64().unwrap_or(0),
-        }));
-    }
-
-    /// Fetches symbol `i`'s information and sends it when it changed. A record that does not
-    /// fit the segment's (a string too long, a value of the wrong type) is counted and
-    /// logged, and the record held before stays; fields MT5 may add later are left out.
-    fn fetch_info(&mut self, client: &mut Client, i: usize) -> Result<(), Ended> {
-        let symbol = self.plans[i].symbol.clone();
-        let fields = match client.symbol_info(&symbol) {
-            Ok(f) => f,
-            // MT5 has no information for it, or an older gateway lacks the operation.
-            Err(GwError::Mt5 { .. } | GwError::Gateway { .. }) => {
-                self.send(Event::Count(Counter::RejectedSymbolInfo, 1));
-                return Ok(());
-            }
-            Err(e) => return Err(Ended::Disconnected(why(&e))),
-        };
-        let mut info = shm_core::SymbolInfo::new(&symbol);
-        for (name, field) in &fields {
-            let value = match field {
-                InfoField::Bool(b) => shm_core::InfoValue::Bool(*b),
-                InfoField::Int(n) => shm_core::InfoValue::Int(*n),
-                InfoField::Float(x) => shm_core::InfoValue::Float(*x),
-                InfoField::Str(s) => shm_core::InfoValue::Str(s),
-            };
-            match info.set(name, value) {
-                Ok(()) | Err(shm_core::InfoError::UnknownField { .. }) => {}
-                Err(e) => {
-                    self.send(Event::Count(Counter::RejectedSymbolInfo, 1));
-                    eprintln!(
-                        "warning: MT5 gateway {}: {symbol}'s symbol information refused: {e}",
-                        self.config.addr
-                    );
-                    return Ok(());
-                }
-            }
-        }
-        if self.infos[i].as_ref() != Some(&info) {
-            self.infos[i] = Some(info.clone());
-            self.send(Event::SymbolInfo {
-                symbol: i,
-                info: Box::new(info),
-            });
-        }
-        Ok(())
     }
 
     /// Fetches what the rings of symbol `i` lack: everything on a cold start, the gap since
@@ -490,7 +444,6 @@ impl Worker {
             }
             self.send(Event::Count(Counter::BarsBackfilled, sent));
         }
-        self.fetch_info(client, i)?;
         // The terminal's latest tick, which the forming M1 bar above already counts: recorded
         // as the symbol's last tick (readers have one from the moment the segment runs), and
         // not counted again when the stream sends it.

@@ -1,0 +1,109 @@
+//! One bad field must not cost the stream (issue 40): a hostile gateway (a test double that
+//! speaks docs/MT5_GATEWAY.md, `hostile_gateway.py`) sends a tick with a negative volume, a
+//! tick whose `time` disagrees with its `time_msc`, or a symbol_info answer that is NaN, over
+//! 64 KiB, not Unicode, or 30 s late. The streamer refuses that one tick or record, counts it,
+//! and keeps the tick stream, with no reconnect.
+
+use std::time::Duration;
+
+use mtf_tests::{wait_for_status, ChildGuard, TempSegment};
+use shm_core::{Counter, FeedState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
+
+fn run(mode: &str) -> (shm_core::Reader, TempSegment, ChildGuard, ChildGuard) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile_gateway.py");
+    let mut gw = ChildGuard::spawn("python3", &[script.to_str().unwrap(), "--mode", mode]);
+    let line = gw.first_line();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the hostile gateway said {line:?}"))
+        .to_owned();
+    let seg = TempSegment::new(&format!("hostile-{mode}"));
+    let streamer = ChildGuard::spawn(
+        BIN,
+        &[
+            "--source",
+            "mt5",
+            "--gateway",
+            &addr,
+            "--symbols",
+            "EURUSD",
+            "--timeframes",
+            "M1",
+            "--segment-path",
+            seg.path.path().to_str().unwrap(),
+            "--no-http",
+        ],
+    );
+    // Ticks keep coming (the gateway sends 50 a second): 150 processed is 3 s of stream.
+    let reader = wait_for_status(
+        &seg.path,
+        "the stream to keep going",
+        Duration::from_secs(120),
+        |s| s.feed_state == Some(FeedState::Live) && s.counters.get(Counter::TicksProcessed) >= 150,
+    );
+    (reader, seg, gw, streamer)
+}
+
+#[test]
+fn a_tick_with_a_bad_field_is_refused_alone() {
+    let (r, _seg, _gw, _s) = run("bad_tick");
+    let st = r.status();
+    assert_eq!(
+        st.counters.get(Counter::Reconnects),
+        0,
+        "the stream was kept"
+    );
+    assert!(st.counters.get(Counter::RejectedBadPrice) >= 10);
+    let mut ticks = Vec::new();
+    r.ticks("EURUSD")
+        .unwrap()
+        .read_last(10_000, &mut ticks)
+        .unwrap();
+    assert!(ticks.len() >= 100);
+    assert!(
+        ticks.iter().all(|t| t.volume == 0),
+        "no refused tick stored"
+    );
+}
+
+fn info_refused_and_stream_kept(mode: &str) {
+    let (r, _seg, _gw, _s) = run(mode);
+    let st = r.status();
+    assert_eq!(
+        st.counters.get(Counter::Reconnects),
+        0,
+        "{mode}: the stream was kept"
+    );
+    assert!(
+        st.counters.get(Counter::RejectedSymbolInfo) >= 1,
+        "{mode}: the record was refused and counted"
+    );
+    assert_eq!(
+        r.symbol_info("EURUSD").unwrap(),
+        None,
+        "{mode}: nothing served"
+    );
+}
+
+#[test]
+fn a_symbol_info_answer_with_a_nan_costs_only_the_record() {
+    info_refused_and_stream_kept("nan_info");
+}
+
+#[test]
+fn a_symbol_info_answer_over_64_kib_costs_only_the_record() {
+    info_refused_and_stream_kept("huge_info");
+}
+
+#[test]
+fn a_symbol_info_answer_that_is_not_unicode_costs_only_the_record() {
+    info_refused_and_stream_kept("surrogate");
+}
+
+#[test]
+fn a_slow_symbol_info_answer_costs_only_the_record() {
+    info_refused_and_stream_kept("slow_info");
+}
