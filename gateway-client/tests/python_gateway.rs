@@ -169,6 +169,9 @@ fn rates_and_ticks_match_the_files_field_by_field() {
             }
             Event::Heartbeat => {}
             Event::End { .. } => break,
+            Event::Refused { symbol, why } => {
+                panic!("the real gateway's tick refused: {symbol}: {why}")
+            }
         }
     }
     assert_eq!(got.len(), ticks.len());
