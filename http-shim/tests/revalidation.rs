@@ -291,6 +291,11 @@ fn ticks_and_symbol_information_answer_with_validation_etags_and_gzip() {
         "/streamer/ticks/BTCUSDc?format=raw",
         "/streamer/ticks/BTC%2FUSD",
         "/streamer/symbols/BTCUSDc?limit=1",
+        // Issue 40: a repeated parameter, a time past any a tick may hold, two cursors.
+        "/streamer/ticks/BTCUSDc?limit=5&limit=7",
+        "/streamer/ticks/BTCUSDc?since_msc=100000000000000000",
+        "/streamer/ticks/BTCUSDc?since_msc=1&from_position=0",
+        "/streamer/ticks/BTCUSDc?from_position=-1",
     ] {
         let a = exchange(&mut conn, "GET", bad, &[]);
         assert_eq!(
@@ -375,4 +380,46 @@ fn ticks_and_symbol_information_answer_with_validation_etags_and_gzip() {
     assert_eq!(v["info"]["bid"], 90_299.0);
     assert_eq!(v["info"]["spread"], 1500);
     assert_eq!(v["info"]["time"], 1_700_000_002);
+    // Paging by the cursor every answer carries: 40 more ticks in one millisecond, read 3 at
+    // a time from position 0, come back whole, each once, in order, and the paging ends
+    // (`since_msc` paging repeated the boundary ticks, and stalled within one millisecond).
+    {
+        let mut guard = feed.writer.lock().unwrap();
+        let w = guard.as_mut().unwrap();
+        let sym = w.symbol("BTCUSDc").unwrap();
+        for k in 0..40i64 {
+            let t = Tick {
+                time_msc: 1_700_000_003_000,
+                bid: 91_000.0 + k as f64,
+                ask: 91_015.0 + k as f64,
+                flags: 6,
+                ..Tick::default()
+            };
+            w.push_tick(sym, &t).unwrap();
+        }
+    }
+    let (mut position, mut paged, mut pages) = (0u64, Vec::new(), 0);
+    loop {
+        let page = exchange(
+            &mut conn,
+            "GET",
+            &format!("/streamer/ticks/BTCUSDc?from_position={position}&limit=3"),
+            &[],
+        )
+        .json();
+        assert_eq!(page["first_position"], position, "no tick was lost");
+        let ticks = page["ticks"].as_array().unwrap().clone();
+        if ticks.is_empty() {
+            break;
+        }
+        paged.extend(ticks.iter().map(|t| t["bid"].as_f64().unwrap()));
+        position = page["next_position"].as_u64().unwrap();
+        pages += 1;
+        assert!(pages <= 200, "the paging never ended");
+    }
+    let want: Vec<f64> = (0..300)
+        .map(|k| 90_000.0 + k as f64)
+        .chain((0..40).map(|k| 91_000.0 + k as f64))
+        .collect();
+    assert_eq!(paged, want);
 }

@@ -72,6 +72,21 @@ pub(super) fn list_param(params: &[(String, String)], name: &str) -> Vec<String>
 
 /// Refuses a parameter not in `known` (a misspelt `limt=5` must not be ignored silently).
 pub(super) fn only_known(params: &[(String, String)], known: &[&str]) -> Result<(), Response> {
+    // A parameter given twice (`limit=5&limit=7`) is refused: taking either one silently is
+    // answering a question the client may not have asked.
+    if let Some((k, _)) = params
+        .iter()
+        .enumerate()
+        .find(|(i, (k, _))| params[..*i].iter().any(|(earlier, _)| earlier == k))
+        .map(|(_, p)| p)
+    {
+        let shown: String = k.chars().take(50).collect();
+        return Err(error(
+            ErrorCode::InvalidParameter,
+            format!("query parameter {shown:?} is given more than once"),
+            json!({"details": {"parameter": shown}}),
+        ));
+    }
     let Some((bad, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) else {
         return Ok(());
     };

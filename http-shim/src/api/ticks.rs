@@ -24,13 +24,24 @@ const DEFAULT_TICKS: usize = 100;
 /// Bytes of JSON per tick, at the most, for the budget's reservation.
 const TICK_BYTES: usize = 200;
 
-/// `/streamer/ticks/{symbol}?limit=&since_msc=`.
+/// `/streamer/ticks/{symbol}?limit=&since_msc=&from_position=`.
 #[derive(Debug)]
 pub(super) struct TicksRequest {
     pub symbol: String,
     pub limit: usize,
-    /// From the first tick at or after this server time (ms); else the newest `limit`.
-    pub since_msc: Option<i64>,
+    pub from: TicksFrom,
+}
+
+/// Where an answer of ticks starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum TicksFrom {
+    /// The newest `limit`.
+    Newest,
+    /// The first tick at or after this server time (ms).
+    Time(i64),
+    /// This ring position (every answer's `next_position`): the cursor that pages without
+    /// a duplicate and without stalling, however many ticks share a millisecond.
+    Position(u64),
 }
 
 /// `/streamer/symbols/{symbol}`.
@@ -63,7 +74,7 @@ fn symbol_of(rest: &str, shape: &str) -> Result<String, Response> {
 
 impl TicksRequest {
     /// The query parameters it knows.
-    pub const KNOWN: &'static [&'static str] = &["limit", "since_msc"];
+    pub const KNOWN: &'static [&'static str] = &["limit", "since_msc", "from_position"];
 
     /// Parses the path after `/streamer/ticks/` and the query parameters.
     pub fn parse(rest: &str, params: &[(String, String)]) -> Result<TicksRequest, Response> {
@@ -85,25 +96,54 @@ impl TicksRequest {
         let since_msc = match param(params, "since_msc") {
             None => None,
             Some(text) => match text.parse::<i64>() {
-                Ok(t) if t >= 0 => Some(t),
+                // The times a tick record may hold (1970 to 2100): a later one is a mistake,
+                // answered as such, not with an empty list.
+                Ok(t) if (0..=shm_core::LATEST_TIME * 1000).contains(&t) => Some(t),
                 _ => {
                     return Err(error(
                         ErrorCode::InvalidParameter,
-                        format!("since_msc must be a server time in ms since 1970, found {text:?}"),
+                        format!(
+                            "since_msc must be a server time in ms from 1970 to 2100, found {text:?}"
+                        ),
                         json!({}),
                     ))
                 }
             },
         };
-        let limit = limit.unwrap_or(if since_msc.is_some() {
-            MAX_TICKS
-        } else {
+        let from_position = match param(params, "from_position") {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(p) if p <= 1 << 62 => Some(p),
+                _ => {
+                    return Err(error(
+                        ErrorCode::InvalidParameter,
+                        format!("from_position must be a ring position (an answer's next_position), found {text:?}"),
+                        json!({}),
+                    ))
+                }
+            },
+        };
+        let from = match (since_msc, from_position) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    ErrorCode::InvalidParameter,
+                    "give since_msc or from_position, not both".to_owned(),
+                    json!({}),
+                ))
+            }
+            (Some(t), None) => TicksFrom::Time(t),
+            (None, Some(p)) => TicksFrom::Position(p),
+            (None, None) => TicksFrom::Newest,
+        };
+        let limit = limit.unwrap_or(if from == TicksFrom::Newest {
             DEFAULT_TICKS
+        } else {
+            MAX_TICKS
         });
         Ok(TicksRequest {
             symbol,
             limit,
-            since_msc,
+            from,
         })
     }
 }
@@ -186,19 +226,24 @@ impl Api {
             return unknown_symbol(&reader, &req.symbol);
         };
         let mut ticks = Vec::with_capacity(req.limit.min(ring.capacity() as usize));
-        let read = match req.since_msc {
-            Some(t) => ring.read_since(t, req.limit, &mut ticks),
-            None => ring.read_last(req.limit, &mut ticks),
+        let read = match req.from {
+            TicksFrom::Time(t) => ring.read_since(t, req.limit, &mut ticks),
+            TicksFrom::Position(p) => ring.read_from(p, req.limit, &mut ticks),
+            TicksFrom::Newest => ring.read_last(req.limit, &mut ticks),
         };
-        if let Err(e) = read {
-            return damaged(&req.symbol, &e);
-        }
+        let span = match read {
+            Ok(span) => span,
+            Err(e) => return damaged(&req.symbol, &e),
+        };
+        // The cursor: the position of the first tick answered, and the one to ask from next.
+        let next = span.first + ticks.len() as u64;
         let symbol = &req.symbol;
         let mut data = String::with_capacity(64 + ticks.len() * 160);
         let _ = write!(
             data,
-            "\"symbol\":\"{symbol}\",\"count\":{},\"ticks\":[",
-            ticks.len()
+            "\"symbol\":\"{symbol}\",\"count\":{},\"first_position\":{},\"next_position\":{next},\"ticks\":[",
+            ticks.len(),
+            span.first
         );
         for (i, t) in ticks.iter().enumerate() {
             if i > 0 {
