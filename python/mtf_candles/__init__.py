@@ -134,6 +134,19 @@ TerminalInfo = collections.namedtuple("TerminalInfo", (
 the terminal's own and reads as MT5's missing value (False, 0, empty)."""
 
 
+# The longest `group` symbols_get takes: symbol names are at most 31 characters, so this is a
+# hundred patterns and more.
+MAX_GROUP = 4096
+
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _ms(seconds, extra=0):
+    """Milliseconds of epoch `seconds` (plus `extra` ms), held to what a tick time can be
+    compared with: a date far past any tick (``2**62``) means "to the end", not an overflow."""
+    return min(max(seconds * 1000 + extra, _I64[0]), _I64[1])
+
+
 def _seconds(date):
     """Epoch seconds of an MT5 date argument: a datetime's timestamp(), or a number of
     seconds, numpy's included (``rates['time'][-1]`` is an ``np.int64``)."""
@@ -205,13 +218,13 @@ class Segment:
     def copy_ticks_from(self, symbol, date_from, count, flags):
         """At most `count` ticks from `date_from` on that pass `flags` (COPY_TICKS_*), oldest
         first, as MT5's ticks array."""
-        return self._native.copy_ticks_from(symbol, _seconds(date_from) * 1000, count, flags)
+        return self._native.copy_ticks_from(symbol, _ms(_seconds(date_from)), count, flags)
 
     def copy_ticks_range(self, symbol, date_from, date_to, flags):
         """The ticks from `date_from` to `date_to` (its whole second included) that pass
         `flags`, oldest first."""
         return self._native.copy_ticks_range(
-            symbol, _seconds(date_from) * 1000, _seconds(date_to) * 1000 + 999, flags)
+            symbol, _ms(_seconds(date_from)), _ms(_seconds(date_to), 999), flags)
 
     def symbol_info(self, symbol):
         """MT5's SymbolInfo of `symbol`; None if the feed gave none."""
@@ -234,6 +247,9 @@ class Segment:
         """The symbols as SymbolInfo, filtered by an MT5 group (``"*USD*,!EUR*"``)."""
         if group is not None and not isinstance(group, str):
             raise TypeError("group is a str like '*USD*,!EUR*', not %r" % (type(group).__name__,))
+        if group is not None and len(group) > MAX_GROUP:
+            # Each pattern becomes a regular expression: a 10 MB one took 21 s and 1.5 GB.
+            raise ValueError("group is %d characters long, at most %d" % (len(group), MAX_GROUP))
         out = []
         for name in self._native.symbols():
             if group is not None and not _in_group(name, group):
@@ -461,7 +477,7 @@ def copy_ticks_from(symbol, date_from, count, flags):
     if _segment is None:
         return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
     try:
-        ticks = _segment._native.copy_ticks_from(symbol, _seconds(date_from) * 1000, count, flags)
+        ticks = _segment._native.copy_ticks_from(symbol, _ms(_seconds(date_from)), count, flags)
     except _CALL_ERRORS as e:
         return _failed(e)
     _error.value = _SUCCESS

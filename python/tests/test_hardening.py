@@ -92,6 +92,15 @@ def test_mt5s_argument_conventions(replay, tmp_path):
     # A group that is not a string is bad arguments, not an AttributeError.
     assert mt5.symbols_get(123) is None
     assert mt5.last_error()[0] == -2
+    # A group of 10 MB is refused at once (it took 21 s and 1.5 GB); a long real one is fine.
+    assert mt5.symbols_get("*" * 10_000_000) is None
+    assert mt5.last_error()[0] == -2 and "at most 4096" in mt5.last_error()[1]
+    assert len(mt5.symbols_get(",".join(["EUR*"] * 500))) == 1
+    # A date far past any tick is "to the end", as copy_rates_range takes it, not an overflow.
+    everything = mt5.copy_ticks_range("EURUSD", 0, 2 ** 62, mt5.COPY_TICKS_ALL)
+    assert everything is not None, mt5.last_error()
+    assert mt5.copy_ticks_from("EURUSD", 2 ** 62, 10, mt5.COPY_TICKS_ALL) is not None
+    assert mt5.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, 0, 2 ** 62) is not None
     # An unknown symbol is said at once, not waited for.
     with pytest.raises(mt5.NotFound):
         mt5.wait_for_update("NOPE", 30)
