@@ -43,6 +43,7 @@
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("shm-core needs a 64-bit target: its readers rely on plain 64-bit atomic loads");
 
+mod alloc;
 mod candle;
 mod error;
 mod files;
@@ -53,6 +54,7 @@ mod lock;
 mod mem;
 mod path;
 mod process;
+pub use alloc::cap_malloc_arenas;
 mod reader;
 mod record;
 mod ring;
