@@ -80,6 +80,9 @@ pub enum BridgeError {
         /// What is wrong.
         why: &'static str,
     },
+    /// An answer that does not name the request it came for (another request's answer, sent
+    /// to this mirror's reply subject by someone else): refused.
+    Misdirected,
     /// The mirror held a bar newer than anything the origin has; it rebuilds its segment.
     AheadOfOrigin {
         /// The ring (`SYMBOL TF`).
@@ -115,6 +118,9 @@ impl fmt::Display for BridgeError {
                 "the origin's layout needs {found} {what}; this mirror builds at most {most} \
                  (--max-rings, --max-segment-mb)"
             ),
+            BridgeError::Misdirected => {
+                f.write_str("an answer that names another request than the one sent was refused")
+            }
             BridgeError::BadHistory { ring, why } => {
                 write!(f, "the origin's history of {ring} is refused: {why}")
             }
@@ -144,6 +150,7 @@ impl std::error::Error for BridgeError {
             | BridgeError::Version { .. }
             | BridgeError::OverBudget { .. }
             | BridgeError::BadHistory { .. }
+            | BridgeError::Misdirected
             | BridgeError::AheadOfOrigin { .. } => None,
         }
     }

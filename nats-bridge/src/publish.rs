@@ -296,7 +296,7 @@ async fn serve(
             }
             Some(msg) = layout_req.next() => {
                 let cost = reader.layout().rings().len();
-                if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
+                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, cost, &counts) {
                     let body = layout_reply(&reader);
                     let _ = client.publish(reply, body.into()).await;
                 }
@@ -307,7 +307,7 @@ async fn serve(
                 let cost = req
                     .as_ref()
                     .map_or(1, |r| r.limit.clamp(1, HISTORY_PAGE) + 32);
-                if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
+                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, cost, &counts) {
                     let body = history_reply(&reader, req.ok());
                     let _ = client.publish(reply, body.into()).await;
                 }
@@ -315,14 +315,14 @@ async fn serve(
             Some(msg) = ticks_req.next() => {
                 let req = serde_json::from_slice::<TickHistoryRequest>(&msg.payload).ok();
                 let cost = tick_request_cost(req.as_ref());
-                if let Some(reply) = admitted(&mut limit, msg.reply, cost, &counts) {
+                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, cost, &counts) {
                     let body = tick_history_reply(&reader, req);
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
             Some(msg) = symbol_req.next() => {
                 // One record: about as much to read as a page of candles' tenth.
-                if let Some(reply) = admitted(&mut limit, msg.reply, 100, &counts) {
+                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, 100, &counts) {
                     let req = serde_json::from_slice::<SymbolRequest>(&msg.payload).ok();
                     let body = symbol_reply(&reader, req);
                     let _ = client.publish(reply, body.into()).await;
@@ -356,12 +356,20 @@ async fn serve(
 /// The reply subject of a request within the limit (see `limit.rs`); a refusal is counted,
 /// and said once a minute at most.
 fn admitted(
+    subjects: &Subjects,
     limit: &mut RequestLimit,
     reply: Option<async_nats::Subject>,
     cost: usize,
     counts: &PublishCounts,
 ) -> Option<async_nats::Subject> {
     let reply = reply?;
+    if subjects.owns(&reply) {
+        // A reply-to inside the origin's own subjects would have it publish an answer as one
+        // of its candle, tick or status messages: never answered (issue 40).
+        // Relaxed: a statistic.
+        counts.refused_requests.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
     let now = Instant::now();
     match limit.admit(&reply, cost, now) {
         Ok(()) => Some(reply),
@@ -460,6 +468,7 @@ fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {
         .collect();
     serde_json::to_string(&HistoryReply {
         v: VERSION,
+        answers: serde_json::to_value(&req).ok(),
         closed: page,
         forming: forming.as_ref().map(WireCandle::from),
     })

@@ -99,6 +99,7 @@ pub(crate) fn tick_history_reply(reader: &Reader, req: Option<TickHistoryRequest
     };
     serde_json::to_string(&TickHistoryReply {
         v: VERSION,
+        answers: serde_json::to_value(&req).ok(),
         first: span.first,
         head: span.head,
         ticks: ticks.iter().map(WireTick::from).collect(),
@@ -108,6 +109,7 @@ pub(crate) fn tick_history_reply(reader: &Reader, req: Option<TickHistoryRequest
 
 /// The answer to a symbol information request.
 pub(crate) fn symbol_reply(reader: &Reader, req: Option<SymbolRequest>) -> String {
+    let answers = req.as_ref().and_then(|r| serde_json::to_value(r).ok());
     let record = req
         .filter(|r| r.v == VERSION)
         .and_then(|r| reader.symbol_info(&r.symbol).ok().flatten());
@@ -127,6 +129,7 @@ pub(crate) fn symbol_reply(reader: &Reader, req: Option<SymbolRequest>) -> Strin
     };
     serde_json::to_string(&SymbolReply {
         v: VERSION,
+        answers,
         source: source.to_owned(),
         info,
     })

@@ -43,6 +43,15 @@ pub struct Subjects {
 }
 
 impl Subjects {
+    /// Whether `subject` is one of these subjects, or below them: the origin never publishes
+    /// an answer there (a reply-to naming its candle subjects would forge its messages).
+    pub fn owns(&self, subject: &str) -> bool {
+        subject == self.prefix
+            || subject
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+
     /// The subjects of segment `name`.
     pub fn new(name: &str) -> Subjects {
         Subjects {
@@ -174,6 +183,9 @@ pub struct TickHistoryRequest {
     pub from: u64,
     /// Most ticks in the answer.
     pub limit: usize,
+    /// A number the requester chose at random, echoed by the answer (see [`Echo`]).
+    #[serde(default)]
+    pub nonce: u64,
 }
 
 /// The answer to a tick history request.
@@ -181,6 +193,9 @@ pub struct TickHistoryRequest {
 pub struct TickHistoryReply {
     /// Payload version.
     pub v: u64,
+    /// The request answered, as the origin read it.
+    #[serde(default)]
+    pub answers: Option<serde_json::Value>,
     /// The origin position of the first tick.
     pub first: u64,
     /// Ticks the origin had written, as of the answer.
@@ -199,6 +214,9 @@ pub struct SymbolRequest {
     pub v: u64,
     /// The symbol.
     pub symbol: String,
+    /// A number the requester chose at random, echoed by the answer (see [`Echo`]).
+    #[serde(default)]
+    pub nonce: u64,
 }
 
 /// The answer to a symbol information request: MT5's fields by name, and where the origin's
@@ -207,6 +225,9 @@ pub struct SymbolRequest {
 pub struct SymbolReply {
     /// Payload version.
     pub v: u64,
+    /// The request answered, as the origin read it.
+    #[serde(default)]
+    pub answers: Option<serde_json::Value>,
     /// `terminal` or `derived`.
     pub source: String,
     /// The fields.
@@ -359,6 +380,9 @@ pub struct HistoryRequest {
     pub before: Option<i64>,
     /// Most bars in the answer.
     pub limit: usize,
+    /// A number the requester chose at random, echoed by the answer (see [`Echo`]).
+    #[serde(default)]
+    pub nonce: u64,
 }
 
 /// The answer to a history request.
@@ -366,10 +390,52 @@ pub struct HistoryRequest {
 pub struct HistoryReply {
     /// Payload version.
     pub v: u64,
+    /// The request answered, as the origin read it.
+    #[serde(default)]
+    pub answers: Option<serde_json::Value>,
     /// Closed bars, oldest first.
     pub closed: Vec<WireCandle>,
     /// The forming bar, if any.
     pub forming: Option<WireCandle>,
+}
+
+/// Every answer names what it answers (issue 40): the request as the origin read it, its
+/// `nonce` included. A mirror takes an answer only if that is its own request. Reply subjects
+/// are guessable, and an account that can ask can name another's as its reply-to: without the
+/// echo, a mirror stored EURUSD's record as USDJPY's.
+pub trait Echo {
+    /// The request this answer says it answers.
+    fn answers(&self) -> Option<&serde_json::Value>;
+}
+
+impl Echo for HistoryReply {
+    fn answers(&self) -> Option<&serde_json::Value> {
+        self.answers.as_ref()
+    }
+}
+
+impl Echo for TickHistoryReply {
+    fn answers(&self) -> Option<&serde_json::Value> {
+        self.answers.as_ref()
+    }
+}
+
+impl Echo for SymbolReply {
+    fn answers(&self) -> Option<&serde_json::Value> {
+        self.answers.as_ref()
+    }
+}
+
+/// A random number for a request's `nonce`: the standard library's per-process random keys,
+/// hashed with a counter (no two requests of a process share one).
+pub fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    // Relaxed: only distinctness matters.
+    h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 /// Most bars in one history answer: about 200 KB of JSON, a fifth of NATS's default payload
@@ -379,6 +445,53 @@ pub const HISTORY_PAGE: usize = 1000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_never_answers_into_its_own_subjects() {
+        let s = Subjects::new("desk");
+        assert!(s.owns("mtf.desk.candles.EURUSD.M1"));
+        assert!(s.owns("mtf.desk"));
+        assert!(!s.owns("mtf.desk2.candles.EURUSD.M1"));
+        assert!(!s.owns("_INBOX.abc.1"));
+    }
+
+    #[test]
+    fn an_answer_is_taken_only_for_the_request_it_names() {
+        let asked = SymbolRequest {
+            v: VERSION,
+            symbol: "USDJPY".into(),
+            nonce: nonce(),
+        };
+        let echo = |req: &SymbolRequest| SymbolReply {
+            v: VERSION,
+            answers: serde_json::to_value(req).ok(),
+            source: "terminal".into(),
+            info: None,
+        };
+        let mine = serde_json::to_value(&asked).unwrap();
+        assert_eq!(echo(&asked).answers(), Some(&mine));
+        // The attack: another symbol's answer sent to this mirror's reply subject.
+        let other = SymbolRequest {
+            symbol: "EURUSD".into(),
+            ..asked.clone()
+        };
+        assert_ne!(echo(&other).answers(), Some(&mine));
+        // The same symbol asked by someone else: another nonce.
+        let theirs = SymbolRequest {
+            nonce: nonce(),
+            ..asked.clone()
+        };
+        assert_ne!(echo(&theirs).answers(), Some(&mine));
+        // An origin that echoes nothing.
+        assert_eq!(
+            SymbolReply {
+                answers: None,
+                ..echo(&asked)
+            }
+            .answers(),
+            None
+        );
+    }
 
     #[test]
     fn symbols_with_subject_characters_become_one_token() {

@@ -99,13 +99,15 @@ impl TicksRequest {
                 // The times a tick record may hold (1970 to 2100): a later one is a mistake,
                 // answered as such, not with an empty list.
                 Ok(t) if (0..=shm_core::LATEST_TIME * 1000).contains(&t) => Some(t),
-                _ => return Err(error(
-                    ErrorCode::InvalidParameter,
-                    format!(
+                _ => {
+                    return Err(error(
+                        ErrorCode::InvalidParameter,
+                        format!(
                         "since_msc must be a server time in ms from 1970 to 2100, found {text:?}"
                     ),
-                    json!({}),
-                )),
+                        json!({}),
+                    ))
+                }
             },
         };
         let from_position = match param(params, "from_position") {

@@ -338,7 +338,9 @@ impl Mirror {
         client: &async_nats::Client,
         subjects: &Subjects,
     ) -> Result<(), BridgeError> {
-        let layout: LayoutReply = request(client, subjects.layout(), b"{}".to_vec()).await?;
+        // The layout names what it is (rings, depth): a history answer sent here instead does
+        // not parse as one.
+        let layout: LayoutReply = request_raw(client, subjects.layout(), b"{}".to_vec()).await?;
         if layout.v != VERSION {
             return Err(BridgeError::Version { found: layout.v });
         }
@@ -427,9 +429,9 @@ impl Mirror {
                     timeframe: tf.name().to_owned(),
                     before,
                     limit: HISTORY_PAGE,
+                    nonce: crate::wire::nonce(),
                 };
-                let body = serde_json::to_vec(&req).map_err(BridgeError::Payload)?;
-                let page: HistoryReply = request(client, subjects.history(), body).await?;
+                let page: HistoryReply = request(client, subjects.history(), &req).await?;
                 if let Err(why) = self.check_page(tf, &page, before) {
                     return Err(BridgeError::BadHistory {
                         ring: format!("{symbol} {tf}"),
@@ -545,7 +547,24 @@ fn apply(w: &mut Writer, ring: RingId, c: &Candle) {
     }
 }
 
-async fn request<T: serde::de::DeserializeOwned>(
+/// Asks the origin and takes its answer only if the answer names this very request (its
+/// fields and nonce, [`crate::wire::Echo`]): an answer to anything else, which another
+/// account could have sent to this mirror's reply subject, is refused.
+async fn request<R: serde::Serialize, T: serde::de::DeserializeOwned + crate::wire::Echo>(
+    client: &async_nats::Client,
+    subject: String,
+    req: &R,
+) -> Result<T, BridgeError> {
+    let asked = serde_json::to_value(req).map_err(BridgeError::Payload)?;
+    let body = serde_json::to_vec(&asked).map_err(BridgeError::Payload)?;
+    let answer: T = request_raw(client, subject, body).await?;
+    if answer.answers() != Some(&asked) {
+        return Err(BridgeError::Misdirected);
+    }
+    Ok(answer)
+}
+
+async fn request_raw<T: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     subject: String,
     body: Vec<u8>,

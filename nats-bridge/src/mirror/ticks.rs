@@ -109,9 +109,9 @@ impl Mirror {
                     symbol: symbol.clone(),
                     from,
                     limit: TICK_PAGE,
+                    nonce: crate::wire::nonce(),
                 };
-                let body = serde_json::to_vec(&req).map_err(BridgeError::Payload)?;
-                let page: TickHistoryReply = request(client, subjects.tick_history(), body).await?;
+                let page: TickHistoryReply = request(client, subjects.tick_history(), &req).await?;
                 let ticks: Vec<Tick> = page.ticks.iter().map(Tick::from).collect();
                 let end = page.first.saturating_add(ticks.len() as u64);
                 if page.v != VERSION
@@ -184,9 +184,9 @@ impl Mirror {
             let req = SymbolRequest {
                 v: VERSION,
                 symbol: symbol.clone(),
+                nonce: crate::wire::nonce(),
             };
-            let body = serde_json::to_vec(&req).map_err(BridgeError::Payload)?;
-            let reply: SymbolReply = request(client, subjects.symbol_info(), body).await?;
+            let reply: SymbolReply = request(client, subjects.symbol_info(), &req).await?;
             match info_from_reply(&symbol, &reply) {
                 Ok(Some((info, source))) => {
                     let mut refused = None;
