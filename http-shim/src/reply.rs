@@ -37,6 +37,10 @@ pub enum ErrorCode {
     ResponseTooLarge,
     /// A stored candle breaks the writer's invariants (a damaged or forged segment).
     InvalidStoredData,
+    /// A record (a tick ring, a symbol's information) found mid-write at every try: its
+    /// writer is writing it faster than it can be copied, or died inside the write (the next
+    /// writer repairs it). The writer itself may be running: not `STREAMER_NOT_RUNNING`.
+    RecordBusy,
     /// Every place for a push stream is taken (`--max-streams`).
     TooManyStreams,
     /// A WebSocket endpoint asked for without a WebSocket handshake, or of another version.
@@ -78,6 +82,7 @@ impl ErrorCode {
             ErrorCode::HostNotAllowed => "HOST_NOT_ALLOWED",
             ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ErrorCode::InvalidStoredData => "INVALID_STORED_DATA",
+            ErrorCode::RecordBusy => "RECORD_BUSY",
             ErrorCode::TooManyStreams => "TOO_MANY_STREAMS",
             ErrorCode::UpgradeRequired => "UPGRADE_REQUIRED",
             ErrorCode::BadRequest => "BAD_REQUEST",
@@ -115,6 +120,7 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => 426,
             ErrorCode::InvalidStoredData | ErrorCode::Internal => 500,
             ErrorCode::StreamerNotRunning
+            | ErrorCode::RecordBusy
             | ErrorCode::TooManyStreams
             | ErrorCode::TooManyConnections
             | ErrorCode::ServerBusy => 503,

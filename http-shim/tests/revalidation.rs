@@ -417,9 +417,35 @@ fn ticks_and_symbol_information_answer_with_validation_etags_and_gzip() {
         pages += 1;
         assert!(pages <= 200, "the paging never ended");
     }
+    // A symbol record stuck mid-write (its sequence odd, as a writer killed inside the write
+    // leaves it): 503 RECORD_BUSY, not STREAMER_NOT_RUNNING (the writer runs).
+    let infos_off = {
+        let bytes = std::fs::read(seg.file()).unwrap();
+        u64::from_le_bytes(bytes[208..216].try_into().unwrap())
+    };
+    let seq = {
+        let bytes = std::fs::read(seg.file()).unwrap();
+        let at = infos_off as usize;
+        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+    };
+    write_word(&seg.file(), infos_off, seq | 1);
+    let stuck = exchange(&mut conn, "GET", "/streamer/symbols/BTCUSDc", &[]);
+    assert_eq!(
+        (stuck.status, stuck.json()["error_code"].as_str()),
+        (503, Some("RECORD_BUSY"))
+    );
+    write_word(&seg.file(), infos_off, seq);
     let want: Vec<f64> = (0..300)
         .map(|k| 90_000.0 + k as f64)
         .chain((0..40).map(|k| 91_000.0 + k as f64))
         .collect();
     assert_eq!(paged, want);
+}
+
+/// Writes one 64-bit word into the segment file at `at`, as a damaged or forged file has it.
+fn write_word(file: &std::path::Path, at: u64, value: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&value.to_le_bytes()).unwrap();
 }

@@ -200,7 +200,11 @@ fn unknown_symbol(reader: &Reader, symbol: &str) -> Response {
 
 fn damaged(symbol: &str, e: &ReadError) -> Response {
     match e {
-        ReadError::Busy { .. } => not_running("ring_busy", None),
+        ReadError::Busy { .. } => error(
+            ErrorCode::RecordBusy,
+            format!("the segment's {symbol} record stayed mid-write at every try; retry"),
+            json!({"symbol": symbol}),
+        ),
         _ => error(
             ErrorCode::InvalidStoredData,
             format!("the segment's {symbol} record: {e}"),
