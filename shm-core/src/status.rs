@@ -135,12 +135,15 @@ word_enum! {
         RejectedSymbolInfo = 14, "rejected_symbol_info";
         /// Ticks written into the symbols' tick rings (version 2).
         TicksRecorded = 15, "ticks_recorded";
+        /// Ticks refused for flag bits MT5 does not define (`TICK_FLAG_*` is 0x7E); a
+        /// reserved slot until December 2026, so older readers see 0.
+        RejectedBadFlags = 16, "rejected_bad_flags";
     }
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::TicksProcessed,
         Counter::BarsClosed,
         Counter::RejectedBadPrice,
@@ -157,6 +160,7 @@ impl Counter {
         Counter::RejectedMessages,
         Counter::RejectedSymbolInfo,
         Counter::TicksRecorded,
+        Counter::RejectedBadFlags,
     ];
 
     /// The counters of refused input, whose sum is "rejected" in summaries.

@@ -125,8 +125,14 @@ fn record(w: &mut Writer, s: &mut SymbolState, t: &Tick) {
     };
     // The checks above are the ring's own (prices, order), so this is refused only for a
     // value the candles accept and the ring does not (a flag MT5 does not define).
-    if w.push_tick(s.id, &tick).is_err() {
-        w.add(Counter::RejectedBadPrice, 1);
+    if let Err(defect) = w.push_tick(s.id, &tick) {
+        w.add(
+            match defect {
+                shm_core::TickDefect::Flags => Counter::RejectedBadFlags,
+                _ => Counter::RejectedBadPrice,
+            },
+            1,
+        );
     }
 }
 
@@ -298,6 +304,11 @@ impl Aggregator {
         let Some(s) = self.symbols.get_mut(t.symbol) else {
             return;
         };
+        if t.flags & !shm_core::TICK_FLAGS_KNOWN != 0 {
+            // Before any candle counts it: a tick the ring refuses is in no candle either.
+            w.add(Counter::RejectedBadFlags, 1);
+            return;
+        }
         if !quote_good(t) || !s.confirmed(t.bid) {
             w.add(Counter::RejectedBadPrice, 1);
             return;
@@ -377,6 +388,10 @@ impl Aggregator {
         let Some(s) = self.symbols.get_mut(t.symbol) else {
             return;
         };
+        if t.flags & !shm_core::TICK_FLAGS_KNOWN != 0 {
+            w.add(Counter::RejectedBadFlags, 1);
+            return;
+        }
         if !quote_good(t) {
             w.add(Counter::RejectedBadPrice, 1);
             return;

@@ -116,3 +116,21 @@ fn one_far_quote_is_dropped_and_a_level_the_market_confirms_is_taken() {
     let bids: Vec<f64> = ticks(&seg).iter().map(|t| t.1).collect();
     assert_eq!(bids, [1.10, 1.1001, 0.70, 0.7001]);
 }
+
+#[test]
+fn flags_mt5_does_not_define_are_counted_as_such_and_fold_into_no_candle() {
+    let (seg, mut w, mut agg) = setup("flags");
+    let t = now_ms(&mut w);
+    agg.on_tick(&mut w, &Tick::quote(0, t, 1.1, 1.1002, 0));
+    agg.on_tick(
+        &mut w,
+        &Tick {
+            flags: 0xFFFF,
+            ..Tick::quote(0, t + 1, 1.1001, 1.1003, 0)
+        },
+    );
+    assert_eq!(w.counter(Counter::RejectedBadFlags), 1);
+    assert_eq!(w.counter(Counter::RejectedBadPrice), 0);
+    assert_eq!(w.counter(Counter::TicksProcessed), 1);
+    assert_eq!(ticks(&seg).len(), 1);
+}
