@@ -43,6 +43,9 @@ Configured by the environment, read at import:
 - ``MT5_STANDIN_MAX_TICKS``: stop making ticks after this many per symbol (a quiet terminal
   that tests can compare with the segment); ``MT5_STANDIN_NAME``, ``MT5_STANDIN_COMPANY``,
   ``MT5_STANDIN_LOGIN``: the terminal's and account's identity;
+- ``MT5_STANDIN_HOLD``: a file path; until that file exists, each symbol has its first tick
+  only (a test releases the ticks once its reader is ready, so every later tick is made
+  after that, whatever the machine's load);
 - ``MT5_STANDIN_DESCRIPTION``: the symbols' `description` (default ``NAME stand-in``), to
   try a record the reader must refuse (a string longer than the segment keeps).
 
@@ -161,6 +164,7 @@ class _Terminal:
         self.error = (RES_S_OK, "Success")
         self.initialized = False
         self.reported = False
+        self.hold = os.environ.get("MT5_STANDIN_HOLD") or None
 
     def busy(self):
         """What one call to the terminal costs."""
@@ -181,8 +185,16 @@ class _Terminal:
 
     def _make(self, only):
         now_ms = int(time.time() * 1000)
+        held = self.hold is not None and not os.path.exists(self.hold)
+        if self.hold is not None and not held:
+            self.hold = None  # released for good
         for s in self.symbols.values() if only is None else (only,):
-            while s["next_ms"] <= now_ms and (self.max_ticks is None or s["made"] < self.max_ticks):
+            if held and s["made"] >= 1:
+                # Held: the first tick only, and the next one due when released.
+                s["next_ms"] = max(s["next_ms"], now_ms + 1)
+                continue
+            while s["next_ms"] <= now_ms and (self.max_ticks is None or s["made"] < self.max_ticks) \
+                    and not (held and s["made"] >= 1):
                 step = max(s["price"] * 0.0001, 1e-5)
                 bid = round(max(s["price"] + self.rng.choice((-1, 1)) * step, step), 5)
                 s["price"] = bid

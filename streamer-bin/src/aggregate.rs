@@ -318,7 +318,7 @@ impl Aggregator {
             || self
                 .clock
                 .as_mut()
-                .is_some_and(|c| !c.admit(t.time_ms, now_ns))
+                .is_some_and(|c| !c.admit(t.time_ms, now_ns, true))
         {
             w.add(Counter::RejectedFutureTime, 1);
             return;
@@ -400,7 +400,7 @@ impl Aggregator {
             || self
                 .clock
                 .as_mut()
-                .is_some_and(|c| !c.admit(t.time_ms, now_ns))
+                .is_some_and(|c| !c.admit(t.time_ms, now_ns, false))
         {
             w.add(Counter::RejectedFutureTime, 1);
             return;
