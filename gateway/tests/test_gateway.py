@@ -9,7 +9,6 @@ library; these tests need numpy, as the MetaTrader5 package does:
 import calendar
 import codecs
 import collections
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import mt5_gateway as gw  # noqa: E402
+from test_standin_conformance import load_standin  # noqa: E402
 
 BARS_H1 = (
     "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\r\n"
@@ -357,21 +357,8 @@ class StandInTerminalTest(unittest.TestCase):
     (gateway/standin/MetaTrader5.py), which makes ticks in real time."""
 
     def test_every_tick_the_terminal_makes_is_sent_once_in_order(self):
-        env = {"MT5_STANDIN_SYMBOLS": "EURUSD=400,GBPUSD=200", "MT5_STANDIN_CALL_US": "5",
-               "MT5_STANDIN_SAME_MS": "0.3", "MT5_STANDIN_MAX_TICKS": "300"}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            spec = importlib.util.spec_from_file_location(
-                "standin_mt5", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "standin", "MetaTrader5.py"))
-            mt5 = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mt5)
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        mt5 = load_standin(MT5_STANDIN_SYMBOLS="EURUSD=400,GBPUSD=200", MT5_STANDIN_CALL_US="5",
+                           MT5_STANDIN_SAME_MS="0.3", MT5_STANDIN_MAX_TICKS="300")
         b = gw.TerminalBackend(mt5, "metatrader5")
         stream = b.tick_stream(["EURUSD", "GBPUSD"])
         first = dict(stream.cursor)  # (newest time_msc, ticks at it) when it subscribed

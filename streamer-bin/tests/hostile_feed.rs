@@ -14,12 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
 fn run(mode: &str) -> (shm_core::Reader, TempSegment, ChildGuard, ChildGuard) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile_gateway.py");
     let mut gw = ChildGuard::spawn("python3", &[script.to_str().unwrap(), "--mode", mode]);
-    let line = gw.first_line();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the hostile gateway said {line:?}"))
-        .to_owned();
+    let addr = mtf_tests::listening_address(&mut gw);
     let seg = TempSegment::new(&format!("hostile-{mode}"));
     let streamer = ChildGuard::spawn(
         BIN,

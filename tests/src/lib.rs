@@ -273,7 +273,7 @@ pub fn spawn_csv_gateway(
 }
 
 /// The address a gateway says it listens on, in its first line (`listening on HOST:PORT`).
-fn listening_address(gw: &mut ChildGuard) -> String {
+pub fn listening_address(gw: &mut ChildGuard) -> String {
     let line = gw.first_line();
     line.trim()
         .strip_prefix("listening on ")
