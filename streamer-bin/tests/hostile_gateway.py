@@ -8,6 +8,9 @@ the one wrong thing its --mode names:
   huge_info   symbol_info answers with a line over 64 KiB
   surrogate   symbol_info answers with a description that is not Unicode ("\\udcff")
   slow_info   symbol_info answers after 30 s
+  future_tick every 25th tick is stamped 5 minutes ahead, at a forged price (1.12)
+  crossed     every 3rd tick has its bid above its ask
+  bad_info    symbol_info answers with a negative point and contract size
 
 Standard library only. Prints "listening on HOST:PORT" first, as the real gateway does.
 
@@ -66,6 +69,8 @@ class Handler(socketserver.StreamRequestHandler):
                     self.answer(rid, {"info": dict(INFO, description="x" * 70000)})
                 elif mode == "surrogate":
                     self.answer(rid, {"info": dict(INFO, description="Euro \udcff")})
+                elif mode == "bad_info":
+                    self.answer(rid, {"info": dict(INFO, point=-0.00001, trade_contract_size=-100000.0)})
                 elif mode == "slow_info":
                     time.sleep(30)
                     self.answer(rid, {"info": INFO})
@@ -81,6 +86,12 @@ class Handler(socketserver.StreamRequestHandler):
                         t["volume"] = -5
                     elif mode == "bad_tick" and k % 15 == 0:
                         t["time"] += 100000
+                    elif mode == "future_tick" and k % 25 == 0:
+                        t["time_msc"] += 300000
+                        t["time"] = t["time_msc"] // 1000
+                        t["bid"], t["ask"] = 1.12, 1.1202
+                    elif mode == "crossed" and k % 3 == 0:
+                        t["bid"], t["ask"] = t["ask"], t["bid"]
                     self.send(json.dumps({"event": "tick", "symbol": "EURUSD", "tick": t}))
                     time.sleep(0.02)
             else:
@@ -95,7 +106,8 @@ class Server(socketserver.ThreadingTCPServer):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", required=True,
-                   choices=("bad_tick", "nan_info", "huge_info", "surrogate", "slow_info"))
+                   choices=("bad_tick", "nan_info", "huge_info", "surrogate", "slow_info", "future_tick",
+                            "crossed", "bad_info"))
     args = p.parse_args()
     server = Server(("127.0.0.1", 0), Handler)
     server.mode, server.info_calls = args.mode, 0
