@@ -265,8 +265,8 @@ class TerminalBackend:
                 raise self._fail()
         return info_to_dict(info)
 
-    def tick_stream(self, symbols):
-        return TerminalTicks(self, symbols, *self.polling)
+    def tick_stream(self, symbols, since=None):
+        return TerminalTicks(self, symbols, *self.polling, since=since)
 
 
 class TerminalTicks:
@@ -296,7 +296,7 @@ class TerminalTicks:
     BATCH = 10000  # ticks one copy_ticks_from returns at most, doubled while a second holds more
     QUIET_SECONDS = 10.0
 
-    def __init__(self, backend, symbols, min_interval=0.0005, max_interval=0.05, cpu_share=0.25):
+    def __init__(self, backend, symbols, min_interval=0.0005, max_interval=0.05, cpu_share=0.25, since=None):
         self.b = backend
         self.min_interval, self.max_interval, self.cpu_share = min_interval, max_interval, cpu_share
         self.flags = getattr(backend.mt5, "COPY_TICKS_ALL", -1)
@@ -307,9 +307,11 @@ class TerminalTicks:
             look = time.perf_counter()
             newest = backend.symbol_info_tick(s)  # raises for a symbol the terminal lacks
             look_cost = max(look_cost, time.perf_counter() - look)
-            m = newest["time_msc"]
-            # Start after the ticks the terminal already has: those at the newest tick's
-            # millisecond are counted, so that a later one at the same millisecond is sent.
+            # From the client's own newest tick where it says which (the terminal's latest at
+            # its backfill: ticks made between that and now are sent, not lost), else from the
+            # terminal's newest. The ticks at that millisecond are counted as had, so that a
+            # later one at the same millisecond is sent.
+            m = newest["time_msc"] if since is None or s not in since else min(since[s], newest["time_msc"])
             with backend.lock:
                 ticks = backend.mt5.copy_ticks_from(s, m // 1000, self.BATCH, self.flags)
             # The package returns a numpy array (never test it for truth) or None.
@@ -318,7 +320,7 @@ class TerminalTicks:
             # The tick the cursor starts from: a newer one, even made meanwhile, shows as a change.
             # (Compared by value with what a look returns: a named tuple's fields are in
             # TICK_FIELDS order.)
-            self.newest[s] = tuple(newest[f] for f in TICK_FIELDS)
+            self.newest[s] = tuple(newest[f] for f in TICK_FIELDS) if m == newest["time_msc"] else None
             self.moved_at[s], self.due[s] = now, now
         # The first guess of the budget's scale, from what one look cost just now, so that
         # many symbols do not start at a rate the budget then has to bring down.
@@ -665,7 +667,8 @@ class CsvBackend:
             info.update(currency_base=symbol[:3], currency_profit=symbol[3:6], currency_margin=symbol[:3])
         return info
 
-    def tick_stream(self, symbols):
+    def tick_stream(self, symbols, since=None):
+        """A replay from the start of the files (``since`` is for live terminals)."""
         for s in symbols:
             if s not in self.symbols():
                 raise mt5_error(-4, "Terminal: Not found (%s)" % s)
@@ -902,7 +905,13 @@ class Handler(socketserver.StreamRequestHandler):
         symbols = require(req, "symbols", list)
         if not symbols or not all(isinstance(s, str) and s for s in symbols):
             raise bad_request("symbols must be a non-empty list of strings")
-        ticks = self.server.backend.tick_stream(symbols)
+        since = req.get("since_msc")
+        if since is not None:
+            if not (isinstance(since, dict) and len(since) <= len(symbols) and all(
+                    k in symbols and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                    for k, v in since.items())):
+                raise bad_request("since_msc must map subscribed symbols to a time in ms")
+        ticks = self.server.backend.tick_stream(symbols, since)
         self.send({"id": req.get("id"), "ok": True, "result": {"subscribed": symbols}})
         log.info("client %s subscribed to %s", self.peer, ", ".join(symbols))
         last_sent = time.monotonic()

@@ -244,35 +244,51 @@ impl Client {
         })
     }
 
-    /// Opens a second connection and subscribes it to the ticks of `symbols`.
+    /// Opens a second connection and subscribes it to the ticks of `symbols`, from the
+    /// terminal's newest on.
     pub fn subscribe_ticks(&mut self, symbols: &[&str]) -> Result<TickStream, Error> {
+        self.subscribe_ticks_since(symbols, &[])
+    }
+
+    /// As [`subscribe_ticks`](Self::subscribe_ticks), but for each `(symbol, time_msc)` of
+    /// `since` from the client's own newest tick of that symbol (the terminal's latest at
+    /// its backfill): the ticks the terminal made after it, before the subscription, are sent
+    /// too, not lost.
+    pub fn subscribe_ticks_since(
+        &mut self,
+        symbols: &[&str],
+        since: &[(&str, i64)],
+    ) -> Result<TickStream, Error> {
         let mut conn = self.connect()?;
         let op = "subscribe_ticks";
         let id = self.next_id;
         self.next_id += 1;
-        let answer = conn
-            .send(
-                &json!({"id": id, "op": op, "symbols": symbols, "token": self.config.token})
-                    .to_string(),
-                op,
-            )
-            .and_then(|()| {
-                let line = conn.receive_line(op, MAX_LINE, self.config.request_deadline)?;
-                let envelope: Envelope<Value> = serde_json::from_slice(&line).map_err(|e| {
-                    Error::Protocol(format!("{op}: answer is not what the protocol says: {e}"))
-                })?;
-                if envelope.id != Some(id) {
-                    return Err(Error::Protocol(format!(
-                        "{op}: answer for request {:?}, expected {id}",
-                        envelope.id
-                    )));
-                }
-                match (envelope.ok, envelope.error) {
-                    (Some(true), _) => Ok(Ok(())),
-                    (Some(false), Some(error)) => Ok(Err(error.into_error())),
-                    _ => Err(Error::Protocol(format!("{op}: answer without ok"))),
-                }
-            });
+        let mut request =
+            json!({"id": id, "op": op, "symbols": symbols, "token": self.config.token});
+        if !since.is_empty() {
+            let map: serde_json::Map<String, Value> = since
+                .iter()
+                .map(|&(s, t)| (s.to_owned(), json!(t.max(0))))
+                .collect();
+            request["since_msc"] = Value::Object(map);
+        }
+        let answer = conn.send(&request.to_string(), op).and_then(|()| {
+            let line = conn.receive_line(op, MAX_LINE, self.config.request_deadline)?;
+            let envelope: Envelope<Value> = serde_json::from_slice(&line).map_err(|e| {
+                Error::Protocol(format!("{op}: answer is not what the protocol says: {e}"))
+            })?;
+            if envelope.id != Some(id) {
+                return Err(Error::Protocol(format!(
+                    "{op}: answer for request {:?}, expected {id}",
+                    envelope.id
+                )));
+            }
+            match (envelope.ok, envelope.error) {
+                (Some(true), _) => Ok(Ok(())),
+                (Some(false), Some(error)) => Ok(Err(error.into_error())),
+                _ => Err(Error::Protocol(format!("{op}: answer without ok"))),
+            }
+        });
         match answer {
             Ok(Ok(())) => {
                 self.backoff.reset();

@@ -312,7 +312,13 @@ impl Worker {
             .iter()
             .map(|&i| self.plans[i].symbol.as_str())
             .collect();
-        let mut stream = match client.subscribe_ticks(&symbols) {
+        // From the newest tick each symbol's backfill recorded: the ticks the terminal made
+        // after it, while the other symbols backfilled, come with the stream.
+        let since: Vec<(&str, i64)> = live
+            .iter()
+            .filter_map(|&i| Some((self.plans[i].symbol.as_str(), self.included[i]?.1)))
+            .collect();
+        let mut stream = match client.subscribe_ticks_since(&symbols, &since) {
             Ok(s) => s,
             Err(e) => return Ended::Disconnected(why(&e)),
         };
