@@ -17,6 +17,8 @@
 use shm_core::{Candle, CandleDefect, Counter, RingId, SymbolId, Timeframe, Writer};
 
 use crate::feedclock::FeedClock;
+use crate::quote::{good_price, quote_good, JumpGuard};
+pub use crate::quote::{JUMP_CONFIRMATIONS, MAX_TICK_JUMP, MAX_VOLUME, PRICE_RANGE};
 
 /// How far ahead of the writer's UTC clock a server time may be: the largest offset there is
 /// (UTC+14) plus 5 minutes for clock drift between the broker and this host. The bound does
@@ -28,26 +30,6 @@ pub const FUTURE_TOLERANCE_S: i64 = 14 * 3600 + 300;
 /// offset estimate an hour off at a DST switch, and none for a bar stamped half a day ahead
 /// (the attack's now + 13 h passed the UTC+14 h bound, and froze the symbol).
 pub const FEED_CLOCK_TOLERANCE_S: i64 = 2 * 3600;
-
-/// The prices a candle may hold: no instrument quotes above a billion units or below a
-/// billionth of one (the attack stored 1e300, 1.7e308 and 1e-300, finite and absurd).
-pub const PRICE_RANGE: std::ops::RangeInclusive<f64> = 1e-9..=1e9;
-
-/// The largest volume of a tick or a bar (`u64::MAX` was stored too).
-pub const MAX_VOLUME: u64 = 1_000_000_000_000_000;
-
-/// How far one tick may move a symbol's price from the quote it follows, as a factor either
-/// way: further is a bad quote, not a market, unless the market confirms it (see
-/// [`JUMP_CONFIRMATIONS`]). The largest real moves between two ticks are a few percent even
-/// in a crash (the Swiss franc's 30 % of January 2015 took many ticks); a forged quote of the
-/// attack round was 7 times the price.
-pub const MAX_TICK_JUMP: f64 = 1.25;
-
-/// How many ticks in a row, agreeing with each other, must quote a level past
-/// [`MAX_TICK_JUMP`] before it is taken as the market's (a gap over a weekend, a crash): the
-/// first of them are refused and counted, the last is accepted, and the symbol moves on. One
-/// bad quote never moves a symbol.
-pub const JUMP_CONFIRMATIONS: u32 = 3;
 
 /// The latest server time (epoch seconds) a tick or bar may carry when the writer's clock says
 /// `now_ns`.
@@ -176,9 +158,8 @@ struct SymbolState {
     last_tick_ms: Option<i64>,
     /// The newest tick's bid, ask and last, for deriving the flags of a feed without them.
     last_prices: Option<(f64, f64, f64)>,
-    /// Ticks in a row past [`MAX_TICK_JUMP`] that agree with each other: their bid, and how
-    /// many.
-    jump: Option<(f64, u32)>,
+    /// The run of ticks past [`MAX_TICK_JUMP`] that agree with each other.
+    jump: JumpGuard,
     /// Ascending by timeframe.
     frames: Vec<Frame>,
 }
@@ -226,7 +207,7 @@ impl Aggregator {
                     // A warm ring's ticks are the ones later ticks must follow.
                     last_tick_ms: newest.map(|t| t.time_msc),
                     last_prices: newest.map(|t| (t.bid, t.ask, t.last)),
-                    jump: None,
+                    jump: JumpGuard::default(),
                     // A symbol fed by bars has no rings below the bars' timeframe.
                     frames: tfs
                         .iter()
@@ -309,7 +290,8 @@ impl Aggregator {
             w.add(Counter::RejectedBadFlags, 1);
             return;
         }
-        if !quote_good(t) || !s.confirmed(t.bid) {
+        let last = s.frames.first().and_then(|f| f.forming).map(|c| c.close);
+        if !quote_good(t.bid, t.ask, t.volume) || !s.jump.confirmed(last, t.bid) {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
@@ -392,7 +374,7 @@ impl Aggregator {
             w.add(Counter::RejectedBadFlags, 1);
             return;
         }
-        if !quote_good(t) {
+        if !quote_good(t.bid, t.ask, t.volume) {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
@@ -572,40 +554,5 @@ fn merge(base: Option<Candle>, start: i64, c: &Candle) -> Candle {
             forming: false,
             repaired: false,
         },
-    }
-}
-
-fn good_price(p: f64) -> bool {
-    PRICE_RANGE.contains(&p)
-}
-
-/// A quote a market can have: prices in range, a volume in bounds, bid not above the ask.
-fn quote_good(t: &Tick) -> bool {
-    good_price(t.bid) && good_price(t.ask) && t.volume <= MAX_VOLUME && t.bid <= t.ask
-}
-
-impl SymbolState {
-    /// Whether `bid` is within [`MAX_TICK_JUMP`] of the symbol's last price, or the
-    /// [`JUMP_CONFIRMATIONS`]th tick in a row to quote a new level (each within the bound of
-    /// the one before); counts the run.
-    fn confirmed(&mut self, bid: f64) -> bool {
-        let near = |a: f64, b: f64| a <= b * MAX_TICK_JUMP && a * MAX_TICK_JUMP >= b;
-        let Some(last) = self.frames.first().and_then(|f| f.forming).map(|c| c.close) else {
-            return true;
-        };
-        if near(bid, last) {
-            self.jump = None;
-            return true;
-        }
-        let run = match self.jump {
-            Some((level, n)) if near(bid, level) => n + 1,
-            _ => 1,
-        };
-        if run >= JUMP_CONFIRMATIONS {
-            self.jump = None;
-            return true;
-        }
-        self.jump = Some((bid, run));
-        false
     }
 }

@@ -30,6 +30,7 @@ pub mod feedclock;
 pub mod ops;
 mod plan;
 mod pump;
+mod quote;
 pub mod settings;
 pub mod source;
 mod start;
