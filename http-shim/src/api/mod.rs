@@ -14,6 +14,7 @@ mod etag;
 mod json;
 mod page;
 pub mod push;
+mod push_events;
 mod query;
 mod request;
 mod status;

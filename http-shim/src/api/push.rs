@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use shm_core::{Candle, ChangeToken, FeedState, Liveness, Reader, Timeframe, WaitOutcome};
 
 use super::cache::same_bits;
-use super::json::write_candle;
+use super::push_events::{candle_event, resume_id, ticks_event};
 use crate::metrics::Exposition;
 
 /// The version of the events' JSON (`v`), shared by every transport that carries them: server-
@@ -469,41 +469,6 @@ impl Watcher {
     }
 }
 
-/// One tick event's JSON: MT5's Tick fields per tick, oldest first, and how many ticks since
-/// the last event were left out to keep the stream bounded.
-fn ticks_event(symbol: &str, ticks: &[shm_core::Tick], skipped: u64) -> String {
-    let list: Vec<Value> = ticks
-        .iter()
-        .map(|t| {
-            json!({"time": t.time(), "bid": t.bid, "ask": t.ask, "last": t.last, "volume": t.volume,
-                   "time_msc": t.time_msc, "flags": t.flags, "volume_real": t.volume_real})
-        })
-        .collect();
-    json!({"v": EVENT_VERSION, "type": "ticks", "symbol": symbol, "skipped": skipped, "ticks": list})
-        .to_string()
-}
-
-/// The resume point: the newest closed-bar time sent, per ring, in subscription order.
-fn resume_id(times: &[i64]) -> String {
-    let times: Vec<String> = times.iter().map(|t| t.max(&0).to_string()).collect();
-    times.join(",")
-}
-
-/// One candle event's JSON: the candle as `/streamer/candles` writes it, with its ring.
-fn candle_event(symbol: &str, timeframe: Timeframe, c: &Candle) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"v\":1,\"type\":\"candle\",\"symbol\":");
-    out.push_str(&Value::String(symbol.to_owned()).to_string());
-    out.push_str(",\"timeframe\":\"");
-    out.push_str(timeframe.name());
-    out.push_str("\",\"complete\":");
-    out.push_str(if c.forming { "false" } else { "true" });
-    out.push_str(",\"candle\":");
-    write_candle(&mut out, c, false);
-    out.push('}');
-    out
-}
-
 /// Counts of the push endpoints, for `/metrics`, and the cap on streams. Relaxed throughout:
 /// `open` is a count compared with a cap (see [`StreamSlot::take`]) and the others are
 /// statistics; none publishes other memory.
@@ -667,7 +632,7 @@ mod tests {
                     Event::Candle {
                         id: Some(_), json, ..
                     } => {
-                        let v: Value = serde_json::from_str(&json).unwrap();
+                        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
                         v["candle"]["time"].as_i64()
                     }
                     _ => None,
