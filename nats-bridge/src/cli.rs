@@ -16,6 +16,11 @@ pub struct Cli {
     nats: String,
     #[command(flatten)]
     auth: crate::NatsAuth,
+    /// The id this mirror asks the origin under: its requests name it and its replies come to
+    /// the inbox `_INBOX.<ID>`, so a secured server can keep each mirror account to its own
+    /// (docs/NATS.md). 1 to 64 ASCII letters, digits, '-' and '_'.
+    #[arg(long, value_name = "ID", value_parser = crate::subjects::MirrorId::new)]
+    nats_mirror_id: Option<crate::subjects::MirrorId>,
     /// The origin's segment name, as its streamer publishes it.
     #[arg(long, default_value = shm_core::DEFAULT_SEGMENT_NAME)]
     source_segment: String,
@@ -56,6 +61,7 @@ pub fn main() -> ExitCode {
             rings: cli.max_rings,
             bytes: cli.max_segment_mb.saturating_mul(1 << 20),
         },
+        id: cli.nats_mirror_id,
     };
     match mirror::run(config, &stop) {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,13 +27,14 @@ use http_shim::api::push::{self, Event, Watcher};
 use shm_core::{Reader, SegmentPath, Timeframe};
 use tokio::sync::mpsc;
 
-use crate::limit::{Refusal, RequestLimit, CLIENT_PER_SECOND, QUEUED, TOTAL_PER_SECOND};
+use crate::limit::{Client, Refusal, RequestLimit, CLIENT_PER_SECOND, QUEUED, TOTAL_PER_SECOND};
+use crate::subjects::{MirrorId, RequestKind, Subjects};
 use crate::ticks::{
     symbol_reply, terminal_of, tick_history_reply, tick_request_cost, TickFollower,
 };
 use crate::wire::{
-    HistoryReply, HistoryRequest, LayoutReply, Subjects, SymbolRequest, TickHistoryRequest,
-    WireCandle, WireRing, HISTORY_PAGE, VERSION,
+    HistoryReply, HistoryRequest, LayoutReply, TickHistoryRequest, WireCandle, WireRing,
+    HISTORY_PAGE, VERSION,
 };
 use crate::{BridgeError, NatsSettings};
 
@@ -269,12 +270,7 @@ async fn serve(
             return;
         }
     };
-    let (Ok(mut layout_req), Ok(mut history_req), Ok(mut ticks_req), Ok(mut symbol_req)) = (
-        client.subscribe(subjects.layout()).await,
-        client.subscribe(subjects.history()).await,
-        client.subscribe(subjects.tick_history()).await,
-        client.subscribe(subjects.symbol_info()).await,
-    ) else {
+    let Ok(mut requests) = client.subscribe(subjects.all_requests()).await else {
         eprintln!("mtf-streamer: NATS: could not subscribe to the request subjects");
         return;
     };
@@ -294,38 +290,37 @@ async fn serve(
                     counts.published.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Some(msg) = layout_req.next() => {
-                let cost = reader.layout().rings().len();
-                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, cost, &counts) {
-                    let body = layout_reply(&reader);
-                    let _ = client.publish(reply, body.into()).await;
-                }
-            }
-            Some(msg) = history_req.next() => {
-                let req = serde_json::from_slice::<HistoryRequest>(&msg.payload);
-                // An answer reads its page (and a binary search's few slots).
-                let cost = req
-                    .as_ref()
-                    .map_or(1, |r| r.limit.clamp(1, HISTORY_PAGE) + 32);
-                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, cost, &counts) {
-                    let body = history_reply(&reader, req.ok());
-                    let _ = client.publish(reply, body.into()).await;
-                }
-            }
-            Some(msg) = ticks_req.next() => {
-                let req = serde_json::from_slice::<TickHistoryRequest>(&msg.payload).ok();
-                let cost = tick_request_cost(req.as_ref());
-                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, cost, &counts) {
-                    let body = tick_history_reply(&reader, req);
-                    let _ = client.publish(reply, body.into()).await;
-                }
-            }
-            Some(msg) = symbol_req.next() => {
-                // One record: about as much to read as a page of candles' tenth.
-                if let Some(reply) = admitted(&subjects, &mut limit, msg.reply, 100, &counts) {
-                    let req = serde_json::from_slice::<SymbolRequest>(&msg.payload).ok();
-                    let body = symbol_reply(&reader, req);
-                    let _ = client.publish(reply, body.into()).await;
+            Some(msg) = requests.next() => {
+                // A subject that is not a request of ours (`req.orders`, a bad id) is dropped.
+                let Some(asked) = subjects.parse_request(&msg.subject) else {
+                    // Relaxed: a statistic.
+                    counts.refused_requests.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let (cost, body): (usize, Answer) = match asked.kind {
+                    RequestKind::Layout => (reader.layout().rings().len(), |r, _| layout_reply(r)),
+                    // An answer reads its page (and a binary search's few slots).
+                    RequestKind::History => (
+                        serde_json::from_slice::<HistoryRequest>(&msg.payload)
+                            .map_or(1, |r| r.limit.clamp(1, HISTORY_PAGE) + 32),
+                        |r, p| history_reply(r, serde_json::from_slice(p).ok()),
+                    ),
+                    RequestKind::Ticks => (
+                        tick_request_cost(
+                            serde_json::from_slice::<TickHistoryRequest>(&msg.payload)
+                                .ok()
+                                .as_ref(),
+                        ),
+                        |r, p| tick_history_reply(r, serde_json::from_slice(p).ok()),
+                    ),
+                    // One record: about as much to read as a page of candles' tenth.
+                    RequestKind::Symbol => {
+                        (100, |r, p| symbol_reply(r, serde_json::from_slice(p).ok()))
+                    }
+                };
+                let whom = asked.mirror.as_ref();
+                if let Some(reply) = admitted(&subjects, &mut limit, whom, msg.reply, cost, &counts) {
+                    let _ = client.publish(reply, body(&reader, &msg.payload).into()).await;
                 }
             }
             _ = tick.tick() => {
@@ -353,25 +348,36 @@ async fn serve(
     }
 }
 
+/// Builds the answer to a request from the segment and the request's payload.
+type Answer = fn(&Reader, &[u8]) -> String;
+
 /// The reply subject of a request within the limit (see `limit.rs`); a refusal is counted,
-/// and said once a minute at most.
+/// and said once a minute at most. A request that names a mirror is answered only into that
+/// mirror's inbox, and none into the origin's own subjects (issue 40).
 fn admitted(
     subjects: &Subjects,
     limit: &mut RequestLimit,
+    mirror: Option<&MirrorId>,
     reply: Option<async_nats::Subject>,
     cost: usize,
     counts: &PublishCounts,
 ) -> Option<async_nats::Subject> {
     let reply = reply?;
-    if subjects.owns(&reply) {
+    let aimed_elsewhere = mirror.is_some_and(|id| !id.owns_reply(&reply));
+    if subjects.owns(&reply) || aimed_elsewhere {
         // A reply-to inside the origin's own subjects would have it publish an answer as one
-        // of its candle, tick or status messages: never answered (issue 40).
+        // of its candle, tick or status messages; one outside the named mirror's inbox would
+        // have it answer into another mirror's.
         // Relaxed: a statistic.
         counts.refused_requests.fetch_add(1, Ordering::Relaxed);
         return None;
     }
+    let client = match mirror {
+        Some(id) => Client::Mirror(id.as_str()),
+        None => Client::Reply(&reply),
+    };
     let now = Instant::now();
-    match limit.admit(&reply, cost, now) {
+    match limit.admit(client, cost, now) {
         Ok(()) => Some(reply),
         Err(why) => {
             // Relaxed: a statistic.

@@ -11,9 +11,10 @@
 use serde_json::{Map, Value};
 use shm_core::{InfoSource, InfoValue, Reader, SymbolInfo, TerminalInfo, Tick};
 
+use crate::subjects::Subjects;
 use crate::wire::{
-    Subjects, SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest,
-    WireTerminal, WireTick, TICK_PAGE, VERSION,
+    SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, WireTerminal,
+    WireTick, TICK_PAGE, VERSION,
 };
 
 /// Most ticks one batch carries (a look of the follower sends several if more are new).

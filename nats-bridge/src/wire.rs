@@ -9,106 +9,19 @@
 //! - `mtf.<segment>.ticks.<SYMBOL>`: the symbol's ticks, each once, in order, in batches
 //!   that say the origin position of their first tick: `{"v":1,"type":"ticks","symbol":…,
 //!   "first":P,"ticks":[…]}`.
-//! - `mtf.<segment>.req.layout`, `mtf.<segment>.req.history`, `mtf.<segment>.req.ticks` and
-//!   `mtf.<segment>.req.symbol`: requests answered by the origin, for mirrors that start late
-//!   or come back.
+//! - `mtf.<segment>.req.<KIND>[.<MIRROR-ID>]` (`layout`, `history`, `ticks`, `symbol`):
+//!   requests answered by the origin, for mirrors that start late or come back
+//!   (`crate::subjects` says why a mirror names itself).
 //!
 //! JSON, because it is what every other reader of this project already speaks, and because it
 //! costs nothing that matters here: the origin writes it once per change, not per tick, and a
 //! 200-byte message is far below what the link carries (docs/BENCHMARKS.md).
 
 use serde::{Deserialize, Serialize};
-use shm_core::{Candle, Tick, Timeframe};
+use shm_core::{Candle, Tick};
 
 /// The payload version; a message of another version is refused with a typed error.
 pub const VERSION: u64 = 1;
-
-/// A symbol as one subject token: NATS splits subjects at `.`, and gives `*` and `>` meaning,
-/// and MT5 symbols may hold a dot (`EURUSD.pro`). Those bytes, and `%`, are written `%XX`.
-pub fn subject_token(symbol: &str) -> String {
-    let mut out = String::with_capacity(symbol.len());
-    for c in symbol.chars() {
-        match c {
-            '.' | '*' | '>' | '%' | ' ' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The subjects of one origin segment.
-#[derive(Debug, Clone)]
-pub struct Subjects {
-    prefix: String,
-}
-
-impl Subjects {
-    /// Whether `subject` is one of these subjects, or below them: the origin never publishes
-    /// an answer there (a reply-to naming its candle subjects would forge its messages).
-    pub fn owns(&self, subject: &str) -> bool {
-        subject == self.prefix
-            || subject
-                .strip_prefix(self.prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('.'))
-    }
-
-    /// The subjects of segment `name`.
-    pub fn new(name: &str) -> Subjects {
-        Subjects {
-            prefix: format!("mtf.{}", subject_token(name)),
-        }
-    }
-
-    /// Where a ring's candles go.
-    pub fn candles(&self, symbol: &str, timeframe: Timeframe) -> String {
-        format!(
-            "{}.candles.{}.{}",
-            self.prefix,
-            subject_token(symbol),
-            timeframe.name()
-        )
-    }
-
-    /// Every ring's candles, for a subscription.
-    pub fn all_candles(&self) -> String {
-        format!("{}.candles.>", self.prefix)
-    }
-
-    /// The writer's status.
-    pub fn status(&self) -> String {
-        format!("{}.status", self.prefix)
-    }
-
-    /// The layout request.
-    pub fn layout(&self) -> String {
-        format!("{}.req.layout", self.prefix)
-    }
-
-    /// The history request.
-    pub fn history(&self) -> String {
-        format!("{}.req.history", self.prefix)
-    }
-
-    /// Where a symbol's ticks go.
-    pub fn ticks(&self, symbol: &str) -> String {
-        format!("{}.ticks.{}", self.prefix, subject_token(symbol))
-    }
-
-    /// Every symbol's ticks, for a subscription.
-    pub fn all_ticks(&self) -> String {
-        format!("{}.ticks.>", self.prefix)
-    }
-
-    /// The tick history request.
-    pub fn tick_history(&self) -> String {
-        format!("{}.req.ticks", self.prefix)
-    }
-
-    /// The symbol information request.
-    pub fn symbol_info(&self) -> String {
-        format!("{}.req.symbol", self.prefix)
-    }
-}
 
 /// A tick, with short keys: a batch of them is most of the traffic.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -447,15 +360,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_origin_never_answers_into_its_own_subjects() {
-        let s = Subjects::new("desk");
-        assert!(s.owns("mtf.desk.candles.EURUSD.M1"));
-        assert!(s.owns("mtf.desk"));
-        assert!(!s.owns("mtf.desk2.candles.EURUSD.M1"));
-        assert!(!s.owns("_INBOX.abc.1"));
-    }
-
-    #[test]
     fn an_answer_is_taken_only_for_the_request_it_names() {
         let asked = SymbolRequest {
             v: VERSION,
@@ -490,18 +394,6 @@ mod tests {
             }
             .answers(),
             None
-        );
-    }
-
-    #[test]
-    fn symbols_with_subject_characters_become_one_token() {
-        assert_eq!(subject_token("EURUSD.pro"), "EURUSD%2Epro");
-        assert_eq!(subject_token("US30#"), "US30#");
-        assert_eq!(subject_token("A*B>C%"), "A%2AB%3EC%25");
-        let s = Subjects::new("mtf-candles");
-        assert_eq!(
-            s.candles("EURUSD.pro", Timeframe::M1),
-            "mtf.mtf-candles.candles.EURUSD%2Epro.M1"
         );
     }
 

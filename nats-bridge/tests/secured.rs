@@ -26,8 +26,23 @@ impl Drop for TempDir {
     }
 }
 
-/// The configuration of docs/NATS.md for segment `desk`, on `port`.
-fn config(port: u16, origin: &str, mirror: &str) -> String {
+/// The mirror accounts of the tests: `mirror-a` attacks, `mirror-b` mirrors.
+const MIRRORS: [&str; 2] = ["mirror-a", "mirror-b"];
+
+/// The configuration of docs/NATS.md for segment `desk`, on `port`, with one user per mirror
+/// id of [`MIRRORS`].
+fn config(port: u16, origin: &str, mirrors: &[String; 2]) -> String {
+    let mut users = String::new();
+    for (id, password) in MIRRORS.iter().zip(mirrors) {
+        users.push_str(&format!(
+            r#"    {{ user: {id}, password: "{password}",
+      permissions: {{
+        publish:   {{ allow: ["mtf.desk.req.*.{id}"] }}
+        subscribe: {{ allow: ["mtf.desk.candles.>", "mtf.desk.ticks.>", "mtf.desk.status", "_INBOX.{id}.>"] }}
+      }} }}
+"#
+        ));
+    }
     format!(
         r#"listen: 127.0.0.1:{port}
 authorization {{
@@ -38,12 +53,7 @@ authorization {{
         subscribe: {{ allow: ["mtf.desk.req.>"] }}
         allow_responses: true
       }} }}
-    {{ user: mirror, password: "{mirror}",
-      permissions: {{
-        publish:   {{ allow: ["mtf.desk.req.>"] }}
-        subscribe: {{ allow: ["mtf.desk.candles.>", "mtf.desk.ticks.>", "mtf.desk.status", "_INBOX.>"] }}
-      }} }}
-  ]
+{users}  ]
 }}
 "#
     )
@@ -73,7 +83,8 @@ fn nats_server(conf: &std::path::Path, port: u16) -> ChildGuard {
 struct Secured {
     url: String,
     origin_pw: String,
-    mirror_pw: String,
+    /// The passwords of [`MIRRORS`].
+    mirror_pw: [String; 2],
     _server: ChildGuard,
     _dir: TempDir,
 }
@@ -87,7 +98,7 @@ impl Secured {
         {
             panic!("nats-server is not installed; ./scripts/setup installs it");
         }
-        let (origin_pw, mirror_pw) = (secret("origin"), secret("mirror"));
+        let (origin_pw, mirror_pw) = (secret("origin"), MIRRORS.map(secret));
         let port = free_port();
         let dir = TempDir(std::env::temp_dir().join(format!("mtf-nats-{tag}-{port}")));
         std::fs::create_dir_all(&dir.0).unwrap();
@@ -142,7 +153,7 @@ impl Secured {
         origin
     }
 
-    /// A mirror of `desk` into `seg`.
+    /// A mirror of `desk` into `seg`, as `mirror-b`.
     fn mirror(&self, seg: &TempSegment) -> ChildGuard {
         self.spawn(
             "mtf-mirror",
@@ -150,14 +161,45 @@ impl Secured {
                 "--nats",
                 &self.url,
                 "--nats-user",
-                "mirror",
+                MIRRORS[1],
+                "--nats-mirror-id",
+                MIRRORS[1],
                 "--source-segment",
                 "desk",
                 "--segment-path",
                 seg.path.path().to_str().unwrap(),
             ],
-            &self.mirror_pw,
+            &self.mirror_pw[1],
         )
+    }
+
+    /// A client of `program`'s own, logged in as mirror account `k` of [`MIRRORS`] with that
+    /// id's inbox, its server errors sent to the channel returned.
+    async fn client_as(
+        &self,
+        k: usize,
+    ) -> (
+        async_nats::Client,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        let (tx, errors) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            MIRRORS[k].into(),
+            self.mirror_pw[k].clone(),
+        )
+        .custom_inbox_prefix(format!("_INBOX.{}", MIRRORS[k]))
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let Event::ServerError(ServerError::Other(text)) = e {
+                    let _ = tx.send(text);
+                }
+            }
+        })
+        .connect(self.url.as_str())
+        .await
+        .expect("the mirror's credentials are good");
+        (client, errors)
     }
 }
 
@@ -190,7 +232,7 @@ fn wait_identical(origin: &SegmentPath, mirror: &SegmentPath) {
 #[test]
 fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
     let nats = Secured::start("secured");
-    let (url, mirror_pw) = (nats.url.clone(), nats.mirror_pw.clone());
+    let (url, mirror_pw) = (nats.url.clone(), nats.mirror_pw[1].clone());
     let (origin_seg, mirror_seg) = (
         TempSegment::new("sec-origin"),
         TempSegment::new("sec-mirror"),
@@ -198,7 +240,7 @@ fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
     let _origin = nats.origin(&origin_seg);
     let mut mirror = nats.mirror(&mirror_seg);
     let banner = mirror.first_line();
-    assert!(banner.contains("(user mirror)"), "{banner}");
+    assert!(banner.contains("(user mirror-b)"), "{banner}");
     assert!(
         !banner.contains(&mirror_pw),
         "the banner shows the password: {banner}"
@@ -223,20 +265,9 @@ fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
             "{refused}"
         );
 
-        // The mirror's credentials: every forgery is refused by the server, and said.
-        let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let forger = async_nats::ConnectOptions::with_user_and_password("mirror".into(), mirror_pw.clone())
-            .event_callback(move |e| {
-                let tx = tx.clone();
-                async move {
-                    if let Event::ServerError(ServerError::Other(text)) = e {
-                        let _ = tx.send(text);
-                    }
-                }
-            })
-            .connect(url.as_str())
-            .await
-            .expect("the mirror's credentials are good");
+        // Another mirror's credentials: every forgery is refused by the server, and said,
+        // and so is a request under no id or another mirror's.
+        let (forger, mut violations) = nats.client_as(0).await;
         let forged_bar = r#"{"v":1,"type":"candle","symbol":"EURUSD","timeframe":"M1","complete":true,"candle":{"time":1704239940,"open":9.0,"high":9.0,"low":9.0,"close":9.0,"volume":1,"spread":0,"real_volume":0,"complete":true}}"#;
         let forged_status = r#"{"v":1,"type":"status","running":true,"liveness":"stopped","feed_state":"stopped","server_time_offset_seconds":0}"#;
         for (subject, body) in [
@@ -244,6 +275,9 @@ fn only_the_origin_can_change_a_mirror_on_a_secured_server() {
             ("mtf.desk.status", forged_status),
             ("mtf.desk.ticks.EURUSD", r#"{"v":1,"symbol":"EURUSD","first":0,"ticks":[{"t":1704239940000,"b":9.0,"a":9.1,"l":0.0,"v":0,"vr":0.0,"f":6}]}"#),
             ("_INBOX.forged.1", r#"{"v":1,"rings":[{"symbol":"PWNED","timeframe":"M1","capacity":1048576}]}"#),
+            ("_INBOX.mirror-b.x.1", r#"{"v":1,"rings":[{"symbol":"PWNED","timeframe":"M1","capacity":1048576}]}"#),
+            ("mtf.desk.req.layout", "{}"),
+            ("mtf.desk.req.layout.mirror-b", "{}"),
         ] {
             forger.publish(subject, body.as_bytes().to_vec().into()).await.unwrap();
             forger.flush().await.unwrap();
@@ -447,14 +481,16 @@ fn origin_and_mirror_speak_tls_with_a_private_ca() {
     wait_identical(&origin_seg.path, &mirror_seg.path);
 }
 
-/// The flood of the attack: a client with the mirror's credentials sends history requests as
-/// fast as it can. The origin answers it within its own rate (limit.rs), so a mirror that
-/// starts during the flood still syncs.
+/// The flood of the attack (issue 40, item 11): a client with another mirror's credentials
+/// sends history requests as fast as it can, each with a reply subject of its own, so that a
+/// limit keyed by reply subject would see thousands of clients. The origin keys it by the
+/// mirror id the server lets that account name, so a mirror that starts during the flood
+/// still syncs.
 #[test]
 fn a_request_flood_from_a_mirror_account_does_not_keep_a_mirror_from_syncing() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
-    let nats = Secured::start("flood");
+    let nats = Arc::new(Secured::start("flood"));
     let (origin_seg, mirror_seg) = (
         TempSegment::new("flood-origin"),
         TempSegment::new("flood-mirror"),
@@ -463,33 +499,31 @@ fn a_request_flood_from_a_mirror_account_does_not_keep_a_mirror_from_syncing() {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let flooder = {
-        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-        let (url, password) = (nats.url.clone(), nats.mirror_pw.clone());
+        let (stop, sent, nats) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&nats));
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let client =
-                    async_nats::ConnectOptions::with_user_and_password("mirror".into(), password)
-                        .connect(url.as_str())
-                        .await
-                        .expect("the mirror's credentials are good");
-                let inbox = client.new_inbox();
+                let (client, _) = nats.client_as(0).await;
                 let body = br#"{"v":1,"symbol":"EURUSD","timeframe":"M1","limit":1000}"#;
                 let mut k = 0u64;
                 // Relaxed: a stop flag and a count, no data with them.
                 while !stop.load(Ordering::Relaxed) {
-                    // 200 requests every 100 ms, each for a page of 1,000 bars: 2 million
-                    // candles a second asked for, and CPU left to the others on a busy
-                    // machine (the test's debug build parses far fewer messages a second than
-                    // a release build).
+                    // 200 requests every 100 ms, each for a page of 1,000 bars and each with a
+                    // reply prefix never used before: 2 million candles a second asked for, and
+                    // CPU left to the others on a busy machine (the test's debug build parses
+                    // far fewer messages a second than a release build).
                     for _ in 0..200 {
                         k += 1;
-                        let reply = format!("{inbox}.{k}");
+                        let reply = format!("_INBOX.mirror-a.p{k}.1");
                         client
-                            .publish_with_reply("mtf.desk.req.history", reply, body.to_vec().into())
+                            .publish_with_reply(
+                                "mtf.desk.req.history.mirror-a",
+                                reply,
+                                body.to_vec().into(),
+                            )
                             .await
                             .unwrap();
                     }
@@ -513,4 +547,65 @@ fn a_request_flood_from_a_mirror_account_does_not_keep_a_mirror_from_syncing() {
     stop.store(true, Ordering::Relaxed);
     flooder.join().unwrap();
     assert!(sent.load(Ordering::Relaxed) >= 2_000);
+}
+
+/// Issue 40, item 10: a mirror account asks, under its own id, with another mirror's inbox as
+/// its reply subject, so that the victim would take the answer as its own. The origin answers
+/// only into the inbox of the id the request names; the attacker cannot read the victim's
+/// inbox either.
+#[test]
+fn the_origin_answers_no_request_into_another_mirrors_inbox() {
+    let nats = Secured::start("aimed");
+    let origin_seg = TempSegment::new("aimed-origin");
+    let _origin = nats.origin(&origin_seg);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use futures_util::StreamExt;
+        let (attacker, mut violations) = nats.client_as(0).await;
+        let (victim, _) = nats.client_as(1).await;
+        let mut victim_inbox = victim.subscribe("_INBOX.mirror-b.>").await.unwrap();
+        victim.flush().await.unwrap();
+        // The attacker cannot listen in on the victim's inbox.
+        let _spy = attacker.subscribe("_INBOX.mirror-b.>").await.unwrap();
+        attacker.flush().await.unwrap();
+        let said = tokio::time::timeout(Duration::from_secs(30), violations.recv())
+            .await
+            .expect("the server said nothing of a subscription to another's inbox")
+            .unwrap();
+        assert!(
+            said.to_lowercase().contains("permissions violation")
+                && said.contains("_INBOX.mirror-b.>"),
+            "{said}"
+        );
+
+        let subject = "mtf.desk.req.symbol.mirror-a";
+        let body = br#"{"v":1,"symbol":"EURUSD","nonce":7}"#;
+        // Aimed at the victim: never answered.
+        attacker
+            .publish_with_reply(subject, "_INBOX.mirror-b.next.1", body.to_vec().into())
+            .await
+            .unwrap();
+        // Then the same request into the attacker's own inbox: answered. The origin handles
+        // one connection's requests in order, and the server passes on what the origin
+        // publishes in order, so once this answer is here and a round trip of the victim's
+        // is done, an answer to the first would have reached the victim.
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            attacker.request(subject, body.to_vec().into()),
+        )
+        .await
+        .expect("the origin did not answer the attacker's own request")
+        .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+        assert_eq!(answer["info"]["name"], "EURUSD", "{answer}");
+        victim.flush().await.unwrap();
+        let stray = tokio::time::timeout(Duration::from_millis(1), victim_inbox.next()).await;
+        assert!(
+            stray.is_err(),
+            "the origin answered into another mirror's inbox: {stray:?}"
+        );
+    });
 }

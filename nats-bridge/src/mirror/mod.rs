@@ -26,9 +26,9 @@ use shm_core::{
     WriterOptions,
 };
 
+use crate::subjects::{MirrorId, RequestKind, Subjects};
 use crate::wire::{
-    CandleMessage, HistoryReply, HistoryRequest, LayoutReply, StatusMessage, Subjects,
-    HISTORY_PAGE, VERSION,
+    CandleMessage, HistoryReply, HistoryRequest, LayoutReply, StatusMessage, HISTORY_PAGE, VERSION,
 };
 use crate::{BridgeError, NatsSettings};
 
@@ -75,6 +75,9 @@ pub struct MirrorConfig {
     pub options: WriterOptions,
     /// The most of an origin's layout the mirror builds.
     pub budget: Budget,
+    /// The id this mirror asks under (`--nats-mirror-id`): its requests name it, and its
+    /// client's inbox is `_INBOX.<ID>` (docs/NATS.md).
+    pub id: Option<MirrorId>,
 }
 
 /// The mirror's state between messages.
@@ -121,15 +124,19 @@ pub fn run(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
 }
 
 async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeError> {
-    let client = config
+    let mut options = config
         .nats
         .options("mtf-mirror")
         .await
-        .map_err(BridgeError::NatsConfig)?
+        .map_err(BridgeError::NatsConfig)?;
+    if let Some(id) = &config.id {
+        options = options.custom_inbox_prefix(id.inbox());
+    }
+    let client = options
         .connect(config.nats.url())
         .await
         .map_err(BridgeError::Connect)?;
-    let subjects = Subjects::new(&config.source);
+    let subjects = Subjects::for_mirror(&config.source, config.id.clone());
     let mut candles = client
         .subscribe(subjects.all_candles())
         .await
@@ -340,7 +347,12 @@ impl Mirror {
     ) -> Result<(), BridgeError> {
         // The layout names what it is (rings, depth): a history answer sent here instead does
         // not parse as one.
-        let layout: LayoutReply = request_raw(client, subjects.layout(), b"{}".to_vec()).await?;
+        let layout: LayoutReply = request_raw(
+            client,
+            subjects.request(RequestKind::Layout),
+            b"{}".to_vec(),
+        )
+        .await?;
         if layout.v != VERSION {
             return Err(BridgeError::Version { found: layout.v });
         }
@@ -431,7 +443,8 @@ impl Mirror {
                     limit: HISTORY_PAGE,
                     nonce: crate::wire::nonce(),
                 };
-                let page: HistoryReply = request(client, subjects.history(), &req).await?;
+                let page: HistoryReply =
+                    request(client, subjects.request(RequestKind::History), &req).await?;
                 if let Err(why) = self.check_page(tf, &page, before) {
                     return Err(BridgeError::BadHistory {
                         ring: format!("{symbol} {tf}"),

@@ -6,10 +6,11 @@ use std::time::Instant;
 use shm_core::Tick;
 
 use super::{request, Mirror, CLOCK_TOLERANCE_S};
+use crate::subjects::{RequestKind, Subjects};
 use crate::ticks::{align, info_from_reply, terminal_from_wire, Alignment};
 use crate::wire::{
-    Subjects, SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest,
-    WireTerminal, TICK_PAGE, VERSION,
+    SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, WireTerminal,
+    TICK_PAGE, VERSION,
 };
 use crate::BridgeError;
 
@@ -111,7 +112,8 @@ impl Mirror {
                     limit: TICK_PAGE,
                     nonce: crate::wire::nonce(),
                 };
-                let page: TickHistoryReply = request(client, subjects.tick_history(), &req).await?;
+                let page: TickHistoryReply =
+                    request(client, subjects.request(RequestKind::Ticks), &req).await?;
                 let ticks: Vec<Tick> = page.ticks.iter().map(Tick::from).collect();
                 let end = page.first.saturating_add(ticks.len() as u64);
                 if page.v != VERSION
@@ -186,7 +188,8 @@ impl Mirror {
                 symbol: symbol.clone(),
                 nonce: crate::wire::nonce(),
             };
-            let reply: SymbolReply = request(client, subjects.symbol_info(), &req).await?;
+            let reply: SymbolReply =
+                request(client, subjects.request(RequestKind::Symbol), &req).await?;
             match info_from_reply(&symbol, &reply) {
                 Ok(Some((info, source))) => {
                     let mut refused = None;
