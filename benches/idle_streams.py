@@ -7,7 +7,12 @@ until it stops growing for 10 s (issue 40, item 13).
     cargo build --bin mtf-streamer && python3 benches/idle_streams.py [debug|release]
 """
 
-import os, socket, subprocess, sys, time, tempfile
+import os
+import socket
+import subprocess
+import sys
+import time
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 bin_ = os.path.join(ROOT, "target", sys.argv[1] if len(sys.argv) > 1 else "debug", "mtf-streamer")
 seg = "/dev/shm/mtf-m13-%d" % os.getpid()
@@ -18,11 +23,11 @@ try:
     while b"running after" not in p.stdout.readline():
         pass
     def rss():
-        for l in open("/proc/%d/status" % p.pid):
-            if l.startswith("VmRSS"):
-                return int(l.split()[1])
+        for line in open("/proc/%d/status" % p.pid):
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
     before = rss()
-    req = ("GET /streamer/stream?symbols=BTCUSDc,XAUUSDc&timeframes=M1&ticks=1 HTTP/1.1\r\nHost: localhost\r\n\r\n").encode()
+    req = (b"GET /streamer/stream?symbols=BTCUSDc,XAUUSDc&timeframes=M1&ticks=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
     socks = []
     for _ in range(1000):
         s = socket.create_connection(("127.0.0.1", port))
@@ -40,7 +45,10 @@ try:
     for s in socks:
         s.close()
 finally:
-    p.terminate(); p.wait(10)
+    p.terminate()
+    p.wait(10)
     for f in (seg, seg + ".lock", seg + ".wake"):
-        try: os.remove(f)
-        except OSError: pass
+        try:
+            os.remove(f)
+        except OSError:
+            pass

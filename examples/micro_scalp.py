@@ -10,9 +10,8 @@ loop wakes when a candle changes instead of sleeping a fixed 5 s.
 
 import sys
 
-import numpy as np
-
 import mtf_candles as mt5
+import numpy as np
 
 
 def conditions(rates):

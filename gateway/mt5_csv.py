@@ -8,12 +8,12 @@ import os
 import time
 
 from mt5_common import (
-    TICK_FLAG_ASK,
-    TICK_FLAG_BID,
-    GatewayError,
     MAX_COUNT,
     SECONDS,
+    TICK_FLAG_ASK,
+    TICK_FLAG_BID,
     TIMEFRAMES,
+    GatewayError,
     bar_start,
     log,
     mt5_error,
@@ -92,7 +92,7 @@ def load_export(path, log_bad=log.warning):
         if not line.strip():
             continue
         f = line.split(sep)
-        cell = lambda name: f[col[name]].strip() if name in col and col[name] < len(f) else ""  # noqa: E731
+        cell = lambda name, f=f: f[col[name]].strip() if name in col and col[name] < len(f) else ""  # noqa: E731
         try:
             t_ms = parse_date(cell("<DATE>")) * 1000 + (parse_time_ms(cell("<TIME>")) if "<TIME>" in col else 0)
             if is_bars:

@@ -31,19 +31,19 @@ import time
 # The parts of the gateway, beside this file (the script's folder is on the path when run as
 # `python gateway/mt5_gateway.py`); their names are this module's too, as before the split.
 from mt5_common import (  # noqa: F401 (re-exported)
-    TICK_FLAG_ASK,
-    TICK_FLAG_BID,
-    TICK_FLAG_LAST,
-    TICK_FLAG_VOLUME,
     FLOAT_FIELDS,
-    GatewayError,
     MAX_COUNT,
     MAX_INFO_FIELDS,
     MAX_INFO_STRING,
     RATE_FIELDS,
     SECONDS,
     TICK_FIELDS,
+    TICK_FLAG_ASK,
+    TICK_FLAG_BID,
+    TICK_FLAG_LAST,
+    TICK_FLAG_VOLUME,
     TIMEFRAMES,
+    GatewayError,
     bad_request,
     bar_start,
     info_to_dict,
@@ -52,10 +52,6 @@ from mt5_common import (  # noqa: F401 (re-exported)
     plain,
     record_to_dict,
     records,
-)
-from mt5_terminal import (  # noqa: F401 (re-exported)
-    TerminalBackend,
-    TerminalTicks,
 )
 from mt5_csv import (  # noqa: F401 (re-exported)
     CsvBackend,
@@ -68,6 +64,10 @@ from mt5_csv import (  # noqa: F401 (re-exported)
     parse_time_ms,
     price_digits,
     ticks_to_m1,
+)
+from mt5_terminal import (  # noqa: F401 (re-exported)
+    TerminalBackend,
+    TerminalTicks,
 )
 
 PROTOCOL = 1
@@ -143,6 +143,8 @@ def reject_constant(name):
 
 class Handler(socketserver.StreamRequestHandler):
     """One client connection."""
+
+    server: "Gateway"
 
     def setup(self):
         super().setup()
@@ -237,7 +239,7 @@ class Handler(socketserver.StreamRequestHandler):
                         # NaN and Infinity are not JSON (Python's parser takes them by default).
                         req = json.loads(line, parse_constant=reject_constant)
                     except ValueError as e:
-                        raise GatewayError("BAD_JSON", "not JSON: %s" % e)
+                        raise GatewayError("BAD_JSON", "not JSON: %s" % e) from None
                     if not isinstance(req, dict):
                         raise GatewayError("BAD_JSON", "a request must be a JSON object")
                     rid = req.get("id")
@@ -407,12 +409,12 @@ def make_backend(args):
         try:
             import MetaTrader5 as mt5  # Windows, or Python under Wine
         except ImportError:
-            raise SystemExit("mt5_gateway: the MetaTrader5 package is not installed (pip install MetaTrader5; Windows or Wine only)")
+            raise SystemExit("mt5_gateway: the MetaTrader5 package is not installed (pip install MetaTrader5; Windows or Wine only)") from None
         return TerminalBackend(mt5, "metatrader5", args.server_offset, init, polling(args))
     try:
         from mt5linux import MetaTrader5  # the RPyC client
     except ImportError:
-        raise SystemExit("mt5_gateway: the mt5linux package is not installed (pip install mt5linux)")
+        raise SystemExit("mt5_gateway: the mt5linux package is not installed (pip install mt5linux)") from None
     return TerminalBackend(MetaTrader5(host=args.mt5linux_host, port=args.mt5linux_port), "mt5linux", args.server_offset, init, polling(args))
 
 
@@ -469,9 +471,9 @@ def main(argv=None):
     try:
         backend = make_backend(args)
     except GatewayError as e:
-        raise SystemExit("mt5_gateway: cannot start the %s backend: %s" % (args.backend, e.message))
+        raise SystemExit("mt5_gateway: cannot start the %s backend: %s" % (args.backend, e.message)) from None
     server = Gateway(args.bind, backend, max_clients=args.max_clients, idle_timeout=args.idle_timeout, token=args.token)
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
     # The first stdout line says where we listen (tests start us on port 0 and read it).
     print("listening on %s:%d" % (host, port), flush=True)
     log.info("%s backend, protocol %d, listening on %s:%d", backend.name, PROTOCOL, host, port)

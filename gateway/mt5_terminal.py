@@ -5,11 +5,11 @@ import threading
 import time
 
 from mt5_common import (
-    GatewayError,
     MAX_COUNT,
     RATE_FIELDS,
     TICK_FIELDS,
     TIMEFRAMES,
+    GatewayError,
     info_to_dict,
     mt5_error,
     plain,
@@ -21,7 +21,8 @@ from mt5_common import (
 class TerminalBackend:
     """The MetaTrader5 API, from the official package or from mt5linux."""
 
-    def __init__(self, mt5, name, server_offset=None, init_kwargs=None, polling=(0.0005, 0.05, 0.25)):
+    def __init__(self, mt5, name, server_offset=None, init_kwargs=None,
+                 polling: "tuple[float, float, float]" = (0.0005, 0.05, 0.25)):
         self.mt5 = mt5
         self.name = name
         self.server_offset = server_offset

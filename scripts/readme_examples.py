@@ -116,7 +116,7 @@ class Runner:
             self.failed += 1
             print("  FAIL  README.md:%d %s: %s" % (line, what, why))
             if log:
-                print("        output:\n" + "\n".join("        | " + l for l in self.text(log).splitlines()[-30:]))
+                print("        output:\n" + "\n".join("        | " + out for out in self.text(log).splitlines()[-30:]))
         sys.stdout.flush()
 
     def stop_background(self):

@@ -536,7 +536,7 @@ class ProtocolTest(Folder):
         s, f = self.connect()
         pieces = [b"{", b"}", b"[", b'"op"', b":", b'"copy_rates_from_pos"', b'"count"', b"-1", b"1e999", b"null",
                   b"\xff\xfe", b"\x00", b'"symbol"', b'"EURUSD"', b",", b'"timeframe"', b'"M1"', b"true", b'"\\u0000"']
-        for i in range(300):
+        for _ in range(300):
             line = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
             s.sendall(line.replace(b"\n", b"") + b"\n")
             r = json.loads(f.readline())

@@ -16,9 +16,8 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 import mtf_candles as mt5
+import numpy as np
 
 
 def percentile(sorted_ns, q):

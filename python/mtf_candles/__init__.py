@@ -96,7 +96,7 @@ TICK_FLAG_SELL = 0x40
 __all__ += [n for n in list(globals()) if n.startswith(("COPY_TICKS_", "TICK_FLAG_"))]
 
 # MT5's result records (Tick, SymbolInfo, TerminalInfo), in the package's field order.
-from ._records import SymbolInfo, TerminalInfo, Tick  # noqa: E402,F401  (re-exported)
+from ._records import SYMBOL_INFO_MISSING, SymbolInfo, TerminalInfo, Tick  # noqa: E402,F401  (re-exported)
 
 # The longest `group` symbols_get takes: symbol names are at most 31 characters, so this is a
 # hundred patterns and more.
@@ -151,10 +151,10 @@ class Segment:
         if t is not None:
             return Tick._make(t)
         # A segment whose tick ring is empty (a mirror's) still records the last quote.
-        t = self._native.last_tick(symbol)
-        if t is None:
+        last = self._native.last_tick(symbol)
+        if last is None:
             return None
-        time_msc, bid, ask = t
+        time_msc, bid, ask = last
         return Tick(time_msc // 1000, bid, ask, 0.0, 0, time_msc, TICK_FLAG_BID | TICK_FLAG_ASK, 0.0)
 
     def copy_ticks_from(self, symbol, date_from, count, flags):
@@ -200,7 +200,7 @@ class Segment:
             if info is None:
                 # No record yet: the name, and MT5's missing values.
                 info = SymbolInfo._make(
-                    [name if f == "name" else "" if i >= 83 else 0 for i, f in enumerate(SymbolInfo._fields)])
+                    name if field == "name" else missing for field, missing in zip(SymbolInfo._fields, SYMBOL_INFO_MISSING))
             out.append(info)
         return tuple(out)
 
@@ -267,7 +267,7 @@ def _ok(value):
 _terminal = None
 _terminal_looked = False
 # The terminal and account arguments `initialize` was given, for `login` and later records.
-_terminal_arguments = {}
+_terminal_arguments: "dict[str, object]" = {}
 
 
 def _terminal_module():
@@ -455,7 +455,7 @@ def terminal_info():
             _fail(RES_E_UNSUPPORTED, "terminal_info: the segment's feed has no terminal "
                   "(a synthetic or CSV feed)")
         return None
-    values = dict.fromkeys(TerminalInfo._fields, False)
+    values: dict[str, object] = dict.fromkeys(TerminalInfo._fields, False)
     values.update({f: 0 for f in ("build", "maxbars", "codepage", "ping_last")})
     values.update({f: 0.0 for f in ("community_balance", "retransmission")})
     values.update({f: "" for f in ("company", "name", "language", "path", "data_path", "commondata_path")})

@@ -576,5 +576,20 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WriterGone", py.get_type::<WriterGone>())?;
     m.add("NotFound", py.get_type::<NotFound>())?;
     m.add("LAYOUT_VERSION", shm_core::LAYOUT_VERSION)?;
+    // MT5's SymbolInfo fields and their Python types, from the one list the segment is
+    // written by: the Python named tuple is built from it, never restated.
+    let fields: Vec<(&str, &str)> = shm_core::SYMBOL_INFO_FIELDS
+        .iter()
+        .map(|&(name, kind)| {
+            let kind = match kind {
+                shm_core::FieldKind::Int => "int",
+                shm_core::FieldKind::Bool => "bool",
+                shm_core::FieldKind::Float => "float",
+                shm_core::FieldKind::Str => "str",
+            };
+            (name, kind)
+        })
+        .collect();
+    m.add("SYMBOL_INFO_FIELDS", PyTuple::new(py, fields)?)?;
     Ok(())
 }

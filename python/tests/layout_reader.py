@@ -209,11 +209,11 @@ class Segment:
         return U64.unpack_from(self.mm, off)[0]
 
     def _record(self, at, forming):
-        time_, o, h, l, c, tv, rv, last = struct.unpack_from("<qddddQQQ", self.mm, at)
+        time_, o, h, low, c, tv, rv, last = struct.unpack_from("<qddddQQQ", self.mm, at)
         spread = last & 0xFFFFFFFF
         spread = spread - (1 << 32) if spread >= 1 << 31 else spread
         flags = last >> 32
-        return {"time": time_, "open": o, "high": h, "low": l, "close": c, "volume": tv, "spread": spread,
+        return {"time": time_, "open": o, "high": h, "low": low, "close": c, "volume": tv, "spread": spread,
                 "real_volume": rv, "complete": not forming, "repaired": bool(flags & 2)}, bool(flags & 1)
 
     @staticmethod
@@ -485,7 +485,7 @@ def main():
         print(json.dumps({"candles": seg.read_last(args.symbol, args.timeframe, args.count), "status": seg.status(),
                           "rings": [[s, t, c] for s, t, c, _ in seg.rings]}))
     except (OSError, SegmentError, KeyError, Busy) as e:
-        raise SystemExit("mtf_candles: %s" % e)
+        raise SystemExit("mtf_candles: %s" % e) from None
 
 
 if __name__ == "__main__":

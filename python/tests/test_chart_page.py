@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import ROOT, Streamer, binary, free_port
 
 CHROMIUM = shutil.which("chromium")

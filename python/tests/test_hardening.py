@@ -9,11 +9,10 @@ import sys
 import threading
 import time
 
-import numpy as np
-import pytest
-
 import layout_reader
 import mtf_candles as mt5
+import numpy as np
+import pytest
 
 
 @pytest.mark.linux_only(reason='sends SIGINT to a child, which Windows has no equivalent of for a console-less process')
@@ -196,7 +195,10 @@ def test_forged_disorder_is_refused_not_served(replay):
     replay.proc.wait()
     (cap, off), ref = _ring(replay.segment, "EURUSD")
     head = ref.word(off + 8)
-    record = lambda p: off + 128 + (p % cap) * 80 + 16
+
+    def record(p):
+        return off + 128 + (p % cap) * 80 + 16
+
     older, newer = ref.word(record(head - 2)), ref.word(record(head - 1))
     _put(replay.segment, record(head - 2), newer)
     _put(replay.segment, record(head - 1), older)

@@ -5,11 +5,10 @@ import os
 import threading
 import time
 
-import numpy as np
-import pytest
-
 import layout_reader
 import mtf_candles as mt5
+import numpy as np
+import pytest
 
 # MetaTrader5's rates dtype, as MetaQuotes' package returns it.
 MT5_DTYPE = np.dtype([("time", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"), ("close", "<f8"),

@@ -9,10 +9,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import pytest
-
 import layout_reader
 import mtf_candles as mt5
+import pytest
 from conftest import ROOT, Streamer
 
 FIELDS = ("time", "bid", "ask", "last", "volume", "time_msc", "flags", "volume_real")

@@ -19,7 +19,6 @@ Standard library only. Prints "listening on HOST:PORT" first, as the real gatewa
 
 import argparse
 import json
-import socket
 import socketserver
 import threading
 import time
