@@ -38,7 +38,7 @@ __all__ = [
     "copy_rates_range", "symbol_info_tick", "symbols_total", "symbols_get", "Segment", "Tick",
     "SymbolInfo", "RATES_DTYPE", "SegmentError", "SegmentNotFound", "SegmentVersionError",
     "WriterGone", "NotFound", "DEFAULT_SEGMENT", "wait_for_update", "status", "symbol_select",
-    "login", "copy_ticks_from", "copy_ticks_range", "symbol_info", "terminal_info",
+    "login", "copy_ticks_from", "copy_ticks_range", "symbol_info", "terminal_info", "account_info",
     "TerminalInfo", "TICKS_DTYPE",
 ]
 
@@ -47,56 +47,49 @@ __author__ = "the mtf-streamer authors (MetaTrader5's API, MetaQuotes Ltd.)"
 
 DEFAULT_SEGMENT = "mtf-candles"
 
-# MetaTrader5's TIMEFRAME_* constants, with its values.
-TIMEFRAME_M1 = 1
-TIMEFRAME_M2 = 2
-TIMEFRAME_M3 = 3
-TIMEFRAME_M4 = 4
-TIMEFRAME_M5 = 5
-TIMEFRAME_M6 = 6
-TIMEFRAME_M10 = 10
-TIMEFRAME_M12 = 12
-TIMEFRAME_M15 = 15
-TIMEFRAME_M20 = 20
-TIMEFRAME_M30 = 30
-TIMEFRAME_H1 = 16385
-TIMEFRAME_H2 = 16386
-TIMEFRAME_H3 = 16387
-TIMEFRAME_H4 = 16388
-TIMEFRAME_H6 = 16390
-TIMEFRAME_H8 = 16392
-TIMEFRAME_H12 = 16396
-TIMEFRAME_D1 = 16408
-TIMEFRAME_W1 = 32769
-TIMEFRAME_MN1 = 49153
+# MetaTrader5's whole namespace: every constant and result type, with its values and fields
+# (_namespace.py cites MetaQuotes' pages), and SymbolInfo from the segment's own field list.
+from . import _namespace  # noqa: E402
+from ._namespace import *  # noqa: E402,F403  (re-exported: the package's constants)
+from ._namespace import (  # noqa: E402  (the names this module uses itself)
+    RES_E_AUTH_FAILED,
+    RES_E_FAIL,
+    RES_E_INTERNAL_FAIL_INIT,
+    RES_E_INVALID_PARAMS,
+    RES_E_NOT_FOUND,
+    RES_E_UNSUPPORTED,
+    RES_S_OK,
+    TICK_FLAG_ASK,
+    TICK_FLAG_BID,
+    AccountInfo,
+    TerminalInfo,
+    Tick,
+)
+from ._records import SYMBOL_INFO_MISSING, SymbolInfo  # noqa: E402,F401  (re-exported)
 
-__all__ += [n for n in list(globals()) if n.startswith("TIMEFRAME_")]
+__all__ += [n for n in vars(_namespace) if n.isupper() and not n.startswith("_")]
+__all__ += [n for n in _namespace.RESULT_TYPES if n not in __all__]
 
-# MetaTrader5's last_error() codes used here.
-RES_S_OK = 1
-RES_E_FAIL = -1
-RES_E_INVALID_PARAMS = -2
-RES_E_NOT_FOUND = -4
-RES_E_AUTH_FAILED = -6
-RES_E_UNSUPPORTED = -7
-RES_E_INTERNAL_FAIL_INIT = -10003
 
-# MetaTrader5's copy_ticks_* filters and tick flags, with its values (MQL5 reference,
-# "copy_ticks_from" and "CopyTicks").
-COPY_TICKS_ALL = -1
-COPY_TICKS_INFO = 1
-COPY_TICKS_TRADE = 2
-TICK_FLAG_BID = 0x02
-TICK_FLAG_ASK = 0x04
-TICK_FLAG_LAST = 0x08
-TICK_FLAG_VOLUME = 0x10
-TICK_FLAG_BUY = 0x20
-TICK_FLAG_SELL = 0x40
+def _package_namespace():
+    """Where the MetaTrader5 package is installed, its own constants and result types replace
+    these (same names, values and fields), so that `isinstance(r, mt5.TradePosition)` holds
+    for what a forwarded call returns, and what this module builds (SymbolInfo, Tick,
+    TerminalInfo) is the package's type too."""
+    import importlib.util  # noqa: PLC0415
 
-__all__ += [n for n in list(globals()) if n.startswith(("COPY_TICKS_", "TICK_FLAG_"))]
+    try:
+        if importlib.util.find_spec("MetaTrader5") is None:
+            return
+        import MetaTrader5  # noqa: PLC0415  (only where it exists)
+    except (ImportError, ValueError):
+        return
+    for name in __all__:
+        if (name.isupper() or name in _namespace.RESULT_TYPES) and hasattr(MetaTrader5, name):
+            globals()[name] = getattr(MetaTrader5, name)
 
-# MT5's result records (Tick, SymbolInfo, TerminalInfo), in the package's field order.
-from ._records import SYMBOL_INFO_MISSING, SymbolInfo, TerminalInfo, Tick  # noqa: E402,F401  (re-exported)
+
+_package_namespace()
 
 # The longest `group` symbols_get takes: symbol names are at most 31 characters, so this is a
 # hundred patterns and more.
@@ -441,33 +434,81 @@ def symbol_info(symbol):
     return info
 
 
+def _missing(record_type, **known):
+    """`record_type` with MT5's missing value in every field (False for the flags, 0 and 0.0 for
+    the numbers, "" for the strings, as the terminal answers a property it does not have),
+    then the `known` fields."""
+    kinds = _MISSING_KINDS[record_type.__name__]
+    values = {f: _MISSING_OF[kinds.get(f, "int")] for f in record_type._fields}
+    values.update(known)
+    return record_type(**values)
+
+
+_MISSING_OF = {"bool": False, "int": 0, "float": 0.0, "str": ""}
+# Which fields of the records built here are not integers (MQL5 reference, the pages of
+# terminal_info and account_info: TerminalInfoInteger/Double/String, AccountInfo*).
+_MISSING_KINDS = {
+    "TerminalInfo": dict(
+        {f: "bool" for f in ("community_account", "community_connection", "connected", "dlls_allowed",
+                             "trade_allowed", "tradeapi_disabled", "email_enabled", "ftp_enabled",
+                             "notifications_enabled", "mqid")},
+        **{f: "float" for f in ("community_balance", "retransmission")},
+        **{f: "str" for f in ("company", "name", "language", "path", "data_path", "commondata_path")}),
+    "AccountInfo": dict(
+        {f: "bool" for f in ("trade_allowed", "trade_expert", "fifo_close")},
+        **{f: "float" for f in ("balance", "credit", "profit", "equity", "margin", "margin_free",
+                                "margin_level", "margin_so_call", "margin_so_so", "margin_initial",
+                                "margin_maintenance", "assets", "liabilities", "commission_blocked")},
+        **{f: "str" for f in ("name", "server", "currency", "company")}),
+}
+
+
 def terminal_info():
     """MT5's ``terminal_info``: forwarded to the MetaTrader5 package where it is installed;
-    elsewhere the segment's record of the terminal that feeds it, or None with ``-7`` for a
-    feed without one."""
+    elsewhere it answers after every successful ``initialize``, as MT5 does: the segment's
+    record of the terminal that feeds it (name, company, build, connected), and ``path`` as
+    given to ``initialize``. A feed without a terminal (synthetic, CSV) has every field at
+    MT5's missing value, ``connected`` False."""
     terminal = _terminal_module()
     if terminal is not None:
         _error.value = _FORWARDED
         return terminal.terminal_info()
+    if _segment is None:
+        return _fail(RES_E_INTERNAL_FAIL_INIT, "not initialized: call initialize() first")
+    t = _call("terminal")
+    if t is None and _error.value[0] != RES_S_OK:
+        return None
+    known = {"path": str(_terminal_arguments.get("path") or "")}
+    if t is not None:
+        known.update(name=t["name"], company=t["company"], build=t["build"], connected=t["connected"])
+    return _missing(TerminalInfo, **known)
+
+
+def account_info():
+    """MT5's ``account_info``: forwarded to the MetaTrader5 package where it is installed;
+    elsewhere the account whose terminal feeds the segment (login, server, and its broker as
+    ``company``), every other field at MT5's missing value. A feed that is not an account
+    (synthetic, CSV) answers None with ``-7``, as before a login."""
+    terminal = _terminal_module()
+    if terminal is not None:
+        _error.value = _FORWARDED
+        return terminal.account_info()
     t = _call("terminal")
     if t is None:
         if _error.value[0] == RES_S_OK:
-            _fail(RES_E_UNSUPPORTED, "terminal_info: the segment's feed has no terminal "
+            _fail(RES_E_UNSUPPORTED, "account_info: the segment's feed is not an account "
                   "(a synthetic or CSV feed)")
         return None
-    values: dict[str, object] = dict.fromkeys(TerminalInfo._fields, False)
-    values.update({f: 0 for f in ("build", "maxbars", "codepage", "ping_last")})
-    values.update({f: 0.0 for f in ("community_balance", "retransmission")})
-    values.update({f: "" for f in ("company", "name", "language", "path", "data_path", "commondata_path")})
-    values.update(name=t["name"], company=t["company"], build=t["build"], connected=t["connected"],
-                  path=str(_terminal_arguments.get("path") or ""))
-    return TerminalInfo(**values)
+    if not t["login"]:
+        return _fail(RES_E_UNSUPPORTED, "account_info: the terminal that feeds the segment "
+                     "has reported no account")
+    return _missing(AccountInfo, login=t["login"], server=t["server"] or "", company=t["company"])
 
 
 # The MetaTrader5 package's other functions: forwarded to it where it is installed; elsewhere
 # None with MT5's "unsupported" (-7), never AttributeError.
 _TERMINAL_CALLS = frozenset((
-    "account_info", "orders_total", "orders_get", "order_calc_margin", "order_calc_profit", "order_check",
+    "orders_total", "orders_get", "order_calc_margin", "order_calc_profit", "order_check",
     "order_send", "positions_total", "positions_get", "history_orders_total",
     "history_orders_get", "history_deals_total", "history_deals_get", "market_book_add",
     "market_book_get", "market_book_release",

@@ -55,7 +55,7 @@ def test_terminal_calls_without_a_terminal_are_unsupported_not_attribute_errors(
     assert mt5.initialize(segment=replay.segment)
     for call, args in [("account_info", ()), ("positions_get", ()), ("orders_get", ()),
                        ("order_send", ({"action": 1},)), ("history_deals_get", (0, 1)),
-                       ("market_book_add", ("EURUSD",)), ("terminal_info", ())]:
+                       ("market_book_add", ("EURUSD",))]:
         assert getattr(mt5, call)(*args) is None, call
         code, message = mt5.last_error()
         assert code == -7 and call in message, (call, code, message)

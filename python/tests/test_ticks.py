@@ -66,7 +66,10 @@ def test_symbol_info_is_mt5s_named_tuple_for_pip_arithmetic(live):
     # A synthetic feed: what its prices show (DESIGN.md), the rest MT5's missing values.
     assert (info.name, info.digits, info.point) == ("BTCUSDc", 2, 0.01)
     assert info.currency_base == "BTC" and info.currency_profit == "USD"
-    assert info.trade_contract_size == 0.0 and info.description == ""
+    # Lot sizing at the class's retail values (crypto: a contract of 1), never 0 to divide by.
+    assert (info.trade_contract_size, info.volume_min, info.volume_max, info.volume_step) == (1.0, 0.01, 100.0, 0.01)
+    assert info.trade_tick_value == info.trade_tick_size * info.trade_contract_size > 0
+    assert info.description == ""
     tick = mt5.symbol_info_tick("BTCUSDc")
     spread_points = round((tick.ask - tick.bid) / info.point)
     assert spread_points > 0
@@ -78,8 +81,12 @@ def test_symbol_info_is_mt5s_named_tuple_for_pip_arithmetic(live):
     stored = layout_reader.Segment(live.segment).symbol_info("XAUUSDc")
     assert stored["digits"] == mt5.symbol_info("XAUUSDc").digits and stored["name"] == "XAUUSDc"
     assert mt5.symbol_info("NOPE") is None and mt5.last_error()[0] == -4
-    # No terminal behind a synthetic feed: MT5's "unsupported", and no account to log in to.
-    assert mt5.terminal_info() is None and mt5.last_error()[0] == -7
+    # No terminal behind a synthetic feed: terminal_info() still answers after initialize, as
+    # MT5's does, with every field missing (issue 39); there is no account to log in to.
+    terminal = mt5.terminal_info()
+    assert isinstance(terminal, mt5.TerminalInfo) and mt5.last_error() == (1, "Success")
+    assert (terminal.connected, terminal.name, terminal.build, terminal.data_path) == (False, "", 0, "")
+    assert mt5.account_info() is None and mt5.last_error()[0] == -7
     assert mt5.login(1000) is False and mt5.last_error()[0] == -7
 
 
@@ -135,6 +142,12 @@ def test_a_terminal_feed_brings_its_symbol_information_identity_and_account(stan
     assert (terminal.name, terminal.company, terminal.build, terminal.connected) == \
         ("MT5 stand-in", "Stand-in Broker", 4755, True)
     assert mt5.login(5150) is True and mt5.login(5150, server="StandIn-Demo") is True
+    # The account the terminal is logged in to, from the segment's record (issue 39); what a
+    # price feed cannot know is MT5's missing value.
+    account = mt5.account_info()
+    assert isinstance(account, mt5.AccountInfo) and mt5.last_error() == (1, "Success")
+    assert (account.login, account.server, account.company) == (5150, "StandIn-Demo", "Stand-in Broker")
+    assert (account.balance, account.currency, account.trade_allowed) == (0.0, "", False)
     assert mt5.login(4242) is False
     code, message = mt5.last_error()
     assert code == -6 and "5150" in message and "StandIn-Demo" in message

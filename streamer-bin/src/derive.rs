@@ -9,9 +9,18 @@
 //! - `select` and `visible` true (the symbol is the streamer's), `spread_float` true (a feed's
 //!   spread is whatever its bid and ask say), `chart_mode` 0 (bars from bids).
 //!
-//! Everything else (contract size, volumes, trade modes, swaps, …) is not in a price feed, so
-//! it is 0, false or empty, as MT5 gives a property the server does not set; a bot that needs
-//! it must read a terminal's record. Documented in DESIGN.md.
+//! - the fields a bot sizes a lot with, which must never be 0 (issue 39: a bot divides by
+//!   them), at the common retail values of the symbol's class, as the major brokers list them:
+//!   FX (six upper-case letters) a contract of 100,000; gold (`XAU…`) 100 oz, silver (`XAG…`)
+//!   5,000 oz, platinum and palladium (`XPT…`, `XPD…`) 100 oz; crypto (`BTC…`, `ETH…`, …) and
+//!   anything else 1; volumes 0.01 to 100 by 0.01 for all; `trade_tick_value` (and its profit
+//!   and loss twins) the tick size times the contract, which is exact for an account in the
+//!   profit currency.
+//!
+//! Everything else (trade modes, swaps, margins, …) is not in a price feed, so it is 0, false
+//! or empty, as MT5 gives a property the server does not set; a bot that needs it must read a
+//! terminal's record. `inspect` and `/streamer/symbols` say such a record is `derived`.
+//! Documented in DESIGN.md.
 
 use shm_core::{InfoSource, InfoValue, SymbolId, SymbolInfo, Writer};
 
@@ -35,6 +44,27 @@ pub fn price_digits(price: f64) -> u32 {
         .unwrap_or(8)
 }
 
+/// Crypto currencies' codes, as brokers prefix their symbols (`BTCUSD`, `ETHUSDT`, …).
+const CRYPTO: [&str; 12] = [
+    "BTC", "ETH", "LTC", "XRP", "BCH", "ADA", "DOT", "SOL", "DOGE", "BNB", "XLM", "LINK",
+];
+
+/// The contract size of one lot of `name`'s class (see the module's documentation).
+pub fn contract_size(name: &str) -> f64 {
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("XAU") || upper.starts_with("XPT") || upper.starts_with("XPD") {
+        100.0
+    } else if upper.starts_with("XAG") {
+        5_000.0
+    } else if CRYPTO.iter().any(|c| upper.starts_with(c)) {
+        1.0
+    } else if name.len() >= 6 && name.bytes().take(6).all(|b| b.is_ascii_uppercase()) {
+        100_000.0
+    } else {
+        1.0
+    }
+}
+
 /// The record of a symbol whose prices show `digits` decimal places.
 pub fn derived(name: &str, digits: u32) -> SymbolInfo {
     let mut info = SymbolInfo::new(name);
@@ -49,6 +79,18 @@ pub fn derived(name: &str, digits: u32) -> SymbolInfo {
     set("select", InfoValue::Bool(true));
     set("visible", InfoValue::Bool(true));
     set("spread_float", InfoValue::Bool(true));
+    let contract = contract_size(name);
+    set("trade_contract_size", InfoValue::Float(contract));
+    for field in [
+        "trade_tick_value",
+        "trade_tick_value_profit",
+        "trade_tick_value_loss",
+    ] {
+        set(field, InfoValue::Float(point * contract));
+    }
+    set("volume_min", InfoValue::Float(0.01));
+    set("volume_max", InfoValue::Float(100.0));
+    set("volume_step", InfoValue::Float(0.01));
     let fx = name.len() >= 6 && name.bytes().take(6).all(|b| b.is_ascii_uppercase());
     if fx {
         set("currency_base", InfoValue::Str(&name[..3]));
@@ -140,5 +182,42 @@ mod tests {
             derived("US30.cash", 2).get("currency_base"),
             Some(InfoValue::Str(""))
         );
+    }
+
+    #[test]
+    fn no_field_a_bot_sizes_a_lot_with_is_zero() {
+        for (name, digits, contract) in [
+            ("EURUSD", 5, 100_000.0),
+            ("USDJPY", 3, 100_000.0),
+            ("XAUUSD", 2, 100.0),
+            ("XAGUSD", 3, 5_000.0),
+            ("BTCUSDc", 2, 1.0),
+            ("ETHUSD", 2, 1.0),
+            ("US30.cash", 1, 1.0),
+            ("de40", 1, 1.0),
+        ] {
+            let info = derived(name, digits);
+            let float = |f: &str| match info.get(f) {
+                Some(InfoValue::Float(v)) => v,
+                other => panic!("{name} {f}: {other:?}"),
+            };
+            assert_eq!(float("trade_contract_size"), contract, "{name}");
+            for f in [
+                "volume_min",
+                "volume_max",
+                "volume_step",
+                "trade_tick_value",
+                "trade_tick_value_profit",
+                "trade_tick_value_loss",
+                "trade_tick_size",
+                "point",
+            ] {
+                assert!(float(f) > 0.0, "{name} {f}");
+            }
+            assert!(float("volume_min") <= float("volume_max"));
+        }
+        // EURUSD: a pip (10 points) of one lot is worth 10 units of USD.
+        let eurusd = derived("EURUSD", 5);
+        assert_eq!(eurusd.get("trade_tick_value"), Some(InfoValue::Float(1.0)));
     }
 }
