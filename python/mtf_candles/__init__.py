@@ -65,7 +65,7 @@ from ._namespace import (  # noqa: E402  (the names this module uses itself)
     TerminalInfo,
     Tick,
 )
-from ._records import SYMBOL_INFO_MISSING, SymbolInfo  # noqa: E402,F401  (re-exported)
+from ._records import SYMBOL_INFO_MISSING, SymbolInfo, missing_fields  # noqa: E402,F401  (re-exported)
 
 __all__ += [n for n in vars(_namespace) if n.isupper() and not n.startswith("_")]
 __all__ += [n for n in _namespace.RESULT_TYPES if n not in __all__]
@@ -434,35 +434,6 @@ def symbol_info(symbol):
     return info
 
 
-def _missing(record_type, **known):
-    """`record_type` with MT5's missing value in every field (False for the flags, 0 and 0.0 for
-    the numbers, "" for the strings, as the terminal answers a property it does not have),
-    then the `known` fields."""
-    kinds = _MISSING_KINDS[record_type.__name__]
-    values = {f: _MISSING_OF[kinds.get(f, "int")] for f in record_type._fields}
-    values.update(known)
-    return record_type(**values)
-
-
-_MISSING_OF = {"bool": False, "int": 0, "float": 0.0, "str": ""}
-# Which fields of the records built here are not integers (MQL5 reference, the pages of
-# terminal_info and account_info: TerminalInfoInteger/Double/String, AccountInfo*).
-_MISSING_KINDS = {
-    "TerminalInfo": dict(
-        {f: "bool" for f in ("community_account", "community_connection", "connected", "dlls_allowed",
-                             "trade_allowed", "tradeapi_disabled", "email_enabled", "ftp_enabled",
-                             "notifications_enabled", "mqid")},
-        **{f: "float" for f in ("community_balance", "retransmission")},
-        **{f: "str" for f in ("company", "name", "language", "path", "data_path", "commondata_path")}),
-    "AccountInfo": dict(
-        {f: "bool" for f in ("trade_allowed", "trade_expert", "fifo_close")},
-        **{f: "float" for f in ("balance", "credit", "profit", "equity", "margin", "margin_free",
-                                "margin_level", "margin_so_call", "margin_so_so", "margin_initial",
-                                "margin_maintenance", "assets", "liabilities", "commission_blocked")},
-        **{f: "str" for f in ("name", "server", "currency", "company")}),
-}
-
-
 def terminal_info():
     """MT5's ``terminal_info``: forwarded to the MetaTrader5 package where it is installed;
     elsewhere it answers after every successful ``initialize``, as MT5 does: the segment's
@@ -481,7 +452,7 @@ def terminal_info():
     known = {"path": str(_terminal_arguments.get("path") or "")}
     if t is not None:
         known.update(name=t["name"], company=t["company"], build=t["build"], connected=t["connected"])
-    return _missing(TerminalInfo, **known)
+    return missing_fields(TerminalInfo, **known)
 
 
 def account_info():
@@ -502,7 +473,7 @@ def account_info():
     if not t["login"]:
         return _fail(RES_E_UNSUPPORTED, "account_info: the terminal that feeds the segment "
                      "has reported no account")
-    return _missing(AccountInfo, login=t["login"], server=t["server"] or "", company=t["company"])
+    return missing_fields(AccountInfo, login=t["login"], server=t["server"] or "", company=t["company"])
 
 
 # The MetaTrader5 package's other functions: forwarded to it where it is installed; elsewhere
