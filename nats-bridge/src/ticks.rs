@@ -123,6 +123,7 @@ pub(crate) fn symbol_reply(reader: &Reader, req: Option<SymbolRequest>) -> Strin
             let source = match r.source {
                 InfoSource::Terminal => "terminal",
                 InfoSource::Derived => "derived",
+                InfoSource::Exported => "exported",
             };
             (source, Some(fields))
         }
@@ -183,6 +184,7 @@ pub(crate) fn info_from_reply(
     let source = match reply.source.as_str() {
         "terminal" => InfoSource::Terminal,
         "derived" => InfoSource::Derived,
+        "exported" => InfoSource::Exported,
         other => return Err(format!("source {other:?}")),
     };
     let mut info = SymbolInfo::new(symbol);

@@ -390,6 +390,7 @@ impl Segment {
             let source = match record.source {
                 shm_core::InfoSource::Terminal => "terminal",
                 shm_core::InfoSource::Derived => "derived",
+                shm_core::InfoSource::Exported => "exported",
             };
             // Kept only if no write came between the version and the copy: else the next call
             // decodes again.

@@ -354,7 +354,7 @@ class Segment:
         source = U64.unpack_from(data, 16)[0]
         if source == 0:
             return None
-        if source not in (1, 2):
+        if source not in (1, 2, 3):
             raise DamagedRecord("%s: symbol information source %d" % (symbol, source))
         out = {}
         for i, (name, kind) in enumerate(SYMBOL_INFO_FIELDS):

@@ -154,6 +154,9 @@ pub enum InfoSource {
     /// prices' precision and, for a six-letter FX name, the currencies; the rest is MT5's
     /// value for a missing property (0, false or empty).
     Derived = 2,
+    /// A terminal's record exported to a file and given to a feed without a terminal
+    /// (`mtf-streamer --symbol-info FILE`).
+    Exported = 3,
 }
 
 impl InfoSource {
@@ -161,6 +164,7 @@ impl InfoSource {
         match w {
             1 => Some(InfoSource::Terminal),
             2 => Some(InfoSource::Derived),
+            3 => Some(InfoSource::Exported),
             _ => None,
         }
     }

@@ -88,6 +88,10 @@ struct RunArgs {
     /// CSV replay speed: N for N x real time, or max (default).
     #[arg(long, value_name = "N|max")]
     speed: Option<String>,
+    /// A terminal's symbol_info() for each symbol, as JSON ({"EURUSD": {...}, ...}, exported
+    /// with MetaTrader5's symbol_info(s)._asdict()), for a synthetic or CSV feed.
+    #[arg(long, value_name = "FILE")]
+    symbol_info: Option<PathBuf>,
     /// MT5 gateway address for --source mt5 (default 127.0.0.1:18812, the gateway's default; set
     /// MT5_GATEWAY_TOKEN if it has a token).
     #[arg(long, value_name = "HOST:PORT")]
@@ -187,6 +191,7 @@ impl RunArgs {
             ("csv_symbol", text(&self.csv_symbol)),
             ("csv_timeframe", text(&self.csv_timeframe)),
             ("speed", text(&self.speed)),
+            ("symbol_info", path("--symbol-info", &self.symbol_info)?),
             ("gateway", text(&self.gateway)),
             ("segment", text(&self.segment.segment)),
             (

@@ -89,6 +89,8 @@ pub struct Config {
     pub nats_interval_ms: u64,
     /// How to log in to NATS, and its TLS (`nats_creds`, `nats_user`, ... in the file).
     pub nats_auth: nats_bridge::NatsAuth,
+    /// A terminal's `symbol_info()` export, for a feed without a terminal (`exported.rs`).
+    pub symbol_info: Option<PathBuf>,
 }
 
 /// `nats_interval_ms` when none is given.
@@ -211,6 +213,7 @@ impl Default for Config {
             nats_name: None,
             nats_interval_ms: DEFAULT_NATS_INTERVAL_MS,
             nats_auth: nats_bridge::NatsAuth::default(),
+            symbol_info: None,
         }
     }
 }

@@ -104,15 +104,24 @@ pub fn derived(name: &str, digits: u32) -> SymbolInfo {
 #[derive(Debug)]
 pub struct Derive {
     names: Vec<String>,
+    /// Records given whole (`--symbol-info`): published as they are, never derived over.
+    exported: Vec<Option<SymbolInfo>>,
     ids: Vec<Option<SymbolId>>,
     digits: Vec<Option<u32>>,
     seen: Vec<u32>,
 }
 
 impl Derive {
-    /// For `symbols`, starting from `digits` where the feed knows them (synthetic).
-    pub fn new(writer: &Writer, symbols: &[String], digits: Vec<Option<u32>>) -> Derive {
+    /// For `symbols`, starting from `digits` where the feed knows them (synthetic), and with
+    /// the `exported` records of those that have one.
+    pub fn new(
+        writer: &Writer,
+        symbols: &[String],
+        digits: Vec<Option<u32>>,
+        mut exported: std::collections::HashMap<String, SymbolInfo>,
+    ) -> Derive {
         Derive {
+            exported: symbols.iter().map(|s| exported.remove(s)).collect(),
             ids: symbols.iter().map(|s| writer.symbol(s)).collect(),
             names: symbols.to_vec(),
             seen: vec![0; symbols.len()],
@@ -123,8 +132,12 @@ impl Derive {
     /// Writes the records known from the start.
     pub fn publish_known(&self, writer: &mut Writer) {
         for i in 0..self.names.len() {
-            if let (Some(id), Some(d)) = (self.ids[i], self.digits[i]) {
-                publish(writer, id, &derived(&self.names[i], d));
+            match (self.ids[i], &self.exported[i], self.digits[i]) {
+                (Some(id), Some(info), _) => publish(writer, id, info, InfoSource::Exported),
+                (Some(id), None, Some(d)) => {
+                    publish(writer, id, &derived(&self.names[i], d), InfoSource::Derived);
+                }
+                _ => {}
             }
         }
     }
@@ -135,7 +148,7 @@ impl Derive {
         let Some(seen) = self.seen.get_mut(i) else {
             return;
         };
-        if *seen >= LOOK_AT {
+        if *seen >= LOOK_AT || self.exported[i].is_some() {
             return;
         }
         *seen += 1;
@@ -143,19 +156,17 @@ impl Derive {
         if self.digits[i].is_none_or(|known| d > known) {
             self.digits[i] = Some(d);
             if let Some(id) = self.ids[i] {
-                publish(writer, id, &derived(&self.names[i], d));
+                publish(writer, id, &derived(&self.names[i], d), InfoSource::Derived);
             }
         }
     }
 }
 
-/// Writes a derived record; one the writer refuses (it never should: a feed's prices show
-/// at most 15 digits) is counted, as a terminal's would be.
-fn publish(writer: &mut Writer, id: SymbolId, info: &SymbolInfo) {
-    if writer
-        .set_symbol_info(id, info, InfoSource::Derived)
-        .is_err()
-    {
+/// Writes a derived or exported record; one the writer refuses (it never should: a feed's
+/// prices show at most 15 digits, and an export was checked when loaded) is counted, as a
+/// terminal's would be.
+fn publish(writer: &mut Writer, id: SymbolId, info: &SymbolInfo, source: InfoSource) {
+    if writer.set_symbol_info(id, info, source).is_err() {
         writer.add(shm_core::Counter::RejectedSymbolInfo, 1);
     }
 }

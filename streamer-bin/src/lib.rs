@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod derive;
 mod error;
+pub mod exported;
 pub mod feedclock;
 pub mod ops;
 mod plan;
@@ -74,6 +75,13 @@ pub fn run(
 ) -> Result<Summary, StreamerError> {
     let started = Instant::now();
     let plan = plan(config)?;
+    // A terminal's exported records are checked whole before anything starts.
+    let exported = match &config.symbol_info {
+        Some(path) if config.source != config::SourceKind::Mt5 => {
+            exported::load(path, &plan.symbols).map_err(StreamerError::Config)?
+        }
+        _ => Default::default(),
+    };
     let writer = open_segment(config, &plan, banner)?;
     // The API is one more reader of the segment just created; it stops when dropped.
     let shim = start_api(config)?;
@@ -99,9 +107,9 @@ pub fn run(
             _ => None,
         })
         .collect();
-    let mut derive = derive::Derive::new(&writer, &plan.symbols, known_digits);
+    let mut derive = derive::Derive::new(&writer, &plan.symbols, known_digits, exported);
     if config.source == config::SourceKind::Mt5 {
-        derive = derive::Derive::new(&writer, &[], Vec::new());
+        derive = derive::Derive::new(&writer, &[], Vec::new(), Default::default());
     }
     let mut writer = writer;
     derive.publish_known(&mut writer);

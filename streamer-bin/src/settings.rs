@@ -104,6 +104,10 @@ pub const SETTINGS: &[Setting] = &[
         c.speed = parse_speed(&number_text(v)?)?;
         Ok(())
     }),
+    setting("symbol_info", Some("--symbol-info"), |c, v| {
+        c.symbol_info = Some(PathBuf::from(text(v)?));
+        Ok(())
+    }),
     setting("gateway", Some("--gateway"), |c, v| {
         c.gateway = text(v)?;
         Ok(())

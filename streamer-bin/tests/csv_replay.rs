@@ -549,3 +549,50 @@ fn the_same_replay_twice_starts_clean_and_says_what_it_did() {
         assert!(text.contains("--buffer H1=5"), "{text}");
     }
 }
+
+/// `--symbol-info FILE` (issue 39): a terminal's exported records replace the derived ones
+/// of the symbols they name, with source `exported`; a bad file stops the start, before the
+/// segment is made.
+#[test]
+fn an_exported_symbol_info_file_replaces_the_derived_record() {
+    let dir = TempDir::new("exported");
+    let f = dir.write(
+        "EURUSD_H1_201701020000_201701020400.csv",
+        BARS_H1.as_bytes(),
+    );
+    let info = dir.write(
+        "info.json",
+        br#"{"EURUSD": {"name": "EURUSD", "digits": 5, "point": 0.00001,
+            "trade_contract_size": 100000.0, "volume_min": 0.01, "volume_max": 200.0,
+            "volume_step": 0.01, "trade_tick_value": 1.0, "description": "Euro vs US Dollar",
+            "trade_mode": 4}}"#,
+    );
+    let (_seg, r) = replay("exported", vec![f.clone()], |c| {
+        c.symbol_info = Some(info.clone())
+    });
+    let got = r.symbol_info("EURUSD").unwrap().expect("a record");
+    assert_eq!(got.source, shm_core::InfoSource::Exported);
+    assert_eq!(
+        got.info.get("volume_max"),
+        Some(shm_core::InfoValue::Float(200.0))
+    );
+    assert_eq!(
+        got.info.get("description"),
+        Some(shm_core::InfoValue::Str("Euro vs US Dollar"))
+    );
+
+    let bad = dir.write("bad.json", br#"{"EURUSD": {"volume_step": -0.01}}"#);
+    let seg = TempSegment::new("exported-bad");
+    let config = Config {
+        source: SourceKind::Csv,
+        csv_files: vec![f],
+        http: HttpBind::Off,
+        segment: seg.path.clone(),
+        symbol_info: Some(bad),
+        ..Config::default()
+    };
+    let e = streamer_bin::run(&config, &AtomicBool::new(true), &mut std::io::sink())
+        .expect_err("a record no symbol can have was taken");
+    assert!(e.to_string().contains("EURUSD: volume_step"), "{e}");
+    assert!(Reader::open(&seg.path).is_err(), "the segment was made");
+}
