@@ -10,7 +10,15 @@
 
 use crate::message::Request;
 use crate::reply::ErrorCode;
-use crate::server::{MAX_BODY, MAX_HEADERS, MAX_REQUEST_LINE};
+
+/// Largest request head (request line and headers).
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Longest request line, and so URL.
+pub const MAX_REQUEST_LINE: usize = 4 * 1024;
+/// Most headers in a request.
+pub const MAX_HEADERS: usize = 64;
+/// Largest request body read (and discarded); a larger one is not read (see server.rs).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Why reading a request head stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

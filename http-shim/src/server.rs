@@ -37,6 +37,7 @@ use serde_json::json;
 
 use crate::budget::Budget;
 use crate::head::{self, Body, HeadError};
+pub use crate::head::{MAX_BODY, MAX_HEAD, MAX_HEADERS, MAX_REQUEST_LINE};
 use crate::message::{Handler, Request, Response};
 use crate::metrics::Metrics;
 use crate::reply::{error, server_busy, ErrorCode};
@@ -49,14 +50,6 @@ pub const DEFAULT_MAX_STREAMS: usize = 1024;
 /// Connections over the cap while the heads evicted to make room are still closing.
 const EVICTION_SLACK: usize = 64;
 
-/// Largest request head (request line and headers).
-pub const MAX_HEAD: usize = 8 * 1024;
-/// Longest request line, and so URL.
-pub const MAX_REQUEST_LINE: usize = 4 * 1024;
-/// Most headers in a request.
-pub const MAX_HEADERS: usize = 64;
-/// Largest request body read (and discarded); a larger one is not read (see the module docs).
-pub const MAX_BODY: usize = 64 * 1024;
 /// Connections waiting to be accepted, at most.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Idle keep-alive timeout when the server is near its connection cap.

@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-use crate::record::{INFO_SIZE, TERMINAL_SIZE};
+use crate::mem::Mem;
+use crate::record::{Block, Parts, INFO_SIZE, TERMINAL_SIZE};
 use crate::tickring::{tick_ring_size, TICK_SLOT_SIZE};
 use crate::Timeframe;
 
@@ -455,6 +456,30 @@ pub(crate) struct Placement {
 }
 
 impl Placement {
+    /// The version-2 parts of a segment of `layout` placed here, checked against the mapping
+    /// `mem`: `None` if a tick ring lies outside it (the records are read with checked loads).
+    pub(crate) fn parts(&self, layout: &Layout, mem: &Mem) -> Option<Parts> {
+        let depth = layout.tick_depth();
+        let symbols = layout.symbols().len();
+        Some(Parts {
+            tick_rings: (0..symbols)
+                .map(|i| {
+                    crate::tickring::TickRingRef::new(self.tick_ring_offset(i, depth), depth, mem)
+                })
+                .collect::<Option<Vec<_>>>()?,
+            infos: (0..symbols)
+                .map(|i| Block {
+                    base: self.info_offset(i),
+                    size: INFO_SIZE,
+                })
+                .collect(),
+            terminal: Block {
+                base: self.terminal_offset,
+                size: TERMINAL_SIZE,
+            },
+        })
+    }
+
     /// Where symbol `i`'s information record starts.
     pub fn info_offset(&self, i: usize) -> usize {
         self.infos_offset + i * INFO_SIZE

@@ -119,40 +119,12 @@ impl Block {
 }
 
 /// Where a segment's version-2 parts live, checked against the mapping: a tick ring and an
-/// information record per symbol, and the terminal record. `None` if a tick ring lies outside
-/// `mem` (the records are read with checked loads). Writer and reader build them alike.
+/// information record per symbol, and the terminal record (`Placement::parts` builds them,
+/// for the writer and the reader alike).
 pub(crate) struct Parts {
     pub tick_rings: Vec<crate::tickring::TickRingRef>,
     pub infos: Vec<Block>,
     pub terminal: Block,
-}
-
-impl Parts {
-    pub(crate) fn locate(
-        layout: &crate::Layout,
-        p: &crate::layout::Placement,
-        mem: &Mem,
-    ) -> Option<Parts> {
-        let depth = layout.tick_depth();
-        let symbols = layout.symbols().len();
-        Some(Parts {
-            tick_rings: (0..symbols)
-                .map(|i| {
-                    crate::tickring::TickRingRef::new(p.tick_ring_offset(i, depth), depth, mem)
-                })
-                .collect::<Option<Vec<_>>>()?,
-            infos: (0..symbols)
-                .map(|i| Block {
-                    base: p.info_offset(i),
-                    size: INFO_SIZE,
-                })
-                .collect(),
-            terminal: Block {
-                base: p.terminal_offset,
-                size: TERMINAL_SIZE,
-            },
-        })
-    }
 }
 
 /// A symbol information record's payload (from byte 8).

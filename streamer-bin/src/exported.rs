@@ -143,7 +143,11 @@ mod tests {
                "GBPUSD": {"digits": 5}}"#,
         );
         let got = load(&f.0, &symbols(&["EURUSD", "XAUUSD"])).unwrap();
-        assert_eq!(got.len(), 1, "GBPUSD is not streamed, XAUUSD not in the file");
+        assert_eq!(
+            got.len(),
+            1,
+            "GBPUSD is not streamed, XAUUSD not in the file"
+        );
         let info = &got["EURUSD"];
         assert_eq!(info.get("volume_max"), Some(InfoValue::Float(50.0)));
         assert_eq!(
@@ -156,13 +160,19 @@ mod tests {
     #[test]
     fn a_bad_file_is_refused_with_the_symbol_and_field_named() {
         for (text, says) in [
-            (r#"{"EURUSD": {"digitz": 5}}"#, "\"digitz\" is not a SymbolInfo field"),
+            (
+                r#"{"EURUSD": {"digitz": 5}}"#,
+                "\"digitz\" is not a SymbolInfo field",
+            ),
             (r#"{"EURUSD": {"digits": "5"}}"#, "EURUSD.digits"),
             (r#"{"EURUSD": {"point": -0.1}}"#, "EURUSD: point"),
             (r#"{"EURUSD": {"name": "GBPUSD"}}"#, "its name"),
             (r#"{"EURUSD": [1, 2]}"#, "not an object"),
             (r#"[1, 2]"#, "not a JSON object of symbols"),
-            (r#"{"EURUSD": {"volume_min": 1.0, "volume_max": 0.5}}"#, "EURUSD"),
+            (
+                r#"{"EURUSD": {"volume_min": 1.0, "volume_max": 0.5}}"#,
+                "EURUSD",
+            ),
         ] {
             let f = file(text);
             let e = load(&f.0, &symbols(&["EURUSD"])).unwrap_err();

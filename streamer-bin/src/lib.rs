@@ -24,6 +24,7 @@ pub mod aggregate;
 mod banner;
 pub mod cli;
 pub mod config;
+mod config_file;
 pub mod derive;
 mod error;
 pub mod exported;

@@ -414,7 +414,7 @@ fn write_ticks_and_info(out: &mut String, reader: &Reader) {
                 match r.source {
                     shm_core::InfoSource::Terminal => "terminal",
                     shm_core::InfoSource::Derived => "derived",
-                shm_core::InfoSource::Exported => "exported",
+                    shm_core::InfoSource::Exported => "exported",
                 },
                 ago(r.updated_ns),
             ),

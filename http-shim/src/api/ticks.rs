@@ -312,7 +312,7 @@ impl Api {
         let source = match record.source {
             shm_core::InfoSource::Terminal => "terminal",
             shm_core::InfoSource::Derived => "derived",
-                shm_core::InfoSource::Exported => "exported",
+            shm_core::InfoSource::Exported => "exported",
         };
         let data = json!({"symbol": symbol, "info": fields, "source": source});
         let data_text = data.to_string();

@@ -228,7 +228,8 @@ impl Reader {
             tick_rings,
             infos,
             terminal,
-        } = Parts::locate(&layout, &placement, mem)
+        } = placement
+            .parts(&layout, mem)
             .ok_or_else(|| corrupt("a tick ring lies outside the file".into()))?;
         Ok(Reader {
             map,

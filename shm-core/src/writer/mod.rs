@@ -165,7 +165,7 @@ impl Writer {
             tick_rings,
             infos,
             terminal,
-        } = Parts::locate(layout, p, map.mem()).ok_or_else(|| {
+        } = p.parts(layout, map.mem()).ok_or_else(|| {
             io_err("map", path)(io::Error::other("mapping shorter than the layout"))
         })?;
         let tick_cursor = tick_rings
