@@ -375,6 +375,23 @@ class Segment:
                     raise DamagedRecord("%s: %s is not finite" % (symbol, name))
         return out
 
+    def symbol_info_now(self, symbol):
+        """`symbol_info` with the fields that move with every tick taken from the newest tick,
+        by LAYOUT.md's rule ("Symbol information record"); None without a record."""
+        info = self.symbol_info(symbol)
+        if info is None:
+            return None
+        newest = self.read_ticks(symbol, 1)
+        if not newest:
+            return info
+        t = newest[-1]
+        info.update(bid=t["bid"], ask=t["ask"], last=t["last"], volume=t["volume"],
+                    volume_real=t["volume_real"], time=t["time_msc"] // 1000)
+        if info["spread_float"] and info["point"] > 0 and t["bid"] > 0 and t["ask"] >= t["bid"]:
+            # Halves away from zero (Python's round() goes to even), at most 2**31 - 1.
+            info["spread"] = min(math.floor((t["ask"] - t["bid"]) / info["point"] + 0.5), 2**31 - 1)
+        return info
+
     def terminal(self):
         """The terminal record as a dict, or None (LAYOUT.md, "Terminal record")."""
         data = self._block(self.terminal_off, TERMINAL_SIZE)

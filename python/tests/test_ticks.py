@@ -90,6 +90,28 @@ def test_symbol_info_is_mt5s_named_tuple_for_pip_arithmetic(live):
     assert mt5.login(1000) is False and mt5.last_error()[0] == -7
 
 
+@pytest.mark.linux_only(reason='the reference reader (layout_reader.py) is written for Linux (/dev/shm, O_NOFOLLOW, OFD locks, POSIX modes)')
+def test_the_moving_fields_follow_layout_mds_rule(live):
+    """A reader written from LAYOUT.md alone takes bid, ask, last, time, volume and a floating
+    spread from the newest tick by the page's rule, and gets what the API gives: compared while
+    no tick arrives between the two reads (the feed ticks 50 times a second)."""
+    assert mt5.initialize(segment=live.segment)
+    ref = layout_reader.Segment(live.segment)
+    compared = 0
+    deadline = time.monotonic() + 60
+    while compared < 5:
+        assert time.monotonic() < deadline, "never two reads without a tick between them"
+        for symbol in ("BTCUSDc", "XAUUSDc"):
+            before = mt5.symbol_info_tick(symbol)
+            by_layout = ref.symbol_info_now(symbol)
+            by_api = mt5.symbol_info(symbol)
+            if before is None or by_layout is None or mt5.symbol_info_tick(symbol) != before:
+                continue
+            assert by_api._asdict() == by_layout, symbol
+            assert by_api.spread > 0 and by_api.time == before.time, "the moving fields moved"
+            compared += 1
+
+
 def test_a_polling_loop_on_symbol_info_tick_sees_new_ticks(live):
     assert mt5.initialize(segment=live.segment)
     first = mt5.symbol_info_tick("XAUUSDc")
