@@ -746,7 +746,7 @@ fn a_stream_that_asks_for_ticks_gets_them_coalesced_and_bounded() {
         }
     });
     let got = tick_events(&mut client, 90_504.0);
-    let max = http_shim::api::push::TICK_EVENT_MAX;
+    let max = mtf_watch::TICK_EVENT_MAX;
     assert!(got.iter().all(|(bids, _)| bids.len() <= max), "{got:?}");
     let sent: usize = got.iter().map(|(b, _)| b.len()).sum();
     let skipped: u64 = got.iter().map(|(_, s)| s).sum();

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use http_shim::api::push::{self, Event, Watcher};
+use mtf_watch::{Change, Watcher};
 use shm_core::{Reader, SegmentPath, Timeframe};
 use tokio::sync::mpsc;
 
@@ -33,8 +33,8 @@ use crate::ticks::{
     symbol_reply, terminal_of, tick_history_reply, tick_request_cost, TickFollower,
 };
 use crate::wire::{
-    HistoryReply, HistoryRequest, LayoutReply, TickHistoryRequest, WireCandle, WireRing,
-    HISTORY_PAGE, VERSION,
+    CandleEvent, HistoryReply, HistoryRequest, LayoutReply, StatusEvent, TickHistoryRequest,
+    WireCandle, WireRing, HISTORY_PAGE, VERSION,
 };
 use crate::{BridgeError, NatsSettings};
 
@@ -198,31 +198,35 @@ fn watch(
         }
         let since = reader.changes();
         // A chunk a look: the events then wait in the bounded queue, never more.
-        let next = watcher.poll(Some(&reader), &mut events, push::BACKLOG_CHUNK);
+        let next = watcher.poll(Some(&reader), &mut events, mtf_watch::BACKLOG_CHUNK);
         for e in events.drain(..) {
             let (out, must) = match e {
-                Event::Candle { pair, json, id } => {
+                Change::Candle {
+                    pair,
+                    candle,
+                    resume,
+                } => {
                     let (symbol, tf) = &pairs[pair];
                     (
                         Outgoing {
                             subject: subjects.candles(symbol, *tf),
-                            payload: json,
+                            payload: CandleEvent::json(symbol, *tf, &candle),
                             status: false,
                         },
-                        // A closed bar carries its resume id; it must not be dropped.
-                        id.is_some(),
+                        // A closed bar carries its resume point; it must not be dropped.
+                        resume.is_some(),
                     )
                 }
-                Event::Status(json) => (
+                Change::Status(status) => (
                     Outgoing {
                         subject: subjects.status(),
-                        payload: json,
+                        payload: StatusEvent::json(status.as_deref()),
                         status: true,
                     },
                     false,
                 ),
                 // This watcher follows no ticks (every tick goes out through `TickFollower`).
-                Event::Ticks(_) => continue,
+                Change::Ticks { .. } => continue,
             };
             if must {
                 // Waits for room: only this thread waits, never the writer.
@@ -233,7 +237,7 @@ fn watch(
                 counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        push::wait(Some(&reader), Some(since), next);
+        mtf_watch::wait(Some(&reader), Some(since), next);
     }
 }
 
@@ -456,7 +460,7 @@ fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {
             };
             let total = stats.closed_total;
             let oldest = total.saturating_sub(u64::from(ring.capacity()));
-            let end = push::first_after(&ring, oldest, total, before.saturating_sub(1));
+            let end = mtf_watch::first_after(&ring, oldest, total, before.saturating_sub(1));
             for p in end.saturating_sub(keep as u64).max(oldest)..end {
                 match ring.closed_at(p) {
                     Ok(Some(c)) if c.time < before => closed.push(c),

@@ -225,6 +225,100 @@ impl From<&WireCandle> for Candle {
     }
 }
 
+/// A candle event as the origin publishes it: the JSON of the HTTP push events (docs/NATS.md),
+/// written here from the watcher's typed change.
+#[derive(Debug, Serialize)]
+pub struct CandleEvent<'a> {
+    /// Payload version.
+    pub v: u64,
+    /// `candle`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The ring's symbol.
+    pub symbol: &'a str,
+    /// The ring's timeframe, by name.
+    pub timeframe: &'static str,
+    /// Closed (`true`) or forming.
+    pub complete: bool,
+    /// The candle.
+    pub candle: WireCandle,
+}
+
+impl CandleEvent<'_> {
+    /// The event's JSON for `candle` of ring `symbol` `timeframe`.
+    pub fn json(symbol: &str, timeframe: shm_core::Timeframe, candle: &Candle) -> String {
+        let event = CandleEvent {
+            v: VERSION,
+            kind: "candle",
+            symbol,
+            timeframe: timeframe.name(),
+            complete: !candle.forming,
+            candle: WireCandle::from(candle),
+        };
+        serde_json::to_string(&event).unwrap_or_default()
+    }
+}
+
+/// A status event as the origin publishes it (the HTTP push events' status, docs/NATS.md).
+#[derive(Debug, Serialize)]
+pub struct StatusEvent {
+    /// Payload version.
+    pub v: u64,
+    /// `status`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Whether the writer is alive.
+    pub running: bool,
+    /// `alive`, `stalled`, `stopped`, `gone`, `replaced`, or `no_segment`.
+    pub liveness: &'static str,
+    /// The feed's state (absent without a segment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_state: Option<&'static str>,
+    /// The feed's kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_kind: Option<&'static str>,
+    /// When the writer last published, unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_update_ms: Option<u64>,
+    /// Broker server time minus UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_time_offset_seconds: Option<i64>,
+    /// The writer's process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_pid: Option<u32>,
+}
+
+impl StatusEvent {
+    /// The event's JSON for the writer's `status`, or for no segment.
+    pub fn json(status: Option<&shm_core::Status>) -> String {
+        let event = match status {
+            Some(s) => StatusEvent {
+                v: VERSION,
+                kind: "status",
+                running: s.liveness == shm_core::Liveness::Alive,
+                liveness: s.liveness.as_str(),
+                feed_state: Some(s.feed_state.map_or("unknown", |f| f.as_str())),
+                feed_kind: Some(s.feed_kind.map_or("unknown", |k| k.as_str())),
+                last_update_ms: Some(s.last_update_ns / 1_000_000),
+                server_time_offset_seconds: Some(s.server_time_offset_s),
+                writer_pid: Some(s.writer_pid),
+            },
+            None => StatusEvent {
+                v: VERSION,
+                kind: "status",
+                running: false,
+                liveness: "no_segment",
+                feed_state: None,
+                feed_kind: None,
+                last_update_ms: None,
+                server_time_offset_seconds: None,
+                writer_pid: None,
+            },
+        };
+        serde_json::to_string(&event).unwrap_or_default()
+    }
+}
+
 /// A candle message.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CandleMessage {
@@ -395,6 +489,33 @@ mod tests {
             .answers(),
             None
         );
+    }
+
+    #[test]
+    fn published_events_have_the_documented_fields_and_read_back() {
+        let c = Candle::flat(1_704_239_940, 1.10234);
+        let json = CandleEvent::json("EURUSD.pro", shm_core::Timeframe::M5, &c);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["type"], "candle");
+        assert_eq!(v["timeframe"], "M5");
+        assert_eq!(v["complete"], true);
+        let fields: Vec<&str> = v["candle"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(fields.len(), 9, "{fields:?}");
+        let back: CandleMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(Candle::from(&back.candle), c);
+        let none: serde_json::Value = serde_json::from_str(&StatusEvent::json(None)).unwrap();
+        assert_eq!(
+            none,
+            serde_json::json!({"v": 1, "type": "status", "running": false, "liveness": "no_segment"})
+        );
+        let back: StatusMessage = serde_json::from_str(&StatusEvent::json(None)).unwrap();
+        assert_eq!(back.liveness, "no_segment");
     }
 
     #[test]

@@ -80,6 +80,21 @@ impl std::fmt::Display for CandleDefect {
 }
 
 impl Candle {
+    /// Whether `other` is the same candle to the bit: every field equal, prices by their bits
+    /// (so `-0.0` and `0.0`, which print differently, are told apart). What a stream or a cache
+    /// compares to tell whether a candle changed.
+    pub fn same_bits(&self, other: &Candle) -> bool {
+        self.time == other.time
+            && self.open.to_bits() == other.open.to_bits()
+            && self.high.to_bits() == other.high.to_bits()
+            && self.low.to_bits() == other.low.to_bits()
+            && self.close.to_bits() == other.close.to_bits()
+            && self.tick_volume == other.tick_volume
+            && self.spread == other.spread
+            && self.real_volume == other.real_volume
+            && self.forming == other.forming
+    }
+
     /// A candle whose four prices are all `price`, as a new bar opened by one tick.
     pub fn flat(time: i64, price: f64) -> Candle {
         Candle {

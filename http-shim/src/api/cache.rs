@@ -103,7 +103,7 @@ impl Entry {
             || !self.candles[n - k..]
                 .iter()
                 .zip(closed)
-                .all(|(a, b)| same_bits(a, b))
+                .all(|(a, b)| a.same_bits(b))
         {
             return None;
         }
@@ -119,20 +119,6 @@ impl Entry {
         };
         self.json.get(range)
     }
-}
-
-/// Whether two candles write the same JSON: every written field equal, floats by their bits
-/// (so `-0.0` and `0.0`, which print differently, are told apart).
-pub(super) fn same_bits(a: &Candle, b: &Candle) -> bool {
-    a.time == b.time
-        && a.open.to_bits() == b.open.to_bits()
-        && a.high.to_bits() == b.high.to_bits()
-        && a.low.to_bits() == b.low.to_bits()
-        && a.close.to_bits() == b.close.to_bits()
-        && a.tick_volume == b.tick_volume
-        && a.spread == b.spread
-        && a.real_volume == b.real_volume
-        && a.forming == b.forming
 }
 
 /// The entries, and the bytes they take.

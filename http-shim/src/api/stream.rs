@@ -20,9 +20,10 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::json::{error, ErrorCode};
-use super::push::{
-    self, look_bytes, Event, Pairs, StreamSlot, Watcher, BACKLOG_CHUNK, HEARTBEAT, LOOK_CLOSED,
-};
+use mtf_watch::{Pairs, Watcher, BACKLOG_CHUNK, LOOK_CLOSED};
+
+use super::push::{look_bytes, StreamSlot, HEARTBEAT};
+use super::push_events::framed;
 use super::request::{PairsRequest, StreamRequest};
 use super::status::{not_running, not_running_reason};
 use super::Api;
@@ -194,28 +195,17 @@ impl Api {
             let (max_closed, mut held) = self.look_room(&watcher);
             let next = watcher.poll(reader.as_ref(), &mut events, max_closed);
             let sent = events.len();
-            for e in events.drain(..) {
-                match e {
-                    Event::Candle { json, id, .. } => {
-                        out.extend_from_slice(b"event: candle\n");
-                        if let Some(id) = id {
-                            out.extend_from_slice(format!("id: {id}\n").as_bytes());
-                        }
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(json.as_bytes());
-                        out.extend_from_slice(b"\n\n");
-                    }
-                    Event::Status(json) => {
-                        out.extend_from_slice(b"event: status\ndata: ");
-                        out.extend_from_slice(json.as_bytes());
-                        out.extend_from_slice(b"\n\n");
-                    }
-                    Event::Ticks(json) => {
-                        out.extend_from_slice(b"event: ticks\ndata: ");
-                        out.extend_from_slice(json.as_bytes());
-                        out.extend_from_slice(b"\n\n");
-                    }
+            for change in events.drain(..) {
+                let e = framed(&watcher, change);
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(e.kind.as_bytes());
+                out.push(b'\n');
+                if let Some(id) = e.id {
+                    out.extend_from_slice(format!("id: {id}\n").as_bytes());
                 }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(e.json.as_bytes());
+                out.extend_from_slice(b"\n\n");
             }
             if client_left(&stream) {
                 return;
@@ -249,7 +239,7 @@ impl Api {
                     }
                 }
             }
-            push::wait(reader.as_ref(), since, next.min(last_write + HEARTBEAT));
+            mtf_watch::wait(reader.as_ref(), since, next.min(last_write + HEARTBEAT));
         }
     }
 
@@ -390,13 +380,13 @@ impl Api {
                 let (max_closed, reservation) = self.look_room(w);
                 held = reservation;
                 next = next.min(w.poll(reader.as_ref(), &mut events, max_closed));
-                let n = events.len();
+                let messages: Vec<String> = events.drain(..).map(|c| framed(w, c).json).collect();
+                let n = messages.len();
                 if let Some(h) = held.as_mut() {
                     // A frame's head is at most 14 bytes.
-                    h.shrink_to(events.iter().map(|e| e.json().len() + 14).sum());
+                    h.shrink_to(messages.iter().map(|m| m.len() + 14).sum());
                 }
-                for e in events.drain(..) {
-                    let (Event::Candle { json, .. } | Event::Status(json) | Event::Ticks(json)) = e;
+                for json in messages {
                     if ws.write(Message::text(json)).is_err() {
                         slot.dropped_slow();
                         eprintln!("mtf-shim: WebSocket client {peer} dropped: {WS_MAX_BUFFERED} bytes of events waiting");
@@ -424,7 +414,7 @@ impl Api {
                 }
                 Err(_) => return,
             }
-            push::wait(reader.as_ref(), since, next);
+            mtf_watch::wait(reader.as_ref(), since, next);
         }
     }
 
