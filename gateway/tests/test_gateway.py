@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import mt5_gateway as gw  # noqa: E402
+import mtf_gateway.server as gw_server  # noqa: E402  (where the connections read their limits)
 from test_standin_conformance import load_standin  # noqa: E402
 
 BARS_H1 = (
@@ -459,9 +460,9 @@ class ProtocolTest(Folder):
         self.assertEqual(self.call({"id": "a", "op": "ping"}, c)["id"], "a", "still serving")
 
     def test_a_client_dripping_bytes_is_cut_off_at_the_line_deadline(self):
-        old = gw.LINE_SECONDS
-        gw.LINE_SECONDS = 0.5
-        self.addCleanup(setattr, gw, "LINE_SECONDS", old)
+        old = gw_server.LINE_SECONDS
+        gw_server.LINE_SECONDS = 0.5
+        self.addCleanup(setattr, gw_server, "LINE_SECONDS", old)
         s, f = self.connect()
         start = time.monotonic()
         try:
@@ -475,9 +476,9 @@ class ProtocolTest(Folder):
 
     def test_idle_clients_give_way_when_every_slot_is_taken(self):
         self.server.slots = threading.BoundedSemaphore(2)
-        old = gw.EVICT_IDLE_SECONDS
-        gw.EVICT_IDLE_SECONDS = 0.2
-        self.addCleanup(setattr, gw, "EVICT_IDLE_SECONDS", old)
+        old = gw_server.EVICT_IDLE_SECONDS
+        gw_server.EVICT_IDLE_SECONDS = 0.2
+        self.addCleanup(setattr, gw_server, "EVICT_IDLE_SECONDS", old)
         idle = [self.connect(), self.connect()]
         for c in idle:
             self.call({"id": 1, "op": "ping"}, c)
@@ -569,9 +570,9 @@ class TokenTest(Folder):
         # The attack: every slot taken by connections that send one space at a time and never
         # a token. A client with the token is served, and the drippers are cut off.
         self.server.slots = threading.BoundedSemaphore(2)
-        old = gw.AUTH_SECONDS
-        gw.AUTH_SECONDS = 1.0
-        self.addCleanup(setattr, gw, "AUTH_SECONDS", old)
+        old = gw_server.AUTH_SECONDS
+        gw_server.AUTH_SECONDS = 1.0
+        self.addCleanup(setattr, gw_server, "AUTH_SECONDS", old)
         stop = threading.Event()
         self.addCleanup(stop.set)
         drippers = []

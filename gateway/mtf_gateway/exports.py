@@ -7,7 +7,7 @@ import codecs
 import os
 import time
 
-from mt5_common import (
+from .common import (
     MAX_COUNT,
     SECONDS,
     TICK_FLAG_ASK,
