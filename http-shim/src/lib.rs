@@ -173,6 +173,11 @@ impl Shim {
         Ok(Shim { server })
     }
 
+    /// Connections accepted and being served now (for tests and tools that wait on them).
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()

@@ -89,6 +89,8 @@ impl Default for Limits {
 pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Connections being served (see `accept_loop`).
+    open: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -108,17 +110,27 @@ impl Server {
         let _ = rustix::net::listen(&listener, LISTEN_BACKLOG);
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicUsize::new(0));
         let accept = {
-            let stop = Arc::clone(&stop);
+            let (stop, open) = (Arc::clone(&stop), Arc::clone(&open));
             std::thread::Builder::new()
                 .name("mtf-shim-accept".into())
-                .spawn(move || accept_loop(listener, limits, handler, stop, budget, metrics))?
+                .spawn(move || {
+                    accept_loop(listener, limits, handler, stop, open, budget, metrics)
+                })?
         };
         Ok(Server {
             addr,
             stop,
+            open,
             accept: Some(accept),
         })
+    }
+
+    /// Connections accepted and being served now.
+    pub fn open_connections(&self) -> usize {
+        // Relaxed: a count, as in `accept_loop`.
+        self.open.load(Ordering::Relaxed)
     }
 
     /// The bound address (useful with port 0).
@@ -145,13 +157,13 @@ fn accept_loop(
     limits: Limits,
     handler: Arc<Handler>,
     stop: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
     budget: Arc<Budget>,
     metrics: Arc<Metrics>,
 ) {
-    // Connections being served. Relaxed throughout: it is a count compared with a limit, and
-    // no other memory is published through it; a momentarily stale value only lets the cap be
-    // off by the connections closing at that instant.
-    let open = Arc::new(AtomicUsize::new(0));
+    // `open`: connections being served. Relaxed throughout: it is a count compared with a
+    // limit, and no other memory is published through it; a momentarily stale value only lets
+    // the cap be off by the connections closing at that instant.
     let partial = Arc::new(PartialHeads::default());
     let mut logged_error = false;
     // Relaxed: the stop flag carries no data with it.

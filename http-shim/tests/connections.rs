@@ -26,7 +26,15 @@ fn shim_at_its_cap(seg: &TempSegment, cap: usize) -> (Shim, Vec<TcpStream>) {
     let idle = (0..cap)
         .map(|_| TcpStream::connect(shim.local_addr()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while shim.open_connections() < cap {
+        assert!(
+            std::time::Instant::now() < until,
+            "the shim accepted {} of {cap} connections",
+            shim.open_connections()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     (shim, idle)
 }
 
@@ -534,7 +542,15 @@ fn idle_connections_near_the_cap_give_way_within_seconds() {
         503
     );
     // Near the cap the idle timeout is 1 s, not 60: the idle ones are closed...
-    std::thread::sleep(Duration::from_millis(2500));
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while shim.open_connections() > 15 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} idle connections still open after 30 s",
+            shim.open_connections()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = raw(
         shim.local_addr(),
         b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
