@@ -47,7 +47,11 @@ Configured by the environment, read at import:
   only (a test releases the ticks once its reader is ready, so every later tick is made
   after that, whatever the machine's load);
 - ``MT5_STANDIN_DESCRIPTION``: the symbols' `description` (default ``NAME stand-in``), to
-  try a record the reader must refuse (a string longer than the segment keeps).
+  try a record the reader must refuse (a string longer than the segment keeps);
+- ``MT5_STANDIN_HISTORY_DAYS`` (0), ``MT5_STANDIN_HISTORY_END`` (ms; default the last whole
+  minute) and ``MT5_STANDIN_HISTORY_GAP_MS`` (20000): a past of that many days before that
+  end, a tick every gap, the same in every process with the same settings (a terminal's
+  history database, deeper than any ring); live ticks start at the end.
 
 Times are the terminal's: this stand-in's server time is UTC (offset 0), so a tick's
 ``time_msc`` is when it happened, to the millisecond, and a reader's latency is its clock
@@ -155,10 +159,19 @@ class _Terminal:
         price = float(os.environ.get("MT5_STANDIN_PRICE", "1.1"))
         price_step = float(os.environ.get("MT5_STANDIN_PRICE_STEP", "10"))
         start_ms = int(time.time() * 1000)
+        # A deterministic past (MT5_STANDIN_HISTORY_DAYS before MT5_STANDIN_HISTORY_END): the
+        # same in every process given the same settings, so that two stand-ins (a gateway's and
+        # a bot's) agree on it, as two clients of one terminal do.
+        history_days = float(os.environ.get("MT5_STANDIN_HISTORY_DAYS", "0"))
+        history_end = int(os.environ.get("MT5_STANDIN_HISTORY_END", "0")) or start_ms - start_ms % 60000
+        history_gap = int(os.environ.get("MT5_STANDIN_HISTORY_GAP_MS", "20000"))
+        seed = os.environ.get("MT5_STANDIN_SEED", "1")
         self.symbols = {}
         for name, rate in _env_symbols():
+            past = _history(name, seed, price, history_end, int(history_days * 86400000), history_gap)
             self.symbols[name] = {
-                "rate": rate, "price": price, "next_ms": start_ms, "ticks": [], "made": 0,
+                "rate": rate, "price": price, "next_ms": max(start_ms, history_end), "ticks": past,
+                "made": 0, "history": len(past),
             }
             price *= price_step
         self.error = (RES_S_OK, "Success")
@@ -202,8 +215,8 @@ class _Terminal:
                 msc = s["next_ms"]
                 s["ticks"].append(Tick(msc // 1000, bid, ask, 0.0, 0, msc, TICK_FLAG_BID | TICK_FLAG_ASK, 0.0))
                 s["made"] += 1
-                if len(s["ticks"]) > 200000:
-                    del s["ticks"][:100000]
+                if len(s["ticks"]) > 200000 + s["history"]:
+                    del s["ticks"][s["history"]:s["history"] + 100000]
                 # The next tick: in the same millisecond now and then, else after an
                 # exponential gap (whole milliseconds) of mean 1/rate.
                 if self.rng.random() >= self.same_ms:
@@ -224,6 +237,22 @@ class _Terminal:
             return None
         self.advance(s)
         return s
+
+
+def _history(name, seed, price, end_ms, span_ms, gap_ms):
+    """`span_ms` of ticks before `end_ms`, one every `gap_ms` on the millisecond grid, walking
+    back from `price` (the live ticks' first): a function of its arguments only."""
+    rng = random.Random("%s:%s" % (seed, name))
+    first = end_ms - span_ms
+    first += -first % gap_ms
+    times = list(range(first, end_ms, gap_ms))
+    out, p = [], price
+    for msc in reversed(times):
+        step = max(p * 0.0001, 1e-5)
+        p = round(max(p + rng.choice((-1, 1)) * step, step), 5)
+        out.append(Tick(msc // 1000, p, round(p + step * 2, 5), 0.0, 0, msc, TICK_FLAG_BID | TICK_FLAG_ASK, 0.0))
+    out.reverse()
+    return out
 
 
 _t = _Terminal()

@@ -71,30 +71,14 @@ __all__ += [n for n in vars(_namespace) if n.isupper() and not n.startswith("_")
 __all__ += [n for n in _namespace.RESULT_TYPES if n not in __all__]
 
 
-def _package_namespace():
-    """Where the MetaTrader5 package is installed, its own constants and result types replace
-    these (same names, values and fields), so that `isinstance(r, mt5.TradePosition)` holds
-    for what a forwarded call returns, and what this module builds (SymbolInfo, Tick,
-    TerminalInfo) is the package's type too."""
-    import importlib.util  # noqa: PLC0415
-
-    try:
-        if importlib.util.find_spec("MetaTrader5") is None:
-            return
-        import MetaTrader5  # noqa: PLC0415  (only where it exists)
-    except (ImportError, ValueError):
-        return
-    for name in __all__:
-        if (name.isupper() or name in _namespace.RESULT_TYPES) and hasattr(MetaTrader5, name):
-            globals()[name] = getattr(MetaTrader5, name)
-
-
-_package_namespace()
+# Where the MetaTrader5 package is installed, its own constants and result types (_namespace.py).
+globals().update(_namespace.from_package(__all__))
 
 # The longest `group` symbols_get takes: symbol names are at most 31 characters, so this is a
 # hundred patterns and more.
 MAX_GROUP = 4096
 
+from . import _deep  # noqa: E402  (history beyond the rings, from the terminal)
 from ._dates import _ms, _seconds  # noqa: E402  (MT5's date arguments)
 
 
@@ -416,13 +400,17 @@ def copy_ticks_from(symbol, date_from, count, flags):
     except _CALL_ERRORS as e:
         return _failed(e)
     _error.value = _SUCCESS
+    if _terminal is not None:
+        return _deeper(_deep.ticks_from, ticks, symbol, _ms(_seconds(date_from)), count, flags)
     return ticks
 
 
 def copy_ticks_range(symbol, date_from, date_to, flags):
     """MT5's ``copy_ticks_range``: the ticks from ``date_from`` to ``date_to`` that pass
     ``flags``, or None."""
-    return _call("copy_ticks_range", symbol, date_from, date_to, flags)
+    ticks = _call("copy_ticks_range", symbol, date_from, date_to, flags)
+    return _deeper(_deep.ticks_range, ticks, symbol, _ms(_seconds(date_from)),
+                   _ms(_seconds(date_to), 999), flags)
 
 
 def symbol_info(symbol):
@@ -545,17 +533,34 @@ def copy_rates_from_pos(symbol, timeframe, start_pos, count):
     except _CALL_ERRORS as e:
         return _failed(e)
     _error.value = _SUCCESS
+    if _terminal is not None and len(rates) < count:
+        return _deeper(_deep.rates_from, rates, symbol, timeframe, count, start_pos=start_pos)
     return rates
 
 
 def copy_rates_from(symbol, timeframe, date_from, count):
     """MT5's ``copy_rates_from``: the ``count`` bars at or before ``date_from``, or None."""
-    return _call("copy_rates_from", symbol, timeframe, date_from, count)
+    rates = _call("copy_rates_from", symbol, timeframe, date_from, count)
+    return _deeper(_deep.rates_from, rates, symbol, timeframe, count, date=date_from)
 
 
 def copy_rates_range(symbol, timeframe, date_from, date_to):
     """MT5's ``copy_rates_range``: the bars from ``date_from`` to ``date_to``, or None."""
-    return _call("copy_rates_range", symbol, timeframe, date_from, date_to)
+    rates = _call("copy_rates_range", symbol, timeframe, date_from, date_to)
+    return _deeper(_deep.rates_range, rates, symbol, timeframe, _seconds(date_from), _seconds(date_to))
+
+
+def _deeper(complete, answer, *args, **kwargs):
+    """`answer` completed from the terminal by `complete` (_deep.py) where the MetaTrader5
+    package is installed and the segment's ring ran out; the segment's answer as it is
+    elsewhere, or if the terminal fails (its error is then last_error()'s)."""
+    terminal = _terminal_module()
+    if answer is None or terminal is None:
+        return answer
+    try:
+        return complete(terminal, _segment, answer, *args, **kwargs)
+    except (TypeError, ValueError, OverflowError):
+        return answer
 
 
 def symbol_info_tick(symbol):

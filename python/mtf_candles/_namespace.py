@@ -7,6 +7,7 @@ https://www.mql5.com/en/docs/python_metatrader5, and the MQL5 enumerations each 
 installed, `mtf_candles` exports the package's own objects instead (see `__init__`)."""
 
 import collections
+import importlib.util
 
 # ENUM_ACCOUNT_MARGIN_MODE, ENUM_ACCOUNT_STOPOUT_MODE, ENUM_ACCOUNT_TRADE_MODE: https://www.mql5.com/en/docs/constants/environment_state/accountinformation
 ACCOUNT_MARGIN_MODE_RETAIL_NETTING = 0
@@ -301,3 +302,19 @@ BookInfo.__doc__ = "A market depth entry, from market_book_get() (python_metatra
 #: The result types' names.
 RESULT_TYPES = ("AccountInfo", "BookInfo", "OrderCheckResult", "OrderSendResult", "SymbolInfo",
                 "TerminalInfo", "Tick", "TradeDeal", "TradeOrder", "TradePosition", "TradeRequest")
+
+
+def from_package(names):
+    """Where the MetaTrader5 package is installed, its own objects for those of `names` that
+    are constants or result types (same names, values and fields), so that
+    ``isinstance(r, mt5.TradePosition)`` holds for what a forwarded call returns and what
+    mtf_candles builds (SymbolInfo, Tick, TerminalInfo) is the package's type too; elsewhere
+    nothing."""
+    try:
+        if importlib.util.find_spec("MetaTrader5") is None:
+            return {}
+        import MetaTrader5  # noqa: PLC0415  (only where it exists)
+    except (ImportError, ValueError):
+        return {}
+    return {name: getattr(MetaTrader5, name) for name in names
+            if (name.isupper() or name in RESULT_TYPES) and hasattr(MetaTrader5, name)}

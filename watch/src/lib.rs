@@ -200,7 +200,7 @@ impl Watcher {
     }
 
     /// Whether the last look stopped short of the closed bars it could have sent: the next
-    /// look may send a whole chunk, if the stream can pay for it ([`look_bytes`]).
+    /// look may send a whole chunk, if the stream can pay for it (the HTTP API budgets it: `http_shim::api::push::look_bytes`).
     pub fn behind(&self) -> bool {
         self.behind
     }

@@ -1,0 +1,127 @@
+"""History deeper than the rings (issue 38, "beyond the store"): where the MetaTrader5 package
+is installed, a range that reaches past what the segment's ring holds is completed from the
+terminal, and equals the terminal's own answer, bar for bar and tick for tick.
+
+A streamer is fed by the gateway over a stand-in terminal with 30 days of deterministic
+history; the bot is another process with its own stand-in of the same history on its path,
+as a bot on Windows has the package beside the terminal. The ring holds a week of M1
+(10,080 bars) and 4,096 ticks; the answers asked for are 30 days of M1 and two days of ticks.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, Streamer
+
+STANDIN = os.path.join(ROOT, "gateway", "standin")
+
+
+@pytest.fixture
+def deep(tmp_path):
+    """The streamer over a gateway over a stand-in with 30 days of history, once its M1 ring
+    is full; and the environment that gives a bot the same stand-in."""
+    now_ms = int(time.time() * 1000)
+    end_ms = now_ms - now_ms % 60000
+    env = dict(os.environ, PYTHONPATH=STANDIN, MT5_STANDIN_SYMBOLS="EURUSD=5",
+               MT5_STANDIN_HISTORY_DAYS="30", MT5_STANDIN_HISTORY_END=str(end_ms),
+               MT5_STANDIN_CALL_US="0")
+    gateway = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "gateway", "mt5_gateway.py"), "--backend", "metatrader5",
+         "--bind", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = gateway.stdout.readline().decode().strip()
+        assert line.startswith("listening on "), (line, gateway.stderr.read().decode()[-2000:])
+        s = Streamer(tmp_path, ["--source", "mt5", "--gateway", line[len("listening on "):],
+                                "--symbols", "EURUSD", "--timeframes", "M1,H1"], http=False)
+        try:
+            import mtf_candles
+            segment = mtf_candles.Segment(path=s.segment)
+            deadline = time.monotonic() + 120
+            while len(segment.copy_rates_from_pos("EURUSD", mtf_candles.TIMEFRAME_M1, 0, 20000)) < 10080:
+                assert time.monotonic() < deadline, "the streamer did not backfill its M1 ring"
+                time.sleep(0.1)
+            yield s, env, end_ms // 1000
+        finally:
+            s.stop()
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+
+
+BOT = r"""
+import json, sys
+import numpy as np
+import mtf_candles as mt5
+import MetaTrader5 as terminal
+
+segment, end = sys.argv[1], int(sys.argv[2])
+assert mt5.initialize(segment=segment), mt5.last_error()
+ring = mt5.Segment(path=segment)
+last = end - 60                      # the last bar of the history, closed
+out = {}
+
+def same(a, b):
+    return len(a) == len(b) and a.dtype == b.dtype and bool((a == b).all())
+
+# 30 days of M1: the ring holds a week; the rest comes from the terminal.
+lo = last - 30 * 86400 + 60
+ours = mt5.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, last)
+theirs = terminal.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, last)
+out["range"] = [len(ours), len(theirs), same(ours, theirs),
+                len(ring.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, last))]
+assert np.all(np.diff(ours["time"]) == 60), "a gap or a duplicate at the seam"
+
+# The 20,000 bars up to a date, and from a position (the newest are live, and the two
+# stand-ins' live ticks differ: compared up to the end of the history).
+ours = mt5.copy_rates_from("EURUSD", mt5.TIMEFRAME_M1, last, 20000)
+theirs = terminal.copy_rates_from("EURUSD", mt5.TIMEFRAME_M1, last, 20000)
+out["from"] = [len(ours), same(ours, theirs)]
+ours = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 50000)
+old = ours[ours["time"] <= last]
+theirs = terminal.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, int(old["time"][0]), last)
+everything = terminal.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 100000)
+out["pos"] = [len(ours), same(old, theirs), bool(np.all(np.diff(ours["time"]) > 0)),
+              int(ours["time"][0]) == int(everything["time"][0])]
+
+# Two days of ticks: the ring holds 4,096.
+t_lo = last - 2 * 86400
+ours = mt5.copy_ticks_range("EURUSD", t_lo, last, mt5.COPY_TICKS_ALL)
+theirs = terminal.copy_ticks_range("EURUSD", t_lo, last, mt5.COPY_TICKS_ALL)
+out["ticks"] = [len(ours), len(theirs), same(ours, theirs)]
+ours = mt5.copy_ticks_from("EURUSD", t_lo, 10000, mt5.COPY_TICKS_ALL)
+theirs = terminal.copy_ticks_from("EURUSD", t_lo, 10000, mt5.COPY_TICKS_ALL)
+history = (last + 1) * 1000
+out["ticks_from"] = [len(ours), same(ours[ours["time_msc"] < history], theirs[theirs["time_msc"] < history])]
+print(json.dumps(out))
+"""
+
+
+def test_ranges_past_the_rings_equal_the_terminals_own_answers(deep):
+    streamer, env, end = deep
+    run = subprocess.run([sys.executable, "-c", BOT, streamer.segment, str(end)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    ours, theirs, same, ring_alone = got["range"]
+    assert (ours, theirs, same) == (43200, 43200, True)
+    assert ring_alone < 10082, "the ring alone holds a week, so the rest came from the terminal"
+    assert got["from"] == [20000, True]
+    # The terminal's history is 30 days (43,200 bars), fewer than the 50,000 asked: all of it,
+    # from its first bar, as MT5 answers.
+    assert got["pos"][0] >= 43200 and got["pos"][1:] == [True, True, True], got["pos"]
+    ours, theirs, same = got["ticks"]
+    assert ours == theirs > 8000 and same, got["ticks"]
+    # From two days back: every history tick, then the ring's live ones (fewer than 10,000).
+    assert got["ticks_from"][0] > 8640 and got["ticks_from"][1] is True, got["ticks_from"]
+
+
+def test_without_the_package_the_answer_is_the_segments_own(deep):
+    streamer, _, end = deep
+    import mtf_candles as mt5
+    assert mt5.initialize(segment=streamer.segment)
+    rates = mt5.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, end - 30 * 86400, end)
+    assert 10000 <= len(rates) <= 10081, len(rates)
