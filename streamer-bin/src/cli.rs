@@ -4,24 +4,33 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mtf_cli::SegmentArgs;
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, SourceKind};
-use crate::settings;
+use crate::settings::{self, Flag, Shape, SETTINGS};
 
 /// Multi-timeframe candles from a feed into shared memory, for every process on the host.
 ///
 /// With no arguments: a synthetic feed for BTCUSDc and XAUUSDc on M1..D1, published to the
 /// segment /dev/shm/mtf-candles, with the HTTP API on 127.0.0.1:8000.
+//
+// The flags of the run are not declared here: each comes from its setting's one declaration
+// in `settings.rs` (key, flag, help, parser), added to this command by `command()`.
 #[derive(Debug, Parser)]
 #[command(name = "mtf-streamer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// JSON config file; the original multi_tf_streamer_config.json is accepted as it is.
+    /// Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
-    run: RunArgs,
+    segment: SegmentArgs,
+    #[command(flatten)]
+    nats_auth: nats_bridge::NatsAuth,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,100 +57,45 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
-struct RunArgs {
-    /// JSON config file; the original multi_tf_streamer_config.json is accepted as it is.
-    /// Flags override it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Feed: synthetic (seeded random walk), csv (MT5 export replay), mt5 (MT5 gateway).
-    #[arg(long, value_name = "SOURCE")]
-    source: Option<String>,
-    /// Symbols, comma-separated (default BTCUSDc,XAUUSDc; for csv, taken from the file names).
-    #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
-    symbols: Option<Vec<String>>,
-    /// Timeframes to publish, comma-separated (default M1,M5,M15,M30,H1,H4,D1).
-    #[arg(long, value_delimiter = ',', value_name = "TFS")]
-    timeframes: Option<Vec<String>>,
-    /// Ring size of one timeframe, e.g. --buffer M1=20160 (repeatable). Defaults: M1 10080,
-    /// M5 2016, 1000 for every other timeframe.
-    #[arg(long, value_name = "TF=N")]
-    buffer: Vec<String>,
-    /// Seed of the synthetic feed (same seed, same price path).
-    #[arg(long, value_name = "N")]
-    seed: Option<String>,
-    /// Synthetic ticks per second per symbol (default 10).
-    #[arg(long, value_name = "N")]
-    tick_rate: Option<String>,
-    /// Ticks each symbol's tick ring keeps (default 4096, MT5's fast tick cache).
-    #[arg(long, value_name = "N")]
-    tick_depth: Option<String>,
-    /// MT5 export files to replay (bars or ticks); implies --source csv.
-    #[arg(long, num_args = 1.., value_name = "FILE")]
-    csv: Vec<PathBuf>,
-    /// Symbol of the CSV files, when their names do not follow MT5's SYMBOL_TF_FROM_TO.csv.
-    #[arg(long, value_name = "SYMBOL")]
-    csv_symbol: Option<String>,
-    /// Timeframe of the CSV bar files, when their names do not say it.
-    #[arg(long, value_name = "TF")]
-    csv_timeframe: Option<String>,
-    /// CSV replay speed: N for N x real time, or max (default).
-    #[arg(long, value_name = "N|max")]
-    speed: Option<String>,
-    /// A terminal's symbol_info() for each symbol, as JSON ({"EURUSD": {...}, ...}, exported
-    /// with MetaTrader5's symbol_info(s)._asdict()), for a synthetic or CSV feed.
-    #[arg(long, value_name = "FILE")]
-    symbol_info: Option<PathBuf>,
-    /// MT5 gateway address for --source mt5 (default 127.0.0.1:18812, the gateway's default; set
-    /// MT5_GATEWAY_TOKEN if it has a token).
-    #[arg(long, value_name = "HOST:PORT")]
-    gateway: Option<String>,
-    #[command(flatten)]
-    segment: SegmentArgs,
-    /// Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).
-    #[arg(long, value_name = "OCTAL")]
-    segment_mode: Option<String>,
-    /// Address of the HTTP API (default 127.0.0.1:8000).
-    #[arg(long, value_name = "ADDR")]
-    http: Option<String>,
-    /// Do not start the HTTP API.
-    #[arg(long, conflicts_with = "http")]
-    no_http: bool,
-    /// Allow --http on a non-loopback address; requests then need the bearer token from the
-    /// MTF_SHIM_TOKEN environment variable, if set.
-    #[arg(long)]
-    http_allow_remote: bool,
-    /// Serve a non-loopback --http without MTF_SHIM_TOKEN, on a network you trust.
-    #[arg(long, requires = "http_allow_remote")]
-    http_allow_remote_without_token: bool,
-    /// Broker server time minus UTC, as +HH:MM or seconds (default +00:00). MT5 bar times are
-    /// server time; this lets every reader compute true ages.
-    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
-    server_offset: Option<String>,
-    /// Publish every candle change to this NATS server, for mtf-mirror on other hosts
-    /// (nats://HOST:4222). The writer never waits for it.
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
-    /// The segment's name in the NATS subjects (default: the segment's name).
-    #[arg(long, value_name = "NAME", requires = "nats")]
-    nats_name: Option<String>,
-    /// Forming-bar updates on NATS, at most one per ring every this many ms (default 50).
-    #[arg(long, value_name = "MS", requires = "nats")]
-    nats_interval_ms: Option<String>,
-    #[command(flatten)]
-    nats_auth: nats_bridge::NatsAuth,
-}
-
-/// A flag's text as the value its setting takes.
-fn text(s: &Option<String>) -> Option<Value> {
-    s.clone().map(Value::String)
-}
-
-/// A list flag's items.
-fn list(items: &Option<Vec<String>>) -> Option<Value> {
-    items
-        .as_ref()
-        .map(|v| Value::Array(v.iter().cloned().map(Value::String).collect()))
+/// The command line: [`Cli`] and every setting's flag (`settings::SETTINGS`).
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for setting in SETTINGS {
+        let Some(flag) = setting.flag.filter(|f| f.shape != Shape::Shared) else {
+            continue;
+        };
+        let mut arg = Arg::new(setting.key)
+            .long(flag.name.trim_start_matches("--"))
+            .help(flag.help);
+        arg = match flag.shape {
+            Shape::One => arg.value_name(flag.value_name),
+            Shape::Signed => arg.value_name(flag.value_name).allow_hyphen_values(true),
+            Shape::List => arg
+                .value_name(flag.value_name)
+                .value_delimiter(',')
+                .action(ArgAction::Append),
+            Shape::Many => arg
+                .value_name(flag.value_name)
+                .num_args(1..)
+                .action(ArgAction::Append),
+            Shape::Pairs => arg.value_name(flag.value_name).action(ArgAction::Append),
+            Shape::Switch | Shape::Shared => arg.action(ArgAction::SetTrue),
+        };
+        if let Some(needed) = flag.requires {
+            arg = arg.requires(needed);
+        }
+        cmd = cmd.arg(arg);
+        if let Some((off, help)) = flag.off {
+            cmd = cmd.arg(
+                Arg::new(off)
+                    .long(off.trim_start_matches("--"))
+                    .help(help)
+                    .action(ArgAction::SetTrue)
+                    .conflicts_with(setting.key),
+            );
+        }
+    }
+    cmd
 }
 
 /// A path as the text its setting takes (a path that is not UTF-8 is refused, not mangled).
@@ -159,58 +113,52 @@ fn path(flag: &str, p: &Option<PathBuf>) -> Result<Option<Value>, ConfigError> {
     p.as_deref().map(|p| utf8(flag, p)).transpose()
 }
 
-/// A switch: only when given (it adds to the file's setting, never clears it).
-fn switch(on: bool) -> Option<Value> {
-    on.then_some(Value::Bool(true))
+/// The value a setting's own flag gave, if it was given.
+fn flag_value(
+    matches: &ArgMatches,
+    key: &'static str,
+    flag: &Flag,
+) -> Result<Option<Value>, ConfigError> {
+    let texts = || -> Vec<String> {
+        matches
+            .get_many::<String>(key)
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default()
+    };
+    Ok(match flag.shape {
+        Shape::Shared => None,
+        Shape::One | Shape::Signed => matches.get_one::<String>(key).cloned().map(Value::String),
+        Shape::List | Shape::Many => matches
+            .contains_id(key)
+            .then(|| Value::Array(texts().into_iter().map(Value::String).collect())),
+        Shape::Pairs => match texts() {
+            items if items.is_empty() => None,
+            items => Some(settings::buffer_flags(&items)?),
+        },
+        Shape::Switch => matches.get_flag(key).then_some(Value::Bool(true)),
+    })
 }
 
-impl RunArgs {
-    /// Each flag given, as (config key, value), in the order they apply: `--segment-path`
-    /// after `--segment`, `--no-http` after `--http`.
-    fn given(&self) -> Result<Vec<(&'static str, Value)>, ConfigError> {
-        let csv = self
-            .csv
-            .iter()
-            .map(|p| utf8("--csv", p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let a = &self.nats_auth;
-        let all = [
-            ("source", text(&self.source)),
-            ("symbols", list(&self.symbols)),
-            ("timeframes", list(&self.timeframes)),
-            (
-                "buffer_sizes",
-                (!self.buffer.is_empty())
-                    .then(|| settings::buffer_flags(&self.buffer))
-                    .transpose()?,
-            ),
-            ("seed", text(&self.seed)),
-            ("tick_rate", text(&self.tick_rate)),
-            ("tick_depth", text(&self.tick_depth)),
-            ("csv", (!csv.is_empty()).then_some(Value::Array(csv))),
-            ("csv_symbol", text(&self.csv_symbol)),
-            ("csv_timeframe", text(&self.csv_timeframe)),
-            ("speed", text(&self.speed)),
-            ("symbol_info", path("--symbol-info", &self.symbol_info)?),
-            ("gateway", text(&self.gateway)),
-            ("segment", text(&self.segment.segment)),
-            (
-                "segment_path",
-                path("--segment-path", &self.segment.segment_path)?,
-            ),
-            ("segment_mode", text(&self.segment_mode)),
-            ("http", text(&self.http)),
-            ("http", self.no_http.then_some(Value::Null)),
-            ("http_allow_remote", switch(self.http_allow_remote)),
-            (
-                "http_allow_remote_without_token",
-                switch(self.http_allow_remote_without_token),
-            ),
-            ("server_time_offset", text(&self.server_offset)),
-            ("nats", text(&self.nats)),
-            ("nats_name", text(&self.nats_name)),
-            ("nats_interval_ms", text(&self.nats_interval_ms)),
-            ("nats_user", text(&a.nats_user)),
+impl Cli {
+    /// Each flag given, as (setting, value), in the order they apply: the settings' own in
+    /// their declaration order (`--no-http` after `--http`), then the shared groups'
+    /// (`--segment-path` after `--segment`).
+    fn given(&self, matches: &ArgMatches) -> Result<Vec<(&'static str, Value)>, ConfigError> {
+        let mut out = Vec::new();
+        for setting in SETTINGS {
+            let Some(flag) = &setting.flag else { continue };
+            if let Some(v) = flag_value(matches, setting.key, flag)? {
+                out.push((setting.key, v));
+            }
+            if flag.off.is_some_and(|(off, _)| matches.get_flag(off)) {
+                out.push((setting.key, Value::Null));
+            }
+        }
+        let (seg, a) = (&self.segment, &self.nats_auth);
+        let shared = [
+            ("segment", seg.segment.clone().map(Value::String)),
+            ("segment_path", path("--segment-path", &seg.segment_path)?),
+            ("nats_user", a.nats_user.clone().map(Value::String)),
             ("nats_creds", path("--nats-creds", &a.nats_creds)?),
             ("nats_nkey", path("--nats-nkey", &a.nats_nkey)?),
             (
@@ -225,28 +173,26 @@ impl RunArgs {
             ("nats_cert", path("--nats-cert", &a.nats_cert)?),
             ("nats_key", path("--nats-key", &a.nats_key)?),
         ];
-        Ok(all
-            .into_iter()
-            .filter_map(|(key, v)| v.map(|v| (key, v)))
-            .collect())
+        out.extend(shared.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        Ok(out)
     }
 
     /// Defaults, then the config file, then these flags, each through its setting's one
     /// parser (`settings.rs`). Returns the warnings to print.
-    fn config(&self) -> Result<(Config, Vec<String>), ConfigError> {
+    fn config(&self, matches: &ArgMatches) -> Result<(Config, Vec<String>), ConfigError> {
         let mut c = Config::default();
         let warnings = match &self.config {
             Some(path) => c.apply_file(path)?,
             None => Vec::new(),
         };
-        for (key, value) in self.given()? {
+        for (key, value) in self.given(matches)? {
             let setting = settings::by_key(key).ok_or_else(|| ConfigError {
                 field: key.into(),
                 message: "no such setting (a bug: every flag names one)".into(),
             })?;
             setting.apply(&mut c, &value, true)?;
         }
-        if !self.csv.is_empty() && self.source.is_none() {
+        if matches.contains_id("csv") && !matches.contains_id("source") {
             c.source = SourceKind::Csv;
         }
         if let Some(trust) = &self.segment.trust {
@@ -268,7 +214,11 @@ fn report_config(error: &(dyn std::error::Error + 'static)) -> ExitCode {
 
 /// The whole program: parse arguments, run, and turn the outcome into an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Some(Command::Inspect { segment }) => {
             let path = match segment.path() {
@@ -321,7 +271,7 @@ pub fn main() -> ExitCode {
             }
         }
         None => {
-            let (config, warnings) = match cli.run.config() {
+            let (config, warnings) = match cli.config(&matches) {
                 Ok(c) => c,
                 Err(e) => return report_config(&e),
             };
@@ -342,5 +292,83 @@ pub fn main() -> ExitCode {
                 Err(e) => report(&e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_built_from_the_settings_is_consistent() {
+        // clap's own checks: unique names, valid requires and conflicts, and so on.
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_setting_with_its_own_flag_is_on_the_command_line_with_its_help() {
+        let cmd = command();
+        for setting in SETTINGS {
+            let Some(flag) = setting.flag.filter(|f| f.shape != Shape::Shared) else {
+                continue;
+            };
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag.name.trim_start_matches("--")))
+                .unwrap_or_else(|| panic!("{} is not on the command line", flag.name));
+            assert!(arg.get_help().is_some(), "{} has no help", flag.name);
+        }
+    }
+
+    #[test]
+    fn flags_reach_their_settings_in_order() {
+        let matches = command()
+            .try_get_matches_from([
+                "mtf-streamer",
+                "--symbols",
+                "EURUSD,GBPUSD",
+                "--buffer",
+                "M1=2000",
+                "--no-http",
+                "--server-offset",
+                "-05:00",
+                "--csv",
+                "a.csv",
+                "b.csv",
+                "--segment",
+                "x",
+                "--segment-path",
+                "/tmp/y",
+            ])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let given = cli.given(&matches).unwrap();
+        let keys: Vec<&str> = given.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "symbols",
+                "buffer_sizes",
+                "csv",
+                "http",
+                "server_time_offset",
+                "segment",
+                "segment_path"
+            ]
+        );
+        let (config, _) = cli.config(&matches).unwrap();
+        assert_eq!(
+            config.source,
+            SourceKind::Csv,
+            "--csv implies the csv source"
+        );
+        assert_eq!(config.server_time_offset_s, -5 * 3600);
+        assert_eq!(config.http, crate::config::HttpBind::Off);
+        assert!(command()
+            .try_get_matches_from(["mtf-streamer", "--http", "127.0.0.1:1", "--no-http"])
+            .is_err());
+        assert!(command()
+            .try_get_matches_from(["mtf-streamer", "--nats-name", "desk"])
+            .is_err());
     }
 }

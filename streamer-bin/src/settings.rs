@@ -30,38 +30,92 @@ impl From<String> for Refusal {
 
 type Apply = fn(&mut Config, &Value) -> Result<(), Refusal>;
 
-/// One setting: its key in the config file, its flag (if it has one), and the one function
-/// that applies a value of it.
+/// How a flag takes its value on the command line, and so what value its setting is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One value: the setting gets its text.
+    One,
+    /// One value that may start with `-` (a negative offset).
+    Signed,
+    /// Comma-separated values: the setting gets a list of texts.
+    List,
+    /// One or more values after the flag (`--csv A.csv B.csv`): a list of texts.
+    Many,
+    /// `TF=N`, repeatable: the object `{"TF": "N", ...}` ([`buffer_flags`]).
+    Pairs,
+    /// Declared by an argument group other binaries share (mtf-cli's `SegmentArgs`,
+    /// nats-bridge's `NatsAuth`), not built from here; its value is its text.
+    Shared,
+    /// No value: the setting gets `true` (it adds to the file's setting, never clears it).
+    Switch,
+}
+
+/// A setting's command-line flag: its name, the value's name and shape, its help, and what it
+/// needs or excludes. The streamer's command line is built from these (`cli.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// The flag, `--tick-rate`.
+    pub name: &'static str,
+    /// The value's name in the help (`N`, `FILE`); empty for a switch.
+    pub value_name: &'static str,
+    /// The help line (the first sentence is the short help).
+    pub help: &'static str,
+    /// How the value is given.
+    pub shape: Shape,
+    /// A switch that turns the setting off (the setting gets `null`): `--no-http`, with its help.
+    pub off: Option<(&'static str, &'static str)>,
+    /// The key of a setting whose flag this one needs.
+    pub requires: Option<&'static str>,
+}
+
+const fn flag(
+    name: &'static str,
+    value_name: &'static str,
+    shape: Shape,
+    help: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        value_name,
+        help,
+        shape,
+        off: None,
+        requires: None,
+    }
+}
+
+/// One setting, declared once: its key in the config file, its flag (if it has one), and the
+/// one function that applies a value of it, whichever of the two it came from.
 pub struct Setting {
     /// The key in the JSON config file.
     pub key: &'static str,
     /// The command-line flag, if any.
-    pub flag: Option<&'static str>,
+    pub flag: Option<Flag>,
     apply: Apply,
 }
 
 /// Every setting.
 pub const SETTINGS: &[Setting] = &[
-    setting("symbols", Some("--symbols"), |c, v| {
+    setting("symbols", Some(flag("--symbols", "SYMBOLS", Shape::List, "Symbols, comma-separated (default BTCUSDc,XAUUSDc; for csv, taken from the file names).")), |c, v| {
         c.symbols = Some(parse_symbols(&strings(v)?)?);
         Ok(())
     }),
-    setting("timeframes", Some("--timeframes"), |c, v| {
+    setting("timeframes", Some(flag("--timeframes", "TFS", Shape::List, "Timeframes to publish, comma-separated (default M1,M5,M15,M30,H1,H4,D1).")), |c, v| {
         c.timeframes = parse_timeframes(&strings(v)?)?;
         Ok(())
     }),
-    setting("buffer_sizes", Some("--buffer"), apply_buffer_sizes),
-    setting("source", Some("--source"), |c, v| {
+    setting("buffer_sizes", Some(flag("--buffer", "TF=N", Shape::Pairs, "Ring size of one timeframe, e.g. --buffer M1=20160 (repeatable). Defaults: M1 10080, M5 2016, 1000 for every other timeframe.")), apply_buffer_sizes),
+    setting("source", Some(flag("--source", "SOURCE", Shape::One, "Feed: synthetic (seeded random walk), csv (MT5 export replay), mt5 (MT5 gateway).")), |c, v| {
         c.source = text(v)?.parse()?;
         Ok(())
     }),
-    setting("seed", Some("--seed"), |c, v| {
+    setting("seed", Some(flag("--seed", "N", Shape::One, "Seed of the synthetic feed (same seed, same price path).")), |c, v| {
         c.seed = number_text(v)?
             .parse()
             .map_err(|_| format!("expected a non-negative integer, found {v}"))?;
         Ok(())
     }),
-    setting("tick_rate", Some("--tick-rate"), |c, v| {
+    setting("tick_rate", Some(flag("--tick-rate", "N", Shape::One, "Synthetic ticks per second per symbol (default 10).")), |c, v| {
         c.tick_rate = match number_text(v)?.parse::<f64>() {
             Ok(r) if r > 0.0 && r <= 100_000.0 => r,
             _ => {
@@ -73,7 +127,7 @@ pub const SETTINGS: &[Setting] = &[
         };
         Ok(())
     }),
-    setting("tick_depth", Some("--tick-depth"), |c, v| {
+    setting("tick_depth", Some(flag("--tick-depth", "N", Shape::One, "Ticks each symbol's tick ring keeps (default 4096, MT5's fast tick cache).")), |c, v| {
         c.tick_depth = match number_text(v)?.parse::<u32>() {
             Ok(d) if (1..=shm_core::MAX_TICK_DEPTH).contains(&d) => d,
             _ => {
@@ -86,45 +140,45 @@ pub const SETTINGS: &[Setting] = &[
         };
         Ok(())
     }),
-    setting("csv", Some("--csv"), |c, v| {
+    setting("csv", Some(flag("--csv", "FILE", Shape::Many, "MT5 export files to replay (bars or ticks); implies --source csv.")), |c, v| {
         c.csv_files = strings(v)?.into_iter().map(PathBuf::from).collect();
         Ok(())
     }),
-    setting("csv_symbol", Some("--csv-symbol"), |c, v| {
+    setting("csv_symbol", Some(flag("--csv-symbol", "SYMBOL", Shape::One, "Symbol of the CSV files, when their names do not follow MT5's SYMBOL_TF_FROM_TO.csv.")), |c, v| {
         let s = text(v)?;
         validate_symbol(&s).map_err(|e| e.to_string())?;
         c.csv_symbol = Some(s);
         Ok(())
     }),
-    setting("csv_timeframe", Some("--csv-timeframe"), |c, v| {
+    setting("csv_timeframe", Some(flag("--csv-timeframe", "TF", Shape::One, "Timeframe of the CSV bar files, when their names do not say it.")), |c, v| {
         c.csv_timeframe = Some(timeframe(&text(v)?)?);
         Ok(())
     }),
-    setting("speed", Some("--speed"), |c, v| {
+    setting("speed", Some(flag("--speed", "N|max", Shape::One, "CSV replay speed: N for N x real time, or max (default).")), |c, v| {
         c.speed = parse_speed(&number_text(v)?)?;
         Ok(())
     }),
-    setting("symbol_info", Some("--symbol-info"), |c, v| {
+    setting("symbol_info", Some(flag("--symbol-info", "FILE", Shape::One, "A terminal's symbol_info() for each symbol, as JSON ({\"EURUSD\": {...}, ...}, exported with MetaTrader5's symbol_info(s)._asdict()), for a synthetic or CSV feed.")), |c, v| {
         c.symbol_info = Some(PathBuf::from(text(v)?));
         Ok(())
     }),
-    setting("gateway", Some("--gateway"), |c, v| {
+    setting("gateway", Some(flag("--gateway", "HOST:PORT", Shape::One, "MT5 gateway address for --source mt5 (default 127.0.0.1:18812, the gateway's default; set MT5_GATEWAY_TOKEN if it has a token).")), |c, v| {
         c.gateway = text(v)?;
         Ok(())
     }),
-    setting("segment", Some("--segment"), |c, v| {
+    setting("segment", Some(flag("--segment", "NAME", Shape::Shared, "")), |c, v| {
         c.segment = SegmentPath::named(&text(v)?).map_err(|e| e.to_string())?;
         Ok(())
     }),
-    setting("segment_path", Some("--segment-path"), |c, v| {
+    setting("segment_path", Some(flag("--segment-path", "PATH", Shape::Shared, "")), |c, v| {
         c.segment = SegmentPath::at(text(v)?);
         Ok(())
     }),
-    setting("segment_mode", Some("--segment-mode"), |c, v| {
+    setting("segment_mode", Some(flag("--segment-mode", "OCTAL", Shape::One, "Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).")), |c, v| {
         c.segment_mode = parse_mode(&number_text(v)?)?;
         Ok(())
     }),
-    setting("http", Some("--http"), |c, v| {
+    setting("http", Some(Flag { off: Some(("--no-http", "Do not start the HTTP API.")), ..flag("--http", "ADDR", Shape::One, "Address of the HTTP API (default 127.0.0.1:8000).") }), |c, v| {
         c.http =
             match v {
                 Value::Null | Value::Bool(false) => HttpBind::Off,
@@ -134,19 +188,17 @@ pub const SETTINGS: &[Setting] = &[
             };
         Ok(())
     }),
-    setting("http_allow_remote", Some("--http-allow-remote"), |c, v| {
+    setting("http_allow_remote", Some(flag("--http-allow-remote", "", Shape::Switch, "Allow --http on a non-loopback address; requests then need the bearer token from the MTF_SHIM_TOKEN environment variable, if set.")), |c, v| {
         c.http_allow_remote = boolean(v)?;
         Ok(())
     }),
-    setting(
-        "http_allow_remote_without_token",
-        Some("--http-allow-remote-without-token"),
+    setting("http_allow_remote_without_token", Some(Flag { requires: Some("http_allow_remote"), ..flag("--http-allow-remote-without-token", "", Shape::Switch, "Serve a non-loopback --http without MTF_SHIM_TOKEN, on a network you trust.") }),
         |c, v| {
             c.http_allow_remote_without_token = boolean(v)?;
             Ok(())
         },
     ),
-    setting("server_time_offset", Some("--server-offset"), |c, v| {
+    setting("server_time_offset", Some(flag("--server-offset", "OFFSET", Shape::Signed, "Broker server time minus UTC, as +HH:MM or seconds (default +00:00). MT5 bar times are server time; this lets every reader compute true ages.")), |c, v| {
         c.server_time_offset_s = match v {
             // A JSON number is seconds, whatever its sign; the same range as `+HH:MM`.
             Value::Number(n) => n
@@ -169,63 +221,61 @@ pub const SETTINGS: &[Setting] = &[
         );
         Ok(())
     }),
-    setting("nats", Some("--nats"), |c, v| {
+    setting("nats", Some(flag("--nats", "URL", Shape::One, "Publish every candle change to this NATS server, for mtf-mirror on other hosts (nats://HOST:4222). The writer never waits for it.")), |c, v| {
         c.nats = match v {
             Value::Null => None,
             other => Some(parse_nats_url(&text(other)?)?),
         };
         Ok(())
     }),
-    setting("nats_name", Some("--nats-name"), |c, v| {
+    setting("nats_name", Some(Flag { requires: Some("nats"), ..flag("--nats-name", "NAME", Shape::One, "The segment's name in the NATS subjects (default: the segment's name).") }), |c, v| {
         c.nats_name = Some(text(v)?);
         Ok(())
     }),
-    setting("nats_interval_ms", Some("--nats-interval-ms"), |c, v| {
+    setting("nats_interval_ms", Some(Flag { requires: Some("nats"), ..flag("--nats-interval-ms", "MS", Shape::One, "Forming-bar updates on NATS, at most one per ring every this many ms (default 50).") }), |c, v| {
         let n = number_text(v)?
             .parse::<u64>()
             .map_err(|_| format!("expected milliseconds, found {v}"))?;
         c.nats_interval_ms = parse_nats_interval(n)?;
         Ok(())
     }),
-    setting("nats_user", Some("--nats-user"), |c, v| {
+    setting("nats_user", Some(flag("--nats-user", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_user = optional_text(v)?;
         Ok(())
     }),
-    setting("nats_creds", Some("--nats-creds"), |c, v| {
+    setting("nats_creds", Some(flag("--nats-creds", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_creds = optional_path(v)?;
         Ok(())
     }),
-    setting("nats_nkey", Some("--nats-nkey"), |c, v| {
+    setting("nats_nkey", Some(flag("--nats-nkey", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_nkey = optional_path(v)?;
         Ok(())
     }),
-    setting(
-        "nats_password_file",
-        Some("--nats-password-file"),
+    setting("nats_password_file", Some(flag("--nats-password-file", "", Shape::Shared, "")),
         |c, v| {
             c.nats_auth.nats_password_file = optional_path(v)?;
             Ok(())
         },
     ),
-    setting("nats_token_file", Some("--nats-token-file"), |c, v| {
+    setting("nats_token_file", Some(flag("--nats-token-file", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_token_file = optional_path(v)?;
         Ok(())
     }),
-    setting("nats_ca", Some("--nats-ca"), |c, v| {
+    setting("nats_ca", Some(flag("--nats-ca", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_ca = optional_path(v)?;
         Ok(())
     }),
-    setting("nats_cert", Some("--nats-cert"), |c, v| {
+    setting("nats_cert", Some(flag("--nats-cert", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_cert = optional_path(v)?;
         Ok(())
     }),
-    setting("nats_key", Some("--nats-key"), |c, v| {
+    setting("nats_key", Some(flag("--nats-key", "", Shape::Shared, "")), |c, v| {
         c.nats_auth.nats_key = optional_path(v)?;
         Ok(())
     }),
 ];
 
-const fn setting(key: &'static str, flag: Option<&'static str>, apply: Apply) -> Setting {
+const fn setting(key: &'static str, flag: Option<Flag>, apply: Apply) -> Setting {
     Setting { key, flag, apply }
 }
 
@@ -240,7 +290,7 @@ impl Setting {
     pub fn apply(&self, c: &mut Config, value: &Value, from_flag: bool) -> Result<(), ConfigError> {
         (self.apply)(c, value).map_err(|r| {
             let name = match (from_flag, self.flag) {
-                (true, Some(flag)) => flag.to_owned(),
+                (true, Some(flag)) => flag.name.to_owned(),
                 _ => self.key.to_owned(),
             };
             match r.at {
@@ -383,7 +433,7 @@ mod tests {
                 );
                 if let Err(e) = got {
                     let name = if from_flag {
-                        setting.flag.unwrap()
+                        setting.flag.unwrap().name
                     } else {
                         setting.key
                     };
@@ -396,7 +446,12 @@ mod tests {
     #[test]
     fn every_key_and_flag_is_named_once() {
         let mut keys: Vec<_> = SETTINGS.iter().map(|s| s.key).collect();
-        let mut flags: Vec<_> = SETTINGS.iter().filter_map(|s| s.flag).collect();
+        let mut flags: Vec<_> = SETTINGS
+            .iter()
+            .filter_map(|s| s.flag)
+            .flat_map(|f| [Some(f.name), f.off.map(|o| o.0)])
+            .flatten()
+            .collect();
         let (k, f) = (keys.len(), flags.len());
         keys.sort_unstable();
         keys.dedup();
