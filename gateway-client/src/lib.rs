@@ -30,7 +30,9 @@ mod wire;
 pub use conn::{Backoff, Config};
 pub use error::Error;
 pub use stream::{Event, TickStream};
-pub use wire::{Hello, InfoField, Rate, Tick, MAX_INFO_FIELDS, MAX_LINE, MAX_RATES_LINE, PROTOCOL};
+pub use wire::{
+    Candle, Hello, InfoField, Tick, MAX_INFO_FIELDS, MAX_LINE, MAX_RATES_LINE, PROTOCOL,
+};
 
 use std::time::{Duration, Instant};
 
@@ -203,7 +205,7 @@ impl Client {
         tf: Timeframe,
         start_pos: u32,
         count: u32,
-    ) -> Result<Vec<Rate>, Error> {
+    ) -> Result<Vec<Candle>, Error> {
         let params = json!({"symbol": symbol, "timeframe": tf.name(), "start_pos": start_pos, "count": count});
         Ok(self
             .call::<Rates>("copy_rates_from_pos", params, MAX_RATES_LINE)?
@@ -217,7 +219,7 @@ impl Client {
         tf: Timeframe,
         from: i64,
         to: i64,
-    ) -> Result<Vec<Rate>, Error> {
+    ) -> Result<Vec<Candle>, Error> {
         let params = json!({"symbol": symbol, "timeframe": tf.name(), "from": from, "to": to});
         Ok(self
             .call::<Rates>("copy_rates_range", params, MAX_RATES_LINE)?

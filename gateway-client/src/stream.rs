@@ -66,17 +66,9 @@ impl TickStream {
             }
         };
         match ev.event.as_deref() {
+            // A tick whose `time` disagrees with its `time_msc` did not parse: refused above.
             Some("tick") => match (ev.symbol, ev.tick) {
-                (Some(symbol), Some(tick)) if tick.time == tick.time_msc.div_euclid(1000) => {
-                    Ok(Event::Tick { symbol, tick })
-                }
-                (Some(symbol), Some(tick)) => Ok(Event::Refused {
-                    symbol,
-                    why: format!(
-                        "time {} disagrees with time_msc {}",
-                        tick.time, tick.time_msc
-                    ),
-                }),
+                (Some(symbol), Some(tick)) => Ok(Event::Tick { symbol, tick }),
                 _ => Err(Error::Protocol("tick without symbol or tick".into())),
             },
             Some("heartbeat") => Ok(Event::Heartbeat),

@@ -13,65 +13,10 @@ pub const MAX_RATES_LINE: usize = 16 * 1024 * 1024;
 /// The longest line accepted for any other answer (hello, ping, a tick, a stream event).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// One bar, with exactly MT5's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Rate {
-    /// Open time, epoch seconds, broker server time.
-    pub time: i64,
-    /// Open price.
-    pub open: f64,
-    /// High price.
-    pub high: f64,
-    /// Low price.
-    pub low: f64,
-    /// Close price.
-    pub close: f64,
-    /// Ticks in the bar.
-    pub tick_volume: u64,
-    /// Spread in points.
-    pub spread: i32,
-    /// Exchange volume.
-    pub real_volume: u64,
-}
-
-impl Rate {
-    /// The bar as a segment candle (same server-time stamp), `forming` or closed.
-    pub fn to_candle(&self, forming: bool) -> shm_core::Candle {
-        shm_core::Candle {
-            time: self.time,
-            open: self.open,
-            high: self.high,
-            low: self.low,
-            close: self.close,
-            tick_volume: self.tick_volume,
-            spread: self.spread,
-            real_volume: self.real_volume,
-            forming,
-            repaired: false,
-        }
-    }
-}
-
-/// One tick, with exactly MT5's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Tick {
-    /// Epoch seconds, server time.
-    pub time: i64,
-    /// Bid.
-    pub bid: f64,
-    /// Ask.
-    pub ask: f64,
-    /// Last deal price (0 for most FX/CFD).
-    pub last: f64,
-    /// Volume of the last deal.
-    pub volume: u64,
-    /// Epoch milliseconds, server time.
-    pub time_msc: i64,
-    /// MT5 `TICK_FLAG_*` bits.
-    pub flags: u32,
-    /// Volume of the last deal, with fractions.
-    pub volume_real: f64,
-}
+/// One bar: MT5's rate, as the segment's [`Candle`] (closed unless the caller says it is the
+/// forming one). One tick: MT5's tick, as the segment's [`Tick`], its `time` checked against
+/// its `time_msc` as it is read (shm-core's `serde` feature).
+pub use shm_core::{Candle, Tick};
 
 /// What `hello` tells about the gateway.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -139,7 +84,7 @@ pub(crate) fn none<T>() -> Option<T> {
 
 #[derive(Deserialize)]
 pub(crate) struct Rates {
-    pub(crate) rates: Vec<Rate>,
+    pub(crate) rates: Vec<Candle>,
 }
 
 #[derive(Deserialize)]
@@ -205,4 +150,33 @@ pub(crate) struct StreamLine {
     pub(crate) tick: Option<Tick>,
     #[serde(default)]
     pub(crate) reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_ticks_read_as_the_segments_records() {
+        let c: Candle = serde_json::from_str(
+            r#"{"time": 1704153600, "open": 1.1, "high": 1.2, "low": 1.0, "close": 1.15,
+                "tick_volume": 42, "spread": 3, "real_volume": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.time, c.tick_volume, c.forming),
+            (1_704_153_600, 42, false)
+        );
+        let tick = r#"{"time": 1704153600, "bid": 1.1, "ask": 1.2, "last": 0.0, "volume": 0,
+                       "time_msc": 1704153600123, "flags": 6, "volume_real": 0.0}"#;
+        let t: Tick = serde_json::from_str(tick).unwrap();
+        assert_eq!(
+            (t.time_msc, t.flags, t.time()),
+            (1_704_153_600_123, 6, 1_704_153_600)
+        );
+        // A `time` that is not its `time_msc` in whole seconds: refused as it is read.
+        let e =
+            serde_json::from_str::<Tick>(&tick.replace("1704153600,", "1704153601,")).unwrap_err();
+        assert!(e.to_string().contains("disagrees"), "{e}");
+    }
 }

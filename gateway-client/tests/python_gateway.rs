@@ -177,7 +177,7 @@ fn rates_and_ticks_match_the_files_field_by_field() {
     assert_eq!(got.len(), ticks.len());
     for (t, row) in got.iter().zip(&ticks) {
         let ms = epoch(&row[0], &row[1]);
-        assert_eq!((t.time_msc, t.time), (ms, ms.div_euclid(1000)));
+        assert_eq!((t.time_msc, t.time()), (ms, ms.div_euclid(1000)));
         assert_eq!(t.bid, row[2].parse::<f64>().unwrap());
         assert_eq!(t.ask, row[3].parse::<f64>().unwrap());
         assert_eq!(t.flags, 6);

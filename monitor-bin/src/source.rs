@@ -475,7 +475,15 @@ impl BarSource for Mt5Source {
         let bars = rates
             .iter()
             .enumerate()
-            .map(|(i, r)| M1Bar::from_segment(&r.to_candle(i == last), offset_s))
+            .map(|(i, r)| {
+                M1Bar::from_segment(
+                    &shm_core::Candle {
+                        forming: i == last,
+                        ..*r
+                    },
+                    offset_s,
+                )
+            })
             .collect();
         Ok(Fetched {
             bars: checked(bars)?,

@@ -13,8 +13,8 @@ use shm_core::{InfoSource, InfoValue, Reader, SymbolInfo, TerminalInfo, Tick};
 
 use crate::subjects::Subjects;
 use crate::wire::{
-    SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, WireTerminal,
-    WireTick, TICK_PAGE, VERSION,
+    SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, WireTick,
+    TICK_PAGE, VERSION,
 };
 
 /// Most ticks one batch carries (a look of the follower sends several if more are new).
@@ -148,28 +148,8 @@ fn json_of(value: InfoValue<'_>) -> Value {
 }
 
 /// The terminal behind `reader`'s segment, for the layout answer.
-pub(crate) fn terminal_of(reader: &Reader) -> Option<WireTerminal> {
-    let t = reader.terminal().ok().flatten()?.info;
-    Some(WireTerminal {
-        name: t.name,
-        company: t.company,
-        build: t.build,
-        connected: t.connected,
-        server: t.server,
-        login: t.login,
-    })
-}
-
-/// The mirror's record of the origin's terminal.
-pub(crate) fn terminal_from_wire(t: &WireTerminal) -> TerminalInfo {
-    TerminalInfo {
-        name: t.name.clone(),
-        company: t.company.clone(),
-        build: t.build,
-        connected: t.connected,
-        server: t.server.clone(),
-        login: t.login,
-    }
+pub(crate) fn terminal_of(reader: &Reader) -> Option<TerminalInfo> {
+    Some(reader.terminal().ok().flatten()?.info)
 }
 
 /// A symbol information answer as the record the mirror stores: every field MT5's, of its

@@ -147,23 +147,6 @@ pub struct SymbolReply {
     pub info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// The terminal behind the origin, in a layout answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireTerminal {
-    /// Name.
-    pub name: String,
-    /// Company.
-    pub company: String,
-    /// Build.
-    pub build: i64,
-    /// Connected to its trade server.
-    pub connected: bool,
-    /// The account's server.
-    pub server: String,
-    /// The account's login.
-    pub login: i64,
-}
-
 /// The tick depth a layout answer without one means (an origin before tick rings).
 fn default_tick_depth() -> u32 {
     shm_core::DEFAULT_TICK_DEPTH
@@ -370,7 +353,7 @@ pub struct LayoutReply {
     pub tick_depth: u32,
     /// The terminal behind the origin, if it has one.
     #[serde(default)]
-    pub terminal: Option<WireTerminal>,
+    pub terminal: Option<shm_core::TerminalInfo>,
 }
 
 /// A history request: the newest `limit` closed bars of a ring older than `before` (all if

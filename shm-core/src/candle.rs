@@ -14,6 +14,9 @@ pub(crate) const FLAG_REPAIRED: u32 = 2;
 /// `time` is the bar's open time in epoch seconds of the broker's *server* time, exactly as MT5
 /// reports it; the segment header carries the server-time offset for computing true ages.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+// With the `serde` feature: MT5's rate as JSON (`time`, `open`, …, `real_volume`), closed
+// unless `forming` says otherwise.
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct Candle {
     /// Open time, epoch seconds, server time.
     pub time: i64,
@@ -32,8 +35,10 @@ pub struct Candle {
     /// Exchange volume (MT5 `real_volume`); 0 for most FX and CFD symbols.
     pub real_volume: u64,
     /// `true` for the bar still forming, `false` for a closed bar.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub forming: bool,
     /// `true` if a writer restart found this record half-written (see `docs/LAYOUT.md`).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub repaired: bool,
 }
 

@@ -389,6 +389,7 @@ impl SymbolInfo {
 /// The terminal that feeds the segment, and its account, as the gateway's `hello` reports
 /// them (MT5's `terminal_info()` and `account_info()`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TerminalInfo {
     /// The terminal's name (`terminal_info().name`).
     pub name: String,

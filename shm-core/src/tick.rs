@@ -28,6 +28,13 @@ pub const TICK_FLAGS_KNOWN: u32 = 0x7E;
 
 /// One tick as MT5 gives it (`MqlTick`), plus when the writer published it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+// With the `serde` feature: MT5's tick as JSON (`MqlTick`'s fields), its `time` checked
+// against its `time_msc`.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(try_from = "MqlTick")
+)]
 pub struct Tick {
     /// Server time of the tick, epoch milliseconds (MT5 `time_msc`; `time` is this / 1000).
     pub time_msc: i64,
@@ -46,6 +53,45 @@ pub struct Tick {
     /// The writer's clock (unix ns) when it published the tick: set by the writer, ignored in
     /// what is passed to [`Writer::push_tick`](crate::Writer::push_tick).
     pub published_ns: u64,
+}
+
+/// MT5's tick as JSON (the MT5 gateway's `tick`, docs/MT5_GATEWAY.md), before its `time` is
+/// checked: a tick whose `time` is not its `time_msc` in whole seconds is refused.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct MqlTick {
+    time: Option<i64>,
+    bid: f64,
+    ask: f64,
+    last: f64,
+    volume: u64,
+    time_msc: i64,
+    flags: u32,
+    volume_real: f64,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<MqlTick> for Tick {
+    type Error = String;
+
+    fn try_from(t: MqlTick) -> Result<Tick, String> {
+        match t.time {
+            Some(time) if time != t.time_msc.div_euclid(1000) => Err(format!(
+                "time {time} disagrees with time_msc {}",
+                t.time_msc
+            )),
+            _ => Ok(Tick {
+                time_msc: t.time_msc,
+                bid: t.bid,
+                ask: t.ask,
+                last: t.last,
+                volume: t.volume,
+                volume_real: t.volume_real,
+                flags: t.flags,
+                published_ns: 0,
+            }),
+        }
+    }
 }
 
 /// A rule of the tick record that a tick breaks (docs/LAYOUT.md, "Tick record").

@@ -294,7 +294,10 @@ fn every_candle_equals_the_terminals_with_no_tick_counted_twice_at_the_backfill_
         let terminal: Vec<Candle> = rates
             .iter()
             .enumerate()
-            .map(|(k, r)| r.to_candle(k + 1 == rates.len()))
+            .map(|(k, r)| shm_core::Candle {
+                forming: k + 1 == rates.len(),
+                ..*r
+            })
             .collect();
         let ours = candles(&reader, tf);
         assert_eq!(

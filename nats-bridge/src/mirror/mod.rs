@@ -101,7 +101,7 @@ struct Mirror {
     /// When the symbols' information and the terminal were last asked for.
     records_synced: Option<Instant>,
     /// The origin's terminal, from its last layout answer.
-    terminal: Option<crate::wire::WireTerminal>,
+    terminal: Option<shm_core::TerminalInfo>,
 }
 
 /// How often a synced mirror asks the origin for its symbols' information and terminal again

@@ -7,10 +7,9 @@ use shm_core::Tick;
 
 use super::{request, Mirror, CLOCK_TOLERANCE_S};
 use crate::subjects::{RequestKind, Subjects};
-use crate::ticks::{align, info_from_reply, terminal_from_wire, Alignment};
+use crate::ticks::{align, info_from_reply, Alignment};
 use crate::wire::{
-    SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, WireTerminal,
-    TICK_PAGE, VERSION,
+    SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, TICK_PAGE, VERSION,
 };
 use crate::BridgeError;
 
@@ -175,7 +174,7 @@ impl Mirror {
         &mut self,
         client: &async_nats::Client,
         subjects: &Subjects,
-        terminal: Option<&WireTerminal>,
+        terminal: Option<&shm_core::TerminalInfo>,
     ) -> Result<(), BridgeError> {
         self.records_synced = Some(Instant::now());
         let symbols: Vec<String> = match &self.writer {
@@ -209,7 +208,7 @@ impl Mirror {
             }
         }
         if let (Some(t), Some(w)) = (terminal, self.writer.as_mut()) {
-            if let Err(e) = w.set_terminal(&terminal_from_wire(t)) {
+            if let Err(e) = w.set_terminal(t) {
                 self.refuse("layout", e);
             }
         }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mt5_gateway_client::{Backoff, Client, Config, Error as GwError, Event as GwEvent, Rate};
-use shm_core::{Counter, FeedState, Timeframe};
+use mt5_gateway_client::{Backoff, Client, Config, Error as GwError, Event as GwEvent};
+use shm_core::{Candle, Counter, FeedState, Timeframe};
 
 use super::{Event, Source, SourceError};
 use crate::aggregate::{Bar, Tick};
@@ -538,11 +538,11 @@ fn why(e: &GwError) -> String {
     }
 }
 
-fn bar(symbol: usize, timeframe: Timeframe, r: &Rate, forming: bool) -> Event {
+fn bar(symbol: usize, timeframe: Timeframe, r: &Candle, forming: bool) -> Event {
     Event::Bar(Bar {
         symbol,
         timeframe,
-        candle: r.to_candle(forming),
+        candle: Candle { forming, ..*r },
         fold_up: false,
         amend: true,
     })
