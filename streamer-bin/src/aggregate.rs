@@ -37,41 +37,33 @@ pub fn latest_plausible_server_time(now_ns: u64) -> i64 {
     (now_ns / 1_000_000_000) as i64 + FUTURE_TOLERANCE_S
 }
 
-/// One price update.
+/// One price update: MT5's tick, of the symbol at `symbol` in the streamer's list.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tick {
     /// Index of the symbol in the streamer's symbol list.
     pub symbol: usize,
-    /// Server time, epoch milliseconds.
-    pub time_ms: i64,
-    /// Bid price; candles are built from bids, as MT5's are.
-    pub bid: f64,
-    /// Ask price, for the spread.
-    pub ask: f64,
-    /// Exchange volume of the tick (0 where there is none); summed into `real_volume`.
-    pub volume: u64,
-    /// Price of the last deal (0 where the feed has none).
-    pub last: f64,
-    /// `volume` with fractions, as MT5's `volume_real`.
-    pub volume_real: f64,
-    /// MT5's `TICK_FLAG_*` bits as the feed gave them; 0 for a feed that has none (synthetic,
-    /// CSV), whose flags are then derived from what changed since the symbol's tick before
-    /// (see [`Aggregator::on_tick`]).
-    pub flags: u32,
+    /// The tick as the feed gave it. Candles are built from its bid, as MT5's are, and its
+    /// `volume` is summed into their `real_volume`. `flags` 0 means a feed that has none
+    /// (synthetic, CSV): they are then derived from what changed since the symbol's tick
+    /// before (see `record`). `published_ns` is the writer's to set.
+    pub tick: shm_core::Tick,
 }
 
 impl Tick {
     /// A quote tick: bid and ask, no deal, flags to be derived.
-    pub fn quote(symbol: usize, time_ms: i64, bid: f64, ask: f64, volume: u64) -> Tick {
+    pub fn quote(symbol: usize, time_msc: i64, bid: f64, ask: f64, volume: u64) -> Tick {
         Tick {
             symbol,
-            time_ms,
-            bid,
-            ask,
-            volume,
-            last: 0.0,
-            volume_real: volume as f64,
-            flags: 0,
+            tick: shm_core::Tick {
+                time_msc,
+                bid,
+                ask,
+                last: 0.0,
+                volume,
+                volume_real: volume as f64,
+                flags: 0,
+                published_ns: 0,
+            },
         }
     }
 }
@@ -79,7 +71,7 @@ impl Tick {
 /// Writes an accepted tick into its symbol's tick ring, with the feed's flags or, for a feed
 /// without them, flags derived from what changed: `TICK_FLAG_BID`, `_ASK` and `_LAST` for a
 /// changed price (every non-zero one on a symbol's first tick), `_VOLUME` for a deal volume.
-fn record(w: &mut Writer, s: &mut SymbolState, t: &Tick) {
+fn record(w: &mut Writer, s: &mut SymbolState, t: &shm_core::Tick) {
     let flags = if t.flags != 0 {
         t.flags
     } else {
@@ -95,16 +87,7 @@ fn record(w: &mut Writer, s: &mut SymbolState, t: &Tick) {
             }
     };
     s.last_prices = Some((t.bid, t.ask, t.last));
-    let tick = shm_core::Tick {
-        time_msc: t.time_ms,
-        bid: t.bid,
-        ask: t.ask,
-        last: t.last,
-        volume: t.volume,
-        volume_real: t.volume_real,
-        flags,
-        published_ns: 0,
-    };
+    let tick = shm_core::Tick { flags, ..*t };
     // The checks above are the ring's own (prices, order), so this is refused only for a
     // value the candles accept and the ring does not (a flag MT5 does not define).
     if let Err(defect) = w.push_tick(s.id, &tick) {
@@ -279,10 +262,11 @@ impl Aggregator {
 
     /// Folds one tick into the forming candle of every timeframe of its symbol.
     #[inline]
-    pub fn on_tick(&mut self, w: &mut Writer, t: &Tick) {
+    pub fn on_tick(&mut self, w: &mut Writer, tick: &Tick) {
+        let t = &tick.tick;
         let now_ns = w.clock_ns();
         let latest = self.latest_time(now_ns);
-        let Some(s) = self.symbols.get_mut(t.symbol) else {
+        let Some(s) = self.symbols.get_mut(tick.symbol) else {
             return;
         };
         if t.flags & !shm_core::TICK_FLAGS_KNOWN != 0 {
@@ -295,17 +279,17 @@ impl Aggregator {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
-        let sec = t.time_ms.div_euclid(1000);
+        let sec = t.time_msc.div_euclid(1000);
         if sec > latest
             || self
                 .clock
                 .as_mut()
-                .is_some_and(|c| !c.admit(t.time_ms, now_ns, true))
+                .is_some_and(|c| !c.admit(t.time_msc, now_ns, true))
         {
             w.add(Counter::RejectedFutureTime, 1);
             return;
         }
-        let behind = s.last_tick_ms.is_some_and(|last| t.time_ms < last)
+        let behind = s.last_tick_ms.is_some_and(|last| t.time_msc < last)
             || s.frames.iter().any(|f| {
                 f.forming.is_some_and(|c| sec < c.time) || f.last_closed.is_some_and(|c| sec < c)
             });
@@ -313,7 +297,7 @@ impl Aggregator {
             w.add(Counter::RejectedOutOfOrder, 1);
             return;
         }
-        s.last_tick_ms = Some(t.time_ms);
+        s.last_tick_ms = Some(t.time_msc);
         let spread = ((t.ask - t.bid) / s.point)
             .round()
             .clamp(0.0, i32::MAX as f64) as i32;
@@ -364,10 +348,11 @@ impl Aggregator {
     /// Records `t` as its symbol's newest tick without folding it into a candle: the feed's
     /// backfilled bars already count it. Held to the checks of [`on_tick`](Self::on_tick)
     /// (prices, the feed's clock, order).
-    pub fn on_latest_tick(&mut self, w: &mut Writer, t: &Tick) {
+    pub fn on_latest_tick(&mut self, w: &mut Writer, tick: &Tick) {
+        let t = &tick.tick;
         let now_ns = w.clock_ns();
         let latest = self.latest_time(now_ns);
-        let Some(s) = self.symbols.get_mut(t.symbol) else {
+        let Some(s) = self.symbols.get_mut(tick.symbol) else {
             return;
         };
         if t.flags & !shm_core::TICK_FLAGS_KNOWN != 0 {
@@ -378,20 +363,20 @@ impl Aggregator {
             w.add(Counter::RejectedBadPrice, 1);
             return;
         }
-        if t.time_ms.div_euclid(1000) > latest
+        if t.time_msc.div_euclid(1000) > latest
             || self
                 .clock
                 .as_mut()
-                .is_some_and(|c| !c.admit(t.time_ms, now_ns, false))
+                .is_some_and(|c| !c.admit(t.time_msc, now_ns, false))
         {
             w.add(Counter::RejectedFutureTime, 1);
             return;
         }
-        if s.last_tick_ms.is_some_and(|last| t.time_ms < last) {
+        if s.last_tick_ms.is_some_and(|last| t.time_msc < last) {
             w.add(Counter::RejectedOutOfOrder, 1);
             return;
         }
-        s.last_tick_ms = Some(t.time_ms);
+        s.last_tick_ms = Some(t.time_msc);
         record(w, s, t);
     }
 

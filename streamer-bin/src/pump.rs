@@ -109,11 +109,13 @@ impl Pump<'_> {
         let writer = &mut self.writer;
         match ev {
             Event::Tick(t) => {
-                self.derive.observe(writer, t.symbol, &[t.bid, t.ask]);
+                self.derive
+                    .observe(writer, t.symbol, &[t.tick.bid, t.tick.ask]);
                 self.agg.on_tick(writer, &t);
             }
             Event::LatestTick(t) => {
-                self.derive.observe(writer, t.symbol, &[t.bid, t.ask]);
+                self.derive
+                    .observe(writer, t.symbol, &[t.tick.bid, t.tick.ask]);
                 self.agg.on_latest_tick(writer, &t);
             }
             Event::Bar(b) => {

@@ -179,11 +179,11 @@ fn ticks_build_every_timeframe_as_an_independent_grouping_of_the_ticks() {
     let as_bars: Vec<Candle> = ticks
         .iter()
         .map(|t| Candle {
-            time: t.time_ms.div_euclid(1000),
+            time: t.tick.time(),
             tick_volume: 1,
-            real_volume: t.volume,
+            real_volume: t.tick.volume,
             spread: 12,
-            ..Candle::flat(0, t.bid)
+            ..Candle::flat(0, t.tick.bid)
         })
         .collect();
     for tf in TFS {
@@ -279,13 +279,11 @@ fn bad_prices_and_out_of_order_ticks_are_counted_and_change_nothing() {
     let before = ring(&seg, Timeframe::M1);
     for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
         agg.on_tick(&mut w, &tick(t0 + 6_000, bad));
-        agg.on_tick(
-            &mut w,
-            &Tick {
-                ask: bad,
-                ..tick(t0 + 6_000, 1.0)
-            },
-        );
+        agg.on_tick(&mut w, &{
+            let mut t = tick(t0 + 6_000, 1.0);
+            t.tick.ask = bad;
+            t
+        });
     }
     assert_eq!(w.counter(Counter::RejectedBadPrice), 8);
     agg.on_tick(&mut w, &tick(t0 + 4_000, 1.2));
@@ -312,13 +310,11 @@ fn finite_but_absurd_values_are_refused_and_counted() {
     for bad in [1e300, 1.7e308, 1e-300, 20.0, 0.05] {
         agg.on_tick(&mut w, &tick(t0 + 6_000, bad));
     }
-    agg.on_tick(
-        &mut w,
-        &Tick {
-            volume: u64::MAX,
-            ..tick(t0 + 6_000, 1.0)
-        },
-    );
+    agg.on_tick(&mut w, &{
+        let mut t = tick(t0 + 6_000, 1.0);
+        t.tick.volume = u64::MAX;
+        t
+    });
     assert_eq!(w.counter(Counter::RejectedBadPrice), 6);
     assert_eq!(ring(&seg, Timeframe::M1), before, "nothing stored");
     // A move the market can make is taken.

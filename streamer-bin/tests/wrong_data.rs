@@ -122,13 +122,11 @@ fn flags_mt5_does_not_define_are_counted_as_such_and_fold_into_no_candle() {
     let (seg, mut w, mut agg) = setup("flags");
     let t = now_ms(&mut w);
     agg.on_tick(&mut w, &Tick::quote(0, t, 1.1, 1.1002, 0));
-    agg.on_tick(
-        &mut w,
-        &Tick {
-            flags: 0xFFFF,
-            ..Tick::quote(0, t + 1, 1.1001, 1.1003, 0)
-        },
-    );
+    agg.on_tick(&mut w, &{
+        let mut bad = Tick::quote(0, t + 1, 1.1001, 1.1003, 0);
+        bad.tick.flags = 0xFFFF;
+        bad
+    });
     assert_eq!(w.counter(Counter::RejectedBadFlags), 1);
     assert_eq!(w.counter(Counter::RejectedBadPrice), 0);
     assert_eq!(w.counter(Counter::TicksProcessed), 1);

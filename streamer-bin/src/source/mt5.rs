@@ -550,17 +550,8 @@ fn bar(symbol: usize, timeframe: Timeframe, r: &Candle, forming: bool) -> Event 
 
 /// A terminal's tick as the streamer's, with every field MT5 gave it. A terminal tick
 /// without flags (never seen, but the wire allows it) has them derived like a CSV feed's.
-fn feed_tick(symbol: usize, t: &mt5_gateway_client::Tick) -> Tick {
-    Tick {
-        symbol,
-        time_ms: t.time_msc,
-        bid: t.bid,
-        ask: t.ask,
-        volume: t.volume,
-        last: t.last,
-        volume_real: t.volume_real,
-        flags: t.flags,
-    }
+fn feed_tick(symbol: usize, t: &shm_core::Tick) -> Tick {
+    Tick { symbol, tick: *t }
 }
 
 #[cfg(test)]

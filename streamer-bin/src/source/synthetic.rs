@@ -420,14 +420,22 @@ mod tests {
             s.poll(&mut out, Duration::ZERO).unwrap(); // backfill
         }
         out.clear();
+        // Ticks come at the rate (200/s): never more than it allows, however the machine's
+        // load delays the polls; the wait is for ticks to come, with a deadline.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(100) {
+        let ticks = |out: &Vec<Event>| out.iter().filter(|e| matches!(e, Event::Tick(_))).count();
+        while ticks(&out) < 10 {
+            assert!(start.elapsed() < Duration::from_secs(30), "no ticks");
             s.poll(&mut out, Duration::from_millis(10)).unwrap();
         }
-        let ticks = out.iter().filter(|e| matches!(e, Event::Tick(_))).count();
-        // 200/s for 0.1 s is 20 ticks; allow for scheduling on a loaded machine.
-        assert!((10..=45).contains(&ticks), "{ticks} ticks");
+        let allowed = (start.elapsed().as_secs_f64() * 200.0).ceil() as usize + 2;
+        assert!(
+            ticks(&out) <= allowed,
+            "{} ticks, at most {allowed}",
+            ticks(&out)
+        );
         let Event::Tick(t) = out[0] else { panic!() };
+        let t = t.tick;
         assert!(t.ask > t.bid && t.bid > 3000.0);
         assert!(
             format!("{}", t.bid).split('.').nth(1).map_or(0, str::len) <= 2,
@@ -436,7 +444,7 @@ mod tests {
         );
         let utc_ms = (shm_core::now_ns() / 1_000_000) as i64;
         assert!(
-            (t.time_ms - utc_ms - 3_600_000).abs() < 5_000,
+            (t.time_msc - utc_ms - 3_600_000).abs() < 5_000,
             "server time is UTC + offset"
         );
     }

@@ -546,10 +546,10 @@ pub(super) fn parse_row(
             };
             Ok((
                 time_ms,
-                Event::Tick(Tick {
-                    last: quote.last,
-                    flags,
-                    ..Tick::quote(symbol, time_ms, bid, ask, volume)
+                Event::Tick({
+                    let mut t = Tick::quote(symbol, time_ms, bid, ask, volume);
+                    (t.tick.last, t.tick.flags) = (quote.last, flags);
+                    t
                 }),
             ))
         }
