@@ -1,16 +1,18 @@
 //! `/streamer/candles/{symbol}/{timeframe}` and the batch `/streamer/candles?symbols=…`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
-use shm_core::{Candle, ReadError, Reader, RingReader, Timeframe, Timeline};
+use shm_core::{validate_symbol, Candle, ReadError, Reader, RingReader, Timeframe, Timeline};
 
 use super::etag::{none_match_hits, EtagInput};
 use super::json::{error, iso_now, write_candles, ErrorCode, FIELDS};
-use super::request::{BatchRequest, CandlesRequest};
+use super::query::{list_param, only_known, param, percent_decode};
+use super::request::{bad_symbol, bad_timeframe, PairsRequest};
 use super::status::{not_running, not_running_reason, open_error_reason};
 use super::Api;
-use crate::message::Response;
+use crate::message::{Request, Response};
 
 /// Most bytes one candles answer may take, estimated before it is built (about 170 bytes a
 /// candle): a batch of many rings at a high limit is refused rather than built.
@@ -327,4 +329,229 @@ enum BatchPart<'r> {
     Candles(Timeline<'r>, Vec<Candle>),
     /// An inline error.
     Error(ErrorCode, String),
+}
+
+/// `limit` when none is given.
+const DEFAULT_LIMIT: usize = 50;
+
+/// `/streamer/candles/{symbol}/{timeframe}?limit=&format=&order=`.
+#[derive(Debug)]
+pub(super) struct CandlesRequest {
+    pub symbol: String,
+    pub timeframe: Timeframe,
+    pub shape: CandleShape,
+}
+
+/// `/streamer/candles?symbols=&timeframes=&limit=&format=&order=`.
+#[derive(Debug)]
+pub(super) struct BatchRequest {
+    pub pairs: PairsRequest,
+    pub shape: CandleShape,
+}
+
+/// What a candles answer should look like; `limit` is checked by the handler, against the
+/// largest ring of the segment it reads ([`CandleShape::resolve`]).
+#[derive(Debug)]
+pub(super) struct CandleShape {
+    limit: Option<String>,
+    asc: bool,
+    raw: bool,
+}
+
+/// A candles answer's shape, resolved: the `limit` within range.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CandleQuery {
+    pub limit: usize,
+    pub asc: bool,
+    pub raw: bool,
+}
+
+impl CandlesRequest {
+    /// The query parameters it knows.
+    pub const KNOWN: &'static [&'static str] = &["limit", "format", "order"];
+
+    /// Parses the path after `/streamer/candles/` and the query parameters.
+    pub fn parse(rest: &str, params: &[(String, String)]) -> Result<CandlesRequest, Response> {
+        only_known(params, Self::KNOWN)?;
+        let mut parts = rest.split('/');
+        let (Some(sym), Some(tf), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(error(
+                ErrorCode::NotFound,
+                "expected /streamer/candles/{symbol}/{timeframe}",
+                json!({}),
+            ));
+        };
+        let symbol = match percent_decode(sym, false).filter(|s| validate_symbol(s).is_ok()) {
+            Some(s) => s,
+            None => {
+                let shown: String = percent_decode(sym, false)
+                    .unwrap_or_else(|| sym.to_owned())
+                    .chars()
+                    .take(64)
+                    .collect();
+                return Err(bad_symbol(shown));
+            }
+        };
+        let tf_text = percent_decode(tf, false).unwrap_or_else(|| tf.to_owned());
+        let Ok(timeframe) = tf_text.parse::<Timeframe>() else {
+            return Err(bad_timeframe(&tf_text, Some(&symbol)));
+        };
+        Ok(CandlesRequest {
+            symbol,
+            timeframe,
+            shape: CandleShape::parse(params)?,
+        })
+    }
+}
+
+impl BatchRequest {
+    /// The query parameters it knows.
+    pub const KNOWN: &'static [&'static str] =
+        &["symbols", "timeframes", "limit", "format", "order"];
+
+    /// Parses the query parameters.
+    pub fn parse(params: &[(String, String)]) -> Result<BatchRequest, Response> {
+        only_known(params, Self::KNOWN)?;
+        Ok(BatchRequest {
+            pairs: PairsRequest::parse(
+                list_param(params, "symbols"),
+                list_param(params, "timeframes"),
+            )?,
+            shape: CandleShape::parse(params)?,
+        })
+    }
+}
+
+impl CandleShape {
+    fn parse(params: &[(String, String)]) -> Result<CandleShape, Response> {
+        let raw = match param(params, "format").unwrap_or("dict") {
+            "dict" => false,
+            "raw" => true,
+            other => {
+                return Err(error(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "format must be dict or raw, got {:?}",
+                        other.chars().take(50).collect::<String>()
+                    ),
+                    json!({}),
+                ))
+            }
+        };
+        let asc = match param(params, "order").unwrap_or("desc") {
+            "desc" => false,
+            "asc" => true,
+            other => {
+                return Err(error(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "order must be desc or asc, got {:?}",
+                        other.chars().take(50).collect::<String>()
+                    ),
+                    json!({}),
+                ))
+            }
+        };
+        Ok(CandleShape {
+            limit: param(params, "limit").map(str::to_owned),
+            asc,
+            raw,
+        })
+    }
+
+    /// The shape with `limit` checked: from 1 to `max` (the largest ring's capacity plus the
+    /// forming candle, at most `--max-limit`), 50 (or `max`) when not given.
+    pub fn resolve(&self, max: usize) -> Result<CandleQuery, Response> {
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_LIMIT.min(max),
+            // Digits only: `usize::from_str` would also take "+5".
+            Some(s) => match s
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| s.parse::<usize>().ok())
+                .flatten()
+            {
+                Some(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    return Err(error(
+                        ErrorCode::InvalidLimit,
+                        format!(
+                            "limit must be an integer from 1 to {max} (the largest ring's \
+                             capacity plus the forming candle, at most --max-limit), got {:?}",
+                            s.chars().take(50).collect::<String>()
+                        ),
+                        json!({"details": {"min": 1, "max": max}}),
+                    ))
+                }
+            },
+        };
+        Ok(CandleQuery {
+            limit,
+            asc: self.asc,
+            raw: self.raw,
+        })
+    }
+}
+
+/// `/streamer/candles/{symbol}/{timeframe}`: parsed, then answered.
+pub(super) fn serve(
+    api: &Arc<Api>,
+    rest: &str,
+    params: &[(String, String)],
+    req: &Request,
+) -> Response {
+    match CandlesRequest::parse(rest, params) {
+        Ok(c) => api.candles(c, req.if_none_match.as_deref()),
+        Err(refused) => refused,
+    }
+}
+
+/// `/streamer/candles?symbols=&timeframes=`: parsed, then answered.
+pub(super) fn serve_batch(
+    api: &Arc<Api>,
+    _: &str,
+    params: &[(String, String)],
+    req: &Request,
+) -> Response {
+    match BatchRequest::parse(params) {
+        Ok(b) => api.candles_batch(b, req.if_none_match.as_deref()),
+        Err(refused) => refused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Vec<(String, String)> {
+        super::super::query::query_params(q).unwrap()
+    }
+
+    fn code(r: Response) -> String {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["error_code"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn each_request_knows_its_parameters_and_refuses_others() {
+        assert!(CandlesRequest::parse("EURUSD/M1", &params("limit=5&order=asc")).is_ok());
+        let r = CandlesRequest::parse("EURUSD/M1", &params("limt=5")).unwrap_err();
+        assert_eq!(code(r), "INVALID_PARAMETER");
+        let r = BatchRequest::parse(&params("symbols=A&timeframes=M1&interval_ms=5")).unwrap_err();
+        assert_eq!(code(r), "INVALID_PARAMETER");
+    }
+
+    #[test]
+    fn a_limit_is_checked_against_the_largest_ring() {
+        let shape = CandleShape::parse(&params("limit=1441")).unwrap();
+        assert_eq!(shape.resolve(1441).unwrap().limit, 1441);
+        assert_eq!(code(shape.resolve(100).unwrap_err()), "INVALID_LIMIT");
+        for bad in ["0", "+5", "abc", "99999999999999999999999"] {
+            let shape = CandleShape::parse(&params(&format!("limit={bad}"))).unwrap();
+            assert!(shape.resolve(1441).is_err(), "{bad}");
+        }
+        let none = CandleShape::parse(&params("")).unwrap();
+        assert_eq!(none.resolve(10).unwrap().limit, 10);
+        assert_eq!(none.resolve(1441).unwrap().limit, DEFAULT_LIMIT);
+    }
 }

@@ -12,7 +12,7 @@
 use shm_core::Candle;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::request::CandleQuery;
+use super::candles::CandleQuery;
 
 /// Accumulates the inputs of one answer's tag.
 pub(super) struct EtagInput {

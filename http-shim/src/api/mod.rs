@@ -1,12 +1,15 @@
 //! The `/streamer/*` endpoints and `/metrics`, answered from the segment alone.
 //!
-//! One file per concern, after mini-redis: `request.rs` parses each endpoint's request into a
-//! type (its known parameters, every check that needs no segment), with the helpers of
-//! `query.rs`; `candles.rs` answers the candle endpoints, `stream.rs` the push ones (events
-//! from `push.rs`), `status.rs` the status, available, health and metrics ones; `json.rs`
-//! writes candles (the error envelope is `crate::reply`'s); this file routes, checks the host
-//! and the token, and keeps the reader attached. Prometheus text is written by
-//! [`crate::metrics`].
+//! One file per endpoint family, after mini-redis: each has its request types, their parsing
+//! (the query parameters it knows, every check that needs no segment) and its handler, and a
+//! `serve` that parses and then answers: `candles.rs` (one ring, and batches), `ticks.rs`
+//! (ticks and symbol information), `status.rs` (status, available, health, metrics),
+//! `stream.rs` (server-sent events) and `ws.rs` (WebSocket), `page.rs` (the chart page).
+//! `request.rs` holds what several families take (symbol and timeframe pairs), `query.rs` the
+//! parsing helpers; `json.rs` writes candles (the error envelope is `crate::reply`'s). This
+//! file has the one table of routes (path, what it is counted as, its family's `serve`),
+//! checks the host, the token and the method, and keeps the reader attached. Prometheus text
+//! is written by [`crate::metrics`].
 
 mod cache;
 mod candles;
@@ -20,6 +23,7 @@ mod request;
 mod status;
 mod stream;
 mod ticks;
+mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -42,7 +46,6 @@ pub use json::{write_candles, ErrorCode};
 pub use push::PushCounts;
 use query::{only_known, query_params};
 pub use request::MAX_BATCH_PAIRS;
-use request::{BatchRequest, CandlesRequest, StreamRequest};
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -226,20 +229,8 @@ impl Api {
 
     fn route(self: &Arc<Self>, req: &Request) -> (Endpoint, Response) {
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-        let endpoint = match path {
-            "/streamer/candles" => Endpoint::CandlesBatch,
-            p if p.starts_with("/streamer/candles/") => Endpoint::Candles,
-            "/streamer/status" => Endpoint::Status,
-            "/streamer/available" => Endpoint::Available,
-            "/streamer/health" => Endpoint::Health,
-            "/streamer/stream" => Endpoint::Stream,
-            "/streamer/ws" => Endpoint::WebSocket,
-            p if p.starts_with("/streamer/ticks/") => Endpoint::Ticks,
-            p if p.starts_with("/streamer/symbols/") => Endpoint::Symbol,
-            "/metrics" => Endpoint::Metrics,
-            p if page::asset(p).is_some() => Endpoint::Page,
-            _ => Endpoint::Other,
-        };
+        let route = route_of(path);
+        let endpoint = route.map_or(Endpoint::Other, |(r, _)| r.endpoint);
         if !self.host_allowed(req) {
             let host: String = req.host.as_deref().unwrap_or("").chars().take(64).collect();
             return (
@@ -287,61 +278,123 @@ impl Api {
                 )
             }
         };
-        // Each endpoint's request is parsed into its type first (request.rs), which refuses
-        // parameters it does not know; the others take none.
-        let parsed = match endpoint {
-            Endpoint::Candles => {
-                CandlesRequest::parse(&path["/streamer/candles/".len()..], &params)
-                    .map(Parsed::Candles)
-            }
-            Endpoint::CandlesBatch => BatchRequest::parse(&params).map(Parsed::Batch),
-            Endpoint::Stream => StreamRequest::parse(&params).map(Parsed::Stream),
-            Endpoint::Ticks => {
-                ticks::TicksRequest::parse(&path["/streamer/ticks/".len()..], &params)
-                    .map(Parsed::Ticks)
-            }
-            Endpoint::Symbol => {
-                ticks::SymbolRequest::parse(&path["/streamer/symbols/".len()..], &params)
-                    .map(Parsed::Symbol)
-            }
-            _ => only_known(&params, &[]).map(|()| Parsed::Bare),
-        };
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(r) => return (endpoint, r),
-        };
         self.refresh();
-        let response = match (endpoint, parsed) {
-            (_, Parsed::Candles(c)) => self.candles(c, req.if_none_match.as_deref()),
-            (_, Parsed::Batch(b)) => self.candles_batch(b, req.if_none_match.as_deref()),
-            (_, Parsed::Stream(s)) => self.stream(s, req),
-            (_, Parsed::Ticks(t)) => self.ticks(t, req.if_none_match.as_deref()),
-            (_, Parsed::Symbol(s)) => self.symbol(s, req.if_none_match.as_deref()),
-            (Endpoint::Status, _) => self.status(),
-            (Endpoint::Available, _) => self.available(),
-            (Endpoint::Health, _) => self.health(),
-            (Endpoint::Metrics, _) => self.prometheus(),
-            (Endpoint::WebSocket, _) => self.websocket(req),
-            (Endpoint::Page, _) => page::serve(path),
-            _ => error(
-                ErrorCode::NotFound,
-                format!("no route {}", path.chars().take(200).collect::<String>()),
-                json!({}),
-            ),
+        let response = match route {
+            // Each family's `serve` parses the request into its type first (refusing the
+            // parameters it does not know, and every check that needs no segment), then
+            // answers it.
+            Some((route, rest)) => (route.serve)(self, rest, &params, req),
+            None => only_known(&params, &[]).err().unwrap_or_else(|| {
+                error(
+                    ErrorCode::NotFound,
+                    format!("no route {}", path.chars().take(200).collect::<String>()),
+                    json!({}),
+                )
+            }),
         };
         (endpoint, response)
     }
 }
 
-/// A request parsed for its endpoint.
-enum Parsed {
-    Candles(CandlesRequest),
-    Batch(BatchRequest),
-    Stream(StreamRequest),
-    Ticks(ticks::TicksRequest),
-    Symbol(ticks::SymbolRequest),
-    /// An endpoint that takes no parameters.
-    Bare,
+/// Answers a request of a route: `rest` is the path after the route's prefix (the whole path
+/// for the page), `params` the query's parameters.
+type Serve = fn(&Arc<Api>, &str, &[(String, String)], &Request) -> Response;
+
+/// How a route matches a path.
+enum Path {
+    /// This path only.
+    Exact(&'static str),
+    /// Paths below this prefix.
+    Below(&'static str),
+    /// The chart page and its assets.
+    Page,
+}
+
+/// One route: its path, what it is counted as, and its family's `serve`.
+struct Route {
+    path: Path,
+    endpoint: Endpoint,
+    serve: Serve,
+}
+
+/// Every route, in the order they are tried.
+const ROUTES: &[Route] = &[
+    route(
+        Path::Exact("/streamer/candles"),
+        Endpoint::CandlesBatch,
+        candles::serve_batch,
+    ),
+    route(
+        Path::Below("/streamer/candles/"),
+        Endpoint::Candles,
+        candles::serve,
+    ),
+    route(
+        Path::Exact("/streamer/status"),
+        Endpoint::Status,
+        status::serve_status,
+    ),
+    route(
+        Path::Exact("/streamer/available"),
+        Endpoint::Available,
+        status::serve_available,
+    ),
+    route(
+        Path::Exact("/streamer/health"),
+        Endpoint::Health,
+        status::serve_health,
+    ),
+    route(
+        Path::Exact("/streamer/stream"),
+        Endpoint::Stream,
+        stream::serve_sse,
+    ),
+    route(
+        Path::Exact("/streamer/ws"),
+        Endpoint::WebSocket,
+        ws::serve_websocket,
+    ),
+    route(
+        Path::Below("/streamer/ticks/"),
+        Endpoint::Ticks,
+        ticks::serve_ticks,
+    ),
+    route(
+        Path::Below("/streamer/symbols/"),
+        Endpoint::Symbol,
+        ticks::serve_symbol,
+    ),
+    route(
+        Path::Exact("/metrics"),
+        Endpoint::Metrics,
+        status::serve_metrics,
+    ),
+    route(Path::Page, Endpoint::Page, page::serve_route),
+];
+
+const fn route(path: Path, endpoint: Endpoint, serve: Serve) -> Route {
+    Route {
+        path,
+        endpoint,
+        serve,
+    }
+}
+
+/// The route of `path`, and the rest of the path after its prefix.
+fn route_of(path: &str) -> Option<(&'static Route, &str)> {
+    ROUTES.iter().find_map(|r| match r.path {
+        Path::Exact(p) => (path == p).then_some((r, "")),
+        Path::Below(p) => path.strip_prefix(p).map(|rest| (r, rest)),
+        Path::Page => page::asset(path).is_some().then_some((r, path)),
+    })
+}
+
+/// An endpoint that takes no parameters: `answer`, or the refusal of a parameter.
+fn bare(params: &[(String, String)], answer: impl FnOnce() -> Response) -> Response {
+    match only_known(params, &[]) {
+        Ok(()) => answer(),
+        Err(refused) => refused,
+    }
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

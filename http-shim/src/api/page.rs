@@ -1,7 +1,9 @@
 //! The live chart page at `/` and `/chart`, and its files, embedded in the binary so that the
 //! page works offline: no CDN, nothing fetched but this server's API.
 
-use crate::message::Response;
+use std::sync::Arc;
+
+use crate::message::{Request, Response};
 
 /// The page's files: path, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -54,4 +56,14 @@ pub(super) fn serve(path: &str) -> Response {
             serde_json::json!({}),
         ),
     }
+}
+
+/// The chart page and its assets (no parameters); `path` is the whole path.
+pub(super) fn serve_route(
+    _: &Arc<super::Api>,
+    path: &str,
+    params: &[(String, String)],
+    _: &Request,
+) -> Response {
+    super::bare(params, || serve(path))
 }

@@ -1,14 +1,16 @@
 //! `/streamer/status`, `/streamer/available`, `/streamer/health` and `/metrics`, and the
 //! reasons a segment is not served.
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 use shm_core::{
     iso8601_ms, now_ns, Counter, FeedState, Liveness, OpenError, Reader, Status, Timeframe,
 };
 
 use super::json::{error, iso_now, ErrorCode};
-use super::Api;
-use crate::message::Response;
+use super::{bare, Api};
+use crate::message::{Request, Response};
 
 /// Symbols whose rings the writer flagged as unknown to its source.
 fn unknown_symbols(reader: &Reader) -> Vec<String> {
@@ -242,4 +244,44 @@ impl Api {
         crate::metrics::render_segment(&mut e, self.reader().as_deref());
         Response::new(200, "text/plain; version=0.0.4", e.finish().into_bytes())
     }
+}
+
+/// `/streamer/status` (no parameters).
+pub(super) fn serve_status(
+    api: &Arc<Api>,
+    _: &str,
+    params: &[(String, String)],
+    _: &Request,
+) -> Response {
+    bare(params, || api.status())
+}
+
+/// `/streamer/available` (no parameters).
+pub(super) fn serve_available(
+    api: &Arc<Api>,
+    _: &str,
+    params: &[(String, String)],
+    _: &Request,
+) -> Response {
+    bare(params, || api.available())
+}
+
+/// `/streamer/health` (no parameters).
+pub(super) fn serve_health(
+    api: &Arc<Api>,
+    _: &str,
+    params: &[(String, String)],
+    _: &Request,
+) -> Response {
+    bare(params, || api.health())
+}
+
+/// `/metrics` (no parameters).
+pub(super) fn serve_metrics(
+    api: &Arc<Api>,
+    _: &str,
+    params: &[(String, String)],
+    _: &Request,
+) -> Response {
+    bare(params, || api.prometheus())
 }

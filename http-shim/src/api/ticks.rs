@@ -2,6 +2,7 @@
 //! a symbol's ticks and its MT5 information, from the segment.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shm_core::{InfoValue, ReadError, Reader, Tick};
@@ -12,7 +13,7 @@ use super::json::{error, iso_now, ErrorCode};
 use super::query::{only_known, param, percent_decode};
 use super::status::{not_running, not_running_reason, open_error_reason};
 use super::Api;
-use crate::message::Response;
+use crate::message::{Request, Response};
 
 /// Most ticks one answer holds: the ring's depth can be far larger (up to 2^20), and an
 /// answer is built in memory; a client pages with `since_msc`.
@@ -328,5 +329,31 @@ impl Api {
             etag: Some(etag),
             ..Response::json(200, body.to_string())
         }
+    }
+}
+
+/// `/streamer/ticks/{symbol}`: parsed, then answered.
+pub(super) fn serve_ticks(
+    api: &Arc<Api>,
+    rest: &str,
+    params: &[(String, String)],
+    req: &Request,
+) -> Response {
+    match TicksRequest::parse(rest, params) {
+        Ok(t) => api.ticks(t, req.if_none_match.as_deref()),
+        Err(refused) => refused,
+    }
+}
+
+/// `/streamer/symbols/{symbol}`: parsed, then answered.
+pub(super) fn serve_symbol(
+    api: &Arc<Api>,
+    rest: &str,
+    params: &[(String, String)],
+    req: &Request,
+) -> Response {
+    match SymbolRequest::parse(rest, params) {
+        Ok(s) => api.symbol(s, req.if_none_match.as_deref()),
+        Err(refused) => refused,
     }
 }
