@@ -156,7 +156,7 @@ class Segment:
         t = self._native.terminal()
         if t is None:
             return None
-        return dict(zip(("name", "company", "build", "connected", "server", "login", "confirmed_ns"), t))
+        return dict(zip(_native.TERMINAL_FIELDS, t))
 
     def symbols(self):
         """The symbols, in segment order."""

@@ -14,6 +14,9 @@ RATES_DTYPE: np.dtype[np.void]
 TICKS_DTYPE: np.dtype[np.void]
 #: MT5's SymbolInfo fields in the package's order, with their Python type's name.
 SYMBOL_INFO_FIELDS: tuple[tuple[str, str], ...]
+#: The names of `Segment.tick`'s and `Segment.terminal`'s tuples, in their order.
+TICK_FIELDS: tuple[str, ...]
+TERMINAL_FIELDS: tuple[str, ...]
 
 class SegmentError(Exception): ...
 class SegmentNotFound(SegmentError): ...

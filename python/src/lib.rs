@@ -11,6 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyTuple};
 mod errors;
+mod names;
 mod rows;
 
 use errors::{
@@ -344,6 +345,7 @@ impl Segment {
     /// The newest tick as MT5's Tick fields `(time, bid, ask, last, volume, time_msc, flags,
     /// volume_real)`, or `None` if the tick ring holds none.
     #[allow(clippy::type_complexity)]
+    // The tuple's order is `names::TICK_FIELDS`', which names it in Python.
     fn tick(&self, symbol: &str) -> PyResult<Option<(i64, f64, f64, f64, u64, i64, u32, f64)>> {
         let reader = self.reader()?;
         let ring = self.tick_ring(&reader, symbol)?;
@@ -424,6 +426,7 @@ impl Segment {
     /// The terminal that feeds the segment: `(name, company, build, connected, server, login,
     /// confirmed_ns)`, or `None` for a feed without one.
     #[allow(clippy::type_complexity)]
+    // The tuple's order is `names::TERMINAL_FIELDS`', which names it in Python.
     fn terminal(&self) -> PyResult<Option<(String, String, i64, bool, String, i64, u64)>> {
         Ok(self.reader()?.terminal().map_err(busy)?.map(|t| {
             let i = t.info;
@@ -577,20 +580,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WriterGone", py.get_type::<WriterGone>())?;
     m.add("NotFound", py.get_type::<NotFound>())?;
     m.add("LAYOUT_VERSION", shm_core::LAYOUT_VERSION)?;
-    // MT5's SymbolInfo fields and their Python types, from the one list the segment is
-    // written by: the Python named tuple is built from it, never restated.
-    let fields: Vec<(&str, &str)> = shm_core::SYMBOL_INFO_FIELDS
-        .iter()
-        .map(|&(name, kind)| {
-            let kind = match kind {
-                shm_core::FieldKind::Int => "int",
-                shm_core::FieldKind::Bool => "bool",
-                shm_core::FieldKind::Float => "float",
-                shm_core::FieldKind::Str => "str",
-            };
-            (name, kind)
-        })
-        .collect();
-    m.add("SYMBOL_INFO_FIELDS", PyTuple::new(py, fields)?)?;
+    names::add(m)?;
     Ok(())
 }

@@ -32,5 +32,11 @@ def test_the_stub_names_every_public_name_of_the_native_module_and_no_other():
     assert methods == built_methods
 
 
+def test_the_native_tuples_are_named_by_the_native_module():
+    # Segment.tick's tuple, in MT5's Tick order: the package's Tick is built from it.
+    assert tuple(mtf_candles.Tick._fields) == tuple(_native.TICK_FIELDS)
+    assert len(_native.TERMINAL_FIELDS) == 7 and "login" in _native.TERMINAL_FIELDS
+
+
 def test_the_package_is_marked_typed():
     assert STUB.with_name("py.typed").exists()
