@@ -1,55 +1,24 @@
-//! The one candle type every source is normalised to.
+//! The one candle type every source is normalised to: shm-core's [`Candle`].
 //!
 //! The original monitor's three fallbacks disagreed: ISO strings or epoch ints, server time or
-//! UTC, newest first or oldest first. Here every source returns [`M1Bar`]s with the open time in
-//! true UTC epoch seconds (the source's server-time offset already taken off), oldest first,
-//! the newest possibly still forming.
+//! UTC, newest first or oldest first. Here every source returns candles oldest first, the
+//! newest possibly still forming, with their open times in the source's server time, as MT5
+//! and the segment stamp them, and the source's server-time offset beside them
+//! (`Fetched::offset_s`): [`utc_time`] is a bar's time in UTC, for ages and reports.
 
-/// One M1 bar, as every source delivers it to the monitor.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct M1Bar {
-    /// Open time, UTC epoch seconds (broker server time minus the server-time offset).
-    pub time: i64,
-    /// First price.
-    pub open: f64,
-    /// Highest price.
-    pub high: f64,
-    /// Lowest price.
-    pub low: f64,
-    /// Last price.
-    pub close: f64,
-    /// Ticks in the bar (MT5 `tick_volume`), the volume the conditions weigh by.
-    pub tick_volume: u64,
-    /// Spread in points (MT5 `spread`).
-    pub spread: i32,
-    /// Exchange volume (MT5 `real_volume`).
-    pub real_volume: u64,
-    /// `false` for the bar still forming.
-    pub complete: bool,
+pub use shm_core::Candle;
+
+/// A bar's open time in true UTC epoch seconds: its server time less the source's offset
+/// (server time minus UTC).
+pub fn utc_time(bar: &Candle, offset_s: i64) -> i64 {
+    bar.time - offset_s
 }
 
-impl M1Bar {
-    /// A segment candle, with `offset_s` (server time minus UTC) taken off its time.
-    pub fn from_segment(c: &shm_core::Candle, offset_s: i64) -> M1Bar {
-        M1Bar {
-            time: c.time - offset_s,
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            tick_volume: c.tick_volume,
-            spread: c.spread,
-            real_volume: c.real_volume,
-            complete: !c.forming,
-        }
-    }
-
-    /// Why the bar cannot be used, if its prices are impossible: the rule every candle keeps
-    /// ([`shm_core::CandleDefect::of_prices`]).
-    pub fn defect(&self) -> Option<String> {
-        shm_core::CandleDefect::of_prices(self.open, self.high, self.low, self.close)
-            .map(|d| format!("bar at {} has {d}", self.time))
-    }
+/// Why the bar cannot be used, if its prices are impossible: the rule every candle keeps
+/// ([`shm_core::CandleDefect::of_prices`]).
+pub fn defect(bar: &Candle) -> Option<String> {
+    shm_core::CandleDefect::of_prices(bar.open, bar.high, bar.low, bar.close)
+        .map(|d| format!("bar at {} has {d}", bar.time))
 }
 
 #[cfg(test)]
@@ -58,26 +27,24 @@ mod tests {
 
     #[test]
     fn impossible_bars_are_named() {
-        let good = M1Bar {
+        let good = Candle {
             time: 60,
             open: 1.0,
             high: 1.5,
             low: 0.5,
             close: 1.2,
             tick_volume: 1,
-            spread: 0,
-            real_volume: 0,
-            complete: true,
+            ..Candle::default()
         };
-        assert_eq!(good.defect(), None);
-        assert!(M1Bar { high: 1.1, ..good }.defect().is_some());
-        assert!(M1Bar { low: 1.1, ..good }.defect().is_some());
-        assert!(M1Bar {
+        assert_eq!(defect(&good), None);
+        assert!(defect(&Candle { high: 1.1, ..good }).is_some());
+        assert!(defect(&Candle { low: 1.1, ..good }).is_some());
+        assert!(defect(&Candle {
             close: f64::NAN,
             ..good
-        }
-        .defect()
+        })
         .is_some());
-        assert!(M1Bar { open: 0.0, ..good }.defect().is_some());
+        assert!(defect(&Candle { open: 0.0, ..good }).is_some());
+        assert_eq!(utc_time(&good, 3600), 60 - 3600);
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::bar::M1Bar;
+use crate::bar::{utc_time, Candle};
 use crate::source::{BarSource, Origin, Skip};
 
 /// How far in the future a bar's open time may be, for clock drift between hosts.
@@ -38,9 +38,9 @@ impl Default for Policy {
 pub struct Served {
     /// Which source.
     pub kind: Origin,
-    /// The bars, oldest first, times in UTC.
-    pub bars: Vec<M1Bar>,
-    /// The offset that was taken off the source's times.
+    /// The bars, oldest first, in the source's server time.
+    pub bars: Vec<Candle>,
+    /// The source's server-time offset (server time minus UTC, seconds).
     pub offset_s: i64,
     /// The segment's writer generation, where known.
     pub generation: Option<u64>,
@@ -70,8 +70,10 @@ pub struct Outcome {
 pub struct LastKnown {
     /// Which source kept them.
     pub kind: Origin,
-    /// The bars, oldest first, times in UTC.
-    pub bars: Vec<M1Bar>,
+    /// The bars, oldest first, in the source's server time.
+    pub bars: Vec<Candle>,
+    /// The source's server-time offset (server time minus UTC, seconds).
+    pub offset_s: i64,
     /// Why they are not live (`writer stopped`, `writer gone`).
     pub why: String,
     /// Age of the newest bar's open time, seconds.
@@ -156,7 +158,10 @@ impl Chain {
             let result = source.fetch(symbol, self.policy.count);
             let latency = start.elapsed();
             let verdict = result.and_then(|f| {
-                let age_s = f.bars.last().map_or(i64::MAX, |b| now_s - b.time);
+                let age_s = f
+                    .bars
+                    .last()
+                    .map_or(i64::MAX, |b| now_s - utc_time(b, f.offset_s));
                 if f.bars.len() < self.policy.min_bars {
                     Err(Skip::TooFew {
                         got: f.bars.len(),
@@ -206,9 +211,13 @@ impl Chain {
             self.unserved += 1;
             for source in &mut self.sources {
                 if let Some((f, why)) = source.last_known(symbol, self.policy.count) {
-                    let age_s = f.bars.last().map_or(i64::MAX, |b| now_s - b.time);
+                    let age_s = f
+                        .bars
+                        .last()
+                        .map_or(i64::MAX, |b| now_s - utc_time(b, f.offset_s));
                     last_known = Some(LastKnown {
                         kind: source.kind(),
+                        offset_s: f.offset_s,
                         bars: f.bars,
                         why,
                         age_s,
@@ -294,7 +303,7 @@ mod tests {
 
     fn bars(n: usize, newest: i64) -> Fetched {
         let bars = (0..n as i64)
-            .map(|i| M1Bar {
+            .map(|i| Candle {
                 time: newest - (n as i64 - 1 - i) * 60,
                 open: 1.0,
                 high: 1.0,
@@ -303,7 +312,8 @@ mod tests {
                 tick_volume: 1,
                 spread: 0,
                 real_volume: 0,
-                complete: true,
+                forming: false,
+                repaired: false,
             })
             .collect();
         Fetched {

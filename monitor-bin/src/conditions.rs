@@ -22,10 +22,10 @@
 //! range that is already large while the bar forms can only grow.
 //!
 //! ```
-//! use monitor_bin::{bar::M1Bar, conditions::Conditions};
-//! let bars: Vec<M1Bar> = (0..30)
-//!     .map(|i| M1Bar { time: i * 60, open: 100.0, high: 101.0, low: 99.0, close: 100.0,
-//!                    tick_volume: 10, spread: 2, real_volume: 0, complete: true })
+//! use monitor_bin::{bar::Candle, conditions::Conditions};
+//! let bars: Vec<Candle> = (0..30)
+//!     .map(|i| Candle { time: i * 60, open: 100.0, high: 101.0, low: 99.0, close: 100.0,
+//!                    tick_volume: 10, spread: 2, real_volume: 0, forming: false, repaired: false })
 //!     .collect();
 //! let c = Conditions::compute(&bars).unwrap();
 //! assert_eq!(c.vwap, Some(100.0));
@@ -34,7 +34,7 @@
 //! assert!(!c.volume_spike);
 //! ```
 
-use crate::bar::M1Bar;
+use crate::bar::Candle;
 
 /// Bars in the σ window.
 pub const SIGMA_BARS: usize = 20;
@@ -76,7 +76,7 @@ pub struct Conditions {
 
 impl Conditions {
     /// The conditions of `bars` (oldest first); `None` for no bars.
-    pub fn compute(bars: &[M1Bar]) -> Option<Conditions> {
+    pub fn compute(bars: &[Candle]) -> Option<Conditions> {
         let last = bars.last()?;
         let vwap = vwap_of(bars);
         let recent = &bars[bars.len().saturating_sub(SIGMA_BARS)..];
@@ -127,12 +127,12 @@ impl Conditions {
     }
 }
 
-fn typical(b: &M1Bar) -> f64 {
+fn typical(b: &Candle) -> f64 {
     (b.high + b.low + b.close) / 3.0
 }
 
 /// VWAP of `bars`, skipping bars without volume.
-fn vwap_of(bars: &[M1Bar]) -> Option<f64> {
+fn vwap_of(bars: &[Candle]) -> Option<f64> {
     let (mut num, mut den) = (0.0, 0.0);
     for b in bars.iter().filter(|b| b.tick_volume > 0) {
         let v = b.tick_volume as f64;
@@ -142,7 +142,7 @@ fn vwap_of(bars: &[M1Bar]) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
-fn true_range(b: &M1Bar, prev_close: Option<f64>) -> f64 {
+fn true_range(b: &Candle, prev_close: Option<f64>) -> f64 {
     let hl = b.high - b.low;
     match prev_close {
         Some(pc) => hl.max((b.high - pc).abs()).max((b.low - pc).abs()),
@@ -154,8 +154,8 @@ fn true_range(b: &M1Bar, prev_close: Option<f64>) -> f64 {
 mod tests {
     use super::*;
 
-    fn bar(i: i64, high: f64, low: f64, close: f64, volume: u64) -> M1Bar {
-        M1Bar {
+    fn bar(i: i64, high: f64, low: f64, close: f64, volume: u64) -> Candle {
+        Candle {
             time: i * 60,
             open: close,
             high,
@@ -164,7 +164,8 @@ mod tests {
             tick_volume: volume,
             spread: i as i32,
             real_volume: 0,
-            complete: true,
+            forming: false,
+            repaired: false,
         }
     }
 
@@ -210,7 +211,7 @@ mod tests {
     /// ATR(14) covers exactly the last 14 true ranges.
     #[test]
     fn windows_take_exactly_their_bars() {
-        let mut bars: Vec<M1Bar> = (0..29)
+        let mut bars: Vec<Candle> = (0..29)
             .map(|i| {
                 let v = if i < 8 { 100 } else { 10 };
                 bar(i, 101.0, 99.0, 100.0, v)
@@ -233,7 +234,7 @@ mod tests {
 
     #[test]
     fn zero_volume_and_flat_markets_give_none_not_nan() {
-        let flat: Vec<M1Bar> = (0..25).map(|i| bar(i, 100.0, 100.0, 100.0, 0)).collect();
+        let flat: Vec<Candle> = (0..25).map(|i| bar(i, 100.0, 100.0, 100.0, 0)).collect();
         let c = Conditions::compute(&flat).unwrap();
         assert_eq!(c.vwap, None);
         assert_eq!(c.sigma, None);

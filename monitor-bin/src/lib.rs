@@ -1,6 +1,6 @@
 //! The micro-scalp monitor: every few seconds, each symbol's last 50 M1 candles from the first
 //! source that has fresh ones (the shared-memory segment, then the HTTP shim, then the MT5
-//! gateway), normalised to one [`bar::M1Bar`] type, and the micro-scalp
+//! gateway), normalised to one [`bar::Candle`] type, and the micro-scalp
 //! [`conditions::Conditions`] computed from them.
 //!
 //! The original monitor ran beside the streamer and could not see its buffers ("No M1 candles

@@ -10,7 +10,7 @@ use crate::conditions::Conditions;
 
 /// The decimals a symbol's prices are quoted with (MT5's `digits`), read off its bars: the
 /// fewest (at most 8) that write every open, high, low and close exactly.
-pub fn digits(bars: &[crate::bar::M1Bar]) -> usize {
+pub fn digits(bars: &[crate::bar::Candle]) -> usize {
     let needed = |p: f64| {
         (0..=8)
             .find(|&d| {
@@ -85,7 +85,7 @@ pub fn text_line(o: &Outcome, now_s: i64) -> String {
 }
 
 /// ` | VWAP … | spread …` for `bars`, or nothing when there are too few.
-fn conditions_text(bars: &[crate::bar::M1Bar], d: usize) -> String {
+fn conditions_text(bars: &[crate::bar::Candle], d: usize) -> String {
     let Some(c) = Conditions::compute(bars) else {
         return String::new();
     };
@@ -132,7 +132,7 @@ pub fn json_line(o: &Outcome, now_s: i64) -> Value {
             "reason": k.why,
             "count": k.bars.len(),
             "last_close": last.close,
-            "last_time": last.time,
+            "last_time": crate::bar::utc_time(last, k.offset_s),
             "age_seconds": k.age_s,
         });
     }
@@ -142,8 +142,8 @@ pub fn json_line(o: &Outcome, now_s: i64) -> Value {
         v["fetch_us"] = json!(s.latency.as_micros() as u64);
         v["count"] = json!(s.bars.len());
         v["last_close"] = json!(last.close);
-        v["last_time"] = json!(last.time);
-        v["last_complete"] = json!(last.complete);
+        v["last_time"] = json!(crate::bar::utc_time(last, s.offset_s));
+        v["last_complete"] = json!(!last.forming);
         v["age_seconds"] = json!(s.age_s);
         v["server_time_offset_seconds"] = json!(s.offset_s);
         if let Some(g) = s.generation {
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn every_price_of_a_line_has_the_symbols_digits() {
-        let bar = |p: f64| crate::bar::M1Bar {
+        let bar = |p: f64| crate::bar::Candle {
             time: 0,
             open: p,
             high: p,
@@ -256,7 +256,8 @@ mod tests {
             tick_volume: 1,
             spread: 0,
             real_volume: 0,
-            complete: true,
+            forming: false,
+            repaired: false,
         };
         // 4096.00 and 4096.37 are quoted with 2 digits: "4096.00", never "4096".
         assert_eq!(digits(&[bar(4096.0), bar(4096.37)]), 2);

@@ -1,4 +1,4 @@
-//! The three places M1 bars come from, each normalised to [`M1Bar`]s: the shared-memory segment,
+//! The three places M1 bars come from, each normalised to [`Candle`]s: the shared-memory segment,
 //! the HTTP shim, and the MT5 gateway.
 
 use std::fmt;
@@ -8,7 +8,7 @@ use mt5_gateway_client as gateway;
 use serde_json::Value;
 use shm_core::{Liveness, OpenError, ReadError, Reader, SegmentPath, Status, Timeframe};
 
-use crate::bar::M1Bar;
+use crate::bar::Candle;
 use shm_core::time::parse_iso8601;
 
 /// Which source.
@@ -114,7 +114,7 @@ impl fmt::Display for Skip {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fetched {
     /// The bars, oldest first, times in UTC.
-    pub bars: Vec<M1Bar>,
+    pub bars: Vec<Candle>,
     /// The server-time offset that was taken off (server time minus UTC, seconds).
     pub offset_s: i64,
     /// The segment's writer generation, where the source knows it.
@@ -136,14 +136,14 @@ pub trait BarSource {
 }
 
 /// Checks the order and values of normalised bars.
-fn checked(mut bars: Vec<M1Bar>) -> Result<Vec<M1Bar>, Skip> {
+fn checked(mut bars: Vec<Candle>) -> Result<Vec<Candle>, Skip> {
     // Sources differ in order (the original API answered newest first); sort, then insist on
     // one bar per minute.
     bars.sort_by_key(|b| b.time);
     if let Some(w) = bars.windows(2).find(|w| w[0].time == w[1].time) {
         return Err(Skip::BadData(format!("two bars at {}", w[0].time)));
     }
-    if let Some(why) = bars.iter().find_map(M1Bar::defect) {
+    if let Some(why) = bars.iter().find_map(crate::bar::defect) {
         return Err(Skip::BadData(why));
     }
     Ok(bars)
@@ -184,21 +184,15 @@ impl ShmSource {
     }
 }
 
-/// The newest `count` M1 candles of `ring` as checked bars in UTC (`offset_s` taken off).
+/// The newest `count` M1 candles of `ring` as checked bars.
 fn read_bars(
     ring: shm_core::RingReader<'_>,
     count: usize,
-    offset_s: i64,
     scratch: &mut Vec<shm_core::Candle>,
-) -> Result<Vec<M1Bar>, Skip> {
+) -> Result<Vec<Candle>, Skip> {
     ring.read_last(count, scratch)
         .map_err(|e: ReadError| Skip::Unavailable(e.to_string()))?;
-    checked(
-        scratch
-            .iter()
-            .map(|c| M1Bar::from_segment(c, offset_s))
-            .collect(),
-    )
+    checked(scratch.clone())
 }
 
 /// The reader in `slot`, attached first if need be, and its status. When the writer is not
@@ -239,7 +233,7 @@ impl BarSource for ShmSource {
         }
         let ring = reader.ring(symbol, Timeframe::M1)?;
         let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);
-        let bars = read_bars(ring, count, offset_s, &mut self.scratch).ok()?;
+        let bars = read_bars(ring, count, &mut self.scratch).ok()?;
         (!bars.is_empty()).then(|| {
             (
                 Fetched {
@@ -267,7 +261,7 @@ impl BarSource for ShmSource {
         }
         let offset_s = self.offset_override.unwrap_or(status.server_time_offset_s);
         Ok(Fetched {
-            bars: read_bars(ring, count, offset_s, &mut self.scratch)?,
+            bars: read_bars(ring, count, &mut self.scratch)?,
             offset_s,
             generation: Some(status.generation),
         })
@@ -310,7 +304,7 @@ impl HttpSource {
 
     /// Turns one candle object into a bar. `time` may be epoch seconds or ISO 8601, volume
     /// may be named `volume` or `tick_volume`, so that the original Python API reads too.
-    fn bar(v: &Value, offset_s: i64) -> Result<M1Bar, String> {
+    fn bar(v: &Value) -> Result<Candle, String> {
         let num = |k: &str| {
             v[k].as_f64()
                 .ok_or_else(|| format!("candle without a numeric {k:?}: {v}"))
@@ -325,8 +319,8 @@ impl HttpSource {
             .or_else(|| v.get("tick_volume"))
             .and_then(Value::as_u64)
             .ok_or_else(|| format!("candle without a volume: {v}"))?;
-        Ok(M1Bar {
-            time: time - offset_s,
+        Ok(Candle {
+            time,
             open: num("open")?,
             high: num("high")?,
             low: num("low")?,
@@ -337,7 +331,8 @@ impl HttpSource {
                 .and_then(|s| i32::try_from(s).ok())
                 .unwrap_or(0),
             real_volume: v["real_volume"].as_u64().unwrap_or(0),
-            complete: v["complete"].as_bool().unwrap_or(true),
+            forming: !v["complete"].as_bool().unwrap_or(true),
+            repaired: false,
         })
     }
 }
@@ -396,7 +391,7 @@ impl BarSource for HttpSource {
             .ok_or_else(|| Skip::BadData("answer without a candles array".into()))?;
         let bars = candles
             .iter()
-            .map(|c| HttpSource::bar(c, offset_s))
+            .map(HttpSource::bar)
             .collect::<Result<Vec<_>, _>>()
             .map_err(Skip::BadData)?;
         Ok(Fetched {
@@ -475,14 +470,9 @@ impl BarSource for Mt5Source {
         let bars = rates
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                M1Bar::from_segment(
-                    &shm_core::Candle {
-                        forming: i == last,
-                        ..*r
-                    },
-                    offset_s,
-                )
+            .map(|(i, r)| Candle {
+                forming: i == last,
+                ..*r
             })
             .collect();
         Ok(Fetched {
@@ -506,33 +496,27 @@ mod tests {
         let original = serde_json::json!({"time": "1970-01-01T02:01:00", "open": 1.0,
             "high": 2.0, "low": 0.5, "close": 1.5, "tick_volume": 3, "spread": 4,
             "real_volume": 5, "complete": false});
-        let a = HttpSource::bar(&ours, 7200).unwrap();
-        let b = HttpSource::bar(&original, 7200).unwrap();
+        let a = HttpSource::bar(&ours).unwrap();
+        let b = HttpSource::bar(&original).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.time, 60);
-        assert!(!a.complete);
+        assert_eq!(crate::bar::utc_time(&a, 7200), 60);
+        assert!(a.forming);
         for bad in [
             serde_json::json!({"open": 1.0}),
             serde_json::json!({"time": "soon", "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1}),
             serde_json::json!({"time": 60, "open": "1", "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1}),
             serde_json::json!({"time": 60, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0}),
         ] {
-            assert!(HttpSource::bar(&bad, 0).is_err(), "{bad} was accepted");
+            assert!(HttpSource::bar(&bad).is_err(), "{bad} was accepted");
         }
     }
 
     #[test]
     fn bars_are_sorted_and_duplicates_or_impossible_prices_refused() {
-        let bar = |time, close| M1Bar {
+        let bar = |time, close| Candle {
             time,
-            open: close,
-            high: close,
-            low: close,
-            close,
             tick_volume: 1,
-            spread: 0,
-            real_volume: 0,
-            complete: true,
+            ..Candle::flat(0, close)
         };
         let sorted = checked(vec![bar(120, 1.0), bar(60, 1.0)]).unwrap();
         assert_eq!(sorted.iter().map(|b| b.time).collect::<Vec<_>>(), [60, 120]);
