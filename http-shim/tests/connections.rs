@@ -180,7 +180,16 @@ fn a_thousand_idle_connections_do_not_stop_normal_requests() {
         s.write_all(b"GET /streamer/status HTTP/1.1\r\nHost: localhost\r\n")
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Every idle connection accepted and being served (the cap is 4,096) before the request.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while shim.open_connections() < 1000 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} of 1,000 connections accepted",
+            shim.open_connections()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (status, v) = get(&shim, "/streamer/candles/BTCUSDc/M1?limit=50");
     assert_eq!((status, v["count"].as_u64()), (200, Some(31)));
     drop(idle);

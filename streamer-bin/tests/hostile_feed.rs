@@ -18,21 +18,11 @@ fn run(mode: &str) -> (shm_core::Reader, TempSegment, ChildGuard, ChildGuard) {
     let mut gw = ChildGuard::spawn("python3", &[script.to_str().unwrap(), "--mode", mode]);
     let addr = mtf_tests::listening_address(&mut gw);
     let seg = TempSegment::new(&format!("hostile-{mode}"));
-    let streamer = ChildGuard::spawn(
+    let streamer = mtf_tests::spawn_mt5_streamer(
         BIN,
-        &[
-            "--source",
-            "mt5",
-            "--gateway",
-            &addr,
-            "--symbols",
-            "EURUSD",
-            "--timeframes",
-            "M1",
-            "--segment-path",
-            seg.path.path().to_str().unwrap(),
-            "--no-http",
-        ],
+        &addr,
+        &seg,
+        &["--symbols", "EURUSD", "--timeframes", "M1"],
     );
     // Ticks keep coming (the gateway sends 50 a second): 150 processed is 3 s of stream.
     let reader = wait_for_status(

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mtf_tests::{spawn_standin_gateway, wait_for_status, ChildGuard, TempSegment};
+use mtf_tests::{spawn_standin_gateway, wait_for_status, TempSegment};
 use shm_core::{FeedState, Reader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mtf-streamer");
@@ -104,21 +104,12 @@ fn every_tick_reaches_the_segment(n: usize, rate: u32, per_symbol: u32, hold: bo
         &["--log-level", "WARNING"],
     );
     let seg = TempSegment::new(&format!("live-ticks-{n}"));
-    let _streamer = ChildGuard::spawn(
+    let symbols = names.join(",");
+    let _streamer = mtf_tests::spawn_mt5_streamer(
         BIN,
-        &[
-            "--source",
-            "mt5",
-            "--gateway",
-            &addr,
-            "--symbols",
-            &names.join(","),
-            "--timeframes",
-            "M1",
-            "--segment-path",
-            seg.path.path().to_str().unwrap(),
-            "--no-http",
-        ],
+        &addr,
+        &seg,
+        &["--symbols", &symbols, "--timeframes", "M1"],
     );
     let reader = wait_for_status(
         &seg.path,

@@ -318,21 +318,8 @@ fn a_symbol_the_gateway_does_not_know_stops_no_other_symbol() {
     let (data, _) = exports("unknown");
     let (_gw, addr) = spawn_csv_gateway(&data.0, 0, &["--speed", "max"]);
     let seg = TempSegment::new("mt5unknown");
-    let file = seg.file();
-    let streamer = ChildGuard::spawn(
-        BIN,
-        &[
-            "--source",
-            "mt5",
-            "--gateway",
-            &addr,
-            "--no-http",
-            "--segment-path",
-            file.to_str().unwrap(),
-            "--symbols",
-            "EURUSD,EURUSDm",
-        ],
-    );
+    let streamer =
+        mtf_tests::spawn_mt5_streamer(BIN, &addr, &seg, &["--symbols", "EURUSD,EURUSDm"]);
     let reader = wait_for(
         &seg,
         "EURUSD replay finished",
