@@ -183,7 +183,8 @@ class Segment:
 
     def status(self):
         """The writer's liveness (alive, stalled, stopped, gone or replaced), its feed, the
-        server-time offset and the counters."""
+        server-time offset, the counters, and the depth of history each ring holds
+        (``oldest_bar[symbol][timeframe]``: its oldest closed bar's open time, server time)."""
         return self._native.status()
 
     def refresh(self):

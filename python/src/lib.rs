@@ -466,7 +466,8 @@ impl Segment {
 
     /// Liveness, feed, offset, counters: a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let st = self.reader()?.status();
+        let reader = self.reader()?;
+        let st = reader.status();
         let d = PyDict::new(py);
         d.set_item("liveness", st.liveness.as_str())?;
         d.set_item("writer_state", st.writer_state.map(|s| s.as_str()))?;
@@ -482,6 +483,25 @@ impl Segment {
             counters.set_item(c.as_str(), st.counters.get(c))?;
         }
         d.set_item("counters", counters)?;
+        // The depth of history each ring holds: its oldest closed bar's open time (server
+        // time), by symbol and timeframe; `None` for a ring with none yet.
+        let depth = PyDict::new(py);
+        for ring in reader.rings() {
+            let oldest = ring.stats().ok().and_then(|s| {
+                let held = s.closed_total.min(u64::from(ring.capacity()));
+                ring.closed_at(s.closed_total - held).ok().flatten()
+            });
+            let of_symbol = match depth.get_item(ring.symbol())? {
+                Some(d) => d.cast_into::<PyDict>()?,
+                None => {
+                    let d = PyDict::new(py);
+                    depth.set_item(ring.symbol(), &d)?;
+                    d
+                }
+            };
+            of_symbol.set_item(ring.timeframe().name(), oldest.map(|c| c.time))?;
+        }
+        d.set_item("oldest_bar", depth)?;
         Ok(d)
     }
 

@@ -125,3 +125,6 @@ def test_without_the_package_the_answer_is_the_segments_own(deep):
     assert mt5.initialize(segment=streamer.segment)
     rates = mt5.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, end - 30 * 86400, end)
     assert 10000 <= len(rates) <= 10081, len(rates)
+    # How deep the rings hold is visible: status() says each ring's oldest bar.
+    held = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 20000)
+    assert mt5.status()["oldest_bar"]["EURUSD"]["M1"] == int(held["time"][0])

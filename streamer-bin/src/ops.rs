@@ -112,10 +112,12 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
         }
     }
     write_ticks_and_info(&mut out, &reader);
+    // The oldest bar is the depth of history the ring holds (a reader asking further back
+    // gets it from the terminal, where the MetaTrader5 package is installed, or not at all).
     let _ = writeln!(
         out,
-        "\n{:<20} {:>14} {:>10} {:>20} {:>14}",
-        "ring", "closed/cap", "pushed", "newest bar (server)", "changed"
+        "\n{:<20} {:>14} {:>10} {:>20} {:>20} {:>14}",
+        "ring", "closed/cap", "pushed", "oldest bar (server)", "newest bar (server)", "changed"
     );
     for ring in reader.rings() {
         let name = format!("{} {}", ring.symbol(), ring.timeframe());
@@ -130,15 +132,20 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
                 } else {
                     ""
                 };
+                let oldest = match ring.closed_at(s.closed_total - held) {
+                    Ok(Some(c)) => server_time(c.time),
+                    _ => s.newest_time.map_or("-".into(), server_time),
+                };
                 let _ = writeln!(
                     out,
-                    "{name:<20} {:>14} {:>10} {:>20} {:>14}{note}",
+                    "{name:<20} {:>14} {:>10} {:>20} {:>20} {:>14}{note}",
                     format!(
                         "{held}/{}{}",
                         ring.capacity(),
                         if forming { " +1" } else { "" }
                     ),
                     s.closed_total,
+                    oldest,
                     s.newest_time.map_or("-".into(), server_time),
                     ago(s.last_change_ns)
                 );

@@ -126,6 +126,24 @@ fn inspect_reports_liveness_and_every_ring() {
         text.contains("10080/10080 +1"),
         "M1 full, and the forming candle beside it: {text}"
     );
+    // The depth held: the M1 ring's oldest bar is a week (10,080 bars) before its newest.
+    let m1 = text.lines().find(|l| l.starts_with("XAUUSDc M1 ")).unwrap();
+    let minutes: Vec<i64> = m1
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter_map(|w| {
+            let (d, t) = (w[0], w[1]);
+            let date: Vec<i64> = d.split('-').filter_map(|x| x.parse().ok()).collect();
+            let time: Vec<i64> = t.split(':').filter_map(|x| x.parse().ok()).collect();
+            (date.len() == 3 && time.len() == 3).then(|| {
+                let days = shm_core::days_from_civil(date[0], date[1] as u32, date[2] as u32);
+                days * 1440 + time[0] * 60 + time[1]
+            })
+        })
+        .collect();
+    assert_eq!(minutes.len(), 2, "oldest and newest bar: {m1}");
+    assert_eq!(minutes[1] - minutes[0], 10_080, "{m1}");
 }
 
 #[test]
