@@ -13,13 +13,14 @@ use pyo3::types::{PyBool, PyDict, PyTuple};
 mod errors;
 mod names;
 mod rows;
+mod status;
 
 use errors::{
     busy, open_error, NotFound, SegmentError, SegmentNotFound, SegmentVersionError, WriterGone,
 };
 use rows::{rate_dtype, rates, tick_dtype, tick_filter, tick_rows, Rate, TickRow};
 use shm_core::{
-    Candle, Counter, InfoValue, ReadError, Reader, SegmentPath, Tick, Timeframe, Trust, WaitOutcome,
+    Candle, InfoValue, ReadError, Reader, SegmentPath, Tick, Timeframe, Trust, WaitOutcome,
 };
 
 /// One field's value as the Python object MT5's tuple holds.
@@ -466,43 +467,7 @@ impl Segment {
 
     /// Liveness, feed, offset, counters: a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let reader = self.reader()?;
-        let st = reader.status();
-        let d = PyDict::new(py);
-        d.set_item("liveness", st.liveness.as_str())?;
-        d.set_item("writer_state", st.writer_state.map(|s| s.as_str()))?;
-        d.set_item("generation", st.generation)?;
-        d.set_item("writer_pid", st.writer_pid)?;
-        d.set_item("heartbeat_age_s", st.heartbeat_age.as_secs_f64())?;
-        d.set_item("feed_state", st.feed_state.map(|s| s.as_str()))?;
-        d.set_item("feed_kind", st.feed_kind.map(|k| k.as_str()))?;
-        d.set_item("server_time_offset_s", st.server_time_offset_s)?;
-        d.set_item("last_update_ns", st.last_update_ns)?;
-        let counters = PyDict::new(py);
-        for c in Counter::ALL {
-            counters.set_item(c.as_str(), st.counters.get(c))?;
-        }
-        d.set_item("counters", counters)?;
-        // The depth of history each ring holds: its oldest closed bar's open time (server
-        // time), by symbol and timeframe; `None` for a ring with none yet.
-        let depth = PyDict::new(py);
-        for ring in reader.rings() {
-            let oldest = ring.stats().ok().and_then(|s| {
-                let held = s.closed_total.min(u64::from(ring.capacity()));
-                ring.closed_at(s.closed_total - held).ok().flatten()
-            });
-            let of_symbol = match depth.get_item(ring.symbol())? {
-                Some(d) => d.cast_into::<PyDict>()?,
-                None => {
-                    let d = PyDict::new(py);
-                    depth.set_item(ring.symbol(), &d)?;
-                    d
-                }
-            };
-            of_symbol.set_item(ring.timeframe().name(), oldest.map(|c| c.time))?;
-        }
-        d.set_item("oldest_bar", depth)?;
-        Ok(d)
+        status::status_dict(py, &*self.reader()?)
     }
 
     /// Follows the segment if its writer replaced the file (another layout); `True` if it
