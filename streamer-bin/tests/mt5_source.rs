@@ -92,21 +92,11 @@ fn wait_for(
     wait_for_status(&seg.path, what, limit, ok)
 }
 
-/// `mtf-streamer --source mt5` for EURUSD into the segment file `file`, without HTTP.
-fn streamer(gateway: &str, file: &Path, extra: &[&str]) -> ChildGuard {
-    let mut args = vec![
-        "--source",
-        "mt5",
-        "--gateway",
-        gateway,
-        "--no-http",
-        "--segment-path",
-        file.to_str().unwrap(),
-        "--symbols",
-        "EURUSD",
-    ];
+/// `mtf-streamer --source mt5` for EURUSD into `seg`, without HTTP.
+fn streamer(gateway: &str, seg: &TempSegment, extra: &[&str]) -> ChildGuard {
+    let mut args = vec!["--symbols", "EURUSD"];
     args.extend(extra);
-    ChildGuard::spawn(BIN, &args)
+    mtf_tests::spawn_mt5_streamer(BIN, gateway, seg, &args)
 }
 
 fn free_port() -> u16 {
@@ -134,9 +124,8 @@ fn backfills_from_the_terminal_streams_ticks_and_survives_a_down_gateway() {
     let (data, bars) = exports("main");
     let seg = TempSegment::new("mt5src");
     let port = free_port();
-    let file = seg.file();
     let gateway = format!("127.0.0.1:{port}");
-    let _streamer = streamer(&gateway, &file, &["--timeframes", "M1,M5,H1"]);
+    let _streamer = streamer(&gateway, &seg, &["--timeframes", "M1,M5,H1"]);
     // Nobody listens yet: the streamer runs and says so.
     wait_for(&seg, "feed disconnected", Duration::from_secs(20), |s| {
         s.feed_state == Some(FeedState::Disconnected)
@@ -228,9 +217,8 @@ fn a_gateway_restart_is_followed_by_a_reconnect() {
     let seg = TempSegment::new("mt5restart");
     let port = free_port();
     let gw = start_gateway(&data.0, port, "1");
-    let file = seg.file();
     let gateway = format!("127.0.0.1:{port}");
-    let _streamer = streamer(&gateway, &file, &[]);
+    let _streamer = streamer(&gateway, &seg, &[]);
     wait_for(&seg, "live", Duration::from_secs(20), |s| {
         s.feed_state == Some(FeedState::Live) && s.counters.get(Counter::TicksProcessed) > 0
     });
@@ -283,7 +271,7 @@ fn every_candle_equals_the_terminals_with_no_tick_counted_twice_at_the_backfill_
     let data = ticks_ending_now("seam");
     let (_gw, addr) = spawn_csv_gateway(&data.0, 0, &["--speed", "max"]);
     let seg = TempSegment::new("mt5seam");
-    let _streamer = streamer(&addr, &seg.file(), &["--timeframes", "M1,M5"]);
+    let _streamer = streamer(&addr, &seg, &["--timeframes", "M1,M5"]);
     let reader = wait_for(&seg, "replay finished", Duration::from_secs(30), |s| {
         s.feed_state == Some(FeedState::Finished)
     });
@@ -371,7 +359,7 @@ fn a_gateway_that_trickles_bytes_never_delays_shutdown() {
         }
     });
     let seg = TempSegment::new("mt5trickle");
-    let streamer = streamer(&addr, &seg.file(), &[]);
+    let streamer = streamer(&addr, &seg, &[]);
     wait_for(&seg, "running", Duration::from_secs(20), |s| {
         s.writer_state == Some(shm_core::WriterState::Running)
             || s.feed_state == Some(FeedState::Starting)
@@ -419,21 +407,12 @@ fn two_terminals_on_one_host_each_fill_their_own_segment() {
             &[],
         );
         let seg = TempSegment::new(&format!("terminal-{k}"));
-        let streamer = ChildGuard::spawn(
-            &streamer_bin,
-            &[
-                "--source",
-                "mt5",
-                "--gateway",
-                &addr,
-                "--symbols",
-                &names.join(","),
-                "--timeframes",
-                "M1,M5",
-                "--segment-path",
-                seg.path.path().to_str().unwrap(),
-                "--no-http",
-            ],
+        let symbols = names.join(",");
+        let streamer = mtf_tests::spawn_mt5_streamer(
+            streamer_bin.to_str().unwrap(),
+            &addr,
+            &seg,
+            &["--symbols", &symbols, "--timeframes", "M1,M5"],
         );
         running.push((
             gw,
@@ -502,7 +481,7 @@ fn symbol_information_and_identity_equal_what_the_terminal_serves_and_a_bad_reco
         &[],
     );
     let seg = TempSegment::new("mt5info");
-    let _streamer = streamer(&addr, &seg.file(), &["--timeframes", "M1"]);
+    let _streamer = streamer(&addr, &seg, &["--timeframes", "M1"]);
     let reader = wait_for(&seg, "running", Duration::from_secs(30), |s| {
         s.writer_state == Some(shm_core::WriterState::Running)
     });
@@ -569,7 +548,7 @@ fn symbol_information_and_identity_equal_what_the_terminal_serves_and_a_bad_reco
         &[],
     );
     let seg2 = TempSegment::new("mt5info-long");
-    let _streamer2 = streamer(&addr2, &seg2.file(), &["--timeframes", "M1"]);
+    let _streamer2 = streamer(&addr2, &seg2, &["--timeframes", "M1"]);
     let reader2 = wait_for(&seg2, "running", Duration::from_secs(30), |s| {
         s.writer_state == Some(shm_core::WriterState::Running)
     });
