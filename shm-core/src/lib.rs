@@ -48,6 +48,7 @@ mod candle;
 mod error;
 mod files;
 mod header;
+pub mod history;
 mod info;
 mod layout;
 mod lock;
@@ -71,6 +72,7 @@ mod writer;
 pub use candle::{Candle, CandleDefect, LATEST_TIME};
 pub use error::{CreateError, OpenError, ReadError};
 pub use files::Untrusted;
+pub use history::{default_history_dir, History, HistoryError, HistoryWriter, Keep};
 pub use info::{
     FieldKind, InfoError, InfoSource, InfoValue, SymbolInfo, TerminalInfo, INFO_STRING_MAX,
     SYMBOL_INFO_FIELDS,

@@ -138,12 +138,15 @@ word_enum! {
         /// Ticks refused for flag bits MT5 does not define (`TICK_FLAG_*` is 0x7E); a
         /// reserved slot until December 2026, so older readers see 0.
         RejectedBadFlags = 16, "rejected_bad_flags";
+        /// Appends the history store could not make (a full disk, an I/O error): the store
+        /// lacks what the rings got meanwhile. A reserved slot until December 2026.
+        HistoryErrors = 17, "history_errors";
     }
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::TicksProcessed,
         Counter::BarsClosed,
         Counter::RejectedBadPrice,
@@ -161,6 +164,7 @@ impl Counter {
         Counter::RejectedSymbolInfo,
         Counter::TicksRecorded,
         Counter::RejectedBadFlags,
+        Counter::HistoryErrors,
     ];
 
     /// The counters of refused input, whose sum is "rejected" in summaries.

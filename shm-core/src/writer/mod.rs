@@ -2,6 +2,7 @@
 //! Creating, warm-restarting or replacing the segment is `create.rs`.
 
 mod create;
+mod history;
 mod ticks;
 
 use create::Held;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use crate::candle::Candle;
 use crate::error::{io_err, CreateError};
+use crate::history::HistoryWriter;
 use crate::layout::{self, hdr, sym, Layout, Placement};
 use crate::lock::WriterLock;
 use crate::mem::{MappingMut, MemMut};
@@ -141,6 +143,10 @@ pub struct Writer {
     boot_ns: Option<u64>,
     /// Retries of the writer's reads of its own rings: always zero, as nothing races them.
     own_retries: AtomicU64,
+    /// The history store, if one is attached (`history.rs`).
+    history: Option<Box<HistoryWriter>>,
+    /// The newest store error not yet taken by the caller.
+    history_error: Option<crate::history::HistoryError>,
 }
 
 impl Writer {
@@ -206,6 +212,8 @@ impl Writer {
             now_ns: now_ns(),
             boot_ns,
             own_retries: AtomicU64::new(0),
+            history: None,
+            history_error: None,
         })
     }
 
@@ -302,6 +310,7 @@ impl Writer {
         // A forming candle that does not open after the closed one cannot follow it: readers
         // would refuse the ring as out of order.
         let forming = self.forming(ring).filter(|f| f.time > candle.time);
+        self.history_bar(ring, candle);
         self.r(ring)
             .push(self.mem(), candle, forming.as_ref(), self.now_ns);
         self.touched();
@@ -312,6 +321,7 @@ impl Writer {
     /// or neither.
     #[inline]
     pub fn roll(&mut self, ring: RingId, closed: &Candle, next: Option<&Candle>) {
+        self.history_bar(ring, closed);
         self.r(ring).push(self.mem(), closed, next, self.now_ns);
         self.touched();
     }
@@ -338,6 +348,7 @@ impl Writer {
         }
         let done = self.r(ring).amend_last(self.mem(), candle, self.now_ns);
         if done {
+            self.history_amend(ring, candle);
             self.touched();
         }
         done
@@ -507,6 +518,7 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.heartbeat();
+        self.history_flush();
         // A feed that had finished (a replay that reached its end) stays `finished`: its data
         // is complete. Any other becomes `stopped`, never a `live` that nobody feeds.
         // Relaxed: published by the Release store of the state just below.

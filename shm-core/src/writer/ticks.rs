@@ -56,6 +56,14 @@ impl Writer {
                 },
             });
         }
+        // The store first: a reader that finds the tick in the ring finds it in the store.
+        self.history_tick(
+            i,
+            &Tick {
+                published_ns: self.now_ns,
+                ..*tick
+            },
+        );
         let ring = &self.tick_rings[i];
         let (head, slot) = self.tick_cursor[i];
         ring.push_at(self.map.mem(), &words, self.now_ns, head, slot);

@@ -1,0 +1,270 @@
+//! The store's own tests: round trips, restarts, torn and damaged records, chunk rotation,
+//! retention and the trust rules, on real files in a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::{Candle, Layout, Tick, Timeframe, Trust};
+
+/// A temporary directory removed when the test ends, passed or failed.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        // Relaxed: only uniqueness matters.
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("mtf-history-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn layout() -> Layout {
+    let mut l = Layout::new();
+    l.add_ring("EURUSD", Timeframe::M1, 16).unwrap();
+    l
+}
+
+fn tick(ms: i64) -> Tick {
+    Tick {
+        time_msc: ms,
+        bid: 1.0 + ms as f64 * 1e-6,
+        ask: 1.0001 + ms as f64 * 1e-6,
+        flags: 6,
+        ..Tick::default()
+    }
+}
+
+fn bar(k: i64) -> Candle {
+    Candle::flat(k * 60, 1.0 + k as f64 * 1e-4)
+}
+
+fn stored_ticks(dir: &Path) -> Result<Vec<Tick>, HistoryError> {
+    let mut s = History::at(dir, Trust::for_process().unwrap()).ticks("EURUSD");
+    s.sync()?;
+    let mut out = Vec::new();
+    s.range_as(i64::MIN, i64::MAX, usize::MAX, &mut out, |t| t);
+    Ok(out)
+}
+
+fn stored_bars(dir: &Path) -> Vec<Candle> {
+    let mut s = History::at(dir, Trust::for_process().unwrap()).bars("EURUSD", Timeframe::M1);
+    s.sync().unwrap();
+    let mut out = Vec::new();
+    s.range_as(i64::MIN, i64::MAX, usize::MAX, &mut out, |c| c);
+    out
+}
+
+#[test]
+fn ticks_and_bars_come_back_as_written_and_bars_wait_for_their_successor() {
+    let t = TempDir::new("roundtrip");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    for ms in 0..1000 {
+        w.tick(0, &tick(1_000_000 + ms * 7), 0).unwrap();
+    }
+    for k in 0..10 {
+        w.bar_closed(0, &bar(k), 0).unwrap();
+    }
+    let ticks = stored_ticks(&t.0).unwrap();
+    assert_eq!(ticks.len(), 1000);
+    assert_eq!(ticks[999].time_msc, 1_000_000 + 999 * 7);
+    // The newest closed bar is held back for a correction...
+    assert_eq!(stored_bars(&t.0).len(), 9);
+    w.bar_amended(
+        0,
+        &Candle {
+            close: 9.0,
+            high: 9.0,
+            ..bar(9)
+        },
+    );
+    // ...and a clean stop stores it, corrected.
+    w.flush(0).unwrap();
+    let bars = stored_bars(&t.0);
+    assert_eq!(bars.len(), 10);
+    assert_eq!(bars[9].close, 9.0);
+    assert_eq!(bars[3], bar(3));
+}
+
+#[test]
+fn ranges_answer_by_time_across_chunks() {
+    let t = TempDir::new("chunks");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let n = StreamKind::Ticks.capacity() as i64 + 5000;
+    for k in 0..n {
+        // Two ticks a millisecond: the range must keep both at its edges.
+        w.tick(0, &tick(k / 2), 0).unwrap();
+    }
+    let mut s = History::at(&t.0, Trust::for_process().unwrap()).ticks("EURUSD");
+    s.sync().unwrap();
+    assert_eq!(s.len(), n as u64);
+    assert_eq!(
+        list_chunks(&t.0, "EURUSD", StreamKind::Ticks)
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut out = Vec::new();
+    let seam = StreamKind::Ticks.capacity() as i64 / 2;
+    s.range_as(seam - 10, seam + 10, usize::MAX, &mut out, |t| t.time_msc);
+    assert_eq!(out.len(), 42);
+    assert_eq!((out[0], out[41]), (seam - 10, seam + 10));
+    assert_eq!(s.count_range(seam - 10, seam + 10), 42);
+    out.clear();
+    s.last_as(seam, 3, &mut out, |t| t.time_msc);
+    assert_eq!(out, [seam - 1, seam, seam]);
+    out.clear();
+    s.first_as(seam, 3, &mut out, |t| t.time_msc);
+    assert_eq!(out, [seam, seam, seam + 1]);
+}
+
+#[test]
+fn a_restart_goes_on_with_no_duplicate_and_marks_where_it_began() {
+    let t = TempDir::new("restart");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    for ms in 0..100 {
+        w.tick(0, &tick(ms), 0).unwrap();
+    }
+    drop(w);
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    // The overlap a restart replays (the same millisecond included) is not stored again.
+    for ms in 90..200 {
+        w.tick(0, &tick(ms), 0).unwrap();
+    }
+    let ticks = stored_ticks(&t.0).unwrap();
+    let times: Vec<i64> = ticks.iter().map(|t| t.time_msc).collect();
+    assert_eq!(times, (0..200).collect::<Vec<_>>());
+    let mut s = History::at(&t.0, Trust::for_process().unwrap()).ticks("EURUSD");
+    s.sync().unwrap();
+    assert_eq!(s.holes(0, 1000), vec![(Some(99), 100)]);
+}
+
+#[test]
+fn a_record_torn_by_a_kill_is_never_served_and_the_restart_overwrites_it() {
+    let t = TempDir::new("torn");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    for ms in 0..10 {
+        w.tick(0, &tick(ms), 0).unwrap();
+    }
+    drop(w);
+    // A writer killed mid-append: half a record past the count.
+    let path = chunk_path(&t.0, "EURUSD", StreamKind::Ticks, 1);
+    let at = CHUNK_HEADER_SIZE as u64 + 10 * STORED_RECORD_SIZE as u64;
+    crate::files::write_at(&crate::files::open(&path, true).unwrap(), &[0xAB; 40], at).unwrap();
+    assert_eq!(stored_ticks(&t.0).unwrap().len(), 10);
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    w.tick(0, &tick(10), 0).unwrap();
+    let ticks = stored_ticks(&t.0).unwrap();
+    assert_eq!(ticks.len(), 11);
+    assert_eq!(
+        ticks[10],
+        Tick {
+            published_ns: 0,
+            ..tick(10)
+        }
+    );
+}
+
+#[test]
+fn a_damaged_record_is_a_typed_error_and_the_next_writer_keeps_the_intact_part() {
+    let t = TempDir::new("damaged");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    for ms in 0..10 {
+        w.tick(0, &tick(ms), 0).unwrap();
+    }
+    drop(w);
+    // A lost page, as a power cut leaves it: record 7's bid changed under its check word.
+    let path = chunk_path(&t.0, "EURUSD", StreamKind::Ticks, 1);
+    let at = CHUNK_HEADER_SIZE as u64 + 7 * STORED_RECORD_SIZE as u64 + 8;
+    crate::files::write_at(&crate::files::open(&path, true).unwrap(), &[0x42; 8], at).unwrap();
+    match stored_ticks(&t.0) {
+        Err(HistoryError::Damaged { why, .. }) => assert!(why.contains("record 7"), "{why}"),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    let w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    assert_eq!(w.dropped_at_open(), 3);
+    assert_eq!(w.newest_tick(0), Some(6));
+    assert_eq!(stored_ticks(&t.0).unwrap().len(), 7);
+}
+
+#[test]
+fn a_damaged_header_is_put_aside_and_a_fresh_chunk_begins() {
+    let t = TempDir::new("header");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    w.tick(0, &tick(1), 0).unwrap();
+    drop(w);
+    let path = chunk_path(&t.0, "EURUSD", StreamKind::Ticks, 1);
+    crate::files::write_at(&crate::files::open(&path, true).unwrap(), b"NOTHIST!", 0).unwrap();
+    assert!(matches!(
+        stored_ticks(&t.0),
+        Err(HistoryError::Damaged { .. })
+    ));
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    assert_eq!(w.dropped_at_open(), 1);
+    w.tick(0, &tick(2), 0).unwrap();
+    assert_eq!(stored_ticks(&t.0).unwrap().len(), 1);
+    let mut aside = path.into_os_string();
+    aside.push(".damaged");
+    assert!(Path::new(&aside).exists());
+}
+
+#[test]
+fn retention_drops_the_oldest_sealed_chunks_by_size_and_by_age() {
+    let t = TempDir::new("keep");
+    let per_chunk = StreamKind::Ticks.capacity() as i64;
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    for k in 0..per_chunk * 3 + 10 {
+        w.tick(0, &tick(k), 0).unwrap();
+    }
+    drop(w);
+    assert_eq!(
+        list_chunks(&t.0, "EURUSD", StreamKind::Ticks)
+            .unwrap()
+            .len(),
+        4
+    );
+    // About two chunks' worth: the two oldest go.
+    let two = 2 * chunk::chunk_len(per_chunk as u64);
+    let w = HistoryWriter::open(&t.0, &layout(), Keep::Bytes(two)).unwrap();
+    assert!(w.bytes() <= two, "{} > {two}", w.bytes());
+    drop(w);
+    let left = list_chunks(&t.0, "EURUSD", StreamKind::Ticks).unwrap();
+    assert_eq!(left.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3, 4]);
+    let ticks = stored_ticks(&t.0).unwrap();
+    assert_eq!(ticks[0].time_msc, 2 * per_chunk);
+    // By age: keep 1 s before the newest tick, so only the newest chunk is needed, but the
+    // sealed one before it holds ticks within that second too and stays.
+    let w = HistoryWriter::open(&t.0, &layout(), Keep::Seconds(1)).unwrap();
+    drop(w);
+    assert_eq!(
+        list_chunks(&t.0, "EURUSD", StreamKind::Ticks)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_chunk_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("trust");
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    w.tick(0, &tick(1), 0).unwrap();
+    drop(w);
+    let path = chunk_path(&t.0, "EURUSD", StreamKind::Ticks, 1);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(matches!(
+        stored_ticks(&t.0),
+        Err(HistoryError::Untrusted { .. })
+    ));
+}
