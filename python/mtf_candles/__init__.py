@@ -92,23 +92,37 @@ class Segment:
     subclasses for the segment itself), instead of MT5's ``None`` and ``last_error()``.
     """
 
-    def __init__(self, name=DEFAULT_SEGMENT, path=None, trust=None):
+    def __init__(self, name=DEFAULT_SEGMENT, path=None, trust=None, history_dir=None):
         """``name`` is a segment name (no ``/``); ``path`` a file, absolute or relative to the
         working directory. ``trust`` names further accounts whose segments may be read
         (comma-separated names or uids, as ``MTF_TRUST``): by default a segment is read only
-        if this account or root owns it, since any account could take a name first."""
+        if this account or root owns it, since any account could take a name first.
+        ``history_dir`` is the streamer's history store, where it was given ``--history-dir``
+        (else ``MTF_HISTORY_DIR``, else the streamer's default place for this segment)."""
         if name is None:
             name = DEFAULT_SEGMENT
         if path is not None:
             path = os.path.abspath(os.fspath(path))
         elif not isinstance(name, str):
             raise TypeError("a segment name is a str, not %r" % (type(name).__name__,))
-        self._native = _native.Segment(name, path, trust)
+        if history_dir is not None:
+            history_dir = os.path.abspath(os.fspath(history_dir))
+        self._native = _native.Segment(name, path, trust, history_dir)
 
     @property
     def path(self):
         """The segment file."""
         return self._native.path
+
+    @property
+    def history_dir(self):
+        """The history store's directory (it may not exist: then the rings are all there is)."""
+        return self._native.history_dir
+
+    def oldest_bar(self, symbol, timeframe):
+        """The open time of the oldest bar held for the pair, in the history store or the
+        ring (epoch seconds, server time), or None."""
+        return self._native.oldest_bar(symbol, timeframe)
 
     def copy_rates_from_pos(self, symbol, timeframe, start_pos, count):
         """`count` bars back from position `start_pos` (0 is the forming bar), oldest first."""
@@ -273,7 +287,7 @@ def _segment_choice(segment):
 
 
 def initialize(path=None, *, login=None, password=None, server=None, timeout=None,
-               portable=False, segment=None, trust=None):
+               portable=False, segment=None, trust=None, history_dir=None):
     """MT5's ``initialize``: attaches to the segment, and where the MetaTrader5 package is
     installed, initializes it with the same arguments.
 
@@ -282,8 +296,8 @@ def initialize(path=None, *, login=None, password=None, server=None, timeout=Non
     where the package is not installed they are kept (for ``login``) and never make this fail:
     a bot's call with its Windows terminal path and account works unchanged on Linux.
     ``segment`` (a name, or a file path) chooses the segment, else ``MTF_SEGMENT``, else
-    ``mtf-candles``; ``trust`` names further accounts whose segments may be read (see
-    :class:`Segment`). A keyword MT5 does not know raises TypeError, as a Python function
+    ``mtf-candles``; ``trust`` names further accounts whose segments may be read, and
+    ``history_dir`` the streamer's history store where it was moved (see :class:`Segment`). A keyword MT5 does not know raises TypeError, as a Python function
     does. Returns True, or False with ``last_error()`` saying why."""
     global _segment, _terminal_arguments
     given = {k: v for k, v in (("login", login), ("password", password), ("server", server),
@@ -292,7 +306,7 @@ def initialize(path=None, *, login=None, password=None, server=None, timeout=Non
         given["portable"] = True
     name, file = _segment_choice(segment)
     try:
-        attached = Segment(name, file, trust)
+        attached = Segment(name, file, trust, history_dir)
     except SegmentError as e:
         _segment = None
         _fail(RES_E_INTERNAL_FAIL_INIT, str(e))

@@ -1,12 +1,12 @@
-"""History deeper than the segment's rings, from the terminal where the MetaTrader5 package is
-installed (issue 38, "beyond the store"): the segment answers first, and the part of a range
-that reaches past what its ring holds is asked of the terminal and joined on, with no gap and
-no duplicate at the seam. Without the package the segment's answer stands, as deep as its
-rings (``status()`` and ``inspect`` show what they hold).
+"""History deeper than the segment's history store and rings, from the terminal where the
+MetaTrader5 package is installed (issue 38, "beyond the store"): the store and the rings answer
+first, and the part of a range that reaches past what they hold is asked of the terminal and
+joined on, with no gap and no duplicate at the seam. Without the package the segment's answer
+stands, as deep as its store (``status()`` and ``inspect`` show what it holds).
 
-The seam is where the ring's own history starts: its oldest bar (or tick). Everything before
-it comes from the terminal, everything from it on from the segment, so a bar is never taken
-twice and none is skipped. For ticks the seam is a millisecond, which may hold several ticks,
+The seam is where the segment's own history starts: its oldest bar (or tick), in the store or
+the ring. Everything before it comes from the terminal, everything from it on from the
+segment, so a bar is never taken twice and none is skipped. For ticks the seam is a millisecond, which may hold several ticks,
 some of them already dropped by the ring: the ticks of that millisecond come from the terminal,
 the ring's from the next one on.
 
@@ -16,15 +16,11 @@ Rates and ticks are MT5's numpy structured arrays on both sides (same dtypes), s
 
 import numpy as np
 
-# A ring never holds more bars than this (shm-core's MAX_CAPACITY is 1,048,576): a copy of
-# this many is the whole ring, from which its oldest bar is read.
-_WHOLE_RING = 1 << 21
-
 
 def _oldest_bar(segment, symbol, timeframe):
-    """The open time of the oldest bar the segment holds for the pair, or None."""
-    held = segment.copy_rates_from_pos(symbol, timeframe, 0, _WHOLE_RING)
-    return int(held["time"][0]) if len(held) else None
+    """The open time of the oldest bar the segment holds for the pair (store or ring), or
+    None."""
+    return segment.oldest_bar(symbol, timeframe)
 
 
 def _oldest_tick(segment, symbol, flags):

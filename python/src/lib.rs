@@ -12,13 +12,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyTuple};
 mod errors;
 mod names;
+mod ranges;
 mod rows;
 mod status;
+mod store;
 
 use errors::{
     busy, open_error, NotFound, SegmentError, SegmentNotFound, SegmentVersionError, WriterGone,
 };
-use rows::{rate_dtype, rates, tick_dtype, tick_filter, tick_rows, Rate, TickRow};
+use rows::{rate_dtype, tick_dtype, tick_filter, Rate, TickRow};
 use shm_core::{
     Candle, InfoValue, ReadError, Reader, SegmentPath, Tick, Timeframe, Trust, WaitOutcome,
 };
@@ -56,6 +58,8 @@ pub struct Segment {
     /// decoded from (`Reader::symbol_info_version`): decoded again only when it changed.
     info_cache: Mutex<std::collections::HashMap<String, CachedInfo>>,
     path: String,
+    /// The history store beside the segment, read where a range reaches past a ring.
+    store: Mutex<store::Store>,
 }
 
 /// A symbol's information, decoded: the version, the record (for its moving fields), its
@@ -127,6 +131,11 @@ impl Segment {
         Ok(())
     }
 
+    /// The history store, for one read.
+    fn store(&self) -> PyResult<MutexGuard<'_, store::Store>> {
+        Ok(self.store.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The reader and the scratch buffer, for one read.
     fn inner(&self) -> PyResult<Inner<'_>> {
         Ok(Inner {
@@ -177,8 +186,13 @@ impl Segment {
     /// accounts whose segments may be read, comma-separated (as `MTF_TRUST`, which is read
     /// besides); by default only this account's and root's are.
     #[new]
-    #[pyo3(signature = (name=None, path=None, trust=None))]
-    fn new(name: Option<&str>, path: Option<&str>, trust: Option<&str>) -> PyResult<Segment> {
+    #[pyo3(signature = (name=None, path=None, trust=None, history_dir=None))]
+    fn new(
+        name: Option<&str>,
+        path: Option<&str>,
+        trust: Option<&str>,
+        history_dir: Option<&str>,
+    ) -> PyResult<Segment> {
         let path = match (name, path) {
             (_, Some(p)) => SegmentPath::at(p),
             (Some(n), None) => {
@@ -196,7 +210,12 @@ impl Segment {
             }
         }
         let reader = Reader::open_trusting(&path, &trusted).map_err(open_error)?;
+        let history = history_dir.map_or_else(
+            || shm_core::default_history_dir(&path),
+            std::path::PathBuf::from,
+        );
         Ok(Segment {
+            store: Mutex::new(store::Store::new(history, trusted)),
             reader: RwLock::new(Arc::new(reader)),
             scratch: Mutex::new(Vec::with_capacity(1500)),
             tick_scratch: Mutex::new(Vec::new()),
@@ -212,7 +231,7 @@ impl Segment {
     }
 
     /// `count` bars from position `start_pos` back (0 is the newest, the bar still forming),
-    /// oldest first, as MT5's rates array.
+    /// oldest first, as MT5's rates array; past the ring, from the history store.
     fn copy_rates_from_pos<'py>(
         &self,
         py: Python<'py>,
@@ -229,18 +248,11 @@ impl Segment {
                 "start_pos and count must not be negative",
             ));
         };
-        let mut inner = self.inner()?;
-        let want = start.saturating_add(count).min(1 << 21);
-        self.read(&mut inner, symbol, timeframe, want)?;
-        let held = inner.scratch.len();
-        // Positions count back from the newest: drop the `start` newest ones.
-        let end = held.saturating_sub(start);
-        let begin = end.saturating_sub(count);
-        Ok(rates(py, &inner.scratch[begin..end]))
+        ranges::rates_from_pos(self, py, symbol, timeframe, start, count)
     }
 
     /// The `count` newest bars that open at or before `date` (epoch seconds, server time),
-    /// oldest first.
+    /// oldest first; past the ring, from the history store.
     fn copy_rates_from<'py>(
         &self,
         py: Python<'py>,
@@ -253,14 +265,11 @@ impl Segment {
         let count = int_arg(count, "count")?;
         let count = usize::try_from(count)
             .map_err(|_| PyValueError::new_err("count must not be negative"))?;
-        let mut inner = self.inner()?;
-        self.read_all(&mut inner, symbol, timeframe)?;
-        let end = inner.scratch.partition_point(|c| c.time <= date);
-        Ok(rates(py, &inner.scratch[end.saturating_sub(count)..end]))
+        ranges::rates_from(self, py, symbol, timeframe, date, count.min(ranges::MOST_BARS))
     }
 
     /// The bars that open from `date_from` to `date_to` (epoch seconds, server time, both
-    /// inclusive), oldest first.
+    /// inclusive), oldest first; past the ring, from the history store.
     fn copy_rates_range<'py>(
         &self,
         py: Python<'py>,
@@ -270,14 +279,22 @@ impl Segment {
         date_to: i64,
     ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
         let timeframe = timeframe_arg(timeframe)?;
-        let mut inner = self.inner()?;
-        self.read_all(&mut inner, symbol, timeframe)?;
-        let from = inner.scratch.partition_point(|c| c.time < date_from);
-        let to = inner
-            .scratch
-            .partition_point(|c| c.time <= date_to)
-            .max(from);
-        Ok(rates(py, &inner.scratch[from..to]))
+        ranges::rates_range(self, py, symbol, timeframe, date_from, date_to)
+    }
+
+    /// The open time of the oldest bar held for the pair, in the history store or the ring
+    /// (epoch seconds, server time), or `None`.
+    fn oldest_bar(&self, symbol: &str, timeframe: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+        ranges::oldest_bar(self, symbol, timeframe_arg(timeframe)?)
+    }
+
+    /// The history store's directory.
+    #[getter]
+    fn history_dir(&self) -> String {
+        self.store().map_or_else(
+            |_| String::new(),
+            |s| s.dir().display().to_string(),
+        )
     }
 
     /// The latest tick the writer recorded for `symbol`: `(time_msc, bid, ask)` in server
@@ -295,7 +312,8 @@ impl Segment {
     }
 
     /// At most `count` ticks from the first at or after `from_msc` (server time, ms) that
-    /// pass MT5's `flags` filter, oldest first, as MT5's ticks array.
+    /// pass MT5's `flags` filter, oldest first, as MT5's ticks array; past the ring, from the
+    /// history store.
     fn copy_ticks_from<'py>(
         &self,
         py: Python<'py>,
@@ -306,26 +324,12 @@ impl Segment {
     ) -> PyResult<Bound<'py, PyArray1<TickRow>>> {
         let count = usize::try_from(int_arg(count, "count")?)
             .map_err(|_| PyValueError::new_err("count must not be negative"))?;
-        let flags = int_arg(flags, "flags")?;
-        let keep = tick_filter(flags)?;
-        let reader = self.reader()?;
-        let ring = self.tick_ring(&reader, symbol)?;
-        if keep.is_none() {
-            // Every tick: straight into MT5's rows as they are copied, one pass.
-            let mut rows = Vec::new();
-            ring.read_since_as(from_msc, count, &mut rows, |t| TickRow::from(t))
-                .map_err(busy)?;
-            return Ok(PyArray1::from_vec(py, rows));
-        }
-        // Filtered: every tick from the start, then the first `count` that pass.
-        let mut ticks = self.tick_scratch.lock().unwrap_or_else(|p| p.into_inner());
-        ring.read_since(from_msc, usize::MAX, &mut ticks)
-            .map_err(busy)?;
-        Ok(PyArray1::from_vec(py, tick_rows(&ticks, keep, count)))
+        let keep = tick_filter(int_arg(flags, "flags")?)?;
+        ranges::ticks(self, py, symbol, from_msc, i64::MAX, count, keep)
     }
 
     /// The ticks from `from_msc` to `to_msc` (server time, ms, both inclusive) that pass
-    /// MT5's `flags` filter, oldest first.
+    /// MT5's `flags` filter, oldest first; past the ring, from the history store.
     fn copy_ticks_range<'py>(
         &self,
         py: Python<'py>,
@@ -335,12 +339,7 @@ impl Segment {
         flags: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<TickRow>>> {
         let keep = tick_filter(int_arg(flags, "flags")?)?;
-        let reader = self.reader()?;
-        let ring = self.tick_ring(&reader, symbol)?;
-        let mut ticks = self.tick_scratch.lock().unwrap_or_else(|p| p.into_inner());
-        ring.read_range(from_msc, to_msc, usize::MAX, &mut ticks)
-            .map_err(busy)?;
-        Ok(PyArray1::from_vec(py, tick_rows(&ticks, keep, usize::MAX)))
+        ranges::ticks(self, py, symbol, from_msc, to_msc, usize::MAX, keep)
     }
 
     /// The newest tick as MT5's Tick fields `(time, bid, ask, last, volume, time_msc, flags,

@@ -66,6 +66,19 @@ pub(crate) fn print_banner(
     let _ = writeln!(out, "  source    {}", source.describe());
     let _ = writeln!(out, "  symbols   {}", symbols.join(", "));
     let _ = writeln!(out, "  rings     {}", rings.join(", "));
+    match writer.history() {
+        Some(h) => {
+            let _ = writeln!(
+                out,
+                "  history   {} ({:.1} MB on disk)",
+                h.dir().display(),
+                h.bytes() as f64 / 1e6
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  history   off: readers get what the rings hold");
+        }
+    }
     let from_gateway = if config.source == SourceKind::Mt5 && offset == 0 {
         " (the gateway's estimate replaces it once connected; set --server-offset to fix it)"
     } else {

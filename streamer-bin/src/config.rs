@@ -90,6 +90,21 @@ pub struct Config {
     pub nats_auth: nats_bridge::NatsAuth,
     /// A terminal's `symbol_info()` export, for a feed without a terminal (`exported.rs`).
     pub symbol_info: Option<PathBuf>,
+    /// Where the history store goes: its default place, a directory, or nowhere.
+    pub history: HistoryPlace,
+    /// How much history the store keeps.
+    pub history_keep: shm_core::Keep,
+}
+
+/// Where the history store goes (`--history-dir`, `--no-history`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryPlace {
+    /// [`shm_core::default_history_dir`] of the segment.
+    Default,
+    /// This directory.
+    Dir(PathBuf),
+    /// No store: readers have the rings alone.
+    Off,
 }
 
 /// `nats_interval_ms` when none is given.
@@ -213,6 +228,8 @@ impl Default for Config {
             nats_interval_ms: DEFAULT_NATS_INTERVAL_MS,
             nats_auth: nats_bridge::NatsAuth::default(),
             symbol_info: None,
+            history: HistoryPlace::Default,
+            history_keep: shm_core::Keep::All,
         }
     }
 }

@@ -145,6 +145,7 @@ pub fn run(
         offset_warned: false,
         last_progress: Instant::now(),
         finished_reported: false,
+        history_warned: None,
     };
     pump.run(stop)?;
     let w = &pump.writer;

@@ -47,12 +47,28 @@ pub(crate) struct Pump<'a> {
     pub(crate) offset_warned: bool,
     pub(crate) last_progress: Instant,
     pub(crate) finished_reported: bool,
+    /// When a history store error was last said on stderr.
+    pub(crate) history_warned: Option<Instant>,
 }
 
 impl Pump<'_> {
     /// The writer's heartbeat, and a word on stderr when the wall clock went back (the
     /// segment counts it too: `inspect` and `/streamer/health` show it).
     fn beat(&mut self) {
+        // A history store failing (a full disk): said on stderr at once, then once a minute
+        // while it lasts; `history_errors` counts every failed append.
+        if let Some(e) = self.writer.take_history_error() {
+            if self
+                .history_warned
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+            {
+                eprintln!(
+                    "warning: {e} ({} failed appends so far)",
+                    self.writer.counter(Counter::HistoryErrors)
+                );
+                self.history_warned = Some(Instant::now());
+            }
+        }
         if let Some(step) = self.writer.heartbeat() {
             eprintln!(
                 "warning: the system clock went back by {:.1} s; candle times continue from \

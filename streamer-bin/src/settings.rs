@@ -11,7 +11,7 @@ use shm_core::{validate_symbol, SegmentPath, Timeframe, MAX_CAPACITY, SERVER_OFF
 
 use crate::config::{
     parse_mode, parse_nats_interval, parse_nats_url, parse_speed, parse_symbols, parse_timeframes,
-    Config, ConfigError, HttpBind,
+    Config, ConfigError, HistoryPlace, HttpBind,
 };
 
 /// Why a value was refused: the message, and the part of the setting it concerns, if one
@@ -172,6 +172,17 @@ pub const SETTINGS: &[Setting] = &[
     }),
     setting("segment_path", Some(flag("--segment-path", "PATH", Shape::Shared, "")), |c, v| {
         c.segment = SegmentPath::at(text(v)?);
+        Ok(())
+    }),
+    setting("history_dir", Some(Flag { off: Some(("--no-history", "Keep no history store: readers get what the rings hold.")), ..flag("--history-dir", "DIR", Shape::One, "Directory of the history store, where every closed bar and tick is kept on disk (default: beside a segment given by path, else ~/.local/share/mtf-candles/NAME, or MTF_HISTORY_DIR; readers find it the same way).") }), |c, v| {
+        c.history = match v {
+            Value::Null | Value::Bool(false) => HistoryPlace::Off,
+            other => HistoryPlace::Dir(PathBuf::from(text(other)?)),
+        };
+        Ok(())
+    }),
+    setting("history_keep", Some(flag("--history-keep", "KEEP", Shape::One, "How much history the store keeps: all (the default), a span of each stream (90d, 12h) or a total size (2GB, 500MiB); the oldest files go first.")), |c, v| {
+        c.history_keep = text(v)?.parse().map_err(|e: shm_core::history::KeepError| e.to_string())?;
         Ok(())
     }),
     setting("segment_mode", Some(flag("--segment-mode", "OCTAL", Shape::One, "Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).")), |c, v| {

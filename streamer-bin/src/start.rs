@@ -4,11 +4,11 @@
 use std::io::Write;
 use std::time::Duration;
 
-use shm_core::{Timeframe, Writer, WriterOptions};
+use shm_core::{Layout, Timeframe, Writer, WriterOptions};
 
 use crate::aggregate::Aggregator;
 use crate::banner::error_chain;
-use crate::config::{Config, HttpBind, SourceKind};
+use crate::config::{Config, HistoryPlace, HttpBind, SourceKind};
 use crate::error::StreamerError;
 use crate::plan::{feed_kind, layout, start_clean_reason, Plan};
 use crate::source;
@@ -74,7 +74,39 @@ pub(crate) fn open_segment(
     if !keep_offset {
         writer.set_server_time_offset(config.server_time_offset_s);
     }
+    attach_history(config, &layout, &mut writer);
     Ok(writer)
+}
+
+/// Opens the history store and attaches it to the writer. A store that cannot be opened (a
+/// directory not writable, a full disk) is a warning: the rings work without it, and
+/// `history_errors` counts it so that `inspect`, `/metrics` and `status()` show it.
+fn attach_history(config: &Config, layout: &Layout, writer: &mut Writer) {
+    let dir = match &config.history {
+        HistoryPlace::Off => return,
+        HistoryPlace::Dir(d) => d.clone(),
+        HistoryPlace::Default => shm_core::default_history_dir(&config.segment),
+    };
+    match shm_core::HistoryWriter::open(&dir, layout, config.history_keep, config.segment_mode) {
+        Ok(h) => {
+            if h.dropped_at_open() > 0 {
+                eprintln!(
+                    "warning: history store {}: {} damaged or torn records were dropped from \
+                     the newest chunks; the store goes on after the intact part",
+                    dir.display(),
+                    h.dropped_at_open()
+                );
+            }
+            writer.attach_history(h);
+        }
+        Err(e) => {
+            writer.add(shm_core::Counter::HistoryErrors, 1);
+            eprintln!(
+                "warning: no history store: {}; readers get what the rings hold",
+                error_chain(&e)
+            );
+        }
+    }
 }
 
 /// Starts the built-in API as `config.http` says: an address asked for must work; the default

@@ -81,13 +81,14 @@ impl ChunkMut {
         symbol: &str,
         sequence: u64,
         created_ns: u64,
+        mode: u32,
     ) -> Result<ChunkMut, HistoryError> {
         let io = |source| HistoryError::io(path, source);
         let capacity = kind.capacity();
         let len = chunk_len(capacity);
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
-        let file = files::create_new(&tmp, 0o644).map_err(io)?;
+        let file = files::create_new(&tmp, mode).map_err(io)?;
         let built = (|| {
             file.set_len(len)?;
             let reserved = RESERVE_STEP.min(capacity);

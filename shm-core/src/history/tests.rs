@@ -67,7 +67,7 @@ fn stored_bars(dir: &Path) -> Vec<Candle> {
 #[test]
 fn ticks_and_bars_come_back_as_written_and_bars_wait_for_their_successor() {
     let t = TempDir::new("roundtrip");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     for ms in 0..1000 {
         w.tick(0, &tick(1_000_000 + ms * 7), 0).unwrap();
     }
@@ -98,7 +98,7 @@ fn ticks_and_bars_come_back_as_written_and_bars_wait_for_their_successor() {
 #[test]
 fn ranges_answer_by_time_across_chunks() {
     let t = TempDir::new("chunks");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     let n = StreamKind::Ticks.capacity() as i64 + 5000;
     for k in 0..n {
         // Two ticks a millisecond: the range must keep both at its edges.
@@ -130,12 +130,12 @@ fn ranges_answer_by_time_across_chunks() {
 #[test]
 fn a_restart_goes_on_with_no_duplicate_and_marks_where_it_began() {
     let t = TempDir::new("restart");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     for ms in 0..100 {
         w.tick(0, &tick(ms), 0).unwrap();
     }
     drop(w);
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     // The overlap a restart replays (the same millisecond included) is not stored again.
     for ms in 90..200 {
         w.tick(0, &tick(ms), 0).unwrap();
@@ -151,7 +151,7 @@ fn a_restart_goes_on_with_no_duplicate_and_marks_where_it_began() {
 #[test]
 fn a_record_torn_by_a_kill_is_never_served_and_the_restart_overwrites_it() {
     let t = TempDir::new("torn");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     for ms in 0..10 {
         w.tick(0, &tick(ms), 0).unwrap();
     }
@@ -161,7 +161,7 @@ fn a_record_torn_by_a_kill_is_never_served_and_the_restart_overwrites_it() {
     let at = CHUNK_HEADER_SIZE as u64 + 10 * STORED_RECORD_SIZE as u64;
     crate::files::write_at(&crate::files::open(&path, true).unwrap(), &[0xAB; 40], at).unwrap();
     assert_eq!(stored_ticks(&t.0).unwrap().len(), 10);
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     w.tick(0, &tick(10), 0).unwrap();
     let ticks = stored_ticks(&t.0).unwrap();
     assert_eq!(ticks.len(), 11);
@@ -177,7 +177,7 @@ fn a_record_torn_by_a_kill_is_never_served_and_the_restart_overwrites_it() {
 #[test]
 fn a_damaged_record_is_a_typed_error_and_the_next_writer_keeps_the_intact_part() {
     let t = TempDir::new("damaged");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     for ms in 0..10 {
         w.tick(0, &tick(ms), 0).unwrap();
     }
@@ -190,7 +190,7 @@ fn a_damaged_record_is_a_typed_error_and_the_next_writer_keeps_the_intact_part()
         Err(HistoryError::Damaged { why, .. }) => assert!(why.contains("record 7"), "{why}"),
         other => panic!("expected Damaged, got {other:?}"),
     }
-    let w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     assert_eq!(w.dropped_at_open(), 3);
     assert_eq!(w.newest_tick(0), Some(6));
     assert_eq!(stored_ticks(&t.0).unwrap().len(), 7);
@@ -199,7 +199,7 @@ fn a_damaged_record_is_a_typed_error_and_the_next_writer_keeps_the_intact_part()
 #[test]
 fn a_damaged_header_is_put_aside_and_a_fresh_chunk_begins() {
     let t = TempDir::new("header");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     w.tick(0, &tick(1), 0).unwrap();
     drop(w);
     let path = chunk_path(&t.0, "EURUSD", StreamKind::Ticks, 1);
@@ -208,7 +208,7 @@ fn a_damaged_header_is_put_aside_and_a_fresh_chunk_begins() {
         stored_ticks(&t.0),
         Err(HistoryError::Damaged { .. })
     ));
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     assert_eq!(w.dropped_at_open(), 1);
     w.tick(0, &tick(2), 0).unwrap();
     assert_eq!(stored_ticks(&t.0).unwrap().len(), 1);
@@ -221,7 +221,7 @@ fn a_damaged_header_is_put_aside_and_a_fresh_chunk_begins() {
 fn retention_drops_the_oldest_sealed_chunks_by_size_and_by_age() {
     let t = TempDir::new("keep");
     let per_chunk = StreamKind::Ticks.capacity() as i64;
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     for k in 0..per_chunk * 3 + 10 {
         w.tick(0, &tick(k), 0).unwrap();
     }
@@ -234,7 +234,7 @@ fn retention_drops_the_oldest_sealed_chunks_by_size_and_by_age() {
     );
     // About two chunks' worth: the two oldest go.
     let two = 2 * chunk::chunk_len(per_chunk as u64);
-    let w = HistoryWriter::open(&t.0, &layout(), Keep::Bytes(two)).unwrap();
+    let w = HistoryWriter::open(&t.0, &layout(), Keep::Bytes(two), 0o600).unwrap();
     assert!(w.bytes() <= two, "{} > {two}", w.bytes());
     drop(w);
     let left = list_chunks(&t.0, "EURUSD", StreamKind::Ticks).unwrap();
@@ -243,7 +243,7 @@ fn retention_drops_the_oldest_sealed_chunks_by_size_and_by_age() {
     assert_eq!(ticks[0].time_msc, 2 * per_chunk);
     // By age: keep 1 s before the newest tick, so only the newest chunk is needed, but the
     // sealed one before it holds ticks within that second too and stays.
-    let w = HistoryWriter::open(&t.0, &layout(), Keep::Seconds(1)).unwrap();
+    let w = HistoryWriter::open(&t.0, &layout(), Keep::Seconds(1), 0o600).unwrap();
     drop(w);
     assert_eq!(
         list_chunks(&t.0, "EURUSD", StreamKind::Ticks)
@@ -258,7 +258,7 @@ fn retention_drops_the_oldest_sealed_chunks_by_size_and_by_age() {
 fn a_chunk_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let t = TempDir::new("trust");
-    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All).unwrap();
+    let mut w = HistoryWriter::open(&t.0, &layout(), Keep::All, 0o600).unwrap();
     w.tick(0, &tick(1), 0).unwrap();
     drop(w);
     let path = chunk_path(&t.0, "EURUSD", StreamKind::Ticks, 1);

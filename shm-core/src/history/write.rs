@@ -107,6 +107,8 @@ const RETRY_NS: u64 = 5_000_000_000;
 struct StreamWriter {
     symbol: String,
     kind: StreamKind,
+    /// Permission bits of new chunks.
+    mode: u32,
     sealed: VecDeque<Sealed>,
     current: Option<ChunkMut>,
     next_sequence: u64,
@@ -128,15 +130,17 @@ impl StreamWriter {
         dir: &Path,
         symbol: &str,
         kind: StreamKind,
+        mode: u32,
     ) -> Result<(StreamWriter, u64), HistoryError> {
         let folder = symbol_dir(dir, symbol);
-        std::fs::create_dir_all(&folder).map_err(|e| HistoryError::io(&folder, e))?;
+        make_dir(&folder, mode)?;
         let chunks = list_chunks(dir, symbol, kind).map_err(|e| HistoryError::io(&folder, e))?;
         let mut s = StreamWriter {
             symbol: symbol.to_owned(),
             kind,
             sealed: VecDeque::new(),
             current: None,
+            mode,
             next_sequence: chunks.last().map_or(1, |(seq, _)| seq + 1),
             newest: None,
             appended: false,
@@ -243,8 +247,14 @@ impl StreamWriter {
                 self.seal(full);
             }
             let path = chunk_path(dir, &self.symbol, self.kind, self.next_sequence);
-            let chunk =
-                ChunkMut::create(&path, self.kind, &self.symbol, self.next_sequence, now_ns)?;
+            let chunk = ChunkMut::create(
+                &path,
+                self.kind,
+                &self.symbol,
+                self.next_sequence,
+                now_ns,
+                self.mode,
+            )?;
             self.next_sequence += 1;
             self.current = Some(chunk);
         }
@@ -280,20 +290,28 @@ pub struct HistoryWriter {
 impl HistoryWriter {
     /// Opens (creating it if missing) the store at `dir` for the rings and symbols of
     /// `layout`, reopening each stream's newest chunk, and applies `keep`.
-    pub fn open(dir: &Path, layout: &Layout, keep: Keep) -> Result<HistoryWriter, HistoryError> {
-        std::fs::create_dir_all(dir).map_err(|e| HistoryError::io(dir, e))?;
+    /// Files are made with the permission bits `mode` (the segment's), folders with those
+    /// and the search bit where it may read.
+    pub fn open(
+        dir: &Path,
+        layout: &Layout,
+        keep: Keep,
+        mode: u32,
+    ) -> Result<HistoryWriter, HistoryError> {
+        make_dir(dir, mode)?;
         let symbols: Vec<&str> = layout.symbols().collect();
         let mut dropped_at_open = 0;
         let mut bars = Vec::new();
         for spec in layout.rings() {
             let symbol = symbols[spec.symbol_index as usize];
-            let (s, lost) = StreamWriter::open(dir, symbol, StreamKind::Bars(spec.timeframe))?;
+            let (s, lost) =
+                StreamWriter::open(dir, symbol, StreamKind::Bars(spec.timeframe), mode)?;
             dropped_at_open += lost;
             bars.push(s);
         }
         let mut ticks = Vec::new();
         for symbol in &symbols {
-            let (s, lost) = StreamWriter::open(dir, symbol, StreamKind::Ticks)?;
+            let (s, lost) = StreamWriter::open(dir, symbol, StreamKind::Ticks, mode)?;
             dropped_at_open += lost;
             ticks.push(s);
         }
@@ -474,6 +492,21 @@ impl HistoryWriter {
             }
         }
     }
+}
+
+/// Creates `dir` and its parents if missing, with `mode` plus the search bit wherever it may
+/// read (0600 gives 0700, 0640 gives 0750).
+fn make_dir(dir: &Path, mode: u32) -> Result<(), HistoryError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(mode | (mode & 0o444) >> 2);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    b.create(dir).map_err(|e| HistoryError::io(dir, e))
 }
 
 /// The newest key (seconds) of a sealed chunk, read from its last record; a chunk that cannot
