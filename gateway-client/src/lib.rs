@@ -31,7 +31,8 @@ pub use conn::{Backoff, Config};
 pub use error::Error;
 pub use stream::{Event, TickStream};
 pub use wire::{
-    Candle, Hello, InfoField, Tick, MAX_INFO_FIELDS, MAX_LINE, MAX_RATES_LINE, PROTOCOL,
+    Candle, Hello, InfoField, Tick, MAX_INFO_FIELDS, MAX_LINE, MAX_RATES_LINE, MAX_TICK_PAGE,
+    PROTOCOL,
 };
 
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ use serde_json::{json, Value};
 use shm_core::Timeframe;
 
 use conn::Conn;
-use wire::{Envelope, InfoResult, Rates, TickResult};
+use wire::{Envelope, InfoResult, Rates, TickPage, TickResult};
 
 /// A client of one gateway. Not thread-safe: use one per thread.
 #[derive(Debug)]
@@ -224,6 +225,68 @@ impl Client {
         Ok(self
             .call::<Rates>("copy_rates_range", params, MAX_RATES_LINE)?
             .rates)
+    }
+
+    /// One page of the ticks of `symbol` from `from_ms` to `to_ms` (both inclusive), less the
+    /// first `skip` of those at `from_ms`, at most `count` (up to [`MAX_TICK_PAGE`]), oldest
+    /// first. [`ticks_between`](Self::ticks_between) pages through a whole range.
+    pub fn copy_ticks_range(
+        &mut self,
+        symbol: &str,
+        from_ms: i64,
+        skip: u32,
+        to_ms: i64,
+        count: u32,
+    ) -> Result<Vec<Tick>, Error> {
+        let params = json!({"symbol": symbol, "from_ms": from_ms, "skip": skip, "to_ms": to_ms,
+                            "count": count});
+        Ok(self
+            .call::<TickPage>("copy_ticks_range", params, MAX_RATES_LINE)?
+            .ticks)
+    }
+
+    /// Every tick of `symbol` from `from_ms` to `to_ms` (both inclusive), less the first
+    /// `skip` at `from_ms` (the caller has them), oldest first, in
+    /// pages of [`MAX_TICK_PAGE`] handed to `page` as they come (so memory holds one page);
+    /// `page` returns false to stop. Each page starts at the previous one's last millisecond
+    /// and skips the ticks of it already handed on: none twice, none lost, however many
+    /// share a millisecond. An answer out of time order is refused (`BAD_ANSWER`).
+    pub fn ticks_between(
+        &mut self,
+        symbol: &str,
+        from_ms: i64,
+        skip: u32,
+        to_ms: i64,
+        mut page: impl FnMut(&[Tick]) -> bool,
+    ) -> Result<(), Error> {
+        let (mut at, mut had) = (from_ms, skip);
+        loop {
+            let ticks = self.copy_ticks_range(symbol, at, had, to_ms, MAX_TICK_PAGE)?;
+            let mut previous = at;
+            for t in &ticks {
+                if t.time_msc < previous || t.time_msc > to_ms {
+                    return Err(Error::Gateway {
+                        code: "BAD_ANSWER".into(),
+                        message: format!(
+                            "copy_ticks_range {symbol}: a tick at {} ms outside {previous}..={to_ms}",
+                            t.time_msc
+                        ),
+                    });
+                }
+                if t.time_msc == at {
+                    had += 1;
+                } else {
+                    (at, had) = (t.time_msc, 1);
+                }
+                previous = t.time_msc;
+            }
+            if !ticks.is_empty() && !page(&ticks) {
+                return Ok(());
+            }
+            if (ticks.len() as u32) < MAX_TICK_PAGE {
+                return Ok(());
+            }
+        }
     }
 
     /// The latest tick of `symbol`.

@@ -135,6 +135,14 @@ pub(crate) fn info_fields(
 }
 
 #[derive(Deserialize)]
+pub(crate) struct TickPage {
+    pub(crate) ticks: Vec<Tick>,
+}
+
+/// Ticks one `copy_ticks_range` page holds at most (the gateway's `MAX_TICK_PAGE`).
+pub const MAX_TICK_PAGE: u32 = 20_000;
+
+#[derive(Deserialize)]
 pub(crate) struct TickResult {
     pub(crate) tick: Tick,
 }

@@ -7,6 +7,7 @@ import logging
 import time
 
 MAX_COUNT = 50000
+MAX_TICK_PAGE = 20000  # ticks one copy_ticks_range page holds at most (about 3 MB of JSON)
 TIMEFRAMES = {
     "M1": 1, "M2": 2, "M3": 3, "M4": 4, "M5": 5, "M6": 6, "M10": 10, "M12": 12, "M15": 15,
     "M20": 20, "M30": 30, "H1": 16385, "H2": 16386, "H3": 16387, "H4": 16388, "H6": 16390,
@@ -136,3 +137,24 @@ def records(values, fields):
         return [{f: (float(row[i]) if fl else int(row[i])) for f, i, fl in zip(fields, at, floats)}
                 for row in values.tolist()]
     return [record_to_dict(r, fields) for r in values]
+
+
+def tick_page(ticks, from_ms, skip, to_ms, count):
+    """One page of a paged tick range (docs/MT5_GATEWAY.md, ``copy_ticks_range``): of
+    `ticks` (dicts, oldest first), those from `from_ms` to `to_ms` inclusive, less the first
+    `skip` at `from_ms` (the client had them), at most `count`. Returns (page, done): done
+    when the range ends within `ticks` (a tick past `to_ms`)."""
+    out, skipped = [], 0
+    for t in ticks:
+        m = t["time_msc"]
+        if m < from_ms:
+            continue
+        if m == from_ms and skipped < skip:
+            skipped += 1
+            continue
+        if m > to_ms:
+            return out, True
+        if len(out) == count:
+            return out, False
+        out.append(t)
+    return out, False

@@ -17,6 +17,7 @@ from .common import (
     bar_start,
     log,
     mt5_error,
+    tick_page,
 )
 
 
@@ -211,6 +212,7 @@ class CsvBackend:
             elif symbol not in self.bars or SECONDS[tf] < SECONDS[self.bars[symbol][0]]:
                 self.bars[symbol] = (tf, rows)
         self.cache = {}
+        self.tick_times = {}  # symbol -> its ticks' time_msc, for paging
         if not self.bars and not self.ticks:
             log.warning("no MT5 export files in %s", folder)
 
@@ -248,6 +250,17 @@ class CsvBackend:
         if hi - lo > MAX_COUNT:
             raise GatewayError("COUNT_TOO_LARGE", "the range holds %d bars, more than %d" % (hi - lo, MAX_COUNT))
         return [dict(r) for r in rates[lo:hi]]
+
+    def copy_ticks_range(self, symbol, from_ms, skip, to_ms, count):
+        """One page of the export's ticks from `from_ms` to `to_ms` (see common.tick_page)."""
+        if symbol not in self.symbols():
+            raise mt5_error(-4, "Terminal: Not found")
+        ticks = self.ticks.get(symbol, [])
+        if symbol not in self.tick_times:
+            self.tick_times[symbol] = [t["time_msc"] for t in ticks]
+        lo = bisect.bisect_left(self.tick_times[symbol], from_ms)
+        page, _ = tick_page(ticks[lo:lo + skip + count + 1], from_ms, skip, to_ms, count)
+        return [dict(t) for t in page]
 
     def symbol_info_tick(self, symbol):
         ticks = self.ticks.get(symbol)

@@ -3,7 +3,7 @@ line checked and answered by a backend. The connections are server.py's."""
 
 import time
 
-from .common import MAX_COUNT, TIMEFRAMES, GatewayError, bad_request
+from .common import MAX_COUNT, MAX_TICK_PAGE, TIMEFRAMES, GatewayError, bad_request
 
 PROTOCOL = 1
 GATEWAY = "mt5_gateway.py 1.0"
@@ -65,6 +65,19 @@ def handle_request(backend, req, limits):
         if frm > to:
             raise bad_request("from must not be after to")
         return {"rates": backend.copy_rates_range(s, tf, frm, to)}
+    if op == "copy_ticks_range":
+        # Paged and bounded: at most `count` ticks a call; the client's next page starts at
+        # the last tick's millisecond, skipping the ticks of it it has (docs/MT5_GATEWAY.md).
+        s = symbol(req)
+        frm, to = require(req, "from_ms", int), require(req, "to_ms", int)
+        skip, count = require(req, "skip", int), require(req, "count", int)
+        if frm < 0 or frm > to:
+            raise bad_request("from_ms must be at least 0 and not after to_ms")
+        if not 0 <= skip <= MAX_TICK_PAGE:
+            raise bad_request("skip must be from 0 to %d" % MAX_TICK_PAGE)
+        if not 1 <= count <= MAX_TICK_PAGE:
+            raise bad_request("count must be from 1 to %d" % MAX_TICK_PAGE)
+        return {"ticks": backend.copy_ticks_range(s, frm, skip, to, count)}
     if op == "symbol_info_tick":
         return {"tick": backend.symbol_info_tick(symbol(req))}
     if op == "symbol_info":

@@ -6,6 +6,7 @@ import time
 
 from .common import (
     MAX_COUNT,
+    MAX_TICK_PAGE,
     RATE_FIELDS,
     TICK_FIELDS,
     TIMEFRAMES,
@@ -15,6 +16,7 @@ from .common import (
     plain,
     record_to_dict,
     records,
+    tick_page,
 )
 from .poller import TerminalTicks
 
@@ -96,6 +98,28 @@ class TerminalBackend:
         if len(rates) > MAX_COUNT:
             raise GatewayError("COUNT_TOO_LARGE", "the range holds %d bars, more than %d" % (len(rates), MAX_COUNT))
         return records(rates, RATE_FIELDS)
+
+    def copy_ticks_range(self, symbol, from_ms, skip, to_ms, count):
+        """One page of the ticks from `from_ms` to `to_ms` (see common.tick_page), fetched
+        with ``copy_ticks_from`` (bounded by its count, where ``copy_ticks_range`` of a busy
+        day would return millions at once) from the second of `from_ms`; the batch doubles
+        while that second holds more ticks than it."""
+        flags = getattr(self.mt5, "COPY_TICKS_ALL", -1)
+        batch = count + skip + 1000
+        while True:
+            with self.lock:
+                self._select(symbol)
+                ticks = self.mt5.copy_ticks_from(symbol, from_ms // 1000, batch, flags)
+                if ticks is None:
+                    raise self._fail()
+            # The package returns a numpy array (never tested for truth).
+            got = records(ticks, TICK_FIELDS)
+            page, done = tick_page(got, from_ms, skip, to_ms, count)
+            if done or len(page) == count or len(got) < batch:
+                return page
+            if batch >= 64 * MAX_TICK_PAGE:
+                raise GatewayError("COUNT_TOO_LARGE", "more than %d ticks in the second of %d ms" % (batch, from_ms))
+            batch *= 2
 
     def symbol_info_tick(self, symbol):
         with self.lock:

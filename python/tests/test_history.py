@@ -22,8 +22,19 @@ STANDIN = os.path.join(ROOT, "gateway", "standin")
 
 @pytest.fixture
 def deep(tmp_path):
-    """The streamer over a gateway over a stand-in with 30 days of history, once its M1 ring
-    is full; and the environment that gives a bot the same stand-in."""
+    """The streamer over a gateway over a stand-in with 30 days of history, without a history
+    store, once its M1 ring is full; and the environment that gives a bot the same stand-in."""
+    yield from _deep(tmp_path, ["--no-history"])
+
+
+@pytest.fixture
+def deep_store(tmp_path):
+    """As `deep`, with the history store (its default place, beside the segment), backfilled
+    from the terminal with its default depth."""
+    yield from _deep(tmp_path, [])
+
+
+def _deep(tmp_path, extra):
     now_ms = int(time.time() * 1000)
     end_ms = now_ms - now_ms % 60000
     env = dict(os.environ, PYTHONPATH=STANDIN, MT5_STANDIN_SYMBOLS="EURUSD=5",
@@ -36,7 +47,7 @@ def deep(tmp_path):
         line = gateway.stdout.readline().decode().strip()
         assert line.startswith("listening on "), (line, gateway.stderr.read().decode()[-2000:])
         s = Streamer(tmp_path, ["--source", "mt5", "--gateway", line[len("listening on "):],
-                                "--symbols", "EURUSD", "--timeframes", "M1,H1"], http=False)
+                                "--symbols", "EURUSD", "--timeframes", "M1,H1"] + extra, http=False)
         try:
             import mtf_candles
             segment = mtf_candles.Segment(path=s.segment)
@@ -128,3 +139,57 @@ def test_without_the_package_the_answer_is_the_segments_own(deep):
     # How deep the rings hold is visible: status() says each ring's oldest bar.
     held = mt5.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 20000)
     assert mt5.status()["oldest_bar"]["EURUSD"]["M1"] == int(held["time"][0])
+
+
+STORE_BOT = r"""
+import json, sys
+import MetaTrader5 as terminal
+import mtf_candles as mt5
+
+segment, end = sys.argv[1], int(sys.argv[2])
+assert terminal.initialize()
+seg = mt5.Segment(path=segment)        # the segment and its store: never the terminal
+last = end - 60
+out = {}
+
+def same(a, b):
+    return [len(a), len(b), len(a) == len(b) and a.dtype == b.dtype and bool((a == b).all())]
+
+lo = last - 30 * 86400 + 60
+out["m1_30d"] = same(seg.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, last),
+                     terminal.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, last))
+# H1 up to the last hour the history closed (the hour after it has live ticks, which the two
+# stand-ins make differently).
+h1_last = last - last % 3600 - 3600
+out["h1"] = same(seg.copy_rates_range("EURUSD", mt5.TIMEFRAME_H1, lo, h1_last),
+                 terminal.copy_rates_range("EURUSD", mt5.TIMEFRAME_H1, lo, h1_last))
+out["ticks_1d"] = same(seg.copy_ticks_range("EURUSD", last - 86400, last, mt5.COPY_TICKS_ALL),
+                       terminal.copy_ticks_range("EURUSD", last - 86400, last, mt5.COPY_TICKS_ALL))
+out["oldest"] = [seg.oldest_bar("EURUSD", mt5.TIMEFRAME_M1),
+                 int(terminal.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 100000)["time"][0])]
+print(json.dumps(out))
+"""
+
+
+def test_the_store_holds_the_terminals_depth(deep_store):
+    """Backfilled from the terminal at start (issue 38, "depth"): the segment's own answers,
+    from its history store, equal the terminal's for 30 days of M1 (the ring holds a week) and
+    a day of ticks (the ring holds 4,096), with no package in the reader."""
+    streamer, env, end = deep_store
+    import mtf_candles as mt5
+    segment = mt5.Segment(path=streamer.segment)
+    # The copy is done when the store reaches the terminal's first bar; waited for, not
+    # guessed.
+    deadline = time.monotonic() + 120
+    while len(segment.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, end - 30 * 86400, end)) < 43200:
+        assert time.monotonic() < deadline, "the store was not backfilled"
+        time.sleep(0.1)
+    run = subprocess.run([sys.executable, "-c", STORE_BOT, streamer.segment, str(end)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["m1_30d"] == [43200, 43200, True], got
+    assert got["h1"][2] and got["h1"][0] > 700, got
+    assert got["ticks_1d"][2] and got["ticks_1d"][0] > 4096, got
+    assert got["oldest"][0] == got["oldest"][1], got
+    assert mt5.Segment(path=streamer.segment).status()["counters"]["history_errors"] == 0

@@ -17,6 +17,8 @@
 use shm_core::{Candle, CandleDefect, Counter, RingId, SymbolId, Timeframe, Writer};
 
 use crate::feedclock::FeedClock;
+
+mod stored;
 use crate::quote::{good_price, quote_good, JumpGuard};
 pub use crate::quote::{JUMP_CONFIRMATIONS, MAX_TICK_JUMP, MAX_VOLUME, PRICE_RANGE};
 

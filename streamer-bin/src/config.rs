@@ -94,6 +94,77 @@ pub struct Config {
     pub history: HistoryPlace,
     /// How much history the store keeps.
     pub history_keep: shm_core::Keep,
+    /// Bars per timeframe the store is backfilled with from the terminal (mt5 source).
+    pub history_bars: u32,
+    /// How far back the store is backfilled with the terminal's ticks (mt5 source).
+    pub history_ticks: TickDepth,
+}
+
+/// MT5's default "Max bars in chart", which bounds what the terminal answers
+/// `copy_rates_*` with (Tools > Options > Charts): the default of `--history-bars`.
+pub const DEFAULT_HISTORY_BARS: u32 = 100_000;
+
+/// Most bars per timeframe `--history-bars` may ask for (MT5's own setting stops at
+/// "Unlimited", but a backfill of more than this is a bulk import, not a start).
+pub const MOST_HISTORY_BARS: u32 = 10_000_000;
+
+/// How far back the terminal's ticks are copied into the store at start (`--history-ticks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickDepth {
+    /// None.
+    Off,
+    /// This many trading days, the newest tick's included (`2td`, the default: the current
+    /// and the previous trading day, Saturdays and Sundays not counted).
+    TradingDays(u32),
+    /// This many seconds before the newest tick (`36h`, `3d`).
+    Seconds(i64),
+}
+
+impl TickDepth {
+    /// The first millisecond to copy, for a newest tick at `newest_ms` (server time).
+    pub fn start_ms(self, newest_ms: i64) -> Option<i64> {
+        const DAY_MS: i64 = 86_400_000;
+        match self {
+            TickDepth::Off => None,
+            TickDepth::Seconds(s) => Some(newest_ms.saturating_sub(s.saturating_mul(1000))),
+            TickDepth::TradingDays(n) => {
+                let mut day = newest_ms.div_euclid(DAY_MS);
+                let mut left = n.saturating_sub(1);
+                while left > 0 {
+                    day -= 1;
+                    // 1970-01-01 was a Thursday: day % 7 is 2 on Saturdays, 3 on Sundays.
+                    if !matches!(day.rem_euclid(7), 2 | 3) {
+                        left -= 1;
+                    }
+                }
+                Some(day * DAY_MS)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for TickDepth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TickDepth, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("expected off, a number of trading days (2td) or a span (36h, 3d), found {s:?}")
+        };
+        if t.eq_ignore_ascii_case("off") || t == "0" {
+            return Ok(TickDepth::Off);
+        }
+        if let Some(n) = t.strip_suffix("td") {
+            return match n.parse::<u32>() {
+                Ok(n @ 1..=3660) => Ok(TickDepth::TradingDays(n)),
+                _ => Err(bad()),
+            };
+        }
+        match t.parse::<shm_core::Keep>() {
+            Ok(shm_core::Keep::Seconds(s)) => Ok(TickDepth::Seconds(s)),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// Where the history store goes (`--history-dir`, `--no-history`).
@@ -230,6 +301,8 @@ impl Default for Config {
             symbol_info: None,
             history: HistoryPlace::Default,
             history_keep: shm_core::Keep::All,
+            history_bars: DEFAULT_HISTORY_BARS,
+            history_ticks: TickDepth::TradingDays(2),
         }
     }
 }

@@ -140,6 +140,12 @@ impl Pump<'_> {
                     .observe(writer, b.symbol, &[c.open, c.high, c.low, c.close]);
                 self.agg.on_bar(writer, &b);
             }
+            Event::StoredBars {
+                symbol,
+                timeframe,
+                bars,
+            } => self.agg.on_stored_bars(writer, symbol, timeframe, &bars),
+            Event::StoredTicks(ticks) => self.agg.on_stored_ticks(writer, &ticks),
             Event::SymbolInfo { symbol, info } => {
                 if let Some(id) = self.symbols.get(symbol).and_then(|s| writer.symbol(s)) {
                     if let Err(e) =

@@ -11,7 +11,7 @@ use shm_core::{validate_symbol, SegmentPath, Timeframe, MAX_CAPACITY, SERVER_OFF
 
 use crate::config::{
     parse_mode, parse_nats_interval, parse_nats_url, parse_speed, parse_symbols, parse_timeframes,
-    Config, ConfigError, HistoryPlace, HttpBind,
+    Config, ConfigError, HistoryPlace, HttpBind, MOST_HISTORY_BARS,
 };
 
 /// Why a value was refused: the message, and the part of the setting it concerns, if one
@@ -183,6 +183,17 @@ pub const SETTINGS: &[Setting] = &[
     }),
     setting("history_keep", Some(flag("--history-keep", "KEEP", Shape::One, "How much history the store keeps: all (the default), a span of each stream (90d, 12h) or a total size (2GB, 500MiB); the oldest files go first.")), |c, v| {
         c.history_keep = text(v)?.parse().map_err(|e: shm_core::history::KeepError| e.to_string())?;
+        Ok(())
+    }),
+    setting("history_bars", Some(flag("--history-bars", "N", Shape::One, "Bars per timeframe the history store is backfilled with from the terminal at start, and the gap after a restart (default 100000, MT5's default Max bars in chart; 0: none beyond the rings).")), |c, v| {
+        c.history_bars = match number_text(v)?.parse::<u32>() {
+            Ok(n) if n <= MOST_HISTORY_BARS => n,
+            _ => return Err(format!("expected a whole number of bars from 0 to {MOST_HISTORY_BARS}, found {v}").into()),
+        };
+        Ok(())
+    }),
+    setting("history_ticks", Some(flag("--history-ticks", "DEPTH", Shape::One, "How far back the terminal's ticks are copied into the history store at start: 2td (the default: the current and the previous trading day), a span (36h, 7d) or off.")), |c, v| {
+        c.history_ticks = text(v)?.parse()?;
         Ok(())
     }),
     setting("segment_mode", Some(flag("--segment-mode", "OCTAL", Shape::One, "Permission bits of a new segment file, octal (default 0600; 0640 lets the group read).")), |c, v| {

@@ -174,10 +174,14 @@ pub(crate) fn open_source(
                 .zip(tfs)
                 .map(|(symbol, tfs)| {
                     let mut known = std::collections::HashMap::new();
+                    let mut stored = std::collections::HashMap::new();
                     let mut timeframes = Vec::new();
                     for &tf in tfs {
                         timeframes.push((tf, config.capacity(tf)));
                         if let Some(ring) = writer.ring(symbol, tf) {
+                            if let Some(t) = writer.stored_bar(ring) {
+                                stored.insert(tf, t);
+                            }
                             if let Some(c) =
                                 writer.forming(ring).or_else(|| writer.last_closed(ring))
                             {
@@ -189,6 +193,8 @@ pub(crate) fn open_source(
                         symbol: symbol.clone(),
                         timeframes,
                         known,
+                        stored,
+                        stored_tick: writer.symbol(symbol).and_then(|id| writer.stored_tick(id)),
                     }
                 })
                 .collect();
@@ -198,7 +204,12 @@ pub(crate) fn open_source(
             gateway.token = std::env::var("MT5_GATEWAY_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty());
-            Box::new(source::mt5::Mt5Source::with_config(gateway, plans))
+            // History beyond the rings goes to the store: without one, none is copied.
+            let depth = writer.history().map(|_| source::mt5::Depth {
+                bars: config.history_bars,
+                ticks: config.history_ticks,
+            });
+            Box::new(source::mt5::Mt5Source::with_config(gateway, plans, depth))
         }
     }
 }

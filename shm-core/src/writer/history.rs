@@ -9,8 +9,8 @@
 use crate::candle::Candle;
 use crate::history::{HistoryError, HistoryWriter};
 use crate::status::Counter;
-use crate::tick::Tick;
-use crate::writer::{RingId, Writer};
+use crate::tick::{Tick, TickDefect};
+use crate::writer::{RingId, SymbolId, Writer};
 
 impl Writer {
     /// Attaches a history store: from now on every closed bar and every tick is appended to
@@ -22,6 +22,16 @@ impl Writer {
     /// The attached store.
     pub fn history(&self) -> Option<&HistoryWriter> {
         self.history.as_deref()
+    }
+
+    /// The newest bar time the store holds for `ring`, if there is a store.
+    pub fn stored_bar(&self, ring: RingId) -> Option<i64> {
+        self.history.as_ref()?.newest_bar(ring.0 as usize)
+    }
+
+    /// The newest tick time (ms) the store holds for `symbol`, if there is a store.
+    pub fn stored_tick(&self, symbol: SymbolId) -> Option<i64> {
+        self.history.as_ref()?.newest_tick(symbol.0 as usize)
     }
 
     /// The newest store error since the last call, for the caller to report once.
@@ -61,6 +71,30 @@ impl Writer {
                 self.history_failed(e);
             }
         }
+    }
+
+    /// A closed bar older than `ring` holds, from a source's deep backfill: to the store
+    /// alone, oldest first. One not newer than the store's newest is already there. The
+    /// caller has checked it as it checks the bars it publishes.
+    pub fn store_bar(&mut self, ring: RingId, bar: &Candle) {
+        self.history_bar(ring, bar);
+    }
+
+    /// A tick older than the tick ring holds, from a source's deep backfill: to the store
+    /// alone, oldest first; refused as the tick ring refuses one (the store's own order rule
+    /// drops one older than it holds).
+    pub fn store_tick(&mut self, symbol: SymbolId, tick: &Tick) -> Result<(), TickDefect> {
+        if let Some(d) = tick.defect() {
+            return Err(d);
+        }
+        self.history_tick(
+            symbol.0 as usize,
+            &Tick {
+                published_ns: self.now_ns,
+                ..*tick
+            },
+        );
+        Ok(())
     }
 
     /// Stores the bars the store held back (a clean stop).

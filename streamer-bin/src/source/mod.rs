@@ -4,12 +4,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use shm_core::{Counter, FeedState};
+use shm_core::{Candle, Counter, FeedState, Timeframe};
 
 use crate::aggregate::{Bar, Tick};
 
 pub mod csv;
 pub mod mt5;
+mod mt5_depth;
 mod mt5_info;
 pub mod synthetic;
 
@@ -24,6 +25,18 @@ pub enum Event {
     LatestTick(Tick),
     /// A bar (closed or forming).
     Bar(Bar),
+    /// Closed bars older than the symbol's ring holds, oldest first (a deep backfill from the
+    /// terminal): for the history store alone.
+    StoredBars {
+        /// Index of the symbol in the streamer's symbol list.
+        symbol: usize,
+        /// Their timeframe.
+        timeframe: Timeframe,
+        /// The bars.
+        bars: Vec<Candle>,
+    },
+    /// Ticks older than the symbol's tick ring holds (a deep backfill): for the store alone.
+    StoredTicks(StoredTicks),
     /// The terminal's information on a symbol (MT5's `symbol_info`), already checked to fit
     /// the segment's record.
     SymbolInfo {
@@ -57,6 +70,15 @@ pub enum Event {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Ticks of one symbol for the history store alone, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTicks {
+    /// Index of the symbol in the streamer's symbol list.
+    pub symbol: usize,
+    /// The ticks, as the terminal gave them.
+    pub ticks: Vec<shm_core::Tick>,
 }
 
 /// A source failed in a way it cannot recover from.

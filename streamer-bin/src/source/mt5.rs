@@ -33,6 +33,8 @@ use crate::aggregate::{Bar, Tick};
 /// How often symbols the gateway did not know are asked about again.
 pub const UNKNOWN_RETRY: Duration = Duration::from_secs(60);
 
+pub use super::mt5_depth::Depth;
+use super::mt5_depth::{self, Cursor, Stop};
 pub use super::mt5_info::INFO_REFRESH;
 use super::mt5_info::{self, Infos, Refresher};
 
@@ -49,6 +51,10 @@ pub struct SymbolPlan {
     pub timeframes: Vec<(Timeframe, u32)>,
     /// Newest bar time per timeframe already in the rings.
     pub known: HashMap<Timeframe, i64>,
+    /// Newest bar time per timeframe already in the history store.
+    pub stored: HashMap<Timeframe, i64>,
+    /// Newest tick time (ms) already in the history store.
+    pub stored_tick: Option<i64>,
 }
 
 /// The mt5 source.
@@ -67,11 +73,12 @@ const CHANNEL: usize = 65_536;
 impl Mt5Source {
     /// Starts the worker for `plans` against the gateway at `addr`.
     pub fn start(addr: &str, plans: Vec<SymbolPlan>) -> Mt5Source {
-        Mt5Source::with_config(Config::new(addr), plans)
+        Mt5Source::with_config(Config::new(addr), plans, None)
     }
 
-    /// Starts the worker with a client configuration of the caller's (timeouts, backoff).
-    pub fn with_config(config: Config, plans: Vec<SymbolPlan>) -> Mt5Source {
+    /// Starts the worker with a client configuration of the caller's (timeouts, backoff),
+    /// copying history into the store as deep as `depth` says (`None`: no store).
+    pub fn with_config(config: Config, plans: Vec<SymbolPlan>, depth: Option<Depth>) -> Mt5Source {
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
         let stop = Arc::new(AtomicBool::new(false));
         let addr = config.addr.clone();
@@ -89,6 +96,8 @@ impl Mt5Source {
                         latest_minute: HashMap::new(),
                         unknown: vec![false; n],
                         included: vec![None; n],
+                        depth,
+                        cursor: vec![None; n],
                     }
                     .run()
                 })
@@ -157,6 +166,11 @@ struct Worker {
     /// Per symbol: the minute of the backfilled forming M1 bar and the time (ms) of the
     /// terminal's latest tick, which that bar already counts.
     included: Vec<Option<(i64, i64)>>,
+    /// How deep history is copied into the store (`mt5_depth`), if there is a store.
+    depth: Option<Depth>,
+    /// Per symbol, the last tick sent (its millisecond, and how many of it), once ticks are
+    /// copied into the store: where the copy after a reconnection starts.
+    cursor: Vec<Option<Cursor>>,
 }
 
 /// Why a session with the gateway ended.
@@ -374,6 +388,9 @@ impl Worker {
                         Some((bar, _)) if minute > bar => self.included[i] = None,
                         _ => {}
                     }
+                    if let Some(c) = self.cursor[i].as_mut() {
+                        c.pass(&tick);
+                    }
                     let t = feed_tick(i, &tick);
                     if !self.send(Event::Tick(t)) {
                         return Ended::Stop;
@@ -431,6 +448,26 @@ impl Worker {
                 Err(GwError::Mt5 { .. }) => continue,
                 Err(e) => return Err(Ended::Disconnected(why(&e))),
             };
+            if let (Some(depth), Some(first)) = (self.depth, rates.first()) {
+                let stored = plan.stored.get(&tf).copied();
+                let want = u64::from(depth.bars).saturating_sub(rates.len() as u64);
+                if stored.is_some_and(|s| s < first.time) || (stored.is_none() && want > 0) {
+                    let deep = mt5_depth::bars(
+                        client,
+                        &self.tx,
+                        i,
+                        &plan.symbol,
+                        tf,
+                        first.time,
+                        stored,
+                        want,
+                    )
+                    .map_err(ended)?;
+                    self.send(Event::Count(Counter::BarsBackfilled, deep));
+                }
+                // Whatever is older than this backfill is the store's now.
+                self.plans[i].stored.insert(tf, first.time);
+            }
             let n = rates.len();
             let mut sent = 0;
             for (k, r) in rates.into_iter().enumerate() {
@@ -453,22 +490,61 @@ impl Worker {
         // The terminal's latest tick, which the forming M1 bar above already counts: recorded
         // as the symbol's last tick (readers have one from the moment the segment runs), and
         // not counted again when the stream sends it.
-        self.included[i] = match forming_m1 {
-            Some(minute) => match client.symbol_info_tick(&plan.symbol) {
-                // A terminal's latest tick is in its newest bar (ticks make bars); one that is
-                // not (a csv gateway whose tick file runs past its bars) is not counted by it.
-                Ok(t) if Timeframe::M1.bar_start(t.time_msc.div_euclid(1000)) == minute => {
-                    let latest = feed_tick(i, &t);
-                    if !self.send(Event::LatestTick(latest)) {
+        let latest = match client.symbol_info_tick(&plan.symbol) {
+            Ok(t) => Some(t),
+            Err(GwError::Mt5 { .. }) => None,
+            Err(e) => return Err(Ended::Disconnected(why(&e))),
+        };
+        // A terminal's latest tick is in its newest bar (ticks make bars); one that is not (a
+        // csv gateway whose tick file runs past its bars) is not counted by it.
+        let in_forming = |t: &shm_core::Tick| {
+            forming_m1 == Some(Timeframe::M1.bar_start(t.time_msc.div_euclid(1000)))
+        };
+        let mut newest = latest;
+        if let (Some(depth), Some(t)) = (self.depth, latest) {
+            // The store's ticks up to the latest, and with it (`mt5_depth`): the last of them
+            // is the latest as the copy saw it, sent below as the ring's latest tick.
+            let start = self.cursor[i].or_else(|| {
+                let from = depth.ticks.start_ms(t.time_msc)?;
+                Some(Cursor {
+                    ms: plan.stored_tick.map_or(from, |s| s.max(from)),
+                    had: 0,
+                })
+            });
+            if let Some(start) = start {
+                let last = mt5_depth::ticks(client, &self.tx, i, &plan.symbol, start, t.time_msc)
+                    .map_err(ended)?;
+                let mut cursor = start;
+                if let Some(l) = &last {
+                    cursor.pass(l);
+                    if !in_forming(l) {
+                        self.send(Event::StoredTicks(super::StoredTicks {
+                            symbol: i,
+                            ticks: vec![*l],
+                        }));
+                    }
+                }
+                self.cursor[i] = Some(cursor);
+                // Only a tick the copy found new is the ring's to record.
+                newest = last;
+            }
+        }
+        self.included[i] = match (forming_m1, latest) {
+            (Some(minute), Some(t)) => {
+                if let Some(n) = newest.filter(|n| in_forming(n)) {
+                    if !self.send(Event::LatestTick(feed_tick(i, &n))) {
                         return Err(Ended::Stop);
                     }
-                    Some((minute, t.time_msc))
                 }
-                Ok(t) => Some((minute, t.time_msc)),
-                Err(GwError::Mt5 { .. }) => None,
-                Err(e) => return Err(Ended::Disconnected(why(&e))),
-            },
-            None => None,
+                Some((
+                    minute,
+                    newest.map_or(t.time_msc, |n| n.time_msc.max(t.time_msc)),
+                ))
+            }
+            // No forming bar counts it, but the copy above ends with it: the stream starts
+            // after it.
+            (None, Some(t)) if self.cursor[i].is_some() => Some((i64::MIN, t.time_msc)),
+            _ => None,
         };
         Ok(())
     }
@@ -527,6 +603,14 @@ fn suggest(symbol: &str, known: &[String]) -> String {
         some.join(", "),
         if known.len() > 10 { ", ..." } else { "" }
     )
+}
+
+/// How a copy into the store that stopped ends the session.
+fn ended(stop: Stop) -> Ended {
+    match stop {
+        Stop::Asked => Ended::Stop,
+        Stop::Gateway(e) => Ended::Disconnected(why(&e)),
+    }
 }
 
 /// Why a call failed, for the worker's warning, which says itself when it tries again (the
