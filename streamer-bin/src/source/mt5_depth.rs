@@ -55,8 +55,7 @@ fn send(tx: &SyncSender<Event>, ev: Event) -> Result<(), Stop> {
 pub(super) fn bars(
     client: &mut Client,
     tx: &SyncSender<Event>,
-    index: usize,
-    symbol: &str,
+    (index, symbol): (usize, &str),
     tf: Timeframe,
     ring_first: i64,
     stored: Option<i64>,
