@@ -36,10 +36,7 @@ pub const UNKNOWN_RETRY: Duration = Duration::from_secs(60);
 pub use super::mt5_depth::Depth;
 use super::mt5_depth::{self, Cursor, Stop};
 pub use super::mt5_info::INFO_REFRESH;
-use super::mt5_info::{self, Infos, Refresher};
-
-/// MT5's `last_error` code for "not found".
-const MT5_NOT_FOUND: i64 = -4;
+use super::mt5_info::{self, knows, suggest, Infos, Refresher, MT5_NOT_FOUND};
 
 /// What to fetch for one symbol: its timeframes with their ring capacities, and where its
 /// rings already stand (after a warm restart).
@@ -244,20 +241,6 @@ impl Worker {
         }
     }
 
-    /// Asks the gateway whether it knows `symbol`: `Ok(false)` for MT5's "not found".
-    fn knows(client: &mut Client, symbol: &str, listed: &[String]) -> Result<bool, Ended> {
-        if listed.iter().any(|s| s == symbol) {
-            return Ok(true);
-        }
-        match client.symbol_info_tick(symbol) {
-            Ok(_) => Ok(true),
-            Err(GwError::Mt5 { code, .. }) if code == MT5_NOT_FOUND => Ok(false),
-            // Another MT5 failure (no tick yet, say) is not "unknown".
-            Err(GwError::Mt5 { .. }) => Ok(true),
-            Err(e) => Err(Ended::Disconnected(why(&e))),
-        }
-    }
-
     /// One connected session: hello, which symbols exist, (gap) backfill, then the tick stream
     /// of the known symbols until it breaks.
     fn session(&mut self, client: &mut Client, backoff: &mut Backoff) -> Ended {
@@ -273,9 +256,9 @@ impl Worker {
         }
         for i in 0..self.plans.len() {
             let symbol = self.plans[i].symbol.clone();
-            let known = match Self::knows(client, &symbol, &hello.symbols) {
+            let known = match knows(client, &symbol, &hello.symbols) {
                 Ok(k) => k,
-                Err(e) => return e,
+                Err(e) => return Ended::Disconnected(why(&e)),
             };
             if known == self.unknown[i] {
                 // Changed: report it once.
@@ -368,10 +351,10 @@ impl Worker {
                 next_unknown_check = Instant::now() + UNKNOWN_RETRY;
                 for i in 0..self.plans.len() {
                     if self.unknown[i] {
-                        match Self::knows(client, &self.plans[i].symbol.clone(), &[]) {
+                        match knows(client, &self.plans[i].symbol.clone(), &[]) {
                             Ok(true) => return Ended::Resubscribe,
                             Ok(false) => {}
-                            Err(e) => return e,
+                            Err(e) => return Ended::Disconnected(why(&e)),
                         }
                     }
                 }
@@ -455,8 +438,7 @@ impl Worker {
                     let deep = mt5_depth::bars(
                         client,
                         &self.tx,
-                        i,
-                        &plan.symbol,
+                        (i, &plan.symbol),
                         tf,
                         first.time,
                         stored,
@@ -574,37 +556,6 @@ impl Worker {
     }
 }
 
-/// A hint for a symbol the gateway does not know: the known names closest to it (a shared
-/// prefix of at least 3 characters, as with broker suffixes), else a few of the known names.
-fn suggest(symbol: &str, known: &[String]) -> String {
-    let shared = |k: &str| {
-        symbol
-            .bytes()
-            .zip(k.bytes())
-            .take_while(|(a, b)| a.eq_ignore_ascii_case(b))
-            .count()
-    };
-    let best = known.iter().map(|k| shared(k)).max().unwrap_or(0);
-    if best >= 3 {
-        let close: Vec<&str> = known
-            .iter()
-            .filter(|k| shared(k) == best)
-            .take(5)
-            .map(String::as_str)
-            .collect();
-        return format!("did you mean {}?", close.join(" or "));
-    }
-    if known.is_empty() {
-        return "check the name and the broker's suffix in the terminal's Market Watch".into();
-    }
-    let some: Vec<&str> = known.iter().take(10).map(String::as_str).collect();
-    format!(
-        "the gateway knows {}{}",
-        some.join(", "),
-        if known.len() > 10 { ", ..." } else { "" }
-    )
-}
-
 /// How a copy into the store that stopped ends the session.
 fn ended(stop: Stop) -> Ended {
     match stop {
@@ -636,24 +587,4 @@ fn bar(symbol: usize, timeframe: Timeframe, r: &Candle, forming: bool) -> Event 
 /// without flags (never seen, but the wire allows it) has them derived like a CSV feed's.
 fn feed_tick(symbol: usize, t: &shm_core::Tick) -> Tick {
     Tick { symbol, tick: *t }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::suggest;
-
-    #[test]
-    fn suggestions_name_the_symbols_with_the_same_stem() {
-        let known = [
-            "EURUSD".to_owned(),
-            "XAUUSD".to_owned(),
-            "XAGUSD".to_owned(),
-        ];
-        assert_eq!(suggest("XAUUSDm", &known), "did you mean XAUUSD?");
-        assert_eq!(
-            suggest("BTCUSD", &known),
-            "the gateway knows EURUSD, XAUUSD, XAGUSD"
-        );
-        assert!(suggest("BTCUSD", &[]).contains("Market Watch"));
-    }
 }

@@ -187,3 +187,71 @@ impl Drop for Refresher {
         self.done.store(true, Ordering::Relaxed);
     }
 }
+
+/// MT5's `last_error` code for "not found".
+pub(super) const MT5_NOT_FOUND: i64 = -4;
+
+/// Asks the gateway whether it knows `symbol`: `Ok(false)` for MT5's "not found".
+pub(super) fn knows(client: &mut Client, symbol: &str, listed: &[String]) -> Result<bool, GwError> {
+    if listed.iter().any(|s| s == symbol) {
+        return Ok(true);
+    }
+    match client.symbol_info_tick(symbol) {
+        Ok(_) => Ok(true),
+        Err(GwError::Mt5 { code, .. }) if code == MT5_NOT_FOUND => Ok(false),
+        // Another MT5 failure (no tick yet, say) is not "unknown".
+        Err(GwError::Mt5 { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// A hint for a symbol the gateway does not know: the known names closest to it (a shared
+/// prefix of at least 3 characters, as with broker suffixes), else a few of the known names.
+pub(super) fn suggest(symbol: &str, known: &[String]) -> String {
+    let shared = |k: &str| {
+        symbol
+            .bytes()
+            .zip(k.bytes())
+            .take_while(|(a, b)| a.eq_ignore_ascii_case(b))
+            .count()
+    };
+    let best = known.iter().map(|k| shared(k)).max().unwrap_or(0);
+    if best >= 3 {
+        let close: Vec<&str> = known
+            .iter()
+            .filter(|k| shared(k) == best)
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        return format!("did you mean {}?", close.join(" or "));
+    }
+    if known.is_empty() {
+        return "check the name and the broker's suffix in the terminal's Market Watch".into();
+    }
+    let some: Vec<&str> = known.iter().take(10).map(String::as_str).collect();
+    format!(
+        "the gateway knows {}{}",
+        some.join(", "),
+        if known.len() > 10 { ", ..." } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+
+    #[test]
+    fn suggestions_name_the_symbols_with_the_same_stem() {
+        let known = [
+            "EURUSD".to_owned(),
+            "XAUUSD".to_owned(),
+            "XAGUSD".to_owned(),
+        ];
+        assert_eq!(suggest("XAUUSDm", &known), "did you mean XAUUSD?");
+        assert_eq!(
+            suggest("BTCUSD", &known),
+            "the gateway knows EURUSD, XAUUSD, XAGUSD"
+        );
+        assert!(suggest("BTCUSD", &[]).contains("Market Watch"));
+    }
+}
