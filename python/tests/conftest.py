@@ -40,8 +40,9 @@ class Streamer:
 
     made = 0
 
-    def __init__(self, tmp_path, args, http=True):
+    def __init__(self, tmp_path, args, http=True, wrap=None):
         Streamer.made += 1
+        self.wrap = wrap  # a function of the command line, for a test's own namespace
         self.segment = str(tmp_path / ("segment-%d" % Streamer.made))
         self.port = free_port() if http else None
         self.args = args
@@ -50,8 +51,9 @@ class Streamer:
 
     def start(self):
         http = ["--http", "127.0.0.1:%d" % self.port] if self.port else ["--no-http"]
+        command = [binary("mtf-streamer"), "--segment-path", self.segment] + http + self.args
         self.proc = subprocess.Popen(
-            [binary("mtf-streamer"), "--segment-path", self.segment] + http + self.args,
+            self.wrap(command) if self.wrap else command,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         deadline = time.monotonic() + 60
         while True:

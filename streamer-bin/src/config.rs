@@ -387,6 +387,34 @@ pub fn parse_symbols(items: &[String]) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::TickDepth;
+
+    #[test]
+    fn trading_days_skip_saturdays_and_sundays() {
+        let day = |y: i32, m: u32, d: u32| {
+            // Days since 1970-01-01 of a date in December 2026 or January 2027.
+            let base = 20_788; // 2026-12-01
+            i64::from(match (y, m) {
+                (2026, 12) => base + d as i32 - 1,
+                _ => base + 31 + d as i32 - 1,
+            }) * 86_400_000
+        };
+        let at = |ms: i64, depth: TickDepth| depth.start_ms(ms).unwrap();
+        // Monday 2026-12-07 10:00: the previous trading day is Friday the 4th.
+        let monday = day(2026, 12, 7) + 36_000_000;
+        assert_eq!(at(monday, TickDepth::TradingDays(2)), day(2026, 12, 4));
+        assert_eq!(at(monday, TickDepth::TradingDays(1)), day(2026, 12, 7));
+        // Wednesday the 9th: Tuesday.
+        assert_eq!(
+            at(day(2026, 12, 9) + 5, TickDepth::TradingDays(2)),
+            day(2026, 12, 8)
+        );
+        assert_eq!(at(monday, TickDepth::Seconds(3600)), monday - 3_600_000);
+        assert_eq!(TickDepth::Off.start_ms(monday), None);
+        assert_eq!("2td".parse(), Ok(TickDepth::TradingDays(2)));
+        assert_eq!("12h".parse(), Ok(TickDepth::Seconds(43_200)));
+    }
+
     use super::*;
 
     #[test]

@@ -443,6 +443,19 @@ mod tests {
             ("segment", Value::from("../x"), false),
             ("nats_interval_ms", Value::from(0), false),
             ("nats_interval_ms", Value::from("50"), true),
+            ("history_keep", Value::from("90d"), true),
+            ("history_keep", Value::from("2GiB"), true),
+            ("history_keep", Value::from("forever"), false),
+            ("history_keep", Value::from("0d"), false),
+            ("history_bars", Value::from(100_000), true),
+            ("history_bars", Value::from("0"), true),
+            ("history_bars", Value::from(10_000_001), false),
+            ("history_bars", Value::from(-1), false),
+            ("history_ticks", Value::from("2td"), true),
+            ("history_ticks", Value::from("36h"), true),
+            ("history_ticks", Value::from("off"), true),
+            ("history_ticks", Value::from("0td"), false),
+            ("history_ticks", Value::from("2GB"), false),
         ];
         for (key, value, ok) in cases {
             let setting = by_key(key).unwrap();

@@ -49,6 +49,9 @@ impl Drop for TempSegment {
             file.push(extra);
             let _ = std::fs::remove_file(file);
         }
+        // The history store a streamer on it kept in its default place (for a named segment,
+        // under ~/.local/share/mtf-candles): a test leaves nothing behind there either.
+        let _ = std::fs::remove_dir_all(shm_core::default_history_dir(&self.path));
     }
 }
 
