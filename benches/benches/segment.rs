@@ -67,13 +67,31 @@ fn tick_update(c: &mut Criterion) {
     // (nobody waiting), and with the tick written into the symbol's tick ring (what the
     // streamer does per tick since layout version 2) instead of only its last-tick words, one
     // after the other in one run.
+    // Last, the same with the history store attached (issue 38): each tick appended to its
+    // chunk file too, the store bounded to 64 MB so that the run's ticks rotate through
+    // chunks (their creation and retention included, as in a streamer that runs for days).
     let mut ms = 0i64;
-    for (notify, ring_too) in [(false, false), (true, false), (false, true)] {
-        let name = match (notify, ring_too) {
-            (true, _) => "tick_update_7_timeframes_then_notify",
-            (false, false) => "tick_update_7_timeframes",
-            (false, true) => "tick_update_7_timeframes_and_tick_ring",
+    let store = std::env::temp_dir().join(format!("mtf-bench-history-{}", std::process::id()));
+    for (notify, ring_too, stored) in [
+        (false, false, false),
+        (true, false, false),
+        (false, true, false),
+        (false, true, true),
+    ] {
+        let name = match (notify, ring_too, stored) {
+            (true, _, _) => "tick_update_7_timeframes_then_notify",
+            (false, false, _) => "tick_update_7_timeframes",
+            (false, true, false) => "tick_update_7_timeframes_and_tick_ring",
+            (false, true, true) => "tick_update_7_timeframes_tick_ring_and_store",
         };
+        if stored {
+            let mut layout = Layout::new();
+            for (tf, cap) in timeframes() {
+                layout.add_ring("BTCUSDc", tf, cap).unwrap();
+            }
+            let keep = shm_core::Keep::Bytes(64 << 20);
+            w.attach_history(shm_core::HistoryWriter::open(&store, &layout, keep, 0o600).unwrap());
+        }
         c.bench_function(name, |b| {
             b.iter(|| {
                 price += 0.5;
@@ -106,6 +124,8 @@ fn tick_update(c: &mut Criterion) {
             })
         });
     }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&store);
 }
 
 fn read_ticks(c: &mut Criterion) {
