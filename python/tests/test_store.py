@@ -12,10 +12,9 @@ import subprocess
 import sys
 import time
 
+import mtf_candles as mt5
 import pytest
 from conftest import ROOT, Streamer
-
-import mtf_candles as mt5
 
 STANDIN = os.path.join(ROOT, "gateway", "standin")
 
