@@ -265,7 +265,14 @@ impl Segment {
         let count = int_arg(count, "count")?;
         let count = usize::try_from(count)
             .map_err(|_| PyValueError::new_err("count must not be negative"))?;
-        ranges::rates_from(self, py, symbol, timeframe, date, count.min(ranges::MOST_BARS))
+        ranges::rates_from(
+            self,
+            py,
+            symbol,
+            timeframe,
+            date,
+            count.min(ranges::MOST_BARS),
+        )
     }
 
     /// The bars that open from `date_from` to `date_to` (epoch seconds, server time, both
@@ -291,10 +298,8 @@ impl Segment {
     /// The history store's directory.
     #[getter]
     fn history_dir(&self) -> String {
-        self.store().map_or_else(
-            |_| String::new(),
-            |s| s.dir().display().to_string(),
-        )
+        self.store()
+            .map_or_else(|_| String::new(), |s| s.dir().display().to_string())
     }
 
     /// The latest tick the writer recorded for `symbol`: `(time_msc, bid, ask)` in server

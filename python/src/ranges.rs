@@ -77,10 +77,7 @@ pub(crate) fn rates_from<'py>(
     // The ring ran out before `count`: the store's bars before its oldest come first.
     let mut rows = Vec::new();
     if let Some(tf) = stored_timeframe(&inner, symbol, timeframe) {
-        let before = inner
-            .scratch
-            .first()
-            .map_or(date, |c| date.min(c.time - 1));
+        let before = inner.scratch.first().map_or(date, |c| date.min(c.time - 1));
         let mut store = seg.store()?;
         store
             .bars(symbol, tf)?
@@ -121,7 +118,9 @@ pub(crate) fn rates_range<'py>(
                 tf.name()
             )));
         }
-        bars.range_as(from, upto, usize::MAX, &mut rows, |c: Candle| Rate::from(&c));
+        bars.range_as(from, upto, usize::MAX, &mut rows, |c: Candle| {
+            Rate::from(&c)
+        });
     }
     rows.extend(inner.scratch[begin..end].iter().map(Rate::from));
     Ok(PyArray1::from_vec(py, rows))
@@ -172,7 +171,9 @@ pub(crate) fn ticks<'py>(
     let rows = match keep {
         None => {
             let mut rows = Vec::new();
-            stored.range_as(from_msc, to_msc, count, &mut rows, |t: Tick| TickRow::from(&t));
+            stored.range_as(from_msc, to_msc, count, &mut rows, |t: Tick| {
+                TickRow::from(&t)
+            });
             let room = count.saturating_sub(rows.len());
             rows.extend(newer.iter().take(room).map(TickRow::from));
             rows
