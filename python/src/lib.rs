@@ -471,7 +471,13 @@ impl Segment {
 
     /// Liveness, feed, offset, counters: a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        status::status_dict(py, &*self.reader()?)
+        let reader = self.reader()?;
+        let d = status::status_dict(py, &reader)?;
+        d.set_item(
+            "history",
+            status::history_dict(py, &reader, &mut *self.store()?)?,
+        )?;
+        Ok(d)
     }
 
     /// Follows the segment if its writer replaced the file (another layout); `True` if it

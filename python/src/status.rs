@@ -5,6 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use shm_core::{Counter, Reader};
 
+use crate::store::Store;
+
 /// The status of `reader`'s segment as a dict (see `Segment.status`).
 pub(crate) fn status_dict<'py>(py: Python<'py>, reader: &Reader) -> PyResult<Bound<'py, PyDict>> {
     let st = reader.status();
@@ -42,5 +44,51 @@ pub(crate) fn status_dict<'py>(py: Python<'py>, reader: &Reader) -> PyResult<Bou
         of_symbol.set_item(ring.timeframe().name(), oldest.map(|c| c.time))?;
     }
     d.set_item("oldest_bar", depth)?;
+    Ok(d)
+}
+
+/// The depth the history store holds, for `status()["history"]`: its directory, and by symbol
+/// and timeframe (and `ticks`) the oldest and newest record's time (seconds for bars, ms for
+/// ticks) and how many it holds; a stream the store cannot serve (a damaged file) gives its
+/// error instead, so that a status call itself never fails on one.
+pub(crate) fn history_dict<'py>(
+    py: Python<'py>,
+    reader: &Reader,
+    store: &mut Store,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("dir", store.dir().display().to_string())?;
+    let entry =
+        |held: Result<(Option<i64>, Option<i64>, u64), PyErr>| -> PyResult<Bound<'py, PyDict>> {
+            let e = PyDict::new(py);
+            match held {
+                Ok((oldest, newest, count)) => {
+                    e.set_item("oldest", oldest)?;
+                    e.set_item("newest", newest)?;
+                    e.set_item("count", count)?;
+                }
+                Err(err) => e.set_item("error", err.value(py).to_string())?,
+            }
+            Ok(e)
+        };
+    for ring in reader.rings() {
+        let symbol = ring.symbol();
+        let of_symbol = match d.get_item(symbol)? {
+            Some(s) => s.cast_into::<PyDict>()?,
+            None => {
+                let s = PyDict::new(py);
+                let ticks = store
+                    .ticks(symbol)
+                    .map(|t| (t.oldest(), t.newest(), t.len()));
+                s.set_item("ticks", entry(ticks)?)?;
+                d.set_item(symbol, &s)?;
+                s
+            }
+        };
+        let bars = store
+            .bars(symbol, ring.timeframe())
+            .map(|b| (b.oldest(), b.newest(), b.len()));
+        of_symbol.set_item(ring.timeframe().name(), entry(bars)?)?;
+    }
     Ok(d)
 }

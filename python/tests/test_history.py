@@ -192,4 +192,10 @@ def test_the_store_holds_the_terminals_depth(deep_store):
     assert got["h1"][2] and got["h1"][0] > 700, got
     assert got["ticks_1d"][2] and got["ticks_1d"][0] > 4096, got
     assert got["oldest"][0] == got["oldest"][1], got
-    assert mt5.Segment(path=streamer.segment).status()["counters"]["history_errors"] == 0
+    status = mt5.Segment(path=streamer.segment).status()
+    assert status["counters"]["history_errors"] == 0
+    # status() says how deep the store holds: the terminal's first bar, and the day of ticks
+    # (the newest closed bar is in the ring, and goes to the store when the next one closes).
+    held = status["history"]["EURUSD"]
+    assert held["M1"]["oldest"] == got["oldest"][1] and held["M1"]["count"] >= 43199, held
+    assert held["ticks"]["count"] > 4096 and held["ticks"]["newest"] >= (end - 120) * 1000, held

@@ -14,7 +14,7 @@ import time
 
 import mtf_candles as mt5
 import pytest
-from conftest import ROOT, Streamer
+from conftest import ROOT, Streamer, binary
 
 STANDIN = os.path.join(ROOT, "gateway", "standin")
 
@@ -64,6 +64,12 @@ def test_a_tick_export_comes_back_whole(tmp_path):
         # The ring alone holds its depth: the rest came from the store.
         assert len(segment.copy_ticks_from("EURUSD", want[-1][0] // 1000 - 3600 * 24, 4096,
                                            mt5.COPY_TICKS_ALL)) == 4096
+        # How deep the store holds, as inspect and status() say it.
+        assert segment.status()["history"]["EURUSD"]["ticks"]["count"] == 20000
+        shown = subprocess.run([binary("mtf-streamer"), "inspect", "--segment-path", s.segment],
+                               capture_output=True, text=True, check=True).stdout
+        line = next(row for row in shown.splitlines() if row.startswith("EURUSD ticks"))
+        assert line.split()[2] == "20000", shown
     finally:
         s.stop()
 

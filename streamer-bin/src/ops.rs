@@ -155,7 +155,69 @@ pub fn inspect(path: &SegmentPath) -> Result<String, OpenError> {
             }
         }
     }
+    write_history(&mut out, path, &reader);
     Ok(out)
+}
+
+/// The history store's depth, stream by stream: where it is, and for each ring and each
+/// symbol's ticks how many records it holds from when to when (a damaged file is named with
+/// its error). The store is the one the streamer keeps by default for this segment (or
+/// `MTF_HISTORY_DIR`).
+fn write_history(out: &mut String, path: &SegmentPath, reader: &Reader) {
+    let dir = shm_core::default_history_dir(path);
+    let Ok(trust) = shm_core::Trust::for_process() else {
+        return;
+    };
+    let history = shm_core::History::at(&dir, trust);
+    let _ = writeln!(out, "\nhistory store {}", dir.display());
+    let _ = writeln!(
+        out,
+        "{:<20} {:>10} {:>24} {:>24}",
+        "stream", "records", "oldest (server)", "newest (server)"
+    );
+    let mut line =
+        |name: String, held: Result<(u64, Option<i64>, Option<i64>), String>, ms: bool| {
+            let when = |t: Option<i64>| match t {
+                Some(t) if ms => server_time_ms(t),
+                Some(t) => server_time(t),
+                None => "-".into(),
+            };
+            let _ = match held {
+                Ok((n, oldest, newest)) => writeln!(
+                    out,
+                    "{name:<20} {n:>10} {:>24} {:>24}",
+                    when(oldest),
+                    when(newest)
+                ),
+                Err(e) => writeln!(out, "{name:<20} {e}"),
+            };
+        };
+    let mut symbols: Vec<String> = Vec::new();
+    for ring in reader.rings() {
+        let mut bars = history.bars(ring.symbol(), ring.timeframe());
+        let held = bars
+            .sync()
+            .map(|()| (bars.len(), bars.oldest(), bars.newest()));
+        line(
+            format!("{} {}", ring.symbol(), ring.timeframe()),
+            held.map_err(|e| e.to_string()),
+            false,
+        );
+        if !symbols.iter().any(|s| s == ring.symbol()) {
+            symbols.push(ring.symbol().to_owned());
+        }
+    }
+    for symbol in symbols {
+        let mut ticks = history.ticks(&symbol);
+        let held = ticks
+            .sync()
+            .map(|()| (ticks.len(), ticks.oldest(), ticks.newest()));
+        line(
+            format!("{symbol} ticks"),
+            held.map_err(|e| e.to_string()),
+            true,
+        );
+    }
 }
 
 /// One line for `tail`.
