@@ -171,5 +171,71 @@ fn notify(c: &mut Criterion) {
     c.bench_function("notify_no_waiter", |b| b.iter(|| w.notify()));
 }
 
-criterion_group!(benches, read_latest, tick_update, read_ticks, notify);
+/// Ranges from the history store (issue 38): 30 days of M1 (43,200 bars) and 20,000 ticks,
+/// decoded from the mapped chunks into a vector, as `mtf_candles` does before its numpy copy.
+fn read_store(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("mtf-bench-store-{}", std::process::id()));
+    let mut layout = Layout::new();
+    layout.add_ring("EURUSD", Timeframe::M1, 10_080).unwrap();
+    {
+        let mut w =
+            shm_core::HistoryWriter::open(&dir, &layout, shm_core::Keep::All, 0o600).unwrap();
+        for k in 0..43_201i64 {
+            let p = 1.1 + (k % 100) as f64 * 1e-5;
+            let bar = Candle {
+                time: 1_700_000_000 - 1_700_000_000 % 60 + k * 60,
+                open: p,
+                high: p + 1e-4,
+                low: p - 1e-4,
+                close: p,
+                tick_volume: 10,
+                ..Candle::default()
+            };
+            w.bar_closed(0, &bar, 1).unwrap();
+            let t = Tick {
+                time_msc: 1_700_000_000_000 + k * 100,
+                bid: p,
+                ask: p + 1e-5,
+                flags: 6,
+                ..Tick::default()
+            };
+            w.tick(0, &t, 1).unwrap();
+        }
+        w.flush(1).unwrap();
+    }
+    let trust = shm_core::Trust::for_process().unwrap();
+    let history = shm_core::History::at(&dir, trust);
+    let mut bars = history.bars("EURUSD", Timeframe::M1);
+    bars.sync().unwrap();
+    let mut ticks = history.ticks("EURUSD");
+    ticks.sync().unwrap();
+    let (lo, hi) = (bars.oldest().unwrap(), bars.newest().unwrap());
+    let mut group = c.benchmark_group("read_store");
+    group.bench_function("rates_43200", |b| {
+        b.iter(|| {
+            let mut out: Vec<Candle> = Vec::new();
+            bars.range_as(lo, hi, usize::MAX, &mut out, |c| c);
+            black_box(out)
+        })
+    });
+    let t_lo = ticks.oldest().unwrap();
+    group.bench_function("ticks_20000", |b| {
+        b.iter(|| {
+            let mut out: Vec<Tick> = Vec::new();
+            ticks.first_as(t_lo, 20_000, &mut out, |t| t);
+            black_box(out)
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(
+    benches,
+    read_latest,
+    tick_update,
+    read_ticks,
+    notify,
+    read_store
+);
 criterion_main!(benches);

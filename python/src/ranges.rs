@@ -3,7 +3,8 @@
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use shm_core::{Candle, Tick, Timeframe};
+use shm_core::history::{BarSeam, TickSeam};
+use shm_core::{Tick, Timeframe};
 
 use crate::errors::busy;
 use crate::rows::{rates, tick_rows, Rate, TickRow};
@@ -35,20 +36,16 @@ pub(crate) fn rates_from_pos<'py>(
     let mut inner = seg.inner()?;
     let want = start.saturating_add(count).min(MOST_BARS);
     seg.read(&mut inner, symbol, timeframe, want)?;
-    let held = inner.scratch.len();
     let mut rows: Vec<Rate> = Vec::new();
-    if held < want {
-        // The ring ran out: the positions past it are the store's, back from the ring's
-        // oldest bar.
-        if let Some(tf) = stored_timeframe(&inner, symbol, timeframe) {
-            let before = inner.scratch.first().map_or(i64::MAX, |c| c.time - 1);
-            let mut store = seg.store()?;
-            store
-                .bars(symbol, tf)?
-                .last_as(before, want - held, &mut rows, |c| Rate::from(&c));
-        }
+    {
+        let mut store = seg.store()?;
+        let stored = match stored_timeframe(&inner, symbol, timeframe) {
+            // Only where the ring ran out are the positions past it the store's.
+            Some(tf) if inner.scratch.len() < want => Some(store.bars(symbol, tf)?),
+            _ => None,
+        };
+        BarSeam::new(&inner.scratch, stored).last_as(i64::MAX, want, &mut rows, |c| Rate::from(c));
     }
-    rows.extend(inner.scratch.iter().map(Rate::from));
     // Positions count back from the newest: drop the `start` newest ones.
     let end = rows.len().saturating_sub(start);
     let begin = end.saturating_sub(count);
@@ -69,21 +66,19 @@ pub(crate) fn rates_from<'py>(
     let mut inner = seg.inner()?;
     seg.read_all(&mut inner, symbol, timeframe)?;
     let end = inner.scratch.partition_point(|c| c.time <= date);
-    let begin = end.saturating_sub(count);
-    let got = end - begin;
-    if got == count || begin > 0 {
-        return Ok(rates(py, &inner.scratch[begin..end]));
+    if end >= count {
+        return Ok(rates(py, &inner.scratch[end - count..end]));
     }
-    // The ring ran out before `count`: the store's bars before its oldest come first.
+    // The ring runs out before `count`: the store's bars before its oldest come first.
     let mut rows = Vec::new();
-    if let Some(tf) = stored_timeframe(&inner, symbol, timeframe) {
-        let before = inner.scratch.first().map_or(date, |c| date.min(c.time - 1));
+    {
         let mut store = seg.store()?;
-        store
-            .bars(symbol, tf)?
-            .last_as(before, count - got, &mut rows, |c| Rate::from(&c));
+        let stored = match stored_timeframe(&inner, symbol, timeframe) {
+            Some(tf) => Some(store.bars(symbol, tf)?),
+            None => None,
+        };
+        BarSeam::new(&inner.scratch, stored).last_as(date, count, &mut rows, |c| Rate::from(c));
     }
-    rows.extend(inner.scratch[begin..end].iter().map(Rate::from));
     Ok(PyArray1::from_vec(py, rows))
 }
 
@@ -98,31 +93,25 @@ pub(crate) fn rates_range<'py>(
 ) -> PyResult<Bound<'py, PyArray1<Rate>>> {
     let mut inner = seg.inner()?;
     seg.read_all(&mut inner, symbol, timeframe)?;
-    let begin = inner.scratch.partition_point(|c| c.time < from);
-    let end = inner.scratch.partition_point(|c| c.time <= to).max(begin);
     let ring_oldest = inner.scratch.first().map(|c| c.time);
     let tf = stored_timeframe(&inner, symbol, timeframe);
     let (Some(tf), true) = (tf, ring_oldest.is_none_or(|o| from < o)) else {
+        let begin = inner.scratch.partition_point(|c| c.time < from);
+        let end = inner.scratch.partition_point(|c| c.time <= to).max(begin);
         return Ok(rates(py, &inner.scratch[begin..end]));
     };
-    let upto = ring_oldest.map_or(to, |o| to.min(o - 1));
-    let mut rows = Vec::new();
-    {
-        let mut store = seg.store()?;
-        let bars = store.bars(symbol, tf)?;
-        let n = bars.count_range(from, upto);
-        if n > MOST_BARS as u64 {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "{symbol} {}: {n} bars from {from} to {to}, more than the {MOST_BARS} one call \
-                 returns; ask for a shorter range",
-                tf.name()
-            )));
-        }
-        bars.range_as(from, upto, usize::MAX, &mut rows, |c: Candle| {
-            Rate::from(&c)
-        });
+    let mut store = seg.store()?;
+    let seam = BarSeam::new(&inner.scratch, Some(store.bars(symbol, tf)?));
+    let n = seam.count(from, to);
+    if n > MOST_BARS as u64 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{symbol} {}: {n} bars from {from} to {to}, more than the {MOST_BARS} one call \
+             returns; ask for a shorter range",
+            tf.name()
+        )));
     }
-    rows.extend(inner.scratch[begin..end].iter().map(Rate::from));
+    let mut rows = Vec::new();
+    seam.range_as(from, to, usize::MAX, &mut rows, |c| Rate::from(c));
     Ok(PyArray1::from_vec(py, rows))
 }
 
@@ -151,11 +140,8 @@ pub(crate) fn ticks<'py>(
         return Ok(PyArray1::from_vec(py, tick_rows(&ring_ticks, keep, count)));
     }
     let mut store = seg.store()?;
-    let stored = store.ticks(symbol)?;
-    let Some(newest) = stored.newest() else {
-        return Ok(PyArray1::from_vec(py, tick_rows(&ring_ticks, keep, count)));
-    };
-    let n = stored.count_range(from_msc, to_msc);
+    let seam = TickSeam::new(&ring_ticks, false, Some(store.ticks(symbol)?));
+    let n = seam.count(from_msc, to_msc);
     let most = match keep {
         None => (count as u64).min(n),
         Some(_) => n,
@@ -166,22 +152,15 @@ pub(crate) fn ticks<'py>(
              ask for a shorter range"
         )));
     }
-    let after = ring_ticks.partition_point(|t| t.time_msc <= newest);
-    let newer = &ring_ticks[after..];
     let rows = match keep {
         None => {
             let mut rows = Vec::new();
-            stored.range_as(from_msc, to_msc, count, &mut rows, |t: Tick| {
-                TickRow::from(&t)
-            });
-            let room = count.saturating_sub(rows.len());
-            rows.extend(newer.iter().take(room).map(TickRow::from));
+            seam.range_as(from_msc, to_msc, count, &mut rows, |t| TickRow::from(t));
             rows
         }
         Some(_) => {
             let mut all: Vec<Tick> = Vec::new();
-            stored.range_as(from_msc, to_msc, usize::MAX, &mut all, |t| t);
-            all.extend_from_slice(newer);
+            seam.range_as(from_msc, to_msc, usize::MAX, &mut all, |t| *t);
             tick_rows(&all, keep, count)
         }
     };
@@ -192,14 +171,10 @@ pub(crate) fn ticks<'py>(
 pub(crate) fn oldest_bar(seg: &Segment, symbol: &str, timeframe: u32) -> PyResult<Option<i64>> {
     let mut inner = seg.inner()?;
     seg.read_all(&mut inner, symbol, timeframe)?;
-    let ring = inner.scratch.first().map(|c| c.time);
-    let Some(tf) = stored_timeframe(&inner, symbol, timeframe) else {
-        return Ok(ring);
-    };
     let mut store = seg.store()?;
-    let stored = store.bars(symbol, tf)?.oldest();
-    Ok(match (stored, ring) {
-        (Some(s), Some(r)) => Some(s.min(r)),
-        (s, r) => s.or(r),
-    })
+    let stored = match stored_timeframe(&inner, symbol, timeframe) {
+        Some(tf) => Some(store.bars(symbol, tf)?),
+        None => None,
+    };
+    Ok(BarSeam::new(&inner.scratch, stored).oldest())
 }

@@ -64,6 +64,21 @@ impl MappingMut {
         Ok(MappingMut { mem, _map: map })
     }
 
+    /// Faults in `len` bytes from `offset` for writing ahead of the stores to them (Linux's
+    /// `MADV_POPULATE_WRITE`), so that the writer's appends do not each take a page fault
+    /// into the file. Only an optimization: where the kernel cannot (before Linux 5.14, other
+    /// systems), the first store to each page faults it in as before.
+    pub(crate) fn prefault(&self, offset: usize, len: usize) {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = self
+                ._map
+                .advise_range(memmap2::Advice::PopulateWrite, offset, len);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
+
     /// The word view, with stores.
     #[inline(always)]
     pub(crate) fn mem(&self) -> &MemMut {

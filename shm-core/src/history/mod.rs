@@ -23,12 +23,14 @@ use crate::trust::Trust;
 mod chunk;
 mod format;
 mod read;
+mod seam;
 mod write;
 
 pub use format::{
     StreamKind, CHUNK_HEADER_SIZE, HISTORY_MAGIC, HISTORY_VERSION, STORED_RECORD_SIZE,
 };
 pub use read::{History, Stored, StoredBars, StoredTicks};
+pub use seam::{BarSeam, TickSeam};
 pub use write::{HistoryWriter, Keep, KeepError};
 
 /// The environment variable that names a store's directory for readers (and the streamer's

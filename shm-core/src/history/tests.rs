@@ -268,3 +268,53 @@ fn a_chunk_others_can_write_is_refused() {
         Err(HistoryError::Untrusted { .. })
     ));
 }
+
+#[test]
+fn the_seam_joins_store_and_ring_with_no_gap_and_no_duplicate() {
+    let dir = TempDir::new("seam");
+    {
+        let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+        for k in 1..=100 {
+            w.bar_closed(0, &bar(k), 1).unwrap();
+        }
+        // Ticks 1..=50 ms, two of them at 50: the store's newest millisecond, whole.
+        for ms in (1..=50).chain([50]) {
+            w.tick(0, &tick(ms), 1).unwrap();
+        }
+        w.flush(1).unwrap();
+    }
+    let history = History::at(&dir.0, Trust::for_process().unwrap());
+    let mut bars = history.bars("EURUSD", Timeframe::M1);
+    bars.sync().unwrap();
+    // A ring of bars 91..=105, the last one forming: the store answers before 91.
+    let ring: Vec<Candle> = (91..=105).map(bar).collect();
+    let seam = BarSeam::new(&ring, Some(&bars));
+    let mut got = Vec::new();
+    seam.range_as(50 * 60, 103 * 60, usize::MAX, &mut got, |c| c.time / 60);
+    assert_eq!(got, (50..=103).collect::<Vec<_>>());
+    assert_eq!(seam.count(50 * 60, 103 * 60), 54);
+    let mut last = Vec::new();
+    seam.last_as(95 * 60, 10, &mut last, |c| c.time / 60);
+    assert_eq!(last, (86..=95).collect::<Vec<_>>());
+    let mut capped = Vec::new();
+    seam.range_as(i64::MIN, i64::MAX, 3, &mut capped, |c| c.time / 60);
+    assert_eq!(capped, [1, 2, 3]);
+    assert_eq!(seam.oldest(), Some(60));
+
+    let mut ticks = history.ticks("EURUSD");
+    ticks.sync().unwrap();
+    // The ring from 40 ms on holds 40..=50 (both at 50) and 51..=60: it does not reach back
+    // past 30, so the store answers up to its newest (50), and the ring after.
+    let ring: Vec<Tick> = (40..=50).chain([50]).chain(51..=60).map(tick).collect();
+    let seam = TickSeam::new(&ring[..], false, Some(&ticks));
+    let mut got = Vec::new();
+    seam.range_as(30, 55, usize::MAX, &mut got, |t| t.time_msc);
+    let want: Vec<i64> = (30..=50).chain([50]).chain(51..=55).collect();
+    assert_eq!(got, want);
+    assert_eq!(seam.count(30, 55), want.len() as u64);
+    // A ring that reaches back answers alone.
+    let alone = TickSeam::new(&ring[..], true, Some(&ticks));
+    let mut got = Vec::new();
+    alone.range_as(40, 45, usize::MAX, &mut got, |t| t.time_msc);
+    assert_eq!(got, (40..=45).collect::<Vec<_>>());
+}
