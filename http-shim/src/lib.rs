@@ -54,6 +54,8 @@ pub struct ShimConfig {
     /// Host names served without a token besides addresses and `localhost` (DNS
     /// rebinding; see `--allowed-host`).
     pub allowed_hosts: Vec<String>,
+    /// The history store read for time ranges deeper than the rings (`?from=&to=`).
+    pub history: shm_core::history::HistoryPlace,
 }
 
 impl Default for ShimConfig {
@@ -68,6 +70,7 @@ impl Default for ShimConfig {
             max_limit: 10_000,
             limits: Limits::default(),
             allowed_hosts: Vec::new(),
+            history: shm_core::history::HistoryPlace::Default,
         }
     }
 }
@@ -164,6 +167,7 @@ impl Shim {
             max_streams: config.limits.max_streams,
             stream_write_timeout: config.limits.write_timeout,
             allowed_hosts: config.allowed_hosts,
+            history_dir: config.history.dir(&config.segment),
             ..ApiConfig::new(config.segment)
         }));
         let handler: Arc<message::Handler> =

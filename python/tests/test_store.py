@@ -210,3 +210,47 @@ def test_a_damaged_store_file_is_refused_with_a_typed_error(tmp_path):
             mt5.Segment(path=s.segment).copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, hi)
     finally:
         s.stop()
+
+
+def test_http_time_ranges_page_through_store_and_ring(tmp_path):
+    """`/streamer/candles/{symbol}/{tf}?from=&to=` and `/streamer/ticks/{symbol}?from_msc=&to_msc=`
+    answer as deep as the store, page by page, each page's cursor where the next starts."""
+    path = tmp_path / "EURUSD_202401021000_202401021200.csv"
+    want = tick_export(path, 20000)
+    s = Streamer(tmp_path, ["--csv", str(path), "--speed", "max", "--timeframes", "M1",
+                            "--buffer", "M1=30"])
+    try:
+        segment = mt5.Segment(path=s.segment)
+        wait_for("the replay", lambda: segment.status()["feed_state"] == "finished")
+        got, query = [], "from_msc=%d&to_msc=%d&limit=7000" % (want[0][0], want[-1][0])
+        while True:
+            status, page = s.http_json("/streamer/ticks/EURUSD?" + query)
+            assert status == 200 and page["success"], page
+            got += [(t["time_msc"], t["bid"], t["ask"]) for t in page["ticks"]]
+            if page["next_from_msc"] is None:
+                break
+            query = "from_msc=%d&skip=%d&to_msc=%d&limit=7000" % (page["next_from_msc"], page["next_skip"],
+                                                                  want[-1][0])
+        assert got == want
+        lo, hi = want[0][0] // 1000 // 60 * 60, want[-1][0] // 1000
+        bars = segment.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, hi)
+        assert len(bars) > 60  # more than the ring's 30
+        got, query = [], "from=%d&to=%d&limit=25" % (lo, hi)
+        while True:
+            status, page = s.http_json("/streamer/candles/EURUSD/M1?" + query)
+            assert status == 200, page
+            got += [(c["time"], c["close"], c["volume"]) for c in page["candles"]]
+            if page["next_from"] is None:
+                break
+            query = "from=%d&to=%d&limit=25" % (page["next_from"], hi)
+        assert got == [(int(b["time"]), float(b["close"]), int(b["tick_volume"])) for b in bars]
+        # Bad ranges are refused before anything is read.
+        for bad in ("from=-1", "from=1&limit=0", "from=1&limit=20001", "from=x", "from=1&colour=red"):
+            status, page = s.http_json("/streamer/candles/EURUSD/M1?" + bad)
+            assert status == 400 and not page["success"], (bad, page)
+        status, page = s.http_json("/streamer/ticks/EURUSD?from_msc=1&limit=10001")
+        assert status == 400, page
+        status, page = s.http_json("/streamer/candles/NOPE/M1?from=1")
+        assert status == 404, page
+    finally:
+        s.stop()

@@ -167,16 +167,7 @@ impl std::str::FromStr for TickDepth {
     }
 }
 
-/// Where the history store goes (`--history-dir`, `--no-history`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryPlace {
-    /// [`shm_core::default_history_dir`] of the segment.
-    Default,
-    /// This directory.
-    Dir(PathBuf),
-    /// No store: readers have the rings alone.
-    Off,
-}
+pub use shm_core::history::HistoryPlace;
 
 /// `nats_interval_ms` when none is given.
 pub const DEFAULT_NATS_INTERVAL_MS: u64 = 50;

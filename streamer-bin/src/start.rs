@@ -84,8 +84,7 @@ pub(crate) fn open_segment(
 fn attach_history(config: &Config, layout: &Layout, writer: &mut Writer) {
     let dir = match &config.history {
         HistoryPlace::Off => return,
-        HistoryPlace::Dir(d) => d.clone(),
-        HistoryPlace::Default => shm_core::default_history_dir(&config.segment),
+        place => place.dir(&config.segment).unwrap_or_default(),
     };
     match shm_core::HistoryWriter::open(&dir, layout, config.history_keep, config.segment_mode) {
         Ok(h) => {
@@ -125,6 +124,7 @@ pub(crate) fn start_api(config: &Config) -> Result<Option<http_shim::Shim>, Stre
         token: std::env::var("MTF_SHIM_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        history: config.history.clone(),
         ..http_shim::ShimConfig::default()
     });
     match started {

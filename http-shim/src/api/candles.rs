@@ -373,29 +373,7 @@ impl CandlesRequest {
     /// Parses the path after `/streamer/candles/` and the query parameters.
     pub fn parse(rest: &str, params: &[(String, String)]) -> Result<CandlesRequest, Response> {
         only_known(params, Self::KNOWN)?;
-        let mut parts = rest.split('/');
-        let (Some(sym), Some(tf), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(error(
-                ErrorCode::NotFound,
-                "expected /streamer/candles/{symbol}/{timeframe}",
-                json!({}),
-            ));
-        };
-        let symbol = match percent_decode(sym, false).filter(|s| validate_symbol(s).is_ok()) {
-            Some(s) => s,
-            None => {
-                let shown: String = percent_decode(sym, false)
-                    .unwrap_or_else(|| sym.to_owned())
-                    .chars()
-                    .take(64)
-                    .collect();
-                return Err(bad_symbol(shown));
-            }
-        };
-        let tf_text = percent_decode(tf, false).unwrap_or_else(|| tf.to_owned());
-        let Ok(timeframe) = tf_text.parse::<Timeframe>() else {
-            return Err(bad_timeframe(&tf_text, Some(&symbol)));
-        };
+        let (symbol, timeframe) = pair_of(rest)?;
         Ok(CandlesRequest {
             symbol,
             timeframe,
@@ -493,6 +471,35 @@ impl CandleShape {
     }
 }
 
+/// The symbol and timeframe of `/streamer/candles/{symbol}/{timeframe}` (the path after
+/// `/streamer/candles/`), each checked.
+pub(super) fn pair_of(rest: &str) -> Result<(String, Timeframe), Response> {
+    let mut parts = rest.split('/');
+    let (Some(sym), Some(tf), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(error(
+            ErrorCode::NotFound,
+            "expected /streamer/candles/{symbol}/{timeframe}",
+            json!({}),
+        ));
+    };
+    let symbol = match percent_decode(sym, false).filter(|s| validate_symbol(s).is_ok()) {
+        Some(s) => s,
+        None => {
+            let shown: String = percent_decode(sym, false)
+                .unwrap_or_else(|| sym.to_owned())
+                .chars()
+                .take(64)
+                .collect();
+            return Err(bad_symbol(shown));
+        }
+    };
+    let tf_text = percent_decode(tf, false).unwrap_or_else(|| tf.to_owned());
+    let Ok(timeframe) = tf_text.parse::<Timeframe>() else {
+        return Err(bad_timeframe(&tf_text, Some(&symbol)));
+    };
+    Ok((symbol, timeframe))
+}
+
 /// `/streamer/candles/{symbol}/{timeframe}`: parsed, then answered.
 pub(super) fn serve(
     api: &Arc<Api>,
@@ -500,6 +507,9 @@ pub(super) fn serve(
     params: &[(String, String)],
     req: &Request,
 ) -> Response {
+    if super::range::is_bar_range(params) {
+        return super::range::serve_bars(api, rest, params);
+    }
     match CandlesRequest::parse(rest, params) {
         Ok(c) => api.candles(c, req.if_none_match.as_deref()),
         Err(refused) => refused,

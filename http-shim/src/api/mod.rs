@@ -19,6 +19,7 @@ mod page;
 pub mod push;
 mod push_events;
 mod query;
+mod range;
 mod request;
 mod status;
 mod stream;
@@ -67,13 +68,15 @@ pub struct ApiConfig {
     pub budget: Arc<Budget>,
     /// The request counters, shared with the server, which counts its own replies there.
     pub metrics: Arc<Metrics>,
+    /// The history store read for time ranges deeper than the rings (`None`: the rings
+    /// alone). By default the streamer's default place for the segment.
+    pub history_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
     /// The settings of `segment`, with the defaults of everything else.
     pub fn new(segment: SegmentPath) -> ApiConfig {
         ApiConfig {
-            segment,
             max_limit: 10_000,
             token: None,
             max_streams: DEFAULT_MAX_STREAMS,
@@ -81,6 +84,8 @@ impl ApiConfig {
             allowed_hosts: Vec::new(),
             budget: Arc::new(Budget::new(MAX_INFLIGHT_BYTES)),
             metrics: Arc::default(),
+            history_dir: Some(shm_core::default_history_dir(&segment)),
+            segment,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct Api {
     /// Push streams: the open count under the cap, and what they sent.
     push: Arc<PushCounts>,
     started: Instant,
+    /// The history store's streams, mapped once (`range.rs`).
+    history: range::HistoryLock,
 }
 
 /// How often a request may trigger a check for a replaced or new segment.
@@ -119,6 +126,7 @@ impl Api {
             cache: CandleCache::default(),
             push: Arc::default(),
             started: Instant::now(),
+            history: Default::default(),
         }
     }
 

@@ -52,7 +52,7 @@ pub(super) struct SymbolRequest {
 }
 
 /// The symbol of a path's last segment, checked as every symbol is.
-fn symbol_of(rest: &str, shape: &str) -> Result<String, Response> {
+pub(super) fn symbol_of(rest: &str, shape: &str) -> Result<String, Response> {
     if rest.is_empty() || rest.contains('/') {
         return Err(error(
             ErrorCode::NotFound,
@@ -160,7 +160,7 @@ impl SymbolRequest {
 }
 
 /// One tick as MT5's `Tick` fields, in its order.
-fn write_tick(out: &mut String, t: &Tick) {
+pub(super) fn write_tick(out: &mut String, t: &Tick) {
     let _ = write!(
         out,
         "{{\"time\":{},\"bid\":{},\"ask\":{},\"last\":{},\"volume\":{},\"time_msc\":{},\"flags\":{},\"volume_real\":{}}}",
@@ -176,7 +176,7 @@ fn write_tick(out: &mut String, t: &Tick) {
 }
 
 /// The reader, or the answer that says why there is none or why it is not to be trusted now.
-fn live_reader(api: &Api) -> Result<std::sync::Arc<Reader>, Response> {
+pub(super) fn live_reader(api: &Api) -> Result<std::sync::Arc<Reader>, Response> {
     let Some(reader) = api.reader() else {
         let reason = Reader::open(&api.config.segment)
             .err()
@@ -339,6 +339,9 @@ pub(super) fn serve_ticks(
     params: &[(String, String)],
     req: &Request,
 ) -> Response {
+    if super::range::is_tick_range(params) {
+        return super::range::serve_ticks(api, rest, params);
+    }
     match TicksRequest::parse(rest, params) {
         Ok(t) => api.ticks(t, req.if_none_match.as_deref()),
         Err(refused) => refused,

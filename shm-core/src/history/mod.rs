@@ -33,6 +33,30 @@ pub use read::{History, Stored, StoredBars, StoredTicks};
 pub use seam::{BarSeam, TickSeam};
 pub use write::{HistoryWriter, Keep, KeepError};
 
+/// Where a store is: the default place of a segment, a directory, or nowhere (the streamer's
+/// `--history-dir` and `--no-history`; the HTTP API reads the same).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HistoryPlace {
+    /// [`default_history_dir`] of the segment.
+    #[default]
+    Default,
+    /// This directory.
+    Dir(PathBuf),
+    /// No store: readers have the rings alone.
+    Off,
+}
+
+impl HistoryPlace {
+    /// The directory for `segment`, if there is a store.
+    pub fn dir(&self, segment: &SegmentPath) -> Option<PathBuf> {
+        match self {
+            HistoryPlace::Default => Some(default_history_dir(segment)),
+            HistoryPlace::Dir(d) => Some(d.clone()),
+            HistoryPlace::Off => None,
+        }
+    }
+}
+
 /// The environment variable that names a store's directory for readers (and the streamer's
 /// `--history-dir` default): set it where the streamer was given `--history-dir`.
 pub const HISTORY_DIR_ENV: &str = "MTF_HISTORY_DIR";
