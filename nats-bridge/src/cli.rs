@@ -32,6 +32,14 @@ pub struct Cli {
     /// The largest segment this mirror builds, in MiB.
     #[arg(long, default_value_t = crate::mirror::Budget::default().bytes >> 20)]
     max_segment_mb: usize,
+    /// Directory of the mirror's own history store, where every bar and tick it mirrors is
+    /// kept on disk (default: the streamer's rule for the local segment: beside a segment
+    /// given by path, else ~/.local/share/mtf-candles/NAME, or MTF_HISTORY_DIR).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_history")]
+    history_dir: Option<std::path::PathBuf>,
+    /// Keep no history store: readers get what the rings hold.
+    #[arg(long)]
+    no_history: bool,
 }
 
 /// The whole program: parse arguments, mirror until SIGINT or SIGTERM, return the exit code.
@@ -62,6 +70,11 @@ pub fn main() -> ExitCode {
             bytes: cli.max_segment_mb.saturating_mul(1 << 20),
         },
         id: cli.nats_mirror_id,
+        history: match (cli.history_dir, cli.no_history) {
+            (_, true) => shm_core::history::HistoryPlace::Off,
+            (Some(dir), false) => shm_core::history::HistoryPlace::Dir(dir),
+            (None, false) => shm_core::history::HistoryPlace::Default,
+        },
     };
     match mirror::run(config, &stop) {
         Ok(()) => ExitCode::SUCCESS,

@@ -325,6 +325,25 @@ fn every_tick_of_a_tick_replay_reaches_the_segment_http_and_mirrors_in_order_eac
         mirrored[0].2.as_ref().map(|i| i.1),
         Some(InfoSource::Derived)
     );
+    // Each mirror keeps its own history store, in the default place of its segment: every
+    // tick it mirrored, the origin's (issue 38).
+    for m in [&m1, &m2] {
+        assert_eq!(stored_ticks(&m.path), expected, "{}'s store", m.path);
+    }
+    assert_eq!(stored_ticks(&o.path), expected, "the origin's store");
+}
+
+/// The ticks of EURUSD the history store of the segment at `path` holds (its default place).
+fn stored_ticks(path: &SegmentPath) -> Vec<(i64, f64)> {
+    let trust = shm_core::Trust::for_process().unwrap();
+    let history = shm_core::History::at(shm_core::default_history_dir(path), trust);
+    let mut ticks = history.ticks("EURUSD");
+    ticks.sync().unwrap();
+    let mut out = Vec::new();
+    ticks.range_as(i64::MIN, i64::MAX, usize::MAX, &mut out, |t| {
+        (t.time_msc, t.bid)
+    });
+    out
 }
 
 /// Removes a directory when dropped.

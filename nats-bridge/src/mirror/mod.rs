@@ -78,6 +78,9 @@ pub struct MirrorConfig {
     /// The id this mirror asks under (`--nats-mirror-id`): its requests name it, and its
     /// client's inbox is `_INBOX.<ID>` (docs/NATS.md).
     pub id: Option<MirrorId>,
+    /// Where the mirror keeps its own history store (`--history-dir`, `--no-history`): every
+    /// bar and tick it mirrors, from the rings' depth at its first sync on.
+    pub history: shm_core::history::HistoryPlace,
 }
 
 /// The mirror's state between messages.
@@ -403,6 +406,7 @@ impl Mirror {
                 .map_err(BridgeError::Create)?;
             w.set_feed_kind(FeedKind::Mirror);
             w.set_feed_state(FeedState::Backfilling);
+            self.attach_history(&mut w, &wanted, options.start_clean);
             self.rings = layout
                 .rings
                 .iter()
@@ -492,6 +496,43 @@ impl Mirror {
 }
 
 impl Mirror {
+    /// Attaches the mirror's own history store to its new writer. A segment built anew
+    /// because it held bars the origin never had (`start_clean`) starts a new store too: the
+    /// old one is moved aside (`DIR.set-aside-<unix seconds>`), since a bar stamped ahead
+    /// would hold every later one out of an append-only store. A store that cannot be opened
+    /// is said once, and the rings work without it.
+    fn attach_history(&self, w: &mut Writer, layout: &shm_core::Layout, start_clean: bool) {
+        let Some(dir) = self.config.history.dir(&self.config.segment) else {
+            return;
+        };
+        if start_clean && dir.exists() {
+            let mut aside = dir.clone().into_os_string();
+            aside.push(format!(".set-aside-{}", shm_core::now_ns() / 1_000_000_000));
+            match std::fs::rename(&dir, &aside) {
+                Ok(()) => eprintln!(
+                    "mtf-mirror: history store {} set aside as {} (the segment is rebuilt from \
+                     the origin)",
+                    dir.display(),
+                    std::path::Path::new(&aside).display()
+                ),
+                Err(e) => eprintln!(
+                    "warning: mtf-mirror: history store {} could not be set aside: {e}",
+                    dir.display()
+                ),
+            }
+        }
+        let mode = self.config.options.mode;
+        match shm_core::HistoryWriter::open(&dir, layout, shm_core::Keep::All, mode) {
+            Ok(h) => w.attach_history(h),
+            Err(e) => {
+                w.add(shm_core::Counter::HistoryErrors, 1);
+                eprintln!(
+                    "warning: mtf-mirror: no history store: {e}; readers get what the rings hold"
+                );
+            }
+        }
+    }
+
     /// What is wrong with a page of the origin's history, if anything: its candles must be
     /// plausible, closed, strictly increasing, older than `before`, and at most a page; the
     /// forming bar (first page only) plausible and after them.
