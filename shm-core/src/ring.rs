@@ -371,6 +371,8 @@ impl RingRef {
                 .store_record(self.base + off::FORMING, &[0; RECORD_WORDS]);
             repaired += 1;
         }
+        // Relaxed: only this writer stores `head`, and the section above left it whole.
+        let head = self.load(mem, self.base + off::HEAD, Ordering::Relaxed);
         for i in 0..self.capacity {
             let at = self.base + off::SLOTS + i as usize * SLOT_SIZE;
             let seq = at + off::SLOT_SEQ;
@@ -382,9 +384,15 @@ impl RingRef {
                 at + off::SLOT_RECORD + 8 * (RECORD_WORDS - 1),
                 Ordering::Relaxed,
             ) >> 32;
+            // A push whose slot was written whole but whose head never moved (the writer died
+            // between the two sections): the slot names a position at or past `head`, and the
+            // position it held, the oldest below `head`, is gone. Readers would take it as
+            // lapped and start again for ever; it is dropped like a torn one.
+            let position = self.load(mem, at + off::SLOT_POSITION, Ordering::Relaxed);
+            let unpublished = s % 2 == 0 && position != DROPPED && position >= head;
             let section = if s % 2 == 1 {
                 Some(self.torn_section(mem, seq, s))
-            } else if flags & u64::from(FLAG_REPAIRED) != 0 {
+            } else if flags & u64::from(FLAG_REPAIRED) != 0 || unpublished {
                 Some(self.write_section(mem, seq))
             } else {
                 None
@@ -761,6 +769,29 @@ mod tests {
         // Position 2 (lost with its slot) is skipped; 3 and 4 are intact.
         assert_eq!((c.head, times(&out)), (5, vec![3, 4]));
         // The next push fills the slot again.
+        r.push(&mem, &derived(5), None, 6);
+        r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
+        assert_eq!(times(&out), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_push_killed_between_its_slot_and_its_head_is_dropped_and_the_ring_reads_at_once() {
+        // The slot of position 5 (which held position 2) was written whole, and the writer
+        // died before the control section moved the head to 6.
+        let (heap, r) = ring(3);
+        let mem = heap.mem();
+        for k in 0..5 {
+            r.push(&mem, &derived(k), None, k);
+        }
+        r.write_slot(&mem, 5, &derived(5));
+        let mut out = Vec::new();
+        assert!(
+            r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).is_err(),
+            "lapped for ever"
+        );
+        assert_eq!(r.repair(&mem), 1);
+        let c = r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
+        assert_eq!((c.head, times(&out)), (5, vec![3, 4]));
         r.push(&mem, &derived(5), None, 6);
         r.snapshot(&mem, 10, false, &mut out, 50, &RETRIES).unwrap();
         assert_eq!(times(&out), [3, 4, 5]);
