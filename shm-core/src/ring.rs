@@ -389,7 +389,7 @@ impl RingRef {
             // position it held, the oldest below `head`, is gone. Readers would take it as
             // lapped and start again for ever; it is dropped like a torn one.
             let position = self.load(mem, at + off::SLOT_POSITION, Ordering::Relaxed);
-            let unpublished = s % 2 == 0 && position != DROPPED && position >= head;
+            let unpublished = s.is_multiple_of(2) && position != DROPPED && position >= head;
             let section = if s % 2 == 1 {
                 Some(self.torn_section(mem, seq, s))
             } else if flags & u64::from(FLAG_REPAIRED) != 0 || unpublished {
