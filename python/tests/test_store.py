@@ -254,3 +254,26 @@ def test_http_time_ranges_page_through_store_and_ring(tmp_path):
         assert status == 404, page
     finally:
         s.stop()
+
+
+def test_history_keep_bounds_the_store_by_size_dropping_the_oldest_files(tmp_path):
+    """`--history-keep 6MB`: once the ticks fill more chunks (4.7 MB each) than fit, the oldest
+    go, and readers read from the oldest kept on, without an error."""
+    store = tmp_path / "store"
+    s = Streamer(tmp_path, ["--tick-rate", "40000", "--symbols", "EURUSD", "--timeframes", "M1",
+                            "--history-dir", str(store), "--history-keep", "6MB"], http=False)
+    try:
+        chunks = lambda: sorted((store / "EURUSD").glob("ticks.*.mtfh"))  # noqa: E731
+        # Three chunks made: the first must have gone to keep within 6 MB.
+        wait_for("a third tick chunk", lambda: any(p.name == "ticks.00000003.mtfh" for p in chunks()))
+        wait_for("the first chunk to go", lambda: not (store / "EURUSD" / "ticks.00000001.mtfh").exists())
+        total = sum(p.stat().st_blocks * 512 for p in (store / "EURUSD").iterdir())
+        assert total <= 6_000_000 + 4_800_000, total  # the bound, and the chunk being filled
+        segment = mt5.Segment(path=s.segment, history_dir=str(store))
+        held = segment.status()["history"]["EURUSD"]["ticks"]
+        assert held["count"] > 65536 and "error" not in held, held
+        ticks = segment.copy_ticks_range("EURUSD", held["oldest"] // 1000, held["newest"] // 1000 + 1,
+                                         mt5.COPY_TICKS_ALL)
+        assert len(ticks) >= held["count"] and bool((ticks["time_msc"][1:] >= ticks["time_msc"][:-1]).all())
+    finally:
+        s.stop()
