@@ -4,7 +4,7 @@
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use shm_core::history::{BarSeam, TickSeam};
-use shm_core::{Tick, Timeframe};
+use shm_core::{Tick, Timeframe, Timeline};
 
 use crate::errors::busy;
 use crate::rows::{rates, tick_rows, Rate, TickRow};
@@ -95,7 +95,13 @@ pub(crate) fn rates_range<'py>(
     seg.read_all(&mut inner, symbol, timeframe)?;
     let ring_oldest = inner.scratch.first().map(|c| c.time);
     let tf = stored_timeframe(&inner, symbol, timeframe);
-    let (Some(tf), true) = (tf, ring_oldest.is_none_or(|o| from < o)) else {
+    let deeper = ring_oldest.is_none_or(|o| from < o);
+    if deeper && tf.is_none() {
+        if let Some(rows) = built_range(seg, &inner, symbol, timeframe, from, to)? {
+            return Ok(PyArray1::from_vec(py, rows));
+        }
+    }
+    let (Some(tf), true) = (tf, deeper) else {
         let begin = inner.scratch.partition_point(|c| c.time < from);
         let end = inner.scratch.partition_point(|c| c.time <= to).max(begin);
         return Ok(rates(py, &inner.scratch[begin..end]));
@@ -113,6 +119,55 @@ pub(crate) fn rates_range<'py>(
     let mut rows = Vec::new();
     seam.range_as(from, to, usize::MAX, &mut rows, |c| Rate::from(c));
     Ok(PyArray1::from_vec(py, rows))
+}
+
+/// The bars of a timeframe built on read (H2 from H1, W1 from D1) from `from` to `to`, built
+/// from its source ring's bars and the store's before them, as the ring's own are built
+/// (`shm_core::group_bars`); `None` when the timeframe is not built from a ring.
+fn built_range(
+    seg: &Segment,
+    inner: &Inner,
+    symbol: &str,
+    timeframe: u32,
+    from: i64,
+    to: i64,
+) -> PyResult<Option<Vec<Rate>>> {
+    let Some(Timeline::Built {
+        source,
+        timeframe: tf,
+    }) = Timeframe::from_mt5_code(timeframe).and_then(|tf| inner.reader.timeline(symbol, tf))
+    else {
+        return Ok(None);
+    };
+    let mut ring = Vec::new();
+    source
+        .read_last(source.capacity() as usize + 1, &mut ring)
+        .map_err(busy)?;
+    // Whole bars of `tf` around the range: from the open of the one `from` falls in to the
+    // end of the one `to` falls in.
+    let (lo, hi) = (tf.bar_start(from), tf.next_bar_start(tf.bar_start(to)) - 1);
+    let mut store = seg.store()?;
+    let seam = BarSeam::new(&ring, Some(store.bars(symbol, source.timeframe())?));
+    let n = seam.count(lo, hi);
+    if n > MOST_BARS as u64 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{symbol} {}: {n} {} bars to build it from {from} to {to}, more than the \
+             {MOST_BARS} one call reads; ask for a shorter range",
+            tf.name(),
+            source.timeframe().name()
+        )));
+    }
+    let mut bars = Vec::new();
+    seam.range_as(lo, hi, usize::MAX, &mut bars, |c| *c);
+    let mut built = Vec::new();
+    shm_core::group_bars(&bars, tf, false, &mut built);
+    Ok(Some(
+        built
+            .iter()
+            .filter(|c| (from..=to).contains(&c.time))
+            .map(Rate::from)
+            .collect(),
+    ))
 }
 
 /// Ticks from `from_msc`: the first `count` that pass `keep`, or every one to `to_msc`

@@ -30,8 +30,9 @@ def deep(tmp_path):
 @pytest.fixture
 def deep_store(tmp_path):
     """As `deep`, with the history store (its default place, beside the segment), backfilled
-    from the terminal with its default depth."""
-    yield from _deep(tmp_path, [])
+    from the terminal with its default depth; the H1 ring holds 100 bars, so that H1 and the
+    timeframes built from it reach into the store too."""
+    yield from _deep(tmp_path, ["--buffer", "H1=100"])
 
 
 def _deep(tmp_path, extra):
@@ -163,6 +164,10 @@ out["m1_30d"] = same(seg.copy_rates_range("EURUSD", mt5.TIMEFRAME_M1, lo, last),
 h1_last = last - last % 3600 - 3600
 out["h1"] = same(seg.copy_rates_range("EURUSD", mt5.TIMEFRAME_H1, lo, h1_last),
                  terminal.copy_rates_range("EURUSD", mt5.TIMEFRAME_H1, lo, h1_last))
+# H2, which the segment builds on read from H1 (its ring and, deeper, its store).
+h2_last = last - last % 7200 - 7200
+out["h2_built"] = same(seg.copy_rates_range("EURUSD", mt5.TIMEFRAME_H2, lo, h2_last),
+                       terminal.copy_rates_range("EURUSD", mt5.TIMEFRAME_H2, lo, h2_last))
 out["ticks_1d"] = same(seg.copy_ticks_range("EURUSD", last - 86400, last, mt5.COPY_TICKS_ALL),
                        terminal.copy_ticks_range("EURUSD", last - 86400, last, mt5.COPY_TICKS_ALL))
 out["oldest"] = [seg.oldest_bar("EURUSD", mt5.TIMEFRAME_M1),
@@ -190,6 +195,7 @@ def test_the_store_holds_the_terminals_depth(deep_store):
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["m1_30d"] == [43200, 43200, True], got
     assert got["h1"][2] and got["h1"][0] > 700, got
+    assert got["h2_built"][2] and got["h2_built"][0] > 350, got
     assert got["ticks_1d"][2] and got["ticks_1d"][0] > 4096, got
     assert got["oldest"][0] == got["oldest"][1], got
     status = mt5.Segment(path=streamer.segment).status()

@@ -84,8 +84,8 @@ pub use layout::{
 };
 pub use path::{segment_dir, SegmentNameError, SegmentPath, DEFAULT_SEGMENT_NAME};
 pub use reader::{
-    tiles, ChangeToken, ClosedBars, NextBar, Reader, RingReader, RingStats, SymbolRecord,
-    TerminalRecord, TickInfo, TickRingReader, TickSpan, Timeline, WaitOutcome,
+    group_bars, tiles, ChangeToken, ClosedBars, NextBar, Reader, RingReader, RingStats,
+    SymbolRecord, TerminalRecord, TickInfo, TickRingReader, TickSpan, Timeline, WaitOutcome,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_AFTER,
 };
 pub use record::{INFO_SIZE, TERMINAL_SIZE};

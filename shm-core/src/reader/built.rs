@@ -112,7 +112,7 @@ fn read_built(
         // took it all: then the oldest group is whole, whatever it starts with.
         let closed_read = read.iter().filter(|c| !c.forming).count() as u64;
         let all_history = source.stats()?.closed_total <= closed_read;
-        group(&read, timeframe, all_history, out);
+        group_bars(&read, timeframe, all_history, out);
         // Gaps (weekends, holidays) make fewer groups than the ratio promises: read further
         // back while the ring holds more.
         if out.len() >= n || want >= most || read.len() < want {
@@ -126,9 +126,16 @@ fn read_built(
     Ok(())
 }
 
-/// Groups `candles` (oldest first) into bars of `timeframe`, into `out`. The first group is
-/// dropped unless `all_history` or it starts at its bar's open (it may lack its start).
-fn group(candles: &[Candle], timeframe: Timeframe, all_history: bool, out: &mut Vec<Candle>) {
+/// Groups `candles` (oldest first, of a timeframe that tiles `timeframe`) into bars of
+/// `timeframe`, into `out`, by MT5's rules (see the module), the newest marked forming. The
+/// first group is dropped unless `all_history` or it starts at its bar's open (it may lack its
+/// start). For readers that build from more than a ring holds (the history store's bars).
+pub fn group_bars(
+    candles: &[Candle],
+    timeframe: Timeframe,
+    all_history: bool,
+    out: &mut Vec<Candle>,
+) {
     out.clear();
     for c in candles {
         let start = timeframe.bar_start(c.time);

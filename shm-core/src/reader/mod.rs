@@ -11,7 +11,7 @@ mod ring;
 mod ticks;
 mod wait;
 
-pub use built::{tiles, Timeline};
+pub use built::{group_bars, tiles, Timeline};
 pub use ring::{RingReader, RingStats, TickInfo};
 pub use ticks::{SymbolRecord, TerminalRecord, TickRingReader, TickSpan};
 pub use wait::{ChangeToken, ClosedBars, NextBar, WaitOutcome};
