@@ -385,11 +385,13 @@ impl RingRef {
                 Ordering::Relaxed,
             ) >> 32;
             // A push whose slot was written whole but whose head never moved (the writer died
-            // between the two sections): the slot names a position at or past `head`, and the
+            // between the two sections): the slot of position `head` names `head`, and the
             // position it held, the oldest below `head`, is gone. Readers would take it as
-            // lapped and start again for ever; it is dropped like a torn one.
+            // lapped and start again for ever; it is dropped like a torn one. (A slot never
+            // written has sequence 0 and position 0, which is no push at all.)
             let position = self.load(mem, at + off::SLOT_POSITION, Ordering::Relaxed);
-            let unpublished = s.is_multiple_of(2) && position != DROPPED && position >= head;
+            let unpublished =
+                s != 0 && s.is_multiple_of(2) && position == head && self.slot(head) == at;
             let section = if s % 2 == 1 {
                 Some(self.torn_section(mem, seq, s))
             } else if flags & u64::from(FLAG_REPAIRED) != 0 || unpublished {
