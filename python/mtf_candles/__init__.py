@@ -18,7 +18,6 @@ which is what the terminal does. A naive datetime is taken as local time by ``ti
 in MT5 as here: avoid it.
 """
 
-import fnmatch
 import os
 import threading
 
@@ -74,12 +73,9 @@ __all__ += [n for n in _namespace.RESULT_TYPES if n not in __all__]
 # Where the MetaTrader5 package is installed, its own constants and result types (_namespace.py).
 globals().update(_namespace.from_package(__all__))
 
-# The longest `group` symbols_get takes: symbol names are at most 31 characters, so this is a
-# hundred patterns and more.
-MAX_GROUP = 4096
-
 from . import _deep  # noqa: E402  (history beyond the rings, from the terminal)
 from ._dates import _ms, _seconds  # noqa: E402  (MT5's date arguments)
+from ._groups import MAX_GROUP, _in_group  # noqa: E402,F401  (MT5's symbol groups)
 
 
 class Segment:
@@ -211,19 +207,6 @@ class Segment:
         futex, microseconds after it publishes. Raises WriterGone if the writer stops or dies
         (learnt within 100 ms)."""
         return self._native.wait_for_update(timeout, symbol)
-
-
-def _in_group(name, group):
-    """MT5's group filter: comma-separated patterns with `*`, `!` to exclude; the last
-    matching pattern decides."""
-    verdict = False
-    for pattern in (p.strip() for p in group.split(",")):
-        if not pattern:
-            continue
-        exclude = pattern.startswith("!")
-        if fnmatch.fnmatchcase(name, pattern.lstrip("!")):
-            verdict = not exclude
-    return verdict
 
 
 # --------------------------------------------------------------------------- MT5-style API
