@@ -111,17 +111,35 @@ pub fn running_as_root() -> bool {
 /// A child process that is killed and reaped if the test ends before it does.
 pub struct ChildGuard(pub Option<Child>);
 
+/// Starts `command`. Under Wine (the Windows build's tests), `CreateProcess` now and then fails
+/// with `ERROR_INTERNAL_ERROR` (1359) while the machine is loaded, before the program runs at
+/// all; that one error is tried again, up to ten times, 100 ms apart. Every other error, and
+/// every error elsewhere, is returned at once.
+pub fn spawn(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(1359) && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl ChildGuard {
     /// Spawns `program` with `args`, stdout and stderr captured.
     pub fn spawn(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> ChildGuard {
         let program = program.as_ref();
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.to_string_lossy()));
+        let child = spawn(
+            Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.to_string_lossy()));
         ChildGuard(Some(child))
     }
 

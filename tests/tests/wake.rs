@@ -33,11 +33,12 @@ impl Drop for Waiter {
 
 fn waiter(seg: &TempSegment, secs: &str) -> Waiter {
     let file = seg.file();
-    let mut child = Command::new(HELPER)
-        .args(["wait", file.to_str().unwrap(), secs])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = mtf_tests::spawn(
+        Command::new(HELPER)
+            .args(["wait", file.to_str().unwrap(), secs])
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -208,11 +209,12 @@ fn an_idle_waiter_uses_no_cpu() {
     let seg = TempSegment::new("wake-idle");
     let _w = writer(&seg);
     let file = seg.file();
-    let mut child = Command::new(HELPER)
-        .args(["wait", file.to_str().unwrap(), "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = mtf_tests::spawn(
+        Command::new(HELPER)
+            .args(["wait", file.to_str().unwrap(), "3"])
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -238,20 +240,21 @@ fn an_idle_waiter_uses_no_cpu() {
 /// `mtf-monitor --on-bar --json` on the segment, for `symbols`, reading shared memory only,
 /// with an interval long enough that every cycle it runs was woken by a close.
 fn monitor_on_bar(seg: &TempSegment, symbols: &str) -> std::process::Child {
-    Command::new(mtf_tests::workspace_bin("mtf-monitor"))
-        .args([
-            "--on-bar",
-            "--json",
-            "--interval",
-            "300",
-            "--stats-every",
-            "0",
-        ])
-        .args(["--symbols", symbols, "--sources", "shm"])
-        .args(["--segment-path", seg.file().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
+    mtf_tests::spawn(
+        Command::new(mtf_tests::workspace_bin("mtf-monitor"))
+            .args([
+                "--on-bar",
+                "--json",
+                "--interval",
+                "300",
+                "--stats-every",
+                "0",
+            ])
+            .args(["--symbols", symbols, "--sources", "shm"])
+            .args(["--segment-path", seg.file().to_str().unwrap()])
+            .stdout(Stdio::piped()),
+    )
+    .unwrap()
 }
 
 /// `mtf-monitor --on-bar` runs a cycle when a watched symbol closes an M1 candle, long before
