@@ -198,6 +198,23 @@ impl ChunkMut {
         self.count == self.capacity
     }
 
+    /// How many of the last records share the newest key (the ticks of the newest stored
+    /// millisecond, which a source resending from that millisecond must not store twice).
+    pub(crate) fn at_newest(&self) -> u64 {
+        let Some(newest) = self.newest else {
+            return 0;
+        };
+        let mem = self.map.mem();
+        let mut n = 0;
+        // Relaxed: this writer wrote (or reopened and checked) every record below `count`.
+        while n < self.count
+            && mem.load(record_at(self.count - 1 - n), Ordering::Relaxed) as i64 == newest
+        {
+            n += 1;
+        }
+        n
+    }
+
     /// Bytes this chunk takes on disk, about: its header and its reserved records.
     pub(crate) fn bytes(&self) -> u64 {
         record_at(self.reserved) as u64

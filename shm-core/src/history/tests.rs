@@ -318,3 +318,39 @@ fn the_seam_joins_store_and_ring_with_no_gap_and_no_duplicate() {
     alone.range_as(40, 45, usize::MAX, &mut got, |t| t.time_msc);
     assert_eq!(got, (40..=45).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_restart_resending_a_millisecond_stores_only_the_ticks_it_lacked() {
+    // The run before stored the first of two ticks sharing a millisecond, then died.
+    let dir = TempDir::new("same-ms");
+    let second = |ms: i64| Tick {
+        ask: 2.0,
+        ..tick(ms)
+    };
+    {
+        let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+        for t in [tick(1), tick(2)] {
+            w.tick(0, &t, 1).unwrap();
+        }
+    }
+    // The next run's source resends from that millisecond: both ticks at 2, then 3.
+    let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+    for t in [tick(1), tick(2), second(2), tick(3)] {
+        w.tick(0, &t, 2).unwrap();
+    }
+    drop(w);
+    let got: Vec<(i64, f64)> = stored_ticks(&dir.0)
+        .unwrap()
+        .iter()
+        .map(|t| (t.time_msc, t.ask))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, tick(1).ask),
+            (2, tick(2).ask),
+            (2, 2.0),
+            (3, tick(3).ask)
+        ]
+    );
+}

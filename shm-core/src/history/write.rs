@@ -114,9 +114,11 @@ struct StreamWriter {
     next_sequence: u64,
     /// The newest key stored (bars: time; ticks: time_msc).
     newest: Option<i64>,
-    /// Whether this run appended yet (ticks at the newest stored millisecond are taken only
-    /// then: before, they may be ones stored by the run before).
-    appended: bool,
+    /// Ticks at the newest stored millisecond that the run before stored and this one has not
+    /// been sent again yet: a source that resends from that millisecond (a restart's copy
+    /// from the terminal, a replay) has its first this many there skipped, and the rest of
+    /// that millisecond stored. Zero once this run appended.
+    skip_at_newest: u64,
     /// The mark the next record carries.
     mark: u64,
     /// The closed bar held back: the source may still correct it (`amend_last_closed`).
@@ -143,7 +145,7 @@ impl StreamWriter {
             mode,
             next_sequence: chunks.last().map_or(1, |(seq, _)| seq + 1),
             newest: None,
-            appended: false,
+            skip_at_newest: 0,
             mark: 0,
             pending: None,
             failed_at: None,
@@ -164,6 +166,9 @@ impl StreamWriter {
                 Ok((chunk, lost)) => {
                     dropped = lost;
                     s.newest = chunk.newest;
+                    if kind == StreamKind::Ticks {
+                        s.skip_at_newest = chunk.at_newest();
+                    }
                     if chunk.full() {
                         s.seal(chunk);
                     } else {
@@ -223,7 +228,7 @@ impl StreamWriter {
             Ok(()) => {
                 self.failed_at = None;
                 self.newest = Some(key);
-                self.appended = true;
+                self.skip_at_newest = 0;
                 self.mark = 0;
                 Ok(())
             }
@@ -396,15 +401,21 @@ impl HistoryWriter {
         r
     }
 
-    /// A tick of symbol `symbol`, before the tick ring gets it; one not newer than the store
-    /// holds (a restart's overlap) is already stored.
+    /// A tick of symbol `symbol`, before the tick ring gets it. One older than the store's
+    /// newest is already stored (a restart's overlap), and so are the first ticks resent at
+    /// the newest millisecond, as many as the run before stored there; the rest of that
+    /// millisecond is new.
     #[inline]
     pub fn tick(&mut self, symbol: usize, tick: &Tick, now_ns: u64) -> Result<(), HistoryError> {
         let Some(s) = self.ticks.get_mut(symbol) else {
             return Ok(());
         };
         if let Some(n) = s.newest {
-            if tick.time_msc < n || (tick.time_msc == n && !s.appended) {
+            if tick.time_msc < n {
+                return Ok(());
+            }
+            if tick.time_msc == n && s.skip_at_newest > 0 {
+                s.skip_at_newest -= 1;
                 return Ok(());
             }
         }
