@@ -44,6 +44,7 @@ fn publisher(seg: &TempSegment, url: &str, name: &str, interval: Duration) -> Pu
         segment: seg.path.clone(),
         name: name.into(),
         interval,
+        history: None,
     })
     .expect("publisher")
 }

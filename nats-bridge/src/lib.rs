@@ -16,6 +16,7 @@ pub mod connect;
 pub mod limit;
 pub mod mirror;
 pub mod publish;
+mod store;
 pub mod subjects;
 pub mod ticks;
 pub mod wire;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mtf_watch::{Change, Watcher};
+use shm_core::history::{History, StreamCache};
 use shm_core::{Reader, SegmentPath, Timeframe};
 use tokio::sync::mpsc;
 
@@ -56,6 +57,8 @@ pub struct PublishConfig {
     pub name: String,
     /// Forming updates per ring, at most one every this long.
     pub interval: Duration,
+    /// The segment's history store, if it has one: mirrors copy it, paged (`crate::store`).
+    pub history: Option<std::path::PathBuf>,
 }
 
 /// Counts of a publisher. Relaxed throughout: independent statistics, read only for display.
@@ -278,6 +281,12 @@ async fn serve(
         eprintln!("mtf-streamer: NATS: could not subscribe to the request subjects");
         return;
     };
+    // The store's streams are mapped once and kept (its files are the streamer's own: this
+    // process's account is the one trusted).
+    let mut store = config.history.as_ref().and_then(|dir| {
+        let trust = shm_core::Trust::for_process().ok()?;
+        Some(StreamCache::new(History::at(dir, trust)))
+    });
     let mut limit = RequestLimit::new(Instant::now());
     let mut last_status: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -302,12 +311,13 @@ async fn serve(
                     continue;
                 };
                 let (cost, body): (usize, Answer) = match asked.kind {
-                    RequestKind::Layout => (reader.layout().rings().len(), |r, _| layout_reply(r)),
-                    // An answer reads its page (and a binary search's few slots).
+                    RequestKind::Layout => (reader.layout().rings().len(), |r, _, _| layout_reply(r)),
+                    // An answer reads its page (and a binary search's few slots; a page of the
+                    // store, the ring's closed bars once, a copy at memory speed).
                     RequestKind::History => (
                         serde_json::from_slice::<HistoryRequest>(&msg.payload)
                             .map_or(1, |r| r.limit.clamp(1, HISTORY_PAGE) + 32),
-                        |r, p| history_reply(r, serde_json::from_slice(p).ok()),
+                        |r, s, p| history_reply(r, s, serde_json::from_slice(p).ok()),
                     ),
                     RequestKind::Ticks => (
                         tick_request_cost(
@@ -315,16 +325,16 @@ async fn serve(
                                 .ok()
                                 .as_ref(),
                         ),
-                        |r, p| tick_history_reply(r, serde_json::from_slice(p).ok()),
+                        |r, s, p| tick_history_reply(r, s, serde_json::from_slice(p).ok()),
                     ),
                     // One record: about as much to read as a page of candles' tenth.
                     RequestKind::Symbol => {
-                        (100, |r, p| symbol_reply(r, serde_json::from_slice(p).ok()))
+                        (100, |r, _, p| symbol_reply(r, serde_json::from_slice(p).ok()))
                     }
                 };
                 let whom = asked.mirror.as_ref();
                 if let Some(reply) = admitted(&subjects, &mut limit, whom, msg.reply, cost, &counts) {
-                    let _ = client.publish(reply, body(&reader, &msg.payload).into()).await;
+                    let _ = client.publish(reply, body(&reader, store.as_mut(), &msg.payload).into()).await;
                 }
             }
             _ = tick.tick() => {
@@ -352,8 +362,8 @@ async fn serve(
     }
 }
 
-/// Builds the answer to a request from the segment and the request's payload.
-type Answer = fn(&Reader, &[u8]) -> String;
+/// Builds the answer to a request from the segment, its store and the request's payload.
+type Answer = fn(&Reader, Option<&mut StreamCache>, &[u8]) -> String;
 
 /// The reply subject of a request within the limit (see `limit.rs`); a refusal is counted,
 /// and said once a minute at most. A request that names a mirror is answered only into that
@@ -427,7 +437,11 @@ fn layout_reply(reader: &Reader) -> String {
     .unwrap_or_default()
 }
 
-fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {
+fn history_reply(
+    reader: &Reader,
+    store: Option<&mut StreamCache>,
+    req: Option<HistoryRequest>,
+) -> String {
     let error = |message: &str| serde_json::json!({"v": VERSION, "error": message}).to_string();
     let Some(req) = req else {
         return error("a history request is {\"v\":1,\"symbol\":…,\"timeframe\":…,\"before\":null,\"limit\":N}");
@@ -438,6 +452,12 @@ fn history_reply(reader: &Reader, req: Option<HistoryRequest>) -> String {
     let Ok(tf) = req.timeframe.parse::<Timeframe>() else {
         return error("unknown timeframe");
     };
+    if let Some(after) = req.after {
+        return match crate::store::bars_after(reader, store, &req, tf, after) {
+            Ok(page) => serde_json::to_string(&page).unwrap_or_default(),
+            Err(why) => error(why),
+        };
+    }
     let Some(ring) = reader.ring(&req.symbol, tf) else {
         return error("no such ring");
     };

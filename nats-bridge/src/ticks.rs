@@ -9,12 +9,13 @@
 //! its newest tick among the origin's and takes what follows it.
 
 use serde_json::{Map, Value};
+use shm_core::history::StreamCache;
 use shm_core::{InfoSource, InfoValue, Reader, SymbolInfo, TerminalInfo, Tick};
 
 use crate::subjects::Subjects;
 use crate::wire::{
     SymbolReply, SymbolRequest, TickBatch, TickHistoryReply, TickHistoryRequest, WireTick,
-    TICK_PAGE, VERSION,
+    MAX_SKIP, TICK_PAGE, VERSION,
 };
 
 /// Most ticks one batch carries (a look of the follower sends several if more are new).
@@ -77,19 +78,33 @@ impl TickFollower {
     }
 }
 
-/// What a tick history request costs the origin's request limit: the ticks it reads.
+/// What a tick history request costs the origin's request limit: the ticks it reads (a
+/// store page reads again the ones at its first millisecond it skips).
 pub(crate) fn tick_request_cost(req: Option<&TickHistoryRequest>) -> usize {
-    req.map_or(1, |r| r.limit.clamp(1, TICK_PAGE))
+    req.map_or(1, |r| {
+        let skipped = r.from_msc.map_or(0, |_| r.skip.min(MAX_SKIP) as usize);
+        r.limit.clamp(1, TICK_PAGE) + skipped
+    })
 }
 
 /// The answer to a tick history request.
-pub(crate) fn tick_history_reply(reader: &Reader, req: Option<TickHistoryRequest>) -> String {
+pub(crate) fn tick_history_reply(
+    reader: &Reader,
+    store: Option<&mut StreamCache>,
+    req: Option<TickHistoryRequest>,
+) -> String {
     let error = |message: &str| serde_json::json!({"v": VERSION, "error": message}).to_string();
     let Some(req) = req else {
         return error("a tick request is {\"v\":1,\"symbol\":…,\"from\":P,\"limit\":N}");
     };
     if req.v != VERSION {
         return error("unsupported version");
+    }
+    if let Some(from_msc) = req.from_msc {
+        return match crate::store::ticks_from(reader, store, &req, from_msc) {
+            Ok(page) => serde_json::to_string(&page).unwrap_or_default(),
+            Err(why) => error(why),
+        };
     }
     let Some(ring) = reader.ticks(&req.symbol) else {
         return error("no such symbol");

@@ -85,7 +85,9 @@ pub struct TickBatch {
 }
 
 /// A tick history request: at most `limit` ticks from origin position `from` on (or from the
-/// oldest the origin holds, if it is older).
+/// oldest the origin holds, if it is older); or, with `from_msc`, from that millisecond on,
+/// the first `skip` ticks at it left out, from the origin's store and ring (a mirror's copy
+/// of the store; `from` is then 0 and the answer's `first` too).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TickHistoryRequest {
     /// Payload version.
@@ -94,6 +96,12 @@ pub struct TickHistoryRequest {
     pub symbol: String,
     /// The first position wanted.
     pub from: u64,
+    /// Instead, the first millisecond wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_msc: Option<i64>,
+    /// With `from_msc`: the ticks at it the asker holds already.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u64,
     /// Most ticks in the answer.
     pub limit: usize,
     /// A number the requester chose at random, echoed by the answer (see [`Echo`]).
@@ -119,6 +127,15 @@ pub struct TickHistoryReply {
 
 /// Most ticks in one tick history answer: about 200 KB of JSON.
 pub const TICK_PAGE: usize = 2000;
+
+/// The most ticks at one millisecond a store request may say it holds (`skip`): answering
+/// reads them again. No market prints 100,000 ticks in one millisecond.
+pub const MAX_SKIP: u64 = 100_000;
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// A symbol information request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -357,7 +374,8 @@ pub struct LayoutReply {
 }
 
 /// A history request: the newest `limit` closed bars of a ring older than `before` (all if
-/// `None`), with the forming bar.
+/// `None`), with the forming bar; or, with `after`, the oldest `limit` closed bars newer than
+/// it, from the origin's store and ring.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryRequest {
     /// Payload version.
@@ -368,6 +386,10 @@ pub struct HistoryRequest {
     pub timeframe: String,
     /// Only bars opened before this time.
     pub before: Option<i64>,
+    /// Instead, the oldest closed bars opened after this time, from the origin's history
+    /// store and its ring (a mirror's copy of the store, forward in time; no forming bar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
     /// Most bars in the answer.
     pub limit: usize,
     /// A number the requester chose at random, echoed by the answer (see [`Echo`]).

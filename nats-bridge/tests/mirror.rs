@@ -327,10 +327,109 @@ fn every_tick_of_a_tick_replay_reaches_the_segment_http_and_mirrors_in_order_eac
     );
     // Each mirror keeps its own history store, in the default place of its segment: every
     // tick it mirrored, the origin's (issue 38).
-    for m in [&m1, &m2] {
-        assert_eq!(stored_ticks(&m.path), expected, "{}'s store", m.path);
-    }
     assert_eq!(stored_ticks(&o.path), expected, "the origin's store");
+    for m in [&m1, &m2] {
+        wait_for_store(&m.path, Duration::from_secs(60), |s| s.ticks == expected);
+    }
+}
+
+/// What the history store of the segment at `path` holds (its default place): EURUSD's ticks
+/// (time and bid) and its M1 and M5 bars.
+#[derive(Debug, PartialEq)]
+struct Store {
+    ticks: Vec<(i64, f64)>,
+    m1: Vec<Candle>,
+    m5: Vec<Candle>,
+}
+
+fn store_of(path: &SegmentPath) -> Store {
+    let trust = shm_core::Trust::for_process().unwrap();
+    let history = shm_core::History::at(shm_core::default_history_dir(path), trust);
+    let bars = |tf| {
+        let mut s = history.bars("EURUSD", tf);
+        s.sync().unwrap();
+        let mut out = Vec::new();
+        s.range_as(i64::MIN, i64::MAX, usize::MAX, &mut out, |c| c);
+        out
+    };
+    Store {
+        ticks: stored_ticks(path),
+        m1: bars(shm_core::Timeframe::M1),
+        m5: bars(shm_core::Timeframe::M5),
+    }
+}
+
+/// Waits until the store of the segment at `path` passes `done`; fails with what it holds.
+fn wait_for_store(path: &SegmentPath, within: Duration, done: impl Fn(&Store) -> bool) {
+    let until = Instant::now() + within;
+    loop {
+        let s = store_of(path);
+        if done(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{path}'s store: {} ticks, {} M1 and {} M5 bars",
+            s.ticks.len(),
+            s.m1.len(),
+            s.m5.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_mirror_copies_the_origins_store_deeper_than_its_rings_and_a_restart_repeats_nothing() {
+    let nats = Nats::start();
+    let dir = std::env::temp_dir().join(format!("mtf-nats-store-{}", std::process::id()));
+    let _cleanup = Cleanup(dir.clone());
+    // 9,000 ticks over 37 minutes: the origin's rings keep 1,000 ticks, 10 M1 and 3 M5 bars;
+    // its store keeps them all.
+    let (file, expected) = tick_export(&dir, 9000);
+    let (o, m) = (
+        TempSegment::new("nats-store-origin"),
+        TempSegment::new("nats-store-mirror"),
+    );
+    let _origin = origin(
+        &o,
+        &nats.url(),
+        "deep",
+        &[
+            "--csv",
+            file.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--tick-depth",
+            "1000",
+            "--timeframes",
+            "M1,M5",
+            "--buffer",
+            "M1=10",
+            "--buffer",
+            "M5=3",
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while feed_state(&o.path) != Some(FeedState::Finished) {
+        assert!(Instant::now() < until, "the replay did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let origin_store = store_of(&o.path);
+    assert_eq!(origin_store.ticks, expected, "the origin's store");
+    // Every bar but the newest closed one, which the store holds back for a correction.
+    assert_eq!(origin_store.m1.len(), 36);
+    assert_eq!(origin_store.m5.len(), 6);
+    // A mirror started after the replay: its rings as the origin's, its store as the
+    // origin's store, far deeper than the rings it synced from.
+    let mut mirror_process = Some(mirror(&m, &nats.url(), "deep"));
+    wait_identical(&o.path, &m.path, Duration::from_secs(30));
+    wait_for_store(&m.path, Duration::from_secs(60), |s| *s == origin_store);
+    // Killed and started again, it copies on from its store's newest record: nothing twice.
+    drop(mirror_process.take());
+    let mut again = mirror(&m, &nats.url(), "deep");
+    again.wait_for_line("history store copied", Duration::from_secs(60));
+    wait_identical(&o.path, &m.path, Duration::from_secs(30));
+    assert_eq!(store_of(&m.path), origin_store, "the store after a restart");
 }
 
 /// The ticks of EURUSD the history store of the segment at `path` holds (its default place).

@@ -34,6 +34,7 @@ pub(crate) fn start_nats(config: &Config) -> Result<Option<nats_bridge::Publishe
         segment: config.segment.clone(),
         name,
         interval: std::time::Duration::from_millis(config.nats_interval_ms),
+        history: config.history.dir(&config.segment),
     })
     .map(Some)
     .map_err(StreamerError::Nats)

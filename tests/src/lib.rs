@@ -160,6 +160,35 @@ impl ChildGuard {
         line
     }
 
+    /// Waits up to `limit` for a line of the child's stdout that contains `text` (the lines
+    /// before it are read and dropped; stdout is then no longer captured past it). Panics
+    /// naming `text` after `limit`, or if the child's stdout ends first.
+    pub fn wait_for_line(&mut self, text: &str, limit: Duration) -> String {
+        use std::io::BufRead;
+        let stdout = self
+            .0
+            .as_mut()
+            .expect("running")
+            .stdout
+            .take()
+            .expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let wanted = text.to_owned();
+        // The thread ends with the child's stdout (the guard kills the child at the latest).
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(&wanted) {
+                    let _ = tx.send(line);
+                    break;
+                }
+            }
+        });
+        rx.recv_timeout(limit).unwrap_or_else(|e| {
+            panic!("no line with {text:?} from the child within {limit:?}: {e}")
+        })
+    }
+
     /// Asks the child to stop: SIGTERM on Unix. Windows has no signal to send another
     /// process (Ctrl-Break reaches only processes of the sender's console), so there the
     /// child is terminated; tests of a clean stop are Unix-only for that reason.

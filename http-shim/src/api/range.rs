@@ -12,13 +12,12 @@
 //! answer's bytes are reserved before it is built; a damaged store file is a `500
 //! INVALID_STORED_DATA`, never data.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use shm_core::history::{BarSeam, History, StoredBars, StoredTicks, TickSeam};
+use shm_core::history::{BarSeam, History, StreamCache, TickSeam};
 use shm_core::{Candle, HistoryError, ReadError, Tick, Timeframe, Trust};
 
 use super::json::{error, iso_now, write_candle, ErrorCode};
@@ -41,23 +40,21 @@ const DEFAULT_RANGE: usize = 1000;
 const BAR_BYTES: usize = 170;
 const TICK_BYTES: usize = 200;
 
-/// The store's streams a process keeps mapped, checked once each (a chunk's records are
-/// checked when first read, and never change).
+/// The store's streams this process keeps mapped ([`StreamCache`]), made on first use.
 #[derive(Debug, Default)]
 pub(super) struct HistoryCache {
-    history: Option<History>,
-    bars: HashMap<(String, Timeframe), StoredBars>,
-    ticks: HashMap<String, StoredTicks>,
+    streams: Option<StreamCache>,
 }
 
 impl HistoryCache {
-    /// The store at `dir`, if this process's trust can be worked out (else the rings answer
-    /// alone).
-    fn history(&mut self, dir: &Path) -> Option<&History> {
-        if self.history.is_none() {
-            self.history = Some(History::at(dir, Trust::for_process().ok()?));
+    /// The streams of the store at `dir`, if this process's trust can be worked out (else the
+    /// rings answer alone).
+    fn streams(&mut self, dir: Option<&Path>) -> Option<&mut StreamCache> {
+        if self.streams.is_none() {
+            let trust = Trust::for_process().ok()?;
+            self.streams = Some(StreamCache::new(History::at(dir?, trust)));
         }
-        self.history.as_ref()
+        self.streams.as_mut()
     }
 }
 
@@ -205,19 +202,12 @@ impl Api {
         let mut page: Vec<Candle> = Vec::new();
         {
             let mut cache = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            let stored = match self.config.history_dir.clone() {
-                Some(dir) if cache.history(&dir).is_some() => {
-                    let history = cache.history(&dir).cloned().expect("just made");
-                    let s = cache
-                        .bars
-                        .entry((q.symbol.clone(), q.timeframe))
-                        .or_insert_with(|| history.bars(&q.symbol, q.timeframe));
-                    if let Err(e) = s.sync() {
-                        return refuse_store(&e, &q.symbol);
-                    }
-                    Some(&*s)
-                }
-                _ => None,
+            let stored = match cache.streams(self.config.history_dir.as_deref()) {
+                Some(streams) => match streams.bars(&q.symbol, q.timeframe) {
+                    Ok(s) => Some(s),
+                    Err(e) => return refuse_store(&e, &q.symbol),
+                },
+                None => None,
             };
             BarSeam::new(&candles, stored).range_as(q.from, q.to, q.limit + 1, &mut page, |c| *c);
         }
@@ -286,19 +276,15 @@ impl Api {
         let mut page: Vec<Tick> = Vec::new();
         {
             let mut cache = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            let stored = match self.config.history_dir.clone() {
-                Some(dir) if !reaches_back && cache.history(&dir).is_some() => {
-                    let history = cache.history(&dir).cloned().expect("just made");
-                    let s = cache
-                        .ticks
-                        .entry(q.symbol.clone())
-                        .or_insert_with(|| history.ticks(&q.symbol));
-                    if let Err(e) = s.sync() {
-                        return refuse_store(&e, &q.symbol);
-                    }
-                    Some(&*s)
-                }
-                _ => None,
+            let streams = cache
+                .streams(self.config.history_dir.as_deref())
+                .filter(|_| !reaches_back);
+            let stored = match streams {
+                Some(streams) => match streams.ticks(&q.symbol) {
+                    Ok(s) => Some(s),
+                    Err(e) => return refuse_store(&e, &q.symbol),
+                },
+                None => None,
             };
             TickSeam::new(&newer, reaches_back, stored).range_as(
                 q.from_msc,

@@ -106,6 +106,8 @@ struct Mirror {
     records_synced: Option<Instant>,
     /// The origin's terminal, from its last layout answer.
     terminal: Option<shm_core::TerminalInfo>,
+    /// The copy of the origin's history store into the mirror's, while it runs.
+    store_copy: Option<history::StoreCopy>,
 }
 
 /// How often a synced mirror asks the origin for its symbols' information and terminal again
@@ -163,6 +165,7 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
         tick_next: HashMap::new(),
         records_synced: None,
         terminal: None,
+        store_copy: None,
     };
     let mut tick_batches = client
         .subscribe(subjects.all_ticks())
@@ -220,6 +223,9 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                     if let Err(e) = m.sync_records(&client, &subjects, terminal.as_ref()).await {
                         eprintln!("mtf-mirror: refreshing the symbols' information failed ({e})");
                     }
+                }
+                if synced {
+                    m.copy_store(&client, &subjects).await;
                 }
                 m.beat(connected && synced);
             }
@@ -407,7 +413,7 @@ impl Mirror {
                 .map_err(BridgeError::Create)?;
             w.set_feed_kind(FeedKind::Mirror);
             w.set_feed_state(FeedState::Backfilling);
-            self.attach_history(&mut w, &wanted, options.start_clean);
+            self.open_history(&mut w, &wanted, options.start_clean);
             self.rings = layout
                 .rings
                 .iter()
@@ -445,6 +451,7 @@ impl Mirror {
                     symbol: symbol.clone(),
                     timeframe: tf.name().to_owned(),
                     before,
+                    after: None,
                     limit: HISTORY_PAGE,
                     nonce: crate::wire::nonce(),
                 };

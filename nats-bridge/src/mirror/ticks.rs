@@ -25,7 +25,7 @@ pub(super) enum Applied {
 impl Mirror {
     /// Whether `t` is a tick the origin can have sent: the record's rules, and not later than
     /// the origin's clock allows.
-    fn plausible_tick(&self, t: &Tick) -> Result<(), &'static str> {
+    pub(super) fn plausible_tick(&self, t: &Tick) -> Result<(), &'static str> {
         if t.defect().is_some() {
             return Err("a tick that breaks the record's rules");
         }
@@ -108,6 +108,8 @@ impl Mirror {
                     v: VERSION,
                     symbol: symbol.clone(),
                     from,
+                    from_msc: None,
+                    skip: 0,
                     limit: TICK_PAGE,
                     nonce: crate::wire::nonce(),
                 };

@@ -20,12 +20,14 @@ use crate::files::{self, Untrusted};
 use crate::path::SegmentPath;
 use crate::trust::Trust;
 
+mod cache;
 mod chunk;
 mod format;
 mod read;
 mod seam;
 mod write;
 
+pub use cache::StreamCache;
 pub use format::{
     StreamKind, CHUNK_HEADER_SIZE, HISTORY_MAGIC, HISTORY_VERSION, STORED_RECORD_SIZE,
 };

@@ -354,3 +354,40 @@ fn a_restart_resending_a_millisecond_stores_only_the_ticks_it_lacked() {
         ]
     );
 }
+
+#[test]
+fn a_copy_going_on_from_the_newest_millisecond_mid_run_stores_it_once() {
+    // A mirror's copy appends two ticks at 5 in this run, then goes on from the store's
+    // newest: the source sends that millisecond again whole, with a third tick at 5.
+    let dir = TempDir::new("resend");
+    let nth = |ms: i64, n: u32| Tick {
+        ask: 2.0 + f64::from(n),
+        ..tick(ms)
+    };
+    let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+    for t in [tick(4), nth(5, 0), nth(5, 1)] {
+        w.tick(0, &t, 1).unwrap();
+    }
+    assert_eq!(w.resend_from_newest(0), Some(5));
+    for t in [nth(5, 0), nth(5, 1), nth(5, 2), tick(6)] {
+        w.tick(0, &t, 2).unwrap();
+    }
+    // Without the call, a resend stores the millisecond twice: the rule is the caller's to ask.
+    assert_eq!(w.resend_from_newest(0), Some(6));
+    drop(w);
+    let got: Vec<(i64, f64)> = stored_ticks(&dir.0)
+        .unwrap()
+        .iter()
+        .map(|t| (t.time_msc, t.ask))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (4, tick(4).ask),
+            (5, 2.0),
+            (5, 3.0),
+            (5, 4.0),
+            (6, tick(6).ask)
+        ]
+    );
+}

@@ -352,6 +352,21 @@ impl HistoryWriter {
         self.ticks.get(symbol)?.newest
     }
 
+    /// The newest tick time (ms) stored for symbol `symbol`, with the store made ready for
+    /// that millisecond to be sent again whole: the first ticks sent at it, as many as are
+    /// stored there, are taken as those already stored (the rule a restart's resend follows).
+    /// A copy that goes on from a store's newest tick, whatever it appended before, starts
+    /// from here.
+    pub fn resend_from_newest(&mut self, symbol: usize) -> Option<i64> {
+        let s = self.ticks.get_mut(symbol)?;
+        // Without a current chunk nothing was appended since the store was opened (a full
+        // newest chunk is sealed then), and the count made at opening still holds.
+        if let Some(c) = &s.current {
+            s.skip_at_newest = c.at_newest();
+        }
+        s.newest
+    }
+
     /// A bar of ring `ring` closed. It is held back until the next one closes (the source may
     /// still correct it); a bar not newer than the store's newest is already stored.
     pub fn bar_closed(
