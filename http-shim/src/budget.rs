@@ -55,6 +55,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Gives back what is held beyond `bytes` (the answer came out smaller than reserved).
     pub fn shrink_to(&mut self, bytes: usize) {
         if bytes < self.bytes {

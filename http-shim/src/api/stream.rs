@@ -134,6 +134,11 @@ impl Api {
             // The token before the look: a change during the look wakes the next wait.
             let since = reader.as_ref().map(|r| r.changes());
             let (max_closed, mut held) = self.look_room(&watcher);
+            if let Some(h) = &held {
+                // The chunk's buffer is made the size paid for at once: grown by doubling,
+                // it would hold up to twice that while the socket stays full.
+                out.reserve_exact(h.bytes());
+            }
             let next = watcher.poll(reader.as_ref(), &mut events, max_closed);
             let sent = events.len();
             for change in events.drain(..) {
@@ -158,7 +163,8 @@ impl Api {
                 // A backlog chunk was paid for before it was built; what it did not use goes
                 // back at once.
                 if let Some(h) = held.as_mut() {
-                    h.shrink_to(out.len());
+                    out.shrink_to_fit();
+                    h.shrink_to(out.capacity());
                 }
                 let written = stream.write_all(&out);
                 drop(held);
