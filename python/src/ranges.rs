@@ -222,9 +222,33 @@ pub(crate) fn ticks<'py>(
     Ok(PyArray1::from_vec(py, rows))
 }
 
-/// The open time of the oldest bar held for the pair, in the store or the ring.
+/// The open time of the oldest bar held for the pair, in the store or the ring; for a
+/// timeframe built from a ring, the oldest bar built from its source's store and ring (the
+/// first whole group: `group_bars` drops one that lacks its start).
 pub(crate) fn oldest_bar(seg: &Segment, symbol: &str, timeframe: u32) -> PyResult<Option<i64>> {
     let mut inner = seg.inner()?;
+    let built =
+        Timeframe::from_mt5_code(timeframe).and_then(|tf| inner.reader.timeline(symbol, tf));
+    if let Some(Timeline::Built {
+        source,
+        timeframe: tf,
+    }) = built
+    {
+        let mut ring = Vec::new();
+        source
+            .read_last(source.capacity() as usize + 1, &mut ring)
+            .map_err(busy)?;
+        let mut store = seg.store()?;
+        let stored = store.bars(symbol, source.timeframe())?;
+        return Ok(BarSeam::new(&ring, Some(stored)).oldest().map(|o| {
+            let open = tf.bar_start(o);
+            if open == o {
+                o
+            } else {
+                tf.next_bar_start(open)
+            }
+        }));
+    }
     seg.read_all(&mut inner, symbol, timeframe)?;
     let mut store = seg.store()?;
     let stored = match stored_timeframe(&inner, symbol, timeframe) {

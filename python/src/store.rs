@@ -10,21 +10,16 @@
 //!   growing: a full disk, or a writer without one). A ring that still holds a tick older than
 //!   the range's start is complete, and the store is not read.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use shm_core::history::{History, StoredBars, StoredTicks};
+use shm_core::history::{History, StoredBars, StoredTicks, StreamCache};
 use shm_core::{HistoryError, Timeframe, Trust};
 
 use crate::errors::SegmentError;
 
 /// The streams of one store, mapped as they are first read and kept for the next calls.
-pub(crate) struct Store {
-    history: History,
-    bars: HashMap<(String, Timeframe), StoredBars>,
-    ticks: HashMap<String, StoredTicks>,
-}
+pub(crate) struct Store(StreamCache);
 
 fn store_error(e: HistoryError) -> PyErr {
     SegmentError::new_err(e.to_string())
@@ -32,37 +27,21 @@ fn store_error(e: HistoryError) -> PyErr {
 
 impl Store {
     pub(crate) fn new(dir: PathBuf, trust: Trust) -> Store {
-        Store {
-            history: History::at(dir, trust),
-            bars: HashMap::new(),
-            ticks: HashMap::new(),
-        }
+        Store(StreamCache::new(History::at(dir, trust)))
     }
 
     /// The store's directory.
     pub(crate) fn dir(&self) -> &std::path::Path {
-        self.history.dir()
+        self.0.history().dir()
     }
 
     /// A ring's stored bars, brought up to date.
     pub(crate) fn bars(&mut self, symbol: &str, tf: Timeframe) -> PyResult<&StoredBars> {
-        let history = &self.history;
-        let s = self
-            .bars
-            .entry((symbol.to_owned(), tf))
-            .or_insert_with(|| history.bars(symbol, tf));
-        s.sync().map_err(store_error)?;
-        Ok(s)
+        self.0.bars(symbol, tf).map_err(store_error)
     }
 
     /// A symbol's stored ticks, brought up to date.
     pub(crate) fn ticks(&mut self, symbol: &str) -> PyResult<&StoredTicks> {
-        let history = &self.history;
-        let s = self
-            .ticks
-            .entry(symbol.to_owned())
-            .or_insert_with(|| history.ticks(symbol));
-        s.sync().map_err(store_error)?;
-        Ok(s)
+        self.0.ticks(symbol).map_err(store_error)
     }
 }

@@ -172,6 +172,11 @@ out["ticks_1d"] = same(seg.copy_ticks_range("EURUSD", last - 86400, last, mt5.CO
                        terminal.copy_ticks_range("EURUSD", last - 86400, last, mt5.COPY_TICKS_ALL))
 out["oldest"] = [seg.oldest_bar("EURUSD", mt5.TIMEFRAME_M1),
                  int(terminal.copy_rates_from_pos("EURUSD", mt5.TIMEFRAME_M1, 0, 100000)["time"][0])]
+# A built timeframe's oldest bar is the oldest it builds from its source's store, which is
+# where the package's completion starts (a ring-only answer made it ask the terminal for bars
+# the store held, and join them twice).
+out["oldest_h2"] = [seg.oldest_bar("EURUSD", mt5.TIMEFRAME_H2),
+                    int(seg.copy_rates_range("EURUSD", mt5.TIMEFRAME_H2, 0, last)["time"][0])]
 print(json.dumps(out))
 """
 
@@ -198,6 +203,7 @@ def test_the_store_holds_the_terminals_depth(deep_store):
     assert got["h2_built"][2] and got["h2_built"][0] > 350, got
     assert got["ticks_1d"][2] and got["ticks_1d"][0] > 4096, got
     assert got["oldest"][0] == got["oldest"][1], got
+    assert got["oldest_h2"][0] == got["oldest_h2"][1], got
     status = mt5.Segment(path=streamer.segment).status()
     assert status["counters"]["history_errors"] == 0
     # status() says how deep the store holds: the terminal's first bar, and the day of ticks
