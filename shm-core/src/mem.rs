@@ -210,6 +210,26 @@ impl Mem {
 }
 
 impl MemMut {
+    /// Asks the CPU to bring the cache lines of bytes `off..off + len` in for writing
+    /// (x86-64's `PREFETCHW`), so that a store there soon does not wait for the line to be
+    /// fetched; elsewhere, nothing. A hint: it reads and writes nothing. A range outside the
+    /// region is ignored.
+    #[inline(always)]
+    pub(crate) fn prefetch_write(&self, off: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if off.checked_add(len).is_some_and(|end| end <= self.0.len) && len > 0 {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+            for at in [off, off + len - 1] {
+                // SAFETY: `at` is inside the region (checked above), so the pointer stays
+                // within the mapping; a prefetch is a hint that neither faults nor reads or
+                // writes memory, so it races with no access of another thread or process.
+                unsafe { _mm_prefetch::<_MM_HINT_ET0>(self.0.base.add(at).cast::<i8>()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (off, len);
+    }
+
     /// # Safety
     /// As for [`Mem::new`], and `base` must be valid for writes of `len` bytes too.
     pub(crate) unsafe fn new(base: *mut u8, len: usize) -> MemMut {

@@ -8,19 +8,22 @@
 //! | records `[count, count + n)` | Relaxed stores | Relaxed loads, only below the count it loaded | the count's Release store orders them before it |
 //! | `count` | Release store, after the records | Acquire load, before any record | pairs with the Release: on ARM as on x86, a reader that sees count `c` sees every word of the records below `c` |
 //! | `magic` | Release store, after every other header word | Acquire load, first | a reader that sees the magic sees the header it completes |
+//! | `Area::ready` (in this process, not the file) | the helper's Release `fetch_max`, after its reservation and fault-in returned | the writer's Acquire load before it uses records below it | the helper's system calls are done before the writer stores into those records; a reservation not yet seen is made again by the writer (idempotent) |
 //!
 //! Records below the count are never written again, so a reader that checked them once (their
 //! check word, their order) may serve them without checking them again.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::files;
 use crate::history::format::{
     self, hw, StreamKind, CHUNK_HEADER_SIZE, HISTORY_MAGIC, HISTORY_VERSION, STORED_RECORD_SIZE,
     STORED_WORDS,
 };
+use crate::history::helper::Helper;
 use crate::history::HistoryError;
 use crate::mem::{Mapping, MappingMut, Mem};
 use crate::trust::Trust;
@@ -36,6 +39,10 @@ fn reserve_step(kind: StreamKind) -> u64 {
         StreamKind::Bars(_) => 512,
     }
 }
+
+/// How many records ahead an append asks for the cache lines it will write (about 300
+/// bytes: a few appends' time to fetch them).
+const PREFETCH_AHEAD: u64 = 4;
 
 /// The largest capacity a reader accepts from a header: the writer's are far below it.
 const MAX_CAPACITY: u64 = 1 << 24;
@@ -63,12 +70,35 @@ fn load_record(mem: &Mem, i: u64) -> [u64; STORED_WORDS] {
     w
 }
 
+/// A chunk's file and writable mapping, shared by its writer and the store's helper thread
+/// (`history::helper`), which makes the next records ready ahead of the writer.
+#[derive(Debug)]
+pub(crate) struct Area {
+    file: File,
+    map: MappingMut,
+    /// Records the helper has reserved on disk and faulted in (see the table above).
+    ready: AtomicU64,
+}
+
+impl Area {
+    /// Reserves the disk blocks of the records below `upto` and faults in the pages of
+    /// records `from..upto` for writing. Idempotent: the writer and the helper may both do it.
+    pub(crate) fn prepare(&self, from: u64, upto: u64) -> std::io::Result<()> {
+        files::reserve(&self.file, record_at(upto))?;
+        self.map
+            .prefault(record_at(from), record_at(upto) - record_at(from));
+        // Release: the reservation and fault-in above are done before a writer that loads
+        // this count stores into those records (see the table above).
+        self.ready.fetch_max(upto, Ordering::Release);
+        Ok(())
+    }
+}
+
 /// The writer's chunk: the last of its stream, appended to.
 #[derive(Debug)]
 pub(crate) struct ChunkMut {
     pub(crate) path: PathBuf,
-    file: File,
-    map: MappingMut,
+    area: Arc<Area>,
     pub(crate) capacity: u64,
     /// Records committed (published with the count word).
     pub(crate) count: u64,
@@ -103,8 +133,8 @@ impl ChunkMut {
             file.set_len(len)?;
             let reserved = reserve_step(kind).min(capacity);
             files::reserve(&file, record_at(reserved))?;
+            // Its pages are faulted in by the helper at the first append (see `append`).
             let map = MappingMut::read_write(&file, len as usize)?;
-            map.prefault(0, record_at(reserved));
             let mem = map.mem();
             let h = |off, v| mem.store(off, v, Ordering::Relaxed);
             h(hw::VERSION, HISTORY_VERSION);
@@ -131,8 +161,11 @@ impl ChunkMut {
         };
         Ok(ChunkMut {
             path: path.to_owned(),
-            file,
-            map,
+            area: Arc::new(Area {
+                file,
+                map,
+                ready: AtomicU64::new(reserved),
+            }),
             capacity,
             count: 0,
             reserved,
@@ -180,8 +213,11 @@ impl ChunkMut {
         Ok((
             ChunkMut {
                 path: path.to_owned(),
-                file,
-                map,
+                area: Arc::new(Area {
+                    file,
+                    map,
+                    ready: AtomicU64::new(reserved),
+                }),
                 capacity,
                 count: intact,
                 reserved,
@@ -191,6 +227,11 @@ impl ChunkMut {
             },
             stored - intact,
         ))
+    }
+
+    /// The chunk's file and mapping, for the helper to drop when the chunk is sealed.
+    pub(crate) fn area(&self) -> Arc<Area> {
+        Arc::clone(&self.area)
     }
 
     /// Whether every record is used.
@@ -204,7 +245,7 @@ impl ChunkMut {
         let Some(newest) = self.newest else {
             return 0;
         };
-        let mem = self.map.mem();
+        let mem = self.area.map.mem();
         let mut n = 0;
         // Relaxed: this writer wrote (or reopened and checked) every record below `count`.
         while n < self.count
@@ -220,21 +261,40 @@ impl ChunkMut {
         record_at(self.reserved) as u64
     }
 
-    /// Appends one record (built for index [`count`](Self::count)), reserving its blocks
-    /// first: on a full disk the error comes back and nothing is written.
-    pub(crate) fn append(&mut self, words: &[u64; STORED_WORDS], key: i64) -> std::io::Result<()> {
+    /// Appends one record (built for index [`count`](Self::count)), its blocks reserved
+    /// first: on a full disk the error comes back and nothing is written. At the first
+    /// record of a reserved step, `helper` is asked to make the next one ready; a step it has
+    /// not made ready when the writer gets there is reserved here.
+    #[inline]
+    pub(crate) fn append(
+        &mut self,
+        words: &[u64; STORED_WORDS],
+        key: i64,
+        helper: &Helper,
+    ) -> std::io::Result<()> {
         debug_assert!(!self.full());
         if self.count == self.reserved {
             let next = (self.reserved + self.step).min(self.capacity);
-            files::reserve(&self.file, record_at(next))?;
-            self.map.prefault(
-                record_at(self.reserved),
-                record_at(next) - record_at(self.reserved),
-            );
+            // Acquire: see `Area::prepare` and the table above.
+            if self.area.ready.load(Ordering::Acquire) < next {
+                self.area.prepare(self.reserved, next)?;
+            }
             self.reserved = next;
         }
+        if self.count == 0 {
+            // A new chunk: its first step's pages (reserved when it was made).
+            helper.prepare(&self.area, 0, self.reserved);
+        }
+        if self.count + self.step == self.reserved && self.reserved < self.capacity {
+            let next = (self.reserved + self.step).min(self.capacity);
+            helper.prepare(&self.area, self.reserved, next);
+        }
         let at = record_at(self.count);
-        let mem = self.map.mem();
+        let mem = self.area.map.mem();
+        // The record four ahead: its lines are fetched for writing while these are written.
+        if self.count + PREFETCH_AHEAD < self.reserved {
+            mem.prefetch_write(record_at(self.count + PREFETCH_AHEAD), STORED_RECORD_SIZE);
+        }
         for (k, &w) in words.iter().enumerate() {
             // Relaxed: published by the count's Release store below.
             mem.store(at + 8 * k, w, Ordering::Relaxed);

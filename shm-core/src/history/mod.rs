@@ -23,6 +23,7 @@ use crate::trust::Trust;
 mod cache;
 mod chunk;
 mod format;
+mod helper;
 mod read;
 mod seam;
 mod write;

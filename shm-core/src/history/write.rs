@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::candle::Candle;
 use crate::history::chunk::{chunk_len, ChunkMut};
 use crate::history::format::{self, StreamKind, MARK_AFTER_HOLE};
+use crate::history::helper::Helper;
 use crate::history::{chunk_path, list_chunks, symbol_dir, HistoryError};
 use crate::layout::Layout;
 use crate::tick::Tick;
@@ -211,7 +212,7 @@ impl StreamWriter {
     /// needed.
     fn append(
         &mut self,
-        dir: &Path,
+        (dir, helper): (&Path, &Helper),
         key: i64,
         now_ns: u64,
         build: impl Fn(u64, u64) -> [u64; format::STORED_WORDS],
@@ -223,7 +224,7 @@ impl StreamWriter {
                 return Ok(());
             }
         }
-        let result = self.try_append(dir, key, now_ns, &build);
+        let result = self.try_append((dir, helper), key, now_ns, &build);
         match result {
             Ok(()) => {
                 self.failed_at = None;
@@ -242,13 +243,15 @@ impl StreamWriter {
 
     fn try_append(
         &mut self,
-        dir: &Path,
+        (dir, helper): (&Path, &Helper),
         key: i64,
         now_ns: u64,
         build: &impl Fn(u64, u64) -> [u64; format::STORED_WORDS],
     ) -> Result<(), HistoryError> {
         if self.current.as_ref().is_none_or(ChunkMut::full) {
             if let Some(full) = self.current.take() {
+                // Its mapping is unmapped on the helper (4.7 MB of a tick chunk's pages).
+                helper.retire(full.area());
                 self.seal(full);
             }
             let path = chunk_path(dir, &self.symbol, self.kind, self.next_sequence);
@@ -266,7 +269,7 @@ impl StreamWriter {
         let chunk = self.current.as_mut().expect("a chunk was just made");
         let words = build(chunk.count, self.mark);
         chunk
-            .append(&words, key)
+            .append(&words, key, helper)
             .map_err(|e| HistoryError::io(&chunk.path, e))
     }
 
@@ -290,6 +293,9 @@ pub struct HistoryWriter {
     ticks: Vec<StreamWriter>,
     /// Records found past the intact part of the newest chunks when the store was opened.
     dropped_at_open: u64,
+    /// Makes the next records ready, and deletes what retention drops, off the caller's
+    /// thread (`history::helper`). Declared last: dropped after the chunks' writers.
+    helper: Helper,
 }
 
 impl HistoryWriter {
@@ -326,6 +332,7 @@ impl HistoryWriter {
             bars,
             ticks,
             dropped_at_open,
+            helper: Helper::start(),
         };
         w.retain();
         Ok(w)
@@ -404,10 +411,9 @@ impl HistoryWriter {
     }
 
     fn store_bar(&mut self, ring: usize, bar: Candle, now_ns: u64) -> Result<(), HistoryError> {
-        let dir = self.dir.clone();
         let s = &mut self.bars[ring];
         let sealed = s.sealed.len();
-        let r = s.append(&dir, bar.time, now_ns, |i, mark| {
+        let r = s.append((&self.dir, &self.helper), bar.time, now_ns, |i, mark| {
             format::bar_words(i, &bar, mark)
         });
         if self.bars[ring].sealed.len() != sealed {
@@ -434,11 +440,13 @@ impl HistoryWriter {
                 return Ok(());
             }
         }
-        let dir = &self.dir;
         let sealed = s.sealed.len();
-        let r = s.append(dir, tick.time_msc, now_ns, |i, mark| {
-            format::tick_words(i, tick, mark)
-        });
+        let r = s.append(
+            (&self.dir, &self.helper),
+            tick.time_msc,
+            now_ns,
+            |i, mark| format::tick_words(i, tick, mark),
+        );
         if self.ticks[symbol].sealed.len() != sealed {
             self.retain();
         }
@@ -485,8 +493,9 @@ impl HistoryWriter {
                         if old.newest_s >= newest.saturating_sub(span) {
                             break;
                         }
-                        let _ = std::fs::remove_file(&old.path);
-                        s.sealed.pop_front();
+                        if let Some(gone) = s.sealed.pop_front() {
+                            self.helper.remove(gone.path);
+                        }
                     }
                 }
             }
@@ -511,7 +520,7 @@ impl HistoryWriter {
                     }
                     let Some((_, k)) = oldest else { break };
                     if let Some(gone) = streams[k].sealed.pop_front() {
-                        let _ = std::fs::remove_file(&gone.path);
+                        self.helper.remove(gone.path);
                         total = total.saturating_sub(gone.bytes);
                     }
                 }
