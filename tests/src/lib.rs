@@ -143,16 +143,20 @@ impl ChildGuard {
         ChildGuard(Some(child))
     }
 
-    /// The first line the child prints on stdout (which is then no longer captured).
-    pub fn first_line(&mut self) -> String {
-        use std::io::BufRead;
-        let stdout = self
-            .0
+    /// The child's stdout, taken: it is read by the caller from now on.
+    fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.0
             .as_mut()
             .expect("running")
             .stdout
             .take()
-            .expect("piped");
+            .expect("piped, and not taken yet")
+    }
+
+    /// The first line the child prints on stdout (which is then no longer captured).
+    pub fn first_line(&mut self) -> String {
+        use std::io::BufRead;
+        let stdout = self.take_stdout();
         let mut line = String::new();
         std::io::BufReader::new(stdout)
             .read_line(&mut line)
@@ -165,13 +169,7 @@ impl ChildGuard {
     /// naming `text` after `limit`, or if the child's stdout ends first.
     pub fn wait_for_line(&mut self, text: &str, limit: Duration) -> String {
         use std::io::BufRead;
-        let stdout = self
-            .0
-            .as_mut()
-            .expect("running")
-            .stdout
-            .take()
-            .expect("piped");
+        let stdout = self.take_stdout();
         let (tx, rx) = std::sync::mpsc::channel();
         let wanted = text.to_owned();
         // The thread ends with the child's stdout (the guard kills the child at the latest).

@@ -13,6 +13,7 @@
 //!   when the origin or the link goes, readers see `feed_state: disconnected` at once and the
 //!   writer `stalled` a second later: stale data never passes as live.
 
+mod ask;
 mod history;
 mod ticks;
 
@@ -32,6 +33,7 @@ use crate::wire::{
     CandleMessage, HistoryReply, HistoryRequest, LayoutReply, StatusMessage, HISTORY_PAGE, VERSION,
 };
 use crate::{BridgeError, NatsSettings};
+use ask::{request, request_raw};
 
 /// The origin counts as gone when no status came for this long (it sends one every second).
 pub const ORIGIN_SILENT: Duration = Duration::from_secs(3);
@@ -570,33 +572,4 @@ fn apply(w: &mut Writer, ring: RingId, c: &Candle) {
         }
         w.push_closed(ring, c);
     }
-}
-
-/// Asks the origin and takes its answer only if the answer names this very request (its
-/// fields and nonce, [`crate::wire::Echo`]): an answer to anything else, which another
-/// account could have sent to this mirror's reply subject, is refused.
-async fn request<R: serde::Serialize, T: serde::de::DeserializeOwned + crate::wire::Echo>(
-    client: &async_nats::Client,
-    subject: String,
-    req: &R,
-) -> Result<T, BridgeError> {
-    let asked = serde_json::to_value(req).map_err(BridgeError::Payload)?;
-    let body = serde_json::to_vec(&asked).map_err(BridgeError::Payload)?;
-    let answer: T = request_raw(client, subject, body).await?;
-    if answer.answers() != Some(&asked) {
-        return Err(BridgeError::Misdirected);
-    }
-    Ok(answer)
-}
-
-async fn request_raw<T: serde::de::DeserializeOwned>(
-    client: &async_nats::Client,
-    subject: String,
-    body: Vec<u8>,
-) -> Result<T, BridgeError> {
-    let reply = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject, body.into()))
-        .await
-        .map_err(|_| BridgeError::RequestTimedOut)?
-        .map_err(BridgeError::Request)?;
-    serde_json::from_slice(&reply.payload).map_err(BridgeError::Payload)
 }
