@@ -308,6 +308,22 @@ impl ChunkMut {
     }
 }
 
+/// The newest key of the sealed chunk at `path` and how many of its last records share it
+/// (`None` if it holds none, or cannot be read as a chunk of this stream written by this
+/// account): what a writer reopening the next chunk, empty or holding only that key, must know
+/// of the one before.
+pub(crate) fn tail_of(path: &Path, kind: StreamKind, symbol: &str) -> Option<(i64, u64)> {
+    let trust = Trust::for_process().ok()?;
+    let mut chunk = Chunk::open(path, &trust, kind, symbol).ok()?;
+    let count = chunk.count().ok()?;
+    let newest = chunk.key(count.checked_sub(1)?);
+    let at = (0..count)
+        .rev()
+        .take_while(|&i| chunk.key(i) == newest)
+        .count();
+    Some((newest, at as u64))
+}
+
 /// The longest prefix of `count` records that are intact and in order, with its first and
 /// last keys.
 fn intact_prefix(mem: &Mem, kind: StreamKind, count: u64) -> (u64, Option<i64>, Option<i64>) {

@@ -24,6 +24,7 @@ mod cache;
 mod chunk;
 mod format;
 mod helper;
+mod keep;
 mod read;
 mod seam;
 mod write;
@@ -32,9 +33,10 @@ pub use cache::StreamCache;
 pub use format::{
     StreamKind, CHUNK_HEADER_SIZE, HISTORY_MAGIC, HISTORY_VERSION, STORED_RECORD_SIZE,
 };
+pub use keep::{Keep, KeepError};
 pub use read::{History, Stored, StoredBars, StoredTicks};
 pub use seam::{BarSeam, TickSeam};
-pub use write::{HistoryWriter, Keep, KeepError};
+pub use write::HistoryWriter;
 
 /// Where a store is: the default place of a segment, a directory, or nowhere (the streamer's
 /// `--history-dir` and `--no-history`; the HTTP API reads the same).

@@ -391,3 +391,72 @@ fn a_copy_going_on_from_the_newest_millisecond_mid_run_stores_it_once() {
         ]
     );
 }
+
+#[test]
+fn a_millisecond_split_across_chunks_is_resent_once_after_a_restart() {
+    // Four ticks at one millisecond, two at the end of the first chunk and two at the start of
+    // the second; the run is killed; the next one resends that millisecond whole.
+    let dir = TempDir::new("split-ms");
+    let per_chunk = StreamKind::Ticks.capacity() as i64;
+    let at = |n: u32| Tick {
+        ask: 3.0 + f64::from(n),
+        ..tick(per_chunk)
+    };
+    {
+        let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+        for k in 0..per_chunk - 2 {
+            w.tick(0, &tick(k), 1).unwrap();
+        }
+        for n in 0..4 {
+            w.tick(0, &at(n), 1).unwrap();
+        }
+    }
+    assert_eq!(
+        list_chunks(&dir.0, "EURUSD", StreamKind::Ticks)
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+    assert_eq!(w.newest_tick(0), Some(per_chunk));
+    for n in 0..4 {
+        w.tick(0, &at(n), 2).unwrap();
+    }
+    w.tick(0, &tick(per_chunk + 1), 2).unwrap();
+    drop(w);
+    let got = stored_ticks(&dir.0).unwrap();
+    assert_eq!(got.len() as i64, per_chunk - 2 + 4 + 1);
+    let at_ms: Vec<f64> = got
+        .iter()
+        .filter(|t| t.time_msc == per_chunk)
+        .map(|t| t.ask)
+        .collect();
+    assert_eq!(at_ms, [3.0, 4.0, 5.0, 6.0]);
+}
+
+#[test]
+fn an_empty_newest_chunk_left_by_a_kill_goes_on_from_the_chunk_before() {
+    // The first chunk is full; the writer made the second and was killed before its first
+    // record. The next run must know the store's newest (else its source resends everything,
+    // older than the first chunk's last record, into the second: out of order for readers).
+    let dir = TempDir::new("empty-newest");
+    let per_chunk = StreamKind::Ticks.capacity() as i64;
+    {
+        let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+        for k in 0..per_chunk {
+            w.tick(0, &tick(k), 1).unwrap();
+        }
+    }
+    let empty = chunk_path(&dir.0, "EURUSD", StreamKind::Ticks, 2);
+    drop(chunk::ChunkMut::create(&empty, StreamKind::Ticks, "EURUSD", 2, 1, 0o600).unwrap());
+    let mut w = HistoryWriter::open(&dir.0, &layout(), Keep::All, 0o600).unwrap();
+    assert_eq!(w.newest_tick(0), Some(per_chunk - 1));
+    // The source resends from the store's newest millisecond, then goes on.
+    for k in per_chunk - 1..per_chunk + 3 {
+        w.tick(0, &tick(k), 2).unwrap();
+    }
+    drop(w);
+    let got = stored_ticks(&dir.0).unwrap();
+    let times: Vec<i64> = got.iter().map(|t| t.time_msc).collect();
+    assert_eq!(times, (0..per_chunk + 3).collect::<Vec<_>>());
+}

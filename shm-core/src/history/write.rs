@@ -9,87 +9,16 @@
 //! after-hole mark: what the feed gave while no writer ran may be missing before it.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::candle::Candle;
-use crate::history::chunk::{chunk_len, ChunkMut};
+use crate::history::chunk::{chunk_len, tail_of, ChunkMut};
 use crate::history::format::{self, StreamKind, MARK_AFTER_HOLE};
 use crate::history::helper::Helper;
+use crate::history::keep::Keep;
 use crate::history::{chunk_path, list_chunks, symbol_dir, HistoryError};
 use crate::layout::Layout;
 use crate::tick::Tick;
-
-/// How much history a store keeps: everything, the newest span of time of each stream, or a
-/// total size. Whole sealed chunks go, oldest first; a stream's newest chunk always stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Keep {
-    /// Keep everything (the default).
-    #[default]
-    All,
-    /// Keep the chunks holding anything newer than this many seconds before each stream's
-    /// newest record.
-    Seconds(i64),
-    /// Keep the store under this many bytes.
-    Bytes(u64),
-}
-
-/// A `--history-keep` value that is neither a duration nor a size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeepError(pub String);
-
-impl fmt::Display for KeepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid history retention {:?}: expected `all`, a duration (90d, 12h, 30m) or a \
-             size (500MB, 2GB, 1GiB)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for KeepError {}
-
-impl std::str::FromStr for Keep {
-    type Err = KeepError;
-
-    /// `all`; `90d`, `12h`, `30m`, `2w`; `500MB`, `2GB`, `1GiB`, `800MiB`, `10000000` bytes.
-    fn from_str(s: &str) -> Result<Keep, KeepError> {
-        let bad = || KeepError(s.to_owned());
-        let t = s.trim();
-        if t.eq_ignore_ascii_case("all") {
-            return Ok(Keep::All);
-        }
-        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-        let (num, unit) = t.split_at(digits);
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        if n == 0 {
-            return Err(bad());
-        }
-        let secs = |k: u64| {
-            n.checked_mul(k)
-                .and_then(|v| i64::try_from(v).ok())
-                .map(Keep::Seconds)
-                .ok_or_else(bad)
-        };
-        let bytes = |k: u64| n.checked_mul(k).map(Keep::Bytes).ok_or_else(bad);
-        match unit.trim() {
-            "m" | "min" => secs(60),
-            "h" => secs(3600),
-            "d" => secs(86_400),
-            "w" => secs(7 * 86_400),
-            "" | "B" => bytes(1),
-            "kB" | "KB" => bytes(1000),
-            "MB" => bytes(1_000_000),
-            "GB" => bytes(1_000_000_000),
-            "KiB" => bytes(1 << 10),
-            "MiB" => bytes(1 << 20),
-            "GiB" => bytes(1 << 30),
-            _ => Err(bad()),
-        }
-    }
-}
 
 /// A sealed (full) chunk, by what retention needs of it.
 #[derive(Debug)]
@@ -115,6 +44,9 @@ struct StreamWriter {
     next_sequence: u64,
     /// The newest key stored (bars: time; ticks: time_msc).
     newest: Option<i64>,
+    /// Records stored at the newest key (ticks sharing the newest millisecond), across
+    /// chunks.
+    at_newest: u64,
     /// Ticks at the newest stored millisecond that the run before stored and this one has not
     /// been sent again yet: a source that resends from that millisecond (a restart's copy
     /// from the terminal, a replay) has its first this many there skipped, and the rest of
@@ -146,6 +78,7 @@ impl StreamWriter {
             mode,
             next_sequence: chunks.last().map_or(1, |(seq, _)| seq + 1),
             newest: None,
+            at_newest: 0,
             skip_at_newest: 0,
             mark: 0,
             pending: None,
@@ -167,8 +100,26 @@ impl StreamWriter {
                 Ok((chunk, lost)) => {
                     dropped = lost;
                     s.newest = chunk.newest;
+                    s.at_newest = chunk.at_newest();
+                    // A kill between a chunk's creation and its first record leaves it empty,
+                    // and a run of ticks at one millisecond may have begun in the chunk before:
+                    // the stream's newest key, and the records at it, are then the previous
+                    // chunk's too (else the next run would store them again, or store older
+                    // records into the empty chunk, out of order).
+                    let only_newest = s.at_newest == chunk.count;
+                    if let Some((_, before)) = chunks.len().checked_sub(2).map(|i| &chunks[i]) {
+                        if only_newest {
+                            match (s.newest, tail_of(before, kind, symbol)) {
+                                (None, Some((key, at))) => {
+                                    (s.newest, s.at_newest) = (Some(key), at)
+                                }
+                                (Some(n), Some((key, at))) if n == key => s.at_newest += at,
+                                _ => {}
+                            }
+                        }
+                    }
                     if kind == StreamKind::Ticks {
-                        s.skip_at_newest = chunk.at_newest();
+                        s.skip_at_newest = s.at_newest;
                     }
                     if chunk.full() {
                         s.seal(chunk);
@@ -228,6 +179,11 @@ impl StreamWriter {
         match result {
             Ok(()) => {
                 self.failed_at = None;
+                self.at_newest = if self.newest == Some(key) {
+                    self.at_newest + 1
+                } else {
+                    1
+                };
                 self.newest = Some(key);
                 self.skip_at_newest = 0;
                 self.mark = 0;
@@ -366,11 +322,7 @@ impl HistoryWriter {
     /// from here.
     pub fn resend_from_newest(&mut self, symbol: usize) -> Option<i64> {
         let s = self.ticks.get_mut(symbol)?;
-        // Without a current chunk nothing was appended since the store was opened (a full
-        // newest chunk is sealed then), and the count made at opening still holds.
-        if let Some(c) = &s.current {
-            s.skip_at_newest = c.at_newest();
-        }
+        s.skip_at_newest = s.at_newest;
         s.newest
     }
 
