@@ -164,7 +164,14 @@ impl Mirror {
         }
         let mode = self.config.options.mode;
         match HistoryWriter::open(&dir, layout, shm_core::Keep::All, mode) {
-            Ok(h) => self.store_copy = Some(StoreCopy::new(h, layout)),
+            Ok(h) => {
+                println!(
+                    "mtf-mirror: history store {}: copying the origin's once synced, beside the \
+                     live stream",
+                    dir.display()
+                );
+                self.store_copy = Some(StoreCopy::new(h, layout));
+            }
             Err(e) => {
                 w.add(shm_core::Counter::HistoryErrors, 1);
                 eprintln!(
