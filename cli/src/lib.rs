@@ -98,6 +98,14 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+/// Prints a line on stdout for whoever watches a long-running program, and goes on if nobody
+/// does: a closed stdout (a pipe whose reader left, `| head -1`) makes `println!` panic, and
+/// must never stop a daemon that only says how it is doing.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// Prints `program: error: …` and each cause once, and returns `code`. A closed output pipe
 /// (`mtf-monitor | head`) is no failure: it returns success and prints nothing.
 pub fn report(program: &str, error: &(dyn Error + 'static), code: u8) -> ExitCode {

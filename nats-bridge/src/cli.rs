@@ -55,11 +55,11 @@ pub fn main() -> ExitCode {
     };
     // The handlers first: whoever reads the banner may signal at once.
     let stop = mtf_cli::stop_flag();
-    println!(
+    mtf_cli::say(format_args!(
         "mtf-mirror: mirroring {} from {} into {segment}",
         cli.source_segment,
         nats.shown()
-    );
+    ));
     let config = MirrorConfig {
         nats,
         source: cli.source_segment,

@@ -226,9 +226,15 @@ fn a_mirror_is_identical_after_a_csv_replay_and_a_late_one_gets_the_history() {
     let m1_ring = r.rings().next().unwrap();
     assert!(m1_ring.stats().unwrap().buffered >= 1000);
 
-    // A mirror started after the replay ended gets the whole history.
-    let _late = mirror(&m2, &nats.url(), "replay");
+    // A mirror started after the replay ended gets the whole history; its stdout closed at
+    // once (a pipe whose reader left) does not stop it: what it says there is for a watcher.
+    let mut late = mirror(&m2, &nats.url(), "replay");
+    drop(late.0.as_mut().unwrap().stdout.take());
     wait_identical(&o.path, &m2.path, Duration::from_secs(30));
+    assert!(
+        late.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the mirror ended when its stdout closed"
+    );
 }
 
 /// `n` EURUSD ticks as MT5 exports them, a quarter second apart from 2024-03-04 10:00, a

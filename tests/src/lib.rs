@@ -153,20 +153,23 @@ impl ChildGuard {
             .expect("piped, and not taken yet")
     }
 
-    /// The first line the child prints on stdout (which is then no longer captured).
+    /// The first line the child prints on stdout. The rest is read and dropped on a thread
+    /// until the child ends: a closed pipe would make its next line an error (EPIPE), which
+    /// is not what a test of anything else means to try.
     pub fn first_line(&mut self) -> String {
         use std::io::BufRead;
-        let stdout = self.take_stdout();
+        let mut stdout = std::io::BufReader::new(self.take_stdout());
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("child output");
+        stdout.read_line(&mut line).expect("child output");
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         line
     }
 
-    /// Waits up to `limit` for a line of the child's stdout that contains `text` (the lines
-    /// before it are read and dropped; stdout is then no longer captured past it). Panics
-    /// naming `text` after `limit`, or if the child's stdout ends first.
+    /// Waits up to `limit` for a line of the child's stdout that contains `text` (the other
+    /// lines are read and dropped, until the child ends, as in [`first_line`]). Panics naming
+    /// `text` after `limit`, or if the child's stdout ends first.
+    ///
+    /// [`first_line`]: ChildGuard::first_line
     pub fn wait_for_line(&mut self, text: &str, limit: Duration) -> String {
         use std::io::BufRead;
         let stdout = self.take_stdout();
@@ -178,7 +181,6 @@ impl ChildGuard {
                 let Ok(line) = line else { break };
                 if line.contains(&wanted) {
                     let _ = tx.send(line);
-                    break;
                 }
             }
         });

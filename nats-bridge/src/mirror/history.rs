@@ -73,6 +73,8 @@ pub(super) struct StoreCopy {
     failing: u32,
     /// Streams whose copy was refused: joined as their rings have them, a gap or not.
     refused: Vec<usize>,
+    /// The page asked for, while its answer is awaited.
+    asked: Option<Page>,
 }
 
 /// Asks of one page that may fail in a row, while the origin is otherwise up, before the
@@ -105,6 +107,7 @@ impl StoreCopy {
             began: Instant::now(),
             failing: 0,
             refused: Vec::new(),
+            asked: None,
         }
     }
 
@@ -165,11 +168,11 @@ impl Mirror {
         let mode = self.config.options.mode;
         match HistoryWriter::open(&dir, layout, shm_core::Keep::All, mode) {
             Ok(h) => {
-                println!(
+                mtf_cli::say(format_args!(
                     "mtf-mirror: history store {}: copying the origin's once synced, beside the \
                      live stream",
                     dir.display()
-                );
+                ));
                 self.store_copy = Some(StoreCopy::new(h, layout));
             }
             Err(e) => {
@@ -181,27 +184,110 @@ impl Mirror {
         }
     }
 
-    /// One page of the store's copy, or its end (called every 100 ms while synced).
-    pub(super) async fn copy_store(&mut self, client: &async_nats::Client, subjects: &Subjects) {
-        let Some(copy) = self.store_copy.as_mut() else {
-            return;
-        };
+    /// Asks for the next page of the store's copy on a task of its own, so that live
+    /// messages go on being applied while the origin answers; or, once every stream is
+    /// copied, joins the store to the writer. Called every 100 ms while synced, when no page
+    /// is being asked for.
+    pub(super) fn ask_copy(
+        &mut self,
+        client: &async_nats::Client,
+        subjects: &Subjects,
+    ) -> Option<tokio::task::JoinHandle<Answer>> {
+        let copy = self.store_copy.as_mut()?;
         let Some(stream) = copy.left.front().cloned() else {
             self.join_store();
-            return;
+            return None;
         };
-        let asked = match stream {
+        let client = client.clone();
+        match stream {
             Stream::Bars { ring, symbol, tf } => {
-                self.copy_bars(client, subjects, ring, &symbol, tf).await
+                let after = match copy.cursor {
+                    Some(Cursor::After(t)) => t,
+                    _ => copy.store.newest_bar(ring).unwrap_or(i64::MIN),
+                };
+                let req = HistoryRequest {
+                    v: VERSION,
+                    symbol: symbol.clone(),
+                    timeframe: tf.name().to_owned(),
+                    before: None,
+                    after: Some(after),
+                    limit: HISTORY_PAGE,
+                    nonce: crate::wire::nonce(),
+                };
+                let subject = subjects.request(RequestKind::History);
+                copy.asked = Some(Page::Bars {
+                    ring,
+                    symbol,
+                    tf,
+                    after,
+                });
+                Some(tokio::spawn(async move {
+                    Answer::Bars(request(&client, subject, &req).await)
+                }))
             }
             Stream::Ticks { index, symbol } => {
-                self.copy_ticks(client, subjects, index, &symbol).await
+                let (msc, skip) = match copy.cursor {
+                    Some(Cursor::From { msc, skip }) => (msc, skip),
+                    // From the store's newest millisecond, sent again whole (its ticks the
+                    // store has are skipped by the store's own rule), or from the origin's
+                    // oldest.
+                    _ => (copy.store.resend_from_newest(index).unwrap_or(i64::MIN), 0),
+                };
+                let req = TickHistoryRequest {
+                    v: VERSION,
+                    symbol: symbol.clone(),
+                    from: 0,
+                    from_msc: Some(msc),
+                    skip,
+                    limit: COPY_TICK_PAGE,
+                    nonce: crate::wire::nonce(),
+                };
+                let subject = subjects.request(RequestKind::Ticks);
+                copy.asked = Some(Page::Ticks {
+                    index,
+                    symbol,
+                    msc,
+                    skip,
+                });
+                Some(tokio::spawn(async move {
+                    Answer::Ticks(request(&client, subject, &req).await)
+                }))
             }
+        }
+    }
+
+    /// Takes the answer to the page asked for: checked, stored, and the copy moved on.
+    pub(super) fn take_copy(&mut self, answer: Answer) {
+        let Some(asked) = self.store_copy.as_mut().and_then(|c| c.asked.take()) else {
+            return; // the copy began anew meanwhile (a new segment)
+        };
+        let taken = match (asked, answer) {
+            (
+                Page::Bars {
+                    ring,
+                    symbol,
+                    tf,
+                    after,
+                },
+                Answer::Bars(Ok(page)),
+            ) => self.copy_bars(&page, ring, &symbol, tf, after),
+            (
+                Page::Ticks {
+                    index,
+                    symbol,
+                    msc,
+                    skip,
+                },
+                Answer::Ticks(Ok(page)),
+            ) => self.copy_ticks(&page, index, &symbol, (msc, skip)),
+            (_, Answer::Bars(Err(e)) | Answer::Ticks(Err(e))) => Err(Asked::Again(e)),
+            // The request's task ended without an answer.
+            _ => Err(Asked::Again(crate::BridgeError::RequestTimedOut)),
         };
         let Some(copy) = self.store_copy.as_mut() else {
             return;
         };
-        match asked {
+        match taken {
             Ok(()) => copy.failing = 0,
             // No answer, or not one to this page (the origin over its limit, the link
             // slow): the same page again at the next turn, a while.
@@ -220,39 +306,23 @@ impl Mirror {
                 copy.refuse_stream();
                 self.refuse("history", format!("{symbol}: {why}"));
             }
-            Err(Asked::Gone) => {}
         }
     }
 
-    async fn copy_bars(
+    fn copy_bars(
         &mut self,
-        client: &async_nats::Client,
-        subjects: &Subjects,
+        page: &HistoryReply,
         ring: usize,
         symbol: &str,
         tf: Timeframe,
+        after: i64,
     ) -> Result<(), Asked> {
-        let copy = self.store_copy.as_mut().ok_or(Asked::Gone)?;
-        let after = match copy.cursor {
-            Some(Cursor::After(t)) => t,
-            _ => copy.store.newest_bar(ring).unwrap_or(i64::MIN),
-        };
-        let req = HistoryRequest {
-            v: VERSION,
-            symbol: symbol.to_owned(),
-            timeframe: tf.name().to_owned(),
-            before: None,
-            after: Some(after),
-            limit: HISTORY_PAGE,
-            nonce: crate::wire::nonce(),
-        };
-        let page: HistoryReply = request(client, subjects.request(RequestKind::History), &req)
-            .await
-            .map_err(Asked::Again)?;
-        let bars = bar_page(&page, after, |c| self.plausible(tf, c))
+        let bars = bar_page(page, after, |c| self.plausible(tf, c))
             .map_err(|why| Asked::Refused(format!("{symbol} {tf}"), why))?;
         let now = shm_core::now_ns();
-        let copy = self.store_copy.as_mut().ok_or(Asked::Gone)?;
+        let Some(copy) = self.store_copy.as_mut() else {
+            return Ok(());
+        };
         let mut failed = None;
         for c in &bars {
             if let Err(e) = copy.store.bar_closed(ring, c, now) {
@@ -262,7 +332,7 @@ impl Mirror {
         copy.bars += bars.len() as u64;
         match bars.last() {
             Some(last) if bars.len() == HISTORY_PAGE => {
-                copy.cursor = Some(Cursor::After(last.time))
+                copy.cursor = Some(Cursor::After(last.time));
             }
             _ => copy.next_stream(),
         }
@@ -270,37 +340,20 @@ impl Mirror {
         Ok(())
     }
 
-    async fn copy_ticks(
+    fn copy_ticks(
         &mut self,
-        client: &async_nats::Client,
-        subjects: &Subjects,
+        page: &TickHistoryReply,
         index: usize,
         symbol: &str,
+        (msc, skip): (i64, u64),
     ) -> Result<(), Asked> {
-        let copy = self.store_copy.as_mut().ok_or(Asked::Gone)?;
-        let (msc, skip) = match copy.cursor {
-            Some(Cursor::From { msc, skip }) => (msc, skip),
-            // From the store's newest millisecond, sent again whole (its ticks the store
-            // has are skipped by the store's own rule), or from the origin's oldest.
-            _ => (copy.store.resend_from_newest(index).unwrap_or(i64::MIN), 0),
-        };
-        let req = TickHistoryRequest {
-            v: VERSION,
-            symbol: symbol.to_owned(),
-            from: 0,
-            from_msc: Some(msc),
-            skip,
-            limit: COPY_TICK_PAGE,
-            nonce: crate::wire::nonce(),
-        };
-        let page: TickHistoryReply = request(client, subjects.request(RequestKind::Ticks), &req)
-            .await
-            .map_err(Asked::Again)?;
         let refused = |why| Asked::Refused(format!("{symbol} ticks"), why);
-        let ticks = tick_page(&page, msc, |t| self.plausible_tick(t)).map_err(refused)?;
+        let ticks = tick_page(page, msc, |t| self.plausible_tick(t)).map_err(refused)?;
         let next = next_tick_cursor(&ticks, msc, skip).map_err(refused)?;
         let now = shm_core::now_ns();
-        let copy = self.store_copy.as_mut().ok_or(Asked::Gone)?;
+        let Some(copy) = self.store_copy.as_mut() else {
+            return Ok(());
+        };
         let mut failed = None;
         for t in &ticks {
             if let Err(e) = copy.store.tick(index, t, now) {
@@ -409,12 +462,12 @@ impl Mirror {
             }
         }
         if copy.left.is_empty() {
-            println!(
+            mtf_cli::say(format_args!(
                 "mtf-mirror: history store copied from the origin: {} bars and {} ticks in {:.1} s",
                 copy.bars,
                 copy.ticks,
                 copy.began.elapsed().as_secs_f64()
-            );
+            ));
             w.attach_history(copy.store);
         } else {
             self.store_copy = Some(copy);
@@ -495,8 +548,30 @@ enum Asked {
     Again(crate::BridgeError),
     /// The origin's page breaks the rules: the stream's copy ends.
     Refused(String, &'static str),
-    /// The copy ended while a page was asked for (a new segment): nothing to do.
-    Gone,
+}
+
+/// A page of the copy asked for, waiting for its answer.
+#[derive(Debug)]
+enum Page {
+    Bars {
+        ring: usize,
+        symbol: String,
+        tf: Timeframe,
+        after: i64,
+    },
+    Ticks {
+        index: usize,
+        symbol: String,
+        msc: i64,
+        skip: u64,
+    },
+}
+
+/// What the task asking for a page of the copy brings back.
+#[derive(Debug)]
+pub(super) enum Answer {
+    Bars(Result<HistoryReply, crate::BridgeError>),
+    Ticks(Result<TickHistoryReply, crate::BridgeError>),
 }
 
 #[cfg(test)]

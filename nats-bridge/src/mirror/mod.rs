@@ -174,6 +174,8 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
         .await
         .map_err(BridgeError::Subscribe)?;
     let mut synced = false;
+    // The page of the history store's copy being asked for (`history.rs`).
+    let mut copying: Option<tokio::task::JoinHandle<history::Answer>> = None;
     let mut last_sync_try: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -192,6 +194,10 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                 }
             }
             Some(msg) = status.next() => m.apply_status(&msg.payload),
+            answer = copy_answer(&mut copying) => {
+                copying = None;
+                m.take_copy(answer);
+            }
             _ = tick.tick() => {
                 // Relaxed: the signal handler's flag carries no data with it.
                 if stop.load(Ordering::Relaxed) {
@@ -210,11 +216,11 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                     last_sync_try = Some(Instant::now());
                     match m.sync(&client, &subjects).await {
                         Ok(()) => {
-                            println!(
+                            mtf_cli::say(format_args!(
                                 "mtf-mirror: caught up with {}: {} rings",
                                 m.config.source,
                                 m.rings.len()
-                            );
+                            ));
                             synced = true;
                         }
                         Err(e) => eprintln!("mtf-mirror: catching up from the origin failed ({e}); retrying"),
@@ -226,14 +232,27 @@ async fn mirror(config: MirrorConfig, stop: &AtomicBool) -> Result<(), BridgeErr
                         eprintln!("mtf-mirror: refreshing the symbols' information failed ({e})");
                     }
                 }
-                if synced {
-                    m.copy_store(&client, &subjects).await;
+                if synced && copying.is_none() {
+                    copying = m.ask_copy(&client, &subjects);
                 }
                 m.beat(connected && synced);
             }
         }
     }
     Ok(())
+}
+
+/// The answer to the copy's page being asked for; never ready while none is. A task that
+/// ended without one (it cannot panic; a runtime shutting down) answers a timeout.
+async fn copy_answer(
+    copying: &mut Option<tokio::task::JoinHandle<history::Answer>>,
+) -> history::Answer {
+    match copying.as_mut() {
+        Some(task) => task
+            .await
+            .unwrap_or(history::Answer::Bars(Err(BridgeError::RequestTimedOut))),
+        None => std::future::pending().await,
+    }
 }
 
 impl Mirror {
