@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mtf_watch::{Change, Watcher};
-use shm_core::history::{History, StreamCache};
+use shm_core::history::StreamCache;
 use shm_core::{Reader, SegmentPath, Timeframe};
 use tokio::sync::mpsc;
 
@@ -285,7 +285,7 @@ async fn serve(
     // process's account is the one trusted).
     let mut store = config.history.as_ref().and_then(|dir| {
         let trust = shm_core::Trust::for_process().ok()?;
-        Some(StreamCache::new(History::at(dir, trust)))
+        Some(StreamCache::at(dir, trust))
     });
     let mut limit = RequestLimit::new(Instant::now());
     let mut last_status: Option<String> = None;

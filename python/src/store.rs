@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use shm_core::history::{History, StoredBars, StoredTicks, StreamCache};
+use shm_core::history::{StoredBars, StoredTicks, StreamCache};
 use shm_core::{HistoryError, Timeframe, Trust};
 
 use crate::errors::SegmentError;
@@ -27,7 +27,7 @@ fn store_error(e: HistoryError) -> PyErr {
 
 impl Store {
     pub(crate) fn new(dir: PathBuf, trust: Trust) -> Store {
-        Store(StreamCache::new(History::at(dir, trust)))
+        Store(StreamCache::at(dir, trust))
     }
 
     /// The store's directory.

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use shm_core::history::{BarSeam, History, StreamCache, TickSeam};
+use shm_core::history::{BarSeam, StreamCache, TickSeam};
 use shm_core::{Candle, HistoryError, ReadError, Tick, Timeframe, Trust};
 
 use super::json::{error, iso_now, write_candle, ErrorCode};
@@ -52,7 +52,7 @@ impl HistoryCache {
     fn streams(&mut self, dir: Option<&Path>) -> Option<&mut StreamCache> {
         if self.streams.is_none() {
             let trust = Trust::for_process().ok()?;
-            self.streams = Some(StreamCache::new(History::at(dir?, trust)));
+            self.streams = Some(StreamCache::at(dir?, trust));
         }
         self.streams.as_mut()
     }

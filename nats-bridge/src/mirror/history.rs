@@ -7,7 +7,8 @@
 //! 1. At each new local segment the store is opened, not attached: the sync fills the rings,
 //!    and the mirror goes live.
 //! 2. Stream by stream (every ring's bars, then every symbol's ticks), a page at a time every
-//!    100 ms (about 10,000 records a second, half an origin's limit for one mirror), the
+//!    100 ms, each asked on a task of its own so that live messages are applied meanwhile
+//!    (about 10,000 records a second, half an origin's limit for one mirror), the
 //!    origin's store and rings are copied forward in time from the store's newest record (or
 //!    the origin's oldest), with the same plausibility rules as live messages, until a page
 //!    comes back short: the origin's newest.
@@ -37,7 +38,7 @@ use crate::wire::{
 const COPY_TICK_PAGE: usize = 1000;
 
 /// One stream of the store, by its index in the layout (the store's writer's numbering).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Stream {
     Bars {
         ring: usize,
@@ -72,7 +73,7 @@ pub(super) struct StoreCopy {
     /// Asks of the current stream's page that failed in a row.
     failing: u32,
     /// Streams whose copy was refused: joined as their rings have them, a gap or not.
-    refused: Vec<usize>,
+    refused: Vec<Stream>,
     /// The page asked for, while its answer is awaited.
     asked: Option<Page>,
 }
@@ -121,19 +122,9 @@ impl StoreCopy {
     /// The current stream's copy ends where it is.
     fn refuse_stream(&mut self) {
         if let Some(s) = self.left.front() {
-            self.refused.push(s.key());
+            self.refused.push(s.clone());
         }
         self.next_stream();
-    }
-}
-
-impl Stream {
-    /// Bars by ring index, ticks after every ring.
-    fn key(&self) -> usize {
-        match self {
-            Stream::Bars { ring, .. } => *ring,
-            Stream::Ticks { index, .. } => usize::MAX - index,
-        }
     }
 }
 
@@ -412,18 +403,19 @@ impl Mirror {
             let newest = copy.store.newest_bar(ring);
             let reaches = newest.is_none_or(|n| closed.first().is_none_or(|c| c.time <= n));
             let read = matches!(read, Some(Ok(())));
-            if read && !reaches && copy.refused.contains(&ring) {
+            let stream = Stream::Bars {
+                ring,
+                symbol: symbol.to_owned(),
+                tf: spec.timeframe,
+            };
+            if read && !reaches && copy.refused.contains(&stream) {
                 eprintln!(
                     "warning: mtf-mirror: the history store of {symbol} {} has a gap \
                            where the origin's copy was refused",
                     spec.timeframe
                 );
             } else if !read || !reaches {
-                copy.left.push_back(Stream::Bars {
-                    ring,
-                    symbol: symbol.to_owned(),
-                    tf: spec.timeframe,
-                });
+                copy.left.push_back(stream);
                 continue;
             }
             for c in &closed {
@@ -442,17 +434,17 @@ impl Mirror {
                 // Held since its first tick, or a tick older than the store's newest.
                 Some(span.head <= r.capacity() || span.first > span.head - r.capacity())
             });
-            let key = usize::MAX - index;
-            if reaches == Some(false) && copy.refused.contains(&key) {
+            let stream = Stream::Ticks {
+                index,
+                symbol: (*symbol).to_owned(),
+            };
+            if reaches == Some(false) && copy.refused.contains(&stream) {
                 eprintln!(
                     "warning: mtf-mirror: the history store of {symbol}'s ticks has a \
                            gap where the origin's copy was refused"
                 );
             } else if reaches != Some(true) {
-                copy.left.push_back(Stream::Ticks {
-                    index,
-                    symbol: (*symbol).to_owned(),
-                });
+                copy.left.push_back(stream);
                 continue;
             }
             for t in &ticks {

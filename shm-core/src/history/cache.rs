@@ -3,10 +3,12 @@
 //! loads (`Stored::sync`). The HTTP API's ranges and the NATS origin's pages read through it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use crate::history::read::{History, StoredBars, StoredTicks};
 use crate::history::HistoryError;
 use crate::timeframe::Timeframe;
+use crate::trust::Trust;
 
 /// A store's streams, mapped on first use and kept.
 #[derive(Debug)]
@@ -17,11 +19,12 @@ pub struct StreamCache {
 }
 
 impl StreamCache {
-    /// The streams of `history`, none mapped yet. The caller names only symbols and rings of
-    /// its segment's layout, which bounds what is kept.
-    pub fn new(history: History) -> StreamCache {
+    /// The streams of the store at `dir` written by one of `trust`'s accounts
+    /// ([`History::at`]), none mapped yet. The caller names only symbols and rings of its
+    /// segment's layout, which bounds what is kept.
+    pub fn at(dir: impl Into<PathBuf>, trust: Trust) -> StreamCache {
         StreamCache {
-            history,
+            history: History::at(dir, trust),
             bars: HashMap::new(),
             ticks: HashMap::new(),
         }

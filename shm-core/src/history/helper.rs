@@ -1,6 +1,6 @@
 //! The store's helper thread: the system calls an append would otherwise make on the
-//! publishing loop, made ahead of it. Half-way through each reserved step of a chunk the
-//! writer asks it to reserve the next step's disk blocks and fault its pages in
+//! publishing loop, made ahead of it. At the first record of each reserved step of a chunk
+//! the writer asks it to reserve the next step's disk blocks and fault its pages in
 //! (`chunk::Area::prepare`; a new chunk's first step at its first append), retention hands
 //! it the chunks to delete, and a sealed chunk's mapping is unmapped there; the writer's
 //! appends are then stores into pages already there (docs/BENCHMARKS.md has the cost).

@@ -50,7 +50,7 @@ struct StreamWriter {
     /// Ticks at the newest stored millisecond that the run before stored and this one has not
     /// been sent again yet: a source that resends from that millisecond (a restart's copy
     /// from the terminal, a replay) has its first this many there skipped, and the rest of
-    /// that millisecond stored. Zero once this run appended.
+    /// that millisecond stored. Zero once this run appended, until `resend_from_newest`.
     skip_at_newest: u64,
     /// The mark the next record carries.
     mark: u64,
@@ -106,9 +106,11 @@ impl StreamWriter {
                     // the stream's newest key, and the records at it, are then the previous
                     // chunk's too (else the next run would store them again, or store older
                     // records into the empty chunk, out of order).
-                    let only_newest = s.at_newest == chunk.count;
+                    // (Bars never share a key: only an empty chunk sends them back.)
+                    let may_go_back = s.newest.is_none()
+                        || (kind == StreamKind::Ticks && s.at_newest == chunk.count);
                     if let Some((_, before)) = chunks.len().checked_sub(2).map(|i| &chunks[i]) {
-                        if only_newest {
+                        if may_go_back {
                             match (s.newest, tail_of(before, kind, symbol)) {
                                 (None, Some((key, at))) => {
                                     (s.newest, s.at_newest) = (Some(key), at)
