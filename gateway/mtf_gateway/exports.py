@@ -301,7 +301,7 @@ class CsvTicks:
         self.ticks = sorted(ticks, key=lambda x: x[0])
         self.i = 0
         self.speed = speed
-        self.anchor = None  # (first tick ms, monotonic start)
+        self.anchor = None  # (first tick ms, perf_counter start: see TerminalTicks.clock)
 
     def poll(self):
         if self.i >= len(self.ticks):
@@ -312,9 +312,9 @@ class CsvTicks:
             return [(s, dict(t)) for _, s, t in batch]
         t_ms = self.ticks[self.i][0]
         if self.anchor is None:
-            self.anchor = (t_ms, time.monotonic())
+            self.anchor = (t_ms, time.perf_counter())
         due = self.anchor[1] + (t_ms - self.anchor[0]) / 1000.0 / self.speed
-        wait = due - time.monotonic()
+        wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(min(wait, 0.25))
             if wait > 0.25:

@@ -32,12 +32,17 @@ class TerminalTicks:
 
     BATCH = 10000  # ticks one copy_ticks_from returns at most, doubled while a second holds more
     QUIET_SECONDS = 10.0
+    # The schedule's clock. Not time.monotonic: on Windows before CPython 3.13 that is
+    # GetTickCount64, which moves in 15.6 ms steps, so a 0.5 ms interval became 15.6 ms (and a
+    # poll that slept to its due time often found nothing due). perf_counter is
+    # QueryPerformanceCounter there (0.1 us) and CLOCK_MONOTONIC on Linux: monotonic on both.
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self, backend, symbols, min_interval=0.0005, max_interval=0.05, cpu_share=0.25, since=None):
         self.b = backend
         self.min_interval, self.max_interval, self.cpu_share = min_interval, max_interval, cpu_share
         self.flags = getattr(backend.mt5, "COPY_TICKS_ALL", -1)
-        now = time.monotonic()
+        now = self.clock()
         self.cursor, self.newest, self.moved_at, self.due = {}, {}, {}, {}
         look_cost = 0.0
         for s in symbols:
@@ -73,7 +78,7 @@ class TerminalTicks:
 
     def intervals(self):
         """What each symbol is looked at every, in milliseconds, now."""
-        now = time.monotonic()
+        now = self.clock()
         return {s: round(self.interval(s, now) * 1000, 3) for s in self.cursor}
 
     def _budget(self, now):
@@ -124,10 +129,13 @@ class TerminalTicks:
     def poll(self):
         """Waits until the next look is due, looks at the symbols due, and returns their new
         ticks as (symbol, tick) in time order (often none; a live stream never ends)."""
-        wait = min(self.due.values()) - time.monotonic()
+        first = min(self.due.values())
+        wait = first - self.clock()
         if wait > 0:
             time.sleep(wait)
-        now = time.monotonic()
+        # Having slept until the first due time, that symbol is due, whatever a coarse clock
+        # reads: each poll looks at least once.
+        now = max(self.clock(), first)
         self._budget(now)
         out = []
         for s in [s for s, due in self.due.items() if due <= now]:

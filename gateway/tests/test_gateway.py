@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 
 import numpy as np
 
@@ -325,6 +326,20 @@ class TerminalBackendTest(unittest.TestCase):
         m.ticks += [tick(base + 5, 1.04), tick(base + 900, 1.05)]
         self.assertEqual([t["bid"] for _, t in stream.poll()], [1.04, 1.05])
         self.assertEqual(stream.poll(), [])
+
+    def test_each_poll_looks_even_when_the_clock_is_coarse(self):
+        # Windows' time.monotonic before CPython 3.13 moves in 15.6 ms steps: a poll that slept
+        # to its due time read a clock still short of it, looked at nothing and returned no
+        # ticks (CI under Wine saw it). Here the clock never moves at all.
+        m = FakeMt5()
+        base = (T0 + 10) * 1000
+        m.ticks = [tick(base, 1.0)]
+        frozen = staticmethod(lambda: 1000.0)
+        with unittest.mock.patch.object(gw.TerminalTicks, "clock", frozen):
+            stream = gw.TerminalBackend(m, "metatrader5").tick_stream(["EURUSD"])
+            for i in range(1, 4):
+                m.ticks.append(tick(base + i, 1.0 + i / 100))
+                self.assertEqual([t["bid"] for _, t in stream.poll()], [1.0 + i / 100], "poll %d" % i)
 
     def test_a_burst_longer_than_one_call_returns_is_fetched_whole(self):
         m = FakeMt5()
