@@ -112,7 +112,7 @@ def test_a_reader_survives_a_sigkill_and_a_restart_of_the_streamer(live):
     before = mt5.copy_rates_from_pos("BTCUSDc", mt5.TIMEFRAME_M1, 0, 50)
     generation = mt5.status()["generation"]
     live.kill()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while mt5.status()["liveness"] != "gone":
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -137,21 +137,21 @@ def test_waiting_releases_the_gil_and_keeps_its_timeout(live):
 
     t = threading.Thread(target=count)
     t.start()
-    started = time.monotonic()
-    changed = seg.wait_for_update("BTCUSDc", timeout=2.0)
+    # A change, not the timeout (which returns False).
+    changed = seg.wait_for_update("BTCUSDc", timeout=30.0)
     stop.set()
     t.join()
     assert changed
-    assert time.monotonic() - started < 2.0
     assert len(counted) > 1000, "another thread ran while we waited"
     # A writer that stops: the waits return while it still publishes, then WriterGone (its
-    # last act wakes the waiters), never a wait to the 10 s timeout.
-    started = time.monotonic()
+    # last act wakes the waiters), never a wait to the 30 s timeout (no speed is asserted:
+    # only that no wait ran to its end, whatever the machine's load).
+    started = time.perf_counter()
     live.proc.terminate()
     with pytest.raises(mt5.WriterGone):
         for _ in range(100_000):
-            seg.wait_for_update(timeout=10.0)
-    assert time.monotonic() - started < 5.0
+            seg.wait_for_update(timeout=30.0)
+    assert time.perf_counter() - started < 30.0
 
 
 def test_a_quiet_segment_keeps_the_timeout(replay):
